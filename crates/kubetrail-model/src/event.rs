@@ -187,6 +187,7 @@ pub struct Event<'a> {
     pub metadata: Option<&'a RawValue>,
 }
 
+#[allow(clippy::ptr_arg)] // serde's `skip_serializing_if` passes `&Cow`
 fn str_is_empty(s: &Cow<'_, str>) -> bool {
     s.is_empty()
 }

@@ -5,8 +5,10 @@
 //! that audit policies and rules match on; and the decoding of inputs (JSON lines, arrays, `EventList`s and
 //! the EKS, GKE and AKS export envelopes) into event records. Pure: no IO, no async, total on any input.
 
+pub mod decode;
 mod event;
 
+pub use decode::{DecodeError, Envelope, Location, Record, decode_value};
 pub use event::{
     Attributes, Event, Level, ObjectReference, ParseError, ResponseStatus, Stage, UserInfo,
 };
