@@ -281,10 +281,11 @@ impl<'a> Decoder<'_, 'a> {
     }
 
     fn event_list(&mut self, items: Option<&'a RawValue>, ctx: Ctx) {
+        // Go writes an empty list's `items` as `null`.
         let items = match items.map(|i| serde_json::from_str::<Option<Vec<&RawValue>>>(i.get())) {
             Some(Ok(items)) => items.unwrap_or_default(),
             Some(Err(e)) => return self.emit(ctx, Err(format!("invalid `EventList` items: {e}"))),
-            None => return self.emit(ctx, Err("`EventList` without `items`".into())),
+            None => Vec::new(),
         };
         let ctx = ctx.nested();
         for item in items {
