@@ -3,3 +3,16 @@
 //! Owns loading (YAML with line numbers; unknown and misplaced fields dropped with a warning, as the apiserver
 //! does), validation, evaluation (first matching rule wins), and the tools built on them: lint, simulate,
 //! generate and explain. Pure: no IO, no async; evaluation never fails.
+
+mod diagnostic;
+mod evaluate;
+mod explain;
+mod load;
+mod policy;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Severity};
+pub use explain::{Explanation, RuleRef, Skipped, StageKept, explain};
+pub use load::{API_VERSION, Loaded, load};
+pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
+pub use validate::validate;
