@@ -320,7 +320,7 @@ impl<'s> Cx<'s> {
                     Diagnostic::error(
                         "apiVersion",
                         format!(
-                            "apiVersion `{other}` was removed in Kubernetes 1.24; kube-apiserver reads `{API_VERSION}` only"
+                            "`{other}` was removed in Kubernetes 1.24; kube-apiserver reads `{API_VERSION}` only"
                         ),
                     )
                     .at(pos(v))
@@ -331,7 +331,7 @@ impl<'s> Cx<'s> {
                 self.diags.push(
                     Diagnostic::error(
                         "apiVersion",
-                        format!("unknown group version field `{other}` in policy: kube-apiserver reads `{API_VERSION}` only"),
+                        format!("unknown group version field `{other}` in policy; kube-apiserver reads `{API_VERSION}` only"),
                     )
                     .at(pos(v))
                     .help(format!("change it to `apiVersion: {API_VERSION}`")),
@@ -349,7 +349,7 @@ impl<'s> Cx<'s> {
             Some((v, Str::Value(other))) => self.diags.push(
                 Diagnostic::error(
                     "kind",
-                    format!("kind `{other}` is not a kind of `{API_VERSION}`: an audit policy is `kind: Policy`"),
+                    format!("`{other}` is not a kind of `{API_VERSION}`; an audit policy is `kind: Policy`"),
                 )
                 .at(pos(v))
                 .help("change it to `kind: Policy`"),
@@ -495,33 +495,32 @@ impl<'s> Cx<'s> {
         } else {
             format!("{parent}.{key}")
         };
-        let dropped = format!("unknown field `{key}` in {} is dropped", obj.name());
-        let effect = |what: &str| match narrows(key) {
-            Some(n) => {
-                format!(", so it does not narrow the rule: as written the rule matches every {n}")
-            }
-            None => format!(" ({what})"),
+        let dropped = format!(
+            "unknown field `{key}` in {} is dropped (kube-apiserver warns and ignores it)",
+            obj.name()
+        );
+        let effect = match narrows(key) {
+            Some(n) => format!(", so as written the rule matches every {n}"),
+            None => String::new(),
         };
         let (message, help) = if let Some(f) =
             obj.fields().iter().find(|f| f.eq_ignore_ascii_case(key))
         {
             (
-                format!("{dropped}: field names are case-sensitive"),
+                format!("{dropped}; field names are case-sensitive"),
                 format!("write `{f}`"),
             )
         } else if obj == Object::GroupResources && RULE_FIELDS.contains(&key) {
             (
                 format!(
-                    "{dropped}: `{key}` is a field of the rule, not of a `resources` entry{}",
-                    effect("it is ignored")
+                    "{dropped}; `{key}` belongs to the rule, not to a `resources` entry{effect}"
                 ),
                 self.rule_indent_help(parent, key),
             )
         } else if obj == Object::Rule && GROUP_RESOURCES_FIELDS.contains(&key) {
             (
                 format!(
-                    "{dropped}: `{key}` is a field of a `resources` entry, not of the rule{}",
-                    effect("it is ignored")
+                    "{dropped}; `{key}` belongs in a `resources` entry, not in the rule itself{effect}"
                 ),
                 format!(
                     "move `{key}` into the `resources` entry it belongs to, next to `group:` and `resources:`"
@@ -529,12 +528,12 @@ impl<'s> Cx<'s> {
             )
         } else if obj != Object::Policy && POLICY_FIELDS.contains(&key) {
             (
-                format!("{dropped}: `{key}` is a top-level field of the policy"),
+                format!("{dropped}; `{key}` is a top-level field of the policy"),
                 format!("move `{key}` to the top level of the file, unindented"),
             )
         } else if obj == Object::Policy && RULE_FIELDS.contains(&key) {
             (
-                format!("{dropped}: `{key}` is a field of a rule, not of the policy"),
+                format!("{dropped}; `{key}` is a field of a rule, not of the policy"),
                 format!("move `{key}` into a rule under `rules:`"),
             )
         } else {

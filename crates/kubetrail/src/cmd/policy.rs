@@ -1,12 +1,231 @@
 //! `kubetrail policy ...`: check, lint, simulate, generate, explain.
+//!
+//! One `Args` struct and one `fn` per subcommand; [`run`] only dispatches. Shared here: reading a policy file
+//! and printing its diagnostics.
 
-use clap::Subcommand;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use kubetrail_model::Event;
+use kubetrail_policy::{Diagnostic, Explanation, Loaded, Policy, Severity};
 
 use crate::Outcome;
+use crate::output::Format;
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {}
+pub enum PolicyCommand {
+    /// Check that kube-apiserver would start with an audit policy file.
+    ///
+    /// Loads POLICY exactly as kube-apiserver's `--audit-policy-file` does and prints every finding as
+    /// `FILE:LINE:COL: SEVERITY: PATH: MESSAGE`, followed by `help:` saying what to change. Unknown and
+    /// misplaced fields (a `verbs:` indented under `resources:`, say) are warnings: kube-apiserver drops them
+    /// and starts, with a rule that matches more than it reads as. Exit 0 when kube-apiserver would start
+    /// (warnings included), 1 when it would refuse, 2 when POLICY cannot be read.
+    #[command(
+        after_help = "Examples:\n  kubetrail policy check /etc/kubernetes/audit-policy.yaml\n  kubetrail policy check --format json policy.yaml | jq -r .message"
+    )]
+    Check(CheckArgs),
+    /// Show which rule of a policy decides an event's audit level, and why the earlier rules do not match.
+    ///
+    /// Evaluates the request of one audit event against POLICY with kube-apiserver's semantics (first
+    /// matching rule wins; no match means level None) and prints the matching rule (index, line, level,
+    /// omitStages, whether each stage is written), then each earlier rule with why it did not match.
+    #[command(
+        after_help = "Examples:\n  kubetrail policy explain policy.yaml --event @event.json\n  kubetrail policy explain policy.yaml --event '{\"level\":\"Metadata\",\"auditID\":\"1\",\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"requestURI\":\"/healthz\",\"user\":{\"username\":\"alice\"}}'"
+    )]
+    Explain(ExplainArgs),
+}
 
 pub fn run(c: PolicyCommand) -> anyhow::Result<Outcome> {
-    match c {}
+    match c {
+        PolicyCommand::Check(args) => check(args),
+        PolicyCommand::Explain(args) => explain(args),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The audit policy file (YAML or JSON), as passed to kube-apiserver's --audit-policy-file.
+    pub policy: PathBuf,
+    /// text: `FILE:LINE:COL: error: ...` lines; json: one object per diagnostic per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
+    let loaded = read_policy(&args.policy)?;
+    print_diagnostics(&args.policy, &loaded.diagnostics, args.format)?;
+    let errors = loaded.errors().count();
+    let warnings = count(&loaded.diagnostics, Severity::Warning);
+    if args.format == Format::Text {
+        let file = args.policy.display();
+        if loaded.policy.is_some() {
+            eprintln!(
+                "{file}: ok: kube-apiserver would start with this policy ({warnings} warning{})",
+                plural(warnings)
+            );
+        } else {
+            eprintln!(
+                "{file}: kube-apiserver would refuse to start with this policy ({errors} error{}, {warnings} warning{})",
+                plural(errors),
+                plural(warnings)
+            );
+        }
+    }
+    Ok(if loaded.policy.is_some() {
+        Outcome::Ok
+    } else {
+        Outcome::Findings
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The audit policy file (YAML or JSON).
+    pub policy: PathBuf,
+    /// One audit event: its JSON text, or `@PATH` to read it from a file.
+    #[arg(long, value_name = "JSON|@PATH")]
+    pub event: String,
+    /// text for people; json: one object with the decision, the matching rule and the skipped rules.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<Outcome> {
+    let policy = read_valid_policy(&args.policy)?;
+    let text = match args.event.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read event file `{path}`"))?,
+        None => args.event.clone(),
+    };
+    let event = Event::parse(text.trim()).context("failed to parse --event as an audit event")?;
+    let ex = kubetrail_policy::explain(&policy, &event.attributes());
+    match args.format {
+        Format::Json => {
+            let mut v = serde_json::to_value(&ex)?;
+            v["file"] = args.policy.display().to_string().into();
+            v["auditID"] = event.audit_id.as_ref().into();
+            println!("{v}");
+        }
+        Format::Text => print!("{}", explain_text(&args.policy, &policy, &ex)),
+    }
+    Ok(Outcome::Ok)
+}
+
+fn explain_text(file: &Path, policy: &Policy, ex: &Explanation) -> String {
+    let file = file.display();
+    let d = &ex.decision;
+    let mut out = String::new();
+    match &ex.matched {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "rule {} ({file}:{}) matches: level {}",
+                m.index, m.line, m.level
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no rule matches: level None (kube-apiserver writes no event for this request)"
+            );
+        }
+    }
+    let _ = writeln!(out, "  omitStages: {}", d.omit_stages);
+    if !policy.omit_stages.is_empty() {
+        let _ = writeln!(out, "    (includes the policy's {})", policy.omit_stages);
+    }
+    let _ = writeln!(out, "  omitManagedFields: {}", d.omit_managed_fields);
+    for s in &ex.stages {
+        let _ = writeln!(
+            out,
+            "  {:<17} {}",
+            s.stage.as_str(),
+            if s.kept { "kept" } else { "omitted" }
+        );
+    }
+    if !ex.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}:",
+            if ex.matched.is_some() {
+                "earlier rules"
+            } else {
+                "rules"
+            }
+        );
+        for s in &ex.skipped {
+            let _ = writeln!(
+                out,
+                "  rule {} ({file}:{}, level {}): {}",
+                s.rule.index, s.rule.line, s.rule.level, s.why
+            );
+        }
+    }
+    out
+}
+
+/// Reads and loads a policy file; an unreadable file is an error (exit 2) naming the path.
+fn read_policy(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read policy file `{}`", path.display()))?;
+    Ok(kubetrail_policy::load(&text))
+}
+
+/// A policy kube-apiserver would start with; otherwise its errors go to stderr and this fails.
+fn read_valid_policy(path: &Path) -> anyhow::Result<Policy> {
+    let loaded = read_policy(path)?;
+    let Some(policy) = loaded.policy else {
+        let errors: Vec<&Diagnostic> = loaded.errors().collect();
+        for d in &errors {
+            eprint!("{}", diagnostic_text(path, d));
+        }
+        bail!(
+            "kube-apiserver would refuse the policy `{}` ({} error{}); fix it first (`kubetrail policy check {}`)",
+            path.display(),
+            errors.len(),
+            plural(errors.len()),
+            path.display()
+        );
+    };
+    Ok(policy)
+}
+
+/// Prints diagnostics: `FILE:LINE:COL: SEVERITY: PATH: MESSAGE` and `  help: ...`, or one JSON object each.
+fn print_diagnostics(file: &Path, diags: &[Diagnostic], format: Format) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for d in diags {
+        match format {
+            Format::Text => write!(out, "{}", diagnostic_text(file, d))?,
+            Format::Json => {
+                let mut v = serde_json::to_value(d)?;
+                v["file"] = file.display().to_string().into();
+                writeln!(out, "{v}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn diagnostic_text(file: &Path, d: &Diagnostic) -> String {
+    let mut s = format!("{}:{d}\n", file.display());
+    if d.line.is_none() {
+        // `Display` starts with the severity when there is no line: keep `FILE: severity: ...`.
+        s = format!("{}: {d}\n", file.display());
+    }
+    if let Some(help) = &d.help {
+        let _ = writeln!(s, "  help: {help}");
+    }
+    s
+}
+
+fn count(diags: &[Diagnostic], severity: Severity) -> usize {
+    diags.iter().filter(|d| d.severity == severity).count()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
