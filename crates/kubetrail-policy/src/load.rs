@@ -5,9 +5,11 @@
 //! errors and a policy without rules stop it from starting. The YAML is parsed with spans and the (small)
 //! schema is walked by hand so each of those outcomes becomes a located [`Diagnostic`].
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData, YamlLoader};
+use saphyr::{MarkedYaml, Scalar, YamlData, YamlLoader};
+use saphyr_parser::{Event, Span, SpannedEventReceiver};
 
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::policy::{GroupResources, Policy, Rule, StageSet};
@@ -196,6 +198,7 @@ impl<'s> Cx<'s> {
         let mut api_version: Option<(&Node<'_>, Str<'_>)> = None;
         let mut kind: Option<(&Node<'_>, Str<'_>)> = None;
         let mut rules_pos = None;
+        let mut rules_bad = false;
         for (k, v) in entries {
             let Some(key) = self.key(k, "", Object::Policy) else {
                 continue;
@@ -213,6 +216,10 @@ impl<'s> Cx<'s> {
                 }
                 "rules" => {
                     rules_pos = pos(k);
+                    rules_bad = !matches!(
+                        untag(v).data,
+                        YamlData::Sequence(_) | YamlData::Value(Scalar::Null)
+                    );
                     if let Some(items) = self.seq(v, "rules", "a list of rules") {
                         for (i, item) in items.iter().enumerate() {
                             if let Some(rule) = self.rule(item, i) {
@@ -233,48 +240,43 @@ impl<'s> Cx<'s> {
         let spans = &self.spans;
         let found = validate_located(&policy, &|key| spans.get(key).copied());
         self.diags.extend(found);
-        if policy.rules.is_empty() {
+        // `rules` of the wrong type already stops kube-apiserver; no need to also count its rules.
+        if policy.rules.is_empty() && !rules_bad {
             self.zero_rules(rules_pos);
         }
         Some(policy)
     }
 
-    /// Parses the first document with spans. Duplicate keys are a warning (last wins), as kube-apiserver's
-    /// lenient decoding has it.
+    /// Parses the documents with spans. Duplicate keys are a warning (last wins), as kube-apiserver's lenient
+    /// decoding has it.
     fn parse(&mut self) -> Option<Vec<Node<'s>>> {
-        let err = match MarkedYaml::load_from_str(self.src) {
-            Ok(docs) => return Some(docs),
-            Err(e) => e,
-        };
-        let m = *err.marker();
-        let at = Some((m.line(), m.col() + 1));
-        if err.info() != "duplicated key in mapping" {
+        let mut dups = DuplicateKeys::default();
+        // A syntax error stops this pass too; the loading pass below reports it.
+        let _ = saphyr_parser::Parser::new_from_str(self.src).load(&mut dups, true);
+        for (key, m) in dups.found {
             self.diags.push(
-                Diagnostic::error("", format!("invalid YAML: {}", err.info()))
-                    .at(at)
-                    .help("fix the YAML syntax here (indent with spaces, not tabs; quote values containing `: ` or starting with `*`, `&`, `!`, `{` or `[`)"),
-            );
-            return None;
-        }
-        self.diags.push(
-            Diagnostic::warning("", "duplicate key in a mapping: the last value wins")
-                .at(at)
+                Diagnostic::warning(
+                    "",
+                    format!("duplicate key `{key}` in a mapping: the last value wins"),
+                )
+                .at(Some((m.line(), m.col() + 1)))
                 .help("remove one of the two entries (kube-apiserver warns and keeps the last)"),
-        );
+            );
+        }
         let mut loader = YamlLoader::<Node<'s>>::default();
         loader.allow_duplicate_keys(true);
         let mut parser = saphyr_parser::Parser::new_from_str(self.src);
-        if let Err(e) = parser.load(&mut loader, true) {
+        let err = match parser.load(&mut loader, true) {
+            Err(e) => Some(e),
+            Ok(()) => loader.error().cloned(),
+        };
+        if let Some(e) = err {
             let m = *e.marker();
             self.diags.push(
                 Diagnostic::error("", format!("invalid YAML: {}", e.info()))
-                    .at(Some((m.line(), m.col() + 1))),
+                    .at(Some((m.line(), m.col() + 1)))
+                    .help("fix the YAML syntax here (indent with spaces, not tabs; quote values containing `: ` or starting with `*`, `&`, `!`, `{` or `[`)"),
             );
-            return None;
-        }
-        if let Some(e) = loader.error() {
-            self.diags
-                .push(Diagnostic::error("", format!("invalid YAML: {}", e.info())).at(at));
             return None;
         }
         Some(loader.into_documents())
@@ -717,6 +719,58 @@ impl<'s> Cx<'s> {
     }
 }
 
+/// Finds the keys repeated within a mapping, by the parser's events (the loaded tree keeps only the last).
+#[derive(Default)]
+struct DuplicateKeys<'i> {
+    stack: Vec<Option<Keys<'i>>>,
+    found: Vec<(String, saphyr::Marker)>,
+}
+
+/// A mapping being read: the keys seen, and whether the next node is a key.
+struct Keys<'i> {
+    seen: HashSet<Cow<'i, str>>,
+    expect_key: bool,
+}
+
+impl<'i> DuplicateKeys<'i> {
+    /// A node starts; `scalar` is its text when it is a scalar.
+    fn node(&mut self, scalar: Option<Cow<'i, str>>, span: Span) {
+        if let Some(Some(keys)) = self.stack.last_mut() {
+            if keys.expect_key
+                && let Some(k) = scalar
+                && !keys.seen.insert(k.clone())
+            {
+                self.found.push((k.into_owned(), span.start));
+            }
+            keys.expect_key = !keys.expect_key;
+        }
+    }
+}
+
+impl<'i> SpannedEventReceiver<'i> for DuplicateKeys<'i> {
+    fn on_event(&mut self, ev: Event<'i>, span: Span) {
+        match ev {
+            Event::Scalar(s, ..) => self.node(Some(s), span),
+            Event::Alias(_) => self.node(None, span),
+            Event::SequenceStart(..) => {
+                self.node(None, span);
+                self.stack.push(None);
+            }
+            Event::MappingStart(..) => {
+                self.node(None, span);
+                self.stack.push(Some(Keys {
+                    seen: HashSet::new(),
+                    expect_key: true,
+                }));
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Levenshtein distance, for "did you mean".
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -850,10 +904,27 @@ mod tests {
     #[test]
     fn duplicate_keys_warn_and_last_wins() {
         let loaded = check(
-            "rules:\n- level: None\n  level: Metadata\n",
-            &["5:3 warning "],
+            "rules:\n- level: None\n  level: Metadata\n  verbs: [get]\n  verbs: [list]\n",
+            &["5:3 warning ", "7:3 warning "],
         );
+        assert!(loaded.diagnostics[1].message.contains("`verbs`"));
         assert_eq!(loaded.policy.unwrap().rules[0].level, Level::Metadata);
+    }
+
+    #[test]
+    fn rules_of_the_wrong_type_is_one_error() {
+        check("rules: {level: None}\n", &["3:8 error rules"]);
+    }
+
+    #[test]
+    fn anchors_tags_and_yaml11_booleans() {
+        let l = load(&format!(
+            "---\n{HEAD}rules:\n- &r\n  level: None\n  verbs: [get]\n- *r\n- level: !!str Metadata\n  omitManagedFields: yes\n"
+        ));
+        assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+        let p = l.policy.unwrap();
+        assert_eq!(p.rules[1].verbs, ["get"]);
+        assert_eq!(p.rules[2].omit_managed_fields, Some(true));
     }
 
     #[test]
