@@ -7,12 +7,21 @@
 mod diagnostic;
 mod evaluate;
 mod explain;
+mod generate;
+mod lint;
 mod load;
 mod policy;
+mod simulate;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
 pub use explain::{Explanation, RuleRef, Skipped, StageKept, explain};
+pub use generate::{GenerateOptions, generate};
+pub use lint::{Finding, lint};
 pub use load::{API_VERSION, Loaded, load};
 pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
+pub use simulate::{
+    Comparison, EventRow, Grain, LevelChange, NOISY_SHARE, NoisyGroup, Report, RuleVolume,
+    Simulator,
+};
 pub use validate::validate;

@@ -282,6 +282,26 @@ fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<(usize, 
     Ok((n, false))
 }
 
+/// Tells the user, on stderr, what was skipped and why: the first few locations, then a count.
+pub fn report_skipped(stats: &InputStats) {
+    const SHOWN: usize = 10;
+    if stats.skipped_total == 0 {
+        return;
+    }
+    for s in stats.skipped.iter().take(SHOWN) {
+        eprintln!("warning: skipped {}: {}", s.location, s.reason);
+    }
+    let more = stats.skipped_total.saturating_sub(SHOWN as u64);
+    if more > 0 {
+        eprintln!("warning: ... and {more} more skipped");
+    }
+    eprintln!(
+        "warning: {} of {} input values skipped (malformed or not audit events)",
+        stats.skipped_total,
+        stats.records + stats.skipped_total
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod input;
 mod output;
+mod progress;
+mod report;
 
 /// Kubernetes audit logging as the forensic foundation of a cluster's security.
 #[derive(Debug, Parser)]

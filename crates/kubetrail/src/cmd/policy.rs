@@ -36,12 +36,49 @@ pub enum PolicyCommand {
         after_help = "Examples:\n  kubetrail policy explain policy.yaml --event @event.json\n  kubetrail policy explain policy.yaml --event '{\"level\":\"Metadata\",\"auditID\":\"1\",\"stage\":\"ResponseComplete\",\"verb\":\"get\",\"requestURI\":\"/healthz\",\"user\":{\"username\":\"alice\"}}'"
     )]
     Explain(ExplainArgs),
+    /// Find what a policy would leak, blind or waste, each finding with its rule, line and a fix.
+    ///
+    /// Errors: the policy is invalid; secrets, configmaps, token requests or token reviews logged with their
+    /// values (RequestResponse, or Request where the request body carries them); fields kube-apiserver
+    /// silently drops (a `verbs:` mis-indented under `resources:` silences every verb); high-value requests
+    /// (secret reads, RBAC changes, pod creates, exec/attach/port-forward, nodes/proxy, token requests,
+    /// admission webhooks, CSRs) that fall through to level None. Warnings: pod creates at Metadata (the spec
+    /// privileged-pod detection needs is not recorded), controller watch/list loops or health probes not
+    /// silenced, RequestReceived or managedFields kept. Exit 1 if any error.
+    #[command(
+        after_help = "Examples:\n  kubetrail policy lint /etc/kubernetes/audit-policy.yaml\n  kubetrail policy lint --format json policy.yaml | jq -r 'select(.severity==\"error\") | .fix'"
+    )]
+    Lint(LintArgs),
+    /// Replay recorded audit events through a policy: what it keeps, what it costs, what is noise.
+    ///
+    /// Reads audit events (JSON lines, arrays, EventLists, EKS/GKE/AKS exports; plain or gzip; stdin when no
+    /// FILE or `-`) and reports events and bytes in and kept, volume per rule, the noisy groups (user,
+    /// user+verb, user+verb+resource, userGroups) over 10% of the kept events with the None rule that would
+    /// silence each, and GB/day extrapolated from the input's time span. Bytes kept are estimated from the
+    /// recorded events: a lower level drops the bodies; a higher level cannot add bodies never recorded.
+    #[command(
+        after_help = "Examples:\n  kubetrail policy simulate --policy audit-policy.yaml /var/log/kubernetes/audit/audit.log\n  kubetrail gen --count 100000 | kubetrail policy simulate --policy new.yaml --against current.yaml\n  kubetrail policy simulate --policy p.yaml --per-event --format json events.jsonl"
+    )]
+    Simulate(SimulateArgs),
+    /// Print a recommended tiered audit policy, commented rule by rule.
+    ///
+    /// None for the control plane's watch/list loops, kubelet heartbeats and health probes; Metadata for
+    /// secrets, configmaps and tokens (never their values); Request for RBAC changes, pod and workload writes,
+    /// admission webhooks and CSRs; Metadata for everything else. RequestReceived and managedFields omitted.
+    /// The output passes `policy check` and `policy lint` cleanly.
+    #[command(
+        after_help = "Examples:\n  kubetrail policy generate > /etc/kubernetes/audit-policy.yaml\n  kubetrail policy generate --production-namespace prod --production-namespace payments --noisy-user system:serviceaccount:argocd:argocd-application-controller"
+    )]
+    Generate(GenerateArgs),
 }
 
 pub fn run(c: PolicyCommand) -> anyhow::Result<Outcome> {
     match c {
         PolicyCommand::Check(args) => check(args),
         PolicyCommand::Explain(args) => explain(args),
+        PolicyCommand::Lint(args) => lint(args),
+        PolicyCommand::Simulate(args) => simulate(args),
+        PolicyCommand::Generate(args) => generate(args),
     }
 }
 
@@ -165,6 +202,146 @@ fn explain_text(file: &Path, policy: &Policy, ex: &Explanation) -> String {
         }
     }
     out
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The audit policy file (YAML or JSON).
+    pub policy: PathBuf,
+    /// text: `FILE:LINE: SEVERITY[CODE]: MESSAGE` and `fix:`; json: one object per finding per line.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn lint(args: LintArgs) -> anyhow::Result<Outcome> {
+    use std::io::Write as _;
+    let loaded = read_policy(&args.policy)?;
+    let findings = kubetrail_policy::lint(&loaded);
+    let file = args.policy.display().to_string();
+    let mut out = std::io::stdout().lock();
+    for f in &findings {
+        match args.format {
+            Format::Json => {
+                let mut v = serde_json::to_value(f)?;
+                v["file"] = file.clone().into();
+                writeln!(out, "{v}")?;
+            }
+            Format::Text => {
+                let at = f
+                    .line
+                    .map_or_else(|| file.clone(), |l| format!("{file}:{l}"));
+                let rule = f.rule.map(|r| format!(" (rule {r})")).unwrap_or_default();
+                writeln!(out, "{at}: {}[{}]{rule}: {}", f.severity, f.code, f.message)?;
+                writeln!(out, "  fix: {}", f.fix)?;
+            }
+        }
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    if args.format == Format::Text {
+        let warnings = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+        eprintln!(
+            "{file}: {errors} error{}, {warnings} warning{}",
+            plural(errors),
+            plural(warnings)
+        );
+    }
+    Ok(if errors > 0 {
+        Outcome::Findings
+    } else {
+        Outcome::Ok
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The policy to simulate.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// A second policy to compare with: which events change level, and the volume difference.
+    #[arg(long, value_name = "OTHER_POLICY")]
+    pub against: Option<PathBuf>,
+    /// With `--format json`, one row per input event, in input order:
+    /// `{"auditID","stage","level","omitStages","omitManagedFields","rule","kept"}`.
+    #[arg(long)]
+    pub per_event: bool,
+    /// text: a report for people; json: one object with the whole report (or the per-event rows).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Audit event files (plain or .gz); `-` or none reads stdin.
+    pub files: Vec<PathBuf>,
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
+    use std::io::Write as _;
+    let policy = read_valid_policy(&args.policy)?;
+    let against = args.against.as_deref().map(read_valid_policy).transpose()?;
+    let files = if args.files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files.clone()
+    };
+    let mut sim = kubetrail_policy::Simulator::new(&policy, against.as_ref());
+    let progress = crate::progress::bytes_bar(crate::input::total_size(&files));
+    let per_event = args.per_event && args.format == Format::Json;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let stats = crate::input::for_each_event(
+        &files,
+        &mut |bytes| progress.set_position(bytes),
+        &mut |record, event| {
+            let d = sim.observe(event, record.json.len() as u64);
+            if per_event {
+                serde_json::to_writer(&mut out, &kubetrail_policy::EventRow::new(event, &d))?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+    )?;
+    progress.finish_and_clear();
+    crate::input::report_skipped(&stats);
+    let report = sim.report();
+    if !per_event {
+        match args.format {
+            Format::Json => {
+                serde_json::to_writer(&mut out, &report)?;
+                out.write_all(b"\n")?;
+            }
+            Format::Text => {
+                out.write_all(crate::report::simulation(&report, &policy).as_bytes())?
+            }
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A namespace treated as production: every write there is kept with its request body (repeatable).
+    #[arg(long = "production-namespace", value_name = "NAMESPACE")]
+    pub production_namespaces: Vec<String>,
+    /// An extra identity whose read loops (get, list, watch) are noise, e.g. an operator (repeatable).
+    #[arg(long = "noisy-user", value_name = "USER")]
+    pub noisy_users: Vec<String>,
+    /// Drop the request bodies of pod and workload writes (smaller logs; privileged-pod, hostPath and
+    /// image detection can no longer see the spec).
+    #[arg(long)]
+    pub no_pod_bodies: bool,
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
+    let yaml = kubetrail_policy::generate(&kubetrail_policy::GenerateOptions {
+        production_namespaces: args.production_namespaces,
+        noisy_users: args.noisy_users,
+        pod_bodies: !args.no_pod_bodies,
+    });
+    print!("{yaml}");
+    Ok(Outcome::Ok)
 }
 
 /// Reads and loads a policy file; an unreadable file is an error (exit 2) naming the path.
