@@ -1,1 +1,263 @@
-//! A deterministic (seeded) generator of realistic kube-apiserver audit traffic.
+//! A deterministic (seeded) generator of realistic kube-apiserver audit traffic, for load tests,
+//! benchmarks, policy simulation and detection tests.
+//!
+//! Owns the model of a simulated cluster (nodes, control plane, workloads, operators, CI, people) and the
+//! rendering of its requests as `audit.k8s.io/v1` Event JSON lines. The same [`Config`] always yields the
+//! same bytes. Owns no IO: the caller writes the lines where it wants them.
+//!
+//! The mix follows measured clusters: the controller-manager's informers (its watch on pods is the single
+//! largest user+verb+resource group), kubelets' leases and status, the scheduler, operators' watches, CI,
+//! kubectl users, health probes, some 403s and 404s. With [`Config::attacks`] on, attack scenarios are
+//! interleaved (one every few thousand events); the events carry no label, and
+//! [`Generator::last_was_attack`] tells which lines they are.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+mod attacks;
+mod cluster;
+mod event;
+mod json;
+mod objects;
+mod rng;
+mod time;
+mod traffic;
+
+use event::{Req, Stage};
+use rng::Rand;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Nodes in the simulated cluster (1 to 40,000); the kubelet and DaemonSet traffic scales with it.
+    pub nodes: u32,
+    /// Events per second, on average (exponential inter-arrival times): N events span about N/rate seconds.
+    pub rate: f64,
+    pub seed: u64,
+    /// When the first event happens.
+    pub start: jiff::Timestamp,
+    /// Interleave attack scenarios with the everyday traffic.
+    pub attacks: bool,
+    /// Also emit RequestReceived before ResponseComplete, and ResponseStarted for long-running requests
+    /// (watch, exec, attach, port-forward, logs, proxy), as an apiserver without `omitStages` does.
+    pub stages: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            nodes: 50,
+            rate: 100.0,
+            seed: 1,
+            start: jiff::Timestamp::from_second(1_767_225_600)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            attacks: false,
+            stages: false,
+        }
+    }
+}
+
+/// A request waiting for its next stage (or an attack step or follow-up waiting for its time).
+#[derive(Debug)]
+struct Pending {
+    due_us: i64,
+    seq: u64,
+    stage: Stage,
+    req: Box<Req>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        (self.due_us, self.seq) == (other.due_us, other.seq)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Pending) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    /// Reversed, so the max-heap pops the earliest (ties by insertion order).
+    fn cmp(&self, other: &Pending) -> Ordering {
+        (other.due_us, other.seq).cmp(&(self.due_us, self.seq))
+    }
+}
+
+/// The audit event stream of one simulated cluster: an endless iterator of JSON lines (without newline).
+///
+/// Each line's `stageTimestamp` is its place on the clock (non-decreasing); a request's
+/// `requestReceivedTimestamp` is earlier by its latency (minutes, for watches).
+#[derive(Debug)]
+pub struct Generator {
+    cfg: Config,
+    rng: Rand,
+    attack_rng: Rand,
+    cluster: cluster::Cluster,
+    start_us: i64,
+    /// Microseconds since `start`, as f64 so that sub-microsecond gaps at high rates add up.
+    clock: f64,
+    mean_gap_us: f64,
+    pending: BinaryHeap<Pending>,
+    follow: Vec<(i64, Req)>,
+    seq: u64,
+    lines: u64,
+    attack_lines: u64,
+    last_attack: bool,
+    next_attack_at: u64,
+    scenario: usize,
+    scenario_order: Vec<attacks::Scenario>,
+}
+
+impl Generator {
+    /// # Panics
+    /// If `cfg.rate` is not a positive finite number.
+    pub fn new(cfg: Config) -> Generator {
+        assert!(
+            cfg.rate.is_finite() && cfg.rate > 0.0,
+            "rate must be a positive number of events per second"
+        );
+        let mut rng = Rand::new(cfg.seed, 0);
+        let mut attack_rng = Rand::new(cfg.seed, 1);
+        let cluster = cluster::Cluster::new(&mut rng, cfg.nodes);
+        let mut scenario_order = attacks::SCENARIOS.to_vec();
+        for i in (1..scenario_order.len()).rev() {
+            scenario_order.swap(i, attack_rng.below(i + 1));
+        }
+        let next_attack_at = attack_rng.range(200, 1_500);
+        Generator {
+            start_us: cfg.start.as_microsecond(),
+            mean_gap_us: 1e6 / cfg.rate,
+            cfg,
+            rng,
+            attack_rng,
+            cluster,
+            clock: 0.0,
+            pending: BinaryHeap::new(),
+            follow: Vec::new(),
+            seq: 0,
+            lines: 0,
+            attack_lines: 0,
+            last_attack: false,
+            next_attack_at,
+            scenario: 0,
+            scenario_order,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether the line produced last belongs to an injected attack scenario.
+    pub fn last_was_attack(&self) -> bool {
+        self.last_attack
+    }
+
+    /// Lines produced so far that belong to attack scenarios.
+    pub fn attack_lines(&self) -> u64 {
+        self.attack_lines
+    }
+
+    /// Lines produced so far.
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    fn first_stage(&self) -> Stage {
+        if self.cfg.stages {
+            Stage::RequestReceived
+        } else {
+            Stage::ResponseComplete
+        }
+    }
+
+    fn push(&mut self, due_us: i64, stage: Stage, req: Box<Req>) {
+        self.seq += 1;
+        self.pending.push(Pending {
+            due_us,
+            seq: self.seq,
+            stage,
+            req,
+        });
+    }
+
+    /// Appends the next event (one JSON object, no newline) to `buf`.
+    pub fn next_into(&mut self, buf: &mut Vec<u8>) {
+        self.clock += self.rng.exp(self.mean_gap_us);
+        let now = self.start_us + self.clock as i64;
+        if self.cfg.attacks && self.lines >= self.next_attack_at {
+            self.start_scenario(now);
+        }
+        let (req, stage) = match self.pending.peek() {
+            Some(p) if p.due_us <= now => {
+                let p = self.pending.pop().expect("peeked");
+                (p.req, p.stage)
+            }
+            _ => {
+                let mut ctx = traffic::Ctx {
+                    rng: &mut self.rng,
+                    c: &mut self.cluster,
+                    now,
+                    follow: &mut self.follow,
+                };
+                let req = traffic::next(&mut ctx);
+                let first = self.first_stage();
+                for (delay, f) in std::mem::take(&mut self.follow) {
+                    self.push(now + delay, first, Box::new(f));
+                }
+                (Box::new(req), first)
+            }
+        };
+        self.emit(req, stage, now, buf);
+    }
+
+    fn start_scenario(&mut self, now: i64) {
+        let s = self.scenario_order[self.scenario % self.scenario_order.len()];
+        self.scenario += 1;
+        let first = self.first_stage();
+        for (delay, req) in attacks::steps(s, &mut self.attack_rng, &mut self.cluster) {
+            self.push(now + delay, first, Box::new(req));
+        }
+        self.next_attack_at = self.lines + self.attack_rng.range(1_500, 4_500);
+    }
+
+    fn emit(&mut self, mut req: Box<Req>, stage: Stage, now: i64, buf: &mut Vec<u8>) {
+        let received = *req.received_us.get_or_insert(match stage {
+            Stage::RequestReceived => now,
+            _ => (now - req.latency_us).max(self.start_us),
+        });
+        req.render(buf, stage, now);
+        self.lines += 1;
+        self.last_attack = req.attack;
+        self.attack_lines += u64::from(req.attack);
+        if !self.cfg.stages {
+            return;
+        }
+        match stage {
+            Stage::RequestReceived if req.long_running && req.code < 400 => {
+                let started = now + 300 + self.rng.below(2_000) as i64;
+                self.push(started, Stage::ResponseStarted, req);
+            }
+            Stage::RequestReceived | Stage::ResponseStarted => {
+                let done = (received + req.latency_us).max(now + 1);
+                self.push(done, Stage::ResponseComplete, req);
+            }
+            Stage::ResponseComplete => {}
+        }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut buf = Vec::with_capacity(1536);
+        self.next_into(&mut buf);
+        // The writer only ever writes UTF-8 (str slices and ASCII).
+        Some(String::from_utf8(buf).unwrap_or_default())
+    }
+}

