@@ -21,7 +21,7 @@ pub use lint::{Finding, lint};
 pub use load::{API_VERSION, Loaded, load};
 pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
 pub use simulate::{
-    Comparison, EventRow, Grain, LevelChange, NOISY_SHARE, NoisyGroup, Report, RuleVolume,
-    Simulator,
+    Comparison, EventRow, Grain, LevelChange, MAX_GROUPS, NOISY_SHARE, NoisyGroup, Report,
+    RuleVolume, Simulator,
 };
 pub use validate::validate;
