@@ -109,6 +109,9 @@ pub fn decode_value<'a>(json: &'a str, out: &mut dyn FnMut(Result<Record<'a>, De
     d.value(json.trim(), Ctx::TOP);
 }
 
+/// How every event kube-apiserver serializes starts.
+const NATIVE_PREFIX: &str = r#"{"kind":"Event","#;
+
 /// Nesting allowed for arrays and batches inside a value; real inputs need at most 2.
 const MAX_DEPTH: usize = 4;
 
@@ -210,6 +213,11 @@ impl<'a> Decoder<'_, 'a> {
                     .for_each(|item| self.value(item.get(), ctx.nested())),
                 Err(e) => self.emit(ctx, Err(format!("invalid JSON array: {e}"))),
             },
+            // kube-apiserver (Go's encoding/json) writes `kind` first: a native event needs no probe, which
+            // would cost a second full scan of the line. Whether it is a valid event is `Event::parse`'s call.
+            Some(b'{') if json.starts_with(NATIVE_PREFIX) => {
+                self.emit(ctx, Ok((json.into(), Envelope::Native, None)))
+            }
             Some(b'{') => match serde_json::from_str::<Probe>(json) {
                 Ok(probe) => self.object(json, probe, ctx),
                 Err(e) => self.emit(ctx, Err(format!("invalid JSON: {e}"))),
