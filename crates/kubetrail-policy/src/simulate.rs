@@ -236,8 +236,9 @@ impl<'p> Simulator<'p> {
             if o_level != level {
                 let entry = self.changes.entry((level, o_level)).or_default();
                 entry.0 += 1;
-                if entry.1.len() < 5 {
-                    entry.1.push(describe(event));
+                let example = describe(event);
+                if entry.1.len() < 3 && !entry.1.contains(&example) {
+                    entry.1.push(example);
                 }
             }
         }
@@ -462,8 +463,14 @@ fn noisy_group(k: &GroupKey, c: Counts, share: f64) -> NoisyGroup {
             (Some(k.who.clone()), None)
         }
     };
-    if let Some(v) = &k.verb {
-        yaml.push_str(&format!("  verbs: [{}]\n", quoted(v)));
+    match &k.verb {
+        Some(v) => yaml.push_str(&format!("  verbs: [{}]\n", quoted(v))),
+        // A whole identity is too coarse to silence: an attacker using it would vanish too. Silence its
+        // reads only, and keep its writes (and, placed after the secrets and RBAC rules, its secret reads).
+        None => yaml.push_str(
+            "  # reads only: its writes stay audited; keep this after the rules for secrets and RBAC\n  \
+             verbs: [\"get\", \"list\", \"watch\"]\n",
+        ),
     }
     let resource = match &k.target {
         Some(Target::Resource { group, resource }) => {

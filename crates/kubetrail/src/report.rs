@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use kubetrail_policy::{Grain, Policy, Report};
+use kubetrail_policy::{Grain, Report};
 
 /// `1234567` -> `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -33,6 +33,11 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `-1234` with `thousands` -> `-1,234`; `+` for growth.
+fn signed(n: i64, f: fn(u64) -> String) -> String {
+    format!("{}{}", if n < 0 { "-" } else { "+" }, f(n.unsigned_abs()))
+}
+
 fn duration(secs: f64) -> String {
     let s = secs.round() as u64;
     match s {
@@ -60,7 +65,7 @@ fn grain(g: Grain) -> &'static str {
 }
 
 /// The `policy simulate` report.
-pub fn simulation(r: &Report, policy: &Policy) -> String {
+pub fn simulation(r: &Report) -> String {
     let mut o = String::new();
     let span = r
         .span_seconds
@@ -145,13 +150,10 @@ pub fn simulation(r: &Report, policy: &Policy) -> String {
                 thousands(n.events),
                 bytes(n.bytes)
             );
-            let place = policy
-                .rules
-                .iter()
-                .position(|rule| rule.level != kubetrail_model::Level::None)
-                .map(|i| format!(" (place it before rule {i}, or earlier)"))
-                .unwrap_or_default();
-            let _ = writeln!(o, "    suggested rule{place}:");
+            let _ = writeln!(
+                o,
+                "    suggested rule (insert it above the rule that keeps these events):"
+            );
             for line in n.suggestion.lines() {
                 let _ = writeln!(o, "      {line}");
             }
@@ -172,11 +174,11 @@ pub fn simulation(r: &Report, policy: &Policy) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             o,
-            "  events kept  {:>12}   {:>9}{gb}   ({:+} events, {:+} bytes)",
+            "  events kept  {:>12}   {:>9}{gb}   ({} events, {})",
             thousands(c.events_kept),
             bytes(c.bytes_kept),
-            c.events_kept_delta,
-            c.bytes_kept_delta
+            signed(c.events_kept_delta, thousands),
+            signed(c.bytes_kept_delta, bytes)
         );
         if c.changes.is_empty() {
             let _ = writeln!(o, "  no event changes level");

@@ -311,9 +311,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
                 serde_json::to_writer(&mut out, &report)?;
                 out.write_all(b"\n")?;
             }
-            Format::Text => {
-                out.write_all(crate::report::simulation(&report, &policy).as_bytes())?
-            }
+            Format::Text => out.write_all(crate::report::simulation(&report).as_bytes())?,
         }
     }
     out.flush()?;
