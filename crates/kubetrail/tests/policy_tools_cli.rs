@@ -49,6 +49,26 @@ fn generate_passes_check_and_lints_clean() {
 }
 
 #[test]
+fn generate_piped_into_check_and_lint_is_clean() {
+    let yaml = cargo_bin_cmd!("kubetrail")
+        .args(["policy", "generate", "--production-namespace", "prod"])
+        .output()
+        .unwrap()
+        .stdout;
+    cargo_bin_cmd!("kubetrail")
+        .args(["policy", "check", "-"])
+        .write_stdin(yaml.clone())
+        .assert()
+        .success();
+    cargo_bin_cmd!("kubetrail")
+        .args(["policy", "lint", "-"])
+        .write_stdin(yaml)
+        .assert()
+        .success()
+        .stdout("");
+}
+
+#[test]
 fn lint_reports_secrets_at_request_response_as_an_error_with_a_fix() {
     let dir = TempDir::new().unwrap();
     let policy = write(&dir, "everything.yaml", EVERYTHING);

@@ -84,7 +84,7 @@ pub fn run(c: PolicyCommand) -> anyhow::Result<Outcome> {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The audit policy file (YAML or JSON), as passed to kube-apiserver's --audit-policy-file.
+    /// The audit policy file (YAML or JSON), as passed to kube-apiserver's --audit-policy-file; `-` for stdin.
     pub policy: PathBuf,
     /// text: `FILE:LINE:COL: error: ...` lines; json: one object per diagnostic per line.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -206,7 +206,7 @@ fn explain_text(file: &Path, policy: &Policy, ex: &Explanation) -> String {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// The audit policy file (YAML or JSON).
+    /// The audit policy file (YAML or JSON); `-` for stdin.
     pub policy: PathBuf,
     /// text: `FILE:LINE: SEVERITY[CODE]: MESSAGE` and `fix:`; json: one object per finding per line.
     #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -343,9 +343,14 @@ fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Reads and loads a policy file; an unreadable file is an error (exit 2) naming the path.
+/// `-` reads the policy from stdin (`kubetrail policy generate | kubetrail policy check -`).
 fn read_policy(path: &Path) -> anyhow::Result<Loaded> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read policy file `{}`", path.display()))?;
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("failed to read the policy from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read policy file `{}`", path.display()))?
+    };
     Ok(kubetrail_policy::load(&text))
 }
 
