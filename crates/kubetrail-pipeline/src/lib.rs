@@ -1,0 +1,1 @@
+//! kubetrail-pipeline (being built)

@@ -1,0 +1,1 @@
+//! kubetrail-server (being built)

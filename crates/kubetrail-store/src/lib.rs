@@ -1,0 +1,1 @@
+//! kubetrail-store (being built)
