@@ -11,6 +11,7 @@ mod generate;
 mod lint;
 mod load;
 mod policy;
+mod redact;
 mod simulate;
 mod validate;
 
@@ -20,6 +21,7 @@ pub use generate::{GenerateOptions, generate};
 pub use lint::{Finding, lint};
 pub use load::{API_VERSION, Loaded, load};
 pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
+pub use redact::{Redacted, RedactionCounts, RedactionKey, Redactor};
 pub use simulate::{
     Comparison, EventRow, Grain, LevelChange, MAX_GROUPS, NOISY_SHARE, NoisyGroup, Report,
     RuleVolume, Simulator,
