@@ -1,1 +1,297 @@
-//! kubetrail-server (being built)
+//! The HTTP(S) listener of `kubetrail serve`: the audit webhook (`POST /k8s-audit`, alias
+//! `POST /api/v1/audit`), `GET /healthz`, `GET /readyz` and `GET /metrics`.
+//!
+//! It owns the edge of the system: TLS (rustls with the ring provider), client authentication (verified
+//! client certificates or bearer tokens compared in constant time), and the hard limits on what a request may
+//! cost (body bytes, decompressed bytes, bodies in flight). It answers the sender with the pipeline's verdict:
+//! 2xx only once [`Ingest::ingest`] resolved, which the pipeline does only after the events are durable;
+//! 429/503 with `Retry-After` under overload so the apiserver retries.
+//!
+//! It does not decode events, store them or know what a log is: everything behind the request body is the
+//! pipeline's, reached through the [`Ingest`] trait. It never logs or echoes a request body.
+
+mod auth;
+mod der;
+mod metrics;
+mod tls;
+mod webhook;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use crate::auth::client_identity;
+
+/// The pipeline behind the webhook, as the server sees it.
+pub trait Ingest: Send + Sync + 'static {
+    /// One webhook body (already decompressed): an EventList, a single Event or JSON lines. Resolves when
+    /// every accepted event is durable (fsynced); only then may the handler answer 2xx.
+    fn ingest(
+        &self,
+        body: bytes::Bytes,
+        peer: Peer,
+    ) -> impl Future<Output = Result<Accepted, Rejected>> + Send;
+    /// Ok when ready to accept (the log is open and under its disk budget); Err(reason) otherwise.
+    fn ready(&self) -> Result<(), String>;
+    /// The pipeline's metrics in Prometheus text exposition format (appended to the server's own).
+    fn metrics(&self) -> String;
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The TCP peer address (`0.0.0.0:0` when unknown, e.g. a router driven without a socket).
+    pub addr: SocketAddr,
+    /// The authenticated identity: the verified client certificate's subject CN (or `sha256:<hex>` of the
+    /// certificate when it has no usable CN), or `token:<index>` for the bearer token at that index of
+    /// [`ServerConfig::bearer_tokens`]; `None` when no authentication is configured.
+    pub identity: Option<String>,
+}
+
+/// What the pipeline took from one body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Events made durable.
+    pub events: usize,
+    /// Events already stored (same auditID and stage), acknowledged but not written again.
+    pub duplicates: usize,
+    /// Values that were not events (each counted by the pipeline with a reason).
+    pub skipped: usize,
+}
+
+/// Why the pipeline refused a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// The body is not audit events: 400. The message must not quote the body.
+    Malformed(String),
+    /// Queues are full: 429 with `Retry-After`.
+    Overloaded { retry_after_secs: u32 },
+    /// The log cannot take events now (disk budget, closed): 503 with `Retry-After`.
+    Unavailable {
+        retry_after_secs: u32,
+        reason: String,
+    },
+}
+
+/// The files of the TLS listener, PEM encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The server private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates that sign client certificates; when set, clients are verified against them.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How the listener runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on (default `127.0.0.1:9443`).
+    pub listen: SocketAddr,
+    /// TLS; `None` serves plain HTTP (refused off loopback unless `insecure`).
+    pub tls: Option<TlsFiles>,
+    /// Accepted bearer tokens; empty strings are ignored (they never authenticate anyone).
+    pub bearer_tokens: Vec<String>,
+    /// Allow a non-loopback listener without TLS or authentication.
+    pub insecure: bool,
+    /// Largest request body on the wire (default 16 MiB: the apiserver's batches reach 10 MiB).
+    pub max_body_bytes: usize,
+    /// Largest body after gzip decompression (default 64 MiB).
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9443),
+            tls: None,
+            bearer_tokens: Vec::new(),
+            insecure: false,
+            max_body_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Errors of configuring or running the listener.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "refusing to listen on `{addr}` without {missing}: add {add}, or pass `--insecure` to accept \
+         anyone who can reach this address"
+    )]
+    Unsafe {
+        addr: SocketAddr,
+        missing: &'static str,
+        add: &'static str,
+    },
+    #[error("the body limits must be above zero (`max_body_bytes` and `max_decompressed_bytes`)")]
+    ZeroLimit,
+    #[error("failed to read `{path}`: {reason}")]
+    ReadPem { path: PathBuf, reason: String },
+    #[error(
+        "`{path}` holds no PEM certificate: give the {what} as `-----BEGIN CERTIFICATE-----` blocks"
+    )]
+    NoCertificate { path: PathBuf, what: &'static str },
+    #[error("`{path}` is not a usable client CA certificate: {reason}")]
+    BadClientCa { path: PathBuf, reason: String },
+    #[error("the TLS certificate `{cert}` and key `{key}` do not make a usable pair: {reason}")]
+    BadCertKey {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("failed to set up TLS: {0}")]
+    Tls(String),
+    #[error(
+        "failed to listen on `{addr}`: {source} (is another process using it? choose another with `--listen`)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the listener on `{addr}` failed: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Refuses unsafe configurations: a non-loopback listen address without TLS, or without authentication
+/// (client certs or bearer tokens), unless `insecure`.
+pub fn check_config(cfg: &ServerConfig) -> Result<(), ServerError> {
+    if cfg.max_body_bytes == 0 || cfg.max_decompressed_bytes == 0 {
+        return Err(ServerError::ZeroLimit);
+    }
+    if cfg.insecure || cfg.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    let has_tls = cfg.tls.is_some();
+    let has_auth = auth::Auth::new(cfg).required();
+    let (missing, add) = match (has_tls, has_auth) {
+        (true, true) => return Ok(()),
+        (false, false) => (
+            "TLS and authentication",
+            "`tls.cert` and `tls.key`, plus `tls.client_ca` (client certificates) or \
+             `auth.bearer_tokens_file`",
+        ),
+        (false, true) => ("TLS", "`tls.cert` and `tls.key`"),
+        (true, false) => (
+            "authentication",
+            "`tls.client_ca` (client certificates) or `auth.bearer_tokens_file`",
+        ),
+    };
+    Err(ServerError::Unsafe {
+        addr: cfg.listen,
+        missing,
+        add,
+    })
+}
+
+/// The router (tests drive it without a socket via `tower::ServiceExt::oneshot`; put a
+/// `ConnectInfo<SocketAddr>` in the request extensions to play a peer address).
+pub fn router<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>) -> Router {
+    let state = Arc::new(webhook::AppState::new(cfg, ingest));
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/k8s-audit", post(webhook::webhook::<I>))
+        .route("/api/v1/audit", post(webhook::webhook::<I>))
+        .route("/healthz", get(webhook::healthz))
+        .route("/readyz", get(webhook::readyz::<I>))
+        .route("/metrics", get(webhook::metrics::<I>))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+}
+
+/// How long in-flight requests may finish after `shutdown` resolved.
+const GRACE: Duration = Duration::from_secs(10);
+/// A client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds (TLS if configured, with client-certificate verification against `client_ca` when given: optional
+/// if bearer tokens are also configured, required otherwise) and serves until `shutdown` resolves, then
+/// finishes in-flight requests (graceful, at most 10 s).
+pub async fn serve<I: Ingest>(
+    cfg: ServerConfig,
+    ingest: Arc<I>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    check_config(&cfg)?;
+    let listener = std::net::TcpListener::bind(cfg.listen).map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    serve_listener(listener, cfg, ingest, shutdown).await
+}
+
+/// [`serve`] on a listener that is already bound (`cfg.listen` is ignored but for the checks, which use the
+/// listener's address): for tests on port 0 and for socket activation.
+pub async fn serve_listener<I: Ingest>(
+    listener: std::net::TcpListener,
+    mut cfg: ServerConfig,
+    ingest: Arc<I>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    cfg.listen = addr;
+    check_config(&cfg)?;
+    if !addr.ip().is_loopback() && cfg.insecure {
+        tracing::warn!(%addr, "listening off loopback with `--insecure`: TLS or authentication is missing");
+    }
+    let rustls = match &cfg.tls {
+        Some(files) => Some(tls::server_config(
+            files,
+            auth::Auth::new(&cfg).has_tokens(),
+        )?),
+        None => None,
+    };
+    let app = router(&cfg, ingest).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            handle.graceful_shutdown(Some(GRACE));
+        }
+    });
+    let serve_err = |source| ServerError::Serve { addr, source };
+    tracing::info!(%addr, tls = rustls.is_some(), "listening");
+    let result = match rustls {
+        Some(config) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            let mut server = axum_server::from_tcp_rustls(listener, config)
+                .map_err(serve_err)?
+                .handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            server.http1_only().serve(app).await
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)
+                .map_err(serve_err)?
+                .handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            server.http1_only().serve(app).await
+        }
+    };
+    stopper.abort();
+    result.map_err(serve_err)
+}

@@ -1,0 +1,436 @@
+//! The handlers: the audit webhook and the health, readiness and metrics endpoints.
+
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum_server::tls::TlsInfo;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
+
+use crate::auth::{Auth, Denied};
+use crate::metrics::{Metrics, Reason};
+use crate::{Ingest, Peer, Rejected, ServerConfig};
+
+/// Webhook bodies held in memory at once (each up to `max_body_bytes` plus `max_decompressed_bytes`);
+/// beyond, the sender is told to retry (429). The apiserver sends a few batches at a time.
+const BODIES_IN_FLIGHT: usize = 16;
+/// A body must arrive within this time once the headers did.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retry-After when too many bodies are in flight.
+const BUSY_RETRY_AFTER_SECS: u32 = 1;
+/// The pipeline's Malformed message is cut to this many characters (it must not quote bodies anyway).
+const MAX_ERROR_CHARS: usize = 300;
+
+#[derive(Debug)]
+pub(crate) struct AppState<I> {
+    ingest: Arc<I>,
+    auth: Auth,
+    max_body_bytes: usize,
+    max_decompressed_bytes: usize,
+    bodies: Arc<Semaphore>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl<I: Ingest> AppState<I> {
+    pub(crate) fn new(cfg: &ServerConfig, ingest: Arc<I>) -> Self {
+        Self {
+            ingest,
+            auth: Auth::new(cfg),
+            max_body_bytes: cfg.max_body_bytes,
+            max_decompressed_bytes: cfg.max_decompressed_bytes,
+            bodies: Arc::new(Semaphore::new(BODIES_IN_FLIGHT)),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    /// Counts, logs (one line, never the body) and answers a refused request.
+    fn reject(&self, peer: &Peer, reason: Reason, status: StatusCode, message: &str) -> Response {
+        self.metrics.rejected(reason);
+        tracing::warn!(
+            peer = %peer.addr,
+            identity = peer.identity.as_deref().unwrap_or("-"),
+            reason = reason.as_str(),
+            status = status.as_u16(),
+            "request rejected: {message}"
+        );
+        error(status, message)
+    }
+
+    fn unauthorized(&self, addr: SocketAddr, denied: Denied) -> Response {
+        let message = match denied {
+            Denied::Missing => {
+                "authentication required: present a client certificate or a bearer token"
+            }
+            Denied::Wrong => "the bearer token is not accepted",
+        };
+        let peer = Peer {
+            addr,
+            identity: None,
+        };
+        let mut response = self.reject(
+            &peer,
+            Reason::Unauthenticated,
+            StatusCode::UNAUTHORIZED,
+            message,
+        );
+        if self.auth.has_tokens() {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kubetrail\""),
+            );
+        }
+        response
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn with_retry_after(mut response: Response, secs: u32) -> Response {
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// The TCP peer (`0.0.0.0:0` when the router runs without a socket: never loopback, so never trusted).
+fn peer_addr(extensions: &Extensions) -> SocketAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+}
+
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Whether the body is declared as something JSON-shaped (or not declared at all).
+fn acceptable_media_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    [
+        "application/json",
+        "application/x-ndjson",
+        "application/jsonl",
+        "text/plain",
+        "",
+    ]
+    .iter()
+    .any(|m| essence.eq_ignore_ascii_case(m))
+}
+
+/// `Ok(true)` for a gzip body, `Ok(false)` for an identity one, `Err` for any other coding.
+fn gzip_encoded(headers: &HeaderMap) -> Result<bool, ()> {
+    let mut gzip = false;
+    for value in headers.get_all(CONTENT_ENCODING) {
+        let value = value.to_str().map_err(|_| ())?;
+        for coding in value.split(',').map(str::trim) {
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                if gzip {
+                    return Err(()); // gzip twice: not something an apiserver sends
+                }
+                gzip = true;
+            } else if !(coding.is_empty() || coding.eq_ignore_ascii_case("identity")) {
+                return Err(());
+            }
+        }
+    }
+    Ok(gzip)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+enum Gunzip {
+    Bomb,
+    Corrupt,
+}
+
+/// Decompresses every gzip member, stopping one byte past `limit`: a bomb costs at most `limit` bytes.
+fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, Gunzip> {
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
+    let decoder = flate2::read::MultiGzDecoder::new(data);
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| Gunzip::Corrupt)?;
+    if out.len() > limit {
+        return Err(Gunzip::Bomb);
+    }
+    Ok(out)
+}
+
+/// `POST /k8s-audit` and `POST /api/v1/audit`.
+pub(crate) async fn webhook<I: Ingest>(
+    State(st): State<Arc<AppState<I>>>,
+    req: Request,
+) -> Response {
+    let _in_flight = st.metrics.in_flight();
+    let (parts, body) = req.into_parts();
+    let addr = peer_addr(&parts.extensions);
+    let identity = match st
+        .auth
+        .authenticate(&parts.headers, parts.extensions.get::<Arc<TlsInfo>>())
+    {
+        Ok(identity) => identity,
+        Err(denied) => return st.unauthorized(addr, denied),
+    };
+    let peer = Peer { addr, identity };
+    if !acceptable_media_type(&parts.headers) {
+        return st.reject(
+            &peer,
+            Reason::UnsupportedMediaType,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported Content-Type: send application/json, application/x-ndjson or text/plain",
+        );
+    }
+    let Ok(gzip) = gzip_encoded(&parts.headers) else {
+        return st.reject(
+            &peer,
+            Reason::UnsupportedMediaType,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported Content-Encoding: send the body plain or gzip",
+        );
+    };
+    let too_large = format!("the body exceeds {} bytes", st.max_body_bytes);
+    if declared_length(&parts.headers).is_some_and(|n| n > st.max_body_bytes as u64) {
+        return st.reject(
+            &peer,
+            Reason::TooLarge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &too_large,
+        );
+    }
+    // Held until the pipeline answered: the body stays in memory until then.
+    let Ok(_permit) = st.bodies.clone().try_acquire_owned() else {
+        let response = st.reject(
+            &peer,
+            Reason::Overloaded,
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight: retry later",
+        );
+        return with_retry_after(response, BUSY_RETRY_AFTER_SECS);
+    };
+    let wire = match read_body(body, st.max_body_bytes).await {
+        Ok(wire) => wire,
+        Err(ReadError::TooLarge) => {
+            return st.reject(
+                &peer,
+                Reason::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &too_large,
+            );
+        }
+        Err(ReadError::Timeout) => {
+            return st.reject(
+                &peer,
+                Reason::Timeout,
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            );
+        }
+        Err(ReadError::Io) => {
+            return st.reject(
+                &peer,
+                Reason::ReadError,
+                StatusCode::BAD_REQUEST,
+                "failed to read the body",
+            );
+        }
+    };
+    let wire_len = wire.len();
+    let body = if gzip {
+        let limit = st.max_decompressed_bytes;
+        // Inflating up to 64 MiB is CPU work: keep it off the executor.
+        match tokio::task::spawn_blocking(move || gunzip(&wire, limit)).await {
+            Ok(Ok(plain)) => Bytes::from(plain),
+            Ok(Err(Gunzip::Bomb)) => {
+                let message = format!("the body decompresses to more than {limit} bytes");
+                return st.reject(
+                    &peer,
+                    Reason::GzipBomb,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &message,
+                );
+            }
+            Ok(Err(Gunzip::Corrupt)) => {
+                return st.reject(
+                    &peer,
+                    Reason::BadGzip,
+                    StatusCode::BAD_REQUEST,
+                    "the body is not valid gzip",
+                );
+            }
+            Err(e) => {
+                tracing::error!(peer = %peer.addr, "gzip decompression failed: {e}");
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+            }
+        }
+    } else {
+        wire
+    };
+    st.metrics.body(wire_len, body.len());
+    match st.ingest.ingest(body, peer.clone()).await {
+        Ok(accepted) => {
+            st.metrics.accepted(&accepted);
+            let answer = serde_json::json!({
+                "accepted": accepted.events,
+                "duplicates": accepted.duplicates,
+                "skipped": accepted.skipped,
+            });
+            (StatusCode::OK, Json(answer)).into_response()
+        }
+        Err(Rejected::Malformed(message)) => {
+            let message: String = message.chars().take(MAX_ERROR_CHARS).collect();
+            st.reject(&peer, Reason::Malformed, StatusCode::BAD_REQUEST, &message)
+        }
+        Err(Rejected::Overloaded { retry_after_secs }) => {
+            let response = st.reject(
+                &peer,
+                Reason::Overloaded,
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded: retry later",
+            );
+            with_retry_after(response, retry_after_secs)
+        }
+        Err(Rejected::Unavailable {
+            retry_after_secs,
+            reason,
+        }) => {
+            let message: String = format!("unavailable: {reason}")
+                .chars()
+                .take(MAX_ERROR_CHARS)
+                .collect();
+            let response = st.reject(
+                &peer,
+                Reason::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &message,
+            );
+            with_retry_after(response, retry_after_secs)
+        }
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Timeout,
+    Io,
+}
+
+/// Reads at most `limit` bytes: a larger body is refused as soon as it crosses the limit, unread beyond.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ReadError::Timeout)?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReadError::TooLarge),
+        Err(_) => Err(ReadError::Io),
+    }
+}
+
+/// `GET /healthz`: the process answers.
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the pipeline can take events.
+pub(crate) async fn readyz<I: Ingest>(State(st): State<Arc<AppState<I>>>) -> Response {
+    match st.ingest.ready() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+/// `GET /metrics`: open to loopback peers, otherwise authenticated like the webhook.
+pub(crate) async fn metrics<I: Ingest>(
+    State(st): State<Arc<AppState<I>>>,
+    req: Request,
+) -> Response {
+    let addr = peer_addr(req.extensions());
+    if !is_loopback(addr)
+        && let Err(denied) = st
+            .auth
+            .authenticate(req.headers(), req.extensions().get::<Arc<TlsInfo>>())
+    {
+        return st.unauthorized(addr, denied);
+    }
+    let mut text = st.metrics.render();
+    text.push_str(&st.ingest.metrics());
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        let check = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            acceptable_media_type(&h)
+        };
+        assert!(acceptable_media_type(&HeaderMap::new()));
+        assert!(check("application/json"));
+        assert!(check("Application/JSON; charset=utf-8"));
+        assert!(check("application/x-ndjson"));
+        assert!(check("text/plain"));
+        assert!(!check("application/xml"));
+        assert!(!check("application/json-patch+json"));
+    }
+
+    #[test]
+    fn encodings() {
+        let check = |ce: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_ENCODING, HeaderValue::from_str(ce).unwrap());
+            gzip_encoded(&h)
+        };
+        assert_eq!(gzip_encoded(&HeaderMap::new()), Ok(false));
+        assert_eq!(check("identity"), Ok(false));
+        assert_eq!(check("gzip"), Ok(true));
+        assert_eq!(check("x-gzip"), Ok(true));
+        assert_eq!(check("br"), Err(()));
+        assert_eq!(check("gzip, gzip"), Err(()));
+    }
+
+    #[test]
+    fn loopback() {
+        assert!(is_loopback("127.0.0.1:1".parse().unwrap()));
+        assert!(is_loopback("[::1]:1".parse().unwrap()));
+        assert!(is_loopback("[::ffff:127.0.0.1]:1".parse().unwrap()));
+        assert!(!is_loopback("0.0.0.0:0".parse().unwrap()));
+        assert!(!is_loopback("10.0.0.1:1".parse().unwrap()));
+    }
+}

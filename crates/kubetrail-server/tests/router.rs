@@ -1,0 +1,453 @@
+//! The router driven without a socket: every answer of the webhook, health, readiness and metrics endpoints.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode};
+use bytes::Bytes;
+use common::{EVENT_LIST, FakeIngest, gzip};
+use http_body_util::BodyExt as _;
+use kubetrail_server::{Peer, Rejected, ServerConfig, TlsFiles, router};
+use tower::ServiceExt as _;
+
+struct Harness {
+    app: Router,
+    ingest: Arc<FakeIngest>,
+}
+
+fn harness(cfg: ServerConfig) -> Harness {
+    let ingest = Arc::new(FakeIngest::default());
+    Harness {
+        app: router(&cfg, ingest.clone()),
+        ingest,
+    }
+}
+
+fn with_tokens(tokens: &[&str]) -> ServerConfig {
+    ServerConfig {
+        bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        ..ServerConfig::default()
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn post(&self, body: impl Into<Body>) -> Answer {
+        self.send(post("/k8s-audit").body(body.into()).unwrap())
+            .await
+    }
+
+    async fn get(&self, path: &str, loopback: bool) -> Answer {
+        let mut req = Request::get(path).body(Body::empty()).unwrap();
+        if loopback {
+            let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+            req.extensions_mut().insert(ConnectInfo(addr));
+        }
+        self.send(req).await
+    }
+}
+
+fn post(path: &str) -> axum::http::request::Builder {
+    Request::post(path).header("content-type", "application/json")
+}
+
+/// 200 MiB of zeros as 200 concatenated gzip members (a valid gzip stream) of about 1 KiB each.
+fn gzip_bomb() -> Vec<u8> {
+    let member = gzip(&vec![0u8; 1 << 20]);
+    member.repeat(200)
+}
+
+#[tokio::test]
+async fn event_list_is_accepted() {
+    let h = harness(ServerConfig::default());
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.headers["content-type"], "application/json");
+    assert_eq!(a.body, r#"{"accepted":2,"duplicates":0,"skipped":0}"#);
+    let seen = h.ingest.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, EVENT_LIST.as_bytes());
+    assert_eq!(
+        seen[0].1,
+        Peer {
+            addr: "0.0.0.0:0".parse().unwrap(),
+            identity: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn alias_path_and_media_types() {
+    let h = harness(ServerConfig::default());
+    for (path, content_type) in [
+        ("/api/v1/audit", Some("application/json")),
+        ("/k8s-audit", Some("application/x-ndjson")),
+        ("/k8s-audit", Some("text/plain; charset=utf-8")),
+        ("/k8s-audit", None),
+    ] {
+        let mut req = Request::post(path);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let a = h.send(req.body(Body::from(EVENT_LIST)).unwrap()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{path} {content_type:?}: {}",
+            a.body
+        );
+    }
+    assert_eq!(h.ingest.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let h = harness(ServerConfig::default());
+    let req = Request::post("/k8s-audit")
+        .header("content-type", "application/xml")
+        .body(Body::from("<events/>"))
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = post("/k8s-audit")
+        .header("content-encoding", "br")
+        .body(Body::from(EVENT_LIST))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(h.ingest.seen().is_empty());
+}
+
+#[tokio::test]
+async fn get_on_the_webhook_is_405() {
+    let h = harness(ServerConfig::default());
+    assert_eq!(
+        h.get("/k8s-audit", true).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test]
+async fn gzip_body_is_decompressed() {
+    let h = harness(ServerConfig::default());
+    let req = post("/k8s-audit")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gzip(EVENT_LIST.as_bytes())))
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(h.ingest.seen()[0].0, EVENT_LIST.as_bytes());
+}
+
+#[tokio::test]
+async fn gzip_bomb_is_413_and_nothing_is_lost() {
+    let h = harness(ServerConfig::default());
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
+    let req = post("/k8s-audit")
+        .header("content-encoding", "gzip")
+        .body(Body::from(bomb))
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
+    assert!(h.ingest.seen().is_empty());
+    // The next request is served as usual.
+    let req = post("/k8s-audit")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gzip(EVENT_LIST.as_bytes())))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+    assert_eq!(h.ingest.seen().len(), 1);
+    let metrics = h.get("/metrics", true).await.body;
+    assert!(
+        metrics.contains("kubetrail_server_rejected_total{reason=\"gzip_bomb\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn single_member_gzip_bomb_is_413() {
+    let h = harness(ServerConfig {
+        max_decompressed_bytes: 1 << 20,
+        ..ServerConfig::default()
+    });
+    let req = post("/k8s-audit")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gzip(&vec![b' '; 8 << 20])))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Exactly at the limit is fine.
+    let req = post("/k8s-audit")
+        .header("content-encoding", "gzip")
+        .body(Body::from(gzip(&vec![b' '; 1 << 20])))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn corrupt_gzip_is_400() {
+    let h = harness(ServerConfig::default());
+    let good = gzip(EVENT_LIST.as_bytes());
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    for body in [
+        b"not gzip at all".to_vec(),
+        good[..good.len() - 10].to_vec(),
+        flipped,
+    ] {
+        let req = post("/k8s-audit")
+            .header("content-encoding", "gzip")
+            .body(Body::from(body))
+            .unwrap();
+        let a = h.send(req).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    }
+    assert!(h.ingest.seen().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let h = harness(ServerConfig {
+        max_body_bytes: 1024,
+        ..ServerConfig::default()
+    });
+    // Without Content-Length: refused while reading.
+    assert_eq!(
+        h.post(vec![b' '; 1025]).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // With a Content-Length beyond the limit: refused before reading.
+    let req = post("/k8s-audit")
+        .header("content-length", "999999999")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // At the limit: accepted.
+    assert_eq!(h.post(vec![b' '; 1024]).await.status, StatusCode::OK);
+    assert_eq!(h.ingest.seen().len(), 1);
+}
+
+/// An endless body is refused once it crossed the limit, without the rest being read.
+#[tokio::test]
+async fn endless_body_is_not_read_past_the_limit() {
+    let h = harness(ServerConfig {
+        max_body_bytes: 64 << 10,
+        ..ServerConfig::default()
+    });
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+    let sender = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while tx.send_data(Bytes::from(vec![b' '; 1024])).await.is_ok() {
+            sent += 1024;
+            if sent > 1 << 30 {
+                break;
+            }
+        }
+        sent
+    });
+    let req = post("/k8s-audit").body(Body::new(body)).unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let sent = tokio::time::timeout(Duration::from_secs(10), sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(sent <= (64 << 10) + 4096, "{sent} bytes were taken");
+}
+
+#[tokio::test]
+async fn bearer_tokens() {
+    let h = harness(with_tokens(&["first-token", "second-token"]));
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        a.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    for wrong in [
+        "Bearer second-toke",
+        "Bearer second-tokenx",
+        "Basic c2Vjb25kLXRva2Vu",
+    ] {
+        let req = post("/k8s-audit")
+            .header("authorization", wrong)
+            .body(Body::from(EVENT_LIST))
+            .unwrap();
+        let a = h.send(req).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{wrong}");
+        assert!(a.headers.contains_key("www-authenticate"));
+    }
+    assert!(h.ingest.seen().is_empty());
+    let req = post("/k8s-audit")
+        .header("authorization", "Bearer second-token")
+        .body(Body::from(EVENT_LIST))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+    assert_eq!(h.ingest.seen()[0].1.identity.as_deref(), Some("token:1"));
+}
+
+/// A verified client certificate (as the TLS layer hands it over) authenticates by its CN.
+#[tokio::test]
+async fn client_certificate_identity() {
+    let h = harness(ServerConfig {
+        tls: Some(TlsFiles {
+            cert: "unused.pem".into(),
+            key: "unused.pem".into(),
+            client_ca: Some("unused.pem".into()),
+        }),
+        ..ServerConfig::default()
+    });
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        !a.headers.contains_key("www-authenticate"),
+        "no tokens configured"
+    );
+
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let mut info = axum_server::tls::TlsInfo::default();
+    info.peer_certificates = vec![cert.der().to_vec()];
+    let mut req = post("/k8s-audit").body(Body::from(EVENT_LIST)).unwrap();
+    req.extensions_mut().insert(Arc::new(info));
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+    assert_eq!(
+        h.ingest.seen()[0].1.identity.as_deref(),
+        Some("kube-apiserver")
+    );
+}
+
+#[tokio::test]
+async fn pipeline_rejections() {
+    let h = harness(ServerConfig::default());
+
+    h.ingest.answer(Some(Rejected::Overloaded {
+        retry_after_secs: 3,
+    }));
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "3");
+
+    h.ingest.answer(Some(Rejected::Unavailable {
+        retry_after_secs: 30,
+        reason: "disk budget exhausted".into(),
+    }));
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.headers["retry-after"], "30");
+    assert!(a.body.contains("disk budget exhausted"), "{}", a.body);
+
+    h.ingest.answer(Some(Rejected::Malformed(
+        "line 1: expected an object".into(),
+    )));
+    let a = h.post(EVENT_LIST).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.body, r#"{"error":"line 1: expected an object"}"#);
+
+    h.ingest
+        .answer(Some(Rejected::Malformed("x".repeat(10_000))));
+    let a = h.post(EVENT_LIST).await;
+    assert!(a.body.len() < 400, "error messages are bounded");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let h = harness(with_tokens(&["t"]));
+    let a = h.get("/healthz", false).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(h.get("/readyz", false).await.status, StatusCode::OK);
+    *h.ingest.not_ready.lock().unwrap() = Some("log over its disk budget".into());
+    let a = h.get("/readyz", false).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.body, "log over its disk budget");
+}
+
+#[tokio::test]
+async fn metrics_count_requests() {
+    let h = harness(with_tokens(&["t"]));
+    let authed = || post("/k8s-audit").header("authorization", "Bearer t");
+    h.send(authed().body(Body::from(EVENT_LIST)).unwrap()).await;
+    h.post(EVENT_LIST).await; // 401
+    let req = Request::post("/k8s-audit")
+        .header("authorization", "Bearer t")
+        .header("content-type", "application/xml")
+        .body(Body::empty())
+        .unwrap();
+    h.send(req).await; // 415
+    h.ingest.answer(Some(Rejected::Overloaded {
+        retry_after_secs: 1,
+    }));
+    h.send(authed().body(Body::from(EVENT_LIST)).unwrap()).await;
+
+    // Off loopback, /metrics needs the webhook's authentication.
+    assert_eq!(
+        h.get("/metrics", false).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let req = Request::get("/metrics")
+        .header("authorization", "Bearer t")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+
+    let a = h.get("/metrics", true).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    for line in [
+        "kubetrail_server_requests_total{endpoint=\"/k8s-audit\",code=\"200\"} 1",
+        "kubetrail_server_requests_total{endpoint=\"/k8s-audit\",code=\"401\"} 1",
+        "kubetrail_server_requests_total{endpoint=\"/k8s-audit\",code=\"429\"} 1",
+        "kubetrail_server_requests_total{endpoint=\"/metrics\",code=\"401\"} 1",
+        "kubetrail_server_requests_total{endpoint=\"/metrics\",code=\"200\"} 1",
+        "kubetrail_server_rejected_total{reason=\"unauthenticated\"} 2",
+        "kubetrail_server_rejected_total{reason=\"overloaded\"} 1",
+        "kubetrail_server_requests_total{endpoint=\"/k8s-audit\",code=\"415\"} 1",
+        "kubetrail_server_rejected_total{reason=\"unsupported_media_type\"} 1",
+        "kubetrail_server_rejected_total{reason=\"too_large\"} 0",
+        "kubetrail_server_events_accepted_total 2",
+        "kubetrail_server_request_duration_seconds_count{endpoint=\"/k8s-audit\"} 4",
+        "kubetrail_server_request_duration_seconds_bucket{endpoint=\"/k8s-audit\",le=\"+Inf\"} 4",
+        "fake_pipeline_events_total 7",
+    ] {
+        assert!(a.body.contains(line), "missing `{line}` in\n{}", a.body);
+    }
+    let bytes_line = format!("kubetrail_server_body_bytes_total {}", 2 * EVENT_LIST.len());
+    assert!(
+        a.body.contains(&bytes_line),
+        "missing `{bytes_line}` in\n{}",
+        a.body
+    );
+}
