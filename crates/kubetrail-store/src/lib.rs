@@ -1,1 +1,11 @@
-//! kubetrail-store (being built)
+//! Durable, tamper-evident storage of audit events. Today this crate owns the write-ahead log ([`Wal`]):
+//! segmented, checksummed, hash-chained and group-committed, with named reader cursors and a disk budget, and
+//! the stored-event record ([`EventRecord`]) every reader decodes from it. Later it also owns the Parquet
+//! partitions the log is compacted into, retention, query, and `verify` over all of it. It does no
+//! networking and spawns nothing: it is plain synchronous file IO, and callers move it off async executors.
+
+pub mod record;
+pub mod wal;
+
+pub use record::{EventRecord, RecordError};
+pub use wal::{Cursor, MAX_PAYLOAD_BYTES, Recovery, Usage, VerifyReport, Wal, WalError, WalOptions, WalReader};

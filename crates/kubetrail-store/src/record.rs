@@ -1,0 +1,212 @@
+//! [`EventRecord`]: the payload of one write-ahead log record, what the store, detection and sinks read back.
+//!
+//! The encoding is compact and versioned, and decoding borrows from the bytes:
+//!
+//! ```text
+//! [u8 version = 1][i64 LE received_us]
+//! [u16 LE len][cluster] [u16 LE len][source] [u16 LE len][audit_id] [u16 LE len][stage]
+//! [event JSON: the rest of the record]
+//! ```
+//!
+//! Decoding is total: any byte string is either a record or a [`RecordError`], never a panic.
+
+use std::borrow::Cow;
+
+/// The record format this crate writes (the first byte of every record).
+pub const RECORD_VERSION: u8 = 1;
+
+/// The longest cluster, source, audit ID or stage that can be stored (its length prefix is a `u16`).
+pub const MAX_FIELD_BYTES: usize = u16::MAX as usize;
+
+/// One stored audit event and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord<'a> {
+    /// When kubetrail received the event, in microseconds since the Unix epoch.
+    pub received_us: i64,
+    /// The cluster the event came from.
+    pub cluster: Cow<'a, str>,
+    /// How it arrived: `webhook`, `file:/var/log/...`, `import`.
+    pub source: Cow<'a, str>,
+    pub audit_id: Cow<'a, str>,
+    pub stage: Cow<'a, str>,
+    /// The event as JSON, already redacted.
+    pub event: Cow<'a, str>,
+}
+
+/// Bytes that are not an [`EventRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("empty record")]
+    Empty,
+    #[error("unknown record version `{0}` (this build reads version {RECORD_VERSION}): upgrade kubetrail")]
+    Version(u8),
+    #[error("record truncated in `{0}`")]
+    Truncated(&'static str),
+    #[error("record field `{0}` is not UTF-8")]
+    NotUtf8(&'static str),
+}
+
+impl EventRecord<'_> {
+    /// Appends the encoded record to `out`.
+    ///
+    /// A cluster, source, audit ID or stage longer than [`MAX_FIELD_BYTES`] is cut at the last character
+    /// boundary that fits: such values are not real (an audit ID is a UUID), and refusing the whole event over
+    /// one would lose the event itself.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.received_us.to_le_bytes());
+        for field in [&self.cluster, &self.source, &self.audit_id, &self.stage] {
+            let field = clip(field);
+            out.extend_from_slice(&(field.len() as u16).to_le_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out.extend_from_slice(self.event.as_bytes());
+    }
+
+    /// The number of bytes [`encode`](Self::encode) appends.
+    pub fn encoded_len(&self) -> usize {
+        let fields: usize =
+            [&self.cluster, &self.source, &self.audit_id, &self.stage].iter().map(|f| 2 + clip(f).len()).sum();
+        1 + 8 + fields + self.event.len()
+    }
+
+    /// Reads a record, borrowing its strings from `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<EventRecord<'_>, RecordError> {
+        let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
+        if version != RECORD_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let (time, mut rest) = rest.split_first_chunk::<8>().ok_or(RecordError::Truncated("received_us"))?;
+        let mut field = |name: &'static str| -> Result<&str, RecordError> {
+            let (len, tail) = rest.split_first_chunk::<2>().ok_or(RecordError::Truncated(name))?;
+            let len = u16::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(RecordError::Truncated(name));
+            }
+            let (value, tail) = tail.split_at(len);
+            rest = tail;
+            std::str::from_utf8(value).map_err(|_| RecordError::NotUtf8(name))
+        };
+        let cluster = field("cluster")?;
+        let source = field("source")?;
+        let audit_id = field("audit_id")?;
+        let stage = field("stage")?;
+        let event = std::str::from_utf8(rest).map_err(|_| RecordError::NotUtf8("event"))?;
+        Ok(EventRecord {
+            received_us: i64::from_le_bytes(*time),
+            cluster: Cow::Borrowed(cluster),
+            source: Cow::Borrowed(source),
+            audit_id: Cow::Borrowed(audit_id),
+            stage: Cow::Borrowed(stage),
+            event: Cow::Borrowed(event),
+        })
+    }
+
+    /// The same record, owning its strings.
+    pub fn into_owned(self) -> EventRecord<'static> {
+        EventRecord {
+            received_us: self.received_us,
+            cluster: Cow::Owned(self.cluster.into_owned()),
+            source: Cow::Owned(self.source.into_owned()),
+            audit_id: Cow::Owned(self.audit_id.into_owned()),
+            stage: Cow::Owned(self.stage.into_owned()),
+            event: Cow::Owned(self.event.into_owned()),
+        }
+    }
+}
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_FIELD_BYTES {
+        return s;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record<'a>(
+        cluster: &'a str,
+        source: &'a str,
+        audit_id: &'a str,
+        stage: &'a str,
+        event: &'a str,
+    ) -> EventRecord<'a> {
+        EventRecord {
+            received_us: 1_700_000_000_123_456,
+            cluster: cluster.into(),
+            source: source.into(),
+            audit_id: audit_id.into(),
+            stage: stage.into(),
+            event: event.into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_borrows() {
+        let r = record(
+            "prod-eu",
+            "webhook",
+            "9f1c0e0a-3b2d-4c4e-8d7e-1a2b3c4d5e6f",
+            "ResponseComplete",
+            r#"{"kind":"Event"}"#,
+        );
+        let mut buf = vec![0xAA]; // encode appends
+        r.encode(&mut buf);
+        assert_eq!(buf.len(), 1 + r.encoded_len());
+        let back = EventRecord::decode(&buf[1..]).unwrap();
+        assert_eq!(back, r);
+        assert!(matches!(back.event, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let check = |bytes: &[u8], expect: RecordError| assert_eq!(EventRecord::decode(bytes), Err(expect));
+        check(b"", RecordError::Empty);
+        check(&[2, 0, 0], RecordError::Version(2));
+        check(&[1, 0, 0], RecordError::Truncated("received_us"));
+        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, b'a'], RecordError::Truncated("cluster"));
+        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff], RecordError::NotUtf8("cluster"));
+        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff], RecordError::NotUtf8("event"));
+    }
+
+    #[test]
+    fn oversized_field_is_clipped_at_a_char_boundary() {
+        let long = "é".repeat(MAX_FIELD_BYTES); // 2 bytes each
+        let r = record("c", &long, "id", "ResponseComplete", "{}");
+        let mut buf = Vec::new();
+        r.encode(&mut buf);
+        let back = EventRecord::decode(&buf).unwrap();
+        assert_eq!(back.source.len(), MAX_FIELD_BYTES - 1);
+        assert!(long.starts_with(back.source.as_ref()));
+        assert_eq!(back.event, "{}");
+    }
+
+    proptest! {
+        #[test]
+        fn decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = EventRecord::decode(&bytes);
+            let mut versioned = bytes.clone();
+            versioned.insert(0, RECORD_VERSION);
+            let _ = EventRecord::decode(&versioned);
+        }
+
+        #[test]
+        fn encode_decode_round_trips(
+            received_us in any::<i64>(),
+            cluster in ".{0,20}", source in ".{0,40}", audit_id in ".{0,40}", stage in ".{0,20}", event in ".{0,200}",
+        ) {
+            let r = EventRecord { received_us, ..record(&cluster, &source, &audit_id, &stage, &event) };
+            let mut buf = Vec::new();
+            r.encode(&mut buf);
+            prop_assert_eq!(EventRecord::decode(&buf).unwrap(), r);
+        }
+    }
+}
