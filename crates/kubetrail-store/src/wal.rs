@@ -169,6 +169,8 @@ struct State {
     last_hash: [u8; 32],
     durable_seq: u64,
     syncing: bool,
+    /// Fsyncs of appended records so far.
+    syncs: u64,
     /// Set by a failed fsync: nothing more is acknowledged until the log is reopened.
     failed: Option<(PathBuf, io::ErrorKind, String)>,
     buf: Vec<u8>,
@@ -189,7 +191,10 @@ impl State {
     fn failure(&self) -> Option<WalError> {
         self.failed.as_ref().map(|(path, kind, msg)| WalError::Io {
             path: path.clone(),
-            source: io::Error::new(*kind, format!("an earlier fsync failed ({msg}); reopen the log to recover")),
+            source: io::Error::new(
+                *kind,
+                format!("an earlier write or fsync failed ({msg}); reopen the log to recover"),
+            ),
         })
     }
 }
@@ -254,6 +259,7 @@ impl Wal {
             last_hash: scan.last_hash,
             durable_seq: scan.next_seq,
             syncing: false,
+            syncs: 0,
             failed: None,
             buf: Vec::new(),
         };
@@ -344,7 +350,10 @@ impl Wal {
             st = self.lock();
             st.syncing = false;
             match synced {
-                Ok(()) => st.durable_seq = st.durable_seq.max(target),
+                Ok(()) => {
+                    st.durable_seq = st.durable_seq.max(target);
+                    st.syncs += 1;
+                }
                 Err(e) => st.failed = Some((path, e.kind(), e.to_string())),
             }
             self.synced.notify_all();
@@ -362,6 +371,7 @@ impl Wal {
             return Err(WalError::Io { path, source: e });
         }
         st.durable_seq = st.durable_seq.max(st.next_seq);
+        st.syncs += u64::from(self.opts.fsync);
         self.synced.notify_all();
         let (file, path) = create_segment(&self.dir, st.next_seq, &st.last_hash, self.opts.fsync)?;
         st.segments.push_back(Segment { first_seq: st.next_seq, path, bytes: HEADER_LEN });
@@ -378,6 +388,12 @@ impl Wal {
     /// Every seq below this is synced (or, without `fsync`, written).
     pub fn durable_seq(&self) -> u64 {
         self.lock().durable_seq
+    }
+
+    /// Fsyncs of appended records since the log was opened: with the number of appends, how well group
+    /// commit is batching.
+    pub fn fsyncs(&self) -> u64 {
+        self.lock().syncs
     }
 
     /// The end of the chain: the next seq and the hash of the record before it, for checkpoints.
@@ -510,8 +526,8 @@ impl Wal {
                 if frame.seq != expect {
                     return Err(corrupt(&seg.path, offset, format!("record has seq {}, expected {expect}", frame.seq)));
                 }
-                if let Err(why) = r.read_body(&frame, &mut body) {
-                    return Err(corrupt(&seg.path, offset, why));
+                if !r.read_body(&frame, &mut body)? {
+                    return Err(corrupt(&seg.path, offset, format!("record checksum mismatch (seq {})", frame.seq)));
                 }
                 let (payload, stored) = body.split_at(frame.len);
                 if chain_hash(&hash, frame.seq, payload) != stored {
@@ -633,7 +649,9 @@ impl WalReader {
                 return Err(corrupt(path, offset, format!("record has seq {}, expected {}", frame.seq, self.next)));
             }
             let mut body = Vec::new();
-            r.read_body(&frame, &mut body).map_err(|why| corrupt(path, offset, why))?;
+            if !r.read_body(&frame, &mut body)? {
+                return Err(corrupt(path, offset, format!("record checksum mismatch (seq {})", frame.seq)));
+            }
             body.truncate(frame.len);
             self.next += 1;
             return Ok(Some((frame.seq, body)));
@@ -786,14 +804,12 @@ impl SegmentReader {
     }
 
     /// Reads payload and hash into `body` and checks the record's checksum.
-    fn read_body(&mut self, f: &FrameHead, body: &mut Vec<u8>) -> Result<(), String> {
+    /// Reads payload and hash into `body`; `Ok(false)` when the record's checksum does not match.
+    fn read_body(&mut self, f: &FrameHead, body: &mut Vec<u8>) -> Result<bool, WalError> {
         body.resize(f.len + HASH_LEN, 0);
-        self.file.read_exact(body).map_err(|e| format!("failed to read the record: {e}"))?;
+        self.file.read_exact(body).map_err(io_err(&self.path))?;
         self.offset += body.len() as u64;
-        if record_crc(&f.prefix[..4], &f.prefix[8..], body) != f.crc {
-            return Err(format!("record checksum mismatch (seq {})", f.seq));
-        }
-        Ok(())
+        Ok(record_crc(&f.prefix[..4], &f.prefix[8..], body) == f.crc)
     }
 
     fn skip_body(&mut self, f: &FrameHead) -> io::Result<()> {
@@ -827,7 +843,8 @@ fn scan_tail(seg: &Segment) -> Result<TailScan, WalError> {
     };
     let mut body = Vec::new();
     while let Frame::Record(frame) = r.next_frame()? {
-        if frame.seq != scan.next_seq || r.read_body(&frame, &mut body).is_err() {
+        // An IO error is an error; only what cannot be a whole record is a torn tail.
+        if frame.seq != scan.next_seq || !r.read_body(&frame, &mut body)? {
             break;
         }
         let (payload, stored) = body.split_at(frame.len);
