@@ -204,9 +204,17 @@ impl Wal {
     /// checks the checksums and hash chain of that segment. A full check is [`verify`](Self::verify).
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovery), WalError> {
         let cursors = dir.join("cursors");
+        let created = !dir.exists();
         fs::create_dir_all(&cursors).map_err(io_err(&cursors))?;
-        remove_tmp_files(dir)?;
-        remove_tmp_files(&cursors)?;
+        if created && opts.fsync {
+            // Make the new directories themselves durable, not only what is put in them.
+            sync_dir(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        remove_tmp_files(dir, |name| name.ends_with(".seg.tmp"))?;
+        remove_tmp_files(&cursors, |name| name.starts_with('.') && name.ends_with(".tmp"))?;
         let mut segments = list_segments(dir)?;
         if segments.is_empty() {
             let (file, path) = create_segment(dir, 1, &[0; 32], opts.fsync)?;
@@ -928,10 +936,10 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
 }
 
 /// Removes files left half-written by a crash (segments and cursors are only ever renamed into place).
-fn remove_tmp_files(dir: &Path) -> Result<(), WalError> {
+fn remove_tmp_files(dir: &Path, is_tmp: fn(&str) -> bool) -> Result<(), WalError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(is_tmp) {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
     }

@@ -335,6 +335,8 @@ fn cursors_persist_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), small(true)).unwrap();
     fill(&wal, 20);
+    // A name that looks like a leftover temporary file is still a cursor.
+    wal.cursor("odd.tmp").unwrap().commit(3).unwrap();
     let mut c = wal.cursor("clickhouse").unwrap();
     assert_eq!(c.position(), 1);
     c.commit(11).unwrap();
@@ -348,6 +350,7 @@ fn cursors_persist_across_reopen() {
     let (wal, _) = Wal::open(dir.path(), small(true)).unwrap();
     let c = wal.cursor("clickhouse").unwrap();
     assert_eq!(c.position(), 11);
+    assert_eq!(wal.cursor("odd.tmp").unwrap().position(), 3);
     assert_eq!(read_all(&wal, c.position())[0].0, 11);
     assert!(dir.path().join("cursors/clickhouse").exists());
 
