@@ -227,7 +227,7 @@ pub(crate) async fn webhook<I: Ingest>(
         );
     }
     // Held until the pipeline answered: the body stays in memory until then.
-    let Ok(_permit) = st.bodies.clone().try_acquire_owned() else {
+    let Ok(permit) = st.bodies.clone().try_acquire_owned() else {
         let response = st.reject(
             &peer,
             Reason::Overloaded,
@@ -295,7 +295,24 @@ pub(crate) async fn webhook<I: Ingest>(
         wire
     };
     st.metrics.body(wire_len, body.len());
-    match st.ingest.ingest(body, peer.clone()).await {
+    // The pipeline's work runs to its end even if the sender hangs up: an answer nobody reads is harmless
+    // (the retry is deduplicated), a write abandoned halfway would not be.
+    let ingest = st.ingest.clone();
+    let sender = peer.clone();
+    let outcome = tokio::spawn(async move {
+        let outcome = ingest.ingest(body, sender).await;
+        drop(permit);
+        outcome
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::error!(peer = %peer.addr, "the pipeline failed on a request: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    match outcome {
         Ok(accepted) => {
             st.metrics.accepted(&accepted);
             let answer = serde_json::json!({

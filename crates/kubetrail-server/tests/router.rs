@@ -451,3 +451,110 @@ async fn metrics_count_requests() {
         a.body
     );
 }
+
+/// Bodies held in memory are bounded: past the cap the sender is told to retry, and nothing is lost.
+#[tokio::test]
+async fn too_many_bodies_in_flight_is_429() {
+    #[derive(Debug)]
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        entered: std::sync::atomic::AtomicUsize,
+    }
+    impl kubetrail_server::Ingest for Gated {
+        async fn ingest(
+            &self,
+            _body: Bytes,
+            _peer: Peer,
+        ) -> Result<kubetrail_server::Accepted, Rejected> {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _pass = self.gate.acquire().await.unwrap();
+            Ok(kubetrail_server::Accepted::default())
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+    }
+
+    let gated = Arc::new(Gated {
+        gate: tokio::sync::Semaphore::new(0),
+        entered: Default::default(),
+    });
+    let app = router(&ServerConfig::default(), gated.clone());
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let req = post("/k8s-audit").body(Body::from(EVENT_LIST)).unwrap();
+        held.push(tokio::spawn(app.clone().oneshot(req)));
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while gated.entered.load(std::sync::atomic::Ordering::SeqCst) < 16 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let req = post("/k8s-audit").body(Body::from(EVENT_LIST)).unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    gated.gate.add_permits(16);
+    for request in held {
+        assert_eq!(request.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    // The slots are free again.
+    let req = post("/k8s-audit").body(Body::from(EVENT_LIST)).unwrap();
+    let response = app.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A sender that hangs up does not cut the pipeline's write in half.
+#[tokio::test]
+async fn ingest_finishes_when_the_sender_hangs_up() {
+    #[derive(Debug, Default)]
+    struct Finishing {
+        gate: tokio::sync::Notify,
+        entered: std::sync::atomic::AtomicBool,
+        finished: std::sync::atomic::AtomicBool,
+    }
+    impl kubetrail_server::Ingest for Finishing {
+        async fn ingest(
+            &self,
+            _body: Bytes,
+            _peer: Peer,
+        ) -> Result<kubetrail_server::Accepted, Rejected> {
+            self.entered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.gate.notified().await;
+            self.finished
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(kubetrail_server::Accepted::default())
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+    }
+
+    let ingest = Arc::new(Finishing::default());
+    let app = router(&ServerConfig::default(), ingest.clone());
+    let req = post("/k8s-audit").body(Body::from(EVENT_LIST)).unwrap();
+    let request = tokio::spawn(app.oneshot(req));
+    while !ingest.entered.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    request.abort();
+    let _ = request.await;
+    ingest.gate.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !ingest.finished.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the pipeline's work ran to its end");
+}
