@@ -26,6 +26,9 @@ enum Command {
     Policy(cmd::policy::PolicyCommand),
     /// Generate realistic, deterministic audit traffic (JSON lines) for load tests and demos.
     Gen(cmd::generate::GenArgs),
+    /// Write certificates, webhook kubeconfig, audit policy and config to connect kube-apiserver to kubetrail.
+    #[command(subcommand)]
+    Setup(cmd::setup::SetupCommand),
 }
 
 /// What a command reports back: success, or findings (exit 1).
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(c) => cmd::policy::run(c),
         Command::Gen(args) => cmd::generate::run(args),
+        Command::Setup(c) => cmd::setup::run(c),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
