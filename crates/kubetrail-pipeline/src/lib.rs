@@ -1,1 +1,3 @@
 //! kubetrail-pipeline (being built)
+
+pub mod file;
