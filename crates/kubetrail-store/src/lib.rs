@@ -8,4 +8,6 @@ pub mod record;
 pub mod wal;
 
 pub use record::{EventRecord, RecordError};
-pub use wal::{Cursor, MAX_PAYLOAD_BYTES, Recovery, Usage, VerifyReport, Wal, WalError, WalOptions, WalReader};
+pub use wal::{
+    Cursor, MAX_PAYLOAD_BYTES, Recovery, Usage, VerifyReport, Wal, WalError, WalOptions, WalReader,
+};

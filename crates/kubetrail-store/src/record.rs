@@ -38,7 +38,9 @@ pub struct EventRecord<'a> {
 pub enum RecordError {
     #[error("empty record")]
     Empty,
-    #[error("unknown record version `{0}` (this build reads version {RECORD_VERSION}): upgrade kubetrail")]
+    #[error(
+        "unknown record version `{0}` (this build reads version {RECORD_VERSION}): upgrade kubetrail"
+    )]
     Version(u8),
     #[error("record truncated in `{0}`")]
     Truncated(&'static str),
@@ -66,8 +68,10 @@ impl EventRecord<'_> {
 
     /// The number of bytes [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let fields: usize =
-            [&self.cluster, &self.source, &self.audit_id, &self.stage].iter().map(|f| 2 + clip(f).len()).sum();
+        let fields: usize = [&self.cluster, &self.source, &self.audit_id, &self.stage]
+            .iter()
+            .map(|f| 2 + clip(f).len())
+            .sum();
         1 + 8 + fields + self.event.len()
     }
 
@@ -77,9 +81,13 @@ impl EventRecord<'_> {
         if version != RECORD_VERSION {
             return Err(RecordError::Version(version));
         }
-        let (time, mut rest) = rest.split_first_chunk::<8>().ok_or(RecordError::Truncated("received_us"))?;
+        let (time, mut rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or(RecordError::Truncated("received_us"))?;
         let mut field = |name: &'static str| -> Result<&str, RecordError> {
-            let (len, tail) = rest.split_first_chunk::<2>().ok_or(RecordError::Truncated(name))?;
+            let (len, tail) = rest
+                .split_first_chunk::<2>()
+                .ok_or(RecordError::Truncated(name))?;
             let len = u16::from_le_bytes(*len) as usize;
             if tail.len() < len {
                 return Err(RecordError::Truncated(name));
@@ -168,13 +176,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let check = |bytes: &[u8], expect: RecordError| assert_eq!(EventRecord::decode(bytes), Err(expect));
+        let check =
+            |bytes: &[u8], expect: RecordError| assert_eq!(EventRecord::decode(bytes), Err(expect));
         check(b"", RecordError::Empty);
         check(&[2, 0, 0], RecordError::Version(2));
         check(&[1, 0, 0], RecordError::Truncated("received_us"));
-        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, b'a'], RecordError::Truncated("cluster"));
-        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff], RecordError::NotUtf8("cluster"));
-        check(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff], RecordError::NotUtf8("event"));
+        check(
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, b'a'],
+            RecordError::Truncated("cluster"),
+        );
+        check(
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xff],
+            RecordError::NotUtf8("cluster"),
+        );
+        check(
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff],
+            RecordError::NotUtf8("event"),
+        );
     }
 
     #[test]

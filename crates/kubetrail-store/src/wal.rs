@@ -74,7 +74,11 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20, budget_bytes: 8 << 30, fsync: true }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            budget_bytes: 8 << 30,
+            fsync: true,
+        }
     }
 }
 
@@ -131,7 +135,11 @@ pub enum WalError {
         "corrupt write-ahead log segment `{}` at offset {offset}: {reason}",
         segment.display()
     )]
-    Corrupt { segment: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("record of {len} bytes is over the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
     #[error(
@@ -142,11 +150,18 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn corrupt(segment: &Path, offset: u64, reason: impl Into<String>) -> WalError {
-    WalError::Corrupt { segment: segment.to_path_buf(), offset, reason: reason.into() }
+    WalError::Corrupt {
+        segment: segment.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
 }
 
 /// The write-ahead log. `Send + Sync`: share it with `Arc`.
@@ -185,7 +200,9 @@ struct Segment {
 
 impl State {
     fn active_segment(&self) -> &Segment {
-        self.segments.back().expect("the log always has an active segment")
+        self.segments
+            .back()
+            .expect("the log always has an active segment")
     }
 
     fn failure(&self) -> Option<WalError> {
@@ -214,12 +231,18 @@ impl Wal {
             }
         }
         remove_tmp_files(dir, |name| name.ends_with(".seg.tmp"))?;
-        remove_tmp_files(&cursors, |name| name.starts_with('.') && name.ends_with(".tmp"))?;
+        remove_tmp_files(&cursors, |name| {
+            name.starts_with('.') && name.ends_with(".tmp")
+        })?;
         let mut segments = list_segments(dir)?;
         if segments.is_empty() {
             let (file, path) = create_segment(dir, 1, &[0; 32], opts.fsync)?;
             drop(file);
-            segments.push_back(Segment { first_seq: 1, path, bytes: HEADER_LEN });
+            segments.push_back(Segment {
+                first_seq: 1,
+                path,
+                bytes: HEADER_LEN,
+            });
         }
 
         let mut chain_ok = true;
@@ -241,7 +264,10 @@ impl Wal {
             chain_ok &= tail_hash(prev)? == scan.header.start_hash;
         }
         let torn = scan.file_len - scan.valid_len;
-        let active = OpenOptions::new().append(true).open(&last.path).map_err(io_err(&last.path))?;
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .map_err(io_err(&last.path))?;
         if torn > 0 {
             active.set_len(scan.valid_len).map_err(io_err(&last.path))?;
             if opts.fsync {
@@ -271,7 +297,12 @@ impl Wal {
             failed: None,
             buf: Vec::new(),
         };
-        let wal = Wal { dir: dir.to_path_buf(), opts, state: Mutex::new(state), synced: Condvar::new() };
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            state: Mutex::new(state),
+            synced: Condvar::new(),
+        };
         Ok((wal, recovery))
     }
 
@@ -286,7 +317,10 @@ impl Wal {
         let mut batch_bytes = 0u64;
         for p in payloads {
             if p.len() > MAX_PAYLOAD_BYTES {
-                return Err(WalError::TooLarge { len: p.len(), max: MAX_PAYLOAD_BYTES });
+                return Err(WalError::TooLarge {
+                    len: p.len(),
+                    max: MAX_PAYLOAD_BYTES,
+                });
             }
             batch_bytes += p.len() as u64 + RECORD_OVERHEAD;
         }
@@ -299,10 +333,14 @@ impl Wal {
             return Ok(start..start);
         }
         let active_bytes = st.active_segment().bytes;
-        let roll = active_bytes > HEADER_LEN && active_bytes + batch_bytes > self.opts.segment_bytes;
+        let roll =
+            active_bytes > HEADER_LEN && active_bytes + batch_bytes > self.opts.segment_bytes;
         let need = batch_bytes + if roll { HEADER_LEN } else { 0 };
         if st.used + need > self.opts.budget_bytes {
-            return Err(WalError::Full { used: st.used, budget: self.opts.budget_bytes });
+            return Err(WalError::Full {
+                used: st.used,
+                budget: self.opts.budget_bytes,
+            });
         }
         if roll {
             self.roll(&mut st)?;
@@ -325,7 +363,10 @@ impl Wal {
             if let Err(cut) = st.active.set_len(seg.bytes) {
                 st.failed = Some((seg.path.clone(), cut.kind(), cut.to_string()));
             }
-            return Err(WalError::Io { path: seg.path, source: e });
+            return Err(WalError::Io {
+                path: seg.path,
+                source: e,
+            });
         }
         let end = start + payloads.len() as u64;
         st.next_seq = end;
@@ -382,7 +423,11 @@ impl Wal {
         st.syncs += u64::from(self.opts.fsync);
         self.synced.notify_all();
         let (file, path) = create_segment(&self.dir, st.next_seq, &st.last_hash, self.opts.fsync)?;
-        st.segments.push_back(Segment { first_seq: st.next_seq, path, bytes: HEADER_LEN });
+        st.segments.push_back(Segment {
+            first_seq: st.next_seq,
+            path,
+            bytes: HEADER_LEN,
+        });
         st.used += HEADER_LEN;
         st.active = Arc::new(file);
         Ok(())
@@ -416,9 +461,18 @@ impl Wal {
         let st = self.lock();
         let oldest = st.segments.front().expect("active segment").first_seq;
         let next = seq.max(oldest);
-        let idx = st.segments.iter().rposition(|s| s.first_seq <= next).unwrap_or(0);
+        let idx = st
+            .segments
+            .iter()
+            .rposition(|s| s.first_seq <= next)
+            .unwrap_or(0);
         Ok(WalReader {
-            segments: st.segments.iter().skip(idx).map(|s| (s.first_seq, s.path.clone())).collect(),
+            segments: st
+                .segments
+                .iter()
+                .skip(idx)
+                .map(|s| (s.first_seq, s.path.clone()))
+                .collect(),
             idx: 0,
             cur: None,
             next,
@@ -432,18 +486,28 @@ impl Wal {
         let valid = !name.is_empty()
             && name.len() <= 100
             && !name.starts_with('.')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !valid {
             return Err(WalError::CursorName(name.to_string()));
         }
         let dir = self.dir.join("cursors");
         let path = dir.join(name);
         let position = match fs::read(&path) {
-            Ok(bytes) => decode_cursor(&bytes).ok_or_else(|| corrupt(&path, 0, "not a cursor file"))?,
+            Ok(bytes) => {
+                decode_cursor(&bytes).ok_or_else(|| corrupt(&path, 0, "not a cursor file"))?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.usage().oldest_seq,
             Err(e) => return Err(WalError::Io { path, source: e }),
         };
-        Ok(Cursor { name: name.to_string(), dir, path, position, fsync: self.opts.fsync })
+        Ok(Cursor {
+            name: name.to_string(),
+            dir,
+            path,
+            position,
+            fsync: self.opts.fsync,
+        })
     }
 
     /// Deletes the segments whose records all come before `seq` (pass the lowest position of all cursors) and
@@ -460,7 +524,10 @@ impl Wal {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(WalError::Io { path: seg.path, source: e });
+                    return Err(WalError::Io {
+                        path: seg.path,
+                        source: e,
+                    });
                 }
             }
             st.segments.pop_front();
@@ -506,12 +573,18 @@ impl Wal {
             let is_last = i + 1 == segments.len();
             let (mut r, header) = SegmentReader::open(&seg.path)?;
             if header.first_seq != seg.first_seq {
-                let why = format!("the header says seq {}, the file name says {}", header.first_seq, seg.first_seq);
+                let why = format!(
+                    "the header says seq {}, the file name says {}",
+                    header.first_seq, seg.first_seq
+                );
                 return Err(corrupt(&seg.path, 8, why));
             }
             if let Some((seq, hash)) = prev_end {
                 if header.first_seq != seq {
-                    let why = format!("starts at seq {} but the segment before ends at seq {}", header.first_seq, seq);
+                    let why = format!(
+                        "starts at seq {} but the segment before ends at seq {}",
+                        header.first_seq, seq
+                    );
                     return Err(corrupt(&seg.path, 8, why));
                 }
                 if header.start_hash != hash {
@@ -532,21 +605,35 @@ impl Wal {
                     Frame::Record(f) => f,
                 };
                 if frame.seq != expect {
-                    return Err(corrupt(&seg.path, offset, format!("record has seq {}, expected {expect}", frame.seq)));
+                    return Err(corrupt(
+                        &seg.path,
+                        offset,
+                        format!("record has seq {}, expected {expect}", frame.seq),
+                    ));
                 }
                 if !r.read_body(&frame, &mut body)? {
-                    return Err(corrupt(&seg.path, offset, format!("record checksum mismatch (seq {})", frame.seq)));
+                    return Err(corrupt(
+                        &seg.path,
+                        offset,
+                        format!("record checksum mismatch (seq {})", frame.seq),
+                    ));
                 }
                 let (payload, stored) = body.split_at(frame.len);
                 if chain_hash(&hash, frame.seq, payload) != stored {
-                    return Err(corrupt(&seg.path, offset, format!("hash chain broken at seq {}", frame.seq)));
+                    return Err(corrupt(
+                        &seg.path,
+                        offset,
+                        format!("hash chain broken at seq {}", frame.seq),
+                    ));
                 }
                 hash.copy_from_slice(stored);
                 expect += 1;
                 report.records += 1;
             }
             if is_last && expect < end {
-                let why = format!("the segment ends at seq {expect}, the log has written up to seq {end}");
+                let why = format!(
+                    "the segment ends at seq {expect}, the log has written up to seq {end}"
+                );
                 return Err(corrupt(&seg.path, r.offset, why));
             }
             report.bytes += r.offset;
@@ -626,14 +713,21 @@ impl WalReader {
                 return Ok(None);
             }
             let Some((first_seq, path)) = self.segments.get(self.idx) else {
-                let path = self.segments.last().map(|s| s.1.clone()).unwrap_or_default();
+                let path = self
+                    .segments
+                    .last()
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default();
                 let why = format!("the log ends before seq {}", self.next);
                 return Err(corrupt(&path, 0, why));
             };
             if self.cur.is_none() {
                 let (r, header) = SegmentReader::open(path)?;
                 if header.first_seq != *first_seq {
-                    let why = format!("the header says seq {}, the file name says {first_seq}", header.first_seq);
+                    let why = format!(
+                        "the header says seq {}, the file name says {first_seq}",
+                        header.first_seq
+                    );
                     return Err(corrupt(path, 8, why));
                 }
                 self.cur = Some(r);
@@ -654,11 +748,19 @@ impl WalReader {
                 continue;
             }
             if frame.seq > self.next {
-                return Err(corrupt(path, offset, format!("record has seq {}, expected {}", frame.seq, self.next)));
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!("record has seq {}, expected {}", frame.seq, self.next),
+                ));
             }
             let mut body = Vec::new();
             if !r.read_body(&frame, &mut body)? {
-                return Err(corrupt(path, offset, format!("record checksum mismatch (seq {})", frame.seq)));
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!("record checksum mismatch (seq {})", frame.seq),
+                ));
             }
             body.truncate(frame.len);
             self.next += 1;
@@ -701,7 +803,11 @@ fn encode_record(buf: &mut Vec<u8>, seq: u64, prev: &[u8; 32], payload: &[u8]) -
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(payload);
     buf.extend_from_slice(&hash);
-    let crc = record_crc(&buf[start..start + 4], &buf[start + 8..start + PREFIX_LEN], &buf[start + PREFIX_LEN..]);
+    let crc = record_crc(
+        &buf[start..start + 4],
+        &buf[start + 8..start + PREFIX_LEN],
+        &buf[start + PREFIX_LEN..],
+    );
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     hash
 }
@@ -778,11 +884,23 @@ impl SegmentReader {
         let mut file = BufReader::with_capacity(1 << 20, file);
         let mut h = [0u8; HEADER_LEN as usize];
         if len < HEADER_LEN {
-            return Err(corrupt(path, 0, format!("only {len} bytes, shorter than a segment header")));
+            return Err(corrupt(
+                path,
+                0,
+                format!("only {len} bytes, shorter than a segment header"),
+            ));
         }
         file.read_exact(&mut h).map_err(io_err(path))?;
         let header = decode_header(&h).map_err(|why| corrupt(path, 0, why))?;
-        Ok((SegmentReader { path: path.to_path_buf(), file, offset: HEADER_LEN, len }, header))
+        Ok((
+            SegmentReader {
+                path: path.to_path_buf(),
+                file,
+                offset: HEADER_LEN,
+                len,
+            },
+            header,
+        ))
     }
 
     /// Reads the next record's prefix (IO errors are `Err`; records that cannot be whole are `Bad`).
@@ -792,7 +910,9 @@ impl SegmentReader {
             return Ok(Frame::End);
         }
         if left < RECORD_OVERHEAD {
-            return Ok(Frame::Bad(format!("{left} trailing bytes, too few for a record")));
+            return Ok(Frame::Bad(format!(
+                "{left} trailing bytes, too few for a record"
+            )));
         }
         let mut prefix = [0u8; PREFIX_LEN];
         self.read(&mut prefix)?;
@@ -800,9 +920,16 @@ impl SegmentReader {
         let crc = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
         let seq = u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes"));
         if len > MAX_PAYLOAD_BYTES || len as u64 + RECORD_OVERHEAD > left {
-            return Ok(Frame::Bad(format!("record length {len} runs past the end of the segment")));
+            return Ok(Frame::Bad(format!(
+                "record length {len} runs past the end of the segment"
+            )));
         }
-        Ok(Frame::Record(FrameHead { len, crc, seq, prefix }))
+        Ok(Frame::Record(FrameHead {
+            len,
+            crc,
+            seq,
+            prefix,
+        }))
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<(), WalError> {
@@ -873,9 +1000,12 @@ fn tail_hash(seg: &Segment) -> Result<[u8; 32], WalError> {
     if len <= HEADER_LEN {
         let mut h = [0u8; HEADER_LEN as usize];
         f.read_exact(&mut h).map_err(io_err(&seg.path))?;
-        return decode_header(&h).map(|h| h.start_hash).map_err(|why| corrupt(&seg.path, 0, why));
+        return decode_header(&h)
+            .map(|h| h.start_hash)
+            .map_err(|why| corrupt(&seg.path, 0, why));
     }
-    f.seek(io::SeekFrom::Start(len - HASH_LEN as u64)).map_err(io_err(&seg.path))?;
+    f.seek(io::SeekFrom::Start(len - HASH_LEN as u64))
+        .map_err(io_err(&seg.path))?;
     f.read_exact(&mut hash).map_err(io_err(&seg.path))?;
     Ok(hash)
 }
@@ -894,15 +1024,26 @@ fn list_segments(dir: &Path) -> Result<VecDeque<Segment>, WalError> {
         if path.extension().is_none_or(|e| e != SEGMENT_EXT) {
             continue;
         }
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let first_seq = match stem.parse::<u64>() {
             Ok(n) if stem.len() == 20 && n > 0 => n,
             _ => {
-                return Err(corrupt(&path, 0, "a segment name must be its first seq in 20 digits"));
+                return Err(corrupt(
+                    &path,
+                    0,
+                    "a segment name must be its first seq in 20 digits",
+                ));
             }
         };
         let bytes = entry.metadata().map_err(io_err(&path))?.len();
-        segments.push(Segment { first_seq, path, bytes });
+        segments.push(Segment {
+            first_seq,
+            path,
+            bytes,
+        });
     }
     segments.sort_by_key(|s| s.first_seq);
     Ok(segments.into())
@@ -910,17 +1051,30 @@ fn list_segments(dir: &Path) -> Result<VecDeque<Segment>, WalError> {
 
 /// Writes a new segment's header aside, syncs it and renames it into place, so a segment is never seen
 /// without its whole header. Returns the file open for appending.
-fn create_segment(dir: &Path, first_seq: u64, start_hash: &[u8; 32], fsync: bool) -> Result<(File, PathBuf), WalError> {
+fn create_segment(
+    dir: &Path,
+    first_seq: u64,
+    start_hash: &[u8; 32],
+    fsync: bool,
+) -> Result<(File, PathBuf), WalError> {
     let path = dir.join(segment_name(first_seq));
     let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(WalError::Io { path: tmp, source: e });
+            return Err(WalError::Io {
+                path: tmp,
+                source: e,
+            });
         }
         _ => {}
     }
-    let mut file = OpenOptions::new().append(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(&encode_header(first_seq, start_hash)).map_err(io_err(&tmp))?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(&encode_header(first_seq, start_hash))
+        .map_err(io_err(&tmp))?;
     if fsync {
         file.sync_data().map_err(io_err(&tmp))?;
     }
@@ -932,14 +1086,20 @@ fn create_segment(dir: &Path, first_seq: u64, start_hash: &[u8; 32], fsync: bool
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 /// Removes files left half-written by a crash (segments and cursors are only ever renamed into place).
 fn remove_tmp_files(dir: &Path, is_tmp: fn(&str) -> bool) -> Result<(), WalError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(is_tmp) {
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_tmp)
+        {
             fs::remove_file(&path).map_err(io_err(&path))?;
         }
     }

@@ -8,12 +8,20 @@ use kubetrail_store::{Wal, WalError, WalOptions};
 use proptest::prelude::*;
 
 fn small(fsync: bool) -> WalOptions {
-    WalOptions { segment_bytes: 4096, budget_bytes: 1 << 30, fsync }
+    WalOptions {
+        segment_bytes: 4096,
+        budget_bytes: 1 << 30,
+        fsync,
+    }
 }
 
 fn payload(seq_hint: u64) -> Vec<u8> {
     // Varied sizes, content tied to the record so a mix-up shows.
-    format!("event-{seq_hint}-{}", "x".repeat((seq_hint as usize * 37) % 700)).into_bytes()
+    format!(
+        "event-{seq_hint}-{}",
+        "x".repeat((seq_hint as usize * 37) % 700)
+    )
+    .into_bytes()
 }
 
 /// Appends `n` records in batches of up to 7 and returns their payloads by seq.
@@ -32,7 +40,10 @@ fn fill(wal: &Wal, n: u64) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn read_all(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
-    wal.read_from(from).unwrap().collect::<Result<_, _>>().unwrap()
+    wal.read_from(from)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -49,7 +60,16 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 fn append_and_read_across_segment_rollover() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
-    assert_eq!((rec.segments, rec.records, rec.next_seq, rec.torn_bytes_cut, rec.chain_ok), (1, 0, 1, 0, true));
+    assert_eq!(
+        (
+            rec.segments,
+            rec.records,
+            rec.next_seq,
+            rec.torn_bytes_cut,
+            rec.chain_ok
+        ),
+        (1, 0, 1, 0, true)
+    );
     assert_eq!(wal.read_from(0).unwrap().count(), 0);
 
     let written = fill(&wal, 300);
@@ -57,7 +77,13 @@ fn append_and_read_across_segment_rollover() {
     assert_eq!((wal.next_seq(), wal.durable_seq()), (301, 301));
     let usage = wal.usage();
     assert!(usage.segments > 10, "{usage:?}");
-    assert_eq!(usage.bytes, segments(dir.path()).iter().map(|p| fs::metadata(p).unwrap().len()).sum::<u64>());
+    assert_eq!(
+        usage.bytes,
+        segments(dir.path())
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum::<u64>()
+    );
     assert!(dir.path().join("00000000000000000001.seg").exists());
 
     assert_eq!(read_all(&wal, 0), written);
@@ -66,7 +92,15 @@ fn append_and_read_across_segment_rollover() {
     assert!(read_all(&wal, 301).is_empty());
 
     let report = wal.verify().unwrap();
-    assert_eq!((report.segments, report.records, report.oldest_seq, report.next_seq), (usage.segments, 300, 1, 301));
+    assert_eq!(
+        (
+            report.segments,
+            report.records,
+            report.oldest_seq,
+            report.next_seq
+        ),
+        (usage.segments, 300, 1, 301)
+    );
     assert_eq!(report.bytes, usage.bytes);
     assert_eq!(report.head_hash, wal.chain_head().1);
 }
@@ -80,7 +114,10 @@ fn reopen_continues_seqs_and_chain() {
     drop(wal);
 
     let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
-    assert_eq!((rec.records, rec.next_seq, rec.torn_bytes_cut, rec.chain_ok), (100, 101, 0, true));
+    assert_eq!(
+        (rec.records, rec.next_seq, rec.torn_bytes_cut, rec.chain_ok),
+        (100, 101, 0, true)
+    );
     assert_eq!(rec.segments, wal.usage().segments);
     assert_eq!(wal.chain_head(), head);
     let more = wal.append(&[b"after reopen"]).unwrap();
@@ -95,11 +132,21 @@ fn torn_tail_is_cut_and_complete_records_kept() {
     for (name, damage) in [
         ("truncated mid-record", Damage::Truncate(10)),
         ("truncated mid-prefix", Damage::Truncate(0)),
-        ("garbage appended", Damage::Garbage(b"\x05\x00\x00\x00garbage that is no record at all".to_vec())),
+        (
+            "garbage appended",
+            Damage::Garbage(b"\x05\x00\x00\x00garbage that is no record at all".to_vec()),
+        ),
         ("zeros appended", Damage::Garbage(vec![0; 4096])),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 1 << 20, ..small(true) }).unwrap();
+        let (wal, _) = Wal::open(
+            dir.path(),
+            WalOptions {
+                segment_bytes: 1 << 20,
+                ..small(true)
+            },
+        )
+        .unwrap();
         let written = fill(&wal, 50);
         let last_len = written.last().unwrap().1.len() as u64 + 48;
         drop(wal);
@@ -108,18 +155,36 @@ fn torn_tail_is_cut_and_complete_records_kept() {
         let (expect_cut, expect_records) = match &damage {
             Damage::Truncate(keep) => {
                 // Keep `keep` bytes of the last record.
-                OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - last_len + keep).unwrap();
+                OpenOptions::new()
+                    .write(true)
+                    .open(&seg)
+                    .unwrap()
+                    .set_len(len - last_len + keep)
+                    .unwrap();
                 (*keep, 49)
             }
             Damage::Garbage(bytes) => {
-                OpenOptions::new().append(true).open(&seg).unwrap().write_all(bytes).unwrap();
+                OpenOptions::new()
+                    .append(true)
+                    .open(&seg)
+                    .unwrap()
+                    .write_all(bytes)
+                    .unwrap();
                 (bytes.len() as u64, 50)
             }
         };
         let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
         assert_eq!(rec.torn_bytes_cut, expect_cut, "{name}");
-        assert_eq!((rec.records, rec.next_seq, rec.chain_ok), (expect_records, expect_records + 1, true), "{name}");
-        assert_eq!(read_all(&wal, 0), written[..expect_records as usize], "{name}");
+        assert_eq!(
+            (rec.records, rec.next_seq, rec.chain_ok),
+            (expect_records, expect_records + 1, true),
+            "{name}"
+        );
+        assert_eq!(
+            read_all(&wal, 0),
+            written[..expect_records as usize],
+            "{name}"
+        );
         wal.append(&[b"next"]).unwrap();
         assert_eq!(wal.verify().unwrap().records, expect_records + 1, "{name}");
     }
@@ -141,11 +206,21 @@ fn flipped_byte_in_an_old_segment_fails_verify_after_reopen() {
     flip(victim, 100);
     let (wal, rec) = Wal::open(dir.path(), small(false)).unwrap();
     assert_eq!(rec.torn_bytes_cut, 0); // only the active segment is ever cut
-    let Err(WalError::Corrupt { segment, offset, reason }) = wal.verify() else { panic!("verify passed") };
+    let Err(WalError::Corrupt {
+        segment,
+        offset,
+        reason,
+    }) = wal.verify()
+    else {
+        panic!("verify passed")
+    };
     assert_eq!(&segment, victim);
     assert!(offset <= 100, "{offset} {reason}");
     let msg = wal.verify().unwrap_err().to_string();
-    assert!(msg.starts_with("corrupt write-ahead log segment `"), "{msg}");
+    assert!(
+        msg.starts_with("corrupt write-ahead log segment `"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -157,7 +232,9 @@ fn deleted_middle_segment_fails_verify() {
     let segs = segments(dir.path());
     fs::remove_file(&segs[3]).unwrap();
     let (wal, _) = Wal::open(dir.path(), small(false)).unwrap();
-    let Err(WalError::Corrupt { segment, .. }) = wal.verify() else { panic!("verify passed") };
+    let Err(WalError::Corrupt { segment, .. }) = wal.verify() else {
+        panic!("verify passed")
+    };
     assert_eq!(segment, segs[4]);
 }
 
@@ -232,7 +309,14 @@ proptest! {
 #[test]
 fn group_commit_from_eight_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 64 << 10, ..small(true) }).unwrap();
+    let (wal, _) = Wal::open(
+        dir.path(),
+        WalOptions {
+            segment_bytes: 64 << 10,
+            ..small(true)
+        },
+    )
+    .unwrap();
     let wal = Arc::new(wal);
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
@@ -240,7 +324,9 @@ fn group_commit_from_eight_threads() {
             std::thread::spawn(move || {
                 let mut mine = Vec::new();
                 for i in 0..100u64 {
-                    let batch: Vec<Vec<u8>> = (0..1 + i % 4).map(|j| format!("t{t}-i{i}-j{j}").into_bytes()).collect();
+                    let batch: Vec<Vec<u8>> = (0..1 + i % 4)
+                        .map(|j| format!("t{t}-i{i}-j{j}").into_bytes())
+                        .collect();
                     let refs: Vec<&[u8]> = batch.iter().map(|p| p.as_slice()).collect();
                     let seqs = wal.append(&refs).unwrap();
                     assert!(wal.durable_seq() >= seqs.end, "returned before durable");
@@ -250,10 +336,16 @@ fn group_commit_from_eight_threads() {
             })
         })
         .collect();
-    let mut appended: Vec<(u64, Vec<u8>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut appended: Vec<(u64, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     appended.sort();
     let total = appended.len() as u64;
-    assert_eq!(appended.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    assert_eq!(
+        appended.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
     let unique: HashSet<&Vec<u8>> = appended.iter().map(|(_, p)| p).collect();
     assert_eq!(unique.len() as u64, total);
     assert_eq!(read_all(&wal, 0), appended);
@@ -265,7 +357,11 @@ fn group_commit_from_eight_threads() {
 #[test]
 fn full_until_released() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WalOptions { segment_bytes: 4096, budget_bytes: 16 << 10, fsync: true };
+    let opts = WalOptions {
+        segment_bytes: 4096,
+        budget_bytes: 16 << 10,
+        fsync: true,
+    };
     let (wal, _) = Wal::open(dir.path(), opts).unwrap();
     let record = [7u8; 500];
     let mut appended = 0;
@@ -281,7 +377,10 @@ fn full_until_released() {
     // Nothing partial: the failed append left the log as it was, and it still verifies.
     let before = wal.usage();
     assert_eq!((before.bytes, before.next_seq), (used, appended + 1));
-    assert!(matches!(wal.append(&[&record, &record]), Err(WalError::Full { .. })));
+    assert!(matches!(
+        wal.append(&[&record, &record]),
+        Err(WalError::Full { .. })
+    ));
     assert_eq!(wal.usage(), before);
     assert_eq!(wal.verify().unwrap().records, before.next_seq - 1);
     assert!(appended > 0);
@@ -292,7 +391,10 @@ fn full_until_released() {
     assert!(freed > 0);
     let after = wal.usage();
     assert_eq!(after.bytes, before.bytes - freed);
-    assert!(after.oldest_seq > 1 && after.oldest_seq <= half, "{after:?}");
+    assert!(
+        after.oldest_seq > 1 && after.oldest_seq <= half,
+        "{after:?}"
+    );
     wal.append(&[&record, &record]).unwrap();
     assert_eq!(read_all(&wal, 0)[0].0, after.oldest_seq);
     assert_eq!(wal.verify().unwrap().oldest_seq, after.oldest_seq);
@@ -301,11 +403,22 @@ fn full_until_released() {
     let next = wal.next_seq();
     wal.release_before(next).unwrap();
     let empty = wal.usage();
-    assert_eq!((empty.segments, empty.oldest_seq, empty.next_seq, empty.bytes), (1, next, next, 52));
+    assert_eq!(
+        (
+            empty.segments,
+            empty.oldest_seq,
+            empty.next_seq,
+            empty.bytes
+        ),
+        (1, next, next, 52)
+    );
     wal.append(&[b"again"]).unwrap();
     drop(wal);
     let (wal, rec) = Wal::open(dir.path(), opts).unwrap();
-    assert_eq!((rec.records, rec.next_seq, rec.chain_ok), (1, next + 1, true));
+    assert_eq!(
+        (rec.records, rec.next_seq, rec.chain_ok),
+        (1, next + 1, true)
+    );
     assert_eq!(read_all(&wal, 0), vec![(next, b"again".to_vec())]);
     wal.verify().unwrap();
 }
@@ -313,8 +426,15 @@ fn full_until_released() {
 #[test]
 fn budget_smaller_than_a_segment_recovers_after_release() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) =
-        Wal::open(dir.path(), WalOptions { segment_bytes: 1 << 20, budget_bytes: 2048, fsync: false }).unwrap();
+    let (wal, _) = Wal::open(
+        dir.path(),
+        WalOptions {
+            segment_bytes: 1 << 20,
+            budget_bytes: 2048,
+            fsync: false,
+        },
+    )
+    .unwrap();
     while wal.append(&[&[1u8; 100]]).is_ok() {}
     assert_eq!(wal.usage().segments, 1);
     assert!(wal.release_before(wal.next_seq()).unwrap() > 0);
@@ -326,7 +446,10 @@ fn oversized_record_is_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _) = Wal::open(dir.path(), small(false)).unwrap();
     let big = vec![0u8; kubetrail_store::MAX_PAYLOAD_BYTES + 1];
-    assert!(matches!(wal.append(&[b"ok", &big]), Err(WalError::TooLarge { .. })));
+    assert!(matches!(
+        wal.append(&[b"ok", &big]),
+        Err(WalError::TooLarge { .. })
+    ));
     assert_eq!(wal.next_seq(), 1);
 }
 
@@ -343,7 +466,10 @@ fn cursors_persist_across_reopen() {
     assert_eq!(c.position(), 11);
     assert_eq!(wal.cursor("s3").unwrap().position(), 1);
     for bad in ["", ".hidden", "a/b", "..", "with space"] {
-        assert!(matches!(wal.cursor(bad), Err(WalError::CursorName(_))), "{bad:?}");
+        assert!(
+            matches!(wal.cursor(bad), Err(WalError::CursorName(_))),
+            "{bad:?}"
+        );
     }
     drop(wal);
 
@@ -355,13 +481,23 @@ fn cursors_persist_across_reopen() {
     assert!(dir.path().join("cursors/clickhouse").exists());
 
     fs::write(dir.path().join("cursors/clickhouse"), b"garbage").unwrap();
-    assert!(matches!(wal.cursor("clickhouse"), Err(WalError::Corrupt { .. })));
+    assert!(matches!(
+        wal.cursor("clickhouse"),
+        Err(WalError::Corrupt { .. })
+    ));
 }
 
 #[test]
 fn read_while_another_thread_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 8192, ..small(true) }).unwrap();
+    let (wal, _) = Wal::open(
+        dir.path(),
+        WalOptions {
+            segment_bytes: 8192,
+            ..small(true)
+        },
+    )
+    .unwrap();
     let wal = Arc::new(wal);
     const N: u64 = 2000;
     let writer = {

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod config;
+mod data;
 mod input;
+mod logging;
 mod output;
 mod progress;
 mod report;
@@ -21,6 +24,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the collector: receive audit events (webhook, audit log files), redact, store durably.
+    Serve(cmd::serve::ServeArgs),
+    /// Import audit files (native, EKS, GKE, AKS; plain or gzip) through the collector's pipeline.
+    Import(cmd::import::ImportArgs),
+    /// Check kubetrail's own configuration.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
     /// Write, check, lint, simulate and explain kube-apiserver audit policies.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
@@ -41,6 +51,9 @@ pub enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Import(args) => cmd::import::run(args),
+        Command::Config(c) => cmd::config::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Gen(args) => cmd::generate::run(args),
         Command::Setup(c) => cmd::setup::run(c),

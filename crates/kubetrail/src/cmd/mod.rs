@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
+pub mod config;
 pub mod generate;
+pub mod import;
 pub mod policy;
+pub mod serve;
 pub mod setup;

@@ -1,0 +1,168 @@
+//! The pipeline's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: String,
+}
+
+/// Every counter of the pipeline; cheap to update from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub received: Family<SourceLabel, Counter>,
+    pub persisted: Counter,
+    pub persisted_bytes: Counter,
+    pub duplicates: Counter,
+    pub filtered: Counter,
+    pub skipped: Family<ReasonLabel, Counter>,
+    pub rejected_batches: Family<ReasonLabel, Counter>,
+    pub redactions: Family<KindLabel, Counter>,
+    pub append_seconds: Histogram,
+    pub inflight_bytes: Gauge,
+    pub wal_bytes: Gauge,
+    pub wal_budget_bytes: Gauge,
+    pub file_lag_bytes: Family<PathLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kubetrail");
+        let m = Metrics {
+            received: Family::default(),
+            persisted: Counter::default(),
+            persisted_bytes: Counter::default(),
+            duplicates: Counter::default(),
+            filtered: Counter::default(),
+            skipped: Family::default(),
+            rejected_batches: Family::default(),
+            redactions: Family::default(),
+            // 100 us .. ~1.6 s: fsync on a good disk is under a millisecond, on a bad one hundreds.
+            append_seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+            inflight_bytes: Gauge::default(),
+            wal_bytes: Gauge::default(),
+            wal_budget_bytes: Gauge::default(),
+            file_lag_bytes: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_received",
+            "Audit events decoded from a source",
+            m.received.clone(),
+        );
+        registry.register(
+            "events_persisted",
+            "Audit events durably written to the log",
+            m.persisted.clone(),
+        );
+        registry.register(
+            "persisted_bytes",
+            "Bytes of records durably written to the log",
+            m.persisted_bytes.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Events stored once already (same auditID and stage)",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "events_filtered",
+            "Events dropped by the second-stage filter policy",
+            m.filtered.clone(),
+        );
+        registry.register(
+            "values_skipped",
+            "Input values that held no readable event, by reason",
+            m.skipped.clone(),
+        );
+        registry.register(
+            "batches_rejected",
+            "Batches refused with backpressure, by reason",
+            m.rejected_batches.clone(),
+        );
+        registry.register(
+            "redactions",
+            "Values redacted before storage, by kind",
+            m.redactions.clone(),
+        );
+        registry.register(
+            "wal_append_seconds",
+            "Time to write and fsync a batch",
+            m.append_seconds.clone(),
+        );
+        registry.register(
+            "inflight_bytes",
+            "Bytes of batches being processed (the queue depth)",
+            m.inflight_bytes.clone(),
+        );
+        registry.register(
+            "wal_bytes",
+            "Bytes of write-ahead log segments on disk",
+            m.wal_bytes.clone(),
+        );
+        registry.register(
+            "wal_budget_bytes",
+            "Disk budget of the write-ahead log",
+            m.wal_budget_bytes.clone(),
+        );
+        registry.register(
+            "file_lag_bytes",
+            "Bytes of audit log files not yet read",
+            m.file_lag_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition format, without the trailing `# EOF` (the server appends its own metrics).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        encode(&mut s, &self.registry).expect("writing to a String cannot fail");
+        match s.strip_suffix("# EOF\n") {
+            Some(body) => body.to_string(),
+            None => s,
+        }
+    }
+
+    pub fn skipped(&self, reason: &str) -> Counter {
+        self.skipped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .clone()
+    }
+
+    pub fn rejected(&self, reason: &str) -> Counter {
+        self.rejected_batches
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .clone()
+    }
+}

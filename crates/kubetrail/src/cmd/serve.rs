@@ -1,0 +1,297 @@
+//! `kubetrail serve`: the collector. Webhook and audit log files in, durable redacted log out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use kubetrail_pipeline::file::{FileSourceConfig, FileTailer};
+use kubetrail_pipeline::{IngestError, Pipeline, PipelineConfig};
+use kubetrail_server::{Accepted, Ingest, Peer, Rejected, ServerConfig, TlsFiles};
+use kubetrail_store::WalOptions;
+
+use crate::Outcome;
+use crate::cmd::import::now_us;
+use crate::config::{self, Config};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  kubetrail serve                                  # local trial: http://127.0.0.1:9443, ./kubetrail-data\n  \
+                        kubetrail setup webhook --out /etc/kubetrail && kubetrail serve --config /etc/kubetrail/kubetrail.yaml\n  \
+                        kubetrail serve --file /var/log/kubernetes/audit/audit.log"
+)]
+pub struct ServeArgs {
+    /// Configuration file (YAML; see `kubetrail setup webhook` and `kubetrail config check`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:9443). A non-loopback address needs TLS and authentication.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Follow this kube-apiserver audit log file (repeatable), rotation-safe, resuming where it stopped.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Cluster name stamped on events whose source names none.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Allow a non-loopback listener without TLS or authentication. Audit events carry who did what to which
+    /// secret: never in production.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// The pipeline as the HTTP listener sees it.
+struct Collector {
+    pipeline: Arc<Pipeline>,
+}
+
+impl Ingest for Collector {
+    async fn ingest(&self, body: Bytes, _peer: Peer) -> Result<Accepted, Rejected> {
+        let guard_pipeline = self.pipeline.clone();
+        let len = body.len();
+        let result = tokio::task::spawn_blocking(move || {
+            let _inflight = guard_pipeline.admit(len)?;
+            guard_pipeline.ingest_body(&body, "webhook", now_us())
+        })
+        .await
+        .map_err(|e| Rejected::Unavailable {
+            retry_after_secs: 5,
+            reason: format!("internal error: {e}"),
+        })?;
+        match result {
+            Ok(o) => Ok(Accepted {
+                events: o.events,
+                duplicates: o.duplicates,
+                skipped: o.skipped,
+            }),
+            Err(IngestError::Malformed(m)) => Err(Rejected::Malformed(m)),
+            Err(IngestError::Overloaded { .. }) => Err(Rejected::Overloaded {
+                retry_after_secs: 1,
+            }),
+            Err(e @ IngestError::Full { .. }) => Err(Rejected::Unavailable {
+                retry_after_secs: 30,
+                reason: e.to_string(),
+            }),
+            Err(e @ IngestError::Wal(_)) => {
+                tracing::error!(error = %e, "write-ahead log append failed");
+                Err(Rejected::Unavailable {
+                    retry_after_secs: 5,
+                    reason: "storage error".into(),
+                })
+            }
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.pipeline.ready()
+    }
+
+    fn metrics(&self) -> String {
+        self.pipeline.metrics().render()
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+    crate::logging::init();
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    cfg.validate()?;
+    let dir = crate::data::resolve(args.data.clone(), cfg.data.clone());
+    crate::data::ensure(&dir)?;
+
+    let mut server = ServerConfig {
+        listen: args
+            .listen
+            .or(cfg.listen)
+            .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid")),
+        insecure: args.insecure || cfg.insecure,
+        ..ServerConfig::default()
+    };
+    if let Some(tls) = &cfg.tls {
+        server.tls = Some(TlsFiles {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            client_ca: tls.client_ca.clone(),
+        });
+    }
+    if let Some(auth) = &cfg.auth {
+        server.bearer_tokens = config::read_tokens(&auth.bearer_tokens_file)?;
+    }
+    let mut wal_opts = WalOptions::default();
+    let mut pipe_cfg = PipelineConfig {
+        cluster: args
+            .cluster
+            .clone()
+            .or(cfg.cluster.clone())
+            .unwrap_or_else(|| "default".into()),
+        filter: cfg
+            .filter_policy
+            .as_deref()
+            .map(config::load_filter)
+            .transpose()?,
+        ..PipelineConfig::default()
+    };
+    if let Some(w) = &cfg.wal {
+        if let Some(mb) = w.segment_mb {
+            wal_opts.segment_bytes = mb << 20;
+        }
+        if let Some(gb) = w.budget_gb {
+            wal_opts.budget_bytes = (gb * (1u64 << 30) as f64) as u64;
+        }
+    }
+    if let Some(l) = &cfg.limits {
+        if let Some(mb) = l.max_body_mb {
+            server.max_body_bytes = mb << 20;
+        }
+        if let Some(mb) = l.max_decompressed_mb {
+            server.max_decompressed_bytes = mb << 20;
+        }
+        if let Some(mb) = l.max_inflight_mb {
+            pipe_cfg.max_inflight_bytes = mb << 20;
+        }
+    }
+    kubetrail_server::check_config(&server)?;
+
+    let wal = crate::data::open_wal(&dir, wal_opts)?;
+    let pipeline = Arc::new(Pipeline::new(wal, crate::data::redactor(&dir)?, pipe_cfg)?);
+
+    let scheme = if server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let how = match (&server.tls, server.listen.ip().is_loopback()) {
+        (Some(_), _) => "TLS".to_string(),
+        (None, true) => "plain HTTP on loopback: a local trial; see `kubetrail setup webhook` to connect a cluster".into(),
+        (None, false) => "plain HTTP, --insecure: anyone on the network can write audit events".into(),
+    };
+    eprintln!(
+        "kubetrail: receiving audit events at {scheme}://{}/k8s-audit ({how})",
+        server.listen
+    );
+    eprintln!("kubetrail: storing in {}", dir.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tailers = Vec::new();
+    let files: Vec<PathBuf> = args
+        .files
+        .iter()
+        .cloned()
+        .chain(cfg.files.iter().map(|f| f.path.clone()))
+        .collect();
+    for (i, path) in files.into_iter().enumerate() {
+        eprintln!("kubetrail: following {}", path.display());
+        let checkpoint = dir
+            .join("checkpoints")
+            .join(format!("file-{i}-{}.json", sanitize(&path)));
+        std::fs::create_dir_all(checkpoint.parent().expect("has a parent"))?;
+        let tailer = FileTailer::open(FileSourceConfig::new(path.clone(), checkpoint))
+            .with_context(|| format!("failed to follow `{}`", path.display()))?;
+        let (pipeline, stop) = (pipeline.clone(), stop.clone());
+        tailers.push(std::thread::spawn(move || {
+            follow(tailer, &path, &pipeline, &stop)
+        }));
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let collector = Arc::new(Collector {
+        pipeline: pipeline.clone(),
+    });
+    let result = runtime.block_on(kubetrail_server::serve(
+        server,
+        collector,
+        shutdown_signal(),
+    ));
+    stop.store(true, Ordering::SeqCst);
+    for t in tailers {
+        let _ = t.join();
+    }
+    result?;
+    eprintln!("kubetrail: stopped");
+    Ok(Outcome::Ok)
+}
+
+/// Follows one audit log file until `stop`: every complete line goes through the pipeline; the checkpoint
+/// advances only once a batch is durable, so a crash re-reads at most the batch in flight.
+fn follow(mut tailer: FileTailer, path: &std::path::Path, pipeline: &Pipeline, stop: &AtomicBool) {
+    let source = format!("file:{}", path.display());
+    let mut backoff = Duration::from_millis(200);
+    while !stop.load(Ordering::SeqCst) {
+        let polled = tailer.poll(&mut |lines| {
+            let mut batch = kubetrail_pipeline::Batch::new();
+            let received = now_us();
+            for line in lines {
+                let loc = format!("{}:{}", line.file.display(), line.line);
+                if line.truncated {
+                    pipeline.metrics().skipped("truncated").inc();
+                    tracing::warn!(location = %loc, "audit log line longer than the limit: cut and skipped");
+                    batch.skip(loc, "line longer than the limit".into());
+                    continue;
+                }
+                match std::str::from_utf8(line.bytes) {
+                    Ok(text) => pipeline.decode_into(&mut batch, text, &source, received),
+                    Err(_) => batch.skip(loc, "not UTF-8 text".into()),
+                }
+            }
+            pipeline.commit(batch).map(|_| ()).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        });
+        match polled {
+            Ok(stats) => {
+                pipeline
+                    .metrics()
+                    .file_lag_bytes
+                    .get_or_create(&kubetrail_pipeline::metrics_labels::PathLabel {
+                        path: path.display().to_string(),
+                    })
+                    .set(stats.lag_bytes as i64);
+                backoff = Duration::from_millis(200);
+                if stats.lines == 0 {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "reading the audit log failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn sanitize(p: &std::path::Path) -> String {
+    p.display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("kubetrail: shutting down, finishing in-flight batches");
+}

@@ -1,0 +1,94 @@
+//! The data directory: where the write-ahead log, the redaction key and the file-source checkpoints live.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use kubetrail_policy::{RedactionKey, Redactor};
+use kubetrail_store::{Wal, WalOptions};
+
+/// `--data`, else the config's `data`, else `KUBETRAIL_DATA`, else `./kubetrail-data`.
+pub fn resolve(flag: Option<PathBuf>, config: Option<PathBuf>) -> PathBuf {
+    flag.or(config)
+        .or_else(|| std::env::var_os("KUBETRAIL_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./kubetrail-data"))
+}
+
+/// Creates the directory (owner-only) if needed.
+pub fn ensure(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("failed to create data directory `{}`", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// The installation's redaction key (`redaction.key`, 32 random bytes, mode 0600), created on first use. The
+/// same key gives the same fingerprints, so an investigator can tell a value changed across a year of data.
+pub fn redactor(dir: &Path) -> anyhow::Result<Redactor> {
+    let path = dir.join("redaction.key");
+    let mut key = [0u8; 32];
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)
+                .with_context(|| format!("failed to read `{}`", path.display()))?;
+            if buf.len() != 32 {
+                bail!(
+                    "`{}` is damaged: expected 32 bytes, found {}; restore it from backup",
+                    path.display(),
+                    buf.len()
+                );
+            }
+            key.copy_from_slice(&buf);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut r| r.read_exact(&mut key))
+                .context("failed to read random bytes for the redaction key")?;
+            let tmp = dir.join("redaction.key.tmp");
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts
+                .open(&tmp)
+                .with_context(|| format!("failed to create `{}`", tmp.display()))?;
+            f.write_all(&key)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("failed to create `{}`", path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to open `{}`", path.display())),
+    }
+    Ok(Redactor::new(RedactionKey::from_bytes(key)))
+}
+
+/// Opens (recovering) the write-ahead log under `dir/wal`.
+pub fn open_wal(dir: &Path, opts: WalOptions) -> anyhow::Result<Arc<Wal>> {
+    let path = dir.join("wal");
+    let (wal, recovery) = Wal::open(&path, opts)
+        .with_context(|| format!("failed to open the write-ahead log in `{}`", path.display()))?;
+    if recovery.torn_bytes_cut > 0 {
+        tracing::warn!(
+            bytes = recovery.torn_bytes_cut,
+            "cut a torn tail from the write-ahead log (a write interrupted by a crash; it was never acknowledged)"
+        );
+    }
+    if !recovery.chain_ok {
+        tracing::error!("the write-ahead log's hash chain does not verify: run `kubetrail verify`");
+    }
+    tracing::info!(
+        records = recovery.records,
+        next_seq = recovery.next_seq,
+        "write-ahead log open"
+    );
+    Ok(Arc::new(wal))
+}
