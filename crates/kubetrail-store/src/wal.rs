@@ -93,6 +93,9 @@ pub struct Recovery {
     pub next_seq: u64,
     /// Bytes cut from the end of the active segment: a torn write, never acknowledged.
     pub torn_bytes_cut: u64,
+    /// When what was cut was not a torn write (intact records followed the damage: a flipped byte, an edit),
+    /// a copy of the segment as it was, kept as evidence: `<segment>.seg.damaged-<seq>`.
+    pub quarantined: Option<PathBuf>,
     /// Whether the records scanned (the active segment, and its link to the segment before) chain correctly.
     /// `false` means records were altered with valid checksums: run a full [`Wal::verify`].
     pub chain_ok: bool,
@@ -268,7 +271,18 @@ impl Wal {
             .append(true)
             .open(&last.path)
             .map_err(io_err(&last.path))?;
+        let mut quarantined = None;
         if torn > 0 {
+            // A crash tears only the end of the last write. An intact record after the cut point means the
+            // bytes before it were damaged or altered: keep a copy as evidence before cutting.
+            if intact_record_after(&last.path, scan.valid_len, scan.next_seq)? {
+                let copy = last
+                    .path
+                    .with_extension(format!("{SEGMENT_EXT}.damaged-{}", scan.next_seq));
+                fs::copy(&last.path, &copy).map_err(io_err(&copy))?;
+                quarantined = Some(copy);
+                chain_ok = false;
+            }
             active.set_len(scan.valid_len).map_err(io_err(&last.path))?;
             if opts.fsync {
                 active.sync_all().map_err(io_err(&last.path))?;
@@ -284,6 +298,7 @@ impl Wal {
             next_seq: scan.next_seq,
             torn_bytes_cut: torn,
             chain_ok,
+            quarantined,
         };
         let state = State {
             segments,
@@ -990,6 +1005,38 @@ fn scan_tail(seg: &Segment) -> Result<TailScan, WalError> {
         scan.valid_len = r.offset;
     }
     Ok(scan)
+}
+
+/// Whether an intact record with a seq after `seq` starts anywhere after `from` (the cut point of a tail).
+fn intact_record_after(path: &Path, from: u64, seq: u64) -> Result<bool, WalError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let Some(rest) = bytes.get(from as usize..) else {
+        return Ok(false);
+    };
+    // Records after the damaged one carry seq + 1, seq + 2, ...: look for the next one's seq field.
+    for next in seq + 1..seq + 64 {
+        let needle = next.to_le_bytes();
+        let mut at = 8;
+        while let Some(pos) = rest
+            .get(at..)
+            .and_then(|r| r.windows(8).position(|w| w == needle))
+        {
+            let start = at + pos - 8;
+            at += pos + 1;
+            let len =
+                u32::from_le_bytes(rest[start..start + 4].try_into().expect("4 bytes")) as usize;
+            let end = start + PREFIX_LEN + len + HASH_LEN;
+            if len > MAX_PAYLOAD_BYTES || end > rest.len() {
+                continue;
+            }
+            let crc = u32::from_le_bytes(rest[start + 4..start + 8].try_into().expect("4 bytes"));
+            let rec = &rest[start..end];
+            if record_crc(&rec[..4], &rec[8..PREFIX_LEN], &rec[PREFIX_LEN..]) == crc {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The chain hash a (complete, synced) segment ends with.

@@ -175,6 +175,10 @@ fn torn_tail_is_cut_and_complete_records_kept() {
         };
         let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
         assert_eq!(rec.torn_bytes_cut, expect_cut, "{name}");
+        assert!(
+            rec.quarantined.is_none(),
+            "{name}: a torn tail is not damage"
+        );
         assert_eq!(
             (rec.records, rec.next_seq, rec.chain_ok),
             (expect_records, expect_records + 1, true),
@@ -188,6 +192,52 @@ fn torn_tail_is_cut_and_complete_records_kept() {
         wal.append(&[b"next"]).unwrap();
         assert_eq!(wal.verify().unwrap().records, expect_records + 1, "{name}");
     }
+}
+
+/// Regression: a flipped byte in the middle of the active segment used to be cut silently as a torn tail,
+/// losing acknowledged records without a trace. Now the damaged segment is kept as evidence.
+#[test]
+fn damage_before_intact_records_is_quarantined_not_just_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(
+        dir.path(),
+        WalOptions {
+            segment_bytes: 1 << 20,
+            ..small(true)
+        },
+    )
+    .unwrap();
+    let written = fill(&wal, 30);
+    drop(wal);
+    let seg = segments(dir.path()).pop().unwrap();
+    let original = fs::read(&seg).unwrap();
+    // Inside the payload of record 10: records 11..30 after it are intact.
+    let at = 52
+        + written[..9]
+            .iter()
+            .map(|(_, p)| p.len() as u64 + 48)
+            .sum::<u64>()
+        + 20;
+    flip(&seg, at);
+    let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
+    let copy = rec
+        .quarantined
+        .clone()
+        .expect("damage followed by intact records is quarantined");
+    assert!(!rec.chain_ok);
+    let mut damaged = original.clone();
+    damaged[at as usize] ^= 0x01;
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        damaged,
+        "the copy is the segment as found"
+    );
+    assert_eq!(rec.next_seq, 10, "records before the damage are kept");
+    assert_eq!(read_all(&wal, 0), written[..9]);
+    // A plain torn tail is not quarantined.
+    drop(wal);
+    let (_, rec) = Wal::open(dir.path(), small(true)).unwrap();
+    assert!(rec.quarantined.is_none());
 }
 
 enum Damage {

@@ -82,6 +82,13 @@ pub fn open_wal(dir: &Path, opts: WalOptions) -> anyhow::Result<Arc<Wal>> {
             "cut a torn tail from the write-ahead log (a write interrupted by a crash; it was never acknowledged)"
         );
     }
+    if let Some(copy) = &recovery.quarantined {
+        tracing::error!(
+            copy = %copy.display(),
+            "the write-ahead log's active segment was damaged (intact records followed the damage): kept a copy as \
+             evidence and cut the log at the damage; investigate how the file was altered"
+        );
+    }
     if !recovery.chain_ok {
         tracing::error!("the write-ahead log's hash chain does not verify: run `kubetrail verify`");
     }
