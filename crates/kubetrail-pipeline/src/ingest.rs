@@ -280,9 +280,12 @@ impl Pipeline {
             }
         };
         let trimmed = body.trim_start();
+        // The apiserver's webhook sends one compact EventList; a multi-line body is JSON lines, unless it is
+        // one pretty-printed document (checked last: it costs a scan of the body).
         let whole = trimmed.starts_with('[')
             || trimmed.starts_with(r#"{"kind":"EventList""#)
-            || !trimmed.trim_end().contains('\n');
+            || !trimmed.trim_end().contains('\n')
+            || serde_json::from_str::<&serde_json::value::RawValue>(trimmed).is_ok();
         if whole {
             let mut index = 0;
             decode_value(body, &mut |r| {
