@@ -1,11 +1,12 @@
-//! A bounded window of recently stored (auditID, stage) keys, to store apiserver retries once.
+//! A bounded window of recently stored (cluster, auditID, stage) keys, to store apiserver retries once.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// The 64-bit key of an (auditID, stage) pair.
-pub fn key(audit_id: &str, stage: &str) -> u64 {
+/// The 64-bit key of an event: auditIDs are unique per apiserver, so two clusters' events never collide.
+pub fn key(cluster: &str, audit_id: &str, stage: &str) -> u64 {
     let mut h = DefaultHasher::new();
+    cluster.hash(&mut h);
     audit_id.hash(&mut h);
     stage.hash(&mut h);
     h.finish()
@@ -73,6 +74,13 @@ mod tests {
         assert!(!w.contains(1) && w.contains(2) && w.contains(3));
         w.remove_all(&[3]);
         assert!(!w.contains(3) && w.len() == 1);
-        assert_ne!(key("a", "ResponseComplete"), key("a", "RequestReceived"));
+        assert_ne!(
+            key("c", "a", "ResponseComplete"),
+            key("c", "a", "RequestReceived")
+        );
+        assert_ne!(
+            key("c1", "a", "ResponseComplete"),
+            key("c2", "a", "ResponseComplete")
+        );
     }
 }

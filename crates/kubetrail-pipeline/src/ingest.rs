@@ -159,7 +159,7 @@ impl Pipeline {
         for item in wal.read_from(from)? {
             let (_, payload) = item?;
             if let Ok(r) = EventRecord::decode(&payload) {
-                window.insert(dedup::key(&r.audit_id, &r.stage));
+                window.insert(dedup::key(&r.cluster, &r.audit_id, &r.stage));
             }
         }
         let metrics = Metrics::default();
@@ -237,7 +237,8 @@ impl Pipeline {
             batch.outcome.filtered += 1;
             return;
         }
-        let key = dedup::key(&event.audit_id, event.stage.as_str());
+        let cluster = record.cluster.as_deref().unwrap_or(&self.cfg.cluster);
+        let key = dedup::key(cluster, &event.audit_id, event.stage.as_str());
         if batch.keys.contains(&key) || lock(&self.dedup).contains(key) {
             batch.outcome.duplicates += 1;
             return;

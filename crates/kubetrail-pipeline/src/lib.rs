@@ -3,7 +3,7 @@
 //! Owns turning received bytes (a webhook body, lines of an audit log file, an imported file) into durable
 //! [`EventRecord`](kubetrail_store::EventRecord)s: one decoded event flows through every stage without being
 //! parsed again; redaction happens before the first byte reaches disk; a batch is acknowledged only once the
-//! log has fsynced it; duplicates (same auditID and stage, from apiserver retries) are stored once; overload and
+//! log has fsynced it; duplicates (same cluster, auditID and stage, from apiserver retries) are stored once; overload and
 //! a full disk budget are answered with backpressure, never silent loss. Does not own the HTTP listener
 //! (`kubetrail-server`) nor what reads the log afterwards.
 

@@ -251,10 +251,10 @@ pub async fn serve_listener<I: Ingest>(
         tracing::warn!(%addr, "listening off loopback with `--insecure`: TLS or authentication is missing");
     }
     let rustls = match &cfg.tls {
-        Some(files) => Some(tls::server_config(
-            files,
-            auth::Auth::new(&cfg).has_tokens(),
-        )?),
+        // Client certificates are optional at the TLS layer and required per route: the webhook (and
+        // /metrics off loopback) answer 401 without one, while health probes (a kubelet's httpGet, a load
+        // balancer) need none. An unverifiable certificate still fails the handshake.
+        Some(files) => Some(tls::server_config(files, true)?),
         None => None,
     };
     let app = router(&cfg, ingest).into_make_service_with_connect_info::<SocketAddr>();

@@ -81,16 +81,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
 
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "imported {} events ({} stored) from {} file{} in {:.1}s ({:.0} events/s): {} duplicate{} already stored, {} \
-         filtered, {} skipped, {} values redacted",
+        "read {} events from {} file{} in {:.1}s ({:.0} events/s): {} stored ({}), {} already stored, {} filtered, \
+         {} skipped, {} values redacted",
         thousands(stats.records),
-        bytes(total.bytes),
         stats.files,
         if stats.files == 1 { "" } else { "s" },
         secs,
         stats.records as f64 / secs.max(1e-9),
+        thousands(total.events as u64),
+        bytes(total.bytes),
         thousands(total.duplicates as u64),
-        if total.duplicates == 1 { "" } else { "s" },
         thousands(total.filtered as u64),
         thousands(stats.skipped_total),
         thousands(total.redactions.total()),

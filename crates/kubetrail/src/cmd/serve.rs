@@ -105,7 +105,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     };
     cfg.validate()?;
     let dir = crate::data::resolve(args.data.clone(), cfg.data.clone());
-    crate::data::ensure(&dir)?;
 
     let mut server = ServerConfig {
         listen: args
@@ -159,6 +158,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         }
     }
     kubetrail_server::check_config(&server)?;
+    crate::data::ensure(&dir)?;
 
     let wal = crate::data::open_wal(&dir, wal_opts)?;
     let pipeline = Arc::new(Pipeline::new(wal, crate::data::redactor(&dir)?, pipe_cfg)?);
