@@ -31,8 +31,9 @@ fn certificates(
     Ok(certs)
 }
 
-/// Client certificates are verified against `client_ca` when given: optional when bearer tokens can
-/// authenticate the clients that present none, required otherwise.
+/// Client certificates are verified against `client_ca` when given. With `optional_client_auth` a client may
+/// present none (the routes then enforce authentication: 401 on the webhook, open health probes); a
+/// certificate that does not verify always fails the handshake.
 pub(crate) fn server_config(
     files: &TlsFiles,
     optional_client_auth: bool,
