@@ -210,7 +210,7 @@ const EVENT_PREFIX: &[u8] = br#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","
 const LIST_HEAD: &[u8] =
     br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#;
 /// Batches generated before the clock starts: up to this many bytes; the rest is generated while sending.
-const PREGENERATE_BYTES: u64 = 3 << 30;
+const PREGENERATE_BYTES: u64 = 4 << 30;
 /// Retries of one batch after 429/503 (or a broken connection) before it counts as an error.
 const MAX_RETRIES: u32 = 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -554,25 +554,34 @@ fn post(
     let target = Arc::new(Target::new(args, url)?);
     let batch = u64::from(args.batch);
     let batches = count.div_ceil(batch);
-    // The queue holds what fits in PREGENERATE_BYTES (at ~1.5 kB an event); the generator fills it before
-    // the clock starts, and keeps filling it while sending when the run is larger.
-    let capacity = (PREGENERATE_BYTES / (batch * 1500)).clamp(1, batches.max(1)) as usize;
+    let gen_started = Instant::now();
+    let mut body = Vec::with_capacity((batch * 2048) as usize);
+    let mut next_job = move |b: u64, body: &mut Vec<u8>| {
+        let first = b * batch;
+        let events = batch.min(count - first);
+        event_list(&mut generator, events, body);
+        Job {
+            first,
+            events,
+            body: Bytes::copy_from_slice(body),
+        }
+    };
+    let first_job = (batches > 0).then(|| next_job(0, &mut body));
+    // The queue holds what fits in PREGENERATE_BYTES (sized by the first batch); the generator fills it
+    // before the clock starts, and keeps filling it while sending when the run is larger.
+    let batch_bytes = first_job.as_ref().map_or(1, |j| j.body.len() as u64);
+    let capacity = (PREGENERATE_BYTES / batch_bytes).clamp(1, batches.max(1)) as usize;
     let (tx, rx) = tokio::sync::mpsc::channel::<Job>(capacity);
+    if let Some(job) = first_job {
+        tx.try_send(job).expect("an empty queue");
+    }
     let (filled_tx, filled_rx) = std::sync::mpsc::channel::<bool>();
     let filler = std::thread::Builder::new()
         .name("gen".into())
         .spawn(move || {
-            let mut body = Vec::with_capacity((batch * 2048) as usize);
             let mut signalled = false;
-            for b in 0..batches {
-                let first = b * batch;
-                let events = batch.min(count - first);
-                event_list(&mut generator, events, &mut body);
-                let job = Job {
-                    first,
-                    events,
-                    body: Bytes::copy_from_slice(&body),
-                };
+            for b in 1..batches {
+                let job = next_job(b, &mut body);
                 match tx.try_send(job) {
                     Ok(()) => {}
                     Err(tokio::sync::mpsc::error::TrySendError::Full(job)) => {
@@ -591,7 +600,6 @@ fn post(
             }
         })
         .context("failed to start the generator thread")?;
-    let gen_started = Instant::now();
     let all_in_memory = filled_rx.recv().unwrap_or(true);
     eprintln!(
         "kubetrail gen: {} events in {} batches of {batch}{}, generated in {:.1} s; posting to {url} over {} \
