@@ -945,4 +945,23 @@ mod tests {
         assert!(l.diagnostics[0].message.starts_with("invalid YAML"));
         assert!(l.diagnostics[0].line.is_some());
     }
+
+    /// Regression (found by `fuzz/` target `policy`): a non-ASCII last character in a nonResourceURLs entry
+    /// panicked in validation (a `str` sliced inside a character).
+    #[test]
+    fn non_ascii_non_resource_url_does_not_panic() {
+        let l = load(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: None\n  nonResourceURLs: [\"/café\", \"/a*é\"]\n",
+        );
+        assert!(l.policy.is_none());
+        let errors: Vec<_> = l.errors().map(|d| d.path.clone()).collect();
+        assert_eq!(
+            errors,
+            ["rules[0].nonResourceURLs[1]"],
+            "{:?}",
+            l.diagnostics
+        );
+        let l = load("rules:\n- nonResourceURLs:\n  - \u{ff}");
+        assert!(l.policy.is_none());
+    }
 }

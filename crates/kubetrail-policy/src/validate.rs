@@ -56,7 +56,8 @@ pub(crate) fn validate_located(
                     )),
                 );
             }
-            if !url.is_empty() && url[..url.len() - 1].contains('*') {
+            // Bytes, as kube-apiserver's Go compares them: slicing a `str` there panics on a multi-byte last character.
+            if !url.is_empty() && url.as_bytes()[..url.len() - 1].contains(&b'*') {
                 out.push(
                     Diagnostic::error(
                         &path,
