@@ -9,6 +9,7 @@ mod cmd;
 mod config;
 mod data;
 mod input;
+mod integrity_key;
 mod logging;
 mod output;
 mod progress;
@@ -39,6 +40,11 @@ enum Command {
     /// Write certificates, webhook kubeconfig, audit policy and config to connect kube-apiserver to kubetrail.
     #[command(subcommand)]
     Setup(cmd::setup::SetupCommand),
+    /// Check every record, file and checkpoint of the data directory; name the first damaged one (exit 1).
+    Verify(cmd::verify::VerifyArgs),
+    /// Sign a checkpoint now, export the newest one for anchoring off the node, print the public key.
+    #[command(subcommand)]
+    Checkpoint(cmd::checkpoint::CheckpointCommand),
 }
 
 /// What a command reports back: success, or findings (exit 1).
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Policy(c) => cmd::policy::run(c),
         Command::Gen(args) => cmd::generate::run(args),
         Command::Setup(c) => cmd::setup::run(c),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::Checkpoint(c) => cmd::checkpoint::run(c),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

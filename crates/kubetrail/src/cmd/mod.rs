@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod import;
 pub mod policy;
 pub mod serve;
 pub mod setup;
+pub mod verify;
