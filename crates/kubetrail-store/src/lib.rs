@@ -4,13 +4,13 @@
 //! partitions the log is compacted into, retention, query, and `verify` over all of it. It does no
 //! networking and spawns nothing: it is plain synchronous file IO, and callers move it off async executors.
 
-pub mod integrity;
+pub mod columnar;
 pub mod record;
 pub mod wal;
 
-pub use integrity::{
-    Checkpoint, Deletion, IntegrityError, IntegrityReport, Problem, ProblemKind, PublicKey, Signer,
-    verify_store, write_checkpoint,
+pub use columnar::{
+    ColumnarError, ColumnarOptions, ColumnarWriter, CompactStats, FlushStats, PartitionFile,
+    list_files,
 };
 pub use record::{EventRecord, RecordError};
 pub use wal::{

@@ -1,0 +1,1393 @@
+//! The columnar store: the write-ahead log converted into time-partitioned Parquet files that any lake engine
+//! (DataFusion, DuckDB, Athena, Trino, Spark, ClickHouse) reads, with the forensic fields flattened into
+//! columns and the full redacted event kept beside them.
+//!
+//! [`ColumnarWriter`] owns the log cursor `columnar`: [`flush`](ColumnarWriter::flush) converts what the
+//! cursor has not yet converted, in bounded chunks, and commits the cursor only after the chunk's files are
+//! durable; [`compact`](ColumnarWriter::compact) merges small files. [`list_files`] is the partition pruning a
+//! query engine starts from. This module owns no query and no retention.
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/cluster=<cluster>/date=YYYY-MM-DD/hour=HH/<first_seq:020>-<last_seq:020>.parquet
+//! ```
+//!
+//! Hive-style partitions by the event's `time` in UTC. The cluster directory is the cluster name with every
+//! byte other than ASCII letters, digits, `-`, `_` and a non-leading `.` written as `%XX` (so the mapping is
+//! one to one); the empty name is `__HIVE_DEFAULT_PARTITION__`. The raw name is in the `cluster` column.
+//! `first_seq`/`last_seq` are the lowest and highest log seq of the rows in the file (the rows of one
+//! partition between them are all in the file). Files are written as `.<name>.tmp`, fsynced, renamed, and
+//! the directory fsynced: a reader never sees a partial file, and ignores names starting with `.`.
+//!
+//! # Schema
+//!
+//! | column | type | |
+//! |---|---|---|
+//! | `time` | Timestamp(µs, UTC) | `requestReceivedTimestamp`, else `stageTimestamp`, else `received`; rows are sorted by it |
+//! | `stage_time` | Timestamp(µs, UTC) null | `stageTimestamp` |
+//! | `received` | Timestamp(µs, UTC) | when kubetrail received the event |
+//! | `seq` | UInt64 | the write-ahead log seq (unique per event) |
+//! | `cluster` | Utf8 | |
+//! | `audit_id` | Utf8 | `auditID` (bloom filter) |
+//! | `stage` | Utf8 | `RequestReceived`, `ResponseStarted`, `ResponseComplete`, `Panic` |
+//! | `level` | Utf8 | `Metadata`, `Request`, `RequestResponse` (`""` if absent) |
+//! | `verb` | Utf8 | `""` if absent |
+//! | `user` | Utf8 | `user.username`, the authenticated user (`""` if absent; bloom filter) |
+//! | `groups` | List<Utf8> | `user.groups` |
+//! | `impersonated_user` | Utf8 null | `impersonatedUser.username` |
+//! | `impersonated_groups` | List<Utf8> | `impersonatedUser.groups` |
+//! | `source_ips` | List<Utf8> | `sourceIPs` |
+//! | `ip` | Utf8 null | the first source IP (bloom filter) |
+//! | `user_agent` | Utf8 null | `userAgent` |
+//! | `uri` | Utf8 | `requestURI` (`""` if absent) |
+//! | `resource`, `subresource`, `namespace`, `name`, `api_group`, `api_version` | Utf8 null | `objectRef.*`, null when absent or empty (`namespace` and `name` have bloom filters) |
+//! | `code` | Int32 null | `responseStatus.code` |
+//! | `decision` | Utf8 null | annotation `authorization.k8s.io/decision` (`allow`, `forbid`) |
+//! | `reason` | Utf8 null | annotation `authorization.k8s.io/reason` |
+//! | `latency_us` | Int64 null | `stageTimestamp` − `requestReceivedTimestamp` |
+//! | `event` | Utf8 | the full event JSON, as stored (redacted) |
+//!
+//! Every list's items are non-null Utf8 named `item`. An event whose JSON does not parse (it cannot come from
+//! the pipeline, which parsed it) still gets a row: the log record's own fields, `time` = `received`, empty
+//! lists, nulls and the raw text in `event`.
+//!
+//! Files are zstd-compressed, with dictionary encoding (the writer's default, off for `audit_id` and
+//! `event`), page-level statistics and a page index (none for `event`), bloom filters on `user`, `name`,
+//! `audit_id`, `namespace` and `ip`, rows sorted by (`time`, `seq`) and declared sorted by `time`, and row
+//! groups of [`ColumnarOptions::row_group_rows`].
+//!
+//! # Crash safety
+//!
+//! The cursor is committed after a chunk's files are durable, so a crash leaves at worst files whose rows the
+//! cursor still points before. Within one partition the files' seq ranges never overlap (each chunk's file
+//! holds all of the partition's rows of that chunk), so a row is already stored exactly when its partition
+//! has a file whose range holds its seq: [`ColumnarWriter::open`] indexes the ranges of files at or past the
+//! cursor, and `flush` skips those rows, whatever the new chunk boundaries. Compaction merges only runs of
+//! files adjacent in seq order and names the result by the run's range, so a file whose range lies inside
+//! another file's range of the same partition is an input left by a compaction that crashed after its output
+//! was durable: `open` and `compact` delete it and [`list_files`] never returns it.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arrow::array::{
+    ArrayRef, AsArray, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{
+    DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
+use arrow::error::ArrowError;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::Deserialize;
+
+use crate::record::EventRecord;
+use crate::wal::{Cursor, Wal, WalError};
+
+/// The log cursor the writer owns.
+pub const CURSOR_NAME: &str = "columnar";
+
+/// The directory name of the empty cluster name (what Hive and Spark write for a null partition value).
+pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Written into every file's key-value metadata, so a later format can tell the files apart.
+const FORMAT_KEY: &str = "kubetrail.columnar.version";
+const FORMAT_VERSION: &str = "1";
+
+/// Rows per Arrow batch handed to the Parquet writer (and read back when compacting).
+const BATCH_ROWS: usize = 8192;
+/// Rows per batch read from each input of a merge: bounds a merge's memory to inputs × this × row size.
+const MERGE_BATCH_ROWS: usize = 1024;
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Columns with bloom filters: the values a selective forensic query looks up.
+pub const BLOOM_FILTER_COLUMNS: [&str; 5] = ["user", "name", "audit_id", "namespace", "ip"];
+
+/// How the writer batches and compacts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnarOptions {
+    /// The most log records converted per chunk (one set of files, one cursor commit).
+    pub flush_rows: usize,
+    /// The most event JSON bytes per chunk: with `flush_rows`, what bounds a flush's memory.
+    pub flush_bytes: usize,
+    /// How long an event may wait before it is queryable: [`ColumnarWriter::flush_if_due`] writes once the
+    /// oldest unconverted record is this old (or `flush_rows` are waiting).
+    pub flush_interval: Duration,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Files smaller than this are merged by [`ColumnarWriter::compact`].
+    pub compact_file_bytes: u64,
+    /// Compaction merges a run of at least this many small files.
+    pub compact_min_files: usize,
+    /// ... and at most this many at once (a merge holds one batch of each in memory).
+    pub compact_max_files: usize,
+}
+
+impl Default for ColumnarOptions {
+    fn default() -> ColumnarOptions {
+        ColumnarOptions {
+            flush_rows: 262_144,
+            flush_bytes: 256 << 20,
+            flush_interval: Duration::from_secs(5),
+            row_group_rows: 65_536,
+            compact_file_bytes: 32 << 20,
+            compact_min_files: 5,
+            compact_max_files: 64,
+        }
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Log records read.
+    pub records: u64,
+    /// Rows written.
+    pub rows: u64,
+    /// Records whose rows were already in a file (written before a crash, the cursor not yet committed).
+    pub already_stored: u64,
+    /// Events whose JSON did not parse: stored with the record's fields only.
+    pub unparsed: u64,
+    /// Log records that are not event records (skipped).
+    pub undecodable: u64,
+    /// Seqs the log had released before this cursor read them.
+    pub lost: u64,
+    pub files: u64,
+    /// Bytes of the files written.
+    pub bytes: u64,
+    /// The cursor position afterwards: every record before it is in a file.
+    pub position: u64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Merges done (each wrote one file).
+    pub merges: u64,
+    pub files_in: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rows: u64,
+    /// Inputs of a compaction that crashed after writing its output, deleted.
+    pub leftovers_removed: u64,
+}
+
+/// One Parquet file of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionFile {
+    pub path: PathBuf,
+    /// The raw cluster name (decoded from the directory name).
+    pub cluster: String,
+    /// The start of the partition's hour (UTC); its rows have `time` in [hour, hour + 1h).
+    pub hour: jiff::Timestamp,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ColumnarError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("failed to access `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to read or write parquet file `{path}`: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: ParquetError,
+    },
+    #[error("failed to build columns: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error(
+        "merging into `{path}` produced {got} rows from inputs holding {expected}: the inputs are kept"
+    )]
+    RowCount {
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ColumnarError + '_ {
+    move |source| ColumnarError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn pq_err(path: &Path) -> impl FnOnce(ParquetError) -> ColumnarError + '_ {
+    move |source| ColumnarError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The schema of every file (see the module docs).
+pub fn schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+            let list = || DataType::List(list_item());
+            let s = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+            Arc::new(Schema::new(vec![
+                Field::new("time", ts(), false),
+                Field::new("stage_time", ts(), true),
+                Field::new("received", ts(), false),
+                Field::new("seq", DataType::UInt64, false),
+                s("cluster", false),
+                s("audit_id", false),
+                s("stage", false),
+                s("level", false),
+                s("verb", false),
+                s("user", false),
+                Field::new("groups", list(), false),
+                s("impersonated_user", true),
+                Field::new("impersonated_groups", list(), false),
+                Field::new("source_ips", list(), false),
+                s("ip", true),
+                s("user_agent", true),
+                s("uri", false),
+                s("resource", true),
+                s("subresource", true),
+                s("namespace", true),
+                s("name", true),
+                s("api_group", true),
+                s("api_version", true),
+                Field::new("code", DataType::Int32, true),
+                s("decision", true),
+                s("reason", true),
+                Field::new("latency_us", DataType::Int64, true),
+                s("event", false),
+            ]))
+        })
+        .clone()
+}
+
+fn list_item() -> FieldRef {
+    Arc::new(Field::new("item", DataType::Utf8, false))
+}
+
+fn writer_props(row_group_rows: usize) -> WriterProperties {
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid"));
+    let mut b = WriterProperties::builder()
+        .set_compression(zstd)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            FORMAT_KEY.to_string(),
+            FORMAT_VERSION.to_string(),
+        )]))
+        .set_column_dictionary_enabled(ColumnPath::from("event"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("audit_id"), false)
+        .set_column_statistics_enabled(ColumnPath::from("event"), EnabledStatistics::None);
+    for col in BLOOM_FILTER_COLUMNS {
+        b = b
+            .set_column_bloom_filter_enabled(ColumnPath::from(col), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from(col), 0.01)
+            .set_column_bloom_filter_max_ndv(ColumnPath::from(col), row_group_rows.max(1) as u64);
+    }
+    b.build()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parsing: only the fields the columns need, borrowed; everything else is skipped.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Audit<'a> {
+    #[serde(borrow, default)]
+    level: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "requestURI")]
+    request_uri: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user: Option<User<'a>>,
+    #[serde(borrow, default)]
+    impersonated_user: Option<User<'a>>,
+    #[serde(borrow, default, rename = "sourceIPs")]
+    source_ips: Option<Vec<Str<'a>>>,
+    #[serde(borrow, default)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    object_ref: Option<ObjectRef<'a>>,
+    #[serde(default)]
+    response_status: Option<Status>,
+    #[serde(borrow, default)]
+    request_received_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    stage_timestamp: Option<Cow<'a, str>>,
+    /// `v1beta1` only: when the event was generated (its `requestReceivedTimestamp` may be missing).
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    annotations: Option<Annotations<'a>>,
+}
+
+/// A string inside a list: serde borrows a `Cow` only when it is a field, never inside a `Vec`.
+#[derive(Debug, Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Debug, Default, Deserialize)]
+struct User<'a> {
+    #[serde(borrow, default)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    groups: Option<Vec<Str<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef<'a> {
+    #[serde(borrow, default)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    subresource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    api_group: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Status {
+    #[serde(default)]
+    code: Option<i32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Annotations<'a> {
+    #[serde(borrow, default, rename = "authorization.k8s.io/decision")]
+    decision: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "authorization.k8s.io/reason")]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// One row to be: the record's own fields and the parsed event, borrowing from the log payload.
+#[derive(Debug)]
+struct Row<'a> {
+    seq: u64,
+    time: i64,
+    stage_time: Option<i64>,
+    latency: Option<i64>,
+    received: i64,
+    cluster: &'a str,
+    audit_id: &'a str,
+    stage: &'a str,
+    event: &'a str,
+    audit: Audit<'a>,
+}
+
+fn clamp_us(us: i64) -> i64 {
+    us.clamp(
+        jiff::Timestamp::MIN.as_microsecond(),
+        jiff::Timestamp::MAX.as_microsecond(),
+    )
+}
+
+fn parse_time(s: Option<&Cow<'_, str>>) -> Option<i64> {
+    s.and_then(|s| s.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_microsecond())
+}
+
+impl<'a> Row<'a> {
+    /// The row for a record; `false` with it when the event JSON did not parse.
+    fn new(seq: u64, rec: &EventRecord<'a>) -> (Row<'a>, bool) {
+        let event: &'a str = match &rec.event {
+            Cow::Borrowed(s) => s,
+            Cow::Owned(_) => unreachable!("decoded records borrow"),
+        };
+        let borrowed = |c: &Cow<'a, str>| -> &'a str {
+            match c {
+                Cow::Borrowed(s) => s,
+                Cow::Owned(_) => unreachable!("decoded records borrow"),
+            }
+        };
+        let (audit, parsed) = match serde_json::from_str::<Audit<'a>>(event) {
+            Ok(a) => (a, true),
+            Err(_) => (Audit::default(), false),
+        };
+        let received = clamp_us(rec.received_us);
+        let requested = parse_time(
+            audit
+                .request_received_timestamp
+                .as_ref()
+                .or(audit.timestamp.as_ref()),
+        );
+        let stage_time = parse_time(audit.stage_timestamp.as_ref());
+        let latency = requested.zip(stage_time).map(|(r, s)| s - r);
+        let row = Row {
+            seq,
+            time: requested.or(stage_time).unwrap_or(received),
+            stage_time,
+            latency,
+            received,
+            cluster: borrowed(&rec.cluster),
+            audit_id: borrowed(&rec.audit_id),
+            stage: borrowed(&rec.stage),
+            event,
+            audit,
+        };
+        (row, parsed)
+    }
+
+    fn hour(&self) -> i64 {
+        self.time.div_euclid(HOUR_US)
+    }
+}
+
+/// Column builders for one batch.
+struct Columns {
+    time: TimestampMicrosecondBuilder,
+    stage_time: TimestampMicrosecondBuilder,
+    received: TimestampMicrosecondBuilder,
+    seq: UInt64Builder,
+    cluster: StringBuilder,
+    audit_id: StringBuilder,
+    stage: StringBuilder,
+    level: StringBuilder,
+    verb: StringBuilder,
+    user: StringBuilder,
+    groups: ListBuilder<StringBuilder>,
+    impersonated_user: StringBuilder,
+    impersonated_groups: ListBuilder<StringBuilder>,
+    source_ips: ListBuilder<StringBuilder>,
+    ip: StringBuilder,
+    user_agent: StringBuilder,
+    uri: StringBuilder,
+    resource: StringBuilder,
+    subresource: StringBuilder,
+    namespace: StringBuilder,
+    name: StringBuilder,
+    api_group: StringBuilder,
+    api_version: StringBuilder,
+    code: Int32Builder,
+    decision: StringBuilder,
+    reason: StringBuilder,
+    latency_us: Int64Builder,
+    event: StringBuilder,
+}
+
+fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+impl Columns {
+    fn new(rows: usize, event_bytes: usize) -> Columns {
+        let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let s = || StringBuilder::with_capacity(rows, rows * 16);
+        let list =
+            || ListBuilder::with_capacity(StringBuilder::new(), rows).with_field(list_item());
+        Columns {
+            time: ts(),
+            stage_time: ts(),
+            received: ts(),
+            seq: UInt64Builder::with_capacity(rows),
+            cluster: s(),
+            audit_id: StringBuilder::with_capacity(rows, rows * 36),
+            stage: s(),
+            level: s(),
+            verb: s(),
+            user: s(),
+            groups: list(),
+            impersonated_user: s(),
+            impersonated_groups: list(),
+            source_ips: list(),
+            ip: s(),
+            user_agent: s(),
+            uri: StringBuilder::with_capacity(rows, rows * 64),
+            resource: s(),
+            subresource: s(),
+            namespace: s(),
+            name: s(),
+            api_group: s(),
+            api_version: s(),
+            code: Int32Builder::with_capacity(rows),
+            decision: s(),
+            reason: s(),
+            latency_us: Int64Builder::with_capacity(rows),
+            event: StringBuilder::with_capacity(rows, event_bytes),
+        }
+    }
+
+    fn push(&mut self, r: &Row<'_>) {
+        let a = &r.audit;
+        self.time.append_value(r.time);
+        self.stage_time.append_option(r.stage_time);
+        self.received.append_value(r.received);
+        self.seq.append_value(r.seq);
+        self.cluster.append_value(r.cluster);
+        self.audit_id.append_value(r.audit_id);
+        self.stage.append_value(r.stage);
+        self.level.append_value(a.level.as_deref().unwrap_or(""));
+        self.verb.append_value(a.verb.as_deref().unwrap_or(""));
+        let user = a.user.as_ref();
+        self.user
+            .append_value(user.and_then(|u| u.username.as_deref()).unwrap_or(""));
+        append_list(&mut self.groups, user.and_then(|u| u.groups.as_deref()));
+        let imp = a.impersonated_user.as_ref();
+        self.impersonated_user
+            .append_option(imp.and_then(|u| u.username.as_deref()));
+        append_list(
+            &mut self.impersonated_groups,
+            imp.and_then(|u| u.groups.as_deref()),
+        );
+        append_list(&mut self.source_ips, a.source_ips.as_deref());
+        self.ip.append_option(
+            a.source_ips
+                .as_deref()
+                .and_then(|ips| ips.first())
+                .map(|s| s.0.as_ref()),
+        );
+        self.user_agent.append_option(a.user_agent.as_deref());
+        self.uri
+            .append_value(a.request_uri.as_deref().unwrap_or(""));
+        let o = a.object_ref.as_ref();
+        let field = |f: for<'r, 's> fn(&'r ObjectRef<'s>) -> &'r Option<Cow<'s, str>>| {
+            o.and_then(|o| non_empty(f(o)))
+        };
+        self.resource.append_option(field(|o| &o.resource));
+        self.subresource.append_option(field(|o| &o.subresource));
+        self.namespace.append_option(field(|o| &o.namespace));
+        self.name.append_option(field(|o| &o.name));
+        self.api_group.append_option(field(|o| &o.api_group));
+        self.api_version.append_option(field(|o| &o.api_version));
+        self.code
+            .append_option(a.response_status.as_ref().and_then(|s| s.code));
+        let ann = a.annotations.as_ref();
+        self.decision
+            .append_option(ann.and_then(|n| n.decision.as_deref()));
+        self.reason
+            .append_option(ann.and_then(|n| n.reason.as_deref()));
+        self.latency_us.append_option(r.latency);
+        self.event.append_value(r.event);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.stage_time.finish()),
+            Arc::new(self.received.finish()),
+            Arc::new(self.seq.finish()),
+            Arc::new(self.cluster.finish()),
+            Arc::new(self.audit_id.finish()),
+            Arc::new(self.stage.finish()),
+            Arc::new(self.level.finish()),
+            Arc::new(self.verb.finish()),
+            Arc::new(self.user.finish()),
+            Arc::new(self.groups.finish()),
+            Arc::new(self.impersonated_user.finish()),
+            Arc::new(self.impersonated_groups.finish()),
+            Arc::new(self.source_ips.finish()),
+            Arc::new(self.ip.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.uri.finish()),
+            Arc::new(self.resource.finish()),
+            Arc::new(self.subresource.finish()),
+            Arc::new(self.namespace.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.api_group.finish()),
+            Arc::new(self.api_version.finish()),
+            Arc::new(self.code.finish()),
+            Arc::new(self.decision.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.latency_us.finish()),
+            Arc::new(self.event.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+}
+
+fn append_list(b: &mut ListBuilder<StringBuilder>, items: Option<&[Str<'_>]>) {
+    for item in items.unwrap_or_default() {
+        b.values().append_value(&item.0);
+    }
+    b.append(true);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Paths.
+
+/// The directory name of a cluster (see the module docs: one to one, and safe as a path component).
+pub fn cluster_dir_name(cluster: &str) -> String {
+    if cluster.is_empty() {
+        return DEFAULT_PARTITION.to_string();
+    }
+    let mut out = String::with_capacity(cluster.len());
+    for (i, b) in cluster.bytes().enumerate() {
+        let keep = b.is_ascii_alphanumeric()
+            || b == b'-'
+            || (b == b'_' && !(i == 0 && cluster == DEFAULT_PARTITION))
+            || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The cluster name a directory name stands for, if it is one [`cluster_dir_name`] makes.
+fn cluster_from_dir_name(dir: &str) -> Option<String> {
+    if dir == DEFAULT_PARTITION {
+        return Some(String::new());
+    }
+    let mut bytes = Vec::with_capacity(dir.len());
+    let mut it = dir.bytes();
+    while let Some(b) = it.next() {
+        if b == b'%' {
+            let hex = [it.next()?, it.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    let name = String::from_utf8(bytes).ok()?;
+    (cluster_dir_name(&name) == dir).then_some(name)
+}
+
+/// `cluster=<c>/date=YYYY-MM-DD/hour=HH`, relative to the root.
+fn partition_dir(cluster: &str, hour: i64) -> PathBuf {
+    let t = jiff::Timestamp::from_second(hour * 3600).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let t = jiff::tz::Offset::UTC.to_datetime(t);
+    PathBuf::from(format!("cluster={}", cluster_dir_name(cluster)))
+        .join(format!("date={}", t.date()))
+        .join(format!("hour={:02}", t.hour()))
+}
+
+fn file_name(first_seq: u64, last_seq: u64) -> String {
+    format!("{first_seq:020}-{last_seq:020}.parquet")
+}
+
+fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".parquet")?;
+    let (a, b) = stem.split_once('-')?;
+    if a.len() != 20 || b.len() != 20 {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn parse_hour(date: &str, hour: &str) -> Option<jiff::Timestamp> {
+    if hour.len() != 2 {
+        return None;
+    }
+    let date: jiff::civil::Date = date.parse().ok()?;
+    let hour: i8 = hour.parse().ok().filter(|h| (0..24).contains(h))?;
+    jiff::tz::Offset::UTC
+        .to_timestamp(date.at(hour, 0, 0, 0))
+        .ok()
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ColumnarError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Creates `root/rel` and every missing directory on the way, each made durable in its parent.
+fn ensure_dir(root: &Path, rel: &Path) -> Result<PathBuf, ColumnarError> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        let parent = dir.clone();
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Ok(()) => sync_dir(&parent)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&dir)(e)),
+        }
+    }
+    Ok(dir)
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<(String, PathBuf)>, ColumnarError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push((name.to_string(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every file of the store (leftovers included), grouped by partition directory, each group sorted by seq.
+/// With `clean`, removes the `.tmp` files a crash left behind.
+fn scan(
+    root: &Path,
+    cluster: Option<&str>,
+    clean: bool,
+) -> Result<BTreeMap<PathBuf, Vec<PartitionFile>>, ColumnarError> {
+    let mut parts = BTreeMap::new();
+    let want = cluster.map(cluster_dir_name);
+    for (cname, cpath) in read_dir_names(root)? {
+        let Some(cdir) = cname.strip_prefix("cluster=") else {
+            continue;
+        };
+        if want.as_deref().is_some_and(|w| w != cdir) {
+            continue;
+        }
+        let Some(cluster) = cluster_from_dir_name(cdir) else {
+            continue;
+        };
+        for (dname, dpath) in read_dir_names(&cpath)? {
+            let Some(date) = dname.strip_prefix("date=") else {
+                continue;
+            };
+            for (hname, hpath) in read_dir_names(&dpath)? {
+                let Some(hour) = hname.strip_prefix("hour=") else {
+                    continue;
+                };
+                let Some(hour) = parse_hour(date, hour) else {
+                    continue;
+                };
+                let mut files = Vec::new();
+                for (fname, fpath) in read_dir_names(&hpath)? {
+                    if fname.starts_with('.') {
+                        if clean && fname.ends_with(".tmp") {
+                            fs::remove_file(&fpath).map_err(io_err(&fpath))?;
+                        }
+                        continue;
+                    }
+                    let Some((first_seq, last_seq)) = parse_file_name(&fname) else {
+                        continue;
+                    };
+                    let bytes = match fs::metadata(&fpath) {
+                        Ok(m) => m.len(),
+                        // Removed by a compaction since the listing.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_err(&fpath)(e)),
+                    };
+                    files.push(PartitionFile {
+                        path: fpath,
+                        cluster: cluster.clone(),
+                        hour,
+                        first_seq,
+                        last_seq,
+                        bytes,
+                    });
+                }
+                if !files.is_empty() {
+                    files.sort_by_key(|f| (f.first_seq, Reverse(f.last_seq)));
+                    parts.insert(hpath, files);
+                }
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// Splits a partition's files (sorted by first seq, then widest first) into the live ones and those whose
+/// range lies inside another's: inputs of a compaction whose output is durable.
+fn split_leftovers(files: Vec<PartitionFile>) -> (Vec<PartitionFile>, Vec<PartitionFile>) {
+    let mut live: Vec<PartitionFile> = Vec::with_capacity(files.len());
+    let mut leftovers = Vec::new();
+    for f in files {
+        match live.last() {
+            Some(prev) if prev.last_seq >= f.last_seq => leftovers.push(f),
+            _ => live.push(f),
+        }
+    }
+    (live, leftovers)
+}
+
+/// The store's files in `cluster` (all clusters if `None`) whose hour partitions overlap
+/// [`since`, `until`] (both inclusive; open when `None`), sorted by cluster, hour and seq. Reads directory
+/// names only; never returns a file a compaction has superseded.
+pub fn list_files(
+    root: &Path,
+    cluster: Option<&str>,
+    since: Option<jiff::Timestamp>,
+    until: Option<jiff::Timestamp>,
+) -> Result<Vec<PartitionFile>, ColumnarError> {
+    let hour = jiff::SignedDuration::from_hours(1);
+    let mut out = Vec::new();
+    for (_, files) in scan(root, cluster, false)? {
+        let h = files[0].hour;
+        if since.is_some_and(|s| h.checked_add(hour).is_ok_and(|end| end <= s))
+            || until.is_some_and(|u| h > u)
+        {
+            continue;
+        }
+        out.extend(split_leftovers(files).0);
+    }
+    out.sort_by(|a, b| (&a.cluster, a.hour, a.first_seq).cmp(&(&b.cluster, b.hour, b.first_seq)));
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writing.
+
+/// Writes `batches` to `dir/name` durably: a `.tmp` file, fsynced, renamed, the directory fsynced.
+fn write_file(
+    dir: &Path,
+    name: &str,
+    props: &WriterProperties,
+    mut batches: impl FnMut(&mut ArrowWriter<File>) -> Result<(), ColumnarError>,
+) -> Result<u64, ColumnarError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w =
+            ArrowWriter::try_new(file, schema(), Some(props.clone())).map_err(pq_err(&tmp))?;
+        batches(&mut w)?;
+        let file = w.into_inner().map_err(pq_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        let bytes = file.metadata().map_err(io_err(&tmp))?.len();
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(dir)?;
+        Ok(bytes)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Converts the write-ahead log into Parquet partitions; owns the log cursor [`CURSOR_NAME`].
+#[derive(Debug)]
+pub struct ColumnarWriter {
+    root: PathBuf,
+    wal: Arc<Wal>,
+    cursor: Cursor,
+    opts: ColumnarOptions,
+    props: WriterProperties,
+    /// Seq ranges of the files at or past the cursor, per partition directory (relative to the root): rows
+    /// already stored by a flush whose cursor commit a crash prevented. Almost always empty.
+    stored: HashMap<PathBuf, Vec<(u64, u64)>>,
+}
+
+impl ColumnarWriter {
+    /// Opens (creating) the store at `root`, removing what a crash left: `.tmp` files and the inputs of a
+    /// compaction whose output is durable; and indexes files written past the cursor so they are not written
+    /// twice.
+    pub fn open(
+        root: &Path,
+        wal: Arc<Wal>,
+        opts: ColumnarOptions,
+    ) -> Result<ColumnarWriter, ColumnarError> {
+        if !root.is_dir() {
+            fs::create_dir_all(root).map_err(io_err(root))?;
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        let cursor = wal.cursor(CURSOR_NAME)?;
+        let mut w = ColumnarWriter {
+            root: root.to_path_buf(),
+            props: writer_props(opts.row_group_rows),
+            wal,
+            cursor,
+            opts,
+            stored: HashMap::new(),
+        };
+        let position = w.cursor.position();
+        for (dir, files) in scan(root, None, true)? {
+            let (live, leftovers) = split_leftovers(files);
+            w.remove_files(&dir, &leftovers)?;
+            let ranges: Vec<(u64, u64)> = live
+                .iter()
+                .filter(|f| f.last_seq >= position)
+                .map(|f| (f.first_seq, f.last_seq))
+                .collect();
+            if !ranges.is_empty() {
+                let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
+                w.stored.insert(rel, ranges);
+            }
+        }
+        Ok(w)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn options(&self) -> &ColumnarOptions {
+        &self.opts
+    }
+
+    /// The first log seq not yet in a file.
+    pub fn position(&self) -> u64 {
+        self.cursor.position()
+    }
+
+    /// Converts every record the cursor has not yet converted, up to the log's `durable_seq` as of the call,
+    /// in chunks of at most `flush_rows` records and `flush_bytes` bytes, each chunk's files made durable and
+    /// then the cursor committed past it. Call it at shutdown and at the end of an import; for the periodic
+    /// call use [`flush_if_due`](Self::flush_if_due), which writes fewer, larger files.
+    pub fn flush(&mut self) -> Result<FlushStats, ColumnarError> {
+        let end = self.wal.durable_seq();
+        let mut stats = FlushStats::default();
+        while self.cursor.position() < end {
+            self.flush_chunk(end, &mut stats)?;
+        }
+        stats.position = self.cursor.position();
+        Ok(stats)
+    }
+
+    /// [`flush`](Self::flush), when it is due: `flush_rows` records are waiting, or the oldest waiting one was
+    /// received `flush_interval` ago or more. Otherwise does nothing. Call it every second or so.
+    pub fn flush_if_due(&mut self) -> Result<FlushStats, ColumnarError> {
+        let position = self.cursor.position();
+        let waiting = self.wal.durable_seq().saturating_sub(position);
+        let idle = FlushStats {
+            position,
+            ..FlushStats::default()
+        };
+        if waiting == 0 {
+            return Ok(idle);
+        }
+        if waiting < self.opts.flush_rows as u64 {
+            let oldest = match self.wal.read_from(position)?.next() {
+                Some(item) => item?.1,
+                None => return Ok(idle),
+            };
+            if let Ok(rec) = EventRecord::decode(&oldest) {
+                let age_us = jiff::Timestamp::now()
+                    .as_microsecond()
+                    .saturating_sub(rec.received_us);
+                if age_us < self.opts.flush_interval.as_micros() as i64 {
+                    return Ok(idle);
+                }
+            }
+        }
+        self.flush()
+    }
+
+    fn flush_chunk(&mut self, end: u64, stats: &mut FlushStats) -> Result<(), ColumnarError> {
+        let start = self.cursor.position();
+        let mut payloads: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut bytes = 0;
+        for item in self.wal.read_from(start)? {
+            let (seq, payload) = item?;
+            if seq >= end {
+                break;
+            }
+            bytes += payload.len();
+            payloads.push((seq, payload));
+            if payloads.len() >= self.opts.flush_rows.max(1) || bytes >= self.opts.flush_bytes {
+                break;
+            }
+        }
+        let next = payloads.last().map_or(end, |(seq, _)| seq + 1);
+        let first = payloads.first().map_or(end, |(seq, _)| *seq);
+        stats.lost += first.saturating_sub(start);
+        stats.records += payloads.len() as u64;
+
+        let mut rows = Vec::with_capacity(payloads.len());
+        for (seq, payload) in &payloads {
+            match EventRecord::decode(payload) {
+                Ok(rec) => {
+                    let (row, parsed) = Row::new(*seq, &rec);
+                    stats.unparsed += u64::from(!parsed);
+                    rows.push(row);
+                }
+                Err(_) => stats.undecodable += 1,
+            }
+        }
+        let mut parts: HashMap<(&str, i64), Vec<usize>> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            parts.entry((r.cluster, r.hour())).or_default().push(i);
+        }
+        let mut parts: Vec<_> = parts.into_iter().collect();
+        parts.sort_unstable_by_key(|(k, _)| *k);
+        for ((cluster, hour), idx) in parts {
+            let rel = partition_dir(cluster, hour);
+            // `idx` is in seq order here. Rows already in a file are skipped, and the rest is cut where a
+            // stored range lies between two rows, so that no new file's range holds a file it does not
+            // replace (which would make that file look like a compaction's leftover).
+            let mut groups = vec![Vec::new()];
+            let ranges = self.stored.get(&rel).map(Vec::as_slice).unwrap_or_default();
+            let mut prev: Option<u64> = None;
+            for i in idx {
+                let s = rows[i].seq;
+                if ranges.iter().any(|&(a, b)| a <= s && s <= b) {
+                    stats.already_stored += 1;
+                    continue;
+                }
+                if prev.is_some_and(|p| ranges.iter().any(|&(a, _)| p < a && a < s)) {
+                    groups.push(Vec::new());
+                }
+                prev = Some(s);
+                groups.last_mut().expect("one group at least").push(i);
+            }
+            for mut idx in groups.into_iter().filter(|g| !g.is_empty()) {
+                let first_seq = rows[idx[0]].seq;
+                let last_seq = rows[idx[idx.len() - 1]].seq;
+                idx.sort_by_key(|&i| (rows[i].time, rows[i].seq));
+                let dir = ensure_dir(&self.root, &rel)?;
+                let name = file_name(first_seq, last_seq);
+                let written = write_file(&dir, &name, &self.props, |w| {
+                    for chunk in idx.chunks(BATCH_ROWS) {
+                        let event_bytes = chunk.iter().map(|&i| rows[i].event.len()).sum();
+                        let mut cols = Columns::new(chunk.len(), event_bytes);
+                        for &i in chunk {
+                            cols.push(&rows[i]);
+                        }
+                        let batch = cols.finish()?;
+                        w.write(&batch).map_err(pq_err(&dir))?;
+                    }
+                    Ok(())
+                })?;
+                stats.files += 1;
+                stats.bytes += written;
+                stats.rows += idx.len() as u64;
+            }
+        }
+        self.cursor.commit(next)?;
+        self.stored.retain(|_, ranges| {
+            ranges.retain(|&(_, b)| b >= next);
+            !ranges.is_empty()
+        });
+        Ok(())
+    }
+
+    fn remove_files(&self, dir: &Path, files: &[PartitionFile]) -> Result<(), ColumnarError> {
+        for f in files {
+            match fs::remove_file(&f.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&f.path)(e)),
+            }
+        }
+        if !files.is_empty() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Merges runs of small files (under `compact_file_bytes`; at least `compact_min_files`, at most
+    /// `compact_max_files` of them, adjacent in seq order) of each partition into one file sorted by time,
+    /// removing the inputs only after the output is durable; repeats until no partition has such a run. Only
+    /// files before the cursor are merged.
+    pub fn compact(&mut self) -> Result<CompactStats, ColumnarError> {
+        let mut stats = CompactStats::default();
+        let position = self.cursor.position();
+        let min = self.opts.compact_min_files.max(2);
+        let max = self.opts.compact_max_files.max(min);
+        for (dir, files) in scan(&self.root, None, false)? {
+            let (mut live, leftovers) = split_leftovers(files);
+            self.remove_files(&dir, &leftovers)?;
+            stats.leftovers_removed += leftovers.len() as u64;
+            let small = self.opts.compact_file_bytes;
+            while let Some(run) = find_run(&live, position, small, min, max) {
+                let inputs: Vec<PartitionFile> = live.drain(run.clone()).collect();
+                let Some(merged) = self.merge(&dir, &inputs, &mut stats)? else {
+                    break;
+                };
+                live.insert(run.start, merged);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Merges `inputs` (adjacent files of one partition) into one durable file and removes them. `None` if
+    /// an input is not in this build's schema (it is left alone).
+    fn merge(
+        &self,
+        dir: &Path,
+        inputs: &[PartitionFile],
+        stats: &mut CompactStats,
+    ) -> Result<Option<PartitionFile>, ColumnarError> {
+        let mut readers = Vec::with_capacity(inputs.len());
+        let mut expected = 0u64;
+        for f in inputs {
+            let file = File::open(&f.path).map_err(io_err(&f.path))?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err(&f.path))?;
+            if builder.schema().fields() != schema().fields() {
+                return Ok(None);
+            }
+            expected += builder.metadata().file_metadata().num_rows() as u64;
+            let reader = builder
+                .with_batch_size(MERGE_BATCH_ROWS)
+                .build()
+                .map_err(pq_err(&f.path))?;
+            readers.push((f.path.clone(), reader));
+        }
+        let first_seq = inputs[0].first_seq;
+        let last_seq = inputs[inputs.len() - 1].last_seq;
+        let name = file_name(first_seq, last_seq);
+        let out_path = dir.join(&name);
+        let mut got = 0u64;
+        let bytes = write_file(dir, &name, &self.props, |w| {
+            let mut merge = Merge::new(readers.len());
+            for (i, (path, reader)) in readers.iter_mut().enumerate() {
+                merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);
+            }
+            let mut out: Vec<(usize, usize)> = Vec::with_capacity(BATCH_ROWS);
+            while let Some(Reverse((_, _, i))) = merge.heap.pop() {
+                out.push((i, merge.pos[i]));
+                merge.pos[i] += 1;
+                let exhausted = merge.pos[i] == merge.batches[i].num_rows();
+                if exhausted || out.len() >= BATCH_ROWS {
+                    got += out.len() as u64;
+                    merge.emit(&mut out, w, dir)?;
+                }
+                if exhausted {
+                    let (path, reader) = &mut readers[i];
+                    merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);
+                } else {
+                    merge.push(i);
+                }
+            }
+            got += out.len() as u64;
+            merge.emit(&mut out, w, dir)
+        })?;
+        if got != expected {
+            let _ = fs::remove_file(&out_path);
+            return Err(ColumnarError::RowCount {
+                path: out_path,
+                expected,
+                got,
+            });
+        }
+        self.remove_files(dir, inputs)?;
+        stats.merges += 1;
+        stats.files_in += inputs.len() as u64;
+        stats.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();
+        stats.bytes_out += bytes;
+        stats.rows += got;
+        Ok(Some(PartitionFile {
+            path: out_path,
+            cluster: inputs[0].cluster.clone(),
+            hour: inputs[0].hour,
+            first_seq,
+            last_seq,
+            bytes,
+        }))
+    }
+}
+
+fn arrow_in(path: &Path) -> impl FnOnce(ArrowError) -> ColumnarError + '_ {
+    move |e| ColumnarError::Parquet {
+        path: path.to_path_buf(),
+        source: ParquetError::ArrowError(e.to_string()),
+    }
+}
+
+/// The first run of at least `min` (at most `max`) adjacent small files wholly before the cursor.
+fn find_run(
+    files: &[PartitionFile],
+    position: u64,
+    small: u64,
+    min: usize,
+    max: usize,
+) -> Option<std::ops::Range<usize>> {
+    let mut start = 0;
+    for i in 0..=files.len() {
+        let ok = files
+            .get(i)
+            .is_some_and(|f| f.bytes < small && f.last_seq < position);
+        if ok && i + 1 - start == max {
+            return Some(start..i + 1);
+        }
+        if !ok {
+            if i - start >= min {
+                return Some(start..i);
+            }
+            start = i + 1;
+        }
+    }
+    None
+}
+
+/// A k-way merge of sorted inputs by (`time`, `seq`), one batch of each in memory.
+struct Merge {
+    batches: Vec<RecordBatch>,
+    pos: Vec<usize>,
+    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
+}
+
+impl Merge {
+    fn new(n: usize) -> Merge {
+        Merge {
+            batches: vec![RecordBatch::new_empty(schema()); n],
+            pos: vec![0; n],
+            heap: BinaryHeap::with_capacity(n),
+        }
+    }
+
+    fn load(&mut self, i: usize, batch: Option<RecordBatch>) {
+        self.pos[i] = 0;
+        match batch.filter(|b| b.num_rows() > 0) {
+            Some(b) => {
+                self.batches[i] = b;
+                self.push(i);
+            }
+            None => self.batches[i] = RecordBatch::new_empty(schema()),
+        }
+    }
+
+    fn push(&mut self, i: usize) {
+        let b = &self.batches[i];
+        let row = self.pos[i];
+        let time = b
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row);
+        let seq = b.column(3).as_primitive::<UInt64Type>().value(row);
+        self.heap.push(Reverse((time, seq, i)));
+    }
+
+    fn emit(
+        &self,
+        out: &mut Vec<(usize, usize)>,
+        w: &mut ArrowWriter<File>,
+        dir: &Path,
+    ) -> Result<(), ColumnarError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let merged = arrow::compute::interleave_record_batch(&refs, out)?;
+        let batch = RecordBatch::try_new(schema(), merged.columns().to_vec())?;
+        w.write(&batch).map_err(pq_err(dir))?;
+        out.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_dir_names_are_one_to_one_and_safe() {
+        for (name, dir) in [
+            ("prod-eu", "prod-eu"),
+            ("", DEFAULT_PARTITION),
+            (DEFAULT_PARTITION, "%5F_HIVE_DEFAULT_PARTITION__"),
+            ("..", "%2E."),
+            ("a/b=c", "a%2Fb%3Dc"),
+            ("é", "%C3%A9"),
+            ("x%41", "x%2541"),
+        ] {
+            assert_eq!(cluster_dir_name(name), dir, "{name}");
+            assert_eq!(cluster_from_dir_name(dir).as_deref(), Some(name), "{dir}");
+        }
+        assert_eq!(cluster_from_dir_name("%2e."), None, "not what we write");
+    }
+
+    #[test]
+    fn partition_dirs_are_utc_hours() {
+        let t: jiff::Timestamp = "2026-03-04T05:59:59.999999Z".parse().unwrap();
+        let hour = t.as_microsecond().div_euclid(HOUR_US);
+        assert_eq!(
+            partition_dir("c", hour),
+            Path::new("cluster=c/date=2026-03-04/hour=05")
+        );
+        let before_epoch = (-1i64).div_euclid(HOUR_US);
+        assert_eq!(
+            partition_dir("c", before_epoch),
+            Path::new("cluster=c/date=1969-12-31/hour=23")
+        );
+    }
+
+    #[test]
+    fn leftovers_are_files_inside_another_range() {
+        let f = |a, b| PartitionFile {
+            path: PathBuf::from(file_name(a, b)),
+            cluster: String::new(),
+            hour: jiff::Timestamp::UNIX_EPOCH,
+            first_seq: a,
+            last_seq: b,
+            bytes: 1,
+        };
+        let mut files = vec![f(0, 3), f(5, 9), f(0, 20), f(12, 20), f(21, 22)];
+        files.sort_by_key(|f| (f.first_seq, Reverse(f.last_seq)));
+        let (live, left) = split_leftovers(files);
+        let ranges = |v: &[PartitionFile]| {
+            v.iter()
+                .map(|f| (f.first_seq, f.last_seq))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ranges(&live), [(0, 20), (21, 22)]);
+        assert_eq!(ranges(&left), [(0, 3), (5, 9), (12, 20)]);
+    }
+
+    #[test]
+    fn runs_are_adjacent_small_files_before_the_cursor() {
+        let f = |a: u64, bytes| PartitionFile {
+            path: PathBuf::new(),
+            cluster: String::new(),
+            hour: jiff::Timestamp::UNIX_EPOCH,
+            first_seq: a,
+            last_seq: a,
+            bytes,
+        };
+        let files: Vec<_> = [1, 1, 100, 1, 1, 1, 1, 1, 1, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| f(i as u64, b))
+            .collect();
+        assert_eq!(find_run(&files, 100, 10, 5, 64), Some(3..10));
+        assert_eq!(find_run(&files, 100, 10, 5, 4), Some(3..7));
+        assert_eq!(
+            find_run(&files, 7, 10, 5, 64),
+            None,
+            "seq 7 to 9 not committed"
+        );
+        assert_eq!(find_run(&files, 100, 10, 8, 64), None);
+    }
+
+    #[test]
+    fn unparsable_events_keep_the_record_fields() {
+        let rec = EventRecord {
+            received_us: 5,
+            cluster: "c".into(),
+            source: "s".into(),
+            audit_id: "id".into(),
+            stage: "ResponseComplete".into(),
+            event: "{not json".into(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        let rec = EventRecord::decode(&bytes).unwrap();
+        let (row, parsed) = Row::new(7, &rec);
+        assert!(!parsed);
+        assert_eq!((row.time, row.seq, row.audit_id), (5, 7, "id"));
+        let mut cols = Columns::new(1, 9);
+        cols.push(&row);
+        let batch = cols.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+    }
+}
