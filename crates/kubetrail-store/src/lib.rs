@@ -5,12 +5,17 @@
 //! networking and spawns nothing: it is plain synchronous file IO, and callers move it off async executors.
 
 pub mod columnar;
+pub mod integrity;
 pub mod record;
 pub mod wal;
 
 pub use columnar::{
     ColumnarError, ColumnarOptions, ColumnarWriter, CompactStats, FlushStats, PartitionFile,
     list_files,
+};
+pub use integrity::{
+    Checkpoint, Deletion, IntegrityError, IntegrityReport, Problem, ProblemKind, PublicKey, Signer,
+    verify_store, write_checkpoint,
 };
 pub use record::{EventRecord, RecordError};
 pub use wal::{
