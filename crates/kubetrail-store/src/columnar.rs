@@ -52,10 +52,11 @@
 //! the pipeline, which parsed it) still gets a row: the log record's own fields, `time` = `received`, empty
 //! lists, nulls and the raw text in `event`.
 //!
-//! Files are zstd-compressed, with dictionary encoding (the writer's default, off for `audit_id` and
-//! `event`), page-level statistics and a page index (none for `event`), bloom filters on `user`, `name`,
+//! Files are zstd-compressed (level 3; `event` level 5 in 8 MiB pages), with dictionary encoding (the
+//! writer's default, off for `audit_id` and `event`; delta encoding for `time`, `stage_time`, `received` and
+//! `seq`), page-level statistics and a page index (none for `event`), bloom filters on `user`, `name`,
 //! `audit_id`, `namespace` and `ip`, rows sorted by (`time`, `seq`) and declared sorted by `time`, and row
-//! groups of [`ColumnarOptions::row_group_rows`].
+//! groups of [`ColumnarOptions::row_group_rows`]. Generated events take ~130 bytes each, 1/10 of their JSON.
 //!
 //! # Crash safety
 //!
@@ -87,7 +88,7 @@ use arrow::datatypes::{
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -288,9 +289,8 @@ fn list_item() -> FieldRef {
 }
 
 fn writer_props(row_group_rows: usize) -> WriterProperties {
-    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3 is valid"));
     let mut b = WriterProperties::builder()
-        .set_compression(zstd)
+        .set_compression(zstd_level(3))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_sorting_columns(Some(vec![SortingColumn {
@@ -305,6 +305,18 @@ fn writer_props(row_group_rows: usize) -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from("event"), false)
         .set_column_dictionary_enabled(ColumnPath::from("audit_id"), false)
         .set_column_statistics_enabled(ColumnPath::from("event"), EnabledStatistics::None);
+    // The event JSON is 90% of the bytes: zstd 5 (lazy matching) in 8 MiB pages stores it in ~1/17 of its
+    // size where level 3 in 1 MiB pages needs ~1/14, for ~25% more conversion time (measured in
+    // tests/columnar.rs). Queries filter on the other columns and read `event` only for the rows they keep.
+    b = b
+        .set_column_compression(ColumnPath::from("event"), zstd_level(5))
+        .set_column_data_page_size_limit(ColumnPath::from("event"), 8 << 20);
+    // Sorted or nearly sorted integers: deltas take a byte or two where plain values take four or five.
+    for col in ["time", "stage_time", "received", "seq"] {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(col), false)
+            .set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED);
+    }
     for col in BLOOM_FILTER_COLUMNS {
         b = b
             .set_column_bloom_filter_enabled(ColumnPath::from(col), true)
@@ -312,6 +324,10 @@ fn writer_props(row_group_rows: usize) -> WriterProperties {
             .set_column_bloom_filter_max_ndv(ColumnPath::from(col), row_group_rows.max(1) as u64);
     }
     b.build()
+}
+
+fn zstd_level(level: i32) -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(level).expect("a valid zstd level"))
 }
 
 // ---------------------------------------------------------------------------------------------------------
