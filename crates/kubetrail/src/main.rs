@@ -14,6 +14,7 @@ mod logging;
 mod output;
 mod progress;
 mod report;
+mod store;
 
 /// Kubernetes audit logging as the forensic foundation of a cluster's security.
 #[derive(Debug, Parser)]

@@ -92,6 +92,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         Ok((read?, total))
     })?;
     progress.finish_and_clear();
+    // Queryable at once, and covered by a signed checkpoint.
+    crate::store::Store::open(&dir, pipeline.wal().clone())?.finish()?;
     crate::input::report_skipped(&stats);
 
     let secs = started.elapsed().as_secs_f64();

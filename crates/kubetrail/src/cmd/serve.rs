@@ -201,6 +201,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         }));
     }
 
+    // The log becomes Parquet within seconds, checkpoints are signed every few minutes and at shutdown.
+    let mut store = crate::store::Store::open(&dir, pipeline.wal().clone())?;
+    let housekeeping = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Err(e) = store.tick() {
+                    tracing::error!(error = %format!("{e:#}"), "storage housekeeping failed; retrying");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if let Err(e) = store.finish() {
+                tracing::error!(error = %format!("{e:#}"), "final conversion or checkpoint failed");
+            }
+        })
+    };
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -216,6 +233,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     for t in tailers {
         let _ = t.join();
     }
+    let _ = housekeeping.join();
     result?;
     eprintln!("kubetrail: stopped");
     Ok(Outcome::Ok)
