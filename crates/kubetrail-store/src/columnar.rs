@@ -34,10 +34,10 @@
 //! | `level` | Utf8 | `Metadata`, `Request`, `RequestResponse` (`""` if absent) |
 //! | `verb` | Utf8 | `""` if absent |
 //! | `user` | Utf8 | `user.username`, the authenticated user (`""` if absent; bloom filter) |
-//! | `groups` | List<Utf8> | `user.groups` |
+//! | `groups` | `List<Utf8>` | `user.groups` |
 //! | `impersonated_user` | Utf8 null | `impersonatedUser.username` |
-//! | `impersonated_groups` | List<Utf8> | `impersonatedUser.groups` |
-//! | `source_ips` | List<Utf8> | `sourceIPs` |
+//! | `impersonated_groups` | `List<Utf8>` | `impersonatedUser.groups` |
+//! | `source_ips` | `List<Utf8>` | `sourceIPs` |
 //! | `ip` | Utf8 null | the first source IP (bloom filter) |
 //! | `user_agent` | Utf8 null | `userAgent` |
 //! | `uri` | Utf8 | `requestURI` (`""` if absent) |
