@@ -92,11 +92,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         Ok((read?, total))
     })?;
     progress.finish_and_clear();
-    // Queryable at once, and covered by a signed checkpoint.
-    crate::store::Store::open(&dir, pipeline.wal().clone())?.finish()?;
-    crate::input::report_skipped(&stats);
-
     let secs = started.elapsed().as_secs_f64();
+    crate::input::report_skipped(&stats);
     eprintln!(
         "read {} events from {} file{} in {:.1}s ({:.0} events/s): {} stored ({}), {} already stored, {} filtered, \
          {} skipped, {} values redacted",
@@ -112,7 +109,15 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         thousands(stats.skipped_total),
         thousands(total.redactions.total()),
     );
-    eprintln!("data directory: {}", dir.display());
+    // Queryable at once, and covered by a signed checkpoint.
+    let converting = Instant::now();
+    eprintln!("converting into Parquet and signing a checkpoint...");
+    crate::store::Store::open(&dir, pipeline.wal().clone())?.finish()?;
+    eprintln!(
+        "done in {:.1}s; data directory: {}",
+        converting.elapsed().as_secs_f64(),
+        dir.display()
+    );
     Ok(Outcome::Ok)
 }
 
