@@ -46,6 +46,14 @@ enum Command {
     /// Sign a checkpoint now, export the newest one for anchoring off the node, print the public key.
     #[command(subcommand)]
     Checkpoint(cmd::checkpoint::CheckpointCommand),
+    /// Search stored events with a filter expression or SQL.
+    Query(cmd::query::QueryArgs),
+    /// Who did VERB on RESOURCE[/NAME]: identity, source, time and outcome of each matching request.
+    Who(cmd::report::WhoArgs),
+    /// Everything an identity did, grouped by resource and verb.
+    Timeline(cmd::report::TimelineArgs),
+    /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
+    Scope(cmd::report::ScopeReportArgs),
 }
 
 /// What a command reports back: success, or findings (exit 1).
@@ -66,6 +74,10 @@ fn main() -> ExitCode {
         Command::Setup(c) => cmd::setup::run(c),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Checkpoint(c) => cmd::checkpoint::run(c),
+        Command::Query(args) => cmd::query::run(args),
+        Command::Who(args) => cmd::report::who(args),
+        Command::Timeline(args) => cmd::report::timeline(args),
+        Command::Scope(args) => cmd::report::scope(args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ pub mod config;
 pub mod generate;
 pub mod import;
 pub mod policy;
+pub mod query;
+pub mod report;
 pub mod serve;
 pub mod setup;
 pub mod verify;

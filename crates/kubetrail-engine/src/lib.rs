@@ -1,0 +1,606 @@
+//! The embedded query engine: Apache DataFusion over the columnar store's Parquet partitions.
+//!
+//! Owns the `events` table ([`Engine::open`]), the `kt_json_match` UDF that `kubetrail-query`'s SQL calls,
+//! running SQL as a stream of Arrow batches ([`Engine::stream`]) and reading the store's columns back into
+//! [`EventRow`]s, one per request or per stage ([`Engine::requests`]). It does not write, flush or delete:
+//! the caller makes recent events queryable first by flushing the write-ahead log into Parquet
+//! (`kubetrail_store::ColumnarWriter::flush`; the CLI does it before every query, the server every second).
+//!
+//! # The `events` table
+//!
+//! The files of [`kubetrail_store::columnar::list_files`] for the [`Scope`]'s cluster and hours (partition
+//! pruning by directory names, no file opened), read with the store's schema as one ListingTable declared
+//! sorted by `time` in each file, behind a filter on `time` for the scope's exact bounds and on `cluster`.
+//! Parquet row-group statistics, page indexes and bloom filters prune the rest, filters are pushed into the
+//! scan (late materialization: the `event` column is decoded only for matching rows) and only the columns a
+//! query names are read. So `--sql` runs against the same bounded table as `--where`.
+//!
+//! # Memory
+//!
+//! Results stream: [`Engine::stream`] yields batches as the scan produces them, and the session's memory
+//! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
+//! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::compute::cast;
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use kubetrail_query::{JsonOp, json_match_str};
+use kubetrail_store::columnar::{self, PartitionFile};
+
+/// The most memory a query's operators (sorts, aggregations, joins) may hold before spilling or failing.
+pub const MEMORY_LIMIT: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to list the store's files: {0}")]
+    Store(#[from] kubetrail_store::ColumnarError),
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Which part of the store a query sees: a cluster (all if `None`) and a time range (`time` between both,
+/// inclusive; open when `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub cluster: Option<String>,
+    pub since: Option<jiff::Timestamp>,
+    pub until: Option<jiff::Timestamp>,
+}
+
+/// A DataFusion session with the table `events` registered over the store.
+pub struct Engine {
+    ctx: SessionContext,
+    files: Vec<PartitionFile>,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("root", &self.root)
+            .field("files", &self.files.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Registers `events` over the Parquet files under `root` (the data directory's `store`) that `scope`
+    /// may need. Reads directory names only; a store with no file yet is an empty table.
+    pub fn open(root: &Path, scope: &Scope) -> Result<Engine, EngineError> {
+        let files = if root.is_dir() {
+            columnar::list_files(root, scope.cluster.as_deref(), scope.since, scope.until)?
+        } else {
+            Vec::new()
+        };
+        let mut config = SessionConfig::new()
+            .with_information_schema(false)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
+        // The store's strings are Utf8; keeping them so (not views) keeps the schema the store documents.
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(MEMORY_LIMIT, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(json_match_udf());
+
+        let schema = columnar::schema();
+        let table: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+        } else {
+            let urls = files
+                .iter()
+                .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_file_sort_order(vec![vec![col("time").sort(true, false)]]);
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema);
+            Arc::new(ListingTable::try_new(config)?)
+        };
+        let mut df = ctx.read_table(table)?;
+        let ts = |t: jiff::Timestamp| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(t.as_microsecond()),
+                Some("UTC".into()),
+            ))
+        };
+        if let Some(since) = scope.since {
+            df = df.filter(col("time").gt_eq(ts(since)))?;
+        }
+        if let Some(until) = scope.until {
+            df = df.filter(col("time").lt_eq(ts(until)))?;
+        }
+        if let Some(cluster) = &scope.cluster {
+            df = df.filter(col("cluster").eq(lit(cluster.as_str())))?;
+        }
+        ctx.register_table("events", df.into_view())?;
+        Ok(Engine {
+            ctx,
+            files,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The files the table reads (after partition pruning).
+    pub fn files(&self) -> &[PartitionFile] {
+        &self.files
+    }
+
+    /// The DataFusion session, for callers that build plans themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans `sql` against `events` and starts it: batches arrive as the scan produces them.
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, EngineError> {
+        let df = self.ctx.sql(sql).await?;
+        Ok(df.execute_stream().await?)
+    }
+
+    /// Runs a row query: the columns of [`EventRow`] (and `event` when `with_event`) of the events matching
+    /// `predicate` (a SQL boolean expression over `events`' columns, e.g. from
+    /// `kubetrail_query::Expr::to_sql`; all events if `None`), in time order, one row per request
+    /// (its `ResponseComplete` stage, else `Panic`, else the latest stage stored) unless `all_stages`, at most
+    /// `limit` rows (none if `None`), handing each row to `f` until it breaks.
+    ///
+    /// All stages of a request share `time` (the time the request was received), so one per request is
+    /// chosen among the rows of equal `time` as they stream: memory is one such run, not the result.
+    pub async fn requests(
+        &self,
+        predicate: Option<&str>,
+        query: RowQuery,
+        mut f: impl FnMut(EventRow) -> ControlFlow<()>,
+    ) -> Result<(), EngineError> {
+        let mut fetch = query.limit.map(|n| {
+            if query.all_stages {
+                n
+            } else {
+                n.saturating_mul(4)
+            }
+        });
+        loop {
+            let sql = row_sql(predicate, query.with_event, fetch);
+            let mut stream = self.stream(&sql).await?;
+            let mut emitted = 0usize;
+            let mut fetched = 0usize;
+            let mut run: Vec<EventRow> = Vec::new();
+            let mut done = false;
+            let mut emit = |row: EventRow, emitted: &mut usize| -> bool {
+                if query.limit.is_some_and(|n| *emitted >= n) {
+                    return false;
+                }
+                *emitted += 1;
+                f(row).is_continue()
+            };
+            'stream: while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                fetched += batch.num_rows();
+                for row in EventRow::from_batch(&batch)? {
+                    if query.all_stages {
+                        if !emit(row, &mut emitted) {
+                            done = true;
+                            break 'stream;
+                        }
+                        continue;
+                    }
+                    if run.first().is_some_and(|r| r.time_us != row.time_us) {
+                        for r in one_per_request(std::mem::take(&mut run)) {
+                            if !emit(r, &mut emitted) {
+                                done = true;
+                                break 'stream;
+                            }
+                        }
+                    }
+                    run.push(row);
+                }
+            }
+            if done || query.all_stages {
+                return Ok(());
+            }
+            let cut = fetch.is_some_and(|n| fetched >= n);
+            if !cut {
+                for r in one_per_request(run) {
+                    if !emit(r, &mut emitted) {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            // The limit of rows cut the stream before `limit` requests were complete (requests with several
+            // stages): the last run may miss stages. Ask again for more rows.
+            if query.limit.is_some_and(|n| emitted >= n) {
+                return Ok(());
+            }
+            fetch = fetch.map(|n| n.saturating_mul(4));
+        }
+    }
+}
+
+/// How [`Engine::requests`] reads rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowQuery {
+    pub all_stages: bool,
+    pub limit: Option<usize>,
+    /// Read the stored (redacted) event JSON too.
+    pub with_event: bool,
+}
+
+/// The columns [`EventRow::from_batch`] reads, in SQL.
+pub const ROW_COLUMNS: &str = "\"time\", \"seq\", \"cluster\", \"audit_id\", \"stage\", \"level\", \
+     \"verb\", \"user\", \"groups\", \"impersonated_user\", \"impersonated_groups\", \"source_ips\", \
+     \"user_agent\", \"uri\", \"resource\", \"subresource\", \"namespace\", \"name\", \"api_group\", \
+     \"code\", \"decision\", \"reason\"";
+
+fn row_sql(predicate: Option<&str>, with_event: bool, limit: Option<usize>) -> String {
+    let mut sql = format!("SELECT {ROW_COLUMNS}");
+    if with_event {
+        sql.push_str(", \"event\"");
+    }
+    sql.push_str(" FROM events");
+    if let Some(p) = predicate {
+        sql.push_str(" WHERE (");
+        sql.push_str(p);
+        sql.push(')');
+    }
+    sql.push_str(" ORDER BY \"time\", \"seq\"");
+    if let Some(n) = limit {
+        sql.push_str(&format!(" LIMIT {n}"));
+    }
+    sql
+}
+
+/// The rows of one `time`, one per auditID (in the order of their first row), each request's best stage.
+fn one_per_request(run: Vec<EventRow>) -> Vec<EventRow> {
+    let mut out: Vec<EventRow> = Vec::with_capacity(run.len());
+    for row in run {
+        match out
+            .iter_mut()
+            .find(|r| r.audit_id == row.audit_id && !r.audit_id.is_empty())
+        {
+            Some(prev) if stage_rank(&row.stage) >= stage_rank(&prev.stage) => *prev = row,
+            Some(_) => {}
+            None => out.push(row),
+        }
+    }
+    out
+}
+
+fn stage_rank(stage: &str) -> u8 {
+    match stage {
+        "ResponseComplete" => 4,
+        "Panic" => 3,
+        "ResponseStarted" => 2,
+        "RequestReceived" => 1,
+        _ => 0,
+    }
+}
+
+/// One row of the store, as [`ROW_COLUMNS`] reads it. Columns a batch lacks are left empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventRow {
+    /// `time` in microseconds since the epoch (UTC).
+    pub time_us: i64,
+    pub seq: u64,
+    pub cluster: String,
+    pub audit_id: String,
+    pub stage: String,
+    pub level: String,
+    pub verb: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub impersonated_user: Option<String>,
+    pub impersonated_groups: Vec<String>,
+    pub source_ips: Vec<String>,
+    pub user_agent: Option<String>,
+    pub uri: String,
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub api_group: Option<String>,
+    pub code: Option<i32>,
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    /// The stored (redacted) event JSON, when read.
+    pub event: Option<String>,
+}
+
+impl EventRow {
+    /// `time` as RFC 3339 UTC.
+    pub fn time(&self) -> String {
+        format_time_us(self.time_us)
+    }
+
+    /// `resource[/subresource]`, or the URI for a non-resource request.
+    pub fn resource_path(&self) -> String {
+        match (&self.resource, &self.subresource) {
+            (Some(r), Some(s)) => format!("{r}/{s}"),
+            (Some(r), None) => r.clone(),
+            _ => self.uri.clone(),
+        }
+    }
+
+    /// Reads the rows of a batch by column name.
+    pub fn from_batch(batch: &RecordBatch) -> Result<Vec<EventRow>, EngineError> {
+        let n = batch.num_rows();
+        let mut rows = vec![EventRow::default(); n];
+        let column = |name: &str| batch.column_by_name(name);
+        if let Some(a) = column("time") {
+            let a = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let a = a.as_primitive::<TimestampMicrosecondType>();
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.time_us = a.value(i);
+            }
+        }
+        if let Some(a) = column("seq") {
+            let a = cast(a, &DataType::UInt64)?;
+            let a = a.as_primitive::<UInt64Type>();
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.seq = a.value(i);
+            }
+        }
+        if let Some(a) = column("code") {
+            let a = cast(a, &DataType::Int32)?;
+            let a = a.as_primitive::<Int32Type>();
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.code = a.is_valid(i).then(|| a.value(i));
+            }
+        }
+        let strings: [(&str, SetString); 18] = [
+            ("cluster", |r, v| r.cluster = v.unwrap_or_default()),
+            ("audit_id", |r, v| r.audit_id = v.unwrap_or_default()),
+            ("stage", |r, v| r.stage = v.unwrap_or_default()),
+            ("level", |r, v| r.level = v.unwrap_or_default()),
+            ("verb", |r, v| r.verb = v.unwrap_or_default()),
+            ("user", |r, v| r.user = v.unwrap_or_default()),
+            ("uri", |r, v| r.uri = v.unwrap_or_default()),
+            ("impersonated_user", |r, v| r.impersonated_user = v),
+            ("user_agent", |r, v| r.user_agent = v),
+            ("resource", |r, v| r.resource = v),
+            ("subresource", |r, v| r.subresource = v),
+            ("namespace", |r, v| r.namespace = v),
+            ("name", |r, v| r.name = v),
+            ("api_group", |r, v| r.api_group = v),
+            ("decision", |r, v| r.decision = v),
+            ("reason", |r, v| r.reason = v),
+            ("event", |r, v| r.event = v),
+            ("ip", |r, v| {
+                if r.source_ips.is_empty() {
+                    r.source_ips.extend(v)
+                }
+            }),
+        ];
+        for (name, set) in strings {
+            if let Some(a) = column(name) {
+                let a = cast(a, &DataType::Utf8)?;
+                let a = a.as_string::<i32>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    set(r, a.is_valid(i).then(|| a.value(i).to_string()));
+                }
+            }
+        }
+        let lists: [(&str, GetList); 3] = [
+            ("groups", |r| &mut r.groups),
+            ("impersonated_groups", |r| &mut r.impersonated_groups),
+            ("source_ips", |r| &mut r.source_ips),
+        ];
+        for (name, get) in lists {
+            if let Some(a) = column(name) {
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *get(r) = list_strings(a, i)?;
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+type SetString = fn(&mut EventRow, Option<String>);
+type GetList = fn(&mut EventRow) -> &mut Vec<String>;
+
+/// The strings of the list at `row` of a list column (empty when null).
+pub fn list_strings(array: &ArrayRef, row: usize) -> Result<Vec<String>, EngineError> {
+    if array.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(row),
+        DataType::LargeList(_) => array.as_list::<i64>().value(row),
+        _ => return Ok(Vec::new()),
+    };
+    let values = cast(&values, &DataType::Utf8)?;
+    let values = values.as_string::<i32>();
+    Ok((0..values.len())
+        .filter(|&i| values.is_valid(i))
+        .map(|i| values.value(i).to_string())
+        .collect())
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC (`2026-01-02T03:04:05.123456Z`).
+pub fn format_time_us(us: i64) -> String {
+    match jiff::Timestamp::from_microsecond(us) {
+        Ok(t) => format!("{t:.6}"),
+        Err(_) => us.to_string(),
+    }
+}
+
+/// One value of an arbitrary query's result, for printing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Cell {
+    /// The value as a table or CSV shows it (a list as its items joined by `,`, null as nothing).
+    pub fn text(&self) -> String {
+        match self {
+            Cell::Null => String::new(),
+            Cell::Bool(b) => b.to_string(),
+            Cell::Int(n) => n.to_string(),
+            Cell::UInt(n) => n.to_string(),
+            Cell::Float(f) => f.to_string(),
+            Cell::Text(s) => s.clone(),
+            Cell::List(items) => items.join(","),
+        }
+    }
+}
+
+/// The values of a batch, row by row: timestamps as RFC 3339 UTC, integers, floats and booleans as
+/// themselves, lists of anything as their items' text, everything else as Arrow displays it.
+pub fn cells(batch: &RecordBatch) -> Result<Vec<Vec<Cell>>, EngineError> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let n = batch.num_rows();
+    let mut rows: Vec<Vec<Cell>> = (0..n)
+        .map(|_| Vec::with_capacity(batch.num_columns()))
+        .collect();
+    for a in batch.columns() {
+        let dt = a.data_type();
+        let push = |rows: &mut Vec<Vec<Cell>>, f: &dyn Fn(usize) -> Cell| {
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.push(if a.is_null(i) { Cell::Null } else { f(i) });
+            }
+        };
+        if dt.is_signed_integer() {
+            let c = cast(a, &DataType::Int64)?;
+            let c = c.as_primitive::<arrow::datatypes::Int64Type>();
+            push(&mut rows, &|i| Cell::Int(c.value(i)));
+        } else if dt.is_unsigned_integer() {
+            let c = cast(a, &DataType::UInt64)?;
+            let c = c.as_primitive::<UInt64Type>();
+            push(&mut rows, &|i| Cell::UInt(c.value(i)));
+        } else if dt.is_floating() {
+            let c = cast(a, &DataType::Float64)?;
+            let c = c.as_primitive::<arrow::datatypes::Float64Type>();
+            push(&mut rows, &|i| Cell::Float(c.value(i)));
+        } else if matches!(dt, DataType::Boolean) {
+            let c = a.as_boolean();
+            push(&mut rows, &|i| Cell::Bool(c.value(i)));
+        } else if matches!(dt, DataType::Timestamp(_, _)) {
+            let c = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let c = c.as_primitive::<TimestampMicrosecondType>();
+            push(&mut rows, &|i| Cell::Text(format_time_us(c.value(i))));
+        } else if matches!(dt, DataType::List(_) | DataType::LargeList(_)) {
+            for (i, r) in rows.iter_mut().enumerate() {
+                r.push(if a.is_null(i) {
+                    Cell::Null
+                } else {
+                    Cell::List(list_strings(a, i)?)
+                });
+            }
+        } else {
+            let f = ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())?;
+            push(&mut rows, &|i| Cell::Text(f.value(i).to_string()));
+        }
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kt_json_match
+
+/// `kt_json_match(event, path, op, values...) -> Boolean`, as `kubetrail-query` specifies: on each row,
+/// `json_match_str(event, path, op, values)`; never null (a null or malformed event, or an unknown `op`, is
+/// false).
+pub fn json_match_udf() -> ScalarUDF {
+    ScalarUDF::from(JsonMatch {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonMatch {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for JsonMatch {
+    fn name(&self) -> &str {
+        "kt_json_match"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        if arg_types.len() < 4 {
+            return Err(DataFusionError::Plan(
+                "kt_json_match(event, path, op, value, ...) takes at least 4 arguments".into(),
+            ));
+        }
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let n = arrays.first().map_or(0, |a| a.len());
+        let arrays = arrays
+            .iter()
+            .map(|a| cast(a, &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        let strs: Vec<_> = arrays.iter().map(|a| a.as_string::<i32>()).collect();
+        let mut out = arrow::array::BooleanBuilder::with_capacity(n);
+        let mut values: Vec<&str> = Vec::with_capacity(strs.len().saturating_sub(3));
+        for i in 0..n {
+            let get = |k: usize| strs[k].is_valid(i).then(|| strs[k].value(i));
+            let hit = match (get(0), get(1), get(2).and_then(JsonOp::parse)) {
+                (Some(event), Some(path), Some(op)) => {
+                    values.clear();
+                    values.extend((3..strs.len()).filter_map(get));
+                    json_match_str(event, path, op, &values)
+                }
+                _ => false,
+            };
+            out.append_value(hit);
+        }
+        let out = out.finish();
+        if all_scalar && n == 1 {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(
+                out.value(0),
+            ))));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use kubetrail_store::{ColumnarOptions, ColumnarWriter, EventRecord, Wal, WalOptions};
+
+use super::*;
+
+/// Two requests of `alice` (a delete with all three stages, a get with RequestReceived only) and a create by
+/// `bob` one hour later in another cluster.
+fn events() -> Vec<(&'static str, String)> {
+    let ev = |id: &str,
+              stage: &str,
+              user: &str,
+              verb: &str,
+              ns: &str,
+              name: &str,
+              code: u32,
+              t: &str| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"{stage}","requestURI":"/api/v1/namespaces/{ns}/pods/{name}","verb":"{verb}","user":{{"username":"{user}","groups":["dev","system:authenticated"]}},"sourceIPs":["10.0.0.7"],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"pods","namespace":"{ns}","name":"{name}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":{code}}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}","annotations":{{"authorization.k8s.io/decision":"allow"}}}}"#
+        )
+    };
+    vec![
+        (
+            "prod",
+            ev(
+                "a1",
+                "RequestReceived",
+                "alice",
+                "delete",
+                "prod",
+                "web-1",
+                0,
+                "2026-03-01T10:00:00.000001Z",
+            ),
+        ),
+        (
+            "prod",
+            ev(
+                "g1",
+                "RequestReceived",
+                "alice",
+                "get",
+                "prod",
+                "web-2",
+                0,
+                "2026-03-01T10:00:00.000001Z",
+            ),
+        ),
+        (
+            "prod",
+            ev(
+                "a1",
+                "ResponseStarted",
+                "alice",
+                "delete",
+                "prod",
+                "web-1",
+                0,
+                "2026-03-01T10:00:00.000001Z",
+            ),
+        ),
+        (
+            "prod",
+            ev(
+                "a1",
+                "ResponseComplete",
+                "alice",
+                "delete",
+                "prod",
+                "web-1",
+                200,
+                "2026-03-01T10:00:00.000001Z",
+            ),
+        ),
+        (
+            "dev",
+            ev(
+                "b1",
+                "ResponseComplete",
+                "bob",
+                "create",
+                "dev",
+                "job-1",
+                201,
+                "2026-03-01T11:30:00Z",
+            ),
+        ),
+    ]
+}
+
+fn store(dir: &Path) -> PathBuf {
+    let opts = WalOptions {
+        fsync: false,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&dir.join("wal"), opts).unwrap();
+    let wal = Arc::new(wal);
+    let mut payloads = Vec::new();
+    for (cluster, line) in events() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let rec = EventRecord {
+            received_us: 1,
+            cluster: cluster.into(),
+            source: "test".into(),
+            audit_id: v["auditID"].as_str().unwrap().to_string().into(),
+            stage: v["stage"].as_str().unwrap().to_string().into(),
+            event: line.as_str().into(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        payloads.push(bytes);
+    }
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    wal.append(&refs).unwrap();
+    let root = dir.join("store");
+    ColumnarWriter::open(&root, wal, ColumnarOptions::default())
+        .unwrap()
+        .flush()
+        .unwrap();
+    root
+}
+
+fn rows(engine: &Engine, expr: Option<&str>, query: RowQuery) -> Vec<EventRow> {
+    let sql = expr.map(|e| kubetrail_query::parse(e).unwrap().to_sql());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    rt.block_on(engine.requests(sql.as_deref(), query, |r| {
+        out.push(r);
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    out
+}
+
+fn ids(rows: &[EventRow]) -> Vec<String> {
+    rows.iter()
+        .map(|r| format!("{}:{}", r.audit_id, r.stage))
+        .collect()
+}
+
+#[test]
+fn one_row_per_request_prefers_response_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let all = rows(&engine, None, RowQuery::default());
+    assert_eq!(
+        ids(&all),
+        [
+            "a1:ResponseComplete",
+            "g1:RequestReceived",
+            "b1:ResponseComplete"
+        ]
+    );
+    let r = &all[0];
+    assert_eq!(
+        (r.user.as_str(), r.verb.as_str(), r.code),
+        ("alice", "delete", Some(200))
+    );
+    assert_eq!(r.source_ips, ["10.0.0.7"]);
+    assert_eq!(r.groups, ["dev", "system:authenticated"]);
+    assert_eq!(r.time(), "2026-03-01T10:00:00.000001Z");
+    assert_eq!(r.resource_path(), "pods");
+    assert_eq!(r.event, None);
+
+    let stages = rows(
+        &engine,
+        None,
+        RowQuery {
+            all_stages: true,
+            ..RowQuery::default()
+        },
+    );
+    assert_eq!(stages.len(), 5);
+    // A limit counts requests, even when the row limit cuts a request's stages.
+    let one = rows(
+        &engine,
+        None,
+        RowQuery {
+            limit: Some(1),
+            ..RowQuery::default()
+        },
+    );
+    assert_eq!(ids(&one), ["a1:ResponseComplete"]);
+    let two = rows(
+        &engine,
+        None,
+        RowQuery {
+            limit: Some(2),
+            with_event: true,
+            ..RowQuery::default()
+        },
+    );
+    assert_eq!(ids(&two), ["a1:ResponseComplete", "g1:RequestReceived"]);
+    assert!(
+        two[1]
+            .event
+            .as_deref()
+            .unwrap()
+            .contains("\"auditID\":\"g1\"")
+    );
+}
+
+#[test]
+fn where_expressions_run_as_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let check = |expr: &str, expect: &[&str]| {
+        let got: Vec<String> = rows(&engine, Some(expr), RowQuery::default())
+            .into_iter()
+            .map(|r| r.audit_id)
+            .collect();
+        assert_eq!(got, expect, "{expr}");
+    };
+    check("verb = delete and resource = pods", &["a1"]);
+    check("user = bob or namespace = prod", &["a1", "g1", "b1"]);
+    check("group = dev and not verb in (get, create)", &["a1"]);
+    check("group ~ 'system:*'", &["a1", "g1", "b1"]);
+    check("code ~ 2??", &["a1", "b1"]);
+    check("objectRef.namespace = dev", &["b1"]);
+    check(
+        "annotations.authorization.k8s.io/decision = allow and user != alice",
+        &["b1"],
+    );
+    check(
+        "objectRef.name ~ 'web-*' and stage = RequestReceived",
+        &["a1", "g1"],
+    );
+    check("cluster = dev", &["b1"]);
+}
+
+#[test]
+fn scope_prunes_clusters_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = store(dir.path());
+    let t = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+    let scope = Scope {
+        since: Some(t("2026-03-01T11:00:00Z")),
+        ..Scope::default()
+    };
+    let engine = Engine::open(&root, &scope).unwrap();
+    assert_eq!(engine.files().len(), 1);
+    assert_eq!(
+        ids(&rows(&engine, None, RowQuery::default())),
+        ["b1:ResponseComplete"]
+    );
+    let scope = Scope {
+        cluster: Some("prod".into()),
+        until: Some(t("2026-03-01T10:00:00.000001Z")),
+        ..Scope::default()
+    };
+    let engine = Engine::open(&root, &scope).unwrap();
+    assert_eq!(rows(&engine, None, RowQuery::default()).len(), 2);
+    // An empty or missing store is an empty table.
+    let engine = Engine::open(&dir.path().join("nothing"), &Scope::default()).unwrap();
+    assert!(rows(&engine, None, RowQuery::default()).is_empty());
+}
+
+#[test]
+fn sql_streams_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let n: usize = rt.block_on(async {
+        let mut s = engine
+            .stream("SELECT \"user\", count(*) AS n FROM events GROUP BY \"user\" ORDER BY n DESC")
+            .await
+            .unwrap();
+        let mut total = 0;
+        while let Some(b) = s.next().await {
+            total += b.unwrap().num_rows();
+        }
+        total
+    });
+    assert_eq!(n, 2);
+    // kt_json_match never returns null, even on a malformed event or an unknown operator.
+    let sql = "SELECT kt_json_match('not json', 'a', '=', 'x') AS a, kt_json_match('{\"a\":[1,\"x\"]}', 'a', '=', 'x') AS b, kt_json_match('{}', 'a', '?', 'x') AS c";
+    let batches = rt.block_on(async {
+        let s = engine.stream(sql).await.unwrap();
+        s.collect::<Vec<_>>().await
+    });
+    let b = batches.into_iter().next().unwrap().unwrap();
+    let v: Vec<bool> = (0..3).map(|i| b.column(i).as_boolean().value(0)).collect();
+    assert_eq!(v, [false, true, false]);
+}

@@ -1,0 +1,430 @@
+//! `kubetrail query`: search the stored events with a `--where` expression or plain SQL.
+//!
+//! Before every query the write-ahead log's unconverted tail is flushed into Parquet
+//! (`ColumnarWriter::flush`, nothing to do when the collector has kept up, which it does every second), so
+//! what was acknowledged a moment ago is found.
+
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use kubetrail_engine::{Cell, Engine, EventRow, RowQuery, Scope};
+use kubetrail_store::WalOptions;
+use kubetrail_store::columnar::{ColumnarOptions, ColumnarWriter};
+
+use crate::Outcome;
+
+/// Where and when: the part of the store a query reads.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Only this cluster (default: all).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// From this time: RFC 3339 (`2026-11-01T00:00:00Z`) or a duration ago (`30m`, `2h`, `7d`, `4w`).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub since: Option<jiff::Timestamp>,
+    /// Up to this time (inclusive), as --since; default now.
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub until: Option<jiff::Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    #[default]
+    Table,
+    /// One JSON object per line: the stored (redacted) events for --where, the result rows for --sql.
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without --since, the whole store is searched (all time); bound it with --since/--until \
+                  on a large store: only the hours in range are read.\n\nExpressions (--where): FIELD = V, != V, \
+                  ~ GLOB, in (V, ...), not in (...), and/or/not, parentheses. Fields: user, group, verb, resource, \
+                  subresource, namespace, name, apigroup, code, ip, useragent, stage, level, auditid, uri, decision, \
+                  impersonated, cluster, or a dotted path into the event (objectRef.name, \
+                  requestObject.spec.containers.image).\n\nSQL (--sql) runs as is against the table `events` \
+                  (columns: time, stage_time, received, seq, cluster, audit_id, stage, level, verb, user, groups, \
+                  impersonated_user, impersonated_groups, source_ips, ip, user_agent, uri, resource, subresource, \
+                  namespace, name, api_group, api_version, code, decision, reason, latency_us, event), already \
+                  bounded by --since/--until/--cluster.\n\nExamples:\n  kubetrail query --since 2h --where \
+                  'verb = delete and resource = pods and namespace = prod'\n  kubetrail query --since 7d --where \
+                  'user ~ system:serviceaccount:* and resource = secrets' --format json\n  kubetrail query --sql \
+                  'SELECT \"user\", count(*) AS n FROM events WHERE code = 403 GROUP BY \"user\" ORDER BY n DESC'"
+)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// A filter expression (see below); every event when neither --where nor --sql is given.
+    #[arg(long = "where", value_name = "EXPR", conflicts_with = "sql")]
+    pub where_: Option<String>,
+    /// A SQL query over the table `events`.
+    #[arg(long, value_name = "SQL")]
+    pub sql: Option<String>,
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    pub format: QueryFormat,
+    /// At most N rows (requests, or stages with --all-stages); 0 for no limit.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: usize,
+    /// Every stored stage of each request, not one row per request (its ResponseComplete, else the latest).
+    #[arg(long, conflicts_with = "sql")]
+    pub all_stages: bool,
+}
+
+/// A duration ago (`90s`, `30m`, `2h`, `7d`, `4w`), `now`, or an RFC 3339 time.
+pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
+    let now = jiff::Timestamp::now();
+    if s == "now" {
+        return Ok(now);
+    }
+    let unit = s.chars().last().unwrap_or(' ');
+    let secs = match unit {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        'w' => Some(7 * 86_400),
+        _ => None,
+    };
+    if let Some(secs) = secs
+        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
+        && n >= 0
+    {
+        return n
+            .checked_mul(secs)
+            .and_then(|total| now.checked_sub(jiff::SignedDuration::from_secs(total)).ok())
+            .ok_or_else(|| format!("`{s}` is too far back"));
+    }
+    s.parse::<jiff::Timestamp>().map_err(|_| {
+        format!("`{s}` is not a time: give RFC 3339 (`2026-11-01T00:00:00Z`) or a duration ago (`30m`, `2h`, `7d`)")
+    })
+}
+
+/// Receives each row of a SQL result with the column names; breaks to stop the query.
+pub type RowSink<'a> = dyn FnMut(Vec<Cell>, &[String]) -> anyhow::Result<ControlFlow<()>> + 'a;
+
+/// An engine over the data directory, after flushing the log's unconverted tail into Parquet.
+pub struct Session {
+    pub engine: Engine,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Session {
+    pub fn open(scope: &ScopeArgs) -> anyhow::Result<Session> {
+        let dir = crate::data::resolve(scope.data.clone(), None);
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "data directory `{}` does not exist: pass --data DIR, or import audit logs first (`kubetrail import`)",
+                dir.display()
+            );
+        }
+        flush(&dir)?;
+        let engine = Engine::open(
+            &dir.join("store"),
+            &Scope {
+                cluster: scope.cluster.clone(),
+                since: scope.since,
+                until: scope.until,
+            },
+        )
+        .context("failed to open the store")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("failed to start the query runtime")?;
+        Ok(Session { engine, rt })
+    }
+
+    /// The requests matching `predicate` (SQL) in time order, at most `limit`.
+    pub fn rows(&self, predicate: Option<&str>, query: RowQuery) -> anyhow::Result<Vec<EventRow>> {
+        let mut out = Vec::new();
+        self.rt
+            .block_on(self.engine.requests(predicate, query, |r| {
+                out.push(r);
+                ControlFlow::Continue(())
+            }))?;
+        Ok(out)
+    }
+
+    /// The rows of an arbitrary SQL query, with their column names.
+    pub fn sql(&self, sql: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<Cell>>)> {
+        let mut out = Vec::new();
+        let names = self.sql_each(sql, None, &mut |row, _| {
+            out.push(row);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok((names, out))
+    }
+
+    /// Streams an arbitrary SQL query's rows to `f`, at most `limit`; returns the column names.
+    pub fn sql_each(
+        &self,
+        sql: &str,
+        limit: Option<usize>,
+        f: &mut RowSink<'_>,
+    ) -> anyhow::Result<Vec<String>> {
+        self.rt.block_on(async {
+            let mut stream = self.engine.stream(sql).await?;
+            let names: Vec<String> = stream
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let mut n = 0;
+            while let Some(batch) = stream.next().await {
+                for row in kubetrail_engine::cells(&batch?)? {
+                    if limit.is_some_and(|l| n >= l) || f(row, &names)?.is_break() {
+                        return Ok(names);
+                    }
+                    n += 1;
+                }
+            }
+            Ok(names)
+        })
+    }
+}
+
+/// Converts what the write-ahead log holds beyond the Parquet files (nothing when the collector has kept up).
+/// A log that cannot be opened (none yet) is skipped: the files are all there is.
+fn flush(dir: &Path) -> anyhow::Result<()> {
+    if !dir.join("wal").is_dir() {
+        return Ok(());
+    }
+    let wal = crate::data::open_wal(dir, WalOptions::default())?;
+    let root = dir.join("store");
+    ColumnarWriter::open(&root, wal, ColumnarOptions::default())
+        .and_then(|mut w| w.flush())
+        .with_context(|| {
+            format!(
+                "failed to convert recent events into Parquet in `{}`",
+                root.display()
+            )
+        })?;
+    Ok(())
+}
+
+/// A spinner on stderr while a scan runs, only on a terminal.
+pub fn spinner(what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
+    let predicate = match &args.where_ {
+        Some(expr) => Some(kubetrail_query::parse(expr)?.to_sql()),
+        None => None,
+    };
+    let session = Session::open(&args.scope)?;
+    let limit = (args.limit > 0).then_some(args.limit);
+    let bar = spinner(&format!("scanning {} files", session.engine.files().len()));
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Some(sql) = &args.sql {
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut names_seen: Option<Vec<String>> = None;
+        let json = args.format == QueryFormat::Json;
+        let names = session.sql_each(sql, limit, &mut |row, names| {
+            if !json {
+                rows.push(row.iter().map(Cell::text).collect());
+                return Ok(ControlFlow::Continue(()));
+            }
+            let names = names_seen.get_or_insert_with(|| names.to_vec());
+            let obj: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .cloned()
+                .zip(row.into_iter().map(cell_json))
+                .collect();
+            serde_json::to_writer(&mut out, &obj)?;
+            out.write_all(b"\n")?;
+            Ok(ControlFlow::Continue(()))
+        });
+        bar.finish_and_clear();
+        let names = names?;
+        match args.format {
+            QueryFormat::Table => write_table(&mut out, &names, &rows)?,
+            QueryFormat::Csv => write_csv(&mut out, &names, &rows)?,
+            QueryFormat::Json => {}
+        }
+        out.flush()?;
+        return Ok(Outcome::Ok);
+    }
+
+    let query = RowQuery {
+        all_stages: args.all_stages,
+        limit,
+        with_event: args.format == QueryFormat::Json,
+    };
+    let mut rows = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
+    let result = session
+        .rt
+        .block_on(session.engine.requests(predicate.as_deref(), query, |row| {
+            if args.format != QueryFormat::Json {
+                rows.push(row);
+                return ControlFlow::Continue(());
+            }
+            bar.finish_and_clear();
+            let event = row.event.unwrap_or_default();
+            if let Err(e) = writeln!(out, "{event}") {
+                failed = Some(e.into());
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }));
+    bar.finish_and_clear();
+    result?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let names: Vec<String> = ROW_HEADER.iter().map(|s| s.to_string()).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
+    match args.format {
+        QueryFormat::Table => write_table(&mut out, &names, &cells)?,
+        QueryFormat::Csv => write_csv(&mut out, &names, &cells)?,
+        QueryFormat::Json => {}
+    }
+    out.flush()?;
+    if rows.is_empty() && args.format == QueryFormat::Table {
+        eprintln!(
+            "no matching events in {} file{}{}",
+            session.engine.files().len(),
+            if session.engine.files().len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            if args.scope.since.is_none() {
+                ""
+            } else {
+                " (widen --since/--until?)"
+            }
+        );
+    } else if limit.is_some_and(|n| rows.len() >= n) && args.format == QueryFormat::Table {
+        eprintln!(
+            "showing the first {} (raise --limit, 0 for all)",
+            rows.len()
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+const ROW_HEADER: [&str; 10] = [
+    "TIME",
+    "USER",
+    "VERB",
+    "RESOURCE",
+    "NAMESPACE/NAME",
+    "IP",
+    "CODE",
+    "STAGE",
+    "CLUSTER",
+    "AUDIT ID",
+];
+
+fn row_cells(r: &EventRow) -> Vec<String> {
+    let object = match (&r.namespace, &r.name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (Some(ns), None) => format!("{ns}/"),
+        (None, Some(n)) => n.clone(),
+        (None, None) => String::new(),
+    };
+    vec![
+        r.time(),
+        r.user.clone(),
+        r.verb.clone(),
+        r.resource_path(),
+        object,
+        r.source_ips.join(","),
+        r.code.map(|c| c.to_string()).unwrap_or_default(),
+        r.stage.clone(),
+        r.cluster.clone(),
+        r.audit_id.clone(),
+    ]
+}
+
+fn cell_json(c: Cell) -> serde_json::Value {
+    match c {
+        Cell::Null => serde_json::Value::Null,
+        Cell::Bool(b) => b.into(),
+        Cell::Int(n) => n.into(),
+        Cell::UInt(n) => n.into(),
+        Cell::Float(f) => f.into(),
+        Cell::Text(s) => s.into(),
+        Cell::List(items) => items.into(),
+    }
+}
+
+/// Columns padded to their widest value (control characters shown as spaces).
+pub fn write_table(
+    out: &mut dyn Write,
+    names: &[String],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line =
+        |out: &mut dyn Write, cells: &mut dyn Iterator<Item = String>| -> std::io::Result<()> {
+            let mut s = String::new();
+            for (i, (c, w)) in cells.zip(&widths).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                s.push_str(&c);
+                if i + 1 < widths.len() {
+                    s.extend(std::iter::repeat_n(
+                        ' ',
+                        w.saturating_sub(c.chars().count()),
+                    ));
+                }
+            }
+            writeln!(out, "{}", s.trim_end())
+        };
+    line(out, &mut names.iter().map(|n| clean(n)))?;
+    for row in rows {
+        line(out, &mut row.iter().map(|c| clean(c)))?;
+    }
+    Ok(())
+}
+
+/// RFC 4180: fields with a comma, quote or line break quoted, quotes doubled.
+pub fn write_csv(
+    out: &mut dyn Write,
+    names: &[String],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let join = |cells: &[String]| cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(",");
+    writeln!(out, "{}", join(names))?;
+    for row in rows {
+        writeln!(out, "{}", join(row))?;
+    }
+    Ok(())
+}
