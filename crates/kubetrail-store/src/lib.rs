@@ -7,6 +7,7 @@
 pub mod columnar;
 pub mod integrity;
 pub mod record;
+pub mod retention;
 pub mod wal;
 
 pub use columnar::{
