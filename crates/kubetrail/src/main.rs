@@ -54,6 +54,9 @@ enum Command {
     Timeline(cmd::report::TimelineArgs),
     /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
     Scope(cmd::report::ScopeReportArgs),
+    /// Delete expired partitions (classes by rule, default 400 days), keeping legal holds; every deletion signed.
+    #[command(subcommand)]
+    Retention(cmd::retention::RetentionCommand),
 }
 
 /// What a command reports back: success, or findings (exit 1).
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Who(args) => cmd::report::who(args),
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
+        Command::Retention(c) => cmd::retention::run(c),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ pub mod import;
 pub mod policy;
 pub mod query;
 pub mod report;
+pub mod retention;
 pub mod serve;
 pub mod setup;
 pub mod verify;
