@@ -1,7 +1,8 @@
-//! Durable, tamper-evident storage of audit events. Today this crate owns the write-ahead log ([`Wal`]):
-//! segmented, checksummed, hash-chained and group-committed, with named reader cursors and a disk budget, and
-//! the stored-event record ([`EventRecord`]) every reader decodes from it. Later it also owns the Parquet
-//! partitions the log is compacted into, retention, query, and `verify` over all of it. It does no
+//! Durable, tamper-evident storage of audit events: the write-ahead log ([`Wal`]: segmented, checksummed,
+//! hash-chained and group-committed, with named reader cursors and a disk budget) and the stored-event record
+//! ([`EventRecord`]) every reader decodes from it; the Parquet partitions the log is converted into
+//! ([`columnar`]); signed checkpoints and `verify` over all of it ([`integrity`]); and retention classes, legal
+//! holds and the deletion of expired partitions ([`retention`]). Querying is `kubetrail-engine`'s. It does no
 //! networking and spawns nothing: it is plain synchronous file IO, and callers move it off async executors.
 
 pub mod columnar;
