@@ -31,6 +31,10 @@ fn data_dir(dir: &Path) -> PathBuf {
         .assert()
         .success();
 
+    // `import` signs a checkpoint of its own; start from a store that has none (and no key) yet.
+    fs::remove_dir_all(data.join("checkpoints")).unwrap();
+    fs::remove_file(data.join("integrity.key")).unwrap();
+
     let wal_dir = data.join("wal");
     let records: Vec<Vec<u8>> = {
         let (wal, _) = Wal::open(&wal_dir, WalOptions::default()).unwrap();
