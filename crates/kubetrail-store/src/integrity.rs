@@ -407,6 +407,20 @@ pub fn checkpoint_file_name(cp: &Checkpoint) -> String {
     format!("{:020}-{created}.json", cp.wal.next_seq)
 }
 
+/// The log segments (by name) and files (by relative path) that recorded deletions account for.
+fn deleted_items<'a>(
+    deletions: impl Iterator<Item = &'a Deletion>,
+) -> (HashSet<&'a str>, HashSet<&'a str>) {
+    let (mut segments, mut files) = (HashSet::new(), HashSet::new());
+    for d in deletions {
+        match d {
+            Deletion::WalSegment { name, .. } => segments.insert(name.as_str()),
+            Deletion::File { path, .. } => files.insert(path.as_str()),
+        };
+    }
+    (segments, files)
+}
+
 /// Writes a checkpoint of `DATA` now: the log at `DATA/wal` up to its durable records (`wal` is the open log,
 /// asked for its durable seq), the Parquet `files` (relative to `DATA`; see [`parquet_files`]) and the
 /// `deletions` about to be made. Returns the new checkpoint file. Serialised with other writers by a lock file.
@@ -465,20 +479,7 @@ fn write_inner(
         }
     };
 
-    let deleted_segments: HashSet<&str> = deletions
-        .iter()
-        .filter_map(|d| match d {
-            Deletion::WalSegment { name, .. } => Some(name.as_str()),
-            Deletion::File { .. } => None,
-        })
-        .collect();
-    let deleted_files: HashSet<&str> = deletions
-        .iter()
-        .filter_map(|d| match d {
-            Deletion::File { path, .. } => Some(path.as_str()),
-            Deletion::WalSegment { .. } => None,
-        })
-        .collect();
+    let (deleted_segments, deleted_files) = deleted_items(deletions.iter());
 
     // The log: retried when retention deletes a segment while it is read.
     let wal_dir = data_dir.join("wal");
@@ -1076,20 +1077,7 @@ pub fn verify_store(data_dir: &Path, key: &PublicKey) -> Result<IntegrityReport,
         .flat_map(|(_, cp, _)| cp.deletions.iter())
         .collect();
     report.deleted_by_retention = deletions.len();
-    let deleted_segments: HashSet<&str> = deletions
-        .iter()
-        .filter_map(|d| match d {
-            Deletion::WalSegment { name, .. } => Some(name.as_str()),
-            Deletion::File { .. } => None,
-        })
-        .collect();
-    let deleted_files: HashSet<&str> = deletions
-        .iter()
-        .filter_map(|d| match d {
-            Deletion::File { path, .. } => Some(path.as_str()),
-            Deletion::WalSegment { .. } => None,
-        })
-        .collect();
+    let (deleted_segments, deleted_files) = deleted_items(deletions.iter().copied());
 
     // 2. The log.
     verify_wal(

@@ -14,6 +14,9 @@ use kubetrail_store::integrity::{self, Signer};
 /// How often a signed checkpoint is written while serving.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
+/// How soon a failed periodic checkpoint is tried again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(60);
+
 /// Converted log segments are released once the log uses more than this share of its disk budget.
 const RELEASE_AT_SHARE: f64 = 0.5;
 
@@ -22,7 +25,9 @@ pub struct Store {
     wal: Arc<Wal>,
     columnar: ColumnarWriter,
     signer: Signer,
-    last_checkpoint: Option<Instant>,
+    /// When the next periodic checkpoint is due (also after a failed one, so a failure is retried once a
+    /// minute rather than logged every second).
+    next_checkpoint: Instant,
 }
 
 impl std::fmt::Debug for Store {
@@ -44,7 +49,7 @@ impl Store {
             wal,
             columnar,
             signer,
-            last_checkpoint: None,
+            next_checkpoint: Instant::now(),
         })
     }
 
@@ -54,10 +59,8 @@ impl Store {
         self.columnar
             .flush_if_due()
             .context("failed to convert the log into Parquet")?;
-        if self
-            .last_checkpoint
-            .is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY)
-        {
+        if Instant::now() >= self.next_checkpoint {
+            self.next_checkpoint = Instant::now() + CHECKPOINT_RETRY;
             self.checkpoint(&[])?;
         }
         let usage = self.wal.usage();
@@ -81,7 +84,7 @@ impl Store {
             integrity::write_checkpoint(&self.dir, &self.signer, &self.wal, &files, deletions)
                 .context("failed to write a signed checkpoint")?;
         tracing::debug!(checkpoint = %path.display(), "signed checkpoint written");
-        self.last_checkpoint = Some(Instant::now());
+        self.next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
         Ok(())
     }
 
