@@ -21,6 +21,8 @@
 //! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
 //! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
 
+pub mod reports;
+
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
@@ -55,6 +58,33 @@ pub enum EngineError {
     Query(#[from] DataFusionError),
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl EngineError {
+    /// Whether the query itself is at fault (SQL syntax, an unknown column or function, a type mismatch,
+    /// something unsupported), not the store or the engine.
+    pub fn is_invalid_query(&self) -> bool {
+        match self {
+            EngineError::Query(e) => matches!(
+                e.find_root(),
+                DataFusionError::SQL(..)
+                    | DataFusionError::Plan(_)
+                    | DataFusionError::SchemaError(..)
+                    | DataFusionError::NotImplemented(_)
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the query needed more memory than [`MEMORY_LIMIT`].
+    pub fn is_resources_exhausted(&self) -> bool {
+        match self {
+            EngineError::Query(e) => {
+                matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Which part of the store a query sees: a cluster (all if `None`) and a time range (`time` between both,
@@ -158,9 +188,15 @@ impl Engine {
         &self.ctx
     }
 
-    /// Plans `sql` against `events` and starts it: batches arrive as the scan produces them.
+    /// Plans `sql` against `events` and starts it: batches arrive as the scan produces them. Only queries
+    /// run: DDL (`CREATE EXTERNAL TABLE` would read any file the process can), DML and statements (`SET`)
+    /// are refused, so SQL from the HTTP API reaches nothing but the store.
     pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream, EngineError> {
-        let df = self.ctx.sql(sql).await?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self.ctx.sql_with_options(sql, read_only).await?;
         Ok(df.execute_stream().await?)
     }
 
@@ -474,6 +510,19 @@ impl Cell {
             Cell::Float(f) => f.to_string(),
             Cell::Text(s) => s.clone(),
             Cell::List(items) => items.join(","),
+        }
+    }
+
+    /// The value as JSON: numbers and booleans as themselves, lists as arrays, null as null.
+    pub fn into_json(self) -> serde_json::Value {
+        match self {
+            Cell::Null => serde_json::Value::Null,
+            Cell::Bool(b) => b.into(),
+            Cell::Int(n) => n.into(),
+            Cell::UInt(n) => n.into(),
+            Cell::Float(f) => f.into(),
+            Cell::Text(s) => s.into(),
+            Cell::List(items) => items.into(),
         }
     }
 }

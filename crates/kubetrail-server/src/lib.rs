@@ -1,5 +1,6 @@
 //! The HTTP(S) listener of `kubetrail serve`: the audit webhook (`POST /k8s-audit`, alias
-//! `POST /api/v1/audit`), `GET /healthz`, `GET /readyz` and `GET /metrics`.
+//! `POST /api/v1/audit`), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the caller's API routes
+//! (the query API) behind the same authentication as the webhook.
 //!
 //! It owns the edge of the system: TLS (rustls with the ring provider), client authentication (verified
 //! client certificates or bearer tokens compared in constant time), and the hard limits on what a request may
@@ -197,8 +198,23 @@ pub fn check_config(cfg: &ServerConfig) -> Result<(), ServerError> {
 /// The router (tests drive it without a socket via `tower::ServiceExt::oneshot`; put a
 /// `ConnectInfo<SocketAddr>` in the request extensions to play a peer address).
 pub fn router<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>) -> Router {
+    router_with_api(cfg, ingest, Router::new())
+}
+
+/// [`router`] plus `api`'s routes, each behind the webhook's authentication: a request that does not
+/// authenticate gets 401 before `api` sees it; one that does carries its [`Peer`] as a request extension.
+/// Every API call is logged with the caller's identity.
+pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Router) -> Router {
     let state = Arc::new(webhook::AppState::new(cfg, ingest));
     let metrics = state.metrics.clone();
+    let api = if api.has_routes() {
+        api.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            webhook::api_guard::<I>,
+        ))
+    } else {
+        api
+    };
     Router::new()
         .route("/k8s-audit", post(webhook::webhook::<I>))
         .route("/api/v1/audit", post(webhook::webhook::<I>))
@@ -206,6 +222,7 @@ pub fn router<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>) -> Router {
         .route("/readyz", get(webhook::readyz::<I>))
         .route("/metrics", get(webhook::metrics::<I>))
         .with_state(state)
+        .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
@@ -223,6 +240,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn serve<I: Ingest>(
     cfg: ServerConfig,
     ingest: Arc<I>,
+    api: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     check_config(&cfg)?;
@@ -230,7 +248,7 @@ pub async fn serve<I: Ingest>(
         addr: cfg.listen,
         source,
     })?;
-    serve_listener(listener, cfg, ingest, shutdown).await
+    serve_listener(listener, cfg, ingest, api, shutdown).await
 }
 
 /// [`serve`] on a listener that is already bound (`cfg.listen` is ignored but for the checks, which use the
@@ -239,6 +257,7 @@ pub async fn serve_listener<I: Ingest>(
     listener: std::net::TcpListener,
     mut cfg: ServerConfig,
     ingest: Arc<I>,
+    api: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -257,7 +276,8 @@ pub async fn serve_listener<I: Ingest>(
         Some(files) => Some(tls::server_config(files, true)?),
         None => None,
     };
-    let app = router(&cfg, ingest).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        router_with_api(&cfg, ingest, api).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = tokio::spawn({
         let handle = handle.clone();

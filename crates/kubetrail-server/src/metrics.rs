@@ -87,6 +87,7 @@ fn endpoint(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        p if p.starts_with("/api/v1/") => "/api/v1",
         _ => "other",
     }
 }

@@ -372,6 +372,36 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
     }
 }
 
+/// Middleware over the caller's API routes: authenticated like the webhook (401 otherwise), the caller
+/// handed to the handler as a [`Peer`] extension and every call logged with who made it (a query of the
+/// audit trail is itself worth an audit line).
+pub(crate) async fn api_guard<I: Ingest>(
+    State(st): State<Arc<AppState<I>>>,
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let addr = peer_addr(req.extensions());
+    let identity = match st
+        .auth
+        .authenticate(req.headers(), req.extensions().get::<Arc<TlsInfo>>())
+    {
+        Ok(identity) => identity,
+        Err(denied) => return st.unauthorized(addr, denied),
+    };
+    let peer = Peer { addr, identity };
+    let path = req.uri().path().to_string();
+    req.extensions_mut().insert(peer.clone());
+    let response = next.run(req).await;
+    tracing::info!(
+        peer = %peer.addr,
+        identity = peer.identity.as_deref().unwrap_or("-"),
+        path,
+        status = response.status().as_u16(),
+        "api request"
+    );
+    response
+}
+
 /// `GET /healthz`: the process answers.
 pub(crate) async fn healthz() -> &'static str {
     "ok"

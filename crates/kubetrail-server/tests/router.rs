@@ -558,3 +558,36 @@ async fn ingest_finishes_when_the_sender_hangs_up() {
     .await
     .expect("the pipeline's work ran to its end");
 }
+
+/// The caller's API routes sit behind the webhook's authentication, even from loopback, and see the caller.
+#[tokio::test]
+async fn api_routes_are_authenticated_and_see_the_caller() {
+    let cfg = with_tokens(&["api-token"]);
+    let api = Router::new().route(
+        "/api/v1/whoami",
+        axum::routing::get(|axum::Extension(peer): axum::Extension<Peer>| async move {
+            peer.identity.unwrap_or_default()
+        }),
+    );
+    let h = Harness {
+        app: kubetrail_server::router_with_api(&cfg, Arc::new(FakeIngest::default()), api),
+        ingest: Arc::new(FakeIngest::default()),
+    };
+    let denied = h.get("/api/v1/whoami", true).await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert!(denied.headers.contains_key("www-authenticate"));
+    let req = Request::get("/api/v1/whoami")
+        .header("authorization", "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::UNAUTHORIZED);
+    let req = Request::get("/api/v1/whoami")
+        .header("authorization", "Bearer api-token")
+        .body(Body::empty())
+        .unwrap();
+    let ok = h.send(req).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body, "token:0");
+    // The webhook is still there, still authenticated.
+    assert_eq!(h.post(EVENT_LIST).await.status, StatusCode::UNAUTHORIZED);
+}

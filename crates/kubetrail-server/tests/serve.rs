@@ -106,9 +106,15 @@ fn start(cfg: ServerConfig) -> Running {
     let addr = listener.local_addr().unwrap();
     let ingest = Arc::new(FakeIngest::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_listener(listener, cfg, ingest.clone(), async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(serve_listener(
+        listener,
+        cfg,
+        ingest.clone(),
+        axum::Router::new(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Running {
         addr,
         ingest,
@@ -342,6 +348,7 @@ async fn shutdown_waits_for_in_flight_requests() {
         listener,
         ServerConfig::default(),
         slow.clone(),
+        axum::Router::new(),
         async {
             let _ = stopped.await;
         },
@@ -384,6 +391,7 @@ async fn serve_refuses_unsafe_or_broken_configurations() {
             ..ServerConfig::default()
         },
         ingest.clone(),
+        axum::Router::new(),
         never(),
     )
     .await
@@ -400,6 +408,7 @@ async fn serve_refuses_unsafe_or_broken_configurations() {
             ..ServerConfig::default()
         },
         ingest.clone(),
+        axum::Router::new(),
         never(),
     )
     .await
@@ -415,6 +424,7 @@ async fn serve_refuses_unsafe_or_broken_configurations() {
             ..ServerConfig::default()
         },
         ingest.clone(),
+        axum::Router::new(),
         never(),
     )
     .await
@@ -428,6 +438,7 @@ async fn serve_refuses_unsafe_or_broken_configurations() {
             ..ServerConfig::default()
         },
         ingest,
+        axum::Router::new(),
         never(),
     )
     .await

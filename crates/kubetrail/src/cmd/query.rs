@@ -143,27 +143,6 @@ impl Session {
         Ok(Session { engine, rt })
     }
 
-    /// The requests matching `predicate` (SQL) in time order, at most `limit`.
-    pub fn rows(&self, predicate: Option<&str>, query: RowQuery) -> anyhow::Result<Vec<EventRow>> {
-        let mut out = Vec::new();
-        self.rt
-            .block_on(self.engine.requests(predicate, query, |r| {
-                out.push(r);
-                ControlFlow::Continue(())
-            }))?;
-        Ok(out)
-    }
-
-    /// The rows of an arbitrary SQL query, with their column names.
-    pub fn sql(&self, sql: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<Cell>>)> {
-        let mut out = Vec::new();
-        let names = self.sql_each(sql, None, &mut |row, _| {
-            out.push(row);
-            Ok(ControlFlow::Continue(()))
-        })?;
-        Ok((names, out))
-    }
-
     /// Streams an arbitrary SQL query's rows to `f`, at most `limit`; returns the column names.
     pub fn sql_each(
         &self,
@@ -245,7 +224,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
             let obj: serde_json::Map<String, serde_json::Value> = names
                 .iter()
                 .cloned()
-                .zip(row.into_iter().map(cell_json))
+                .zip(row.into_iter().map(Cell::into_json))
                 .collect();
             serde_json::to_writer(&mut out, &obj)?;
             out.write_all(b"\n")?;
@@ -353,18 +332,6 @@ fn row_cells(r: &EventRow) -> Vec<String> {
         r.cluster.clone(),
         r.audit_id.clone(),
     ]
-}
-
-fn cell_json(c: Cell) -> serde_json::Value {
-    match c {
-        Cell::Null => serde_json::Value::Null,
-        Cell::Bool(b) => b.into(),
-        Cell::Int(n) => n.into(),
-        Cell::UInt(n) => n.into(),
-        Cell::Float(f) => f.into(),
-        Cell::Text(s) => s.into(),
-        Cell::List(items) => items.into(),
-    }
 }
 
 /// Columns padded to their widest value (control characters shown as spaces).

@@ -224,11 +224,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let collector = Arc::new(Collector {
         pipeline: pipeline.clone(),
     });
+    // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
+    let queries = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kubetrail-query")
+        .enable_all()
+        .build()?;
+    let api = crate::api::QueryApi::new(dir.join("store"), queries.handle().clone()).router();
     let result = runtime.block_on(kubetrail_server::serve(
         server,
         collector,
+        api,
         shutdown_signal(),
     ));
+    queries.shutdown_timeout(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
     for t in tailers {
         let _ = t.join();

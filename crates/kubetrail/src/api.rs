@@ -1,0 +1,405 @@
+//! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline` and
+//! `/api/v1/scope`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports).
+//!
+//! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
+//! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
+//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`. An unknown or misplaced
+//! parameter is an error, never ignored.
+//!
+//! The server authenticates every call like the webhook before it gets here (`router_with_api`). Queries
+//! run on their own runtime so a heavy one never delays a webhook acknowledgement, at most
+//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504), each answer at most
+//! [`MAX_ROWS`] rows (`truncated` says when more matched). SQL is read-only (the engine refuses DDL, DML
+//! and statements). The store is read as the collector leaves it: the log is converted into Parquet once 5 s
+//! old (or sooner when many events wait), so an acknowledged event is found within about five seconds.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use kubetrail_engine::reports::{
+    self, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
+};
+use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+
+/// Queries running at once; more are answered 429 with `Retry-After`.
+pub const CONCURRENT_QUERIES: usize = 2;
+/// The longest a query may run before it is abandoned (504).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most rows (events, result rows, requests) one answer carries.
+pub const MAX_ROWS: usize = 10_000;
+/// The largest `POST` body of parameters.
+const MAX_PARAMS_BYTES: usize = 1 << 20;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct QueryApi {
+    /// The data directory's `store`.
+    store: PathBuf,
+    /// The runtime queries run on.
+    runtime: tokio::runtime::Handle,
+    slots: Arc<Semaphore>,
+}
+
+impl QueryApi {
+    pub fn new(store: PathBuf, runtime: tokio::runtime::Handle) -> QueryApi {
+        QueryApi {
+            store,
+            runtime,
+            slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
+        }
+    }
+
+    /// The API's routes (to be put behind the server's authentication).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/api/v1/query", get(query).post(query))
+            .route("/api/v1/who", get(who).post(who))
+            .route("/api/v1/timeline", get(timeline).post(timeline))
+            .route("/api/v1/scope", get(scope).post(scope))
+            .with_state(Arc::new(self))
+    }
+}
+
+/// Every parameter of every endpoint; each endpoint says which it takes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    since: Option<String>,
+    until: Option<String>,
+    cluster: Option<String>,
+    #[serde(rename = "where")]
+    where_: Option<String>,
+    sql: Option<String>,
+    limit: Option<usize>,
+    all_stages: Option<bool>,
+    verb: Option<String>,
+    resource: Option<String>,
+    namespace: Option<String>,
+    user: Option<String>,
+}
+
+impl Params {
+    /// The names of the parameters given.
+    fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut note = |name: &'static str, set: bool| {
+            if set {
+                out.push(name);
+            }
+        };
+        note("since", self.since.is_some());
+        note("until", self.until.is_some());
+        note("cluster", self.cluster.is_some());
+        note("where", self.where_.is_some());
+        note("sql", self.sql.is_some());
+        note("limit", self.limit.is_some());
+        note("all_stages", self.all_stages.is_some());
+        note("verb", self.verb.is_some());
+        note("resource", self.resource.is_some());
+        note("namespace", self.namespace.is_some());
+        note("user", self.user.is_some());
+        out
+    }
+
+    /// Refuses parameters `endpoint` does not take.
+    fn only(&self, endpoint: &str, allowed: &[&str]) -> Result<(), ApiError> {
+        let common = ["since", "until", "cluster"];
+        match self
+            .given()
+            .into_iter()
+            .find(|p| !common.contains(p) && !allowed.contains(p))
+        {
+            Some(p) => Err(ApiError::bad(format!(
+                "`{p}` is not a parameter of {endpoint} (it takes since, until, cluster, {})",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn scope(&self) -> Result<Scope, ApiError> {
+        let time = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(crate::cmd::query::parse_time)
+                .transpose()
+                .map_err(|e| ApiError::bad(format!("`{name}`: {e}")))
+        };
+        Ok(Scope {
+            cluster: self.cluster.clone(),
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+        })
+    }
+
+    fn limit(&self, default: usize) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(default),
+            Some(0) => Err(ApiError::bad("`limit` must be at least 1")),
+            Some(n) if n > MAX_ROWS => Err(ApiError::bad(format!(
+                "`limit` is at most {MAX_ROWS}: narrow the query with since/until or a filter"
+            ))),
+            Some(n) => Ok(n),
+        }
+    }
+
+    fn required<'a>(&self, name: &str, v: &'a Option<String>) -> Result<&'a str, ApiError> {
+        match v.as_deref() {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            _ => Err(ApiError::bad(format!("`{name}` is required"))),
+        }
+    }
+}
+
+/// An error answer: a status and `{"error": message, ...details}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({ "error": message.into() }),
+            retry_after: None,
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = if e.is_invalid_query() {
+            StatusCode::BAD_REQUEST
+        } else if e.is_resources_exhausted() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "query failed");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> ApiError {
+        match e {
+            ReportError::Invalid(m) => ApiError::bad(m),
+            ReportError::Engine(e) => e.into(),
+        }
+    }
+}
+
+/// The parameters of a request: its query string, or its JSON body for `POST`.
+async fn params(req: Request) -> Result<Params, ApiError> {
+    if req.method() == Method::POST {
+        let body = axum::body::to_bytes(req.into_body(), MAX_PARAMS_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the parameters exceed {MAX_PARAMS_BYTES} bytes"),
+                )
+            })?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Params::default());
+        }
+        return serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!("the body is not a JSON object of parameters: {e}"))
+        });
+    }
+    Query::<Params>::try_from_uri(req.uri())
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad(e.body_text()))
+}
+
+/// Runs `work` on the query runtime over an engine opened for `scope`, within the concurrency and time
+/// limits.
+async fn run<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Engine) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send,
+{
+    let Ok(_slot) = api.slots.clone().try_acquire_owned() else {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{CONCURRENT_QUERIES} queries are already running: retry shortly"),
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let store = api.store.clone();
+    let task = api.runtime.spawn(async move {
+        let engine = Engine::open(&store, &scope)?;
+        tokio::time::timeout(QUERY_TIMEOUT, work(engine))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the query ran longer than {} s: narrow it with since/until or a filter",
+                        QUERY_TIMEOUT.as_secs()
+                    ),
+                ))
+            })
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "a query task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ))
+        }
+    }
+}
+
+type Answer = Result<Json<serde_json::Value>, ApiError>;
+
+/// `/api/v1/query`: `where` (or nothing) answers `{"events": [stored events], "count", "truncated"}`, one
+/// per request unless `all_stages`; `sql` answers `{"columns", "rows": [[...]], "count", "truncated"}`.
+async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p = params(req).await?;
+    p.only("/api/v1/query", &["where", "sql", "limit", "all_stages"])?;
+    let scope = p.scope()?;
+    let limit = p.limit(100)?;
+    if let Some(sql) = p.sql.clone() {
+        if p.where_.is_some() || p.all_stages.is_some() {
+            return Err(ApiError::bad(
+                "`sql` is a whole query: give it without `where` and `all_stages`",
+            ));
+        }
+        return run(&api, scope, move |engine: Engine| async move {
+            let (columns, mut rows) = engine.sql_rows(&sql, Some(limit + 1)).await?;
+            let truncated = rows.len() > limit;
+            rows.truncate(limit);
+            let rows: Vec<Vec<serde_json::Value>> = rows
+                .into_iter()
+                .map(|r| r.into_iter().map(Cell::into_json).collect())
+                .collect();
+            Ok(Json(json!({
+                "columns": columns,
+                "count": rows.len(),
+                "truncated": truncated,
+                "rows": rows,
+            })))
+        })
+        .await;
+    }
+    let predicate = match p.where_.as_deref() {
+        Some(expr) => Some(
+            kubetrail_query::parse(expr)
+                .map_err(|e| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    body: json!({
+                        "error": e.to_string(),
+                        "offset": e.offset,
+                        "len": e.len,
+                    }),
+                    retry_after: None,
+                })?
+                .to_sql(),
+        ),
+        None => None,
+    };
+    let row_query = RowQuery {
+        all_stages: p.all_stages.unwrap_or(false),
+        limit: Some(limit + 1),
+        with_event: true,
+    };
+    run(&api, scope, move |engine: Engine| async move {
+        let rows = engine.rows(predicate.as_deref(), row_query).await?;
+        let truncated = rows.len() > limit;
+        let events: Vec<Box<RawValue>> = rows
+            .into_iter()
+            .take(limit)
+            .filter_map(|r| r.event)
+            .filter_map(|e| RawValue::from_string(e).ok())
+            .collect();
+        Ok(Json(json!({
+            "count": events.len(),
+            "truncated": truncated,
+            "events": events,
+        })))
+    })
+    .await
+}
+
+async fn report(api: &QueryApi, scope: Scope, req: ReportRequest) -> Answer {
+    run(api, scope, move |engine: Engine| async move {
+        Ok(Json(reports::build(&engine, &req).await?.to_json()))
+    })
+    .await
+}
+
+/// `/api/v1/who`: the `who` report (`verb`, `resource` as `pods` or `pods/NAME`, `namespace`, `limit`).
+async fn who(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p = params(req).await?;
+    p.only("/api/v1/who", &["verb", "resource", "namespace", "limit"])?;
+    let req = WhoRequest {
+        verb: p.required("verb", &p.verb)?.to_string(),
+        resource: p.required("resource", &p.resource)?.to_string(),
+        namespace: p.namespace.clone(),
+        limit: p.limit(1000)?,
+    };
+    report(&api, p.scope()?, ReportRequest::Who(req)).await
+}
+
+/// `/api/v1/timeline`: everything `user` did.
+async fn timeline(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p = params(req).await?;
+    p.only("/api/v1/timeline", &["user"])?;
+    let user = p.required("user", &p.user)?.to_string();
+    report(
+        &api,
+        p.scope()?,
+        ReportRequest::Timeline(TimelineRequest { user }),
+    )
+    .await
+}
+
+/// `/api/v1/scope`: the incident report on a suspect `user`.
+async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p = params(req).await?;
+    p.only("/api/v1/scope", &["user"])?;
+    let user = p.required("user", &p.user)?.to_string();
+    report(
+        &api,
+        p.scope()?,
+        ReportRequest::Scope(ScopeRequest { user }),
+    )
+    .await
+}

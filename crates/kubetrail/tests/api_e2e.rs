@@ -1,0 +1,341 @@
+//! The query API of `kubetrail serve` end to end: generated traffic with attacks and one hand-written pod
+//! delete posted to the webhook with a bearer token, then `/api/v1/who`, `/timeline`, `/scope` and `/query`
+//! answer the forensic questions over HTTP, with the webhook's authentication and clear errors.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
+const TOKEN: &str = "api-test-token-8f2c";
+const DELETE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"7d1c0b8e-0000-4000-8000-00000000d31e","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods/payments-api-123","verb":"delete","user":{"username":"mallory@example.com","groups":["oidc:contractors","system:authenticated"]},"sourceIPs":["192.0.2.66"],"userAgent":"kubectl/v1.30.1 (linux/amd64) kubernetes/abc","objectRef":{"resource":"pods","namespace":"prod","name":"payments-api-123","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-01-01T01:02:03.456789Z","stageTimestamp":"2026-01-01T01:02:03.500000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl` a path: (HTTP status, body). `token` is sent as a bearer token; `post` is a JSON body.
+fn call(port: u16, path: &str, token: Option<&str>, post: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(body) = post {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
+/// An authenticated `GET`, expected to succeed: its JSON.
+fn get(port: u16, path: &str) -> Value {
+    let (status, body) = call(port, path, Some(TOKEN), None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Percent-encodes a query parameter value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The rows of a report's section, by key.
+fn section<'a>(report: &'a Value, key: &str) -> &'a Vec<Value> {
+    report["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no section {key}: {report}"))["rows"]
+        .as_array()
+        .unwrap()
+}
+
+fn start(dir: &Path) -> (Server, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("# webhook and API\n{TOKEN}\n")).unwrap();
+    let config = dir.join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\nauth:\n  bearer_tokens_file: {}\n",
+            dir.join("data").display(),
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(port, "/readyz", None, None).0 != 200 {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+#[test]
+fn forensic_questions_over_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = start(tmp.path());
+    let url = format!("http://127.0.0.1:{port}/k8s-audit");
+    let sent = Command::new(BIN)
+        .args(["gen", "--count", "20000", "--attacks", "--seed", "5"])
+        .args(["--post", &url, "--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let (status, body) = call(
+        port,
+        "/k8s-audit",
+        Some(TOKEN),
+        Some(&format!("{DELETE}\n")),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Acknowledged events become queryable within seconds (the log is converted every few seconds).
+    let count_sql = format!(
+        "/api/v1/query?sql={}",
+        enc("SELECT count(*) AS n FROM events")
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(port, &count_sql);
+        if v["rows"][0][0] == 20_001 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all events queryable in 30 s: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Authentication: like the webhook.
+    let who_path = "/api/v1/who?verb=delete&resource=pods/payments-api-123&namespace=prod\
+                    &since=2026-01-01T00:00:00Z&until=2026-01-01T02:00:00Z";
+    assert_eq!(call(port, who_path, None, None).0, 401);
+    assert_eq!(call(port, who_path, Some("not-the-token"), None).0, 401);
+
+    // Who deleted the pod in a two-hour window.
+    let who = get(port, who_path);
+    assert_eq!(
+        who["title"],
+        "who delete pods/payments-api-123 in namespace prod"
+    );
+    let rows = section(&who, "requests");
+    assert_eq!(rows.len(), 1, "{who}");
+    assert_eq!(rows[0]["user"], "mallory@example.com");
+    assert_eq!(rows[0]["source_ips"], "192.0.2.66");
+    assert_eq!(rows[0]["time"], "2026-01-01T01:02:03.456789Z");
+    assert_eq!(rows[0]["audit_id"], "7d1c0b8e-0000-4000-8000-00000000d31e");
+    assert_eq!(rows[0]["outcome"], "200 ok, authz allow");
+    assert_eq!(
+        rows[0]["level"],
+        "Metadata: the object body was not recorded"
+    );
+    // Outside the window: nothing, and the note says where it looked.
+    let later = get(
+        port,
+        "/api/v1/who?verb=delete&resource=pods/payments-api-123&since=2026-01-02T00:00:00Z",
+    );
+    assert!(section(&later, "requests").is_empty(), "{later}");
+    assert!(
+        later["sections"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("no matching request"),
+        "{later}"
+    );
+
+    // The stored event itself, by `where`.
+    let found = get(
+        port,
+        &format!(
+            "/api/v1/query?where={}",
+            enc("verb = delete and name = payments-api-123")
+        ),
+    );
+    assert_eq!(found["count"], 1, "{found}");
+    assert_eq!(found["truncated"], false);
+    assert_eq!(
+        found["events"][0]["auditID"],
+        "7d1c0b8e-0000-4000-8000-00000000d31e"
+    );
+    assert_eq!(found["events"][0]["sourceIPs"][0], "192.0.2.66");
+    let two = get(port, "/api/v1/query?where=resource%20%3D%20pods&limit=2");
+    assert_eq!(two["count"], 2);
+    assert_eq!(two["truncated"], true);
+
+    // The attacker: whoever bound cluster-admin; its scope over the API.
+    let binding = get(
+        port,
+        &format!(
+            "/api/v1/query?where={}",
+            enc(
+                "verb = create and resource = clusterrolebindings and requestObject.roleRef.name = cluster-admin"
+            )
+        ),
+    );
+    let attacker = binding["events"][0]["user"]["username"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{binding}"))
+        .to_string();
+    let name = binding["events"][0]["objectRef"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scope = get(port, &format!("/api/v1/scope?user={}", enc(&attacker)));
+    assert_eq!(scope["title"], format!("scope of {attacker}"));
+    let rbac = section(&scope, "rbac_objects_created_or_changed");
+    assert!(
+        rbac.iter().any(|r| r["object"] == name.as_str()
+            && r["grants"].as_str().unwrap().contains("cluster-admin")),
+        "{rbac:?}"
+    );
+    let secrets = section(&scope, "secrets_read");
+    assert!(
+        secrets
+            .iter()
+            .any(|r| r["object"].as_str().unwrap().contains("stripe-api-key")),
+        "{secrets:?}"
+    );
+    assert!(
+        section(&scope, "what_persists_now")
+            .iter()
+            .any(|r| r["object"] == name.as_str()),
+        "{scope}"
+    );
+
+    // A timeline.
+    let timeline = get(port, "/api/v1/timeline?user=mallory%40example.com");
+    let activity = section(&timeline, "activity_by_resource_and_verb");
+    let delete = activity
+        .iter()
+        .find(|r| r["resource"] == "pods" && r["verb"] == "delete")
+        .unwrap_or_else(|| panic!("{timeline}"));
+    assert_eq!(delete["first_seen"], "2026-01-01T01:02:03.456789Z");
+    assert_eq!(delete["ips"], "192.0.2.66");
+
+    // SQL by POST (it need not sit in a URL), read-only.
+    let (status, body) = call(
+        port,
+        "/api/v1/query",
+        Some(TOKEN),
+        Some(
+            r#"{"sql": "SELECT verb, count(*) AS n FROM events WHERE resource = 'pods' AND verb = 'delete' GROUP BY verb"}"#,
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["columns"], serde_json::json!(["verb", "n"]));
+    assert_eq!(v["rows"][0][0], "delete");
+    assert!(v["rows"][0][1].as_u64().unwrap() >= 1, "{v}");
+    let (status, body) = call(
+        port,
+        "/api/v1/query",
+        Some(TOKEN),
+        Some(r#"{"sql": "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'"}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("DDL not supported"), "{body}");
+
+    // Errors name what was wrong.
+    let (status, body) = call(
+        port,
+        "/api/v1/query?where=verb%20%3D%3D%20delete",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 400);
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["offset"], 6, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("expected a value"),
+        "{e}"
+    );
+    let (status, body) = call(
+        port,
+        "/api/v1/who?verb=delete&resource=pods&user=x",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("`user` is not a parameter of /api/v1/who"),
+        "{body}"
+    );
+    let (status, body) = call(
+        port,
+        "/api/v1/timeline?user=x&since=yesterday",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("`since`"), "{body}");
+    let (status, body) = call(port, "/api/v1/scope", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(body.contains("`user` is required"), "{body}");
+    let (status, body) = call(port, "/api/v1/query?limit=1000000", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(body.contains("`limit` is at most"), "{body}");
+    let (status, body) = call(port, "/api/v1/query?colour=red", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown field `colour`"), "{body}");
+    let (status, body) = call(
+        port,
+        &format!("/api/v1/query?sql={}", enc("SELECT nope FROM events")),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("nope"), "{body}");
+
+    // Every API call is logged with the caller's identity (token index), never the token.
+    let log = std::fs::read_to_string(tmp.path().join("serve.stderr")).unwrap();
+    assert!(log.contains("api request"), "{log}");
+    assert!(log.contains("token:0"), "{log}");
+    assert!(!log.contains(TOKEN));
+}
