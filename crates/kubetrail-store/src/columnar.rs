@@ -67,7 +67,8 @@
 //! cursor, and `flush` skips those rows, whatever the new chunk boundaries. Compaction merges only runs of
 //! files adjacent in seq order and names the result by the run's range, so a file whose range lies inside
 //! another file's range of the same partition is an input left by a compaction that crashed after its output
-//! was durable: `open` and `compact` delete it and [`list_files`] never returns it.
+//! was durable (or whose removal was not recorded yet): [`list_files`] never returns it and the next
+//! `compact` removes it, telling its recorder first.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -218,6 +219,9 @@ pub enum ColumnarError {
     },
     #[error("failed to build columns: {0}")]
     Arrow(#[from] ArrowError),
+    /// The caller's record of files about to be removed failed: nothing was removed.
+    #[error("failed to record the files a compaction removes: {0}")]
+    Record(String),
     #[error(
         "merging into `{path}` produced {got} rows from inputs holding {expected}: the inputs are kept"
     )]
@@ -912,8 +916,8 @@ pub struct ColumnarWriter {
 }
 
 impl ColumnarWriter {
-    /// Opens (creating) the store at `root`, removing what a crash left: `.tmp` files and the inputs of a
-    /// compaction whose output is durable; and indexes files written past the cursor so they are not written
+    /// Opens (creating) the store at `root`, removing the `.tmp` files a crash left (the inputs of a
+    /// compaction whose output is durable stay until the next compaction, skipped by queries); and indexes files written past the cursor so they are not written
     /// twice.
     pub fn open(
         root: &Path,
@@ -937,8 +941,8 @@ impl ColumnarWriter {
         };
         let position = w.cursor.position();
         for (dir, files) in scan(root, None, true)? {
-            let (live, leftovers) = split_leftovers(files);
-            w.remove_files(&dir, &leftovers)?;
+            // Leftovers of a crashed compaction stay until the next compaction, which records their removal.
+            let (live, _leftovers) = split_leftovers(files);
             let ranges: Vec<(u64, u64)> = live
                 .iter()
                 .filter(|f| f.last_seq >= position)
@@ -1113,16 +1117,29 @@ impl ColumnarWriter {
     /// Merges runs of small files (under `compact_file_bytes`; at least `compact_min_files`, at most
     /// `compact_max_files` of them, adjacent in seq order) of each partition into one file sorted by time,
     /// removing the inputs only after the output is durable; repeats until no partition has such a run. Only
-    /// files before the cursor are merged.
+    /// files before the cursor are merged. Removes without telling anyone: a store under signed checkpoints
+    /// uses [`compact_recorded`](Self::compact_recorded).
     pub fn compact(&mut self) -> Result<CompactStats, ColumnarError> {
+        self.compact_recorded(&mut |_| Ok(()))
+    }
+
+    /// [`compact`](Self::compact), handing every file it is about to remove (merged inputs, and the inputs
+    /// a crashed compaction left) to `record` first, all at once, after every output is durable: the caller
+    /// records the deletions (in a signed checkpoint) so they are not mistaken for tampering. If `record`
+    /// fails nothing is removed; the inputs stay as leftovers that queries skip, removed by a later call.
+    pub fn compact_recorded(
+        &mut self,
+        record: &mut dyn FnMut(&[PathBuf]) -> Result<(), String>,
+    ) -> Result<CompactStats, ColumnarError> {
         let mut stats = CompactStats::default();
         let position = self.cursor.position();
         let min = self.opts.compact_min_files.max(2);
         let max = self.opts.compact_max_files.max(min);
+        let mut remove: Vec<(PathBuf, Vec<PartitionFile>)> = Vec::new();
         for (dir, files) in scan(&self.root, None, false)? {
             let (mut live, leftovers) = split_leftovers(files);
-            self.remove_files(&dir, &leftovers)?;
             stats.leftovers_removed += leftovers.len() as u64;
+            let mut gone = leftovers;
             let small = self.opts.compact_file_bytes;
             while let Some(run) = find_run(&live, position, small, min, max) {
                 let inputs: Vec<PartitionFile> = live.drain(run.clone()).collect();
@@ -1130,13 +1147,29 @@ impl ColumnarWriter {
                     break;
                 };
                 live.insert(run.start, merged);
+                // An input may be the output of an earlier merge of this pass.
+                gone.extend(inputs);
             }
+            if !gone.is_empty() {
+                remove.push((dir, gone));
+            }
+        }
+        let paths: Vec<PathBuf> = remove
+            .iter()
+            .flat_map(|(_, files)| files.iter().map(|f| f.path.clone()))
+            .collect();
+        if paths.is_empty() {
+            return Ok(stats);
+        }
+        record(&paths).map_err(ColumnarError::Record)?;
+        for (dir, files) in &remove {
+            self.remove_files(dir, files)?;
         }
         Ok(stats)
     }
 
-    /// Merges `inputs` (adjacent files of one partition) into one durable file and removes them. `None` if
-    /// an input is not in this build's schema (it is left alone).
+    /// Merges `inputs` (adjacent files of one partition) into one durable file (the caller removes them).
+    /// `None` if an input is not in this build's schema (it is left alone).
     fn merge(
         &self,
         dir: &Path,
@@ -1196,7 +1229,6 @@ impl ColumnarWriter {
                 got,
             });
         }
-        self.remove_files(dir, inputs)?;
         stats.merges += 1;
         stats.files_in += inputs.len() as u64;
         stats.bytes_in += inputs.iter().map(|f| f.bytes).sum::<u64>();

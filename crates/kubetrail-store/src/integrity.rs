@@ -318,6 +318,16 @@ impl Deletion {
         }
     }
 
+    /// A Parquet file (relative path) removed by compaction (its rows are in the merged file that covers its
+    /// seq range), now.
+    pub fn file_compaction(path: &Path) -> Deletion {
+        Deletion::File {
+            path: rel_string(path),
+            reason: "compaction".into(),
+            at: now(),
+        }
+    }
+
     /// The segment's name or the file's path.
     pub fn item(&self) -> String {
         match self {
@@ -932,7 +942,8 @@ pub struct IntegrityReport {
     pub records_after_checkpoint: u64,
     /// Parquet files on disk that no checkpoint lists yet (not verified).
     pub files_after_checkpoint: usize,
-    /// Deletions (retention) that checkpoints record: their items may be gone.
+    /// Deletions on purpose (retention, compaction, released log segments) that checkpoints record: their
+    /// items may be gone.
     pub deleted_by_retention: usize,
     /// Bytes after the last intact record of the active segment (a write in progress or torn by a crash).
     pub torn_tail_bytes: u64,

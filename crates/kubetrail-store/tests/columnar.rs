@@ -525,7 +525,28 @@ fn compact_merges_small_files_into_one_sorted_file_with_the_same_rows() {
     );
     assert_eq!(rows(&root), before);
     drop(w);
-    let _w = ColumnarWriter::open(&root, wal, opts).unwrap();
+    // Reopening keeps them (their removal must be recorded); the next compaction hands them to its
+    // recorder first, and removes nothing when the recorder fails.
+    let mut w = ColumnarWriter::open(&root, wal, opts).unwrap();
+    assert!(copies.iter().all(|(p, _)| p.exists()));
+    let err = w
+        .compact_recorded(&mut |_| Err("the disk is full".into()))
+        .unwrap_err();
+    assert!(err.to_string().contains("the disk is full"), "{err}");
+    assert!(copies.iter().all(|(p, _)| p.exists()), "nothing removed");
+    assert_eq!(rows(&root), before);
+    let mut recorded = Vec::new();
+    let stats = w
+        .compact_recorded(&mut |paths| {
+            recorded.extend_from_slice(paths);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(stats.leftovers_removed, copies.len() as u64);
+    recorded.sort();
+    let mut expected: Vec<_> = copies.iter().map(|(p, _)| p.clone()).collect();
+    expected.sort();
+    assert_eq!(recorded, expected, "exactly the leftovers were recorded");
     assert!(copies.iter().all(|(p, _)| !p.exists()), "leftovers removed");
     assert_eq!(rows(&root), before);
 }

@@ -133,7 +133,7 @@ fn text(dir: &Path, r: &IntegrityReport, key: &PublicKey, key_given: bool) -> St
     }
     if r.deleted_by_retention > 0 {
         out += &format!(
-            "  {} deletions recorded in signed checkpoints (retention)\n",
+            "  {} deletions recorded in signed checkpoints (retention, compaction, converted log segments)\n",
             r.deleted_by_retention
         );
     }
@@ -157,7 +157,7 @@ fn advice(p: &Problem) -> &'static str {
              with an export kept off the node"
         }
         ProblemKind::Missing => {
-            "something a signed checkpoint covers is gone without a recorded retention deletion: restore it from \
+            "something a signed checkpoint covers is gone without a recorded deletion (retention, compaction): restore it from \
              backup or the archive, and investigate who deleted it"
         }
         ProblemKind::Truncated => {
