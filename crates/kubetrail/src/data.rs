@@ -15,6 +15,60 @@ pub fn resolve(flag: Option<PathBuf>, config: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("./kubetrail-data"))
 }
 
+/// The exclusive right to write a data directory's log and store, held for a process's life (or a command's):
+/// one writer at a time, so a second `serve`, an `import` or a `retention apply` while `serve` runs fails
+/// with a clear error instead of two processes appending to one log.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+const LOCK_FILE: &str = ".writer.lock";
+
+/// Takes the writer lock of `dir` for `command` (`serve`, `import`, ...), or says who holds it.
+pub fn lock_writer(dir: &Path, command: &str) -> anyhow::Result<WriterLock> {
+    match try_lock_writer(dir, command)? {
+        Some(lock) => Ok(lock),
+        None => {
+            let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+            let holder = holder.trim();
+            bail!(
+                "data directory `{}` is in use by {}: stop it first (queries, `who`, `timeline`, `scope`, \
+                 `verify` and `retention plan` work while it runs)",
+                dir.display(),
+                if holder.is_empty() {
+                    "another kubetrail process".to_string()
+                } else {
+                    format!("`kubetrail {holder}`")
+                }
+            )
+        }
+    }
+}
+
+/// The writer lock of `dir` if no other process holds it.
+pub fn try_lock_writer(dir: &Path, command: &str) -> anyhow::Result<Option<WriterLock>> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("failed to open the lock file `{}`", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("failed to lock `{}`", path.display()));
+        }
+    }
+    // Who holds it, for the error another process prints.
+    file.set_len(0)?;
+    file.write_all(format!("{command} (pid {})\n", std::process::id()).as_bytes())?;
+    Ok(Some(WriterLock { _file: file }))
+}
+
 /// Creates the directory (owner-only) if needed.
 pub fn ensure(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)

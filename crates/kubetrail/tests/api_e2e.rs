@@ -333,6 +333,40 @@ fn forensic_questions_over_the_api() {
     assert_eq!(status, 400);
     assert!(body.contains("nope"), "{body}");
 
+    // The CLI reads the store while serve runs; nothing else may write it meanwhile.
+    let data = tmp.path().join("data");
+    let who = Command::new(BIN)
+        .args([
+            "who",
+            "delete",
+            "pods/payments-api-123",
+            "-n",
+            "prod",
+            "--format",
+            "json",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        who.status.success(),
+        "{}",
+        String::from_utf8_lossy(&who.stderr)
+    );
+    assert!(String::from_utf8_lossy(&who.stdout).contains("mallory@example.com"));
+    let delete_file = tmp.path().join("delete.jsonl");
+    std::fs::write(&delete_file, format!("{DELETE}\n")).unwrap();
+    let import = Command::new(BIN)
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&delete_file)
+        .output()
+        .unwrap();
+    assert_eq!(import.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&import.stderr);
+    assert!(err.contains("is in use by `kubetrail serve (pid"), "{err}");
+
     // Every API call is logged with the caller's identity (token index), never the token.
     let log = std::fs::read_to_string(tmp.path().join("serve.stderr")).unwrap();
     assert!(log.contains("api request"), "{log}");

@@ -80,6 +80,7 @@ pub fn run(cmd: CheckpointCommand) -> anyhow::Result<Outcome> {
 fn create(args: DataArgs) -> anyhow::Result<Outcome> {
     let dir = crate::data::resolve(args.data, None);
     crate::data::ensure(&dir)?;
+    let _writer = crate::data::lock_writer(&dir, "checkpoint create")?;
     let signer = crate::integrity_key::signer(&dir)?;
     let files = integrity::parquet_files(&dir)?;
     let path = integrity::write_checkpoint_offline(&dir, &signer, &files, &[])

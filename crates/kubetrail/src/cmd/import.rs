@@ -37,6 +37,7 @@ const BATCH_BYTES: usize = 4 << 20;
 pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     let dir = crate::data::resolve(args.data, None);
     crate::data::ensure(&dir)?;
+    let _writer = crate::data::lock_writer(&dir, "import")?;
     let filter = args
         .filter_policy
         .as_deref()

@@ -173,11 +173,27 @@ impl Session {
 }
 
 /// Converts what the write-ahead log holds beyond the Parquet files (nothing when the collector has kept up).
-/// A log that cannot be opened (none yet) is skipped: the files are all there is.
+/// A log that cannot be opened (none yet) is skipped: the files are all there is. While another process
+/// writes the directory (`serve`, `import`) nothing is converted here: that writer converts the log itself
+/// within seconds, and two writers must never share a log.
 fn flush(dir: &Path) -> anyhow::Result<()> {
     if !dir.join("wal").is_dir() {
         return Ok(());
     }
+    let _writer = match crate::data::try_lock_writer(dir, "query") {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            tracing::debug!(
+                "another kubetrail process writes the data directory: reading what it converted"
+            );
+            return Ok(());
+        }
+        // A read-only copy (evidence on a read-only mount): read the files as they are.
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "cannot lock the data directory: reading it as it is");
+            return Ok(());
+        }
+    };
     let wal = crate::data::open_wal(dir, WalOptions::default())?;
     let root = dir.join("store");
     ColumnarWriter::open(&root, wal, ColumnarOptions::default())

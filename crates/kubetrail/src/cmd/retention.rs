@@ -215,6 +215,8 @@ fn plan(args: PlanArgs) -> anyhow::Result<Outcome> {
 
 fn apply(args: ApplyArgs) -> anyhow::Result<Outcome> {
     let dir = existing_dir(args.data)?;
+    // Not while a collector writes: its checkpoints and conversions would race the deletions.
+    let _writer = crate::data::lock_writer(&dir, "retention apply")?;
     // Held from loading the policy to the last deletion: a hold added meanwhile waits, or is seen.
     let lock = RetentionLock::acquire(&dir)?;
     let policy = load_policy(&dir)?;

@@ -159,6 +159,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     }
     kubetrail_server::check_config(&server)?;
     crate::data::ensure(&dir)?;
+    let _writer = crate::data::lock_writer(&dir, "serve")?;
 
     let wal = crate::data::open_wal(&dir, wal_opts)?;
     let pipeline = Arc::new(Pipeline::new(wal, crate::data::redactor(&dir)?, pipe_cfg)?);
