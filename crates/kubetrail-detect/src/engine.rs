@@ -1,0 +1,802 @@
+//! The engine: compiled rules over a stream of events, with per-request de-duplication, grouping of repeats,
+//! correlation and tuning.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{
+    Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS, alert_id, hash64, parse_time, rfc3339,
+};
+use crate::correlation::{CorrelationState, Fired};
+use crate::detection::{Detection, EvalCx};
+use crate::enrich::{DEFAULT_PRODUCTION_NAMESPACES, Enricher, Inputs, NamespacePatterns};
+use crate::error::{EventError, LoadError, LoadErrors};
+use crate::fields::{Fields, Slot, Trie};
+use crate::rule::{Document, Level, RuleMeta};
+use crate::ruleset::RuleSet;
+use crate::tuning::{CompiledException, Exception, Selection, Subject};
+use crate::value::Val;
+
+/// Non-resource URLs anonymous health probes request; such requests never alert.
+pub const HEALTH_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+
+/// How the engine runs. Every limit bounds memory; when one bites, a counter in [`Stats`] says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Namespace patterns (`*` wildcards) of the `production` tier.
+    pub production_namespaces: Vec<String>,
+    pub exceptions: Vec<Exception>,
+    pub selection: Selection,
+    /// Repeats of a rule by the same actor within this many seconds of the first are one alert.
+    pub group_window_secs: i64,
+    /// Open groups of repeats at most (the oldest are closed early beyond it).
+    pub max_groups: usize,
+    /// Requests remembered for one-alert-per-request (the oldest are forgotten beyond it).
+    pub max_requests: usize,
+    /// How long a request's auditID is remembered for its later stages (seconds).
+    pub request_ttl_secs: i64,
+    /// Group keys per correlation rule at most (the least recently seen are evicted beyond it).
+    pub max_correlation_keys: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            production_namespaces: DEFAULT_PRODUCTION_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            exceptions: Vec::new(),
+            selection: Selection::default(),
+            group_window_secs: 600,
+            max_groups: 100_000,
+            max_requests: 1_000_000,
+            request_ttl_secs: 3600,
+            max_correlation_keys: 1_000_000,
+        }
+    }
+}
+
+/// Counters since the engine started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub events: u64,
+    /// Events that were not valid JSON.
+    pub invalid: u64,
+    /// Anonymous health probes, never evaluated.
+    pub health_probes: u64,
+    /// Rule matches, before de-duplication and exceptions.
+    pub matches: u64,
+    /// Matches dropped because an earlier stage of the same request had raised the rule.
+    pub duplicate_stages: u64,
+    /// Matches silenced by an exception.
+    pub excepted: u64,
+    /// Alerts handed out (first alerts of groups and correlation firings).
+    pub alerts: u64,
+    /// Updates of alerts already handed out (grouped repeats).
+    pub updates: u64,
+    /// Requests forgotten early because `max_requests` was reached.
+    pub request_evictions: u64,
+    /// Groups closed early because `max_groups` was reached.
+    pub group_evictions: u64,
+    /// Correlation group keys evicted because `max_correlation_keys` was reached.
+    pub correlation_evictions: u64,
+    /// Correlation group keys held now.
+    pub correlation_keys: u64,
+}
+
+/// An invalid [`Config`] or a rule set whose references do not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Rules(#[from] LoadErrors),
+    #[error("exception {index} ({rule}): {reason}")]
+    Exception {
+        index: usize,
+        rule: String,
+        reason: String,
+    },
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+/// The slots the engine itself reads.
+#[derive(Debug, Clone, Copy)]
+struct Core {
+    audit_id: Slot,
+    username: Slot,
+    groups: Slot,
+    impersonated: Slot,
+    source_ips: Slot,
+    user_agent: Slot,
+    request_uri: Slot,
+    verb: Slot,
+    resource: Slot,
+    subresource: Slot,
+    namespace: Slot,
+    name: Slot,
+    code: Slot,
+    received: Slot,
+    stage_time: Slot,
+    timestamp: Slot,
+    images: Option<Slot>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    meta: RuleMeta,
+    detection: Detection,
+    /// Sigma filters, ANDed.
+    filters: Vec<Detection>,
+    enabled: bool,
+    /// Raises its own alerts (false when only correlations use it, unless they say `generate: true`).
+    alerts: bool,
+    exceptions: Vec<CompiledException>,
+    /// (correlation, position of this rule in its `rules`).
+    feeds: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    id: String,
+    source: usize,
+    actor: Box<str>,
+    first: i64,
+    last: i64,
+    count: u64,
+    /// Count when last handed out.
+    emitted: u64,
+    audit_ids: Vec<String>,
+    source_ips: Vec<String>,
+    summary: String,
+}
+
+/// What an alert is about, for the groups.
+struct Facts {
+    username: String,
+    audit_id: Option<String>,
+    source_ips: Vec<String>,
+    summary: String,
+}
+
+/// Compiled rules and the streaming state over events fed in order.
+///
+/// ```
+/// use kubetrail_detect::{Config, Engine, RuleSet};
+/// let mut rules = RuleSet::new();
+/// rules.add_file("exec.yml", r#"
+/// title: Exec into a pod
+/// id: kt-exec
+/// level: high
+/// logsource: {product: kubernetes, service: audit}
+/// detection:
+///   selection: {kubetrail.request.execAttach: true}
+///   condition: selection
+/// "#).unwrap();
+/// let mut engine = Engine::new(&rules, Config::default()).unwrap();
+/// let mut alerts = Vec::new();
+/// let event = r#"{"kind":"Event","auditID":"a1","stage":"ResponseComplete","verb":"create",
+///   "user":{"username":"alice"},"objectRef":{"resource":"pods","subresource":"exec","namespace":"prod","name":"api"},
+///   "requestReceivedTimestamp":"2026-11-25T02:00:00Z"}"#;
+/// engine.process(event, &mut alerts).unwrap();
+/// engine.flush(&mut alerts);
+/// assert_eq!(alerts.len(), 1);
+/// assert_eq!(alerts[0].rule.id, "kt-exec");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Engine {
+    trie: Trie,
+    core: Core,
+    enricher: Enricher,
+    rules: Vec<CompiledRule>,
+    correlations: Vec<CorrelationState>,
+    global_exceptions: Vec<CompiledException>,
+    cfg: Config,
+    requests: HashMap<(u32, u64), i64>,
+    groups: HashMap<(usize, Box<str>), Group>,
+    deadlines: BinaryHeap<Reverse<(i64, usize, Box<str>)>>,
+    clock: i64,
+    stats: Stats,
+}
+
+impl Engine {
+    /// Compiles a rule set: every field path into one extraction trie, filters onto their rules,
+    /// correlations onto the rules they count. Fails if a reference does not resolve or the config is invalid.
+    pub fn new(rules: &RuleSet, cfg: Config) -> Result<Engine, EngineError> {
+        rules.check_references()?;
+        if cfg.group_window_secs < 0 || cfg.request_ttl_secs < 0 {
+            return Err(EngineError::Config("durations must not be negative".into()));
+        }
+        let mut trie = Trie::default();
+        let mut ins = |p: &str| trie.insert(p);
+        let mut core = Core {
+            audit_id: ins("auditID"),
+            username: ins("user.username"),
+            groups: ins("user.groups"),
+            impersonated: ins("impersonatedUser.username"),
+            source_ips: ins("sourceIPs"),
+            user_agent: ins("userAgent"),
+            request_uri: ins("requestURI"),
+            verb: ins("verb"),
+            resource: ins("objectRef.resource"),
+            subresource: ins("objectRef.subresource"),
+            namespace: ins("objectRef.namespace"),
+            name: ins("objectRef.name"),
+            code: ins("responseStatus.code"),
+            received: ins("requestReceivedTimestamp"),
+            stage_time: ins("stageTimestamp"),
+            timestamp: ins("timestamp"),
+            images: None,
+        };
+        let mut enricher = Enricher::new(
+            Inputs {
+                username: core.username,
+                groups: core.groups,
+                namespace: core.namespace,
+                resource: core.resource,
+                subresource: core.subresource,
+                verb: core.verb,
+            },
+            NamespacePatterns::new(&cfg.production_namespaces),
+        );
+
+        let resolve = |id: &str| -> Option<String> { rules.get(id).map(|d| d.meta().id.clone()) };
+        let mut compiled = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for r in rules.rules() {
+            let mut detection = r.detection.clone();
+            detection.bind(&mut trie, &mut |f, t| enricher.request(f, t));
+            let sel = &cfg.selection;
+            let named = |list: &[String]| {
+                list.iter()
+                    .any(|x| resolve(x).as_deref() == Some(r.meta.id.as_str()))
+            };
+            let enabled = named(&sel.enabled)
+                || !(named(&sel.disabled)
+                    || r.meta.tags.iter().any(|t| sel.disabled_tags.contains(t)));
+            index.insert(r.meta.id.clone(), compiled.len());
+            compiled.push(CompiledRule {
+                meta: r.meta.clone(),
+                detection,
+                filters: Vec::new(),
+                enabled,
+                alerts: true,
+                exceptions: Vec::new(),
+                feeds: Vec::new(),
+            });
+        }
+        for f in rules.filters() {
+            for (r, _) in &f.rules {
+                if let Some(&i) = resolve(r).and_then(|id| index.get(&id)) {
+                    let mut d = f.detection.clone();
+                    d.bind(&mut trie, &mut |f, t| enricher.request(f, t));
+                    compiled[i].filters.push(d);
+                }
+            }
+        }
+        let mut correlations = Vec::new();
+        let mut errors: Vec<LoadError> = Vec::new();
+        for c in rules.correlations() {
+            let ci = correlations.len();
+            let mut members = Vec::new();
+            for (pos, (r, loc)) in c.rules.iter().enumerate() {
+                let Some(&i) = resolve(r).and_then(|id| index.get(&id)) else {
+                    errors.push(loc.error(format!("no loaded rule has the id or name `{r}`")));
+                    continue;
+                };
+                compiled[i].feeds.push((ci, pos));
+                if !c.generate {
+                    compiled[i].alerts = false;
+                }
+                members.push((
+                    r.clone(),
+                    compiled[i].meta.id.clone(),
+                    compiled[i].meta.name.clone(),
+                ));
+            }
+            correlations.push(CorrelationState::new(
+                ci,
+                c,
+                &members,
+                &mut trie,
+                &mut |f, t| enricher.request(f, t),
+                cfg.max_correlation_keys,
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(EngineError::Rules(LoadErrors(errors)));
+        }
+        let mut global_exceptions = Vec::new();
+        for (n, e) in cfg.exceptions.iter().enumerate() {
+            let err = |reason: String| EngineError::Exception {
+                index: n,
+                rule: e.rule.clone().unwrap_or_else(|| "all rules".into()),
+                reason,
+            };
+            let ce = CompiledException::new(e).map_err(err)?;
+            if ce.image.is_some() && core.images.is_none() {
+                core.images = Some(enricher.request("kubetrail.pod.images", &mut trie));
+            }
+            match &e.rule {
+                None => global_exceptions.push(ce),
+                Some(r) => match resolve(r).and_then(|id| index.get(&id).copied()) {
+                    Some(i) => compiled[i].exceptions.push(ce),
+                    None => return Err(err(format!("no loaded rule has the id or name `{r}`"))),
+                },
+            }
+        }
+        Ok(Engine {
+            trie,
+            core,
+            enricher,
+            rules: compiled,
+            correlations,
+            global_exceptions,
+            cfg,
+            requests: HashMap::new(),
+            groups: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            clock: i64::MIN,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The rules the engine runs (enabled or not), in load order.
+    pub fn rules(&self) -> impl Iterator<Item = (&RuleMeta, bool)> {
+        self.rules.iter().map(|r| (&r.meta, r.enabled))
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.correlation_evictions = self.correlations.iter().map(|c| c.evictions).sum();
+        s.correlation_keys = self.correlations.iter().map(|c| c.keys() as u64).sum();
+        s
+    }
+
+    /// Approximate bytes of streaming state (requests remembered, open groups, correlation keys).
+    pub fn state_bytes(&self) -> usize {
+        let requests = self.requests.capacity() * (size_of::<((u32, u64), i64)>() + 1);
+        let groups: usize = self
+            .groups
+            .values()
+            .map(|g| {
+                size_of::<Group>()
+                    + g.summary.len()
+                    + g.audit_ids.iter().map(|a| a.len() + 24).sum::<usize>()
+                    + g.source_ips.iter().map(|a| a.len() + 24).sum::<usize>()
+            })
+            .sum();
+        requests
+            + groups
+            + self
+                .correlations
+                .iter()
+                .map(CorrelationState::approx_bytes)
+                .sum::<usize>()
+    }
+
+    /// The rules that match one event, without state, exceptions or health-probe suppression: what
+    /// `rules test` checks fixtures with. Disabled rules are included (a fixture tests its rule).
+    pub fn matching_rules(&self, json: &str) -> Result<Vec<&RuleMeta>, EventError> {
+        let f = self.fields(json)?;
+        let cx = EvalCx::new(&f, json);
+        Ok(self
+            .rules
+            .iter()
+            .filter(|r| r.detection.eval(&cx) && r.filters.iter().all(|d| d.eval(&cx)))
+            .map(|r| &r.meta)
+            .collect())
+    }
+
+    fn fields<'a>(&self, json: &'a str) -> Result<Fields<'a>, EventError> {
+        let mut f = self
+            .trie
+            .extract(json)
+            .map_err(|e| EventError::Json(e.to_string()))?;
+        if self.enricher.is_active() {
+            self.enricher.compute(&mut f);
+        }
+        Ok(f)
+    }
+
+    /// Evaluates one event (a JSON object as kube-apiserver writes it), appending the alerts it raises and any
+    /// groups or correlation windows its time closes. Events must be fed in order; time is the event's own
+    /// (`requestReceivedTimestamp`, else `stageTimestamp`), so a replay gives the same alerts.
+    pub fn process(&mut self, json: &str, out: &mut Vec<Alert>) -> Result<(), EventError> {
+        self.stats.events += 1;
+        let f = match self.fields(json) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.invalid += 1;
+                return Err(e);
+            }
+        };
+        let c = self.core;
+        let time = [c.received, c.stage_time, c.timestamp]
+            .into_iter()
+            .find_map(|s| f.first_str(s).and_then(parse_time));
+        let now = time.unwrap_or(self.clock.max(0));
+        if now > self.clock {
+            self.clock = now;
+            self.close(now, out);
+        }
+        if self.is_health_probe(&f) {
+            self.stats.health_probes += 1;
+            return Ok(());
+        }
+        let cx = EvalCx::new(&f, json);
+        let mut matched: Vec<usize> = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.enabled && r.detection.eval(&cx) && r.filters.iter().all(|d| d.eval(&cx)) {
+                matched.push(i);
+            }
+        }
+        if matched.is_empty() {
+            return Ok(());
+        }
+        self.stats.matches += matched.len() as u64;
+        let subject = Subject {
+            user: f.first_str(c.username).unwrap_or(""),
+            namespace: f.first_str(c.namespace),
+            images: c
+                .images
+                .map(|s| f.get(s).filter_map(Val::as_str).collect())
+                .unwrap_or_default(),
+            user_agent: f.first_str(c.user_agent),
+            source_ips: f.get(c.source_ips).filter_map(Val::as_str).collect(),
+        };
+        let audit_id = f.first_str(c.audit_id).filter(|a| !a.is_empty());
+        let facts = self.facts(&f);
+        let mut fired: Vec<Fired> = Vec::new();
+        for i in matched {
+            let r = &self.rules[i];
+            if r.exceptions
+                .iter()
+                .chain(&self.global_exceptions)
+                .any(|e| e.matches(&subject))
+            {
+                self.stats.excepted += 1;
+                continue;
+            }
+            if let Some(a) = audit_id
+                && !self.first_stage(i as u32, a, now)
+            {
+                self.stats.duplicate_stages += 1;
+                continue;
+            }
+            for &(ci, pos) in &self.rules[i].feeds {
+                self.correlations[ci].observe(
+                    pos,
+                    &f,
+                    now,
+                    audit_id,
+                    &facts.username,
+                    &facts.source_ips,
+                    &mut fired,
+                );
+            }
+            if self.rules[i].alerts {
+                self.raise(
+                    i,
+                    &facts,
+                    1,
+                    now,
+                    now,
+                    facts.audit_id.iter().cloned().collect(),
+                    facts.source_ips.clone(),
+                    out,
+                );
+            }
+        }
+        for fire in fired {
+            self.raise_fired(fire, out);
+        }
+        Ok(())
+    }
+
+    /// Moves the clock to `now` (live use: call it every second or so with the wall clock, so groups close and
+    /// their updates go out while no events arrive). Never moves time backwards.
+    pub fn advance(&mut self, now: jiff::Timestamp, out: &mut Vec<Alert>) {
+        let now = now.as_millisecond();
+        if now > self.clock {
+            self.clock = now;
+            self.close(now, out);
+        }
+    }
+
+    /// Ends the stream: closes every correlation window and group, handing out what they hold.
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        let mut fired = Vec::new();
+        for c in &mut self.correlations {
+            c.flush(&mut fired);
+        }
+        for fire in fired {
+            self.raise_fired(fire, out);
+        }
+        let mut all: Vec<Group> = self.groups.drain().map(|(_, g)| g).collect();
+        all.sort_by(|a, b| (a.first, &a.id).cmp(&(b.first, &b.id)));
+        self.deadlines.clear();
+        for g in all {
+            self.emit_update(g, out);
+        }
+    }
+
+    fn close(&mut self, now: i64, out: &mut Vec<Alert>) {
+        let mut fired = Vec::new();
+        for c in &mut self.correlations {
+            c.expire(now, &mut fired);
+        }
+        for fire in fired {
+            self.raise_fired(fire, out);
+        }
+        while let Some(Reverse((deadline, _, _))) = self.deadlines.peek() {
+            if *deadline > now {
+                break;
+            }
+            let Some(Reverse((_, source, actor))) = self.deadlines.pop() else {
+                break;
+            };
+            if let Some(g) = self.groups.remove(&(source, actor)) {
+                self.emit_update(g, out);
+            }
+        }
+    }
+
+    fn emit_update(&mut self, g: Group, out: &mut Vec<Alert>) {
+        if g.count > g.emitted {
+            self.stats.updates += 1;
+            out.push(self.alert(&g, true));
+        }
+    }
+
+    fn is_health_probe(&self, f: &Fields<'_>) -> bool {
+        let c = self.core;
+        let user = f.first_str(c.username).unwrap_or("");
+        let anonymous = user == "system:anonymous"
+            || f.get(c.groups)
+                .any(|g| g.as_str() == Some("system:unauthenticated"));
+        if !anonymous {
+            return false;
+        }
+        let Some(uri) = f.first_str(c.request_uri) else {
+            return false;
+        };
+        let path = uri.split(['?', '#']).next().unwrap_or("");
+        HEALTH_PATHS.iter().any(|p| {
+            path.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Records a (rule, request) pair; false if an earlier stage already raised it.
+    fn first_stage(&mut self, rule: u32, audit_id: &str, now: i64) -> bool {
+        let key = (rule, hash64(audit_id));
+        if self.requests.contains_key(&key) {
+            return false;
+        }
+        if self.requests.len() >= self.cfg.max_requests.max(1) {
+            let ttl = self.cfg.request_ttl_secs.saturating_mul(1000);
+            let before = self.requests.len();
+            self.requests.retain(|_, t| now.saturating_sub(*t) < ttl);
+            if self.requests.len() >= self.cfg.max_requests.max(1) {
+                let n = evict_oldest(&mut self.requests, |t| *t);
+                self.stats.request_evictions += n as u64;
+            } else {
+                let _ = before;
+            }
+        }
+        self.requests.insert(key, now);
+        true
+    }
+
+    fn facts(&self, f: &Fields<'_>) -> Facts {
+        let c = self.core;
+        let s = |slot| f.first_str(slot).unwrap_or("");
+        let username = s(c.username).to_string();
+        let mut ips: Vec<String> = f
+            .get(c.source_ips)
+            .filter_map(Val::as_str)
+            .map(str::to_string)
+            .collect();
+        ips.reverse();
+        ips.truncate(MAX_SOURCE_IPS);
+        let mut what = String::new();
+        let resource = s(c.resource);
+        if resource.is_empty() {
+            what.push_str(s(c.request_uri));
+        } else {
+            what.push_str(resource);
+            if !s(c.subresource).is_empty() {
+                what.push('/');
+                what.push_str(s(c.subresource));
+            }
+            if !s(c.name).is_empty() {
+                what.push(' ');
+                what.push_str(s(c.name));
+            }
+            if !s(c.namespace).is_empty() {
+                what.push_str(" in namespace ");
+                what.push_str(s(c.namespace));
+            }
+        }
+        let mut summary = format!(
+            "{} {} {}",
+            if username.is_empty() {
+                "(no user)"
+            } else {
+                &username
+            },
+            s(c.verb),
+            what
+        );
+        if !s(c.impersonated).is_empty() {
+            summary.push_str(" as ");
+            summary.push_str(s(c.impersonated));
+        }
+        if let Some(Val::Num(code)) = f.get(c.code).next() {
+            summary.push_str(&format!(" ({code})"));
+        }
+        Facts {
+            username,
+            audit_id: f
+                .first_str(c.audit_id)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            source_ips: ips,
+            summary,
+        }
+    }
+
+    fn source_meta(&self, source: usize) -> (&str, &str, Level) {
+        if let Some(r) = self.rules.get(source) {
+            return (&r.meta.id, &r.meta.title, r.meta.level);
+        }
+        match self.correlations.get(source - self.rules.len()) {
+            Some(c) => (&c.meta.id, &c.meta.title, c.meta.level),
+            None => ("", "", Level::Informational),
+        }
+    }
+
+    fn raise_fired(&mut self, f: Fired, out: &mut Vec<Alert>) {
+        let source = self.rules.len() + f.correlation;
+        let facts = Facts {
+            username: f.username,
+            audit_id: f.audit_ids.first().cloned(),
+            source_ips: f.source_ips,
+            summary: f.summary,
+        };
+        self.raise(
+            source,
+            &facts,
+            f.count,
+            f.first,
+            f.last,
+            f.audit_ids,
+            facts.source_ips.clone(),
+            out,
+        );
+    }
+
+    /// Hands out a new alert, or adds to the open group of the same rule and actor.
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        source: usize,
+        facts: &Facts,
+        count: u64,
+        first: i64,
+        last: i64,
+        audit_ids: Vec<String>,
+        source_ips: Vec<String>,
+        out: &mut Vec<Alert>,
+    ) {
+        let key = (source, Box::<str>::from(facts.username.as_str()));
+        if let Some(g) = self.groups.get_mut(&key) {
+            g.count += count;
+            g.last = g.last.max(last);
+            for a in audit_ids {
+                if g.audit_ids.len() < MAX_AUDIT_IDS {
+                    g.audit_ids.push(a);
+                }
+            }
+            for ip in source_ips {
+                if g.source_ips.len() < MAX_SOURCE_IPS && !g.source_ips.contains(&ip) {
+                    g.source_ips.push(ip);
+                }
+            }
+            return;
+        }
+        if self.groups.len() >= self.cfg.max_groups.max(1) {
+            // Close the oldest group early (its update goes out now).
+            while let Some(Reverse((_, s, a))) = self.deadlines.pop() {
+                if let Some(g) = self.groups.remove(&(s, a)) {
+                    self.stats.group_evictions += 1;
+                    self.emit_update(g, out);
+                    break;
+                }
+            }
+        }
+        let (rule_id, _, _) = self.source_meta(source);
+        let id = alert_id(&[
+            rule_id,
+            &facts.username,
+            facts.audit_id.as_deref().unwrap_or(""),
+            &first.to_string(),
+        ]);
+        let mut g = Group {
+            id,
+            source,
+            actor: key.1.clone(),
+            first,
+            last,
+            count,
+            emitted: count,
+            audit_ids,
+            source_ips,
+            summary: facts.summary.clone(),
+        };
+        g.audit_ids.truncate(MAX_AUDIT_IDS);
+        self.stats.alerts += 1;
+        out.push(self.alert(&g, false));
+        g.emitted = g.count;
+        let deadline = first.saturating_add(self.cfg.group_window_secs.saturating_mul(1000));
+        self.deadlines
+            .push(Reverse((deadline, source, key.1.clone())));
+        self.groups.insert(key, g);
+    }
+
+    fn alert(&self, g: &Group, update: bool) -> Alert {
+        let (id, title, level) = self.source_meta(g.source);
+        let summary = if g.count > 1 {
+            format!("{} (and {} more like it)", g.summary, g.count - 1)
+        } else {
+            g.summary.clone()
+        };
+        Alert {
+            id: g.id.clone(),
+            rule: AlertRule {
+                id: id.to_string(),
+                title: title.to_string(),
+            },
+            severity: level,
+            audit_ids: g.audit_ids.clone(),
+            time: rfc3339(g.first),
+            actor: Actor {
+                username: g.actor.to_string(),
+            },
+            source_ips: g.source_ips.clone(),
+            summary,
+            count: g.count,
+            last_time: rfc3339(g.last),
+            update,
+        }
+    }
+}
+
+/// Removes the oldest tenth (at least one) of a map by a time key. Returns how many were removed.
+pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    time: impl Fn(&V) -> i64,
+) -> usize {
+    let n = (map.len() / 10).max(1);
+    let mut times: Vec<i64> = map.values().map(&time).collect();
+    if times.is_empty() {
+        return 0;
+    }
+    let (_, cut, _) = times.select_nth_unstable(n - 1);
+    let cut = *cut;
+    let before = map.len();
+    map.retain(|_, v| time(v) > cut);
+    before - map.len()
+}
+
+impl Document {
+    /// Whether the document is a detection rule.
+    pub fn is_rule(&self) -> bool {
+        matches!(self, Document::Rule(_))
+    }
+}

@@ -1,0 +1,55 @@
+//! Detection over Kubernetes audit events: Sigma rules, correlation, enrichment, alerts.
+//!
+//! Owns the Sigma rule model and loader for `logsource: product: kubernetes, service: audit` (rules,
+//! correlation rules and filters, with file:line:column errors), the compilation of rules into matchers over
+//! one extraction pass per event, the `kubetrail.` enrichment fields, streaming correlation on event time,
+//! one alert per request with grouping of repeats, and tuning (exceptions, filters, rule selection).
+//! Does not own the built-in rule pack, reading files, or delivering alerts: the binary does.
+//!
+//! Pure: no IO, no async, total on any input; every piece of state is bounded and counted when a bound bites.
+//!
+//! ```
+//! use kubetrail_detect::{Config, Engine, RuleSet};
+//!
+//! let mut rules = RuleSet::new();
+//! rules.add_file("secrets.yml", r#"
+//! title: Secrets listed
+//! id: kt-secrets-list
+//! level: medium
+//! logsource: {product: kubernetes, service: audit}
+//! detection:
+//!   selection: {verb: list, objectRef.resource: secrets}
+//!   condition: selection
+//! "#).expect("the rule loads");
+//! let mut engine = Engine::new(&rules, Config::default()).expect("the rules link");
+//! let mut alerts = Vec::new();
+//! for line in [r#"{"auditID":"1","verb":"list","objectRef":{"resource":"secrets"},"user":{"username":"eve"}}"#] {
+//!     engine.process(line, &mut alerts).expect("valid JSON");
+//! }
+//! engine.flush(&mut alerts);
+//! assert_eq!(alerts[0].actor.username, "eve");
+//! ```
+
+mod alert;
+mod correlation;
+mod detection;
+mod engine;
+pub mod enrich;
+mod error;
+pub mod fields;
+mod rule;
+mod ruleset;
+pub mod tuning;
+mod value;
+mod yaml;
+
+pub use alert::{Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS};
+pub use engine::{Config, Engine, EngineError, HEALTH_PATHS, Stats};
+pub use enrich::IdentityClass;
+pub use error::{EventError, LoadError, LoadErrors};
+pub use rule::{
+    Compare, Correlation, CorrelationKind, Document, Filter, Level, Location, Logsource, Rule,
+    RuleMeta, parse_file,
+};
+pub use ruleset::RuleSet;
+pub use tuning::{Exception, Selection, Text};
