@@ -36,12 +36,16 @@ pub(crate) struct Fired {
     pub(crate) last: i64,
 }
 
+/// The requests of a window: (event time, auditID).
+type Requests = VecDeque<(i64, Box<str>)>;
+
 #[derive(Debug, Clone)]
 enum State {
     /// Sliding (rising) or tumbling (falling) event counts: (time, auditID).
     Count(VecDeque<(i64, Box<str>)>, u64),
-    /// Distinct values with their last time, and the requests seen.
-    Values(HashMap<Box<str>, i64>, VecDeque<(i64, Box<str>)>),
+    /// Distinct values with their last time, and the requests seen (boxed: keys are mostly counts, and every
+    /// key pays for the largest variant).
+    Values(Box<(HashMap<Box<str>, i64>, Requests)>),
     /// Per listed rule: unordered, when it last matched; ordered, the latest start of a chain through it.
     Temporal(Vec<Option<(i64, Box<str>)>>),
 }
@@ -52,7 +56,6 @@ struct Entry {
     first: i64,
     last: i64,
     quiet_until: i64,
-    username: Box<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,17 +182,16 @@ impl CorrelationState {
             .entry(key.as_str().into())
             .or_insert_with(|| Entry {
                 state: match kind {
-                    CorrelationKind::EventCount => State::Count(VecDeque::new(), 0),
-                    CorrelationKind::ValueCount => State::Values(HashMap::new(), VecDeque::new()),
+                    // Most keys see one event (a million scanned identities): room for one.
+                    CorrelationKind::EventCount => State::Count(VecDeque::with_capacity(1), 0),
+                    CorrelationKind::ValueCount => State::Values(Box::default()),
                     _ => State::Temporal(vec![None; rules]),
                 },
                 first: now,
                 last: now,
                 quiet_until: i64::MIN,
-                username: username.into(),
             });
         e.last = e.last.max(now);
-        e.username = username.into();
         if now < e.quiet_until {
             return;
         }
@@ -223,7 +225,8 @@ impl CorrelationState {
                     }
                 }
             }
-            State::Values(values, events) => {
+            State::Values(b) => {
+                let (values, events) = &mut **b;
                 let value = value.unwrap_or_default();
                 if rising {
                     values.retain(|_, t| *t > now - span);
@@ -302,7 +305,7 @@ impl CorrelationState {
         }
         if let Some((count, ids, first)) = fire {
             e.quiet_until = now.saturating_add(span);
-            let username = e.username.to_string();
+            let username = username.to_string();
             let summary = self.summary(&key, count);
             fired.push(Fired {
                 correlation: self.index,
@@ -315,6 +318,16 @@ impl CorrelationState {
                 last: now,
             });
         }
+    }
+
+    /// The actor of a window decided at its end: the `user.username` group value, if grouped by it.
+    fn actor(&self, key: &str) -> String {
+        self.group_names
+            .iter()
+            .position(|g| g == "user.username")
+            .and_then(|i| key.split('\u{1f}').nth(i))
+            .unwrap_or("")
+            .to_string()
     }
 
     fn summary(&self, key: &str, count: u64) -> String {
@@ -386,13 +399,13 @@ impl CorrelationState {
         };
         let (n, ids) = match e.state {
             State::Count(events, n) => (n, events),
-            State::Values(values, events) => (values.len() as u64, events),
+            State::Values(b) => (b.0.len() as u64, b.1),
             State::Temporal(_) => return,
         };
         if cmp.holds(n, threshold) {
             fired.push(Fired {
                 correlation: self.index,
-                username: e.username.to_string(),
+                username: self.actor(key),
                 audit_ids: ids
                     .into_iter()
                     .map(|(_, a)| a.into())
@@ -432,13 +445,13 @@ impl CorrelationState {
             .iter()
             .map(|(k, e)| {
                 k.len()
-                    + e.username.len()
                     + match &e.state {
                         State::Count(ev, _) => {
                             ev.capacity() * size_of::<(i64, Box<str>)>()
                                 + ev.iter().map(|(_, a)| a.len()).sum::<usize>()
                         }
-                        State::Values(v, ev) => {
+                        State::Values(b) => {
+                            let (v, ev) = &**b;
                             v.capacity() * (size_of::<(Box<str>, i64)>() + 1)
                                 + v.keys().map(|k| k.len()).sum::<usize>()
                                 + ev.capacity() * size_of::<(i64, Box<str>)>()

@@ -10,7 +10,7 @@ use saphyr::Scalar;
 
 use crate::error::LoadError;
 use crate::fields::{Fields, Slot, Trie, canonical};
-use crate::value::{CmpOp, Net, Pattern, StrPat, Tok, Val, lower, tokenize};
+use crate::value::{CmpOp, Net, Pattern, Prepared, StrPat, Tok, Val, lower, tokenize};
 use crate::yaml::{Node, as_str, kind_name, mapping, pos, scalar, sequence};
 
 /// Modifiers that exist in Sigma but make no sense for Kubernetes audit events.
@@ -167,7 +167,8 @@ impl FieldCheck {
                 let mut any_value = false;
                 for v in f.get(self.slot) {
                     any_value |= !matches!(v, Val::Null);
-                    if pats.iter().any(|p| p.matches(v)) {
+                    let v = Prepared::new(v);
+                    if pats.iter().any(|p| p.matches_prepared(&v)) {
                         return true;
                     }
                 }
@@ -238,7 +239,11 @@ pub(crate) fn parse(
             )),
             _ => match selection(file, v) {
                 Ok(s) => selections.push((name.to_string(), s)),
-                Err(mut e) => errors.append(&mut e),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    // Keep the name so the condition does not also report it as unknown.
+                    selections.push((name.to_string(), Selection::Keywords(Vec::new())));
+                }
             },
         }
     }

@@ -777,7 +777,8 @@ impl Engine {
     }
 }
 
-/// Removes the oldest tenth (at least one) of a map by a time key. Returns how many were removed.
+/// Removes the oldest tenth (at least one) of a map by a time key, exactly that many even when times tie.
+/// Returns how many were removed.
 pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
     map: &mut HashMap<K, V>,
     time: impl Fn(&V) -> i64,
@@ -789,8 +790,20 @@ pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
     }
     let (_, cut, _) = times.select_nth_unstable(n - 1);
     let cut = *cut;
+    let older = times.iter().filter(|t| **t < cut).count();
+    let mut ties = n.saturating_sub(older);
     let before = map.len();
-    map.retain(|_, v| time(v) > cut);
+    map.retain(|_, v| {
+        let t = time(v);
+        if t < cut {
+            false
+        } else if t == cut && ties > 0 {
+            ties -= 1;
+            false
+        } else {
+            true
+        }
+    });
     before - map.len()
 }
 

@@ -723,7 +723,9 @@ fn correlation(
         return None;
     };
     let Some(timespan) = timespan else {
-        errors.push(at(node).error("`correlation` has no `timespan`".into()));
+        if errors.len() == n_errors {
+            errors.push(at(node).error("`correlation` has no `timespan`".into()));
+        }
         return None;
     };
     match kind {

@@ -261,22 +261,59 @@ pub(crate) enum Pattern {
     Null,
 }
 
+/// A value with its text and lowercased text computed at most once, however many patterns test it.
+#[derive(Debug)]
+pub(crate) struct Prepared<'v, 'a> {
+    pub(crate) v: &'v Val<'a>,
+    text: std::cell::OnceCell<Option<Cow<'v, str>>>,
+    lower: std::cell::OnceCell<Option<Cow<'v, str>>>,
+}
+
+impl<'v, 'a> Prepared<'v, 'a> {
+    pub(crate) fn new(v: &'v Val<'a>) -> Prepared<'v, 'a> {
+        Prepared {
+            v,
+            text: std::cell::OnceCell::new(),
+            lower: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        self.text.get_or_init(|| self.v.text()).as_deref()
+    }
+
+    fn lower(&self) -> Option<&str> {
+        self.lower
+            .get_or_init(|| match self.v {
+                Val::Str(s) => Some(lower(s)),
+                v => v.text().map(|t| Cow::Owned(t.into_owned())),
+            })
+            .as_deref()
+    }
+}
+
 impl Pattern {
     /// Whether one value matches. `Null` is decided at the field level.
     pub(crate) fn matches(&self, v: &Val<'_>) -> bool {
+        self.matches_prepared(&Prepared::new(v))
+    }
+
+    pub(crate) fn matches_prepared(&self, p: &Prepared<'_, '_>) -> bool {
+        let v = p.v;
         match self {
             Pattern::Str { pat, cased, num } => {
-                if let (Some(n), Val::Num(x)) = (num, v) {
-                    return n == x;
+                if let Val::Num(x) = v {
+                    match num {
+                        Some(n) => return n == x,
+                        // A literal that is not a number never equals a number's text.
+                        None if matches!(pat, StrPat::Exact(_)) => return false,
+                        None => {}
+                    }
                 }
-                let Some(text) = v.text() else { return false };
-                if *cased {
-                    pat.matches(&text)
-                } else {
-                    pat.matches(&lower(&text))
-                }
+                let text = if *cased { p.text() } else { p.lower() };
+                text.is_some_and(|t| pat.matches(t))
             }
-            Pattern::Re(re) => v.text().is_some_and(|t| re.is_match(&t)),
+            Pattern::Re(re) => p.text().is_some_and(|t| re.is_match(t)),
             Pattern::Cidr(net) => v.as_str().is_some_and(|s| net.contains(s)),
             Pattern::Cmp(op, n) => v.number().is_some_and(|x| match op {
                 CmpOp::Gt => x > *n,
