@@ -26,7 +26,11 @@
 //! - `wal`: the chain head (`next_seq`, `head_hash`: the chain hash of record `next_seq - 1`), every sealed
 //!   segment with its first and next seq, its start and end chain hashes, size and SHA-256, and the active
 //!   segment by its header only (it is still growing: the chain head covers its records);
-//! - `files`: every Parquet file by path (relative to DATA), size and SHA-256;
+//! - `files`: Parquet files by path (relative to DATA), size and SHA-256: every file in every
+//!   [`FULL_LISTING_EVERY`]th checkpoint (`files_full`), otherwise only those added since the previous one;
+//!   `files_count` and `files_digest` state the whole listing (previous listing, minus this checkpoint's file
+//!   deletions, plus its files; see [`FileSet`]), so writing one reads back at most a day of checkpoints and
+//!   `verify` checks that the chain adds up;
 //! - `deletions`: what was deleted on purpose (retention) since the previous checkpoint.
 //!
 //! Segments and files are immutable once sealed or written, so a checkpoint carries the size and hash of an
@@ -59,7 +63,10 @@ use sha2::{Digest, Sha256};
 use crate::wal::{MAX_PAYLOAD_BYTES, Wal};
 
 /// The checkpoint format version this code writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// Every this many checkpoints (one a day at one every ten minutes) lists every file; the others list only
+/// the files added since the previous one, so a year of hourly files does not make every checkpoint megabytes.
+pub const FULL_LISTING_EVERY: u64 = 144;
 /// The directory of checkpoints under the data directory.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 /// The signing key's file name under the data directory.
@@ -241,7 +248,14 @@ pub struct Checkpoint {
     /// SHA-256 (hex) of the previous checkpoint file; `None` for the first.
     pub previous: Option<String>,
     pub wal: WalState,
+    /// Whether `files` lists every file (every [`FULL_LISTING_EVERY`]th checkpoint, and the first) or only
+    /// those added since the previous checkpoint.
+    pub files_full: bool,
     pub files: Vec<FileEntry>,
+    /// How many files the data directory holds as of this checkpoint (previous listing, minus `deletions`,
+    /// plus `files`), and the [`FileSet`] digest of that listing.
+    pub files_count: u64,
+    pub files_digest: String,
     pub deletions: Vec<Deletion>,
 }
 
@@ -288,6 +302,105 @@ pub struct FileEntry {
     pub path: String,
     pub bytes: u64,
     pub sha256: String,
+}
+
+/// The files a chain of checkpoints lists, folded checkpoint by checkpoint, with an incremental digest.
+///
+/// The digest is the sum (four 64-bit lanes, wrapping) of the SHA-256 of each entry's `path\0bytes\0sha256`:
+/// order-independent and updated in O(1) per added or removed entry. It checks that a delta chain adds up
+/// (no checkpoint missing from the fold, no bug in it); authenticity comes from the signatures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSet {
+    entries: BTreeMap<String, FileEntry>,
+    sum: [u64; 4],
+}
+
+impl FileSet {
+    fn entry_hash(e: &FileEntry) -> [u64; 4] {
+        let mut h = Sha256::new();
+        h.update(e.path.as_bytes());
+        h.update([0]);
+        h.update(e.bytes.to_string().as_bytes());
+        h.update([0]);
+        h.update(e.sha256.as_bytes());
+        let d = h.finalize();
+        std::array::from_fn(|i| {
+            u64::from_le_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        })
+    }
+
+    pub fn insert(&mut self, e: FileEntry) {
+        let h = Self::entry_hash(&e);
+        if let Some(old) = self.entries.insert(e.path.clone(), e) {
+            lanes_sub(&mut self.sum, &Self::entry_hash(&old));
+        }
+        lanes_add(&mut self.sum, &h);
+    }
+
+    pub fn remove(&mut self, path: &str) {
+        if let Some(old) = self.entries.remove(path) {
+            lanes_sub(&mut self.sum, &Self::entry_hash(&old));
+        }
+    }
+
+    /// Applies one checkpoint: a full listing replaces the set; a delta removes its recorded file deletions
+    /// and adds its files.
+    pub fn apply(&mut self, cp: &Checkpoint) {
+        if cp.files_full {
+            *self = FileSet::default();
+        } else {
+            for d in &cp.deletions {
+                if let Deletion::File { path, .. } = d {
+                    self.remove(path);
+                }
+            }
+        }
+        for f in &cp.files {
+            self.insert(f.clone());
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&FileEntry> {
+        self.entries.get(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FileEntry> {
+        self.entries.values()
+    }
+
+    /// The digest, hex.
+    pub fn digest(&self) -> String {
+        let mut b = [0u8; 32];
+        for (chunk, lane) in b.chunks_exact_mut(8).zip(self.sum) {
+            chunk.copy_from_slice(&lane.to_le_bytes());
+        }
+        hex(&b)
+    }
+
+    /// Whether the set is what `cp` says it is.
+    pub fn matches(&self, cp: &Checkpoint) -> bool {
+        self.len() as u64 == cp.files_count && self.digest() == cp.files_digest
+    }
+}
+
+fn lanes_add(sum: &mut [u64; 4], h: &[u64; 4]) {
+    for (s, x) in sum.iter_mut().zip(h) {
+        *s = s.wrapping_add(*x);
+    }
+}
+
+fn lanes_sub(sum: &mut [u64; 4], h: &[u64; 4]) {
+    for (s, x) in sum.iter_mut().zip(h) {
+        *s = s.wrapping_sub(*x);
+    }
 }
 
 /// A deletion made on purpose, recorded in a checkpoint before the item is deleted.
@@ -517,11 +630,16 @@ fn write_inner(
     }
 
     // Files: those asked for, plus those listed before and not deleted (carried, even if gone).
+    let prev_set = match &prev {
+        Some((p, hash)) => match cached_listing(&cp_dir, hash) {
+            Some(set) => set,
+            None => listed_files(&cp_dir, &key, p)?,
+        },
+        None => FileSet::default(),
+    };
     let mut entries: BTreeMap<String, FileEntry> = BTreeMap::new();
-    let prev_files: HashMap<&str, &FileEntry> = prev
-        .as_ref()
-        .map(|(p, _)| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
-        .unwrap_or_default();
+    let prev_files: HashMap<&str, &FileEntry> =
+        prev_set.iter().map(|f| (f.path.as_str(), f)).collect();
     for rel in files {
         let path = rel_string(rel);
         if !is_safe_rel(&path) {
@@ -554,15 +672,36 @@ fn write_inner(
         }
     }
 
+    let index = prev.as_ref().map_or(0, |(p, _)| p.index + 1);
+    let files_full = index % FULL_LISTING_EVERY == 0;
+    let mut set = FileSet::default();
+    let mut listed = Vec::new();
+    for e in entries.into_values() {
+        if files_full || prev_set.get(&e.path) != Some(&e) {
+            listed.push(e.clone());
+        }
+        set.insert(e);
+    }
     let cp = Checkpoint {
         version: CHECKPOINT_VERSION,
-        index: prev.as_ref().map_or(0, |(p, _)| p.index + 1),
+        index,
         created: now(),
         previous: prev.as_ref().map(|(_, h)| h.clone()),
         wal: wal_state,
-        files: entries.into_values().collect(),
+        files_full,
+        files: listed,
+        files_count: set.len() as u64,
+        files_digest: set.digest(),
         deletions: deletions.to_vec(),
     };
+    debug_assert!(
+        {
+            let mut check = prev_set.clone();
+            check.apply(&cp);
+            check.matches(&cp)
+        },
+        "a delta checkpoint must fold to its own listing"
+    );
     let body = serde_json::to_string(&cp).expect("checkpoints serialise");
     let raw = RawValue::from_string(body).expect("valid JSON");
     let env = Envelope {
@@ -589,8 +728,34 @@ fn write_inner(
     }
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     sync_dir(&cp_dir)?;
+    remember_listing(&cp_dir, hex(&Sha256::digest(&out)), set);
     drop(lock);
     Ok(path)
+}
+
+/// The listing of the checkpoint this process wrote last, per checkpoint directory, keyed by the SHA-256 of
+/// that checkpoint file: the next write in the same process (the collector's, every ten minutes) finds it
+/// here instead of reading back up to a day of checkpoints. Used only when the newest checkpoint on disk is
+/// byte for byte the one remembered (its hash is taken from the file as read, after its signature verified).
+static LISTINGS: std::sync::Mutex<Option<(PathBuf, String, FileSet)>> = std::sync::Mutex::new(None);
+
+fn cached_listing(cp_dir: &Path, checkpoint_sha256: &str) -> Option<FileSet> {
+    let cache = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    match &*cache {
+        Some((dir, hash, set)) if dir == cp_dir && hash == checkpoint_sha256 => Some(set.clone()),
+        _ => None,
+    }
+}
+
+/// Forgets what [`write_checkpoint`] remembers of the last checkpoint it wrote: the next write reads the
+/// listing back from the checkpoints on disk, as a new process does.
+pub fn forget_remembered_listing() {
+    *LISTINGS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn remember_listing(cp_dir: &Path, checkpoint_sha256: String, set: FileSet) {
+    let mut cache = LISTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    *cache = Some((cp_dir.to_path_buf(), checkpoint_sha256, set));
 }
 
 fn checkpoint_wal(
@@ -765,6 +930,59 @@ fn list_checkpoint_files(dir: &Path) -> Result<Vec<String>, IntegrityError> {
     }
     names.sort();
     Ok(names)
+}
+
+/// The files `latest` (a verified checkpoint) lists in full: folded from the newest full listing at or before
+/// it, reading back at most [`FULL_LISTING_EVERY`] checkpoints. Refused if the chain does not add up.
+fn listed_files(
+    cp_dir: &Path,
+    key: &PublicKey,
+    latest: &Checkpoint,
+) -> Result<FileSet, IntegrityError> {
+    let mut back: Vec<Checkpoint> = vec![latest.clone()];
+    if !latest.files_full {
+        let names = list_checkpoint_files(cp_dir)?;
+        let mut by_index: HashMap<u64, Checkpoint> = HashMap::new();
+        // Names sort by seq then time, so the ones before `latest` are at the end of the list.
+        for name in names.iter().rev().skip(1) {
+            let path = cp_dir.join(name);
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let cp = parse_checkpoint(&bytes, key).map_err(|p| {
+                IntegrityError::Refused(format!(
+                    "checkpoint `{name}` does not verify ({}: {}): run `kubetrail verify`",
+                    p.0, p.1
+                ))
+            })?;
+            let full = cp.files_full;
+            by_index.insert(cp.index, cp);
+            if full || by_index.len() as u64 > FULL_LISTING_EVERY {
+                break;
+            }
+        }
+        let mut index = latest.index;
+        while !back.last().expect("not empty").files_full {
+            let Some(cp) = index.checked_sub(1).and_then(|i| by_index.remove(&i)) else {
+                return Err(IntegrityError::Refused(format!(
+                    "checkpoint {} lists files as changes, and the checkpoints back to the last full listing \
+                     are not all there: run `kubetrail verify`",
+                    latest.index
+                )));
+            };
+            index = cp.index;
+            back.push(cp);
+        }
+    }
+    let mut set = FileSet::default();
+    for cp in back.iter().rev() {
+        set.apply(cp);
+    }
+    if !set.matches(latest) {
+        return Err(IntegrityError::Refused(format!(
+            "the files listed by checkpoints up to {} do not add up to its listing: run `kubetrail verify`",
+            latest.index
+        )));
+    }
+    Ok(set)
 }
 
 /// Parses and authenticates one checkpoint file: canonical form, key id, signature, version.
@@ -1072,6 +1290,33 @@ pub fn verify_store(data_dir: &Path, key: &PublicKey) -> Result<IntegrityReport,
         }
         prev = Some(link);
     }
+    // The file listing each checkpoint states: folded along the chain, each checked against its digest.
+    let mut listing = FileSet::default();
+    let mut listing_ok = true;
+    for (name, cp, _) in &chain {
+        listing.apply(cp);
+        if listing_ok && !listing.matches(cp) {
+            listing_ok = false;
+            // A missing checkpoint is reported above; this one's listing cannot be rebuilt without it.
+            if problems.0.is_empty() {
+                problems.push(
+                    ProblemKind::Damaged,
+                    format!("{CHECKPOINT_DIR}/{name}"),
+                    None,
+                    format!(
+                        "lists {} files with digest {}, the checkpoints before it add up to {} files with digest {}",
+                        cp.files_count,
+                        &cp.files_digest[..cp.files_digest.len().min(16)],
+                        listing.len(),
+                        &listing.digest()[..16]
+                    ),
+                );
+            }
+        }
+        if cp.files_full {
+            listing_ok = true;
+        }
+    }
     let latest = chain.last().map(|(_, cp, _)| cp);
     report.newest_checkpoint = latest.map(|cp| cp.created.clone());
     if latest.is_none() && problems.0.is_empty() {
@@ -1101,9 +1346,9 @@ pub fn verify_store(data_dir: &Path, key: &PublicKey) -> Result<IntegrityReport,
     )?;
 
     // 3. Parquet files listed by the newest checkpoint.
-    if let Some(cp) = latest {
+    if latest.is_some() {
         let mut listed = HashSet::new();
-        for f in &cp.files {
+        for f in listing.iter() {
             listed.insert(f.path.as_str());
             if !is_safe_rel(&f.path) {
                 problems.push(
@@ -1688,7 +1933,7 @@ mod tests {
     #[test]
     fn checkpoint_names_sort_by_seq_then_time() {
         let mut cp = Checkpoint {
-            version: 1,
+            version: CHECKPOINT_VERSION,
             index: 0,
             created: "2026-11-25T15:38:05.123Z".into(),
             previous: None,
@@ -1699,7 +1944,10 @@ mod tests {
                 segments: vec![],
                 active: None,
             },
+            files_full: true,
             files: vec![],
+            files_count: 0,
+            files_digest: FileSet::default().digest(),
             deletions: vec![],
         };
         assert_eq!(

@@ -437,3 +437,103 @@ proptest! {
         prop_assert!(p.item.ends_with(&name(&candidates[i])), "first problem {p} does not name {}", name(&candidates[i]));
     }
 }
+
+/// Checkpoints after the first list only the files added since the one before, yet state the whole listing:
+/// a year of hourly files does not make every checkpoint megabytes, and what a delta listed is still
+/// carried (a file it added, deleted without a record, is missing).
+#[test]
+fn checkpoints_list_added_files_and_add_up() {
+    let s = Store::new(50);
+    let add = |hour: usize| {
+        let path = s.data.join(format!("store/2026/11/26/{hour:02}.parquet"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, format!("PAR1 hour {hour} PAR1")).unwrap();
+    };
+    let read = |p: &Path| {
+        integrity::read_checkpoint(&fs::read(p).unwrap(), &s.signer.public_key()).unwrap()
+    };
+    let first = read(&s.checkpoints()[0]);
+    assert!(first.files_full);
+    assert_eq!((first.files.len(), first.files_count), (2, 2));
+
+    let mut sizes = Vec::new();
+    for round in 0..3 {
+        for h in 0..5 {
+            add(round * 5 + h);
+        }
+        s.append(5);
+        let cp = read(&s.checkpoint(&[]));
+        assert!(!cp.files_full);
+        assert_eq!(cp.files.len(), 5, "only the five new files");
+        assert_eq!(cp.files_count, 2 + 5 * (round as u64 + 1));
+        sizes.push(fs::metadata(s.checkpoints().last().unwrap()).unwrap().len());
+    }
+    // Nothing new: nothing listed, the count stands.
+    let cp = read(&s.checkpoint(&[]));
+    assert!(cp.files.is_empty());
+    assert_eq!(cp.files_count, 17);
+    let report = s.verify();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.files, 17);
+
+    // A recorded deletion leaves the listing; an unrecorded one of a file only a delta listed is missing.
+    let gone = PathBuf::from("store/2026/11/26/03.parquet");
+    s.checkpoint(&[Deletion::file_retention(&gone)]);
+    fs::remove_file(s.data.join(&gone)).unwrap();
+    let cp = read(s.checkpoints().last().unwrap());
+    assert_eq!(cp.files_count, 16);
+    assert!(s.verify().is_intact());
+    let victim = "store/2026/11/26/07.parquet";
+    fs::remove_file(s.data.join(victim)).unwrap();
+    assert_eq!(
+        first_problem(&s),
+        (ProblemKind::Missing, victim.to_string())
+    );
+    // Later checkpoints keep carrying it.
+    s.checkpoint(&[]);
+    assert_eq!(
+        first_problem(&s),
+        (ProblemKind::Missing, victim.to_string())
+    );
+}
+
+fn first_problem(s: &Store) -> (ProblemKind, String) {
+    first(&s.verify())
+}
+
+/// Every `FULL_LISTING_EVERY`th checkpoint lists every file again; the chain verifies across it.
+#[test]
+fn a_full_listing_comes_back_every_day_of_checkpoints() {
+    let s = Store::new(10);
+    let n = integrity::FULL_LISTING_EVERY + 2;
+    for i in 1..n {
+        if i % 20 == 0 {
+            let path = s.data.join(format!("store/2026/11/27/{i:03}.parquet"));
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, format!("PAR1 {i} PAR1")).unwrap();
+        }
+        s.append(1);
+        s.checkpoint(&[]);
+    }
+    let cps = s.checkpoints();
+    assert_eq!(cps.len() as u64, n);
+    let key = s.signer.public_key();
+    let read = |i: usize| integrity::read_checkpoint(&fs::read(&cps[i]).unwrap(), &key).unwrap();
+    let full = read(integrity::FULL_LISTING_EVERY as usize);
+    assert!(full.files_full);
+    assert_eq!(full.files.len() as u64, full.files_count);
+    assert_eq!(full.files_count, 2 + 7);
+    let after = read(integrity::FULL_LISTING_EVERY as usize + 1);
+    assert!(!after.files_full && after.files.is_empty());
+    // As a new process would: the listing read back from the checkpoints, across the full one.
+    integrity::forget_remembered_listing();
+    let path = s.data.join("store/2026/11/28/00.parquet");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, "PAR1 late PAR1").unwrap();
+    s.append(1);
+    let last = integrity::read_checkpoint(&fs::read(s.checkpoint(&[])).unwrap(), &key).unwrap();
+    assert_eq!((last.files.len(), last.files_count), (1, 10));
+    let report = s.verify();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    assert_eq!(report.files, 10);
+}

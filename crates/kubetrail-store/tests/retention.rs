@@ -508,7 +508,11 @@ fn applied_deletions_verify_and_unrecorded_ones_do_not() {
     let cp = integrity::read_checkpoint(&cp, &key).unwrap();
     assert_eq!(cp.deletions.len(), 24);
     assert!(cp.deletions.iter().all(|d| d.reason() == "retention"));
-    assert_eq!(cp.files.len(), 40 * 3);
+    assert_eq!(cp.files_count, 40 * 3);
+    assert!(
+        !cp.files_full && cp.files.is_empty(),
+        "a delta: nothing added"
+    );
 
     let report = verify_store(&data.dir, &key).unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);

@@ -95,7 +95,7 @@ fn create(args: DataArgs) -> anyhow::Result<Outcome> {
         path.display(),
         cp.wal.next_seq.saturating_sub(1),
         cp.wal.segments.len(),
-        cp.files.len(),
+        cp.files_count,
         signer.public_key().key_id()
     );
     Ok(Outcome::Ok)
