@@ -224,7 +224,21 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     };
     let session = Session::open(&args.scope)?;
     let limit = (args.limit > 0).then_some(args.limit);
-    let bar = spinner(&format!("scanning {} files", session.engine.files().len()));
+    let files = session.engine.files();
+    let scanning = format!(
+        "scanning {} files ({})",
+        files.len(),
+        crate::report::bytes(files.iter().map(|f| f.bytes).sum())
+    );
+    let bar = spinner(&scanning);
+    let found = |n: usize| {
+        if n.is_multiple_of(1000) {
+            bar.set_message(format!(
+                "{scanning}: {} rows so far",
+                crate::report::thousands(n as u64)
+            ));
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if let Some(sql) = &args.sql {
@@ -234,6 +248,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
         let names = session.sql_each(sql, limit, &mut |row, names| {
             if !json {
                 rows.push(row.iter().map(Cell::text).collect());
+                found(rows.len());
                 return Ok(ControlFlow::Continue(()));
             }
             let names = names_seen.get_or_insert_with(|| names.to_vec());
@@ -269,6 +284,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
         .block_on(session.engine.requests(predicate.as_deref(), query, |row| {
             if args.format != QueryFormat::Json {
                 rows.push(row);
+                found(rows.len());
                 return ControlFlow::Continue(());
             }
             bar.finish_and_clear();
