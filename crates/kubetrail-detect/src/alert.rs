@@ -81,9 +81,115 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     }
 }
 
-/// Parses an RFC 3339 timestamp into milliseconds since the epoch.
+/// Parses an RFC 3339 timestamp into milliseconds since the epoch. kube-apiserver's own form
+/// (`2026-11-25T02:00:00.123456Z`) takes a fast path; anything else goes through jiff.
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
-    s.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_millisecond())
+    fast_utc(s).or_else(|| {
+        s.parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| t.as_millisecond())
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` only; `None` for anything else (the slow path decides).
+fn fast_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let mut n = 0i64;
+        for &c in b.get(from..to)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + i64::from(c - b'0');
+        }
+        Some(n)
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let mut ms = 0i64;
+    match &b[19..] {
+        [b'Z'] => {}
+        [b'.', frac @ .., b'Z']
+            if !frac.is_empty() && frac.len() <= 9 && frac.iter().all(u8::is_ascii_digit) =>
+        {
+            for (c, scale) in frac.iter().zip([100, 10, 1]) {
+                ms += i64::from(c - b'0') * scale;
+            }
+        }
+        _ => return None,
+    }
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    // Days since the epoch from the civil date (Howard Hinnant's days_from_civil).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_time_parse_agrees_with_jiff() {
+        for s in [
+            "2026-11-25T02:00:00Z",
+            "2026-11-25T02:00:00.123456Z",
+            "2024-02-29T23:59:59.9Z",
+            "1970-01-01T00:00:00Z",
+            "2000-03-01T12:34:56.000001Z",
+            "2017-09-11T20:29:04Z",
+            "1969-12-31T23:59:59.5Z",
+        ] {
+            let want = s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+            assert_eq!(fast_utc(s), Some(want), "{s}");
+        }
+        for s in [
+            "2026-02-30T00:00:00Z",
+            "2026-11-25T02:00:00+01:00",
+            "2026-11-25 02:00:00Z",
+            "x",
+            "2026-13-01T00:00:00Z",
+        ] {
+            assert_eq!(fast_utc(s), None, "{s}");
+        }
+        assert_eq!(
+            parse_time("2026-11-25T03:00:00+01:00"),
+            parse_time("2026-11-25T02:00:00Z")
+        );
+        assert_eq!(parse_time("2026-02-30T00:00:00Z"), None);
+        assert_eq!(parse_time("garbage"), None);
+    }
 }

@@ -4,6 +4,7 @@
 //! into slots of the engine's trie, after which evaluation reads only the extracted values.
 
 use std::cell::OnceCell;
+use std::collections::BTreeSet;
 
 use regex::RegexBuilder;
 use saphyr::Scalar;
@@ -118,6 +119,62 @@ impl Detection {
                 }
             }
         }
+    }
+
+    /// The values (lowercased) that `slot` must hold for this detection to match, or `None` when it can
+    /// match whatever the slot holds. Used to index rules so an event is tested only against rules that can
+    /// match it.
+    pub(crate) fn necessary(&self, slot: Slot) -> Option<BTreeSet<String>> {
+        self.nec_cond(&self.condition, slot)
+    }
+
+    fn nec_cond(&self, c: &Cond, slot: Slot) -> Option<BTreeSet<String>> {
+        let union = |sets: &mut dyn Iterator<Item = Option<BTreeSet<String>>>| {
+            let mut all = BTreeSet::new();
+            for s in sets {
+                all.extend(s?);
+            }
+            Some(all)
+        };
+        match c {
+            Cond::Sel(i) => self.nec_sel(*i, slot),
+            Cond::Not(_) => None,
+            Cond::And(cs) => cs
+                .iter()
+                .filter_map(|c| self.nec_cond(c, slot))
+                .min_by_key(BTreeSet::len),
+            Cond::Or(cs) => union(&mut cs.iter().map(|c| self.nec_cond(c, slot))),
+            Cond::AtLeast(_, sels) => union(&mut sels.iter().map(|i| self.nec_sel(*i, slot))),
+            Cond::All(sels) => sels
+                .iter()
+                .filter_map(|i| self.nec_sel(*i, slot))
+                .min_by_key(BTreeSet::len),
+        }
+    }
+
+    fn nec_sel(&self, i: usize, slot: Slot) -> Option<BTreeSet<String>> {
+        let Some((_, Selection::AnyOf(maps))) = self.selections.get(i) else {
+            return None;
+        };
+        let mut all = BTreeSet::new();
+        for checks in maps {
+            let values = checks.iter().find_map(|c| match &c.op {
+                Op::Any(pats) if c.slot == slot => pats
+                    .iter()
+                    .map(|p| match p {
+                        Pattern::Str {
+                            pat: StrPat::Exact(l),
+                            cased: false,
+                            num: None,
+                        } => Some(l.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<String>>>(),
+                _ => None,
+            })?;
+            all.extend(values);
+        }
+        Some(all)
     }
 
     pub(crate) fn eval(&self, cx: &EvalCx<'_, '_>) -> bool {

@@ -196,6 +196,7 @@ pub struct Engine {
     correlations: Vec<CorrelationState>,
     global_exceptions: Vec<CompiledException>,
     cfg: Config,
+    index: RuleIndex,
     requests: HashMap<(u32, u64), i64>,
     groups: HashMap<(usize, Box<str>), Group>,
     deadlines: BinaryHeap<Reverse<(i64, usize, Box<str>)>>,
@@ -329,7 +330,9 @@ impl Engine {
                 },
             }
         }
+        let index = RuleIndex::new(&compiled, core.resource, core.verb);
         Ok(Engine {
+            index,
             trie,
             core,
             enricher,
@@ -430,7 +433,8 @@ impl Engine {
         }
         let cx = EvalCx::new(&f, json);
         let mut matched: Vec<usize> = Vec::new();
-        for (i, r) in self.rules.iter().enumerate() {
+        for i in self.index.candidates(&f) {
+            let r = &self.rules[i];
             if r.enabled && r.detection.eval(&cx) && r.filters.iter().all(|d| d.eval(&cx)) {
                 matched.push(i);
             }
@@ -777,6 +781,63 @@ impl Engine {
     }
 }
 
+/// Rules by the `objectRef.resource` (else `verb`) values they need, so an event is only tested against the
+/// rules that can match it. Rules that need neither are always tested.
+#[derive(Debug, Clone)]
+struct RuleIndex {
+    resource: Slot,
+    verb: Slot,
+    by_resource: HashMap<Box<str>, Vec<usize>>,
+    by_verb: HashMap<Box<str>, Vec<usize>>,
+    always: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[CompiledRule], resource: Slot, verb: Slot) -> RuleIndex {
+        let mut ix = RuleIndex {
+            resource,
+            verb,
+            by_resource: HashMap::new(),
+            by_verb: HashMap::new(),
+            always: Vec::new(),
+        };
+        for (i, r) in rules.iter().enumerate() {
+            if let Some(values) = r.detection.necessary(resource) {
+                for v in values {
+                    ix.by_resource.entry(v.into()).or_default().push(i);
+                }
+            } else if let Some(values) = r.detection.necessary(verb) {
+                for v in values {
+                    ix.by_verb.entry(v.into()).or_default().push(i);
+                }
+            } else {
+                ix.always.push(i);
+            }
+        }
+        ix
+    }
+
+    /// The rules that can match, in load order.
+    fn candidates(&self, f: &Fields<'_>) -> Vec<usize> {
+        let mut c = self.always.clone();
+        for (slot, map) in [
+            (self.resource, &self.by_resource),
+            (self.verb, &self.by_verb),
+        ] {
+            for v in f.get(slot) {
+                if let Some(t) = v.text()
+                    && let Some(rules) = map.get(crate::value::lower(&t).as_ref())
+                {
+                    c.extend_from_slice(rules);
+                }
+            }
+        }
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+}
+
 /// Removes the oldest tenth (at least one) of a map by a time key, exactly that many even when times tie.
 /// Returns how many were removed.
 pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
@@ -811,5 +872,68 @@ impl Document {
     /// Whether the document is a detection rule.
     pub fn is_rule(&self) -> bool {
         matches!(self, Document::Rule(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule index never hides a rule that a full scan would match (real events, all rules loaded).
+    #[test]
+    fn index_agrees_with_a_full_scan() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let mut set = RuleSet::new();
+        let mut files: Vec<String> = std::fs::read_dir(format!("{dir}/sigma"))
+            .unwrap()
+            .map(|e| e.unwrap().path().display().to_string())
+            .collect();
+        files.push(format!("{dir}/pack/pack.yml"));
+        for f in &files {
+            set.add_file(f, &std::fs::read_to_string(f).unwrap())
+                .unwrap();
+        }
+        let engine = Engine::new(&set, Config::default()).unwrap();
+        assert!(
+            engine.index.always.len() < engine.rules.len() / 2,
+            "most rules are indexed"
+        );
+        let mut lines = Vec::new();
+        for e in std::fs::read_dir(format!("{dir}/falco")).unwrap() {
+            lines.extend(
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        for f in [
+            "panther/native_k8s_audit_events.jsonl",
+            "audit2rbac/demo_full_501d132.log",
+        ] {
+            lines.extend(
+                std::fs::read_to_string(format!("{dir}/{f}"))
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+        let mut matched = 0;
+        for l in lines.iter().filter(|l| !l.trim().is_empty()) {
+            let f = engine.fields(l).unwrap();
+            let cx = EvalCx::new(&f, l);
+            let full: Vec<usize> = (0..engine.rules.len())
+                .filter(|&i| engine.rules[i].detection.eval(&cx))
+                .collect();
+            let indexed: Vec<usize> = engine
+                .index
+                .candidates(&f)
+                .into_iter()
+                .filter(|&i| engine.rules[i].detection.eval(&cx))
+                .collect();
+            assert_eq!(full, indexed, "{l}");
+            matched += full.len();
+        }
+        assert!(matched > 300, "{matched}");
     }
 }

@@ -287,8 +287,7 @@ impl Enricher {
         let i = self.inputs;
         if let Some(out) = class {
             let user = f.first_str(i.username).unwrap_or("");
-            let groups: Vec<&str> = f.get(i.groups).filter_map(Val::as_str).collect();
-            let c = IdentityClass::of(user, groups);
+            let c = IdentityClass::of(user, f.get(i.groups).filter_map(Val::as_str));
             f.push(out, Val::Str(c.as_str().into()));
         }
         if let Some(out) = tier
