@@ -61,6 +61,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct CorrelationState {
     index: usize,
+    actor_index: Option<usize>,
     pub(crate) meta: RuleMeta,
     kind: CorrelationKind,
     span: i64,
@@ -109,14 +110,22 @@ impl CorrelationState {
                                     .or_else(|| name.as_ref().and_then(|n| m.get(n)))
                             })
                             .map_or(g.as_str(), String::as_str);
-                        slot(field, trie)
+                        (field == "user.username", slot(field, trie))
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
             })
+            .collect::<Vec<_>>();
+        // The group value that names the actor: a group-by field that is `user.username` for every rule.
+        let actor_index = (0..c.group_by.len())
+            .find(|&g| !group_slots.is_empty() && group_slots.iter().all(|per_rule| per_rule[g].0));
+        let group_slots = group_slots
+            .into_iter()
+            .map(|per_rule| per_rule.into_iter().map(|(_, s)| s).collect())
             .collect();
         let value_slot = c.field.as_deref().map(|f| slot(f, trie));
         CorrelationState {
             index,
+            actor_index,
             meta: c.meta.clone(),
             kind: c.kind,
             span: c.timespan.saturating_mul(1000),
@@ -320,11 +329,10 @@ impl CorrelationState {
         }
     }
 
-    /// The actor of a window decided at its end: the `user.username` group value, if grouped by it.
+    /// The actor of a window decided at its end: the `user.username` group value, if grouped by it
+    /// (directly or through an alias).
     fn actor(&self, key: &str) -> String {
-        self.group_names
-            .iter()
-            .position(|g| g == "user.username")
+        self.actor_index
             .and_then(|i| key.split('\u{1f}').nth(i))
             .unwrap_or("")
             .to_string()

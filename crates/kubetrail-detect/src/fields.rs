@@ -7,7 +7,7 @@
 //! `annotations.authorization.k8s.io/decision` reads that annotation. Numeric path segments (array indexes)
 //! are not supported; they would never match.
 //!
-//! The paths every loaded rule uses are compiled into a trie; [`Trie::extract`] walks the event once and
+//! The paths every loaded rule uses are compiled into a trie; extraction walks the event once and
 //! skips every subtree no path enters, without building a tree of the event.
 
 use std::borrow::Cow;

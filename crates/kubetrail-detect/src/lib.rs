@@ -8,6 +8,26 @@
 //!
 //! Pure: no IO, no async, total on any input; every piece of state is bounded and counted when a bound bites.
 //!
+//! # Rule language (Sigma, for `audit.k8s.io/v1` events)
+//!
+//! - Fields are dotted JSON paths into the event whose first segment is a top-level `Event` key
+//!   ([`fields::EVENT_FIELDS`]), or an enrichment field ([`enrich::FIELDS`]); anything else fails to load.
+//!   Arrays on the way match if any element matches; a key containing dots (annotations) is addressed as if
+//!   nested (`annotations.authorization.k8s.io/decision`). SigmaHQ's non-path names `apiGroup`, `hostPath`
+//!   and `capabilities` are mapped ([`fields::SIGMA_ALIASES`]) so their rules load unmodified.
+//! - Values: strings match case-insensitively with `*`/`?` wildcards (`\*`, `\?`, `\\` escape); numbers
+//!   also match numerically (`403` = `'403'`); `null` matches an absent or null field; lists are OR.
+//! - Modifiers: `contains`, `startswith`, `endswith`, `all`, `cased`, `re` (case-sensitive; `re|i`, `re|m`,
+//!   `re|s`), `cidr` (IPv4 and IPv6), `exists`, `gt`/`gte`/`lt`/`lte`, `fieldref`. The Windows encodings
+//!   (`base64`, `wide`, `windash`, ...) and unknown modifiers fail to load.
+//! - Selections: maps (AND), lists of maps (OR), keyword lists (matched anywhere in the event's JSON text).
+//!   Conditions: `and`, `or`, `not`, parentheses, `N of pattern*`, `all of pattern*`, `1 of them`,
+//!   `all of them` (`them` skips names starting with `_`).
+//! - Correlation rules (`event_count`, `value_count`, `temporal`, `temporal_ordered`; `group-by`,
+//!   `timespan`, `condition`, `aliases`, `generate`) and Sigma filters (`filter: rules:` + selections and a
+//!   condition ANDed to the named rules) may sit in the same files (YAML documents separated by `---`).
+//! - Event time is `requestReceivedTimestamp`, else `stageTimestamp` (else v1beta1 `timestamp`).
+//!
 //! ```
 //! use kubetrail_detect::{Config, Engine, RuleSet};
 //!

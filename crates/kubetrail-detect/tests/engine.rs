@@ -796,3 +796,135 @@ fn invalid_json_is_an_error_not_a_panic() {
     assert!(e.process("", &mut out).is_err());
     assert_eq!(e.stats().invalid, 2);
 }
+
+fn with(extra: &str) -> RuleSet {
+    let mut set = RuleSet::new();
+    set.add_file(
+        "base.yml",
+        "title: Get\nid: get\nname: any_get\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  sel: {verb: get}\n  condition: sel\n---\ntitle: Delete\nid: del\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  sel: {verb: delete}\n  condition: sel\n",
+    )
+    .unwrap();
+    set.add_file("corr.yml", extra).unwrap();
+    set
+}
+
+#[test]
+fn correlation_temporal_any_order_and_generate() {
+    let set = with(
+        "title: Get and delete\nid: both\nlevel: high\ncorrelation:\n  type: temporal\n  rules: [any_get, del]\n  group-by: [user.username]\n  timespan: 1m\n  generate: true\n",
+    );
+    let fired = |events: &[String]| {
+        let mut e = Engine::new(&set, Config::default()).unwrap();
+        run(&mut e, events)
+    };
+    // Either order within the minute fires; `generate: true` keeps the rules' own alerts.
+    let a = fired(&[
+        ev(
+            "d1",
+            0,
+            "ResponseComplete",
+            "eve",
+            "delete",
+            "pods",
+            "dev",
+            "",
+        ),
+        ev(
+            "g1",
+            30,
+            "ResponseComplete",
+            "eve",
+            "get",
+            "pods",
+            "dev",
+            "",
+        ),
+    ]);
+    assert_eq!(rule_ids(&a), ["del", "get", "both"]);
+    assert_eq!(a[2].severity.as_str(), "high");
+    let a = fired(&[
+        ev(
+            "d1",
+            0,
+            "ResponseComplete",
+            "eve",
+            "delete",
+            "pods",
+            "dev",
+            "",
+        ),
+        ev(
+            "g1",
+            90,
+            "ResponseComplete",
+            "eve",
+            "get",
+            "pods",
+            "dev",
+            "",
+        ),
+    ]);
+    assert_eq!(rule_ids(&a), ["del", "get"]);
+}
+
+#[test]
+fn correlation_falling_condition_is_decided_when_the_window_closes() {
+    // Exactly two deletes by one identity in ten minutes (a "low and slow" shape), grouped with an alias.
+    let set = with(
+        "title: Two deletes\nid: two\ncorrelation:\n  type: event_count\n  rules: [del]\n  group-by: [actor]\n  aliases:\n    actor:\n      del: user.username\n  timespan: 10m\n  condition: {eq: 2}\n",
+    );
+    let mut e = Engine::new(&set, Config::default()).unwrap();
+    let events = [
+        ev(
+            "a",
+            0,
+            "ResponseComplete",
+            "eve",
+            "delete",
+            "pods",
+            "dev",
+            "",
+        ),
+        ev(
+            "b",
+            60,
+            "ResponseComplete",
+            "eve",
+            "delete",
+            "pods",
+            "dev",
+            "",
+        ),
+        ev(
+            "c",
+            0,
+            "ResponseComplete",
+            "bob",
+            "delete",
+            "pods",
+            "dev",
+            "",
+        )
+        .replace("02:00:00", "02:00:01"),
+        ev(
+            "x",
+            1200,
+            "ResponseComplete",
+            "zed",
+            "get",
+            "pods",
+            "dev",
+            "",
+        ),
+    ];
+    let mut out = Vec::new();
+    for l in &events[..3] {
+        e.process(l, &mut out).unwrap();
+    }
+    assert!(out.is_empty(), "undecided while the window is open");
+    e.process(&events[3], &mut out).unwrap();
+    let two: Vec<&Alert> = out.iter().filter(|a| a.rule.id == "two").collect();
+    assert_eq!(two.len(), 1, "{out:#?}");
+    assert_eq!(two[0].actor.username, "eve");
+    assert_eq!(two[0].audit_ids, ["a", "b"]);
+}
