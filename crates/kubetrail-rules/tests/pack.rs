@@ -34,6 +34,8 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
     // tokens from outside the cluster.
     ("kt-exec-prod-system", &["kt-sa-token-external"]),
     ("kt-self-discovery", &["kt-sa-token-external"]),
+    // Panther's modified system ClusterRole now grants every verb.
+    ("kt-rbac-system-role-changed", &["kt-rbac-role-dangerous"]),
     // The secret read while impersonating system:admin is also a production secret read.
     ("kt-impersonate-privileged", &["kt-secret-read-prod"]),
 ];
@@ -405,4 +407,50 @@ fn levels_page_only_for_what_matters() {
     for id in ["kt-self-discovery", "kt-exec-other"] {
         assert_eq!(level(id), Level::Low, "{id}");
     }
+}
+
+/// Every command a runbook tells the analyst to run exists, and every `--where` expression parses.
+#[test]
+fn runbook_commands_are_valid() {
+    let set = load();
+    let mut queries = 0;
+    for d in set.documents() {
+        let id = &d.meta().id;
+        let runbook = d.meta().extra_str("runbook").unwrap_or("");
+        for line in runbook.lines().filter(|l| l.contains("kubetrail ")) {
+            let cmd = &line[line.find("kubetrail ").unwrap() + "kubetrail ".len()..];
+            let sub = cmd.split_whitespace().next().unwrap_or("");
+            assert!(
+                ["who", "timeline", "scope", "query"].contains(&sub),
+                "{id}: unknown command `kubetrail {sub}` in: {line}"
+            );
+            match sub {
+                "timeline" | "scope" => assert!(cmd.contains("--user "), "{id}: {line}"),
+                "who" => assert!(cmd.split_whitespace().count() >= 3, "{id}: {line}"),
+                _ => {}
+            }
+            assert!(
+                cmd.contains("--since "),
+                "{id}: bound the time range: {line}"
+            );
+            if sub == "query" {
+                let expr = cmd
+                    .split_once("--where '")
+                    .and_then(|(_, rest)| rest.split_once('\''))
+                    .map(|(e, _)| e)
+                    .unwrap_or_else(|| panic!("{id}: query without a quoted --where: {line}"));
+                let filled = expr
+                    .replace("<actor>", "alice@example.com")
+                    .replace("<source ip>", "198.51.100.7")
+                    .replace("<namespace>", "prod")
+                    .replace("<pod>", "api-1")
+                    .replace("<name>", "generic-garbage-collector")
+                    .replace("<tool>", "peirates");
+                kubetrail_query::parse(&filled)
+                    .unwrap_or_else(|e| panic!("{id}: `{expr}` does not parse: {e}"));
+                queries += 1;
+            }
+        }
+    }
+    assert!(queries > 20, "{queries}");
 }
