@@ -125,10 +125,27 @@ impl Detection {
     /// match whatever the slot holds. Used to index rules so an event is tested only against rules that can
     /// match it.
     pub(crate) fn necessary(&self, slot: Slot) -> Option<BTreeSet<String>> {
-        self.nec_cond(&self.condition, slot)
+        self.nec_cond(&self.condition, &|c: &FieldCheck| c.slot == slot)
     }
 
-    fn nec_cond(&self, c: &Cond, slot: Slot) -> Option<BTreeSet<String>> {
+    /// [`necessary`](Self::necessary) by field name (`objectRef.resource`), before slots are bound.
+    pub(crate) fn necessary_field(&self, field: &str) -> Option<BTreeSet<String>> {
+        self.nec_cond(&self.condition, &|c: &FieldCheck| c.field == field)
+    }
+
+    /// Every field a check names.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = &str> {
+        self.selections.iter().flat_map(|(_, sel)| match sel {
+            Selection::AnyOf(maps) => maps
+                .iter()
+                .flatten()
+                .map(|c| c.field.as_str())
+                .collect::<Vec<_>>(),
+            Selection::Keywords(_) => Vec::new(),
+        })
+    }
+
+    fn nec_cond(&self, c: &Cond, is: &dyn Fn(&FieldCheck) -> bool) -> Option<BTreeSet<String>> {
         let union = |sets: &mut dyn Iterator<Item = Option<BTreeSet<String>>>| {
             let mut all = BTreeSet::new();
             for s in sets {
@@ -137,29 +154,29 @@ impl Detection {
             Some(all)
         };
         match c {
-            Cond::Sel(i) => self.nec_sel(*i, slot),
+            Cond::Sel(i) => self.nec_sel(*i, is),
             Cond::Not(_) => None,
             Cond::And(cs) => cs
                 .iter()
-                .filter_map(|c| self.nec_cond(c, slot))
+                .filter_map(|c| self.nec_cond(c, is))
                 .min_by_key(BTreeSet::len),
-            Cond::Or(cs) => union(&mut cs.iter().map(|c| self.nec_cond(c, slot))),
-            Cond::AtLeast(_, sels) => union(&mut sels.iter().map(|i| self.nec_sel(*i, slot))),
+            Cond::Or(cs) => union(&mut cs.iter().map(|c| self.nec_cond(c, is))),
+            Cond::AtLeast(_, sels) => union(&mut sels.iter().map(|i| self.nec_sel(*i, is))),
             Cond::All(sels) => sels
                 .iter()
-                .filter_map(|i| self.nec_sel(*i, slot))
+                .filter_map(|i| self.nec_sel(*i, is))
                 .min_by_key(BTreeSet::len),
         }
     }
 
-    fn nec_sel(&self, i: usize, slot: Slot) -> Option<BTreeSet<String>> {
+    fn nec_sel(&self, i: usize, is: &dyn Fn(&FieldCheck) -> bool) -> Option<BTreeSet<String>> {
         let Some((_, Selection::AnyOf(maps))) = self.selections.get(i) else {
             return None;
         };
         let mut all = BTreeSet::new();
         for checks in maps {
             let values = checks.iter().find_map(|c| match &c.op {
-                Op::Any(pats) if c.slot == slot => pats
+                Op::Any(pats) if is(c) => pats
                     .iter()
                     .map(|p| match p {
                         Pattern::Str {

@@ -68,8 +68,8 @@ pub use engine::{Config, Engine, EngineError, HEALTH_PATHS, Stats};
 pub use enrich::IdentityClass;
 pub use error::{EventError, LoadError, LoadErrors};
 pub use rule::{
-    Compare, Correlation, CorrelationKind, Document, Filter, Level, Location, Logsource, Rule,
-    RuleMeta, parse_file,
+    BodyNeed, Compare, Correlation, CorrelationKind, Document, Filter, Level, Location, Logsource,
+    Needs, Rule, RuleMeta, parse_file,
 };
 pub use ruleset::RuleSet;
 pub use tuning::{Exception, Selection, Text};

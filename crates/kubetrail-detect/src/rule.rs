@@ -141,6 +141,53 @@ pub struct Rule {
     pub(crate) detection: Detection,
 }
 
+/// How much of a request the audit policy must record for a rule to see what it looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BodyNeed {
+    /// Metadata is enough.
+    Metadata,
+    /// The request body (`requestObject`, or a `kubetrail.pod.*` field read from it): level Request.
+    Request,
+    /// The response body (`responseObject`): level RequestResponse.
+    Response,
+}
+
+/// What a rule can only match: the values its condition requires of `objectRef.resource`,
+/// `objectRef.subresource` and `verb` (`None`: any), and the body it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needs {
+    pub resources: Option<std::collections::BTreeSet<String>>,
+    pub subresources: Option<std::collections::BTreeSet<String>>,
+    pub verbs: Option<std::collections::BTreeSet<String>>,
+    pub body: BodyNeed,
+}
+
+impl Rule {
+    /// What the rule needs from the audit policy (`kubetrail policy lint --rules`).
+    pub fn needs(&self) -> Needs {
+        let d = &self.detection;
+        let body = d
+            .fields()
+            .map(|f| {
+                if f.starts_with("responseObject") {
+                    BodyNeed::Response
+                } else if f.starts_with("requestObject") || f.starts_with("kubetrail.pod.") {
+                    BodyNeed::Request
+                } else {
+                    BodyNeed::Metadata
+                }
+            })
+            .max()
+            .unwrap_or(BodyNeed::Metadata);
+        Needs {
+            resources: d.necessary_field("objectRef.resource"),
+            subresources: d.necessary_field("objectRef.subresource"),
+            verbs: d.necessary_field("verb"),
+            body,
+        }
+    }
+}
+
 /// The kinds of Sigma correlation rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

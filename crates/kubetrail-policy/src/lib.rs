@@ -4,6 +4,7 @@
 //! does), validation, evaluation (first matching rule wins), and the tools built on them: lint, simulate,
 //! generate and explain. Pure: no IO, no async; evaluation never fails.
 
+mod coverage;
 mod diagnostic;
 mod evaluate;
 mod explain;
@@ -15,6 +16,7 @@ mod redact;
 mod simulate;
 mod validate;
 
+pub use coverage::{RuleNeeds, coverage};
 pub use diagnostic::{Diagnostic, Severity};
 pub use explain::{Explanation, RuleRef, Skipped, StageKept, explain};
 pub use generate::{GenerateOptions, generate};

@@ -32,6 +32,8 @@ pub struct Config {
     pub filter_policy: Option<PathBuf>,
     pub wal: Option<WalConfig>,
     pub limits: Option<Limits>,
+    /// Detection: rule files, the built-in pack, production namespaces, exceptions, disabled rules.
+    pub detection: Option<crate::detection::DetectionConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +112,13 @@ impl Config {
         }
         if let Some(p) = &self.filter_policy {
             load_filter(p)?;
+        }
+        if let Some(d) = &self.detection {
+            let sources = crate::detection::Sources {
+                builtin: d.builtin.unwrap_or(true),
+                paths: d.rules.clone(),
+            };
+            crate::detection::engine(&sources, d).context("detection:")?;
         }
         if let Some(c) = &self.cluster
             && (c.is_empty() || c.len() > 253)

@@ -67,6 +67,23 @@ pub fn for_each_event(
     progress: &mut dyn FnMut(u64),
     f: &mut dyn FnMut(&Record<'_>, &Event<'_>) -> Result<()>,
 ) -> Result<InputStats> {
+    for_each_record(
+        paths,
+        progress,
+        &mut |record| match Event::parse(&record.json) {
+            Ok(event) => f(record, &event).map(|()| None),
+            Err(e) => Ok(Some(e.to_string())),
+        },
+    )
+}
+
+/// [`for_each_event`] for callers that parse the event JSON themselves: `f` gets each decoded record and
+/// answers `Ok(Some(reason))` to have it counted as skipped (with its location) instead of read.
+pub fn for_each_record(
+    paths: &[PathBuf],
+    progress: &mut dyn FnMut(u64),
+    f: &mut dyn FnMut(&Record<'_>) -> Result<Option<String>>,
+) -> Result<InputStats> {
     let mut stats = InputStats::default();
     let read = Rc::new(Cell::new(0));
     for path in paths {
@@ -137,7 +154,7 @@ impl<R: Read> Read for Counting<R> {
 struct Input<'s, 'f> {
     source: &'s str,
     stats: &'s mut InputStats,
-    f: &'f mut dyn FnMut(&Record<'_>, &Event<'_>) -> Result<()>,
+    f: &'f mut dyn FnMut(&Record<'_>) -> Result<Option<String>>,
 }
 
 impl Input<'_, '_> {
@@ -242,12 +259,10 @@ impl Input<'_, '_> {
                 return;
             }
             match result {
-                Ok(record) => match Event::parse(&record.json) {
-                    Ok(event) => {
-                        stats.records += 1;
-                        failed = f(&record, &event).err();
-                    }
-                    Err(e) => stats.skip(source, location(Some(record.index)), e.to_string()),
+                Ok(record) => match f(&record) {
+                    Ok(None) => stats.records += 1,
+                    Ok(Some(reason)) => stats.skip(source, location(Some(record.index)), reason),
+                    Err(e) => failed = Some(e),
                 },
                 Err(e) => stats.skip(source, location(e.index), e.reason),
             }

@@ -9,8 +9,10 @@ mod api;
 mod cmd;
 mod config;
 mod data;
+mod detection;
 mod input;
 mod integrity_key;
+mod live;
 mod logging;
 mod output;
 mod progress;
@@ -55,6 +57,11 @@ enum Command {
     Timeline(cmd::report::TimelineArgs),
     /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
     Scope(cmd::report::ScopeReportArgs),
+    /// Run the detection rules (built-in pack, Sigma files) over audit files: alerts with severity and runbook.
+    Detect(cmd::detect::DetectArgs),
+    /// List the detection rules, show one's documentation and runbook, test rules against their fixtures.
+    #[command(subcommand)]
+    Rules(cmd::rules::RulesCommand),
     /// Delete expired partitions (classes by rule, default 400 days), keeping legal holds; every deletion signed.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCommand),
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
         Command::Config(c) => cmd::config::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Gen(args) => cmd::generate::run(args),
+        Command::Detect(args) => cmd::detect::run(args),
+        Command::Rules(c) => cmd::rules::run(c),
         Command::Setup(c) => cmd::setup::run(c),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Checkpoint(c) => cmd::checkpoint::run(c),

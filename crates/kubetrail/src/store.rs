@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -28,6 +29,9 @@ pub struct Store {
     /// When the next periodic checkpoint is due (also after a failed one, so a failure is retried once a
     /// minute rather than logged every second).
     next_checkpoint: Instant,
+    /// Positions of other readers of the log (live detection): segments are released only once every one
+    /// has read them.
+    readers: Vec<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -50,7 +54,13 @@ impl Store {
             columnar,
             signer,
             next_checkpoint: Instant::now(),
+            readers: Vec::new(),
         })
+    }
+
+    /// Keeps log segments until the reader at `position` has read them too.
+    pub fn hold_for(&mut self, position: Arc<AtomicU64>) {
+        self.readers.push(position);
     }
 
     /// The periodic work: convert what is due, checkpoint when due, release converted log segments when the
@@ -72,6 +82,20 @@ impl Store {
             self.release_converted()?;
         }
         Ok(())
+    }
+
+    /// For bulk writers (`import`), after each batch: once the log uses more than half its disk budget,
+    /// converts everything and releases the converted segments (recorded in a signed checkpoint first), so an
+    /// import larger than the budget never fills the log.
+    pub fn make_room(&mut self) -> anyhow::Result<()> {
+        let usage = self.wal.usage();
+        if usage.bytes as f64 <= usage.budget_bytes as f64 * RELEASE_AT_SHARE {
+            return Ok(());
+        }
+        self.columnar
+            .flush()
+            .context("failed to convert the log into Parquet")?;
+        self.release_converted()
     }
 
     /// Everything converted and a checkpoint signed: at shutdown and at the end of an import.
@@ -126,7 +150,11 @@ impl Store {
     /// Releases log segments the columnar store has converted, recording their deletion in a signed checkpoint
     /// before deleting them.
     fn release_converted(&mut self) -> anyhow::Result<()> {
-        let upto = self.columnar.position();
+        let upto = self
+            .readers
+            .iter()
+            .map(|p| p.load(Ordering::SeqCst))
+            .fold(self.columnar.position(), u64::min);
         let deletions = integrity::wal_retention(&self.dir, upto)?;
         if deletions.is_empty() {
             return Ok(());
@@ -157,6 +185,39 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    /// A bulk import many times the log's budget: converted and released as it goes, never full.
+    #[test]
+    fn make_room_keeps_a_bulk_import_under_the_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        crate::data::ensure(dir).unwrap();
+        let opts = WalOptions {
+            segment_bytes: 256 << 10,
+            budget_bytes: 2 << 20,
+            fsync: false,
+        };
+        let wal = crate::data::open_wal(dir, opts).unwrap();
+        let mut store = Store::open(dir, wal.clone()).unwrap();
+        let mut generator = Generator::new(Config::default());
+        // ~1,300 bytes per event: 5,000 events are about three times the budget.
+        for _ in 0..50 {
+            append(&wal, &mut generator, 100);
+            store.make_room().unwrap();
+        }
+        assert!(wal.usage().bytes <= 2 << 20, "{:?}", wal.usage());
+        store.finish().unwrap();
+        let key = store.signer.public_key();
+        let report = integrity::verify_store(dir, &key).unwrap();
+        assert!(report.is_intact(), "{:?}", report.problems);
+        assert!(report.deleted_by_retention > 0, "segments were released");
+        let rows: u64 = kubetrail_store::columnar::list_files(&dir.join("store"), None, None, None)
+            .unwrap()
+            .iter()
+            .map(|f| f.last_seq - f.first_seq + 1)
+            .sum();
+        assert!(rows >= 5000, "{rows}");
+    }
+
     use kubetrail_gen::{Config, Generator};
     use kubetrail_store::{EventRecord, WalOptions};
 

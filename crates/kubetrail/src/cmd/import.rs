@@ -56,12 +56,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     // Decoding, parsing and redacting (this thread) overlap with writing, hashing and fsyncing the previous
     // batch (the committer): on two cores the import runs at the pace of the slower half, not their sum.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let mut store = crate::store::Store::open(&dir, pipeline.wal().clone())?;
     let (stats, total) = std::thread::scope(|scope| -> anyhow::Result<_> {
         let pipeline = &pipeline;
+        let store = &mut store;
         let committer = scope.spawn(move || -> anyhow::Result<BatchOutcome> {
             let mut total = BatchOutcome::default();
             for batch in rx {
                 let o = pipeline.commit(batch)?;
+                // An import larger than the log's budget is converted and released as it goes.
+                store.make_room()?;
                 total.events += o.events;
                 total.bytes += o.bytes;
                 total.duplicates += o.duplicates;
@@ -113,7 +117,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     // Queryable at once, and covered by a signed checkpoint.
     let converting = Instant::now();
     eprintln!("converting into Parquet and signing a checkpoint...");
-    crate::store::Store::open(&dir, pipeline.wal().clone())?.finish()?;
+    store.finish()?;
     eprintln!(
         "done in {:.1}s; data directory: {}",
         converting.elapsed().as_secs_f64(),

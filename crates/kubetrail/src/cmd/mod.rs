@@ -2,12 +2,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod detect;
 pub mod generate;
 pub mod import;
 pub mod policy;
 pub mod query;
 pub mod report;
 pub mod retention;
+pub mod rules;
 pub mod serve;
 pub mod setup;
 pub mod verify;

@@ -211,12 +211,57 @@ pub struct LintArgs {
     /// text: `FILE:LINE: SEVERITY[CODE]: MESSAGE` and `fix:`; json: one object per finding per line.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also report the detection rules the policy blinds: the built-in pack with `--rules` alone, or the
+    /// Sigma rule files under PATH (a rule that never sees its requests is an error; one that sees them
+    /// below the level it reads, such as a pod-spec rule at Metadata, a warning).
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub rules: Option<Option<PathBuf>>,
+}
+
+/// The detection rules' needs, for `policy lint --rules`.
+fn rule_needs(path: Option<&PathBuf>) -> anyhow::Result<Vec<kubetrail_policy::RuleNeeds>> {
+    let sources = crate::detection::Sources {
+        builtin: path.is_none(),
+        paths: path.into_iter().cloned().collect(),
+    };
+    let rules = crate::detection::load_rules(&sources)?;
+    let list = |s: Option<std::collections::BTreeSet<String>>| s.map(|s| s.into_iter().collect());
+    Ok(rules
+        .rules()
+        .map(|r| {
+            let n = r.needs();
+            kubetrail_policy::RuleNeeds {
+                id: r.meta.id.clone(),
+                title: r.meta.title.clone(),
+                resources: list(n.resources),
+                subresources: list(n.subresources),
+                verbs: list(n.verbs),
+                level: match n.body {
+                    kubetrail_detect::BodyNeed::Metadata => kubetrail_model::Level::Metadata,
+                    kubetrail_detect::BodyNeed::Request => kubetrail_model::Level::Request,
+                    kubetrail_detect::BodyNeed::Response => kubetrail_model::Level::RequestResponse,
+                },
+            }
+        })
+        .collect())
 }
 
 fn lint(args: LintArgs) -> anyhow::Result<Outcome> {
     use std::io::Write as _;
     let loaded = read_policy(&args.policy)?;
-    let findings = kubetrail_policy::lint(&loaded);
+    let mut findings = kubetrail_policy::lint(&loaded);
+    if let Some(path) = &args.rules
+        && let Some(policy) = &loaded.policy
+    {
+        let needs = rule_needs(path.as_ref())?;
+        findings.extend(kubetrail_policy::coverage(policy, &needs));
+        let rank = |s: Severity| match s {
+            Severity::Error => 0,
+            Severity::Warning => 1,
+            Severity::Info => 2,
+        };
+        findings.sort_by_key(|f| (rank(f.severity), f.line.unwrap_or(0)));
+    }
     let file = args.policy.display().to_string();
     let mut out = std::io::stdout().lock();
     for f in &findings {

@@ -196,14 +196,24 @@ fn flush(dir: &Path) -> anyhow::Result<()> {
     };
     let wal = crate::data::open_wal(dir, WalOptions::default())?;
     let root = dir.join("store");
-    ColumnarWriter::open(&root, wal, ColumnarOptions::default())
-        .and_then(|mut w| w.flush())
-        .with_context(|| {
-            format!(
-                "failed to convert recent events into Parquet in `{}`",
-                root.display()
-            )
-        })?;
+    let failed = || {
+        format!(
+            "failed to convert recent events into Parquet in `{}`",
+            root.display()
+        )
+    };
+    let mut writer = ColumnarWriter::open(&root, wal.clone(), ColumnarOptions::default())
+        .with_context(failed)?;
+    // Nothing to do when the collector kept up; a lot when an import was interrupted: say so.
+    let waiting = wal.durable_seq().saturating_sub(writer.position());
+    if waiting >= 10_000 {
+        eprintln!(
+            "kubetrail: converting {} events the log holds beyond the Parquet files first (an interrupted \
+             import or collector)...",
+            crate::report::thousands(waiting)
+        );
+    }
+    writer.flush().with_context(failed)?;
     Ok(())
 }
 

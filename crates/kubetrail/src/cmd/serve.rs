@@ -204,6 +204,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
 
     // The log becomes Parquet within seconds, checkpoints are signed every few minutes and at shutdown.
     let mut store = crate::store::Store::open(&dir, pipeline.wal().clone())?;
+
+    // Every stored event goes through detection, from the log, within a second of its acknowledgement.
+    let detection = cfg.detection.clone().unwrap_or_default();
+    let sources = crate::detection::Sources {
+        builtin: detection.builtin.unwrap_or(true),
+        paths: detection.rules.clone(),
+    };
+    let (rules, engine) = crate::detection::engine(&sources, &detection)?;
+    let detector = crate::live::Detector::open(&dir, pipeline.wal().clone(), engine)?;
+    store.hold_for(detector.position());
+    eprintln!(
+        "kubetrail: detecting with {} rules; alerts in {}",
+        rules.len(),
+        dir.join("alerts").join("alerts.jsonl").display()
+    );
+    let detecting = {
+        let stop = stop.clone();
+        std::thread::spawn(move || detector.run(&stop))
+    };
     let housekeeping = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -243,6 +262,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     for t in tailers {
         let _ = t.join();
     }
+    let _ = detecting.join();
     let _ = housekeeping.join();
     result?;
     eprintln!("kubetrail: stopped");

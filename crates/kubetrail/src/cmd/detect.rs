@@ -1,0 +1,156 @@
+//! `kubetrail detect`: the detection engine over audit files, as `serve` runs it live.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use kubetrail_detect::{Alert, Level};
+
+use crate::Outcome;
+use crate::detection::{DetectionConfig, Sources};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DetectFormat {
+    /// For people: one block per alert.
+    #[default]
+    Text,
+    /// One JSON object per alert per line (`{"id","rule","severity","auditIDs","time","actor","sourceIPs",
+    /// "summary",...}`).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    fn level(self) -> Level {
+        match self {
+            Severity::Informational => Level::Informational,
+            Severity::Low => Level::Low,
+            Severity::Medium => Level::Medium,
+            Severity::High => Level::High,
+            Severity::Critical => Level::Critical,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Alerts are printed once the input is read, in time order: a rule that matched several \
+                  stages of one request alerts once, and repeats of a rule by the same identity within 10 minutes \
+                  are one alert with a count and every auditID. Exit status 1 when there is an alert.\n\n\
+                  Examples:\n  kubetrail detect /var/log/kubernetes/audit.log\n  kubetrail detect --format json \
+                  --min-severity high audit-*.log.gz\n  kubetrail detect --no-builtin --rules ./my-rules/ audit.log\n  \
+                  kubetrail gen --attacks --count 20000 | kubetrail detect -"
+)]
+pub struct DetectArgs {
+    /// Sigma rule files or directories (repeatable), added to the built-in pack.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Run only the rules given with --rules.
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// A kubetrail config file: its `detection:` section (rules, exceptions, disabled rules, production
+    /// namespaces) applies.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DetectFormat::Text)]
+    pub format: DetectFormat,
+    /// Only alerts of this severity or above.
+    #[arg(long, value_enum, default_value_t = Severity::Informational)]
+    pub min_severity: Severity,
+    /// Audit files (native JSON lines, EventLists, EKS, GKE, AKS exports; plain or gzip), `-` for stdin.
+    pub files: Vec<PathBuf>,
+}
+
+pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
+    let cfg = match &args.config {
+        Some(path) => crate::config::Config::load(path)?
+            .detection
+            .unwrap_or_default(),
+        None => DetectionConfig::default(),
+    };
+    let mut paths = cfg.rules.clone();
+    paths.extend(args.rules.iter().cloned());
+    let sources = Sources {
+        builtin: !args.no_builtin && cfg.builtin.unwrap_or(true),
+        paths,
+    };
+    let (_, mut engine) = crate::detection::engine(&sources, &cfg)?;
+    let files = if args.files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files.clone()
+    };
+
+    // The latest state of each alert (an update supersedes what was handed out with the same id).
+    let mut alerts: BTreeMap<String, Alert> = BTreeMap::new();
+    let mut batch = Vec::new();
+    let mut keep = |batch: &mut Vec<Alert>| {
+        for a in batch.drain(..) {
+            alerts.insert(a.id.clone(), a);
+        }
+    };
+    let progress = crate::progress::bytes_bar(crate::input::total_size(&files));
+    let stats = crate::input::for_each_record(
+        &files,
+        &mut |bytes| progress.set_position(bytes),
+        &mut |record| match engine.process(&record.json, &mut batch) {
+            Ok(()) => {
+                keep(&mut batch);
+                Ok(None)
+            }
+            Err(e) => Ok(Some(e.to_string())),
+        },
+    )?;
+    engine.flush(&mut batch);
+    keep(&mut batch);
+    progress.finish_and_clear();
+    crate::input::report_skipped(&stats);
+
+    let min = args.min_severity.level();
+    let mut shown: Vec<&Alert> = alerts.values().filter(|a| a.severity >= min).collect();
+    shown.sort_by(|a, b| (&a.time, &a.rule.id).cmp(&(&b.time, &b.rule.id)));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for a in &shown {
+        match args.format {
+            DetectFormat::Json => {
+                serde_json::to_writer(&mut out, a)?;
+                writeln!(out)?;
+            }
+            DetectFormat::Text => writeln!(out, "{}", crate::detection::render(a))?,
+        }
+    }
+    out.flush()?;
+    let mut by_level: BTreeMap<Level, usize> = BTreeMap::new();
+    for a in &shown {
+        *by_level.entry(a.severity).or_default() += 1;
+    }
+    let levels: Vec<String> = by_level
+        .iter()
+        .rev()
+        .map(|(l, n)| format!("{n} {}", l.as_str()))
+        .collect();
+    eprintln!(
+        "kubetrail: {} events, {} alerts{}",
+        crate::report::thousands(stats.records),
+        shown.len(),
+        if levels.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", levels.join(", "))
+        }
+    );
+    Ok(if shown.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::Findings
+    })
+}

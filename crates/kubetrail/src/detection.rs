@@ -1,0 +1,172 @@
+//! Assembling detection: the built-in pack plus rule files and directories into one `RuleSet`, the engine's
+//! configuration from the `detection:` section of the config file, and alerts rendered for people.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kubetrail_detect::{Alert, Config as EngineConfig, Engine, Exception, RuleSet, Selection};
+use serde::Deserialize;
+
+/// The `detection:` section of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Sigma rule files or directories added to the built-in pack.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// Load the built-in pack (default true).
+    pub builtin: Option<bool>,
+    /// Namespace patterns (`*` wildcards) of the production tier (default prod, prod-*, *-prod, production*).
+    pub production_namespaces: Option<Vec<String>>,
+    /// Exceptions: `{rule, user, namespace, image, userAgentPrefix, sourceCIDR, reason}`, exact or prefix.
+    #[serde(default)]
+    pub exceptions: Vec<Exception>,
+    /// Rule ids that do not run.
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// Tags whose rules do not run (e.g. `attack.discovery`).
+    #[serde(default)]
+    pub disabled_tags: Vec<String>,
+    /// Rule ids that run even if a tag of theirs is disabled.
+    #[serde(default)]
+    pub enabled: Vec<String>,
+}
+
+/// Where the rules come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub builtin: bool,
+    pub paths: Vec<PathBuf>,
+}
+
+impl DetectionConfig {
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut cfg = EngineConfig::default();
+        if let Some(p) = &self.production_namespaces {
+            cfg.production_namespaces = p.clone();
+        }
+        cfg.exceptions = self.exceptions.clone();
+        cfg.selection = Selection {
+            disabled: self.disabled.clone(),
+            disabled_tags: self.disabled_tags.clone(),
+            enabled: self.enabled.clone(),
+        };
+        cfg
+    }
+}
+
+/// The `.yml`/`.yaml` files of `path` (a file, or a directory walked recursively), in name order.
+fn rule_files(path: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("failed to list `{}`", path.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("failed to list `{}`", path.display()))?;
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            rule_files(&p, out)?;
+        } else if name.ends_with(".yml") || name.ends_with(".yaml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the rules: the built-in pack (as `builtin/<file>`) and every rule file under `paths`. Every error
+/// of every file is reported (file:line:column: reason) before giving up.
+pub fn load_rules(sources: &Sources) -> anyhow::Result<RuleSet> {
+    let mut rules = RuleSet::new();
+    let mut errors = Vec::new();
+    if sources.builtin {
+        for f in kubetrail_rules::builtin() {
+            if let Err(e) = rules.add_file(&format!("builtin/{}", f.name), f.yaml) {
+                errors.push(e.to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for p in &sources.paths {
+        rule_files(p, &mut files)?;
+    }
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("failed to read rule file `{}`", f.display()))?;
+        if let Err(e) = rules.add_file(&f.display().to_string(), &text) {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty()
+        && let Err(e) = rules.check_references()
+    {
+        errors.push(e.to_string());
+    }
+    if !errors.is_empty() {
+        bail!("the rules do not load:\n{}", errors.join("\n"));
+    }
+    if rules.is_empty() {
+        bail!("no rules to run: give --rules PATH, or leave the built-in pack on");
+    }
+    Ok(rules)
+}
+
+/// Loads the rules and builds an engine over them.
+pub fn engine(sources: &Sources, cfg: &DetectionConfig) -> anyhow::Result<(RuleSet, Engine)> {
+    let rules = load_rules(sources)?;
+    let engine = Engine::new(&rules, cfg.engine_config())
+        .map_err(|e| anyhow::anyhow!("the rules cannot run together: {e}"))?;
+    Ok((rules, engine))
+}
+
+/// An alert for people: severity, rule, who, from where, when, what, the requests, and where the runbook is.
+pub fn render(alert: &Alert) -> String {
+    let mut s = format!(
+        "{:<8} {}  {}\n",
+        alert.severity.as_str().to_uppercase(),
+        alert.rule.id,
+        alert.rule.title
+    );
+    let when = if alert.count > 1 {
+        format!(
+            "{} .. {} ({} requests)",
+            alert.time, alert.last_time, alert.count
+        )
+    } else {
+        alert.time.clone()
+    };
+    s.push_str(&format!(
+        "         {when}  {} from {}\n",
+        alert.actor.username,
+        if alert.source_ips.is_empty() {
+            "-".to_string()
+        } else {
+            alert.source_ips.join(", ")
+        }
+    ));
+    s.push_str(&format!("         {}\n", alert.summary));
+    let shown: Vec<&str> = alert.audit_ids.iter().take(5).map(String::as_str).collect();
+    s.push_str(&format!(
+        "         auditIDs: {}{}\n",
+        shown.join(", "),
+        if alert.audit_ids.len() > shown.len() {
+            format!(" (+{} more)", alert.audit_ids.len() - shown.len())
+        } else {
+            String::new()
+        }
+    ));
+    s.push_str(&format!(
+        "         runbook: kubetrail rules show {}\n",
+        alert.rule.id
+    ));
+    s
+}
