@@ -10,7 +10,8 @@
 //!
 //! Correlation rules (Sigma `correlation`) live in the same file as the detection rules they count, as
 //! multi-document YAML; those inputs (`kt-forbidden`, `kt-secret-get`, `kt-rbac-change`,
-//! `kt-workload-change`) raise no alert of their own (Sigma's `generate: false`).
+//! `kt-workload-change`, `kt-host-pod-created`, `kt-exec-any`) raise no alert of their own (Sigma's
+//! `generate: false`).
 //!
 //! Each rule id has a fixture pair under `fixtures/<id>/`: `positive.jsonl` (events, or for a correlation
 //! the sequence, that must raise it) and `negative.jsonl` (near misses that must not), real events from public
@@ -73,6 +74,7 @@ static FILES: &[BuiltinFile] = rule_files![
     "kt-exec-other",
     "kt-exec-prod-system",
     "kt-forbidden-burst",
+    "kt-host-pod-then-exec",
     "kt-impersonate-privileged",
     "kt-node-proxy",
     "kt-node-proxy-command",
@@ -108,11 +110,14 @@ static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-daemonset-system",
     "kt-ephemeral-container",
     "kt-events-deleted",
+    "kt-exec-any",
     "kt-exec-other",
     "kt-exec-prod-system",
     "kt-forbidden",
     "kt-forbidden-burst-ip",
     "kt-forbidden-burst-user",
+    "kt-host-pod-created",
+    "kt-host-pod-then-exec",
     "kt-impersonate-privileged",
     "kt-node-proxy",
     "kt-node-proxy-command",

@@ -81,17 +81,22 @@ struct Run {
 }
 
 fn run(attacks: bool) -> Run {
+    run_with(attacks, false, EVENTS)
+}
+
+fn run_with(attacks: bool, stages: bool, events: usize) -> Run {
     let mut g = Generator::new(kubetrail_gen::Config {
         nodes: 50,
         rate: RATE,
         attacks,
+        stages,
         ..Default::default()
     });
     let mut e = engine();
     let mut alerts = Vec::new();
     let mut attack_ids = HashSet::new();
     let mut buf = Vec::new();
-    for _ in 0..EVENTS {
+    for _ in 0..events {
         buf.clear();
         g.next_into(&mut buf);
         let line = std::str::from_utf8(&buf).unwrap();
@@ -187,4 +192,35 @@ fn every_generated_attack_scenario_is_caught() {
         "{}",
         runs("kt-impersonate-privileged")
     );
+}
+
+/// With every stage logged (RequestReceived before the response), a request that is later denied must not
+/// alert on its first stage, and nothing alerts twice.
+#[test]
+fn all_stages_logged_changes_nothing() {
+    let plain = run_with(true, false, EVENTS / 2);
+    let staged = run_with(true, true, EVENTS / 2);
+    let loud = |r: &Run| -> Vec<(String, u64)> {
+        let c = counts(&r.alerts);
+        c.into_iter()
+            .filter(|((l, _), _)| *l >= Level::Medium)
+            .map(|((_, id), (n, _))| (id, n))
+            .collect()
+    };
+    print(
+        "half a day with attacks, every stage logged:",
+        &counts(&staged.alerts),
+    );
+    for a in staged.alerts.iter().filter(|a| a.severity >= Level::Medium) {
+        assert!(
+            a.audit_ids.iter().all(|id| staged.attack_ids.contains(id)),
+            "{} {} raised on benign requests: {}",
+            a.severity,
+            a.rule.id,
+            a.summary
+        );
+    }
+    assert!(!loud(&staged).is_empty());
+    let ids = |v: Vec<(String, u64)>| v.into_iter().map(|(id, _)| id).collect::<BTreeSet<_>>();
+    assert_eq!(ids(loud(&plain)), ids(loud(&staged)));
 }
