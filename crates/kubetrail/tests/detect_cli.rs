@@ -306,3 +306,51 @@ fn the_built_in_pack_raises_each_step_of_the_seed_breach() {
         assert!(runbook.contains("kubetrail "), "{rule}: {runbook}");
     }
 }
+
+/// Tuning from the config file: a rule disabled by id, an exception by identity prefix, and an exception that
+/// would match by substring refused by `config check` and by `detect`.
+#[test]
+fn tuning_from_the_config_file() {
+    let dir = rules_dir();
+    let positive = dir.join("secrets-listed.positive.jsonl");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("kubetrail.yaml");
+    let detect = |yaml: &str| {
+        std::fs::write(&config, yaml).unwrap();
+        run(&[
+            "detect",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "json",
+            positive.to_str().unwrap(),
+        ])
+    };
+    let base = format!(
+        "detection:\n  builtin: false\n  rules: [{}]\n",
+        dir.display()
+    );
+    let (out, _, code) = detect(&base);
+    assert_eq!(code, 1);
+    assert!(out.contains("test-secrets-listed"), "{out}");
+
+    let (out, _, code) = detect(&format!("{base}  disabled: [test-secrets-listed]\n"));
+    assert_eq!((out.as_str(), code), ("", 0));
+
+    let (out, _, code) = detect(&format!(
+        "{base}  exceptions:\n    - {{rule: test-secrets-listed, user: \"eve@*\", reason: backup job}}\n"
+    ));
+    assert_eq!((out.as_str(), code), ("", 0));
+
+    let substring = format!("{base}  exceptions:\n    - {{user: \"*eve*\"}}\n");
+    let (_, err, code) = detect(&substring);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("never by substring"), "{err}");
+    std::fs::write(&config, &substring).unwrap();
+    let (out, err, code) = run(&["config", "check", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "an invalid config is a finding: {out}{err}");
+    assert!(
+        format!("{out}{err}").contains("never by substring"),
+        "{out}{err}"
+    );
+}
