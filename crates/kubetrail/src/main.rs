@@ -14,6 +14,7 @@ mod input;
 mod integrity_key;
 mod live;
 mod logging;
+mod outbox;
 mod output;
 mod progress;
 mod report;

@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// secret: never in production.
     #[arg(long)]
     pub insecure: bool,
+    /// Send every alert of medium severity or above to this URL (repeatable): one JSON object per POST,
+    /// signed with `X-Kubetrail-Signature: sha256=HMAC` under the key in DATA/alerts/webhook.key; retried
+    /// until delivered, never lost across restarts.
+    #[arg(long = "alert-webhook", value_name = "URL")]
+    pub alert_webhooks: Vec<String>,
 }
 
 /// The pipeline as the HTTP listener sees it.
@@ -223,6 +228,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let stop = stop.clone();
         std::thread::spawn(move || detector.run(&stop))
     };
+    let webhooks: Vec<crate::outbox::Webhook> = args
+        .alert_webhooks
+        .iter()
+        .map(|url| crate::outbox::Webhook {
+            url: url.clone(),
+            min_severity: kubetrail_detect::Level::Medium,
+        })
+        .collect();
+    let delivering = crate::outbox::start(&dir, &webhooks, stop.clone())?;
+    for w in &webhooks {
+        eprintln!(
+            "kubetrail: sending alerts of medium or above to {} (signed with {})",
+            w.url,
+            dir.join("alerts").join("webhook.key").display()
+        );
+    }
     let housekeeping = {
         let stop = stop.clone();
         std::thread::spawn(move || {
@@ -263,6 +284,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let _ = t.join();
     }
     let _ = detecting.join();
+    for t in delivering {
+        let _ = t.join();
+    }
     let _ = housekeeping.join();
     result?;
     eprintln!("kubetrail: stopped");

@@ -1,0 +1,495 @@
+//! Delivery of alerts to webhooks (`kubetrail serve --alert-webhook URL`): a durable outbox over
+//! `DATA/alerts/alerts.jsonl`, which live detection appends to and fsyncs before anything is sent.
+//!
+//! Each destination has its own thread and its own cursor (`DATA/alerts/outbox/<name>.cursor`, the byte offset
+//! of the next line to deliver, replaced atomically after each alert is delivered or dead-lettered), so a slow
+//! or dead destination never holds back another, and a restart (even after kill -9) resumes with the alert
+//! that was in flight: delivery is at least once. Every alert of the destination's severity or above is sent
+//! immediately, one JSON object per POST, the exact line of `alerts.jsonl` (the shape of a `kubetrail detect
+//! --format json` line), with `X-Kubetrail-Signature: sha256=<hex>`, the HMAC-SHA256 of the body under the
+//! key in `DATA/alerts/webhook.key` (created on first start, mode 0600), and `X-Kubetrail-Alert-Id`.
+//!
+//! A 2xx is delivered. 408, 425, 429, 5xx and connection failures are retried with exponential backoff and
+//! jitter (1 s doubling to 60 s), honouring `Retry-After` (up to 10 minutes), without limit: nothing is lost.
+//! Any other answer is final: the alert goes to the dead-letter list `DATA/alerts/outbox/<name>.dlq.jsonl`
+//! with the status and the start of the answer.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hmac::{KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
+use hyper::http::HeaderValue;
+use hyper_util::rt::TokioIo;
+use kubetrail_detect::{Alert, Level};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// The longest a delivery attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest wait between attempts the outbox chooses itself, and the most it honours from Retry-After.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// How often an idle destination looks for new alerts.
+const IDLE: Duration = Duration::from_millis(100);
+/// The system's CA bundle on Debian and most Linux distributions (override with SSL_CERT_FILE).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where alerts go.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// Only alerts of this severity or above.
+    pub min_severity: Level,
+}
+
+/// A parsed destination URL.
+struct Target {
+    host: String,
+    port: u16,
+    authority: HeaderValue,
+    path: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Target> {
+        let uri: hyper::Uri = url
+            .parse()
+            .with_context(|| format!("`{url}` is not a URL"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => bail!("`{url}`: an alert webhook URL starts with https:// or http://"),
+        };
+        let authority = uri
+            .authority()
+            .with_context(|| format!("`{url}` names no host"))?;
+        let host = authority.host().trim_matches(['[', ']']).to_string();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let name = ServerName::try_from(host.clone())
+                .with_context(|| format!("`{host}` is not a valid TLS server name"))?;
+            Some((TlsConnector::from(Arc::new(client_tls()?)), name))
+        } else {
+            None
+        };
+        Ok(Target {
+            host,
+            port,
+            authority: HeaderValue::from_str(authority.as_str())?,
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            tls,
+        })
+    }
+}
+
+/// Web PKI verification against the system's CA bundle (ring provider only).
+fn client_tls() -> anyhow::Result<ClientConfig> {
+    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| CA_BUNDLE.to_string());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&bundle)
+        .and_then(|it| it.collect())
+        .with_context(|| {
+            format!(
+                "failed to read CA certificates from `{bundle}` (install ca-certificates, or set SSL_CERT_FILE)"
+            )
+        })?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        bail!("`{bundle}` holds no usable CA certificate");
+    }
+    let mut cfg =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .context("failed to set up TLS")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The signing key of `DATA/alerts/webhook.key`, created (32 random bytes, hex, mode 0600) if missing.
+pub fn signing_key(alerts_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = alerts_dir.join("webhook.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .context("failed to read /dev/urandom")?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("failed to create `{}`", path.display()))?;
+        f.write_all(format!("{hex}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    Ok(text.trim().as_bytes().to_vec())
+}
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `key`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    let out = mac.finalize().into_bytes();
+    let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// A file-system-safe name for a destination: its host and port and a short hash of the whole URL.
+fn dest_name(url: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(url.as_bytes());
+    let short: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let host: String = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("webhook-{host}-{short}")
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Delivered,
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
+    Final {
+        status: u16,
+        why: String,
+    },
+}
+
+/// One destination's delivery loop.
+struct Delivery {
+    url: String,
+    target: Target,
+    min_severity: Level,
+    key: Vec<u8>,
+    alerts: PathBuf,
+    cursor: PathBuf,
+    dlq: PathBuf,
+}
+
+/// Starts one delivery thread per webhook; they stop when `stop` is set (an alert in flight is sent again
+/// after a restart).
+pub fn start(
+    data: &Path,
+    webhooks: &[Webhook],
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    if webhooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let alerts_dir = data.join("alerts");
+    let outbox = alerts_dir.join("outbox");
+    std::fs::create_dir_all(&outbox)
+        .with_context(|| format!("failed to create `{}`", outbox.display()))?;
+    let key = signing_key(&alerts_dir)?;
+    let mut threads = Vec::new();
+    for w in webhooks {
+        let name = dest_name(&w.url);
+        let d = Delivery {
+            url: w.url.clone(),
+            target: Target::parse(&w.url)?,
+            min_severity: w.min_severity,
+            key: key.clone(),
+            alerts: alerts_dir.join("alerts.jsonl"),
+            cursor: outbox.join(format!("{name}.cursor")),
+            dlq: outbox.join(format!("{name}.dlq.jsonl")),
+        };
+        let stop = stop.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || d.run(&stop))?,
+        );
+    }
+    Ok(threads)
+}
+
+impl Delivery {
+    fn run(self, stop: &AtomicBool) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(url = %self.url, error = %e, "alert delivery cannot start");
+                return;
+            }
+        };
+        while !stop.load(Ordering::SeqCst) {
+            match self.next(stop, &rt) {
+                Ok(true) => {}
+                Ok(false) => std::thread::sleep(IDLE),
+                Err(e) => {
+                    tracing::error!(url = %self.url, error = %format!("{e:#}"), "alert delivery failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn position(&self) -> anyhow::Result<u64> {
+        match std::fs::read_to_string(&self.cursor) {
+            Ok(s) => s
+                .trim()
+                .parse()
+                .with_context(|| format!("`{}` is not an outbox cursor", self.cursor.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).with_context(|| format!("failed to read `{}`", self.cursor.display())),
+        }
+    }
+
+    fn commit(&self, position: u64) -> anyhow::Result<()> {
+        let tmp = self.cursor.with_extension("cursor.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(format!("{position}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.cursor)
+            .with_context(|| format!("failed to write `{}`", self.cursor.display()))?;
+        Ok(())
+    }
+
+    /// Handles the next alert, if a complete line waits: sends it (retrying until delivered, dead-lettered
+    /// or stopped), then moves the cursor past it. Whether there was one.
+    fn next(&self, stop: &AtomicBool, rt: &tokio::runtime::Runtime) -> anyhow::Result<bool> {
+        let position = self.position()?;
+        let mut file = match File::open(&self.alerts) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).context("failed to open the alerts file"),
+        };
+        file.seek(SeekFrom::Start(position))?;
+        let mut line = Vec::new();
+        BufReader::new(file).read_until(b'\n', &mut line)?;
+        if !line.ends_with(b"\n") {
+            return Ok(false); // nothing, or a line still being written
+        }
+        let next = position + line.len() as u64;
+        let body = Bytes::from(line[..line.len() - 1].to_vec());
+        let alert: Alert = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                self.dead_letter(&body, 0, &format!("not an alert: {e}"))?;
+                self.commit(next)?;
+                return Ok(true);
+            }
+        };
+        if alert.severity < self.min_severity {
+            self.commit(next)?;
+            return Ok(true);
+        }
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let started = std::time::Instant::now();
+            let attempt = rt.block_on(async {
+                tokio::time::timeout(ATTEMPT_TIMEOUT, self.send(&alert.id, body.clone()))
+                    .await
+                    .unwrap_or_else(|_| Attempt::Retry {
+                        after: None,
+                        why: "timed out".into(),
+                    })
+            });
+            match attempt {
+                Attempt::Delivered => {
+                    tracing::info!(
+                        url = %self.url,
+                        alert = %alert.id,
+                        ms = started.elapsed().as_millis() as u64,
+                        "alert delivered"
+                    );
+                    break;
+                }
+                Attempt::Final { status, why } => {
+                    tracing::error!(url = %self.url, alert = %alert.id, status, "alert refused: {why}; dead-lettered");
+                    self.dead_letter(&body, status, &why)?;
+                    break;
+                }
+                Attempt::Retry { after, why } => {
+                    let wait = match after {
+                        Some(a) => a.min(MAX_RETRY_AFTER),
+                        None => jitter(backoff),
+                    };
+                    tracing::warn!(url = %self.url, alert = %alert.id, wait_ms = wait.as_millis() as u64, "alert not delivered ({why}); retrying");
+                    sleep_unless_stopped(wait, stop);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.commit(next)?;
+        Ok(true)
+    }
+
+    async fn send(&self, alert_id: &str, body: Bytes) -> Attempt {
+        let retry = |why: String| Attempt::Retry { after: None, why };
+        let tcp = match TcpStream::connect((self.target.host.as_str(), self.target.port)).await {
+            Ok(t) => t,
+            Err(e) => return retry(format!("cannot connect: {e}")),
+        };
+        let mut req = hyper::Request::post(self.target.path.as_str())
+            .body(Full::new(body.clone()))
+            .expect("a valid request");
+        let h = req.headers_mut();
+        h.insert(HOST, self.target.authority.clone());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(USER_AGENT, HeaderValue::from_static("kubetrail"));
+        if let Ok(v) = HeaderValue::from_str(&signature(&self.key, &body)) {
+            h.insert("x-kubetrail-signature", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(alert_id) {
+            h.insert("x-kubetrail-alert-id", v);
+        }
+        let response = match &self.target.tls {
+            Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
+                Ok(stream) => exchange(TokioIo::new(stream), req).await,
+                Err(e) => return retry(format!("TLS handshake failed: {e}")),
+            },
+            None => exchange(TokioIo::new(tcp), req).await,
+        };
+        let (status, retry_after, text) = match response {
+            Ok(r) => r,
+            Err(e) => return retry(e),
+        };
+        match status {
+            200..=299 => Attempt::Delivered,
+            408 | 425 | 429 | 500..=599 => Attempt::Retry {
+                after: retry_after,
+                why: format!("HTTP {status}"),
+            },
+            _ => Attempt::Final {
+                status,
+                why: format!("HTTP {status}: {text}"),
+            },
+        }
+    }
+
+    fn dead_letter(&self, body: &[u8], status: u16, why: &str) -> anyhow::Result<()> {
+        let alert: serde_json::Value =
+            serde_json::from_slice(body).unwrap_or_else(|_| String::from_utf8_lossy(body).into());
+        let entry = serde_json::json!({
+            "time": jiff::Timestamp::now().to_string(),
+            "url": self.url,
+            "status": status,
+            "reason": why,
+            "alert": alert,
+        });
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.dlq)
+            .with_context(|| format!("failed to open `{}`", self.dlq.display()))?;
+        f.write_all(format!("{entry}\n").as_bytes())?;
+        f.sync_data()?;
+        Ok(())
+    }
+}
+
+/// One request on a fresh connection: the status, Retry-After, and the first 300 characters of the body.
+async fn exchange<S>(
+    io: TokioIo<S>,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Option<Duration>, String), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(async move { conn.await.ok() });
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+    Ok((status, retry_after, text))
+}
+
+/// `d` give or take 20%.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let factor = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
+    d.mul_f64(factor)
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_rfc_4231_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn destination_names_are_safe_and_distinct() {
+        let a = dest_name("https://hooks.example.com/services/T0/B0/x");
+        let b = dest_name("https://hooks.example.com/services/T0/B0/y");
+        assert!(a.starts_with("webhook-hooks_example_com-"), "{a}");
+        assert_ne!(a, b);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+        );
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(Target::parse("ftp://x").is_err());
+        assert!(Target::parse("http://127.0.0.1:9/hook").is_ok());
+    }
+}

@@ -1,0 +1,235 @@
+//! `kubetrail serve --alert-webhook URL` against a local receiver that answers as an overloaded, a refusing and
+//! a healthy endpoint would: each alert arrives as one signed JSON object per POST, 503 with Retry-After is
+//! retried, 400 is dead-lettered, and an alert in flight when kubetrail is killed -9 is delivered after the
+//! restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
+
+/// One request the receiver got.
+#[derive(Debug)]
+struct Got {
+    signature: String,
+    alert_id: String,
+    body: Vec<u8>,
+}
+
+/// A receiver: each request is reported on `got`, then answered with the next of `answers`
+/// (status, extra header line); a request that arrives with no answer queued waits for one.
+fn receiver() -> (u16, Receiver<Got>, Sender<(u16, &'static str)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got_tx, got) = channel();
+    let (answer, answers) = channel::<(u16, &'static str)>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
+                continue;
+            };
+            if got_tx.send(request).is_err() {
+                return;
+            }
+            let Ok((status, header)) = answers.recv() else {
+                return;
+            };
+            let body = format!("{{\"status\":{status}}}");
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n{header}\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, got, answer)
+}
+
+fn read_request(stream: &TcpStream) -> Option<Got> {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    if !line.starts_with("POST /hook ") {
+        return None;
+    }
+    let (mut len, mut signature, mut alert_id) = (0, String::new(), String::new());
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':')?;
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => len = v.trim().parse().ok()?,
+            "x-kubetrail-signature" => signature = v.trim().to_string(),
+            "x-kubetrail-alert-id" => alert_id = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Got {
+        signature,
+        alert_id,
+        body,
+    })
+}
+
+fn curl(port: u16, path: &str, body: Option<&str>) -> u16 {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "30",
+    ]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl is installed");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+fn start(dir: &Path, port: u16, hook: u16, n: usize) -> Child {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let config = dir.join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\n",
+            dir.join("data").display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--alert-webhook", &format!("http://127.0.0.1:{hook}/hook")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("serve-{n}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(port, "/readyz", None) != 200 {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The positive fixture with its own auditID and user, so each post raises a new alert.
+fn event(n: u32) -> String {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let text = std::fs::read_to_string(rules.join("secrets-listed.positive.jsonl")).unwrap();
+    text.replace(
+        "5a1c0e55-0000-4000-8000-000000000001",
+        &format!("5a1c0e55-0000-4000-8000-{n:012}"),
+    )
+    .replace("eve@example.com", &format!("user{n}@example.com"))
+}
+
+fn wait(got: &Receiver<Got>) -> Got {
+    got.recv_timeout(Duration::from_secs(30))
+        .expect("the receiver got a request within 30 s")
+}
+
+#[test]
+fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (hook, got, answer) = receiver();
+    let mut server = start(tmp.path(), port, hook, 1);
+    let key = std::fs::read_to_string(tmp.path().join("data/alerts/webhook.key")).unwrap();
+
+    // 1. Overloaded once (503, Retry-After: 1), then delivered: the same alert twice, signed.
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(1))), 200);
+    let first = wait(&got);
+    answer.send((503, "Retry-After: 1\r\n")).unwrap();
+    let again = wait(&got);
+    answer.send((200, "")).unwrap();
+    assert_eq!(first.body, again.body, "the retry carries the same alert");
+    let alert: serde_json::Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!(alert["rule"]["id"], "test-secrets-listed");
+    assert_eq!(alert["actor"]["username"], "user1@example.com");
+    assert_eq!(alert["severity"], "high");
+    assert_eq!(again.alert_id, alert["id"].as_str().unwrap());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.trim().as_bytes()).unwrap();
+    mac.update(&again.body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(again.signature, format!("sha256={hex}"));
+
+    // 2. Refused (400): dead-lettered, not retried; the next alert goes through.
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(2))), 200);
+    let refused = wait(&got);
+    answer.send((400, "")).unwrap();
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(3))), 200);
+    let third = wait(&got);
+    answer.send((200, "")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&third.body).unwrap();
+    assert_eq!(v["actor"]["username"], "user3@example.com");
+    let outbox = tmp.path().join("data/alerts/outbox");
+    let dlq: Vec<serde_json::Value> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".dlq.jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect();
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["status"], 400);
+    assert_eq!(
+        dlq[0]["alert"],
+        serde_json::from_slice::<serde_json::Value>(&refused.body).unwrap()
+    );
+
+    // 3. kill -9 while an alert is in flight (the receiver holds its answer): delivered after the restart.
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(4))), 200);
+    let in_flight = wait(&got);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    answer.send((200, "")).unwrap(); // to a connection nobody reads any more
+    let mut server = start(tmp.path(), port, hook, 2);
+    let redelivered = wait(&got);
+    answer.send((200, "")).unwrap();
+    assert_eq!(redelivered.body, in_flight.body);
+    // The outbox goes in order: the next request is a new alert, not one delivered before the kill.
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(5))), 200);
+    let fifth = wait(&got);
+    answer.send((200, "")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&fifth.body).unwrap();
+    assert_eq!(v["actor"]["username"], "user5@example.com");
+    let _ = server.kill();
+    let _ = server.wait();
+}
