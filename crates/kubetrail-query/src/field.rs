@@ -166,14 +166,29 @@ pub(crate) fn resolve(word: &str) -> Result<Field, FieldError> {
         if segments.iter().any(String::is_empty) {
             return Err(FieldError::EmptySegment);
         }
-        return Ok(Field::JsonPath(segments));
+        return Ok(path_or_column(segments));
     }
     if EVENT_KEYS.contains(&word) {
-        return Ok(Field::JsonPath(vec![word.to_owned()]));
+        return Ok(path_or_column(vec![word.to_owned()]));
     }
     Err(FieldError::Unknown {
         suggestion: suggest(word),
     })
+}
+
+/// A path the store keeps as a column (`objectRef.name` is `name`) reads the column, which statistics and
+/// bloom filters prune, instead of every event's JSON; the column's semantics are the path's (the short names
+/// are defined by these paths).
+fn path_or_column(segments: Vec<String>) -> Field {
+    match Column::ALL.iter().find(|c| {
+        // Not `code`: a path compares text with text, an integer column would refuse `code = "x"`.
+        c.kind != ColumnKind::Int
+            && !c.event_path.is_empty()
+            && c.event_path.iter().eq(segments.iter())
+    }) {
+        Some(c) => Field::Column(c.column),
+        None => Field::JsonPath(segments),
+    }
 }
 
 /// The short name closest to a mistyped one, if any is close: within an edit distance of a third of the

@@ -293,10 +293,12 @@ mod tests {
             "requestObject.spec.containers.image ~ '*:latest'",
             r#"kt_json_match("event", 'requestObject.spec.containers.image', '~', '*:latest')"#,
         );
+        // Paths the store keeps as columns read the columns.
         check(
             "objectRef.namespace = default",
-            r#"kt_json_match("event", 'objectRef.namespace', '=', 'default')"#,
+            r#""namespace" = 'default'"#,
         );
+        check("user.groups = dev", r#"array_has("groups", 'dev')"#);
         check(
             "user.extra != x",
             r#"NOT kt_json_match("event", 'user.extra', '=', 'x')"#,
@@ -305,10 +307,7 @@ mod tests {
             "responseStatus.code in (403, \"it's\")",
             r#"kt_json_match("event", 'responseStatus.code', '=', '403', 'it''s')"#,
         );
-        check(
-            "requestURI = /healthz",
-            r#"kt_json_match("event", 'requestURI', '=', '/healthz')"#,
-        );
+        check("requestURI = /healthz", r#""uri" = '/healthz'"#);
         check(
             "annotations.authorization.k8s.io/decision = forbid",
             r#"kt_json_match("event", 'annotations.authorization.k8s.io/decision', '=', 'forbid')"#,
