@@ -37,8 +37,9 @@ const SCENARIOS: &[(&str, &[&str])] = &[
         &["kt-anonymous-allowed"],
     ),
     (
+        // One identity: the per-address rule (many identities from one address) is not for it.
         "ForbiddenBurst: 20-40 denied probes by one service account",
-        &["kt-forbidden-burst-user", "kt-forbidden-burst-ip"],
+        &["kt-forbidden-burst-user"],
     ),
     (
         "TokenTheft: a year-long token for generic-garbage-collector, then used from outside",
@@ -85,9 +86,13 @@ fn run(attacks: bool) -> Run {
 }
 
 fn run_with(attacks: bool, stages: bool, events: usize) -> Run {
+    run_at(attacks, stages, events, RATE)
+}
+
+fn run_at(attacks: bool, stages: bool, events: usize, rate: f64) -> Run {
     let mut g = Generator::new(kubetrail_gen::Config {
         nodes: 50,
-        rate: RATE,
+        rate,
         attacks,
         stages,
         ..Default::default()
@@ -127,6 +132,20 @@ fn print(title: &str, c: &BTreeMap<(Level, String), (u64, u64)>) {
         println!("  {level:<13} {id:<30} {alerts:>5} alerts");
         let _ = requests;
     }
+}
+
+/// The same traffic forty times denser (100 events/s, as `kubetrail gen` makes it): the benign 403s of a
+/// misconfigured client repeat often enough to trip a count of denials, not a count of resources denied.
+#[test]
+fn dense_benign_traffic_raises_nothing_of_medium_or_above() {
+    let r = run_at(false, false, 100_000, 100.0);
+    let loud: Vec<String> = r
+        .alerts
+        .iter()
+        .filter(|a| a.severity >= Level::Medium)
+        .map(|a| format!("{} {} {}", a.severity, a.rule.id, a.summary))
+        .collect();
+    assert!(loud.is_empty(), "{}", loud.join("\n"));
 }
 
 #[test]
