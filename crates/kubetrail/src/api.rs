@@ -1,5 +1,7 @@
 //! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline` and
-//! `/api/v1/scope`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports).
+//! `/api/v1/scope`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
+//! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
+//! reopen|assign|note}`, each change recorded with the authenticated caller.
 //!
 //! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
 //! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
@@ -49,15 +51,18 @@ const MAX_PARAMS_BYTES: usize = 1 << 20;
 pub struct QueryApi {
     /// The data directory's `store`.
     store: PathBuf,
+    /// The data directory (alerts and their workflow).
+    data: PathBuf,
     /// The runtime queries run on.
     runtime: tokio::runtime::Handle,
     slots: Arc<Semaphore>,
 }
 
 impl QueryApi {
-    pub fn new(store: PathBuf, runtime: tokio::runtime::Handle) -> QueryApi {
+    pub fn new(data: PathBuf, runtime: tokio::runtime::Handle) -> QueryApi {
         QueryApi {
-            store,
+            store: data.join("store"),
+            data,
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
         }
@@ -70,6 +75,12 @@ impl QueryApi {
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
+            .route("/api/v1/alerts", get(alerts_list))
+            .route("/api/v1/alerts/{id}", get(alert_show))
+            .route(
+                "/api/v1/alerts/{id}/{action}",
+                axum::routing::post(alert_change),
+            )
             .with_state(Arc::new(self))
     }
 }
@@ -402,4 +413,110 @@ async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
         ReportRequest::Scope(ScopeRequest { user }),
     )
     .await
+}
+
+// ---- alerts ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsParams {
+    status: Option<crate::alerts::Status>,
+    all: Option<bool>,
+    min_severity: Option<kubetrail_detect::Level>,
+}
+
+/// `GET /api/v1/alerts`: `{"alerts": [...]}`, newest first, open and acknowledged unless `status` or `all`.
+async fn alerts_list(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p: AlertsParams = Query::<AlertsParams>::try_from_uri(req.uri())
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad(e.body_text()))?;
+    let data = api.data.clone();
+    let mut alerts = tokio::task::spawn_blocking(move || crate::alerts::load(&data))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    alerts.retain(|t| {
+        p.min_severity.is_none_or(|m| t.alert.severity >= m)
+            && match (p.all.unwrap_or(false), p.status) {
+                (true, _) => true,
+                (false, Some(s)) => t.status == s,
+                (false, None) => t.status != crate::alerts::Status::Resolved,
+            }
+    });
+    alerts.reverse();
+    alerts.truncate(MAX_ROWS);
+    Ok(Json(json!({ "count": alerts.len(), "alerts": alerts })))
+}
+
+/// `GET /api/v1/alerts/{id}`: the alert with its status and history.
+async fn alert_show(
+    State(api): State<Arc<QueryApi>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Answer {
+    let data = api.data.clone();
+    let t = tokio::task::spawn_blocking(move || crate::alerts::find(&data, &id))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    to: Option<String>,
+    text: Option<String>,
+}
+
+/// `POST /api/v1/alerts/{id}/{ack|resolve|reopen|assign|note}` (`{"to"}` for assign, `{"text"}` for note):
+/// recorded with the authenticated caller as who made the change.
+async fn alert_change(
+    State(api): State<Arc<QueryApi>>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    axum::Extension(peer): axum::Extension<kubetrail_server::Peer>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let b: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ChangeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("the body is not a JSON object: {e}")))?
+    };
+    use crate::alerts::Action;
+    let action = match (action.as_str(), b.to, b.text) {
+        ("ack", None, None) => Action::Ack,
+        ("resolve", None, None) => Action::Resolve,
+        ("reopen", None, None) => Action::Reopen,
+        ("assign", Some(to), None) => Action::Assign { to },
+        ("note", None, Some(text)) => Action::Note { text },
+        ("assign", ..) => return Err(ApiError::bad("assign takes {\"to\": \"ANALYST\"}")),
+        ("note", ..) => return Err(ApiError::bad("note takes {\"text\": \"...\"}")),
+        ("ack" | "resolve" | "reopen", ..) => {
+            return Err(ApiError::bad(format!("{action} takes no body")));
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no action `{action}`: ack, resolve, reopen, assign or note"),
+            ));
+        }
+    };
+    let by = match &peer.identity {
+        Some(i) => format!("api:{i}"),
+        None => format!("api:{}", peer.addr.ip()),
+    };
+    let data = api.data.clone();
+    let t = tokio::task::spawn_blocking(move || crate::alerts::record(&data, &id, action, &by))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| {
+            let m = format!("{e:#}");
+            let status = if m.starts_with("no alert") || m.contains("is the start of") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, m)
+        })?;
+    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
 }

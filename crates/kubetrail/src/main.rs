@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alerts;
 mod api;
 mod cmd;
 mod config;
@@ -63,6 +64,9 @@ enum Command {
     /// List the detection rules, show one's documentation and runbook, test rules against their fixtures.
     #[command(subcommand)]
     Rules(cmd::rules::RulesCommand),
+    /// The alerts serve raised: list, show, acknowledge, resolve, assign, annotate (each change recorded).
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
     /// Delete expired partitions (classes by rule, default 400 days), keeping legal holds; every deletion signed.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCommand),
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => cmd::generate::run(args),
         Command::Detect(args) => cmd::detect::run(args),
         Command::Rules(c) => cmd::rules::run(c),
+        Command::Alerts(c) => cmd::alerts::run(c),
         Command::Setup(c) => cmd::setup::run(c),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Checkpoint(c) => cmd::checkpoint::run(c),

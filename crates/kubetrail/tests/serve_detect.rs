@@ -47,6 +47,35 @@ fn curl(port: u16, path: &str, body: Option<&str>) -> u16 {
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }
 
+/// A request with a JSON answer: (status, body).
+fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "30",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 fn start(config: &Path, log: &Path, port: u16) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -120,9 +149,61 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     let log = std::fs::read_to_string(tmp.path().join("serve-1.log")).unwrap();
     assert!(log.contains("detecting with 1 rules"), "{log}");
 
+    // The analyst's workflow: acknowledged from the CLI, resolved over the API, each change on record.
+    let id = written[0]["id"].as_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .env("USER", "analyst-ann")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = cli(&["alerts", "list"]);
+    assert!(listed.contains(&id) && listed.contains("open"), "{listed}");
+    let acked = cli(&["alerts", "ack", &id[..8], "--note", "looking at it"]);
+    assert!(acked.contains("acknowledged"), "{acked}");
+    let shown = cli(&["alerts", "show", &id]);
+    assert!(shown.contains("status: acknowledged"), "{shown}");
+    assert!(
+        shown.contains("analyst-ann  note: looking at it"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("investigate: kubetrail scope --user eve@example.com"),
+        "{shown}"
+    );
+
     // A restart resumes after what was evaluated: the stored events do not alert again.
     let server = start(&config, &tmp.path().join("serve-2.log"), port);
     assert_eq!(curl(port, "/k8s-audit", Some(&negative)), 200);
+    let (status, open) = call(port, "GET", "/api/v1/alerts", "");
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(open["alerts"][0]["status"], "acknowledged");
+    assert_eq!(open["alerts"][0]["history"][1]["text"], "looking at it");
+    assert_eq!(open["alerts"][0]["history"][0]["by"], "analyst-ann");
+    let (status, resolved) = call(port, "POST", &format!("/api/v1/alerts/{id}/resolve"), "");
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["history"][2]["by"], "api:127.0.0.1");
+    let (status, _) = call(port, "POST", &format!("/api/v1/alerts/{id}/escalate"), "");
+    assert_eq!(status, 404);
+    let (status, _) = call(port, "POST", "/api/v1/alerts/nope/ack", "");
+    assert_eq!(status, 404);
+    let (_, open) = call(port, "GET", "/api/v1/alerts", "");
+    assert_eq!(
+        open["count"], 0,
+        "resolved alerts are not listed by default"
+    );
+    let (_, all) = call(port, "GET", "/api/v1/alerts?all=true", "");
+    assert_eq!(all["count"], 1);
     // A clean stop evaluates everything stored before it exits.
     server.stop();
     assert_eq!(alerts(&data).len(), 1, "{:?}", alerts(&data));

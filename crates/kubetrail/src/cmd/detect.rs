@@ -30,7 +30,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn level(self) -> Level {
+    pub fn level(self) -> Level {
         match self {
             Severity::Informational => Level::Informational,
             Severity::Low => Level::Low,

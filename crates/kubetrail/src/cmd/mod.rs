@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod config;
 pub mod detect;

@@ -370,7 +370,8 @@ fn hold_release(args: HoldReleaseArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Who changes a hold, for the log: the OS user (`$USER`, else `$LOGNAME`, else the uid).
-fn os_user() -> String {
+/// The OS user running the command, for records of who did what.
+pub fn os_user() -> String {
     if let Some(u) = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))

@@ -1,0 +1,185 @@
+//! The analyst's view of alerts: what detection wrote to `DATA/alerts/alerts.jsonl` (the latest state of each
+//! alert id wins: an update of a grouped alert supersedes it), with the workflow kept beside it in
+//! `DATA/alerts/workflow.jsonl`, an append-only log of who acknowledged, resolved, assigned or annotated which
+//! alert and when. Nothing is rewritten: every status change stays on record.
+//!
+//! Appends take an exclusive lock on `DATA/alerts/.workflow.lock`, so the CLI and a running `serve` (the
+//! API) can both write.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kubetrail_detect::Alert;
+use serde::{Deserialize, Serialize};
+
+/// Where an alert is in the analyst's workflow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+/// One change made by an analyst.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    Ack,
+    Resolve,
+    Reopen,
+    Assign { to: String },
+    Note { text: String },
+}
+
+/// A line of the workflow log (not `deny_unknown_fields`: serde cannot combine it with the flattened action).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub alert: String,
+    #[serde(flatten)]
+    pub action: Action,
+    /// Who made it: an OS user from the CLI, the authenticated caller from the API.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
+/// An alert with its workflow.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tracked {
+    #[serde(flatten)]
+    pub alert: Alert,
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub history: Vec<Change>,
+}
+
+pub fn alerts_dir(data: &Path) -> PathBuf {
+    data.join("alerts")
+}
+
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("failed to open `{}`", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("failed to read `{}`", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A line cut by a crash mid-write is the last one: skip it rather than refuse the rest.
+        match serde_json::from_str(&line) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), line = i + 1, error = %e, "unreadable line skipped")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every alert with its workflow, oldest first.
+pub fn load(data: &Path) -> anyhow::Result<Vec<Tracked>> {
+    let dir = alerts_dir(data);
+    let mut by_id: BTreeMap<String, Tracked> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for a in read_lines::<Alert>(&dir.join("alerts.jsonl"))? {
+        match by_id.get_mut(&a.id) {
+            Some(t) => t.alert = a,
+            None => {
+                order.push(a.id.clone());
+                by_id.insert(
+                    a.id.clone(),
+                    Tracked {
+                        alert: a,
+                        status: Status::Open,
+                        assignee: None,
+                        history: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    for c in read_lines::<Change>(&dir.join("workflow.jsonl"))? {
+        let Some(t) = by_id.get_mut(&c.alert) else {
+            continue;
+        };
+        match &c.action {
+            Action::Ack => t.status = Status::Acknowledged,
+            Action::Resolve => t.status = Status::Resolved,
+            Action::Reopen => t.status = Status::Open,
+            Action::Assign { to } => t.assignee = Some(to.clone()),
+            Action::Note { .. } => {}
+        }
+        t.history.push(c);
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect())
+}
+
+/// The alert whose id is `id`, or starts with it when that is unambiguous.
+pub fn find(data: &Path, id: &str) -> anyhow::Result<Tracked> {
+    let all = load(data)?;
+    if let Some(t) = all.iter().find(|t| t.alert.id == id) {
+        return Ok(t.clone());
+    }
+    let matches: Vec<&Tracked> = all
+        .iter()
+        .filter(|t| !id.is_empty() && t.alert.id.starts_with(id))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no alert `{id}`: `kubetrail alerts list` shows their ids"),
+        many => bail!(
+            "`{id}` is the start of {} alert ids: give more of it",
+            many.len()
+        ),
+    }
+}
+
+/// Records a change of the alert `id` (or an unambiguous prefix) made by `by`; returns the alert after it.
+pub fn record(data: &Path, id: &str, action: Action, by: &str) -> anyhow::Result<Tracked> {
+    let alert = find(data, id)?;
+    if let Action::Assign { to } | Action::Note { text: to } = &action
+        && to.trim().is_empty()
+    {
+        bail!("say who to assign it to, or what the note says");
+    }
+    let dir = alerts_dir(data);
+    std::fs::create_dir_all(&dir)?;
+    let lock_path = dir.join(".workflow.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("failed to open `{}`", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("failed to lock `{}`", lock_path.display()))?;
+    let change = Change {
+        alert: alert.alert.id.clone(),
+        action,
+        by: by.to_string(),
+        at: jiff::Timestamp::now().to_string(),
+    };
+    let path = dir.join("workflow.jsonl");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("failed to open `{}`", path.display()))?;
+    f.write_all(format!("{}\n", serde_json::to_string(&change)?).as_bytes())?;
+    f.sync_data()?;
+    drop(lock);
+    find(data, &change.alert)
+}
