@@ -45,12 +45,57 @@ const IDLE: Duration = Duration::from_millis(100);
 /// The system's CA bundle on Debian and most Linux distributions (override with SSL_CERT_FILE).
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// What a destination speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The alert line itself, HMAC-signed.
+    Webhook,
+    /// Prometheus Alertmanager's API v2 (`POST {url}/api/v2/alerts`): labels alertname (the rule id),
+    /// severity, rule, actor and kubetrail_alert (the alert id); the title, summary, requests, source IPs
+    /// and runbook command as annotations; `endsAt` 24 h after delivery, so Alertmanager keeps it firing.
+    Alertmanager,
+}
+
 /// Where alerts go.
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub url: String,
+    pub kind: Kind,
     /// Only alerts of this severity or above.
     pub min_severity: Level,
+}
+
+/// How long Alertmanager keeps an alert firing after it was delivered.
+const ALERTMANAGER_HOLD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The Alertmanager v2 body for one alert.
+pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
+    let ends = jiff::Timestamp::now()
+        .checked_add(ALERTMANAGER_HOLD)
+        .unwrap_or(jiff::Timestamp::MAX);
+    let ids: Vec<&str> = a.audit_ids.iter().take(20).map(String::as_str).collect();
+    let body = serde_json::json!([{
+        "labels": {
+            "alertname": a.rule.id,
+            "severity": a.severity.as_str(),
+            "rule": a.rule.id,
+            "actor": a.actor.username,
+            "kubetrail_alert": a.id,
+            "source": "kubetrail",
+        },
+        "annotations": {
+            "title": a.rule.title,
+            "summary": a.summary,
+            "count": a.count.to_string(),
+            "audit_ids": ids.join(","),
+            "source_ips": a.source_ips.join(","),
+            "runbook": format!("kubetrail rules show {}", a.rule.id),
+            "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
+        },
+        "startsAt": a.time,
+        "endsAt": ends.to_string(),
+    }]);
+    serde_json::to_vec(&body).expect("JSON serialises")
 }
 
 /// A parsed destination URL.
@@ -187,6 +232,7 @@ enum Attempt {
 /// One destination's delivery loop.
 struct Delivery {
     url: String,
+    kind: Kind,
     target: Target,
     min_severity: Level,
     key: Vec<u8>,
@@ -213,9 +259,14 @@ pub fn start(
     let mut threads = Vec::new();
     for w in webhooks {
         let name = dest_name(&w.url);
+        let url = match w.kind {
+            Kind::Webhook => w.url.clone(),
+            Kind::Alertmanager => format!("{}/api/v2/alerts", w.url.trim_end_matches('/')),
+        };
         let d = Delivery {
-            url: w.url.clone(),
-            target: Target::parse(&w.url)?,
+            target: Target::parse(&url)?,
+            url,
+            kind: w.kind,
             min_severity: w.min_severity,
             key: key.clone(),
             alerts: alerts_dir.join("alerts.jsonl"),
@@ -306,6 +357,10 @@ impl Delivery {
             self.commit(next)?;
             return Ok(true);
         }
+        let body = match self.kind {
+            Kind::Webhook => body,
+            Kind::Alertmanager => Bytes::from(alertmanager_body(&alert)),
+        };
         let mut backoff = Duration::from_secs(1);
         loop {
             if stop.load(Ordering::SeqCst) {

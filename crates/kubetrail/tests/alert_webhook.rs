@@ -233,3 +233,110 @@ fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Against a real Prometheus Alertmanager (Debian `prometheus-alertmanager`, which `scripts/test` installs):
+/// the alert arrives with the labels routes need and the runbook in its annotations.
+#[test]
+fn alerts_reach_a_real_alertmanager_with_routing_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, am_port, cluster_port) = (free(), free(), free());
+    let am_config = tmp.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_config,
+        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+    )
+    .unwrap();
+    let mut am = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", am_config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
+        .arg(format!(
+            "--storage.path={}",
+            tmp.path().join("am").display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("am.log")).unwrap())
+        .spawn()
+        .expect("prometheus-alertmanager is installed (scripts/test installs it)");
+    let am_alerts = || -> Vec<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("curl")
+        .args(["-sf", "--max-time", "2"])
+        .arg(format!("http://127.0.0.1:{am_port}/-/ready"))
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "Alertmanager did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\n",
+            tmp.path().join("data").display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--alertmanager", &format!("http://127.0.0.1:{am_port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(port, "/readyz", None) != 200 {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(port, "/k8s-audit", Some(&event(7))), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        if let Some(a) = am_alerts().into_iter().next() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert reached Alertmanager");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = am.kill();
+    let _ = am.wait();
+    let labels = &alert["labels"];
+    assert_eq!(labels["alertname"], "test-secrets-listed", "{alert}");
+    assert_eq!(labels["severity"], "high");
+    assert_eq!(labels["rule"], "test-secrets-listed");
+    assert_eq!(labels["actor"], "user7@example.com");
+    assert_eq!(alert["status"]["state"], "active");
+    assert_eq!(
+        alert["annotations"]["runbook"],
+        "kubetrail rules show test-secrets-listed"
+    );
+    assert_eq!(
+        alert["annotations"]["audit_ids"],
+        "5a1c0e55-0000-4000-8000-000000000007"
+    );
+    assert_eq!(alert["startsAt"], "2026-01-01T03:00:00.000Z");
+}

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// until delivered, never lost across restarts.
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhooks: Vec<String>,
+    /// Send every alert of medium severity or above to this Prometheus Alertmanager (repeatable; its base
+    /// URL, e.g. http://alertmanager:9093): labels alertname, severity, rule, actor for routing.
+    #[arg(long = "alertmanager", value_name = "URL")]
+    pub alertmanagers: Vec<String>,
 }
 
 /// The pipeline as the HTTP listener sees it.
@@ -228,21 +232,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let stop = stop.clone();
         std::thread::spawn(move || detector.run(&stop))
     };
+    let destination = |kind| {
+        move |url: &String| crate::outbox::Webhook {
+            url: url.clone(),
+            kind,
+            min_severity: kubetrail_detect::Level::Medium,
+        }
+    };
     let webhooks: Vec<crate::outbox::Webhook> = args
         .alert_webhooks
         .iter()
-        .map(|url| crate::outbox::Webhook {
-            url: url.clone(),
-            min_severity: kubetrail_detect::Level::Medium,
-        })
+        .map(destination(crate::outbox::Kind::Webhook))
+        .chain(
+            args.alertmanagers
+                .iter()
+                .map(destination(crate::outbox::Kind::Alertmanager)),
+        )
         .collect();
     let delivering = crate::outbox::start(&dir, &webhooks, stop.clone())?;
     for w in &webhooks {
-        eprintln!(
-            "kubetrail: sending alerts of medium or above to {} (signed with {})",
-            w.url,
-            dir.join("alerts").join("webhook.key").display()
-        );
+        match w.kind {
+            crate::outbox::Kind::Webhook => eprintln!(
+                "kubetrail: sending alerts of medium or above to {} (signed with {})",
+                w.url,
+                dir.join("alerts").join("webhook.key").display()
+            ),
+            crate::outbox::Kind::Alertmanager => eprintln!(
+                "kubetrail: sending alerts of medium or above to Alertmanager at {}",
+                w.url
+            ),
+        }
     }
     let housekeeping = {
         let stop = stop.clone();
