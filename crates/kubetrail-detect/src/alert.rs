@@ -43,6 +43,10 @@ pub struct Alert {
     /// True when this supersedes an alert already handed out with the same id (its repeats were grouped).
     #[serde(default)]
     pub update: bool,
+    /// When an analyst resolved it (RFC 3339): set on the copy the workflow hands to the destinations, so
+    /// they close it (Alertmanager's `endsAt`); never set by the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
 }
 
 /// The most auditIDs an alert lists (the count goes on).

@@ -777,6 +777,7 @@ impl Engine {
             count: g.count,
             last_time: rfc3339(g.last),
             update,
+            resolved: None,
         }
     }
 }

@@ -93,6 +93,8 @@ pub fn load(data: &Path) -> anyhow::Result<Vec<Tracked>> {
     let mut order: Vec<String> = Vec::new();
     for a in read_lines::<Alert>(&dir.join("alerts.jsonl"))? {
         match by_id.get_mut(&a.id) {
+            // A resolution or reopening notice for the destinations: the workflow log holds the status.
+            Some(_) if a.resolved.is_some() => {}
             Some(t) => t.alert = a,
             None => {
                 order.push(a.id.clone());
@@ -180,6 +182,32 @@ pub fn record(data: &Path, id: &str, action: Action, by: &str) -> anyhow::Result
         .with_context(|| format!("failed to open `{}`", path.display()))?;
     f.write_all(format!("{}\n", serde_json::to_string(&change)?).as_bytes())?;
     f.sync_data()?;
+    // Tell the destinations (the outbox reads alerts.jsonl): a resolution closes the alert there, a reopening
+    // fires it again.
+    let notice = match change.action {
+        Action::Resolve => Some(Alert {
+            resolved: Some(change.at.clone()),
+            update: true,
+            ..alert.alert.clone()
+        }),
+        Action::Reopen => Some(Alert {
+            resolved: None,
+            update: true,
+            ..alert.alert.clone()
+        }),
+        _ => None,
+    };
+    if let Some(notice) = notice {
+        let path = dir.join("alerts.jsonl");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("failed to open `{}`", path.display()))?;
+        // One write: a line appended whole beside the detection thread's appends.
+        f.write_all(format!("{}\n", serde_json::to_string(&notice)?).as_bytes())?;
+        f.sync_data()?;
+    }
     drop(lock);
     find(data, &change.alert)
 }

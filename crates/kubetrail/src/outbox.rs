@@ -52,7 +52,8 @@ pub enum Kind {
     Webhook,
     /// Prometheus Alertmanager's API v2 (`POST {url}/api/v2/alerts`): labels alertname (the rule id),
     /// severity, rule, actor and kubetrail_alert (the alert id); the title, summary, requests, source IPs
-    /// and runbook command as annotations; `endsAt` 24 h after delivery, so Alertmanager keeps it firing.
+    /// and runbook command as annotations; `endsAt` 24 h after delivery, so Alertmanager keeps it firing, or
+    /// the time an analyst resolved it.
     Alertmanager,
 }
 
@@ -70,9 +71,14 @@ const ALERTMANAGER_HOLD: jiff::SignedDuration = jiff::SignedDuration::from_hours
 
 /// The Alertmanager v2 body for one alert.
 pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
-    let ends = jiff::Timestamp::now()
-        .checked_add(ALERTMANAGER_HOLD)
-        .unwrap_or(jiff::Timestamp::MAX);
+    // Resolved by an analyst: it ends then; otherwise it stays firing for a day after delivery.
+    let ends = match &a.resolved {
+        Some(at) => at.clone(),
+        None => jiff::Timestamp::now()
+            .checked_add(ALERTMANAGER_HOLD)
+            .unwrap_or(jiff::Timestamp::MAX)
+            .to_string(),
+    };
     let ids: Vec<&str> = a.audit_ids.iter().take(20).map(String::as_str).collect();
     let body = serde_json::json!([{
         "labels": {
@@ -93,7 +99,7 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
             "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
         },
         "startsAt": a.time,
-        "endsAt": ends.to_string(),
+        "endsAt": ends,
     }]);
     serde_json::to_vec(&body).expect("JSON serialises")
 }

@@ -320,6 +320,32 @@ fn alerts_reach_a_real_alertmanager_with_routing_labels() {
         assert!(Instant::now() < deadline, "no alert reached Alertmanager");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // Resolved by an analyst: Alertmanager hears it and the alert is no longer active.
+    let id = alert["labels"]["kubetrail_alert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = Command::new(BIN)
+        .args(["alerts", "resolve", &id, "--data"])
+        .arg(tmp.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while am_alerts()
+        .iter()
+        .any(|a| a["labels"]["kubetrail_alert"] == id.as_str() && a["status"]["state"] == "active")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the resolution did not reach Alertmanager"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let _ = server.kill();
     let _ = server.wait();
     let _ = am.kill();
