@@ -12,9 +12,40 @@ pub struct AlertRule {
 }
 
 /// Who made the requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub username: String,
+    /// The authenticated user's groups (of the first request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The user the request impersonated, if it did.
+    #[serde(
+        default,
+        rename = "impersonatedUser",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub impersonated_user: Option<String>,
+}
+
+/// What the first request was done to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub verb: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The request URI (non-resource requests have nothing else).
+    #[serde(
+        default,
+        rename = "requestURI",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub request_uri: String,
 }
 
 /// One alert: a rule matched one request, or the same actor repeated it (`count` > 1), or a correlation
@@ -43,6 +74,15 @@ pub struct Alert {
     /// True when this supersedes an alert already handed out with the same id (its repeats were grouped).
     #[serde(default)]
     pub update: bool,
+    /// What the first request was done to (absent for correlation alerts, which span requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The first request's user agent.
+    #[serde(default, rename = "userAgent", skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The rule's ATT&CK techniques (`T1552.007`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
     /// When an analyst resolved it (RFC 3339): set on the copy the workflow hands to the destinations, so
     /// they close it (Alertmanager's `endsAt`); never set by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -153,6 +153,16 @@ struct Group {
     audit_ids: Vec<String>,
     source_ips: Vec<String>,
     summary: String,
+    context: Context,
+}
+
+/// The first request's particulars an alert carries (empty for correlations).
+#[derive(Debug, Clone, Default)]
+struct Context {
+    groups: Vec<String>,
+    impersonated: Option<String>,
+    user_agent: Option<String>,
+    target: Option<crate::alert::Target>,
 }
 
 /// What an alert is about, for the groups.
@@ -161,6 +171,7 @@ struct Facts {
     audit_id: Option<String>,
     source_ips: Vec<String>,
     summary: String,
+    context: Context,
 }
 
 /// Compiled rules and the streaming state over events fed in order.
@@ -644,6 +655,32 @@ impl Engine {
         if let Some(Val::Num(code)) = f.get(c.code).next() {
             summary.push_str(&format!(" ({code})"));
         }
+        let opt = |slot| {
+            f.first_str(slot)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        // Values come out last first (as for sourceIPs above).
+        let mut groups: Vec<String> = f
+            .get(c.groups)
+            .filter_map(Val::as_str)
+            .map(str::to_string)
+            .collect();
+        groups.reverse();
+        groups.truncate(64);
+        let context = Context {
+            groups,
+            impersonated: opt(c.impersonated),
+            user_agent: opt(c.user_agent),
+            target: Some(crate::alert::Target {
+                verb: s(c.verb).to_string(),
+                resource: opt(c.resource),
+                subresource: opt(c.subresource),
+                namespace: opt(c.namespace),
+                name: opt(c.name),
+                request_uri: s(c.request_uri).to_string(),
+            }),
+        };
         Facts {
             username,
             audit_id: f
@@ -652,7 +689,19 @@ impl Engine {
                 .map(str::to_string),
             source_ips: ips,
             summary,
+            context,
         }
+    }
+
+    fn source_attack(&self, source: usize) -> Vec<String> {
+        let meta = match self.rules.get(source) {
+            Some(r) => &r.meta,
+            None => match self.correlations.get(source - self.rules.len()) {
+                Some(c) => &c.meta,
+                None => return Vec::new(),
+            },
+        };
+        meta.attack_techniques().collect()
     }
 
     fn source_meta(&self, source: usize) -> (&str, &str, Level) {
@@ -672,6 +721,7 @@ impl Engine {
             audit_id: f.audit_ids.first().cloned(),
             source_ips: f.source_ips,
             summary: f.summary,
+            context: Context::default(),
         };
         self.raise(
             source,
@@ -742,6 +792,7 @@ impl Engine {
             audit_ids,
             source_ips,
             summary: facts.summary.clone(),
+            context: facts.context.clone(),
         };
         g.audit_ids.truncate(MAX_AUDIT_IDS);
         self.stats.alerts += 1;
@@ -771,12 +822,17 @@ impl Engine {
             time: rfc3339(g.first),
             actor: Actor {
                 username: g.actor.to_string(),
+                groups: g.context.groups.clone(),
+                impersonated_user: g.context.impersonated.clone(),
             },
             source_ips: g.source_ips.clone(),
             summary,
             count: g.count,
             last_time: rfc3339(g.last),
             update,
+            target: g.context.target.clone(),
+            user_agent: g.context.user_agent.clone(),
+            attack: self.source_attack(g.source),
             resolved: None,
         }
     }

@@ -63,7 +63,7 @@ pub mod tuning;
 mod value;
 mod yaml;
 
-pub use alert::{Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS};
+pub use alert::{Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS, Target};
 pub use engine::{Config, Engine, EngineError, HEALTH_PATHS, Stats};
 pub use enrich::IdentityClass;
 pub use error::{EventError, LoadError, LoadErrors};

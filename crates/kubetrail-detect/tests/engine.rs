@@ -232,10 +232,11 @@ fn alert_serializes_as_the_design_line() {
     assert_eq!(v["severity"], "high");
     assert_eq!(v["auditIDs"], serde_json::json!(["s1"]));
     assert_eq!(v["time"], "2026-11-25T02:00:05Z");
-    assert_eq!(
-        v["actor"],
-        serde_json::json!({"username": "system:serviceaccount:web:api"})
-    );
+    assert_eq!(v["actor"]["username"], "system:serviceaccount:web:api");
+    // Added to the contract's fields: the first request's particulars, for triage.
+    assert_eq!(v["target"]["verb"], "get");
+    assert_eq!(v["target"]["resource"], "secrets");
+    assert_eq!(v["target"]["namespace"], "prod");
     assert_eq!(v["sourceIPs"], serde_json::json!(["203.0.113.7"]));
     assert_eq!(
         v["summary"],

@@ -131,10 +131,15 @@ pub fn engine(sources: &Sources, cfg: &DetectionConfig) -> anyhow::Result<(RuleS
 /// An alert for people: severity, rule, who, from where, when, what, the requests, and where the runbook is.
 pub fn render(alert: &Alert) -> String {
     let mut s = format!(
-        "{:<8} {}  {}\n",
+        "{:<8} {}  {}{}\n",
         alert.severity.as_str().to_uppercase(),
         alert.rule.id,
-        alert.rule.title
+        alert.rule.title,
+        if alert.attack.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", alert.attack.join(", "))
+        }
     );
     let when = if alert.count > 1 {
         format!(
@@ -153,6 +158,20 @@ pub fn render(alert: &Alert) -> String {
             alert.source_ips.join(", ")
         }
     ));
+    let a = &alert.actor;
+    if !a.groups.is_empty() || a.impersonated_user.is_some() || alert.user_agent.is_some() {
+        let mut who = Vec::new();
+        if !a.groups.is_empty() {
+            who.push(format!("groups {}", a.groups.join(",")));
+        }
+        if let Some(i) = &a.impersonated_user {
+            who.push(format!("impersonating {i}"));
+        }
+        if let Some(ua) = &alert.user_agent {
+            who.push(format!("with {ua}"));
+        }
+        s.push_str(&format!("         {}\n", who.join("; ")));
+    }
     s.push_str(&format!("         {}\n", alert.summary));
     let shown: Vec<&str> = alert.audit_ids.iter().take(5).map(String::as_str).collect();
     s.push_str(&format!(

@@ -51,7 +51,7 @@ pub enum Kind {
     /// The alert line itself, HMAC-signed.
     Webhook,
     /// Prometheus Alertmanager's API v2 (`POST {url}/api/v2/alerts`): labels alertname (the rule id),
-    /// severity, rule, actor and kubetrail_alert (the alert id); the title, summary, requests, source IPs
+    /// severity, rule, actor, namespace (when the request had one) and kubetrail_alert (the alert id); the title, summary, requests, source IPs
     /// and runbook command as annotations; `endsAt` 24 h after delivery, so Alertmanager keeps it firing, or
     /// the time an analyst resolved it.
     Alertmanager,
@@ -80,15 +80,19 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
             .to_string(),
     };
     let ids: Vec<&str> = a.audit_ids.iter().take(20).map(String::as_str).collect();
+    let mut labels = serde_json::json!({
+        "alertname": a.rule.id,
+        "severity": a.severity.as_str(),
+        "rule": a.rule.id,
+        "actor": a.actor.username,
+        "kubetrail_alert": a.id,
+        "source": "kubetrail",
+    });
+    if let Some(ns) = a.target.as_ref().and_then(|t| t.namespace.as_ref()) {
+        labels["namespace"] = ns.clone().into();
+    }
     let body = serde_json::json!([{
-        "labels": {
-            "alertname": a.rule.id,
-            "severity": a.severity.as_str(),
-            "rule": a.rule.id,
-            "actor": a.actor.username,
-            "kubetrail_alert": a.id,
-            "source": "kubetrail",
-        },
+        "labels": labels,
         "annotations": {
             "title": a.rule.title,
             "summary": a.summary,
@@ -96,6 +100,8 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
             "audit_ids": ids.join(","),
             "source_ips": a.source_ips.join(","),
             "runbook": format!("kubetrail rules show {}", a.rule.id),
+            "attack": a.attack.join(","),
+            "user_agent": a.user_agent.clone().unwrap_or_default(),
             "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
         },
         "startsAt": a.time,

@@ -297,6 +297,14 @@ fn the_built_in_pack_raises_each_step_of_the_seed_breach() {
     ] {
         let a = raised(rule);
         assert_eq!(a["severity"], severity, "{a}");
+        // The triage context travels in the alert: who (groups), with what, to what, which technique.
+        assert_eq!(a["actor"]["groups"][0], "system:serviceaccounts", "{a}");
+        assert!(
+            a["userAgent"].as_str().unwrap().starts_with("kubectl/"),
+            "{a}"
+        );
+        assert!(a["target"]["verb"].is_string(), "{a}");
+        assert!(a["attack"][0].as_str().unwrap().starts_with('T'), "{a}");
         assert_eq!(a["auditIDs"][0], audit_id, "{a}");
         assert_eq!(a["actor"]["username"], sa);
         // Each has a runbook a tier-1 analyst can follow, with kubetrail commands in it.
@@ -352,5 +360,29 @@ fn tuning_from_the_config_file() {
     assert!(
         format!("{out}{err}").contains("never by substring"),
         "{out}{err}"
+    );
+}
+
+#[test]
+fn an_alert_names_its_target() {
+    let dir = rules_dir();
+    let (out, _, _) = run(&[
+        "detect",
+        "--no-builtin",
+        "--rules",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        dir.join("secrets-listed.positive.jsonl").to_str().unwrap(),
+    ]);
+    let a: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(a["target"]["verb"], "list");
+    assert_eq!(a["target"]["resource"], "secrets");
+    assert!(a["target"].get("namespace").is_none(), "cluster-wide: {a}");
+    assert_eq!(a["target"]["requestURI"], "/api/v1/secrets?limit=500");
+    assert_eq!(a["attack"], serde_json::json!(["T1552.007"]));
+    assert_eq!(
+        a["actor"]["groups"],
+        serde_json::json!(["system:authenticated"])
     );
 }
