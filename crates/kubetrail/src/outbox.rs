@@ -12,7 +12,8 @@
 //! A 2xx is delivered. 408, 425, 429, 5xx and connection failures are retried with exponential backoff and
 //! jitter (1 s doubling to 60 s), honouring `Retry-After` (up to 10 minutes), without limit: nothing is lost.
 //! Any other answer is final: the alert goes to the dead-letter list `DATA/alerts/outbox/<name>.dlq.jsonl`
-//! with the status and the start of the answer.
+//! with the status and the start of the answer. `kubetrail alerts dlq replay` puts dead letters in the
+//! destination's replay queue (`<name>.replay.jsonl`, its own cursor), delivered before new alerts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -228,6 +229,112 @@ fn dest_name(url: &str) -> String {
     format!("webhook-{host}-{short}")
 }
 
+fn read_cursor(path: &Path) -> anyhow::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .with_context(|| format!("`{}` is not an outbox cursor", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
+    }
+}
+
+/// Replaces a cursor atomically (written aside, synced, renamed over).
+fn write_cursor(path: &Path, position: u64) -> anyhow::Result<()> {
+    let tmp = path.with_extension("cursor.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(format!("{position}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// One dead letter, as `kubetrail alerts dlq list` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The destination's outbox name.
+    #[serde(default)]
+    pub destination: String,
+    pub time: String,
+    pub url: String,
+    pub status: u16,
+    pub reason: String,
+    pub alert: serde_json::Value,
+}
+
+/// Every dead letter waiting in `DATA/alerts/outbox`, by destination then time.
+pub fn dead_letters(data: &Path) -> anyhow::Result<Vec<DeadLetter>> {
+    let outbox = data.join("alerts").join("outbox");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&outbox) {
+        Ok(d) => d
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".dlq.jsonl"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("failed to list `{}`", outbox.display())),
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .trim_end_matches(".dlq.jsonl")
+            .to_string();
+        let text = std::fs::read_to_string(&f)
+            .with_context(|| format!("failed to read `{}`", f.display()))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(mut d) = serde_json::from_str::<DeadLetter>(line) {
+                d.destination = name.clone();
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Puts the dead letters of `destination` (every destination when `None`) back in their destinations'
+/// replay queues, delivered before new alerts; the dead-letter files are kept, renamed `.replayed-<time>`.
+/// Returns how many were queued.
+pub fn replay(data: &Path, destination: Option<&str>) -> anyhow::Result<usize> {
+    let outbox = data.join("alerts").join("outbox");
+    let mut n = 0;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut by_dest: std::collections::BTreeMap<String, Vec<DeadLetter>> = Default::default();
+    for d in dead_letters(data)? {
+        if destination.is_none_or(|want| want == d.destination) {
+            by_dest.entry(d.destination.clone()).or_default().push(d);
+        }
+    }
+    for (dest, letters) in by_dest {
+        let queue = outbox.join(format!("{dest}.replay.jsonl"));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&queue)
+            .with_context(|| format!("failed to open `{}`", queue.display()))?;
+        let mut buf = String::new();
+        for d in &letters {
+            buf.push_str(&serde_json::to_string(&d.alert)?);
+            buf.push('\n');
+        }
+        f.write_all(buf.as_bytes())?;
+        f.sync_data()?;
+        let dlq = outbox.join(format!("{dest}.dlq.jsonl"));
+        std::fs::rename(
+            &dlq,
+            outbox.join(format!("{dest}.dlq.replayed-{stamp}.jsonl")),
+        )
+        .with_context(|| format!("failed to set `{}` aside", dlq.display()))?;
+        n += letters.len();
+    }
+    Ok(n)
+}
+
 /// What one attempt came to.
 enum Attempt {
     Delivered,
@@ -251,6 +358,9 @@ struct Delivery {
     alerts: PathBuf,
     cursor: PathBuf,
     dlq: PathBuf,
+    /// Dead letters put back by `kubetrail alerts dlq replay`, delivered before new alerts.
+    replay: PathBuf,
+    replay_cursor: PathBuf,
 }
 
 /// Starts one delivery thread per webhook; they stop when `stop` is set (an alert in flight is sent again
@@ -284,6 +394,8 @@ pub fn start(
             alerts: alerts_dir.join("alerts.jsonl"),
             cursor: outbox.join(format!("{name}.cursor")),
             dlq: outbox.join(format!("{name}.dlq.jsonl")),
+            replay: outbox.join(format!("{name}.replay.jsonl")),
+            replay_cursor: outbox.join(format!("{name}.replay.cursor")),
         };
         let stop = stop.clone();
         threads.push(
@@ -319,54 +431,50 @@ impl Delivery {
         }
     }
 
-    fn position(&self) -> anyhow::Result<u64> {
-        match std::fs::read_to_string(&self.cursor) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("`{}` is not an outbox cursor", self.cursor.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e).with_context(|| format!("failed to read `{}`", self.cursor.display())),
+    /// The next queue with a complete line waiting: the replayed dead letters first, then the alerts log.
+    fn pending(&self) -> anyhow::Result<Option<(&Path, u64, Vec<u8>)>> {
+        for (file, cursor) in [
+            (&self.replay, &self.replay_cursor),
+            (&self.alerts, &self.cursor),
+        ] {
+            let position = read_cursor(cursor)?;
+            let mut f = match File::open(file) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to open `{}`", file.display()));
+                }
+            };
+            f.seek(SeekFrom::Start(position))?;
+            let mut line = Vec::new();
+            BufReader::new(f).read_until(b'\n', &mut line)?;
+            // Nothing, or a line still being written.
+            if line.ends_with(b"\n") {
+                return Ok(Some((cursor, position, line)));
+            }
         }
-    }
-
-    fn commit(&self, position: u64) -> anyhow::Result<()> {
-        let tmp = self.cursor.with_extension("cursor.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(format!("{position}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.cursor)
-            .with_context(|| format!("failed to write `{}`", self.cursor.display()))?;
-        Ok(())
+        Ok(None)
     }
 
     /// Handles the next alert, if a complete line waits: sends it (retrying until delivered, dead-lettered
-    /// or stopped), then moves the cursor past it. Whether there was one.
+    /// or stopped), then moves its queue's cursor past it. Whether there was one.
     fn next(&self, stop: &AtomicBool, rt: &tokio::runtime::Runtime) -> anyhow::Result<bool> {
-        let position = self.position()?;
-        let mut file = match File::open(&self.alerts) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e).context("failed to open the alerts file"),
+        let Some((cursor, position, line)) = self.pending()? else {
+            return Ok(false);
         };
-        file.seek(SeekFrom::Start(position))?;
-        let mut line = Vec::new();
-        BufReader::new(file).read_until(b'\n', &mut line)?;
-        if !line.ends_with(b"\n") {
-            return Ok(false); // nothing, or a line still being written
-        }
+        let commit = |next: u64| write_cursor(cursor, next);
         let next = position + line.len() as u64;
         let body = Bytes::from(line[..line.len() - 1].to_vec());
         let alert: Alert = match serde_json::from_slice(&body) {
             Ok(a) => a,
             Err(e) => {
                 self.dead_letter(&body, 0, &format!("not an alert: {e}"))?;
-                self.commit(next)?;
+                commit(next)?;
                 return Ok(true);
             }
         };
         if alert.severity < self.min_severity {
-            self.commit(next)?;
+            commit(next)?;
             return Ok(true);
         }
         let body = match self.kind {
@@ -413,7 +521,7 @@ impl Delivery {
                 }
             }
         }
-        self.commit(next)?;
+        commit(next)?;
         Ok(true)
     }
 

@@ -213,6 +213,32 @@ fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
         dlq[0]["alert"],
         serde_json::from_slice::<serde_json::Value>(&refused.body).unwrap()
     );
+    // The analyst fixes the destination and replays the dead letter: delivered again, before new alerts.
+    let kt = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data")
+            .arg(tmp.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = kt(&["alerts", "dlq", "list"]);
+    assert!(
+        listed.contains("400") && listed.contains("1 dead letters"),
+        "{listed}"
+    );
+    assert!(kt(&["alerts", "dlq", "replay"]).contains("1 dead letter queued"));
+    let replayed = wait(&got);
+    answer.send((200, "")).unwrap();
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    assert_eq!(json(&replayed.body), json(&refused.body));
+    assert!(kt(&["alerts", "dlq", "list"]).contains("0 dead letters"));
 
     // 3. kill -9 while an alert is in flight (the receiver holds its answer): delivered after the restart.
     assert_eq!(curl(port, "/k8s-audit", Some(&event(4))), 200);

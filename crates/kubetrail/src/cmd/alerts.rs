@@ -26,6 +26,35 @@ pub enum AlertsCommand {
     Assign(AssignArgs),
     /// Add a note to the alert's history.
     Note(NoteArgs),
+    /// Alerts a destination refused for good (dead letters): list them, or send them again.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Every dead letter: destination, when, the answer, the alert.
+    List(DlqListArgs),
+    /// Queue the dead letters for delivery again (before new alerts), once the destination is fixed; the
+    /// dead-letter files are kept aside, renamed `.replayed-<time>`.
+    Replay(DlqReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
+    pub format: AlertsFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Only this destination (its name as `dlq list` shows it).
+    #[arg(long)]
+    pub destination: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,7 +147,53 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<Outcome> {
         AlertsCommand::Reopen(a) => change(&a.data, &a.id, Action::Reopen, a.note),
         AlertsCommand::Assign(a) => change(&a.data, &a.id, Action::Assign { to: a.to }, None),
         AlertsCommand::Note(a) => change(&a.data, &a.id, Action::Note { text: a.text }, None),
+        AlertsCommand::Dlq(DlqCommand::List(a)) => dlq_list(a),
+        AlertsCommand::Dlq(DlqCommand::Replay(a)) => {
+            let n = crate::outbox::replay(&dir(&a.data)?, a.destination.as_deref())?;
+            println!(
+                "{n} dead letter{} queued for delivery again",
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(Outcome::Ok)
+        }
     }
+}
+
+fn dlq_list(args: DlqListArgs) -> anyhow::Result<Outcome> {
+    let letters = crate::outbox::dead_letters(&dir(&args.data)?)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match args.format {
+        AlertsFormat::Json => {
+            for d in &letters {
+                serde_json::to_writer(&mut out, d)?;
+                writeln!(out)?;
+            }
+        }
+        AlertsFormat::Table => {
+            let names: Vec<String> = ["DESTINATION", "TIME", "STATUS", "REASON", "ALERT", "RULE"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let rows: Vec<Vec<String>> = letters
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.destination.clone(),
+                        d.time.clone(),
+                        d.status.to_string(),
+                        d.reason.chars().take(80).collect(),
+                        text(&d.alert["id"]),
+                        text(&d.alert["rule"]["id"]),
+                    ]
+                })
+                .collect();
+            crate::cmd::query::write_table(&mut out, &names, &rows)?;
+            writeln!(out, "{} dead letters", rows.len())?;
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
 }
 
 fn status_name(s: Status) -> &'static str {
