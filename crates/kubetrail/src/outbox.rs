@@ -47,7 +47,7 @@ const IDLE: Duration = Duration::from_millis(100);
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What a destination speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// The alert line itself, HMAC-signed.
     Webhook,
@@ -56,6 +56,12 @@ pub enum Kind {
     /// and runbook command as annotations; `endsAt` 24 h after delivery, so Alertmanager keeps it firing, or
     /// the time an analyst resolved it.
     Alertmanager,
+    /// PagerDuty Events API v2 (`url` is the enqueue endpoint, `https://events.pagerduty.com/v2/enqueue`):
+    /// `trigger` with `dedup_key` = the alert id (so updates and repeats stay one incident), severity mapped
+    /// to critical/error/warning/info, the context in `custom_details`; `resolve` when an analyst resolves it.
+    PagerDuty { routing_key: String },
+    /// Slack incoming webhook: Block Kit with what, who, where, when, the requests and the runbook command.
+    Slack,
 }
 
 /// Where alerts go.
@@ -69,6 +75,123 @@ pub struct Webhook {
 
 /// How long Alertmanager keeps an alert firing after it was delivered.
 const ALERTMANAGER_HOLD: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The PagerDuty Events API v2 body for one alert.
+pub fn pagerduty_body(a: &Alert, routing_key: &str) -> Vec<u8> {
+    let body = if a.resolved.is_some() {
+        serde_json::json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": a.id,
+        })
+    } else {
+        let severity = match a.severity {
+            Level::Critical => "critical",
+            Level::High => "error",
+            Level::Medium => "warning",
+            Level::Low | Level::Informational => "info",
+        };
+        let summary: String = format!("{}: {}", a.rule.title, a.summary)
+            .chars()
+            .take(1024)
+            .collect();
+        serde_json::json!({
+            "routing_key": routing_key,
+            "event_action": "trigger",
+            "dedup_key": a.id,
+            "payload": {
+                "summary": summary,
+                "source": a.source_ips.first().map_or("kubernetes", String::as_str),
+                "severity": severity,
+                "timestamp": a.time,
+                "component": a.target.as_ref().and_then(|t| t.resource.clone()).unwrap_or_default(),
+                "group": a.target.as_ref().and_then(|t| t.namespace.clone()).unwrap_or_default(),
+                "class": a.rule.id,
+                "custom_details": {
+                    "rule": a.rule,
+                    "attack": a.attack,
+                    "actor": a.actor,
+                    "target": a.target,
+                    "user_agent": a.user_agent,
+                    "source_ips": a.source_ips,
+                    "audit_ids": a.audit_ids.iter().take(20).collect::<Vec<_>>(),
+                    "count": a.count,
+                    "runbook": format!("kubetrail rules show {}", a.rule.id),
+                    "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
+                },
+            },
+            "client": "kubetrail",
+        })
+    };
+    serde_json::to_vec(&body).expect("JSON serialises")
+}
+
+/// The Slack incoming-webhook body (Block Kit) for one alert.
+pub fn slack_body(a: &Alert) -> Vec<u8> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let head = if a.resolved.is_some() {
+        format!("Resolved: {}", a.rule.title)
+    } else {
+        format!("{}: {}", a.severity.as_str().to_uppercase(), a.rule.title)
+    };
+    let target = a.target.as_ref().map_or(String::new(), |t| {
+        let mut s = t.verb.clone();
+        if let Some(r) = &t.resource {
+            s.push(' ');
+            s.push_str(r);
+        }
+        if let Some(n) = &t.name {
+            s.push(' ');
+            s.push_str(n);
+        }
+        if let Some(ns) = &t.namespace {
+            s.push_str(" in ");
+            s.push_str(ns);
+        }
+        s
+    });
+    let fields = [
+        ("Who", a.actor.username.clone()),
+        ("From", a.source_ips.join(", ")),
+        (
+            "What",
+            if target.is_empty() {
+                a.summary.clone()
+            } else {
+                target
+            },
+        ),
+        (
+            "When",
+            if a.count > 1 {
+                format!("{} .. {} ({} requests)", a.time, a.last_time, a.count)
+            } else {
+                a.time.clone()
+            },
+        ),
+    ];
+    let body = serde_json::json!({
+        "text": esc(&format!("{head}: {}", a.summary)),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": head.chars().take(150).collect::<String>()}},
+            {"type": "section", "fields": fields.iter().map(|(k, v)| serde_json::json!({
+                "type": "mrkdwn", "text": format!("*{k}*\n{}", esc(v)),
+            })).collect::<Vec<_>>()},
+            {"type": "section", "text": {"type": "mrkdwn", "text": esc(&a.summary)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
+                "Rule `{}`{} · alert `{}` · runbook: `kubetrail rules show {}` · investigate: `kubetrail scope --user {} --since 7d`",
+                a.rule.id,
+                if a.attack.is_empty() { String::new() } else { format!(" ({})", a.attack.join(", ")) },
+                a.id, a.rule.id, esc(&a.actor.username),
+            )}]},
+        ],
+    });
+    serde_json::to_vec(&body).expect("JSON serialises")
+}
 
 /// The Alertmanager v2 body for one alert.
 pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
@@ -211,6 +334,20 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// `scheme://host[:port]/…`: a URL without what may be a credential (Slack and some webhooks carry their
+/// token in the path or query).
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            let more = rest.len() > host.len();
+            format!("{scheme}://{host}{}", if more { "/…" } else { "" })
+        }
+        None => "(invalid URL)".into(),
+    }
+}
+
 /// A file-system-safe name for a destination: its host and port and a short hash of the whole URL.
 fn dest_name(url: &str) -> String {
     use sha2::Digest as _;
@@ -350,6 +487,8 @@ enum Attempt {
 
 /// One destination's delivery loop.
 struct Delivery {
+    /// The destination without its path and query (a Slack webhook's path is its secret): for logs and the
+    /// dead-letter list.
     url: String,
     kind: Kind,
     target: Target,
@@ -382,13 +521,13 @@ pub fn start(
     for w in webhooks {
         let name = dest_name(&w.url);
         let url = match w.kind {
-            Kind::Webhook => w.url.clone(),
             Kind::Alertmanager => format!("{}/api/v2/alerts", w.url.trim_end_matches('/')),
+            _ => w.url.clone(),
         };
         let d = Delivery {
             target: Target::parse(&url)?,
-            url,
-            kind: w.kind,
+            url: redacted(&url),
+            kind: w.kind.clone(),
             min_severity: w.min_severity,
             key: key.clone(),
             alerts: alerts_dir.join("alerts.jsonl"),
@@ -477,9 +616,11 @@ impl Delivery {
             commit(next)?;
             return Ok(true);
         }
-        let body = match self.kind {
+        let body = match &self.kind {
             Kind::Webhook => body,
             Kind::Alertmanager => Bytes::from(alertmanager_body(&alert)),
+            Kind::PagerDuty { routing_key } => Bytes::from(pagerduty_body(&alert, routing_key)),
+            Kind::Slack => Bytes::from(slack_body(&alert)),
         };
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -660,6 +801,19 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
         );
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        assert_eq!(
+            redacted("https://hooks.slack.com/services/T0/B0/secretsecret"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            redacted("https://user:pw@example.com:8443/x?token=1"),
+            "https://example.com:8443/…"
+        );
+        assert_eq!(redacted("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
     }
 
     #[test]

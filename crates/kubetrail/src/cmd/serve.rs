@@ -53,6 +53,20 @@ pub struct ServeArgs {
     /// URL, e.g. http://alertmanager:9093): labels alertname, severity, rule, actor for routing.
     #[arg(long = "alertmanager", value_name = "URL")]
     pub alertmanagers: Vec<String>,
+    /// Send every alert of medium severity or above to PagerDuty (Events API v2) with this integration's
+    /// routing key (read from the file, so it stays out of process listings); resolving an alert resolves it.
+    #[arg(long = "pagerduty-routing-key-file", value_name = "FILE")]
+    pub pagerduty_key_file: Option<PathBuf>,
+    /// PagerDuty's events endpoint (default https://events.pagerduty.com/v2/enqueue).
+    #[arg(
+        long = "pagerduty-url",
+        value_name = "URL",
+        requires = "pagerduty_key_file"
+    )]
+    pub pagerduty_url: Option<String>,
+    /// Send every alert of medium severity or above to this Slack incoming webhook (repeatable).
+    #[arg(long = "slack-webhook", value_name = "URL")]
+    pub slack_webhooks: Vec<String>,
 }
 
 /// The pipeline as the HTTP listener sees it.
@@ -232,10 +246,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let stop = stop.clone();
         std::thread::spawn(move || detector.run(&stop))
     };
-    let destination = |kind| {
+    let destination = |kind: crate::outbox::Kind| {
         move |url: &String| crate::outbox::Webhook {
             url: url.clone(),
-            kind,
+            kind: kind.clone(),
             min_severity: kubetrail_detect::Level::Medium,
         }
     };
@@ -248,18 +262,56 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(destination(crate::outbox::Kind::Alertmanager)),
         )
+        .chain(
+            args.slack_webhooks
+                .iter()
+                .map(destination(crate::outbox::Kind::Slack)),
+        )
         .collect();
+    let mut webhooks = webhooks;
+    if let Some(file) = &args.pagerduty_key_file {
+        let key = std::fs::read_to_string(file)
+            .with_context(|| {
+                format!(
+                    "failed to read the PagerDuty routing key `{}`",
+                    file.display()
+                )
+            })?
+            .trim()
+            .to_string();
+        if key.is_empty() {
+            anyhow::bail!(
+                "the PagerDuty routing key file `{}` is empty",
+                file.display()
+            );
+        }
+        let url = args
+            .pagerduty_url
+            .clone()
+            .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".to_string());
+        webhooks.push(destination(crate::outbox::Kind::PagerDuty {
+            routing_key: key,
+        })(&url));
+    }
     let delivering = crate::outbox::start(&dir, &webhooks, stop.clone())?;
     for w in &webhooks {
         match w.kind {
             crate::outbox::Kind::Webhook => eprintln!(
                 "kubetrail: sending alerts of medium or above to {} (signed with {})",
-                w.url,
+                w.url.split(['?', '#']).next().unwrap_or(""),
                 dir.join("alerts").join("webhook.key").display()
             ),
             crate::outbox::Kind::Alertmanager => eprintln!(
                 "kubetrail: sending alerts of medium or above to Alertmanager at {}",
                 w.url
+            ),
+            crate::outbox::Kind::PagerDuty { .. } => eprintln!(
+                "kubetrail: sending alerts of medium or above to PagerDuty at {}",
+                w.url
+            ),
+            crate::outbox::Kind::Slack => eprintln!(
+                "kubetrail: sending alerts of medium or above to Slack ({})",
+                w.url.split('/').take(3).collect::<Vec<_>>().join("/")
             ),
         }
     }
