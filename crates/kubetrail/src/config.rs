@@ -34,6 +34,90 @@ pub struct Config {
     pub limits: Option<Limits>,
     /// Detection: rule files, the built-in pack, production namespaces, exceptions, disabled rules.
     pub detection: Option<crate::detection::DetectionConfig>,
+    /// Where alerts go, and which.
+    pub alerts: Option<AlertsConfig>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+}
+
+/// One destination and its route: exactly one of `webhook`, `alertmanager`, `pagerduty_routing_key_file`
+/// (with `pagerduty_url` to override the endpoint) or `slack`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub webhook: Option<String>,
+    pub alertmanager: Option<String>,
+    pub pagerduty_routing_key_file: Option<PathBuf>,
+    pub pagerduty_url: Option<String>,
+    pub slack: Option<String>,
+    /// Only alerts of this severity or above (default medium).
+    pub min_severity: Option<kubetrail_detect::Level>,
+    /// Only these rule ids or ATT&CK techniques (default: all).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Only alerts about these namespaces (`*` wildcards; default: all).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl Destination {
+    /// The destination as the outbox takes it; an error names what is wrong with it.
+    pub fn webhook(&self) -> anyhow::Result<crate::outbox::Webhook> {
+        use crate::outbox::Kind;
+        let pagerduty = match &self.pagerduty_routing_key_file {
+            Some(file) => {
+                let key = std::fs::read_to_string(file)
+                    .with_context(|| {
+                        format!(
+                            "alerts: failed to read the PagerDuty routing key `{}`",
+                            file.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string();
+                if key.is_empty() {
+                    bail!(
+                        "alerts: the PagerDuty routing key file `{}` is empty",
+                        file.display()
+                    );
+                }
+                Some((
+                    self.pagerduty_url
+                        .clone()
+                        .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
+                    Kind::PagerDuty { routing_key: key },
+                ))
+            }
+            None => None,
+        };
+        let mut kinds: Vec<(String, Kind)> = Vec::new();
+        kinds.extend(self.webhook.clone().map(|u| (u, Kind::Webhook)));
+        kinds.extend(self.alertmanager.clone().map(|u| (u, Kind::Alertmanager)));
+        kinds.extend(self.slack.clone().map(|u| (u, Kind::Slack)));
+        kinds.extend(pagerduty);
+        if kinds.len() != 1 {
+            bail!(
+                "alerts.destinations: each destination is exactly one of `webhook`, `alertmanager`, \
+                 `pagerduty_routing_key_file` or `slack` (this one has {})",
+                kinds.len()
+            );
+        }
+        let (url, kind) = kinds.pop().expect("one");
+        Ok(crate::outbox::Webhook {
+            url,
+            kind,
+            route: crate::outbox::Route {
+                min_severity: self.min_severity.unwrap_or(kubetrail_detect::Level::Medium),
+                rules: self.rules.clone(),
+                namespaces: self.namespaces.clone(),
+            },
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +196,9 @@ impl Config {
         }
         if let Some(p) = &self.filter_policy {
             load_filter(p)?;
+        }
+        for d in self.alerts.iter().flat_map(|a| &a.destinations) {
+            d.webhook()?;
         }
         if let Some(d) = &self.detection {
             let sources = crate::detection::Sources {

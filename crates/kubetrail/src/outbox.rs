@@ -69,8 +69,70 @@ pub enum Kind {
 pub struct Webhook {
     pub url: String,
     pub kind: Kind,
-    /// Only alerts of this severity or above.
+    /// Which alerts.
+    pub route: Route,
+}
+
+/// Which alerts a destination gets: of `min_severity` or above, and, when the lists are not empty, of one of
+/// `rules` (ids, or ATT&CK techniques such as `T1609`) and about a namespace matching one of `namespaces`
+/// (`*` wildcards; an alert with no namespace never matches a namespace route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
     pub min_severity: Level,
+    pub rules: Vec<String>,
+    pub namespaces: Vec<String>,
+}
+
+impl Route {
+    /// Medium or above, every rule and namespace: what `--alert-webhook` and friends get.
+    pub fn medium_and_above() -> Route {
+        Route {
+            min_severity: Level::Medium,
+            rules: Vec::new(),
+            namespaces: Vec::new(),
+        }
+    }
+
+    pub fn wants(&self, a: &Alert) -> bool {
+        if a.severity < self.min_severity {
+            return false;
+        }
+        if !self.rules.is_empty()
+            && !self
+                .rules
+                .iter()
+                .any(|r| *r == a.rule.id || a.attack.iter().any(|t| t.eq_ignore_ascii_case(r)))
+        {
+            return false;
+        }
+        if !self.namespaces.is_empty() {
+            let Some(ns) = a.target.as_ref().and_then(|t| t.namespace.as_deref()) else {
+                return false;
+            };
+            return self.namespaces.iter().any(|p| glob(p, ns));
+        }
+        true
+    }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// How long Alertmanager keeps an alert firing after it was delivered.
@@ -492,7 +554,7 @@ struct Delivery {
     url: String,
     kind: Kind,
     target: Target,
-    min_severity: Level,
+    route: Route,
     key: Vec<u8>,
     alerts: PathBuf,
     cursor: PathBuf,
@@ -528,7 +590,7 @@ pub fn start(
             target: Target::parse(&url)?,
             url: redacted(&url),
             kind: w.kind.clone(),
-            min_severity: w.min_severity,
+            route: w.route.clone(),
             key: key.clone(),
             alerts: alerts_dir.join("alerts.jsonl"),
             cursor: outbox.join(format!("{name}.cursor")),
@@ -612,7 +674,7 @@ impl Delivery {
                 return Ok(true);
             }
         };
-        if alert.severity < self.min_severity {
+        if !self.route.wants(&alert) {
             commit(next)?;
             return Ok(true);
         }
@@ -814,6 +876,30 @@ mod tests {
             "https://example.com:8443/…"
         );
         assert_eq!(redacted("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
+    }
+
+    #[test]
+    fn routes_choose_by_severity_rule_technique_and_namespace() {
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "id": "a", "rule": {"id": "kt-exec-prod-system", "title": "t"}, "severity": "high",
+            "auditIDs": [], "time": "2026-01-01T00:00:00Z", "actor": {"username": "u"}, "sourceIPs": [],
+            "summary": "s", "count": 1, "lastTime": "2026-01-01T00:00:00Z", "attack": ["T1609"],
+            "target": {"verb": "create", "namespace": "prod-payments"},
+        }))
+        .unwrap();
+        let route = |min, rules: &[&str], ns: &[&str]| Route {
+            min_severity: min,
+            rules: rules.iter().map(|s| s.to_string()).collect(),
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(Route::medium_and_above().wants(&alert));
+        assert!(!route(Level::Critical, &[], &[]).wants(&alert));
+        assert!(route(Level::Low, &["kt-exec-prod-system"], &[]).wants(&alert));
+        assert!(route(Level::Low, &["t1609"], &[]).wants(&alert));
+        assert!(!route(Level::Low, &["kt-other"], &[]).wants(&alert));
+        assert!(route(Level::Low, &[], &["prod-*"]).wants(&alert));
+        assert!(!route(Level::Low, &[], &["staging", "*-prod"]).wants(&alert));
+        assert!(glob("*pay*", "prod-payments") && !glob("pay*", "prod-payments"));
     }
 
     #[test]

@@ -296,3 +296,103 @@ fn pagerduty_and_slack_receive_alerts_in_their_formats() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+fn accept(_: &Value, _: usize) -> (u16, String, &'static str) {
+    (200, String::new(), "")
+}
+
+/// Destinations and routes from the config file: a route for critical alerts only stays quiet on a high one;
+/// a route by rule id and namespace glob gets it; a destination with two kinds is refused by `config check`.
+#[test]
+fn routes_in_the_config_file_choose_the_destination() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let (critical_port, critical) = receiver("/critical", accept);
+    let (routed_port, routed) = receiver("/routed", accept);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\nalerts:\n  destinations:\n    - webhook: http://127.0.0.1:{critical_port}/critical\n      min_severity: critical\n    - webhook: http://127.0.0.1:{routed_port}/routed\n      min_severity: low\n      rules: [T1552.007]\n",
+            tmp.path().join("data").display(),
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut server: Child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while curl(port, "/readyz", None) != 200 {
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let event = std::fs::read_to_string(rules.join("secrets-listed.positive.jsonl")).unwrap();
+    assert_eq!(curl(port, "/k8s-audit", Some(&event)), 200);
+    let (alert, _) = next(&routed);
+    assert_eq!(alert["rule"]["id"], "test-secrets-listed");
+    // The critical-only destination was passed over (its cursor moved past the alert without sending it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut passed = false;
+    while !passed && Instant::now() < deadline {
+        let cursor = std::fs::read_dir(tmp.path().join("data/alerts/outbox"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.to_string_lossy().contains(&format!("_{critical_port}-"))
+                    && p.to_string_lossy().ends_with(".cursor")
+            });
+        passed = cursor.is_some_and(|c| std::fs::read_to_string(c).unwrap().trim() != "0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        passed,
+        "the critical-only destination did not move past the alert"
+    );
+    assert!(
+        critical.try_recv().is_err(),
+        "a high alert reached the critical-only route"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nalerts:\n  destinations:\n    - webhook: http://127.0.0.1:1/x\n      slack: http://127.0.0.1:1/y\n"
+        ),
+    )
+    .unwrap();
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(text.contains("exactly one of"), "{text}");
+}

@@ -50,14 +50,14 @@ pub struct ServeArgs {
     #[arg(long = "alert-webhook", value_name = "URL")]
     pub alert_webhooks: Vec<String>,
     /// Send every alert of medium severity or above to this Prometheus Alertmanager (repeatable; its base
-    /// URL, e.g. http://alertmanager:9093): labels alertname, severity, rule, actor for routing.
+    /// URL, e.g. `http://alertmanager:9093`): labels alertname, severity, rule, actor for routing.
     #[arg(long = "alertmanager", value_name = "URL")]
     pub alertmanagers: Vec<String>,
     /// Send every alert of medium severity or above to PagerDuty (Events API v2) with this integration's
     /// routing key (read from the file, so it stays out of process listings); resolving an alert resolves it.
     #[arg(long = "pagerduty-routing-key-file", value_name = "FILE")]
     pub pagerduty_key_file: Option<PathBuf>,
-    /// PagerDuty's events endpoint (default https://events.pagerduty.com/v2/enqueue).
+    /// PagerDuty's events endpoint (default `https://events.pagerduty.com/v2/enqueue`).
     #[arg(
         long = "pagerduty-url",
         value_name = "URL",
@@ -250,7 +250,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         move |url: &String| crate::outbox::Webhook {
             url: url.clone(),
             kind: kind.clone(),
-            min_severity: kubetrail_detect::Level::Medium,
+            route: crate::outbox::Route::medium_and_above(),
         }
     };
     let webhooks: Vec<crate::outbox::Webhook> = args
@@ -292,6 +292,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         webhooks.push(destination(crate::outbox::Kind::PagerDuty {
             routing_key: key,
         })(&url));
+    }
+    for d in cfg.alerts.iter().flat_map(|a| &a.destinations) {
+        webhooks.push(d.webhook()?);
     }
     let delivering = crate::outbox::start(&dir, &webhooks, stop.clone())?;
     for w in &webhooks {
