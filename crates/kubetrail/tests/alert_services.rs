@@ -5,14 +5,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
+mod common;
+
+use common::{BIN, curl, free_port};
 const ROUTING_KEY: &str = "R0UT1NGKEY0000000000000000000001";
 
 type Answer = fn(&Value, usize) -> (u16, String, &'static str);
@@ -138,27 +139,6 @@ fn removed(_: &Value, _: usize) -> (u16, String, &'static str) {
     (404, "no_service".into(), "")
 }
 
-fn curl(port: u16, path: &str, body: Option<&str>) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "30",
-    ]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
-}
-
 fn next(rx: &Receiver<(Value, u16)>) -> (Value, u16) {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the receiver got a request within 30 s")
@@ -167,55 +147,33 @@ fn next(rx: &Receiver<(Value, u16)>) -> (Value, u16) {
 #[test]
 fn pagerduty_and_slack_receive_alerts_in_their_formats() {
     let tmp = tempfile::tempdir().unwrap();
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let rules = common::test_rules();
     let (pd_port, pd) = receiver("/v2/enqueue", pagerduty);
     let (slack_port, sl) = receiver("/services/T000/B000/XXXX", slack);
     let (gone_port, gone) = receiver("/services/T000/B111/YYYY", removed);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let key_file = tmp.path().join("pagerduty.key");
     std::fs::write(&key_file, format!("{ROUTING_KEY}\n")).unwrap();
-    let config = tmp.path().join("kubetrail.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\n",
-            tmp.path().join("data").display(),
-            rules.display()
-        ),
-    )
-    .unwrap();
+    let config = common::config(tmp.path(), port, &rules, "");
     let log = tmp.path().join("serve.log");
-    let mut server: Child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--pagerduty-routing-key-file")
-        .arg(&key_file)
-        .args([
+    let pd_url = format!("http://127.0.0.1:{pd_port}/v2/enqueue");
+    let slack_url = format!("http://127.0.0.1:{slack_port}/services/T000/B000/XXXX");
+    let gone_url = format!("http://127.0.0.1:{gone_port}/services/T000/B111/YYYY");
+    let mut server: Child = common::serve(
+        &config,
+        &[
+            "--pagerduty-routing-key-file",
+            key_file.to_str().unwrap(),
             "--pagerduty-url",
-            &format!("http://127.0.0.1:{pd_port}/v2/enqueue"),
-        ])
-        .args([
+            &pd_url,
             "--slack-webhook",
-            &format!("http://127.0.0.1:{slack_port}/services/T000/B000/XXXX"),
-        ])
-        .args([
+            &slack_url,
             "--slack-webhook",
-            &format!("http://127.0.0.1:{gone_port}/services/T000/B111/YYYY"),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(port, "/readyz", None) != 200 {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            &gone_url,
+        ],
+        &log,
+        port,
+    );
     let event = std::fs::read_to_string(rules.join("secrets-listed.positive.jsonl")).unwrap();
     assert_eq!(curl(port, "/k8s-audit", Some(&event)), 200);
 
@@ -306,24 +264,18 @@ fn accept(_: &Value, _: usize) -> (u16, String, &'static str) {
 #[test]
 fn routes_in_the_config_file_choose_the_destination() {
     let tmp = tempfile::tempdir().unwrap();
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
+    let rules = common::test_rules();
     let (critical_port, critical) = receiver("/critical", accept);
     let (routed_port, routed) = receiver("/routed", accept);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = tmp.path().join("kubetrail.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\nalerts:\n  destinations:\n    - webhook: http://127.0.0.1:{critical_port}/critical\n      min_severity: critical\n    - webhook: http://127.0.0.1:{routed_port}/routed\n      min_severity: low\n      rules: [T1552.007]\n",
-            tmp.path().join("data").display(),
-            rules.display()
+    let port = free_port();
+    let config = common::config(
+        tmp.path(),
+        port,
+        &rules,
+        &format!(
+            "alerts:\n  destinations:\n    - webhook: http://127.0.0.1:{critical_port}/critical\n      min_severity: critical\n    - webhook: http://127.0.0.1:{routed_port}/routed\n      min_severity: low\n      rules: [T1552.007]\n"
         ),
-    )
-    .unwrap();
+    );
     let check = Command::new(BIN)
         .args(["config", "check"])
         .arg(&config)
@@ -334,19 +286,7 @@ fn routes_in_the_config_file_choose_the_destination() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut server: Child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(port, "/readyz", None) != 200 {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server: Child = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
     let event = std::fs::read_to_string(rules.join("secrets-listed.positive.jsonl")).unwrap();
     assert_eq!(curl(port, "/k8s-audit", Some(&event)), 200);
     let (alert, _) = next(&routed);

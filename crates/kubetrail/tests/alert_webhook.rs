@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
+mod common;
+
+use common::{BIN, curl, free_port};
 
 /// One request the receiver got.
 #[derive(Debug)]
@@ -85,60 +87,21 @@ fn read_request(stream: &TcpStream) -> Option<Got> {
     })
 }
 
-fn curl(port: u16, path: &str, body: Option<&str>) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "30",
-    ]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
-}
-
 fn start(dir: &Path, port: u16, hook: u16, n: usize) -> Child {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
-    let config = dir.join("kubetrail.yaml");
-    std::fs::write(
+    let config = common::config(dir, port, &common::test_rules(), "");
+    let url = format!("http://127.0.0.1:{hook}/hook");
+    common::serve(
         &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\n",
-            dir.join("data").display(),
-            rules.display()
-        ),
+        &["--alert-webhook", &url],
+        &dir.join(format!("serve-{n}.log")),
+        port,
     )
-    .unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--alert-webhook", &format!("http://127.0.0.1:{hook}/hook")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("serve-{n}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(port, "/readyz", None) != 200 {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }
 
 /// The positive fixture with its own auditID and user, so each post raises a new alert.
 fn event(n: u32) -> String {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
-    let text = std::fs::read_to_string(rules.join("secrets-listed.positive.jsonl")).unwrap();
+    let text = std::fs::read_to_string(common::test_rules().join("secrets-listed.positive.jsonl"))
+        .unwrap();
     text.replace(
         "5a1c0e55-0000-4000-8000-000000000001",
         &format!("5a1c0e55-0000-4000-8000-{n:012}"),
@@ -154,11 +117,7 @@ fn wait(got: &Receiver<Got>) -> Got {
 #[test]
 fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (hook, got, answer) = receiver();
     let mut server = start(tmp.path(), port, hook, 1);
     let key = std::fs::read_to_string(tmp.path().join("data/alerts/webhook.key")).unwrap();
@@ -265,14 +224,7 @@ fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
 #[test]
 fn alerts_reach_a_real_alertmanager_with_routing_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, am_port, cluster_port) = (free(), free(), free());
+    let (port, am_port, cluster_port) = (free_port(), free_port(), free_port());
     let am_config = tmp.path().join("alertmanager.yml");
     std::fs::write(
         &am_config,
@@ -312,31 +264,14 @@ fn alerts_reach_a_real_alertmanager_with_routing_labels() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
-    let config = tmp.path().join("kubetrail.yaml");
-    std::fs::write(
+    let config = common::config(tmp.path(), port, &common::test_rules(), "");
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    let mut server = common::serve(
         &config,
-        format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ndetection:\n  builtin: false\n  rules: [{}]\n",
-            tmp.path().join("data").display(),
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let mut server = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--alertmanager", &format!("http://127.0.0.1:{am_port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(port, "/readyz", None) != 200 {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        &["--alertmanager", &am_url],
+        &tmp.path().join("serve.log"),
+        port,
+    );
     assert_eq!(curl(port, "/k8s-audit", Some(&event(7))), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     let alert = loop {

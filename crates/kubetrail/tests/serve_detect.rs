@@ -2,12 +2,13 @@
 //! its alert appended to `DATA/alerts/alerts.jsonl`; a restart resumes from the detection cursor without
 //! alerting twice; a config whose rules do not load refuses to start.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
+mod common;
+
+use common::{BIN, curl, free_port};
 
 struct Server(Child);
 
@@ -24,27 +25,6 @@ impl Server {
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
-}
-
-fn curl(port: u16, path: &str, body: Option<&str>) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        "30",
-    ]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = cmd
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl is installed");
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }
 
 /// A request with a JSON answer: (status, body).
@@ -77,25 +57,7 @@ fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Va
 }
 
 fn start(config: &Path, log: &Path, port: u16) -> Server {
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while curl(port, "/readyz", None) != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not become ready: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
+    Server(common::serve(config, &[], log, port))
 }
 
 fn alerts(data: &Path) -> Vec<serde_json::Value> {
@@ -111,11 +73,7 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
     let data = tmp.path().join("data");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = tmp.path().join("kubetrail.yaml");
     std::fs::write(
         &config,
