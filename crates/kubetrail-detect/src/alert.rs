@@ -83,6 +83,9 @@ pub struct Alert {
     /// The rule's ATT&CK techniques (`T1552.007`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<String>,
+    /// The cluster the first request came from, when the caller knows it (`serve` does; the engine does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// When an analyst resolved it (RFC 3339): set on the copy the workflow hands to the destinations, so
     /// they close it (Alertmanager's `endsAt`); never set by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -833,6 +833,7 @@ impl Engine {
             target: g.context.target.clone(),
             user_agent: g.context.user_agent.clone(),
             attack: self.source_attack(g.source),
+            cluster: None,
             resolved: None,
         }
     }

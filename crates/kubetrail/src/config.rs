@@ -63,6 +63,9 @@ pub struct Destination {
     /// Only alerts about these namespaces (`*` wildcards; default: all).
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Only alerts from these clusters (default: all).
+    #[serde(default)]
+    pub clusters: Vec<String>,
 }
 
 impl Destination {
@@ -115,6 +118,7 @@ impl Destination {
                 min_severity: self.min_severity.unwrap_or(kubetrail_detect::Level::Medium),
                 rules: self.rules.clone(),
                 namespaces: self.namespaces.clone(),
+                clusters: self.clusters.clone(),
             },
         })
     }

@@ -32,7 +32,12 @@ pub struct Detector {
     /// The cursor's position, shared with the housekeeping so log segments are never released before
     /// detection has read them.
     position: Arc<AtomicU64>,
+    /// The cluster of each open alert, for its later updates (which the engine hands out without an event).
+    clusters: std::collections::HashMap<String, String>,
 }
+
+/// Alerts whose cluster is remembered for their updates, at most (then the memory starts over).
+const MAX_CLUSTERS: usize = 100_000;
 
 impl Detector {
     pub fn open(dir: &Path, wal: Arc<Wal>, engine: Engine) -> anyhow::Result<Detector> {
@@ -54,6 +59,7 @@ impl Detector {
             alerts,
             path,
             position: Arc::new(AtomicU64::new(position)),
+            clusters: std::collections::HashMap::new(),
         })
     }
 
@@ -102,8 +108,14 @@ impl Detector {
             n += 1;
             match EventRecord::decode(&bytes) {
                 Ok(rec) => {
+                    let before = out.len();
                     if let Err(e) = self.engine.process(&rec.event, &mut out) {
                         tracing::debug!(seq, error = %e, "event not evaluated");
+                    }
+                    for a in &mut out[before..] {
+                        if a.cluster.is_none() && !a.update {
+                            a.cluster = Some(rec.cluster.to_string());
+                        }
                     }
                 }
                 Err(e) => {
@@ -127,6 +139,20 @@ impl Detector {
         if alerts.is_empty() {
             return Ok(());
         }
+        // Updates of grouped alerts carry the cluster of their first request too.
+        let mut alerts = alerts.to_vec();
+        for a in &mut alerts {
+            match &a.cluster {
+                Some(c) => {
+                    if self.clusters.len() >= MAX_CLUSTERS {
+                        self.clusters.clear();
+                    }
+                    self.clusters.insert(a.id.clone(), c.clone());
+                }
+                None => a.cluster = self.clusters.get(&a.id).cloned(),
+            }
+        }
+        let alerts = &alerts;
         let mut buf = Vec::new();
         for a in alerts {
             serde_json::to_writer(&mut buf, a)?;

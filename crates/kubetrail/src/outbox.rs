@@ -81,6 +81,8 @@ pub struct Route {
     pub min_severity: Level,
     pub rules: Vec<String>,
     pub namespaces: Vec<String>,
+    /// Only alerts from these clusters (exact names; empty: all).
+    pub clusters: Vec<String>,
 }
 
 impl Route {
@@ -90,6 +92,7 @@ impl Route {
             min_severity: Level::Medium,
             rules: Vec::new(),
             namespaces: Vec::new(),
+            clusters: Vec::new(),
         }
     }
 
@@ -102,6 +105,14 @@ impl Route {
                 .rules
                 .iter()
                 .any(|r| *r == a.rule.id || a.attack.iter().any(|t| t.eq_ignore_ascii_case(r)))
+        {
+            return false;
+        }
+        if !self.clusters.is_empty()
+            && !a
+                .cluster
+                .as_ref()
+                .is_some_and(|c| self.clusters.contains(c))
         {
             return false;
         }
@@ -276,6 +287,9 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
     });
     if let Some(ns) = a.target.as_ref().and_then(|t| t.namespace.as_ref()) {
         labels["namespace"] = ns.clone().into();
+    }
+    if let Some(c) = &a.cluster {
+        labels["cluster"] = c.clone().into();
     }
     let body = serde_json::json!([{
         "labels": labels,
@@ -891,6 +905,7 @@ mod tests {
             min_severity: min,
             rules: rules.iter().map(|s| s.to_string()).collect(),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            clusters: Vec::new(),
         };
         assert!(Route::medium_and_above().wants(&alert));
         assert!(!route(Level::Critical, &[], &[]).wants(&alert));
@@ -900,6 +915,18 @@ mod tests {
         assert!(route(Level::Low, &[], &["prod-*"]).wants(&alert));
         assert!(!route(Level::Low, &[], &["staging", "*-prod"]).wants(&alert));
         assert!(glob("*pay*", "prod-payments") && !glob("pay*", "prod-payments"));
+        let by_cluster = |c: &[&str]| Route {
+            clusters: c.iter().map(|s| s.to_string()).collect(),
+            ..Route::medium_and_above()
+        };
+        assert!(
+            !by_cluster(&["prod-eu"]).wants(&alert),
+            "an alert of no known cluster"
+        );
+        let mut eu = alert.clone();
+        eu.cluster = Some("prod-eu".into());
+        assert!(by_cluster(&["prod-eu"]).wants(&eu));
+        assert!(!by_cluster(&["prod-us"]).wants(&eu));
     }
 
     #[test]

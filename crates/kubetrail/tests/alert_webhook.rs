@@ -316,6 +316,7 @@ fn alerts_reach_a_real_alertmanager_with_routing_labels() {
     assert_eq!(labels["severity"], "high");
     assert_eq!(labels["rule"], "test-secrets-listed");
     assert_eq!(labels["actor"], "user7@example.com");
+    assert_eq!(labels["cluster"], "default");
     assert_eq!(alert["status"]["state"], "active");
     assert_eq!(
         alert["annotations"]["runbook"],
