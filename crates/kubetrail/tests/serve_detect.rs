@@ -100,7 +100,10 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     assert_eq!(written.len(), 1, "{written:?}");
     assert_eq!(written[0]["rule"]["id"], "test-secrets-listed");
     assert_eq!(written[0]["actor"]["username"], "eve@example.com");
-    assert_eq!(written[0]["cluster"], "default", "the cluster the event was stored for");
+    assert_eq!(
+        written[0]["cluster"], "default",
+        "the cluster the event was stored for"
+    );
     assert_eq!(
         written[0]["auditIDs"][0],
         "5a1c0e55-0000-4000-8000-000000000001"
