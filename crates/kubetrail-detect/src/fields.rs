@@ -17,30 +17,8 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::value::Val;
 
-/// The top-level keys of an `audit.k8s.io/v1` `Event` (and `v1beta1`'s `timestamp` and `metadata`): the
-/// first segment of every event field a rule may name.
-pub const EVENT_FIELDS: &[&str] = &[
-    "kind",
-    "apiVersion",
-    "level",
-    "auditID",
-    "stage",
-    "requestURI",
-    "verb",
-    "user",
-    "impersonatedUser",
-    "sourceIPs",
-    "userAgent",
-    "objectRef",
-    "responseStatus",
-    "requestObject",
-    "responseObject",
-    "requestReceivedTimestamp",
-    "stageTimestamp",
-    "annotations",
-    "timestamp",
-    "metadata",
-];
+/// The first segment of every event field a rule may name (the model's list of an `Event`'s top-level keys).
+pub use kubetrail_model::EVENT_KEYS as EVENT_FIELDS;
 
 /// Field names SigmaHQ's Kubernetes audit rules use that are not paths of the event, and what they mean here
 /// (a field mapping, as a pySigma processing pipeline would apply, so those rules load unmodified).

@@ -7,6 +7,31 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// The top-level keys of an `audit.k8s.io/v1` `Event`, and `v1beta1`'s `timestamp` and `metadata`: the first
+/// segment of any field path into an event (the query language's and detection rules').
+pub const EVENT_KEYS: &[&str] = &[
+    "kind",
+    "apiVersion",
+    "level",
+    "auditID",
+    "stage",
+    "requestURI",
+    "verb",
+    "user",
+    "impersonatedUser",
+    "sourceIPs",
+    "userAgent",
+    "objectRef",
+    "responseStatus",
+    "requestObject",
+    "responseObject",
+    "requestReceivedTimestamp",
+    "stageTimestamp",
+    "annotations",
+    "timestamp",
+    "metadata",
+];
+
 /// How much of a request kube-apiserver records. Ordered: `None < Metadata < Request < RequestResponse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Level {

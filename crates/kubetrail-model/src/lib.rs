@@ -10,5 +10,6 @@ mod event;
 
 pub use decode::{DecodeError, Envelope, Location, Record, decode_value};
 pub use event::{
-    Attributes, Event, Level, ObjectReference, ParseError, ResponseStatus, Stage, UserInfo,
+    Attributes, EVENT_KEYS, Event, Level, ObjectReference, ParseError, ResponseStatus, Stage,
+    UserInfo,
 };

@@ -1,5 +1,7 @@
 //! Fields: the short names and their store columns, and paths into the event.
 
+use kubetrail_model::EVENT_KEYS;
+
 /// What an expression compares: a column of the store, or a path into the event's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
@@ -123,28 +125,6 @@ impl Field {
         }
     }
 }
-
-/// Top-level keys of an `audit.k8s.io` `Event` that are fields on their own, undotted.
-const EVENT_KEYS: &[&str] = &[
-    "kind",
-    "apiVersion",
-    "level",
-    "auditID",
-    "stage",
-    "requestURI",
-    "verb",
-    "user",
-    "impersonatedUser",
-    "sourceIPs",
-    "userAgent",
-    "objectRef",
-    "responseStatus",
-    "requestObject",
-    "responseObject",
-    "requestReceivedTimestamp",
-    "stageTimestamp",
-    "annotations",
-];
 
 /// Why a word is not a field.
 pub(crate) enum FieldError {
