@@ -83,6 +83,12 @@ pub struct Alert {
     /// The rule's ATT&CK techniques (`T1552.007`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attack: Vec<String>,
+    /// The rule's Sigma tags (`attack.t1552.007`, `kubetrail.production`, ...), for routing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The rule's runbook for a tier-1 analyst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
     /// The cluster the first request came from, when the caller knows it (`serve` does; the engine does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -90,6 +96,21 @@ pub struct Alert {
     /// they close it (Alertmanager's `endsAt`); never set by the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<String>,
+    /// When kubetrail raised it (RFC 3339, wall clock; `serve` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<String>,
+    /// The triage context (`serve` adds it: it watches every event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::triage::Triage>,
+    /// The alert in the web console, when its address is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
+    /// The commands that investigate it (`kubetrail scope ...`, `kubetrail timeline ...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub investigate: Vec<String>,
+    /// The suppression that silenced it (recorded, not delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
 }
 
 /// The most auditIDs an alert lists (the count goes on).

@@ -693,15 +693,36 @@ impl Engine {
         }
     }
 
+    fn source(&self, source: usize) -> Option<&RuleMeta> {
+        match self.rules.get(source) {
+            Some(r) => Some(&r.meta),
+            None => self
+                .correlations
+                .get(source - self.rules.len())
+                .map(|c| &c.meta),
+        }
+    }
+
     fn source_attack(&self, source: usize) -> Vec<String> {
-        let meta = match self.rules.get(source) {
-            Some(r) => &r.meta,
-            None => match self.correlations.get(source - self.rules.len()) {
-                Some(c) => &c.meta,
-                None => return Vec::new(),
-            },
-        };
-        meta.attack_techniques().collect()
+        self.source(source)
+            .map(|m| m.attack_techniques().collect())
+            .unwrap_or_default()
+    }
+
+    fn source_tags(&self, source: usize) -> &[String] {
+        self.source(source).map_or(&[], |m| &m.tags)
+    }
+
+    /// What the rule `id` reads of a request (`None` for correlations and unknown ids).
+    pub fn body_need(&self, id: &str) -> Option<crate::BodyNeed> {
+        self.rules.iter().find(|r| r.meta.id == id).map(|r| {
+            crate::rule::Rule {
+                meta: r.meta.clone(),
+                detection: r.detection.clone(),
+            }
+            .needs()
+            .body
+        })
     }
 
     fn source_meta(&self, source: usize) -> (&str, &str, Level) {
@@ -833,8 +854,18 @@ impl Engine {
             target: g.context.target.clone(),
             user_agent: g.context.user_agent.clone(),
             attack: self.source_attack(g.source),
+            tags: self.source_tags(g.source).to_vec(),
+            runbook: self
+                .source(g.source)
+                .and_then(|m| m.extra_str("runbook"))
+                .map(|r| r.trim_end().to_string()),
             cluster: None,
             resolved: None,
+            detected: None,
+            context: None,
+            console: None,
+            investigate: Vec::new(),
+            suppressed: None,
         }
     }
 }

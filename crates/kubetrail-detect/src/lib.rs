@@ -59,6 +59,7 @@ mod error;
 pub mod fields;
 mod rule;
 mod ruleset;
+pub mod triage;
 pub mod tuning;
 mod value;
 mod yaml;

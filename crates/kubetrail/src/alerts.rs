@@ -24,6 +24,8 @@ pub enum Status {
     Open,
     Acknowledged,
     Resolved,
+    /// Raised while a suppression was in force: recorded, not delivered.
+    Suppressed,
 }
 
 /// One change made by an analyst.
@@ -63,7 +65,7 @@ pub fn alerts_dir(data: &Path) -> PathBuf {
     data.join("alerts")
 }
 
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+pub(crate) fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -86,6 +88,68 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T
     Ok(out)
 }
 
+/// The first hex digits of a SHA-256, for short ids.
+pub fn short_hash(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Which alerts are resolved, as live detection needs it ("other open alerts of the actor"): the workflow
+/// log read incrementally.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    path: PathBuf,
+    offset: u64,
+    resolved: std::collections::HashSet<String>,
+}
+
+impl Resolved {
+    pub fn new(data: &Path) -> Resolved {
+        Resolved {
+            path: alerts_dir(data).join("workflow.jsonl"),
+            ..Resolved::default()
+        }
+    }
+
+    /// Reads what the workflow log gained since the last call.
+    pub fn refresh(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if f.metadata().is_ok_and(|m| m.len() <= self.offset) {
+            return;
+        }
+        let mut buf = String::new();
+        if f.seek(SeekFrom::Start(self.offset)).is_err() || f.read_to_string(&mut buf).is_err() {
+            return;
+        }
+        // Only whole lines: a line being written is read next time.
+        let whole = buf.rfind('\n').map_or(0, |i| i + 1);
+        for line in buf[..whole].lines() {
+            if let Ok(c) = serde_json::from_str::<Change>(line) {
+                match c.action {
+                    Action::Resolve => {
+                        self.resolved.insert(c.alert);
+                    }
+                    Action::Reopen => {
+                        self.resolved.remove(&c.alert);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.offset += whole as u64;
+    }
+
+    pub fn is_resolved(&self, id: &str) -> bool {
+        self.resolved.contains(id)
+    }
+}
+
 /// Every alert with its workflow, oldest first.
 pub fn load(data: &Path) -> anyhow::Result<Vec<Tracked>> {
     let dir = alerts_dir(data);
@@ -98,11 +162,16 @@ pub fn load(data: &Path) -> anyhow::Result<Vec<Tracked>> {
             Some(t) => t.alert = a,
             None => {
                 order.push(a.id.clone());
+                let status = if a.suppressed.is_some() {
+                    Status::Suppressed
+                } else {
+                    Status::Open
+                };
                 by_id.insert(
                     a.id.clone(),
                     Tracked {
                         alert: a,
-                        status: Status::Open,
+                        status,
                         assignee: None,
                         history: Vec::new(),
                     },

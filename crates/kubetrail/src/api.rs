@@ -1,7 +1,8 @@
 //! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline` and
 //! `/api/v1/scope`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
 //! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
-//! reopen|assign|note}`, each change recorded with the authenticated caller.
+//! reopen|assign|note}`, each change recorded with the authenticated caller; the suppressions:
+//! `GET /api/v1/suppressions`, `POST /api/v1/suppressions`, `POST /api/v1/suppressions/{id}/lift`.
 //!
 //! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
 //! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
@@ -80,6 +81,14 @@ impl QueryApi {
             .route(
                 "/api/v1/alerts/{id}/{action}",
                 axum::routing::post(alert_change),
+            )
+            .route(
+                "/api/v1/suppressions",
+                get(suppressions_list).post(suppression_add),
+            )
+            .route(
+                "/api/v1/suppressions/{id}/lift",
+                axum::routing::post(suppression_lift),
             )
             .with_state(Arc::new(self))
     }
@@ -440,7 +449,10 @@ async fn alerts_list(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> An
             && match (p.all.unwrap_or(false), p.status) {
                 (true, _) => true,
                 (false, Some(s)) => t.status == s,
-                (false, None) => t.status != crate::alerts::Status::Resolved,
+                (false, None) => matches!(
+                    t.status,
+                    crate::alerts::Status::Open | crate::alerts::Status::Acknowledged
+                ),
             }
     });
     alerts.reverse();
@@ -519,4 +531,124 @@ async fn alert_change(
             ApiError::new(status, m)
         })?;
     Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+}
+
+// ---- suppressions ---------------------------------------------------------------------------------------
+
+fn caller(peer: &kubetrail_server::Peer) -> String {
+    match &peer.identity {
+        Some(i) => format!("api:{i}"),
+        None => format!("api:{}", peer.addr.ip()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    status: StatusCode,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+        .map_err(|e| ApiError::new(status, format!("{e:#}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionsParams {
+    all: Option<bool>,
+}
+
+/// `GET /api/v1/suppressions[?all=true]`: the suppressions in force (every one with `all`), each with
+/// `active`.
+async fn suppressions_list(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+    let p: SuppressionsParams = Query::<SuppressionsParams>::try_from_uri(req.uri())
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad(e.body_text()))?;
+    let data = api.data.clone();
+    let all = blocking(
+        move || crate::suppress::load(&data),
+        StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await?;
+    let now = jiff::Timestamp::now();
+    let list: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|s| p.all.unwrap_or(false) || s.active(now))
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["active"] = serde_json::Value::Bool(s.active(now));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "count": list.len(), "suppressions": list })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressBody {
+    rule: Option<String>,
+    user: Option<String>,
+    namespace: Option<String>,
+    cluster: Option<String>,
+    /// RFC 3339.
+    until: Option<String>,
+    /// `30m`, `4h`, `2d`.
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    reason: String,
+}
+
+/// `POST /api/v1/suppressions` with `{"rule"|"user"|"namespace"|"cluster": ..., "for": "4h" | "until": T,
+/// "reason": "..."}`: recorded with the authenticated caller.
+async fn suppression_add(
+    State(api): State<Arc<QueryApi>>,
+    axum::Extension(peer): axum::Extension<kubetrail_server::Peer>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let b: SuppressBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not a suppression: {e}")))?;
+    let until = match (&b.for_, &b.until) {
+        (Some(d), None) => {
+            let secs = crate::cmd::generate::parse_duration(d).map_err(ApiError::bad)?;
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs_f64(secs.min(1e10)))
+                .map_err(|_| ApiError::bad(format!("`{d}` is too long")))?
+        }
+        (None, Some(t)) => t
+            .parse::<jiff::Timestamp>()
+            .map_err(|_| ApiError::bad(format!("`until` `{t}` is not an RFC 3339 time")))?,
+        _ => return Err(ApiError::bad("give exactly one of `for` and `until`")),
+    };
+    let data = api.data.clone();
+    let by = caller(&peer);
+    let s = blocking(
+        move || {
+            let selector = crate::suppress::Selector {
+                rule: b.rule,
+                user: b.user,
+                namespace: b.namespace,
+                cluster: b.cluster,
+            };
+            crate::suppress::add(&data, selector, until, &b.reason, &by)
+        },
+        StatusCode::BAD_REQUEST,
+    )
+    .await?;
+    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+/// `POST /api/v1/suppressions/{id}/lift`: ends it now, recorded with the caller.
+async fn suppression_lift(
+    State(api): State<Arc<QueryApi>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Extension(peer): axum::Extension<kubetrail_server::Peer>,
+) -> Answer {
+    let data = api.data.clone();
+    let by = caller(&peer);
+    let s = blocking(
+        move || crate::suppress::lift(&data, &id, &by),
+        StatusCode::NOT_FOUND,
+    )
+    .await?;
+    Ok(Json(serde_json::to_value(s).unwrap_or_default()))
 }

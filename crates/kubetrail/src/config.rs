@@ -43,6 +43,9 @@ pub struct Config {
 pub struct AlertsConfig {
     #[serde(default)]
     pub destinations: Vec<Destination>,
+    /// The web console's address as analysts reach it (`https://kubetrail.example.com`): alerts link to
+    /// `<console_url>/alerts/<id>`.
+    pub console_url: Option<String>,
 }
 
 /// One destination and its route: exactly one of `webhook`, `alertmanager`, `pagerduty_routing_key_file`
@@ -60,6 +63,10 @@ pub struct Destination {
     /// Only these rule ids or ATT&CK techniques (default: all).
     #[serde(default)]
     pub rules: Vec<String>,
+    /// Only rules with one of these Sigma tags (`attack.privilege-escalation`, `kubetrail.production`;
+    /// default: all).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Only alerts about these namespaces (`*` wildcards; default: all).
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -117,6 +124,7 @@ impl Destination {
             route: crate::outbox::Route {
                 min_severity: self.min_severity.unwrap_or(kubetrail_detect::Level::Medium),
                 rules: self.rules.clone(),
+                tags: self.tags.clone(),
                 namespaces: self.namespaces.clone(),
                 clusters: self.clusters.clone(),
             },

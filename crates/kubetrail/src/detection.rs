@@ -189,3 +189,80 @@ pub fn render(alert: &Alert) -> String {
     ));
     s
 }
+
+/// The triage context for people: the actor's last hour, first-seen facts, other alerts, the policy's gap.
+pub fn render_context(ctx: &kubetrail_detect::triage::Triage) -> String {
+    let mut s = String::from("\ncontext:\n");
+    for l in context_lines(ctx) {
+        s += &format!("  {l}\n");
+    }
+    s
+}
+
+/// The triage context as short lines (the CLI, Slack and Alertmanager show these).
+pub fn context_lines(ctx: &kubetrail_detect::triage::Triage) -> Vec<String> {
+    let mut out = Vec::new();
+    let a = &ctx.activity;
+    let top: Vec<String> = a
+        .top
+        .iter()
+        .take(5)
+        .map(|l| {
+            if l.failures > 0 {
+                format!(
+                    "{} {} {} ({} failed)",
+                    l.requests, l.verb, l.resource, l.failures
+                )
+            } else {
+                format!("{} {} {}", l.requests, l.verb, l.resource)
+            }
+        })
+        .collect();
+    out.push(format!(
+        "last hour (since {}): {} requests, {} failed{}{}",
+        a.since,
+        a.requests,
+        a.failures,
+        if top.is_empty() { "" } else { ": " },
+        top.join(", ")
+    ));
+    let f = &ctx.first_seen;
+    let fact = |what: &str, s: &kubetrail_detect::triage::Seen| {
+        if s.is_new {
+            format!("{what} {} is NEW (not seen in the 30 days before)", s.value)
+        } else {
+            format!(
+                "{what} {} seen before (since {})",
+                s.value,
+                s.first_seen.as_deref().unwrap_or("?")
+            )
+        }
+    };
+    let mut facts = Vec::new();
+    facts.extend(f.identity.as_ref().map(|s| fact("identity", s)));
+    facts.extend(f.source_ips.iter().map(|s| fact("source IP", s)));
+    facts.extend(f.user_agent.as_ref().map(|s| fact("user agent", s)));
+    if !facts.is_empty() {
+        out.push(format!(
+            "first seen (kubetrail has watched since {}): {}",
+            f.since,
+            facts.join("; ")
+        ));
+    }
+    if !ctx.other_alerts.is_empty() {
+        let others: Vec<String> = ctx
+            .other_alerts
+            .iter()
+            .take(5)
+            .map(|o| format!("{} {} ({})", o.id, o.rule, o.severity))
+            .collect();
+        out.push(format!(
+            "other unresolved alerts of this actor: {}",
+            others.join(", ")
+        ));
+    }
+    if let Some(p) = &ctx.policy {
+        out.push(format!("policy: {p}"));
+    }
+    out
+}

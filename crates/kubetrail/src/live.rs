@@ -3,6 +3,11 @@
 //! stopped. Alerts are appended to `DATA/alerts/alerts.jsonl` (one JSON object per line, an update of a
 //! grouped alert carrying the same id with `"update": true`), fsynced before the cursor moves, and logged.
 //! Delivery to Alertmanager, PagerDuty, Slack and webhooks reads that file (the alerting issue).
+//!
+//! Each alert is enriched here before it is written: the rule's runbook, the triage context (the actor's last
+//! hour, first-seen facts over 30 days kept in `DATA/alerts/seen.jsonl`, the actor's other unresolved alerts,
+//! what the policy level hid), the investigation commands, the console link, and the suppression in force
+//! that silences it, if any.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use kubetrail_detect::triage::{Prior, Sighting, Tracker};
 use kubetrail_detect::{Alert, Engine};
+use kubetrail_model::Event;
 use kubetrail_store::{Cursor, EventRecord, Wal};
 
 /// The cursor's name in the log.
@@ -32,15 +39,30 @@ pub struct Detector {
     /// The cursor's position, shared with the housekeeping so log segments are never released before
     /// detection has read them.
     position: Arc<AtomicU64>,
-    /// The cluster of each open alert, for its later updates (which the engine hands out without an event).
-    clusters: std::collections::HashMap<String, String>,
+    /// The cluster and triage context of each open alert, for its later updates (which the engine hands out
+    /// without an event).
+    firsts: std::collections::HashMap<String, Alert>,
+    tracker: Tracker,
+    /// `DATA/alerts/seen.jsonl`: the tracker's first-seen facts, appended as they change.
+    seen: File,
+    seen_lines: usize,
+    resolved: crate::alerts::Resolved,
+    suppressions: crate::suppress::Live,
+    /// The web console's address, for links (`--console-url`).
+    console: Option<String>,
+    dir: PathBuf,
 }
 
-/// Alerts whose cluster is remembered for their updates, at most (then the memory starts over).
-const MAX_CLUSTERS: usize = 100_000;
+/// Alerts remembered for their updates, at most (then the memory starts over).
+const MAX_FIRSTS: usize = 10_000;
 
 impl Detector {
-    pub fn open(dir: &Path, wal: Arc<Wal>, engine: Engine) -> anyhow::Result<Detector> {
+    pub fn open(
+        dir: &Path,
+        wal: Arc<Wal>,
+        engine: Engine,
+        console: Option<String>,
+    ) -> anyhow::Result<Detector> {
         let alerts_dir = dir.join("alerts");
         std::fs::create_dir_all(&alerts_dir)
             .with_context(|| format!("failed to create `{}`", alerts_dir.display()))?;
@@ -52,6 +74,7 @@ impl Detector {
             .with_context(|| format!("failed to open `{}`", path.display()))?;
         let cursor = wal.cursor(CURSOR)?;
         let position = cursor.position();
+        let (tracker, seen, seen_lines) = open_seen(&alerts_dir)?;
         Ok(Detector {
             wal,
             cursor,
@@ -59,7 +82,14 @@ impl Detector {
             alerts,
             path,
             position: Arc::new(AtomicU64::new(position)),
-            clusters: std::collections::HashMap::new(),
+            firsts: std::collections::HashMap::new(),
+            tracker,
+            seen,
+            seen_lines,
+            resolved: crate::alerts::Resolved::new(dir),
+            suppressions: crate::suppress::Live::new(dir),
+            console: console.map(|c| c.trim_end_matches('/').to_string()),
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -90,6 +120,9 @@ impl Detector {
         }
         let mut out = Vec::new();
         self.engine.flush(&mut out);
+        for a in &mut out {
+            self.enrich(a, &Prior::default());
+        }
         if let Err(e) = self.write(&out) {
             tracing::error!(error = %format!("{e:#}"), "failed to write the last alerts");
         }
@@ -100,6 +133,7 @@ impl Detector {
     fn round(&mut self) -> anyhow::Result<usize> {
         let from = self.cursor.position();
         let mut out = Vec::new();
+        let mut sightings = Vec::new();
         let mut next = from;
         let mut n = 0;
         for item in self.wal.read_from(from)? {
@@ -109,13 +143,22 @@ impl Detector {
             match EventRecord::decode(&bytes) {
                 Ok(rec) => {
                     let before = out.len();
+                    let event = Event::parse(&rec.event).ok();
+                    let prior = event
+                        .as_ref()
+                        .map(|e| self.tracker.prior(e))
+                        .unwrap_or_default();
                     if let Err(e) = self.engine.process(&rec.event, &mut out) {
                         tracing::debug!(seq, error = %e, "event not evaluated");
+                    }
+                    if let Some(e) = &event {
+                        sightings.extend(self.tracker.observe(e));
                     }
                     for a in &mut out[before..] {
                         if a.cluster.is_none() && !a.update {
                             a.cluster = Some(rec.cluster.to_string());
                         }
+                        self.enrich(a, &prior);
                     }
                 }
                 Err(e) => {
@@ -126,7 +169,12 @@ impl Detector {
                 break;
             }
         }
+        let before = out.len();
         self.engine.advance(jiff::Timestamp::now(), &mut out);
+        for a in &mut out[before..] {
+            self.enrich(a, &Prior::default());
+        }
+        self.write_seen(&sightings)?;
         self.write(&out)?;
         if next > from {
             self.cursor.commit(next)?;
@@ -135,24 +183,81 @@ impl Detector {
         Ok(n)
     }
 
+    /// Adds what the engine cannot know: cluster (for updates), runbook links, triage context, suppression.
+    fn enrich(&mut self, a: &mut Alert, prior: &Prior) {
+        a.detected = Some(jiff::Timestamp::now().to_string());
+        if a.update
+            && let Some(first) = self.firsts.get(&a.id).cloned()
+        {
+            // An update (more repeats) keeps its first request's cluster, first-seen facts and policy note;
+            // the activity is counted again.
+            a.cluster = a.cluster.take().or_else(|| first.cluster.clone());
+            let mut ctx = self.context(a, &Prior::default());
+            if let Some(old) = &first.context {
+                ctx.first_seen = old.first_seen.clone();
+                ctx.policy = old.policy.clone();
+            }
+            a.context = Some(ctx);
+            a.suppressed = first.suppressed.clone();
+        } else {
+            a.context = Some(self.context(a, prior));
+            a.suppressed = self.suppressions.silencing(a);
+        }
+        let user = crate::cmd::alerts::shell_word(&a.actor.username);
+        a.investigate = vec![
+            format!("kubetrail scope --user {user} --since 7d"),
+            format!("kubetrail timeline --user {user} --since 24h"),
+            format!("kubetrail alerts show {}", a.id),
+        ];
+        if let Some(base) = &self.console {
+            a.console = Some(format!("{base}/alerts/{}", a.id));
+        }
+        if !a.update {
+            self.tracker.remember(a);
+            if self.firsts.len() >= MAX_FIRSTS {
+                self.firsts.clear();
+            }
+            self.firsts.insert(a.id.clone(), a.clone());
+        }
+    }
+
+    fn context(&mut self, a: &Alert, prior: &Prior) -> kubetrail_detect::triage::Triage {
+        self.resolved.refresh();
+        let resolved = &self.resolved;
+        self.tracker
+            .context(a, prior, self.engine.body_need(&a.rule.id), |id| {
+                !resolved.is_resolved(id)
+            })
+    }
+
+    /// Appends first-seen facts that changed (before the cursor moves: a crash re-reads their events).
+    fn write_seen(&mut self, sightings: &[Sighting]) -> anyhow::Result<()> {
+        if sightings.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for s in sightings {
+            serde_json::to_writer(&mut buf, s)?;
+            buf.push(b'\n');
+        }
+        self.seen
+            .write_all(&buf)
+            .and_then(|()| self.seen.sync_data())
+            .context("failed to write alerts/seen.jsonl")?;
+        self.seen_lines += sightings.len();
+        // Rewritten compactly when it holds many more lines than values.
+        if self.seen_lines > 4 * self.tracker.seen_len() + 100_000 {
+            let dir = crate::alerts::alerts_dir(&self.dir);
+            self.seen = rewrite_seen(&dir, &self.tracker)?;
+            self.seen_lines = self.tracker.seen_len();
+        }
+        Ok(())
+    }
+
     fn write(&mut self, alerts: &[Alert]) -> anyhow::Result<()> {
         if alerts.is_empty() {
             return Ok(());
         }
-        // Updates of grouped alerts carry the cluster of their first request too.
-        let mut alerts = alerts.to_vec();
-        for a in &mut alerts {
-            match &a.cluster {
-                Some(c) => {
-                    if self.clusters.len() >= MAX_CLUSTERS {
-                        self.clusters.clear();
-                    }
-                    self.clusters.insert(a.id.clone(), c.clone());
-                }
-                None => a.cluster = self.clusters.get(&a.id).cloned(),
-            }
-        }
-        let alerts = &alerts;
         let mut buf = Vec::new();
         for a in alerts {
             serde_json::to_writer(&mut buf, a)?;
@@ -164,6 +269,7 @@ impl Detector {
                 user = %a.actor.username,
                 count = a.count,
                 update = a.update,
+                suppressed = a.suppressed.as_deref().unwrap_or(""),
                 "alert: {}",
                 a.rule.title
             );
@@ -173,4 +279,42 @@ impl Detector {
             .and_then(|()| self.alerts.sync_data())
             .with_context(|| format!("failed to write alerts to `{}`", self.path.display()))
     }
+}
+
+/// Loads `seen.jsonl` into a tracker (a torn last line is skipped) and opens it for appending.
+fn open_seen(dir: &Path) -> anyhow::Result<(Tracker, File, usize)> {
+    let path = dir.join("seen.jsonl");
+    let mut tracker = Tracker::new();
+    let lines = crate::alerts::read_lines::<Sighting>(&path)?;
+    let n = lines.len();
+    for s in lines {
+        tracker.restore(s);
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("failed to open `{}`", path.display()))?;
+    Ok((tracker, file, n))
+}
+
+/// Rewrites `seen.jsonl` with one line per value (through a temporary file and a rename).
+fn rewrite_seen(dir: &Path, tracker: &Tracker) -> anyhow::Result<File> {
+    let path = dir.join("seen.jsonl");
+    let tmp = dir.join("seen.jsonl.tmp");
+    let mut buf = Vec::new();
+    for s in tracker.sightings() {
+        serde_json::to_writer(&mut buf, &s)?;
+        buf.push(b'\n');
+    }
+    let mut f =
+        File::create(&tmp).with_context(|| format!("failed to create `{}`", tmp.display()))?;
+    f.write_all(&buf)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("failed to replace `{}`", path.display()))?;
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("failed to open `{}`", path.display()))
 }

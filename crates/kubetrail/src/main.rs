@@ -20,6 +20,7 @@ mod output;
 mod progress;
 mod report;
 mod store;
+mod suppress;
 
 /// Kubernetes audit logging as the forensic foundation of a cluster's security.
 #[derive(Debug, Parser)]

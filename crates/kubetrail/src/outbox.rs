@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -45,6 +45,102 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const IDLE: Duration = Duration::from_millis(100);
 /// The system's CA bundle on Debian and most Linux distributions (override with SSL_CERT_FILE).
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Upper bounds (seconds) of the delivery-latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// One destination's delivery counters and latency (from detection writing the alert to the destination's
+/// 2xx), for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    pub name: String,
+    delivered: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then the count and the sum in microseconds.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl DestinationStats {
+    fn observe(&self, secs: f64) {
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+}
+
+/// The delivery metrics of every destination in Prometheus text format.
+pub fn render_metrics(stats: &[Arc<DestinationStats>]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if stats.is_empty() {
+        return s;
+    }
+    let counter =
+        |s: &mut String, name: &str, help: &str, get: &dyn Fn(&DestinationStats) -> u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for d in stats {
+                let _ = writeln!(s, "{name}{{destination=\"{}\"}} {}", d.name, get(d));
+            }
+        };
+    counter(
+        &mut s,
+        "kubetrail_alerts_delivered_total",
+        "Alerts a destination accepted.",
+        &|d| d.delivered.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
+        "kubetrail_alert_delivery_retries_total",
+        "Failed delivery attempts that will be retried.",
+        &|d| d.retries.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut s,
+        "kubetrail_alerts_dead_lettered_total",
+        "Alerts a destination refused for good.",
+        &|d| d.dead_lettered.load(Ordering::Relaxed),
+    );
+    let name = "kubetrail_alert_delivery_seconds";
+    let _ = writeln!(
+        s,
+        "# HELP {name} From detection writing an alert to the destination accepting it.\n# TYPE {name} histogram"
+    );
+    for d in stats {
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{destination=\"{}\",le=\"{le}\"}} {}",
+                d.name,
+                d.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = d.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "{name}_bucket{{destination=\"{}\",le=\"+Inf\"}} {count}",
+            d.name
+        );
+        let _ = writeln!(
+            s,
+            "{name}_sum{{destination=\"{}\"}} {}",
+            d.name,
+            d.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "{name}_count{{destination=\"{}\"}} {count}", d.name);
+    }
+    s
+}
+
+/// The delivery threads, and their destinations' stats.
+pub type Started = (Vec<std::thread::JoinHandle<()>>, Vec<Arc<DestinationStats>>);
 
 /// What a destination speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +176,8 @@ pub struct Webhook {
 pub struct Route {
     pub min_severity: Level,
     pub rules: Vec<String>,
+    /// Only rules with one of these Sigma tags (empty: all).
+    pub tags: Vec<String>,
     pub namespaces: Vec<String>,
     /// Only alerts from these clusters (exact names; empty: all).
     pub clusters: Vec<String>,
@@ -91,13 +189,22 @@ impl Route {
         Route {
             min_severity: Level::Medium,
             rules: Vec::new(),
+            tags: Vec::new(),
             namespaces: Vec::new(),
             clusters: Vec::new(),
         }
     }
 
     pub fn wants(&self, a: &Alert) -> bool {
-        if a.severity < self.min_severity {
+        if a.severity < self.min_severity || a.suppressed.is_some() {
+            return false;
+        }
+        if !self.tags.is_empty()
+            && !self
+                .tags
+                .iter()
+                .any(|t| a.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+        {
             return false;
         }
         if !self.rules.is_empty()
@@ -127,7 +234,7 @@ impl Route {
 }
 
 /// `*` matches any run of characters; everything else is literal.
-fn glob(pattern: &str, s: &str) -> bool {
+pub(crate) fn glob(pattern: &str, s: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == s;
@@ -189,14 +296,56 @@ pub fn pagerduty_body(a: &Alert, routing_key: &str) -> Vec<u8> {
                     "source_ips": a.source_ips,
                     "audit_ids": a.audit_ids.iter().take(20).collect::<Vec<_>>(),
                     "count": a.count,
-                    "runbook": format!("kubetrail rules show {}", a.rule.id),
-                    "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
+                    "cluster": a.cluster,
+                    "context": a.context,
+                    "first_step": first_step(a),
+                    "runbook": a.runbook.clone().unwrap_or_else(|| format!("kubetrail rules show {}", a.rule.id)),
+                    "investigate": investigate(a),
                 },
             },
             "client": "kubetrail",
+            "links": a.console.iter().map(|u| serde_json::json!({"href": u, "text": "kubetrail console"})).collect::<Vec<_>>(),
         })
     };
     serde_json::to_vec(&body).expect("JSON serialises")
+}
+
+/// The runbook's first step (its text up to the line that starts step 2), or the command that shows it.
+pub fn first_step(a: &Alert) -> String {
+    let Some(r) = a.runbook.as_deref() else {
+        return format!("kubetrail rules show {}", a.rule.id);
+    };
+    let mut out = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let t = line.trim_start();
+        let numbered = t
+            .split_once('.')
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if i > 0 && numbered && line.len() == t.len() {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_string()
+}
+
+/// The triage context as lines, when the alert has it.
+fn context_lines(a: &Alert) -> Vec<String> {
+    a.context
+        .as_ref()
+        .map(crate::detection::context_lines)
+        .unwrap_or_default()
+}
+
+fn investigate(a: &Alert) -> Vec<String> {
+    if a.investigate.is_empty() {
+        vec![format!(
+            "kubetrail scope --user {} --since 7d",
+            crate::cmd::alerts::shell_word(&a.actor.username)
+        )]
+    } else {
+        a.investigate.clone()
+    }
 }
 
 /// The Slack incoming-webhook body (Block Kit) for one alert.
@@ -247,7 +396,7 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
             },
         ),
     ];
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "text": esc(&format!("{head}: {}", a.summary)),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": head.chars().take(150).collect::<String>()}},
@@ -255,14 +404,43 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
                 "type": "mrkdwn", "text": format!("*{k}*\n{}", esc(v)),
             })).collect::<Vec<_>>()},
             {"type": "section", "text": {"type": "mrkdwn", "text": esc(&a.summary)}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
-                "Rule `{}`{} · alert `{}` · runbook: `kubetrail rules show {}` · investigate: `kubetrail scope --user {} --since 7d`",
-                a.rule.id,
-                if a.attack.is_empty() { String::new() } else { format!(" ({})", a.attack.join(", ")) },
-                a.id, a.rule.id, esc(&a.actor.username),
-            )}]},
         ],
     });
+    let blocks = body["blocks"].as_array_mut().expect("blocks");
+    let context = context_lines(a);
+    if !context.is_empty() && a.resolved.is_none() {
+        let text: String = context
+            .iter()
+            .map(|l| format!("• {}", esc(l)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("*Context*\n{}", text).chars().take(3000).collect::<String>()}}),
+        );
+    }
+    if a.resolved.is_none() {
+        blocks.push(serde_json::json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": format!("*First step*\n```{}```", esc(&first_step(a))).chars().take(3000).collect::<String>()}}));
+    }
+    let mut links = format!(
+        "Rule `{}`{} · alert `{}` · runbook: `kubetrail rules show {}` · investigate: `{}`",
+        a.rule.id,
+        if a.attack.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", a.attack.join(", "))
+        },
+        a.id,
+        a.rule.id,
+        esc(&investigate(a)[0]),
+    );
+    if let Some(url) = &a.console {
+        links += &format!(" · <{}|open in the console>", esc(url));
+    }
+    blocks.push(
+        serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": links}]}),
+    );
     serde_json::to_vec(&body).expect("JSON serialises")
 }
 
@@ -291,7 +469,7 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
     if let Some(c) = &a.cluster {
         labels["cluster"] = c.clone().into();
     }
-    let body = serde_json::json!([{
+    let mut body = serde_json::json!([{
         "labels": labels,
         "annotations": {
             "title": a.rule.title,
@@ -300,13 +478,18 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
             "audit_ids": ids.join(","),
             "source_ips": a.source_ips.join(","),
             "runbook": format!("kubetrail rules show {}", a.rule.id),
+            "first_step": first_step(a),
+            "context": context_lines(a).join("\n"),
             "attack": a.attack.join(","),
             "user_agent": a.user_agent.clone().unwrap_or_default(),
-            "investigate": format!("kubetrail scope --user {} --since 7d", a.actor.username),
+            "investigate": investigate(a).join("\n"),
         },
         "startsAt": a.time,
         "endsAt": ends,
     }]);
+    if let Some(url) = &a.console {
+        body[0]["generatorURL"] = url.clone().into();
+    }
     serde_json::to_vec(&body).expect("JSON serialises")
 }
 
@@ -576,18 +759,16 @@ struct Delivery {
     /// Dead letters put back by `kubetrail alerts dlq replay`, delivered before new alerts.
     replay: PathBuf,
     replay_cursor: PathBuf,
+    stats: Arc<DestinationStats>,
 }
 
 /// Starts one delivery thread per webhook; they stop when `stop` is set (an alert in flight is sent again
 /// after a restart).
-pub fn start(
-    data: &Path,
-    webhooks: &[Webhook],
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+pub fn start(data: &Path, webhooks: &[Webhook], stop: Arc<AtomicBool>) -> anyhow::Result<Started> {
     if webhooks.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
+    let mut stats = Vec::new();
     let alerts_dir = data.join("alerts");
     let outbox = alerts_dir.join("outbox");
     std::fs::create_dir_all(&outbox)
@@ -611,7 +792,12 @@ pub fn start(
             dlq: outbox.join(format!("{name}.dlq.jsonl")),
             replay: outbox.join(format!("{name}.replay.jsonl")),
             replay_cursor: outbox.join(format!("{name}.replay.cursor")),
+            stats: Arc::new(DestinationStats {
+                name: name.clone(),
+                ..DestinationStats::default()
+            }),
         };
+        stats.push(d.stats.clone());
         let stop = stop.clone();
         threads.push(
             std::thread::Builder::new()
@@ -619,7 +805,7 @@ pub fn start(
                 .spawn(move || d.run(&stop))?,
         );
     }
-    Ok(threads)
+    Ok((threads, stats))
 }
 
 impl Delivery {
@@ -714,6 +900,18 @@ impl Delivery {
             });
             match attempt {
                 Attempt::Delivered => {
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Some(detected) = alert
+                        .detected
+                        .as_deref()
+                        .and_then(|d| d.parse::<jiff::Timestamp>().ok())
+                    {
+                        let secs = jiff::Timestamp::now()
+                            .duration_since(detected)
+                            .as_secs_f64()
+                            .max(0.0);
+                        self.stats.observe(secs);
+                    }
                     tracing::info!(
                         url = %self.url,
                         alert = %alert.id,
@@ -724,10 +922,12 @@ impl Delivery {
                 }
                 Attempt::Final { status, why } => {
                     tracing::error!(url = %self.url, alert = %alert.id, status, "alert refused: {why}; dead-lettered");
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     self.dead_letter(&body, status, &why)?;
                     break;
                 }
                 Attempt::Retry { after, why } => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let wait = match after {
                         Some(a) => a.min(MAX_RETRY_AFTER),
                         None => jitter(backoff),
@@ -905,7 +1105,7 @@ mod tests {
             min_severity: min,
             rules: rules.iter().map(|s| s.to_string()).collect(),
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
-            clusters: Vec::new(),
+            ..Route::medium_and_above()
         };
         assert!(Route::medium_and_above().wants(&alert));
         assert!(!route(Level::Critical, &[], &[]).wants(&alert));
@@ -927,6 +1127,24 @@ mod tests {
         eu.cluster = Some("prod-eu".into());
         assert!(by_cluster(&["prod-eu"]).wants(&eu));
         assert!(!by_cluster(&["prod-us"]).wants(&eu));
+        let by_tag = |t: &[&str]| Route {
+            tags: t.iter().map(|s| s.to_string()).collect(),
+            ..Route::medium_and_above()
+        };
+        let mut tagged = alert.clone();
+        tagged.tags = vec!["attack.execution".into(), "attack.t1609".into()];
+        assert!(by_tag(&["attack.Execution"]).wants(&tagged));
+        assert!(!by_tag(&["attack.persistence"]).wants(&tagged));
+        assert!(
+            !by_tag(&["attack.execution"]).wants(&alert),
+            "an untagged alert"
+        );
+        let mut silenced = alert.clone();
+        silenced.suppressed = Some("s-1".into());
+        assert!(
+            !Route::medium_and_above().wants(&silenced),
+            "suppressed alerts are not delivered"
+        );
     }
 
     #[test]

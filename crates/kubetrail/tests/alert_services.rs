@@ -190,9 +190,15 @@ fn pagerduty_and_slack_receive_alerts_in_their_formats() {
     );
     assert_eq!(trigger["payload"]["source"], "198.51.100.7");
     assert_eq!(trigger["payload"]["class"], "test-secrets-listed");
+    let details = &trigger["payload"]["custom_details"];
     assert_eq!(
-        trigger["payload"]["custom_details"]["runbook"],
-        "kubetrail rules show test-secrets-listed"
+        details["first_step"],
+        "Check who it was: kubetrail timeline --user USER --since 24h"
+    );
+    assert_eq!(details["context"]["activity"]["requests"], 1, "{details}");
+    assert_eq!(
+        details["context"]["firstSeen"]["identity"]["value"],
+        "eve@example.com"
     );
     let id = trigger["dedup_key"].as_str().unwrap().to_string();
 
@@ -208,6 +214,15 @@ fn pagerduty_and_slack_receive_alerts_in_their_formats() {
     assert_eq!(msg["blocks"][0]["type"], "header");
     let fields = msg["blocks"][1]["fields"].to_string();
     assert!(fields.contains("eve@example.com"), "{fields}");
+    let blocks = msg["blocks"].to_string();
+    assert!(
+        blocks.contains("*Context*") && blocks.contains("last hour") && blocks.contains("NEW"),
+        "the triage context: {blocks}"
+    );
+    assert!(
+        blocks.contains("*First step*") && blocks.contains("Check who it was"),
+        "the runbook's first step: {blocks}"
+    );
 
     // The removed Slack webhook (404 no_service) is dead-lettered, not retried.
     let (_, status) = next(&gone);

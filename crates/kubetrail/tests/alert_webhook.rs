@@ -322,6 +322,16 @@ fn alerts_reach_a_real_alertmanager_with_routing_labels() {
         alert["annotations"]["runbook"],
         "kubetrail rules show test-secrets-listed"
     );
+    assert!(
+        alert["annotations"]["context"]
+            .as_str()
+            .is_some_and(|c| c.contains("last hour") && c.contains("user7@example.com is NEW")),
+        "the triage context reaches Alertmanager: {alert}"
+    );
+    assert_eq!(
+        alert["annotations"]["first_step"],
+        "Check who it was: kubetrail timeline --user USER --since 24h"
+    );
     assert_eq!(
         alert["annotations"]["audit_ids"],
         "5a1c0e55-0000-4000-8000-000000000007"

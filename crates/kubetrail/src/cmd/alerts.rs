@@ -26,9 +26,63 @@ pub enum AlertsCommand {
     Assign(AssignArgs),
     /// Add a note to the alert's history.
     Note(NoteArgs),
+    /// Silence matching alerts until a time, with a reason (planned maintenance): they are still raised and
+    /// recorded, with status `suppressed`, but not delivered. On record in `alerts/suppressions.jsonl`.
+    Suppress(SuppressArgs),
+    /// The suppressions in force (with `--all`, every one ever made, lifted and expired too).
+    Suppressions(SuppressionsArgs),
+    /// Lift a suppression before it expires.
+    Unsuppress(UnsuppressArgs),
     /// Alerts a destination refused for good (dead letters): list them, or send them again.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("end").required(true).args(["for_", "until"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["rule", "user", "namespace", "cluster"])))]
+pub struct SuppressArgs {
+    /// A rule id, a Sigma tag (`attack.t1609`) or an ATT&CK technique (`T1609`).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// The actor, exactly, or a prefix ending in `*` (`system:serviceaccount:ci:*`).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The target namespace (`*` wildcards).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// For how long (`30m`, `4h`, `2d`; at most 90 days).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Why (recorded with who and when).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SuppressionsArgs {
+    /// Lifted and expired ones too.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
+    pub format: AlertsFormat,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsuppressArgs {
+    /// The suppression's id (`s-...`).
+    pub id: String,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,7 +130,8 @@ pub enum AlertsFormat {
 pub struct ListArgs {
     #[command(flatten)]
     pub data: DataArg,
-    /// Only alerts in this status (default: open and acknowledged).
+    /// Only alerts in this status (default: open and acknowledged; suppressed ones are listed with
+    /// `--status suppressed` or `--all`).
     #[arg(long, value_enum)]
     pub status: Option<Status>,
     /// Every status.
@@ -147,6 +202,17 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<Outcome> {
         AlertsCommand::Reopen(a) => change(&a.data, &a.id, Action::Reopen, a.note),
         AlertsCommand::Assign(a) => change(&a.data, &a.id, Action::Assign { to: a.to }, None),
         AlertsCommand::Note(a) => change(&a.data, &a.id, Action::Note { text: a.text }, None),
+        AlertsCommand::Suppress(a) => suppress(a),
+        AlertsCommand::Suppressions(a) => suppressions(a),
+        AlertsCommand::Unsuppress(a) => {
+            let data = dir(&a.data)?;
+            let s = crate::suppress::lift(&data, &a.id, &crate::cmd::retention::os_user())?;
+            println!(
+                "{}  lifted; it silenced until {}: {}",
+                s.id, s.until, s.reason
+            );
+            Ok(Outcome::Ok)
+        }
         AlertsCommand::Dlq(DlqCommand::List(a)) => dlq_list(a),
         AlertsCommand::Dlq(DlqCommand::Replay(a)) => {
             let n = crate::outbox::replay(&dir(&a.data)?, a.destination.as_deref())?;
@@ -201,6 +267,7 @@ fn status_name(s: Status) -> &'static str {
         Status::Open => "open",
         Status::Acknowledged => "acknowledged",
         Status::Resolved => "resolved",
+        Status::Suppressed => "suppressed",
     }
 }
 
@@ -213,7 +280,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
         .filter(|t| match (args.all, args.status) {
             (true, _) => true,
             (false, Some(s)) => t.status == s,
-            (false, None) => t.status != Status::Resolved,
+            (false, None) => matches!(t.status, Status::Open | Status::Acknowledged),
         })
         .collect();
     alerts.reverse();
@@ -274,10 +341,33 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
             .map(|u| format!(", assigned to {u}"))
             .unwrap_or_default()
     );
-    s += &format!(
-        "         investigate: kubetrail scope --user {u} --since 7d\n                      kubetrail timeline --user {u} --since 24h\n",
-        u = shell_word(&a.actor.username)
-    );
+    if let Some(id) = &a.suppressed {
+        s += &format!("         suppressed by: {id} (`kubetrail alerts suppressions --all`)\n");
+    }
+    if let Some(url) = &a.console {
+        s += &format!("         console: {url}\n");
+    }
+    let investigate = if a.investigate.is_empty() {
+        vec![
+            format!(
+                "kubetrail scope --user {} --since 7d",
+                shell_word(&a.actor.username)
+            ),
+            format!(
+                "kubetrail timeline --user {} --since 24h",
+                shell_word(&a.actor.username)
+            ),
+        ]
+    } else {
+        a.investigate.clone()
+    };
+    for (i, cmd) in investigate.iter().enumerate() {
+        let label = if i == 0 { "investigate:" } else { "" };
+        s += &format!("         {label:<12} {cmd}\n");
+    }
+    if let Some(ctx) = &a.context {
+        s += &crate::detection::render_context(ctx);
+    }
     if !t.history.is_empty() {
         s += "\nhistory:\n";
         for c in &t.history {
@@ -291,12 +381,19 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
             s += &format!("  {}  {}  {what}\n", c.at, c.by);
         }
     }
-    if let Ok(rules) = crate::detection::load_rules(&crate::detection::Sources {
-        builtin: true,
-        paths: Vec::new(),
-    }) && let Some(d) = rules.get(&a.rule.id)
-        && let Some(runbook) = d.meta().extra_str("runbook")
-    {
+    let runbook = a.runbook.clone().or_else(|| {
+        let rules = crate::detection::load_rules(&crate::detection::Sources {
+            builtin: true,
+            paths: Vec::new(),
+        })
+        .ok()?;
+        rules
+            .get(&a.rule.id)?
+            .meta()
+            .extra_str("runbook")
+            .map(str::to_string)
+    });
+    if let Some(runbook) = runbook {
         s += "\nrunbook:\n";
         for l in runbook.trim_end().lines() {
             s += &format!("  {l}\n");
@@ -307,7 +404,7 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
 }
 
 /// A value quoted for a shell when it needs to be.
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "@._:-/".contains(c))
     {
@@ -335,5 +432,100 @@ fn change(d: &DataArg, id: &str, action: Action, note: Option<String>) -> anyhow
         t.alert.rule.id,
         t.alert.actor.username
     );
+    Ok(Outcome::Ok)
+}
+
+fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
+    let data = crate::data::resolve(a.data.data.clone(), None);
+    let until = match (&a.for_, &a.until) {
+        (Some(d), _) => {
+            let secs = crate::cmd::generate::parse_duration(d).map_err(anyhow::Error::msg)?;
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_secs_f64(secs.min(1e10)))
+                .map_err(|_| anyhow::anyhow!("`{d}` is too long"))?
+        }
+        (None, Some(t)) => t.parse::<jiff::Timestamp>().map_err(|_| {
+            anyhow::anyhow!("--until `{t}` is not an RFC 3339 time (`2026-11-26T06:00:00Z`)")
+        })?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let selector = crate::suppress::Selector {
+        rule: a.rule,
+        user: a.user,
+        namespace: a.namespace,
+        cluster: a.cluster,
+    };
+    let s = crate::suppress::add(
+        &data,
+        selector,
+        until,
+        &a.reason,
+        &crate::cmd::retention::os_user(),
+    )?;
+    println!(
+        "{}  suppressing {} until {} ({})",
+        s.id,
+        describe(&s.selector),
+        s.until,
+        s.reason
+    );
+    Ok(Outcome::Ok)
+}
+
+fn describe(s: &crate::suppress::Selector) -> String {
+    let mut parts = Vec::new();
+    parts.extend(s.rule.as_ref().map(|r| format!("rule {r}")));
+    parts.extend(s.user.as_ref().map(|u| format!("user {u}")));
+    parts.extend(s.namespace.as_ref().map(|n| format!("namespace {n}")));
+    parts.extend(s.cluster.as_ref().map(|c| format!("cluster {c}")));
+    parts.join(", ")
+}
+
+fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
+    let data = crate::data::resolve(a.data.data.clone(), None);
+    let now = jiff::Timestamp::now();
+    let all: Vec<crate::suppress::Suppression> = crate::suppress::load(&data)?
+        .into_iter()
+        .filter(|s| a.all || s.active(now))
+        .collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.format {
+        AlertsFormat::Json => {
+            for s in &all {
+                let mut v = serde_json::to_value(s)?;
+                v["active"] = serde_json::Value::Bool(s.active(now));
+                serde_json::to_writer(&mut out, &v)?;
+                writeln!(out)?;
+            }
+        }
+        AlertsFormat::Table => {
+            let names: Vec<String> = ["ID", "STATE", "SILENCES", "UNTIL", "REASON", "BY", "AT"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|s| {
+                    let state = match (&s.lifted, s.active(now)) {
+                        (Some((by, _)), _) => format!("lifted by {by}"),
+                        (None, true) => "active".to_string(),
+                        (None, false) => "expired".to_string(),
+                    };
+                    vec![
+                        s.id.clone(),
+                        state,
+                        describe(&s.selector),
+                        s.until.clone(),
+                        s.reason.clone(),
+                        s.by.clone(),
+                        s.at.clone(),
+                    ]
+                })
+                .collect();
+            crate::cmd::query::write_table(&mut out, &names, &rows)?;
+            writeln!(out, "{} suppressions", rows.len())?;
+        }
+    }
+    out.flush()?;
     Ok(Outcome::Ok)
 }

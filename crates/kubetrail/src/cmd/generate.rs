@@ -133,7 +133,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// Seconds from `90s`, `10m`, `1.5h`, `7d` or `250ms`.
-fn parse_duration(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<f64, String> {
     let err = || {
         format!("`{s}` is not a duration: use a number and a unit, e.g. `90s`, `10m`, `2h`, `1d`")
     };

@@ -67,11 +67,17 @@ pub struct ServeArgs {
     /// Send every alert of medium severity or above to this Slack incoming webhook (repeatable).
     #[arg(long = "slack-webhook", value_name = "URL")]
     pub slack_webhooks: Vec<String>,
+    /// The web console's address as analysts reach it: alerts link to `<URL>/alerts/<id>` (overrides the
+    /// config's `alerts.console_url`).
+    #[arg(long = "console-url", value_name = "URL")]
+    pub console_url: Option<String>,
 }
 
 /// The pipeline as the HTTP listener sees it.
 struct Collector {
     pipeline: Arc<Pipeline>,
+    /// Alert delivery, per destination.
+    delivery: Vec<Arc<crate::outbox::DestinationStats>>,
 }
 
 impl Ingest for Collector {
@@ -116,7 +122,9 @@ impl Ingest for Collector {
     }
 
     fn metrics(&self) -> String {
-        self.pipeline.metrics().render()
+        let mut m = self.pipeline.metrics().render();
+        m += &crate::outbox::render_metrics(&self.delivery);
+        m
     }
 }
 
@@ -235,7 +243,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         paths: detection.rules.clone(),
     };
     let (rules, engine) = crate::detection::engine(&sources, &detection)?;
-    let detector = crate::live::Detector::open(&dir, pipeline.wal().clone(), engine)?;
+    let detector = crate::live::Detector::open(
+        &dir,
+        pipeline.wal().clone(),
+        engine,
+        args.console_url
+            .clone()
+            .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone())),
+    )?;
     store.hold_for(detector.position());
     eprintln!(
         "kubetrail: detecting with {} rules; alerts in {}",
@@ -296,7 +311,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     for d in cfg.alerts.iter().flat_map(|a| &a.destinations) {
         webhooks.push(d.webhook()?);
     }
-    let delivering = crate::outbox::start(&dir, &webhooks, stop.clone())?;
+    let (delivering, delivery) = crate::outbox::start(&dir, &webhooks, stop.clone())?;
     for w in &webhooks {
         match w.kind {
             crate::outbox::Kind::Webhook => eprintln!(
@@ -338,6 +353,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .build()?;
     let collector = Arc::new(Collector {
         pipeline: pipeline.clone(),
+        delivery,
     });
     // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
     let queries = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,366 @@
+//! Suppressions: planned silence with an expiry and a reason ("node upgrade, ops team, until 06:00").
+//!
+//! Kept in `DATA/alerts/suppressions.jsonl`, an append-only log of who added or lifted which suppression and
+//! when, so every silence stays on record. A suppressed alert is still raised and recorded in `alerts.jsonl`
+//! (status `suppressed`, with the suppression's id), so nothing is hidden from an investigation; it is only not
+//! delivered. Live detection rereads the file when it changes, so the CLI and the API act on a running `serve`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kubetrail_detect::Alert;
+use serde::{Deserialize, Serialize};
+
+/// The longest a suppression may last: a permanent silence is a detection exception (config), not this.
+pub const MAX_DAYS: i64 = 90;
+
+/// Which alerts a suppression silences: all the given selectors must match (at least one is required).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector {
+    /// A rule id, a Sigma tag (`attack.t1609`) or an ATT&CK technique (`T1609`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The actor's username, exactly, or a prefix ending in `*` (`system:serviceaccount:ci:*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The target's namespace (`*` wildcards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl Selector {
+    pub fn is_empty(&self) -> bool {
+        self.rule.is_none()
+            && self.user.is_none()
+            && self.namespace.is_none()
+            && self.cluster.is_none()
+    }
+
+    pub fn matches(&self, a: &Alert) -> bool {
+        let rule = self.rule.as_deref().is_none_or(|r| {
+            r == a.rule.id
+                || a.tags.iter().any(|t| t.eq_ignore_ascii_case(r))
+                || a.attack.iter().any(|t| t.eq_ignore_ascii_case(r))
+        });
+        let user = self
+            .user
+            .as_deref()
+            .is_none_or(|u| match u.strip_suffix('*') {
+                Some(prefix) => a.actor.username.starts_with(prefix),
+                None => a.actor.username == u,
+            });
+        let namespace = self.namespace.as_deref().is_none_or(|p| {
+            a.target
+                .as_ref()
+                .and_then(|t| t.namespace.as_deref())
+                .is_some_and(|ns| crate::outbox::glob(p, ns))
+        });
+        let cluster = self
+            .cluster
+            .as_deref()
+            .is_none_or(|c| a.cluster.as_deref() == Some(c));
+        rule && user && namespace && cluster
+    }
+}
+
+/// A line of the suppression log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Entry {
+    Add {
+        id: String,
+        #[serde(flatten)]
+        selector: Selector,
+        /// RFC 3339 UTC: silent until then.
+        until: String,
+        reason: String,
+        by: String,
+        at: String,
+    },
+    Lift {
+        id: String,
+        by: String,
+        at: String,
+    },
+}
+
+/// A suppression as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Suppression {
+    pub id: String,
+    #[serde(flatten)]
+    pub selector: Selector,
+    pub until: String,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+    /// Who lifted it early, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifted: Option<(String, String)>,
+}
+
+impl Suppression {
+    /// In force at `now` (not expired, not lifted).
+    pub fn active(&self, now: jiff::Timestamp) -> bool {
+        self.lifted.is_none()
+            && self
+                .until
+                .parse::<jiff::Timestamp>()
+                .is_ok_and(|until| now < until)
+    }
+}
+
+pub fn path(data: &Path) -> PathBuf {
+    crate::alerts::alerts_dir(data).join("suppressions.jsonl")
+}
+
+/// Every suppression ever made, oldest first.
+pub fn load(data: &Path) -> anyhow::Result<Vec<Suppression>> {
+    let mut out: Vec<Suppression> = Vec::new();
+    for e in crate::alerts::read_lines::<Entry>(&path(data))? {
+        match e {
+            Entry::Add {
+                id,
+                selector,
+                until,
+                reason,
+                by,
+                at,
+            } => out.push(Suppression {
+                id,
+                selector,
+                until,
+                reason,
+                by,
+                at,
+                lifted: None,
+            }),
+            Entry::Lift { id, by, at } => {
+                if let Some(s) = out.iter_mut().find(|s| s.id == id) {
+                    s.lifted = Some((by, at));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn append(data: &Path, entry: &Entry) -> anyhow::Result<()> {
+    let dir = crate::alerts::alerts_dir(data);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    let p = path(data);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .with_context(|| format!("failed to open `{}`", p.display()))?;
+    f.write_all(format!("{}\n", serde_json::to_string(entry)?).as_bytes())
+        .and_then(|()| f.sync_data())
+        .with_context(|| format!("failed to write `{}`", p.display()))
+}
+
+/// Adds a suppression until `until`; returns it.
+pub fn add(
+    data: &Path,
+    selector: Selector,
+    until: jiff::Timestamp,
+    reason: &str,
+    by: &str,
+) -> anyhow::Result<Suppression> {
+    let now = jiff::Timestamp::now();
+    if selector.is_empty() {
+        bail!("a suppression needs at least one of --rule, --user, --namespace, --cluster");
+    }
+    if reason.trim().is_empty() {
+        bail!("say why (--reason): the suppression is on record for whoever investigates later");
+    }
+    if until <= now {
+        bail!("the suppression would end at {until}, which is not in the future");
+    }
+    if until.duration_since(now).as_secs() > MAX_DAYS * 86_400 {
+        bail!(
+            "a suppression lasts at most {MAX_DAYS} days; for a permanent one, add a detection exception to the config"
+        );
+    }
+    let id = format!(
+        "s-{}",
+        &crate::alerts::short_hash(&format!("{selector:?}{until}{now}{by}"))[..10]
+    );
+    let at = now.to_string();
+    let until = until.to_string();
+    append(
+        data,
+        &Entry::Add {
+            id: id.clone(),
+            selector: selector.clone(),
+            until: until.clone(),
+            reason: reason.trim().to_string(),
+            by: by.to_string(),
+            at: at.clone(),
+        },
+    )?;
+    Ok(Suppression {
+        id,
+        selector,
+        until,
+        reason: reason.trim().to_string(),
+        by: by.to_string(),
+        at,
+        lifted: None,
+    })
+}
+
+/// Lifts the suppression `id` before its expiry.
+pub fn lift(data: &Path, id: &str, by: &str) -> anyhow::Result<Suppression> {
+    let all = load(data)?;
+    let Some(s) = all.iter().find(|s| s.id == id) else {
+        bail!("no suppression `{id}`: `kubetrail alerts suppressions --all` lists them");
+    };
+    if !s.active(jiff::Timestamp::now()) {
+        bail!("suppression `{id}` is no longer in force (expired or lifted)");
+    }
+    let at = jiff::Timestamp::now().to_string();
+    append(
+        data,
+        &Entry::Lift {
+            id: id.to_string(),
+            by: by.to_string(),
+            at: at.clone(),
+        },
+    )?;
+    Ok(Suppression {
+        lifted: Some((by.to_string(), at)),
+        ..s.clone()
+    })
+}
+
+/// The suppressions live detection applies, reloaded when the file changes.
+#[derive(Debug, Default)]
+pub struct Live {
+    data: PathBuf,
+    seen: Option<(u64, std::time::SystemTime)>,
+    all: Vec<Suppression>,
+}
+
+impl Live {
+    pub fn new(data: &Path) -> Live {
+        Live {
+            data: data.to_path_buf(),
+            ..Live::default()
+        }
+    }
+
+    fn refresh(&mut self) {
+        let stamp = std::fs::metadata(path(&self.data))
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        if stamp == self.seen {
+            return;
+        }
+        match load(&self.data) {
+            Ok(all) => {
+                self.all = all;
+                self.seen = stamp;
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "failed to read the suppressions"),
+        }
+    }
+
+    /// The id of the suppression in force now that silences `a`, if any.
+    pub fn silencing(&mut self, a: &Alert) -> Option<String> {
+        self.refresh();
+        let now = jiff::Timestamp::now();
+        self.all
+            .iter()
+            .find(|s| s.active(now) && s.selector.matches(a))
+            .map(|s| s.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert() -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": "a1", "rule": {"id": "kt-exec", "title": "Exec"}, "severity": "high",
+            "auditIDs": ["x"], "time": "2026-11-25T10:00:00Z", "actor": {"username": "system:serviceaccount:ci:deployer"},
+            "sourceIPs": [], "summary": "", "count": 1, "lastTime": "2026-11-25T10:00:00Z",
+            "target": {"verb": "create", "resource": "pods", "subresource": "exec", "namespace": "prod-web"},
+            "tags": ["attack.execution", "attack.t1609"], "attack": ["T1609"], "cluster": "eu-1"
+        }))
+        .expect("alert")
+    }
+
+    #[test]
+    fn selectors_match_rule_tag_user_prefix_namespace_and_cluster() {
+        let a = alert();
+        let sel = |rule: Option<&str>,
+                   user: Option<&str>,
+                   ns: Option<&str>,
+                   cluster: Option<&str>| Selector {
+            rule: rule.map(Into::into),
+            user: user.map(Into::into),
+            namespace: ns.map(Into::into),
+            cluster: cluster.map(Into::into),
+        };
+        assert!(sel(Some("kt-exec"), None, None, None).matches(&a));
+        assert!(sel(Some("attack.t1609"), None, None, None).matches(&a));
+        assert!(sel(Some("t1609"), None, None, None).matches(&a));
+        assert!(!sel(Some("kt-other"), None, None, None).matches(&a));
+        assert!(sel(None, Some("system:serviceaccount:ci:*"), None, None).matches(&a));
+        assert!(
+            !sel(None, Some("system:serviceaccount:ci"), None, None).matches(&a),
+            "exact unless *"
+        );
+        assert!(sel(None, None, Some("prod-*"), Some("eu-1")).matches(&a));
+        assert!(
+            !sel(Some("kt-exec"), None, Some("dev-*"), None).matches(&a),
+            "all must match"
+        );
+        assert!(!sel(None, None, None, Some("us-1")).matches(&a));
+    }
+
+    #[test]
+    fn suppressions_expire_are_lifted_and_stay_on_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let rule = Selector {
+            rule: Some("kt-exec".into()),
+            ..Selector::default()
+        };
+        assert!(
+            add(dir.path(), Selector::default(), until, "x", "ann").is_err(),
+            "needs a selector"
+        );
+        assert!(
+            add(dir.path(), rule.clone(), until, " ", "ann").is_err(),
+            "needs a reason"
+        );
+        let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        assert!(
+            add(dir.path(), rule.clone(), past, "x", "ann").is_err(),
+            "must end in the future"
+        );
+        let s = add(dir.path(), rule, until, "node upgrade", "ann").expect("added");
+        let mut live = Live::new(dir.path());
+        assert_eq!(live.silencing(&alert()).as_deref(), Some(s.id.as_str()));
+        lift(dir.path(), &s.id, "bob").expect("lifted");
+        assert_eq!(
+            live.silencing(&alert()),
+            None,
+            "a lifted suppression silences nothing"
+        );
+        let all = load(dir.path()).expect("load");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].reason, "node upgrade");
+        assert_eq!(all[0].by, "ann");
+        assert_eq!(all[0].lifted.as_ref().map(|l| l.0.as_str()), Some("bob"));
+        assert!(lift(dir.path(), &s.id, "bob").is_err(), "cannot lift twice");
+    }
+}
