@@ -284,6 +284,16 @@ impl HttpClient {
         &self.target
     }
 
+    /// The Host header sent: the URL's `host[:port]`.
+    pub fn authority(&self) -> &str {
+        self.authority.to_str().unwrap_or("")
+    }
+
+    /// The URL's path without a trailing `/` (empty for none).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
     /// Sends one request and reads the whole answer. `Err` is a transport failure (connect, TLS, timeout,
     /// broken connection, answer too long), with the reason.
     pub async fn send(&self, req: Request) -> Result<Response, String> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod clickhouse;
 mod fields;
 pub mod http;
+pub mod s3;
 pub mod tls;
 
 /// One event to ship: the redacted audit event JSON and where it came from.

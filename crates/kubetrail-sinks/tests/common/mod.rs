@@ -154,13 +154,18 @@ impl Server {
         Server { child, port, dir }
     }
 
-    /// `moto_server` (PyPI `moto[server]`) on 127.0.0.1.
-    pub fn moto() -> Server {
+    /// `moto_server` (PyPI `moto[server]`) on 127.0.0.1; with `Some(n)`, checking signatures and IAM permissions
+    /// after its first `n` requests (`INITIAL_NO_AUTH_ACTION_COUNT`; ready checks don't count).
+    pub fn moto(unauthenticated: Option<u32>) -> Server {
         let bin = need("moto_server", "pip install 'moto[server]'");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("moto.log");
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some(n) = unauthenticated {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+        }
+        let mut child = cmd
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
@@ -208,6 +213,22 @@ impl Server {
         );
         (Server { child, port, dir }, tls_port)
     }
+}
+
+/// POSTs a form with `headers` on 127.0.0.1:`port` (HTTP/1.0): the answer's body.
+pub fn post_form(port: u16, headers: &str, form: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 /// GET `path` on 127.0.0.1:`port` with a bare HTTP/1.0 request: the body, or `None` if nothing answered.
