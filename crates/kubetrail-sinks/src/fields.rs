@@ -15,7 +15,6 @@ pub(crate) struct Fields<'a> {
 
 /// Whether the request did what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // until the next sinks
 pub(crate) enum Verdict {
     Success,
     Failure,
@@ -23,7 +22,6 @@ pub(crate) enum Verdict {
     Unknown,
 }
 
-#[allow(dead_code)] // until the next sinks
 impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,7 +32,6 @@ impl Verdict {
     }
 }
 
-#[allow(dead_code)] // until the next sinks
 impl<'a> Fields<'a> {
     /// Parses a record's event; the error says why it is not an audit event (it is dead for every sink).
     pub fn parse(r: &Record<'a>) -> Result<Fields<'a>, String> {

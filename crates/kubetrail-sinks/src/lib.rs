@@ -17,6 +17,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub mod clickhouse;
+pub mod elasticsearch;
 mod fields;
 pub mod http;
 pub mod s3;
