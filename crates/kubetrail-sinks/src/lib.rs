@@ -21,6 +21,7 @@ pub mod elasticsearch;
 mod fields;
 pub mod http;
 pub mod s3;
+pub mod splunk;
 pub mod tls;
 
 /// One event to ship: the redacted audit event JSON and where it came from.
