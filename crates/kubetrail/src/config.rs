@@ -36,6 +36,9 @@ pub struct Config {
     pub detection: Option<crate::detection::DetectionConfig>,
     /// Where alerts go, and which.
     pub alerts: Option<AlertsConfig>,
+    /// Where events are shipped off the node (ClickHouse, the S3 archive, ...).
+    #[serde(default)]
+    pub sinks: Vec<crate::sinks_config::SinkConfig>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -212,6 +215,7 @@ impl Config {
         for d in self.alerts.iter().flat_map(|a| &a.destinations) {
             d.webhook()?;
         }
+        crate::sinks_config::build_all(&self.sinks)?;
         if let Some(d) = &self.detection {
             let sources = crate::detection::Sources {
                 builtin: d.builtin.unwrap_or(true),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod alerts;
 mod api;
+mod archive;
 mod cmd;
 mod config;
 mod data;
@@ -19,6 +20,8 @@ mod outbox;
 mod output;
 mod progress;
 mod report;
+mod ship;
+mod sinks_config;
 mod store;
 mod suppress;
 
@@ -68,6 +71,9 @@ enum Command {
     /// The alerts serve raised: list, show, acknowledge, resolve, assign, annotate (each change recorded).
     #[command(subcommand)]
     Alerts(cmd::alerts::AlertsCommand),
+    /// Shipping off the node: each sink's progress and lag, and the records targets refused (dead letters).
+    #[command(subcommand)]
+    Sinks(cmd::sinks::SinksCommand),
     /// Delete expired partitions (classes by rule, default 400 days), keeping legal holds; every deletion signed.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCommand),
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => cmd::detect::run(args),
         Command::Rules(c) => cmd::rules::run(c),
         Command::Alerts(c) => cmd::alerts::run(c),
+        Command::Sinks(c) => cmd::sinks::run(c),
         Command::Setup(c) => cmd::setup::run(c),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Checkpoint(c) => cmd::checkpoint::run(c),

@@ -13,4 +13,5 @@ pub mod retention;
 pub mod rules;
 pub mod serve;
 pub mod setup;
+pub mod sinks;
 pub mod verify;

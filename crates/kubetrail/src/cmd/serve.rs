@@ -78,6 +78,8 @@ struct Collector {
     pipeline: Arc<Pipeline>,
     /// Alert delivery, per destination.
     delivery: Vec<Arc<crate::outbox::DestinationStats>>,
+    /// Shipping, per sink.
+    sinks: Vec<Arc<crate::ship::Stats>>,
 }
 
 impl Ingest for Collector {
@@ -124,6 +126,7 @@ impl Ingest for Collector {
     fn metrics(&self) -> String {
         let mut m = self.pipeline.metrics().render();
         m += &crate::outbox::render_metrics(&self.delivery);
+        m += &crate::ship::render_metrics(&self.sinks);
         m
     }
 }
@@ -252,6 +255,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
             .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone())),
     )?;
     store.hold_for(detector.position());
+    let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
+    for s in &sinks {
+        eprintln!(
+            "kubetrail: shipping to {} `{}` (batches of up to {} events, flushed within {:?})",
+            s.kind, s.name, s.batching.max_events, s.batching.flush
+        );
+    }
+    let mut shipping = Vec::new();
+    let mut sink_stats = Vec::new();
+    for (thread, stats, hold) in
+        crate::ship::start(&dir, pipeline.wal().clone(), sinks, stop.clone())?
+    {
+        store.hold_for(hold);
+        shipping.push(thread);
+        sink_stats.push(stats);
+    }
     eprintln!(
         "kubetrail: detecting with {} rules; alerts in {}",
         rules.len(),
@@ -354,6 +373,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let collector = Arc::new(Collector {
         pipeline: pipeline.clone(),
         delivery,
+        sinks: sink_stats,
     });
     // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
     let queries = tokio::runtime::Builder::new_multi_thread()
@@ -374,6 +394,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let _ = t.join();
     }
     let _ = detecting.join();
+    for t in shipping {
+        let _ = t.join();
+    }
     for t in delivering {
         let _ = t.join();
     }

@@ -1,0 +1,281 @@
+//! The config file's `sinks:` section: each entry names a target by `type` and becomes a [`ship::Sink`]
+//! (validated by `kubetrail config check`: names, URLs, files; nothing is contacted).
+//!
+//! ```yaml
+//! sinks:
+//!   - type: clickhouse
+//!     url: http://127.0.0.1:8123
+//!     database: kubetrail
+//!     table: audit_events
+//!     retention_days: 400
+//!   - type: s3
+//!     endpoint: https://s3.eu-west-1.amazonaws.com   # omit for AWS; MinIO, Ceph: their URL
+//!     bucket: audit-archive
+//!     region: eu-west-1
+//!     prefix: prod/
+//!     object_lock: {mode: compliance, retain_days: 400, legal_hold: false}
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kubetrail_sinks::http::{Auth, HttpConfig};
+use serde::Deserialize;
+
+use crate::ship::{Batching, Sink, Target};
+
+/// How a sink batches (all optional).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Send at most this long after the first record of a batch waited (default 5).
+    pub flush_secs: Option<f64>,
+    /// Records per batch at most (default 5000).
+    pub max_events: Option<usize>,
+    /// Event bytes per batch at most, in MiB (default 8).
+    pub max_mb: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockModeConfig {
+    Compliance,
+    Governance,
+}
+
+/// Object Lock on every archived object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLockConfig {
+    pub mode: LockModeConfig,
+    /// Retained for this many days from the upload (a year or more for forensics).
+    pub retain_days: u32,
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+/// One sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    Clickhouse {
+        /// Its name in status, metrics and file names (default `clickhouse`).
+        name: Option<String>,
+        url: String,
+        #[serde(default = "default_database")]
+        database: String,
+        #[serde(default = "default_table")]
+        table: String,
+        /// Rows older than this (by event time) are dropped by ClickHouse's TTL.
+        retention_days: Option<u32>,
+        user: Option<String>,
+        /// A file holding the password (kept out of the config and of process listings).
+        password_file: Option<PathBuf>,
+        /// Extra CA certificates (PEM) for a self-signed server.
+        ca_file: Option<PathBuf>,
+        batch: Option<BatchConfig>,
+    },
+    S3 {
+        name: Option<String>,
+        /// The S3 endpoint (MinIO, Ceph, moto); omit for AWS.
+        endpoint: Option<String>,
+        bucket: String,
+        #[serde(default = "default_region")]
+        region: String,
+        #[serde(default)]
+        prefix: String,
+        object_lock: ObjectLockConfig,
+        /// Credentials; without them the standard chain (AWS_* variables, ~/.aws/credentials).
+        access_key_id: Option<String>,
+        secret_access_key_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        batch: Option<BatchConfig>,
+    },
+}
+
+fn default_database() -> String {
+    "kubetrail".into()
+}
+fn default_table() -> String {
+    "audit_events".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn secret_file(what: &str, p: &PathBuf) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(p)
+        .with_context(|| format!("sinks: {what} `{}` cannot be read", p.display()))?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        bail!("sinks: {what} `{}` is empty", p.display());
+    }
+    Ok(s)
+}
+
+fn batching(b: &Option<BatchConfig>) -> anyhow::Result<Batching> {
+    let d = Batching::default();
+    let b = b.clone().unwrap_or_default();
+    let flush = b.flush_secs.unwrap_or(d.flush.as_secs_f64());
+    if !(0.0..=3600.0).contains(&flush) {
+        bail!("sinks: batch.flush_secs must be between 0 and 3600, got {flush}");
+    }
+    let max_events = b.max_events.unwrap_or(d.max_events);
+    let max_mb = b.max_mb.unwrap_or(d.max_bytes >> 20);
+    if max_events == 0 || max_events > 1_000_000 || max_mb == 0 || max_mb > 1024 {
+        bail!("sinks: batch.max_events must be 1..=1000000 and batch.max_mb 1..=1024");
+    }
+    Ok(Batching {
+        max_events,
+        max_bytes: max_mb << 20,
+        flush: Duration::from_secs_f64(flush),
+    })
+}
+
+impl SinkConfig {
+    fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Clickhouse { .. } => "clickhouse",
+            SinkConfig::S3 { .. } => "s3",
+        }
+    }
+
+    fn name(&self) -> String {
+        let n = match self {
+            SinkConfig::Clickhouse { name, .. } | SinkConfig::S3 { name, .. } => name.clone(),
+        };
+        n.unwrap_or_else(|| self.kind().to_string())
+    }
+
+    /// The sink, ready to start (reads its secret files; contacts nothing).
+    pub fn build(&self) -> anyhow::Result<Sink> {
+        let name = self.name();
+        let http = |ca: &Option<PathBuf>| HttpConfig {
+            extra_ca: ca.clone(),
+            ..HttpConfig::default()
+        };
+        let (target, batch) = match self {
+            SinkConfig::Clickhouse {
+                url,
+                database,
+                table,
+                retention_days,
+                user,
+                password_file,
+                ca_file,
+                batch,
+                ..
+            } => {
+                let mut h = http(ca_file);
+                if let Some(user) = user {
+                    let password = match password_file {
+                        Some(p) => secret_file("password_file", p)?,
+                        None => String::new(),
+                    };
+                    h.auth = Auth::Basic {
+                        user: user.clone(),
+                        password: password.into(),
+                    };
+                }
+                let c = kubetrail_sinks::clickhouse::ClickHouse::new(
+                    kubetrail_sinks::clickhouse::ClickHouseConfig {
+                        url: url.clone(),
+                        database: database.clone(),
+                        table: table.clone(),
+                        retention_days: *retention_days,
+                        http: h,
+                    },
+                )
+                .with_context(|| format!("sinks: `{name}`"))?;
+                (Target::ClickHouse(c), batch)
+            }
+            SinkConfig::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+                object_lock,
+                access_key_id,
+                secret_access_key_file,
+                ca_file,
+                batch,
+                ..
+            } => {
+                let credentials = match (access_key_id, secret_access_key_file) {
+                    (Some(id), Some(f)) => Some(kubetrail_sinks::s3::Credentials::new(
+                        id,
+                        &secret_file("secret_access_key_file", f)?,
+                    )),
+                    (None, None) => None,
+                    _ => bail!(
+                        "sinks: `{name}`: give both access_key_id and secret_access_key_file, or neither (the standard chain)"
+                    ),
+                };
+                if object_lock.retain_days == 0 {
+                    bail!("sinks: `{name}`: object_lock.retain_days must be at least 1");
+                }
+                let s3 = kubetrail_sinks::s3::S3::new(kubetrail_sinks::s3::S3Config {
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    bucket: bucket.clone(),
+                    path_style: None,
+                    credentials,
+                    http: http(ca_file),
+                })
+                .with_context(|| format!("sinks: `{name}`"))?;
+                let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                    prefix.clone()
+                } else {
+                    format!("{prefix}/")
+                };
+                (
+                    Target::Archive(crate::archive::Archive {
+                        s3,
+                        prefix,
+                        mode: match object_lock.mode {
+                            LockModeConfig::Compliance => kubetrail_sinks::s3::LockMode::Compliance,
+                            LockModeConfig::Governance => kubetrail_sinks::s3::LockMode::Governance,
+                        },
+                        retain_days: object_lock.retain_days,
+                        legal_hold: object_lock.legal_hold,
+                    }),
+                    batch,
+                )
+            }
+        };
+        Ok(Sink {
+            name,
+            kind: self.kind(),
+            target,
+            batching: batching(batch)?,
+        })
+    }
+}
+
+/// Every sink, with unique, file-safe names.
+pub fn build_all(configs: &[SinkConfig]) -> anyhow::Result<Vec<Sink>> {
+    let mut out: Vec<Sink> = Vec::new();
+    for c in configs {
+        let s = c.build()?;
+        let ok = !s.name.is_empty()
+            && s.name.len() <= 60
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !ok {
+            bail!(
+                "sinks: name `{}` must be 1 to 60 letters, digits, `-` or `_`",
+                s.name
+            );
+        }
+        if out.iter().any(|o| o.name == s.name) {
+            bail!(
+                "sinks: two sinks are named `{}`: give each a distinct `name`",
+                s.name
+            );
+        }
+        out.push(s);
+    }
+    Ok(out)
+}

@@ -1,0 +1,348 @@
+//! Shipping end to end: `kubetrail serve` with sinks in its config ships every acknowledged event to
+//! Debian's clickhouse-server and to an S3 bucket with Object Lock (moto), survives the target being down and
+//! a kill -9 of itself meanwhile, and never duplicates what the target deduplicates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod common;
+
+use common::{BIN, free_port};
+
+fn need(binary: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .chain([PathBuf::from("/usr/sbin")])
+                .map(|p| p.join(binary))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("`{binary}` is missing: install {package} (scripts/test does)"))
+}
+
+/// Polls `f` every 50 ms until it holds; panics with `what` after `secs`.
+fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's clickhouse-server on 127.0.0.1:`port` over `dir` (restartable on the same data).
+fn clickhouse(dir: &Path, port: u16) -> Child {
+    let bin = need("clickhouse-server", "clickhouse-server");
+    for sub in ["data", "tmp", "uf", "fs"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let ok = Command::new("chown")
+        .args(["-R", "clickhouse:clickhouse"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "chown for ClickHouse failed (run as root)");
+    let p = |s: &str| dir.join(s).display().to_string();
+    let child = Command::new("setpriv")
+        .args(["--reuid=clickhouse", "--regid=clickhouse", "--init-groups"])
+        .arg(bin)
+        .args([
+            "--config-file=/etc/clickhouse-server/config.xml".to_string(),
+            "--".into(),
+            format!("--path={}/", p("data")),
+            format!("--tmp_path={}/", p("tmp")),
+            format!("--user_files_path={}/", p("uf")),
+            format!("--format_schema_path={}/", p("fs")),
+            format!("--logger.log={}", p("s.log")),
+            format!("--logger.errorlog={}", p("e.log")),
+            "--logger.console=0".into(),
+            "--listen_host=127.0.0.1".into(),
+            format!("--http_port={port}"),
+            format!("--tcp_port={}", free_port()),
+            format!("--interserver_http_port={}", free_port()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until(60, "clickhouse-server answers /ping", || {
+        ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1")
+    });
+    child
+}
+
+/// A ClickHouse query over HTTP: the body, or `None` when it did not answer 200.
+fn ch(port: u16, sql: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-f", "--data-binary", sql])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn count(port: u16, sql: &str) -> Option<u64> {
+    ch(port, sql).and_then(|s| s.trim().parse().ok())
+}
+
+/// `n` generated events (distinct auditIDs), from `kubetrail gen`.
+fn events(n: usize, seed: u64) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "gen",
+            "--count",
+            &n.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn post(port: u16, lines: &str) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Content-Type: application/x-ndjson",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/k8s-audit"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(lines.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+fn status(data: &Path) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["sinks", "status", "--format", "json", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ch_dir = tmp.path().join("clickhouse");
+    let ch_port = free_port();
+    let mut server = clickhouse(&ch_dir, ch_port);
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\nsinks:\n  - type: clickhouse\n    name: siem\n    url: http://127.0.0.1:{ch_port}\n    retention_days: 400\n    batch: {{flush_secs: 0.2, max_events: 500}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log = |n: u32| tmp.path().join(format!("serve-{n}.log"));
+    let mut serve = common::serve(&config, &[], &log(1), port);
+    let total = "SELECT count() FROM kubetrail.audit_events FINAL";
+
+    let first = events(1200, 1);
+    post(port, &first);
+    until(30, "1200 events in ClickHouse", || {
+        count(ch_port, total) == Some(1200)
+    });
+
+    // ClickHouse goes down; events keep coming and are acknowledged; the sink reports its backlog.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let second = events(800, 2);
+    post(port, &second);
+    until(30, "the sink reports failures and lag", || {
+        status(&data)
+            .first()
+            .is_some_and(|s| s["failed"].as_u64() > Some(0) && s["lag_events"].as_u64() > Some(0))
+    });
+    // kill -9 of kubetrail while the backlog waits.
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+
+    // ClickHouse back on the same data; kubetrail back: the backlog drains, nothing lost, nothing twice.
+    let mut server = clickhouse(&ch_dir, ch_port);
+    let mut serve = common::serve(&config, &[], &log(2), port);
+    until(60, "2000 events in ClickHouse", || {
+        count(ch_port, total) == Some(2000)
+    });
+    let ids = "SELECT uniqExact(id) FROM kubetrail.audit_events";
+    assert_eq!(count(ch_port, ids), Some(2000));
+    until(10, "the lag is back to 0", || {
+        status(&data)
+            .first()
+            .is_some_and(|s| s["lag_events"] == 0 && s["last_error"].is_null())
+    });
+    // A forensic lookup over what was shipped.
+    let by_user = ch(
+        ch_port,
+        "SELECT user, count() FROM kubetrail.audit_events FINAL GROUP BY user ORDER BY count() DESC LIMIT 1 FORMAT JSONEachRow",
+    )
+    .unwrap();
+    assert!(by_user.contains("\"user\""), "{by_user}");
+    // Shipping metrics.
+    let metrics = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics.contains("kubetrail_sink_lag_events{sink=\"siem\",type=\"clickhouse\"} 0"),
+        "{metrics}"
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// `moto_server` on 127.0.0.1 (S3 with versioning and Object Lock enforced).
+fn moto(dir: &Path) -> (Child, u16) {
+    let bin = need("moto_server", "pip install 'moto[server]'");
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("moto.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("moto.err")).unwrap())
+        .spawn()
+        .unwrap();
+    until(60, "moto_server answers", || {
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port}/moto-api/"))
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    (child, port)
+}
+
+#[test]
+fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
+    use kubetrail_sinks::s3::{Credentials, LockMode, S3, S3Config};
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut moto, s3_port) = moto(tmp.path());
+    let s3 = S3::new(S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
+        region: "us-east-1".into(),
+        bucket: "audit-archive".into(),
+        path_style: None,
+        credentials: Some(Credentials::new("AKIDEXAMPLE", "secret-example")),
+        http: Default::default(),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(s3.create_bucket(true)).unwrap();
+
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let secret = tmp.path().join("s3.secret");
+    std::fs::write(&secret, "secret-example\n").unwrap();
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
+            data.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    let sent = events(1000, 3);
+    post(port, &sent);
+    until(30, "the archive sink sent 1000 events", || {
+        status(&data)
+            .first()
+            .is_some_and(|s| s["sent"] == 1000 && s["lag_events"] == 0)
+    });
+
+    // Every object under the partition layout, locked in COMPLIANCE mode for a year, holding the events.
+    let listing = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/"
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .map(|s| s.split("</Key>").next().unwrap())
+        .collect();
+    assert!(keys.len() >= 3, "batches of 400: {listing}");
+    let mut lines = 0;
+    let mut first_key = None;
+    for key in &keys {
+        let rest = key
+            .strip_prefix("k8s/cluster=prod-eu/year=")
+            .unwrap_or_else(|| panic!("{key}"));
+        assert!(
+            rest.contains("/month=") && rest.contains("/day=") && rest.contains("/hour="),
+            "{key}"
+        );
+        assert!(key.ends_with(".jsonl.zst"), "{key}");
+        let info = rt.block_on(s3.head_object(key, None)).unwrap();
+        assert_eq!(info.lock_mode, Some(LockMode::Compliance), "{key}");
+        let until = info.retain_until.expect("a retention date");
+        let days = until.duration_since(jiff::Timestamp::now()).as_secs() / 86_400;
+        assert!((364..=365).contains(&days), "{key}: retained {days} days");
+        let body = rt.block_on(s3.get_object(key, None)).unwrap();
+        let text = zstd::decode_all(&body[..]).unwrap();
+        lines += text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        first_key.get_or_insert((key.to_string(), info.version_id.clone()));
+    }
+    assert_eq!(lines, 1000, "every event archived once");
+
+    // A locked version cannot be deleted, through the S3 API, by anyone.
+    let (key, version) = first_key.unwrap();
+    let err = rt
+        .block_on(s3.delete_object(&key, version.as_deref(), false))
+        .expect_err("a locked version cannot be deleted");
+    assert_eq!(err.code(), Some("AccessDenied"), "{err}");
+    let still = rt
+        .block_on(s3.get_object(&key, version.as_deref()))
+        .unwrap();
+    assert!(!still.is_empty());
+
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    moto.kill().unwrap();
+    moto.wait().unwrap();
+}
