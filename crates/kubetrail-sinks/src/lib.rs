@@ -22,6 +22,7 @@ mod fields;
 pub mod http;
 pub mod s3;
 pub mod splunk;
+pub mod syslog;
 pub mod tls;
 
 /// One event to ship: the redacted audit event JSON and where it came from.

@@ -71,7 +71,10 @@ fn wait_until(child: &mut Child, what: &str, log: &Path, mut ready: impl FnMut()
             let log = std::fs::read_to_string(log).unwrap_or_default();
             panic!("{what} exited ({status}) before it was ready; its log:\n{log}");
         }
-        assert!(Instant::now() < deadline, "{what} not ready within 60 s");
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} not ready within 60 s; its log:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -184,7 +187,7 @@ impl Server {
     /// rsyslogd in the foreground with `conf` (its `{DIR}` replaced by the temporary directory, `{PORT}` and
     /// `{TLS_PORT}` by free ports); ready when both ports accept connections.
     pub fn rsyslog(conf: &str) -> (Server, u16) {
-        let bin = need("rsyslogd", "apt-get install rsyslog");
+        let bin = need("rsyslogd", "apt-get install rsyslog rsyslog-gnutls");
         let dir = tempfile::tempdir().unwrap();
         let (port, tls_port) = (free_port(), free_port());
         let conf = conf
