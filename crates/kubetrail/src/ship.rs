@@ -349,7 +349,8 @@ impl Worker {
                     Err(e) => {
                         self.failed(&format!("cannot prepare: {e}"));
                         self.update_lag(None);
-                        sleep_unless_stopped(jitter(backoff), stop);
+                        self.write_status();
+                        self.wait_failing(jitter(backoff), stop);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
@@ -502,7 +503,7 @@ impl Worker {
                         .fetch_add(retry.len() as u64, Ordering::Relaxed);
                     self.failed(&format!("{} records to send again", retry.len()));
                     todo = retry;
-                    sleep_unless_stopped(jitter(backoff), stop);
+                    self.wait_failing(jitter(backoff), stop);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Outcome::Retry { after, reason } => {
@@ -510,14 +511,13 @@ impl Worker {
                         .retried
                         .fetch_add(todo.len() as u64, Ordering::Relaxed);
                     self.failed(&reason);
-                    self.check_budget();
                     let wait = match after {
                         Some(a) => a.min(MAX_RETRY_AFTER),
                         None => jitter(backoff),
                     };
                     tracing::warn!(sink = %self.sink.name, records = todo.len(), wait_ms = wait.as_millis() as u64, "not delivered ({reason}); retrying");
                     self.write_status();
-                    sleep_unless_stopped(wait, stop);
+                    self.wait_failing(wait, stop);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
@@ -552,6 +552,19 @@ impl Worker {
             ((now - r).max(0) / 1_000_000) as u64
         });
         self.stats.lag_seconds.store(secs, Ordering::Relaxed);
+    }
+
+    /// Waits before the next attempt, watching the log's disk budget meanwhile.
+    fn wait_failing(&mut self, d: Duration, stop: &AtomicBool) {
+        let until = Instant::now() + d;
+        loop {
+            self.check_budget();
+            let now = Instant::now();
+            if now >= until || stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(until - now));
+        }
     }
 
     /// A failing sink past the budget stops holding the log (and says so, once).

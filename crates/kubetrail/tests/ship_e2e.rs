@@ -111,6 +111,11 @@ fn events(n: usize, seed: u64) -> String {
 }
 
 fn post(port: u16, lines: &str) {
+    assert_eq!(post_status(port, lines), "200");
+}
+
+/// POSTs JSON lines to the webhook: the HTTP status.
+fn post_status(port: u16, lines: &str) -> String {
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -133,7 +138,7 @@ fn post(port: u16, lines: &str) {
             c.wait_with_output()
         })
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn status(data: &Path) -> Vec<Value> {
@@ -345,4 +350,55 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     serve.wait().unwrap();
     moto.kill().unwrap();
     moto.wait().unwrap();
+}
+
+#[test]
+fn a_dead_sink_never_blocks_ingestion_past_the_log_budget_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = free_port();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("kubetrail.yaml");
+    // A 12 MiB log in 1 MiB segments; the sink's ClickHouse never answers.
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\nwal: {{segment_mb: 1, budget_gb: 0.0117}}\nsinks:\n  - type: clickhouse\n    url: http://127.0.0.1:{dead}\n    batch: {{flush_secs: 0.2}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    // About three times the log's budget, in apiserver-sized batches; a 503 (log full for a moment) is
+    // retried as the apiserver would.
+    let all = events(30_000, 4);
+    let lines: Vec<&str> = all.lines().collect();
+    for chunk in lines.chunks(400) {
+        let body = format!("{}\n", chunk.join("\n"));
+        let mut tries = 0;
+        loop {
+            let code = post_status(port, &body);
+            if code == "200" {
+                break;
+            }
+            assert_eq!(code, "503", "only a momentarily full log may refuse");
+            tries += 1;
+            assert!(
+                tries < 100,
+                "the log stayed full: the dead sink blocks ingestion"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The sink said it stopped holding the log, as an alert for the destinations.
+    let alerts = std::fs::read_to_string(data.join("alerts/alerts.jsonl")).unwrap_or_default();
+    assert!(
+        alerts.contains("\"kubetrail-sink-backlog\"") && alerts.contains("clickhouse"),
+        "{alerts}"
+    );
+    let s = &status(&data)[0];
+    assert!(s["failed"].as_u64() > Some(0), "{s}");
+    assert!(s["last_error"].as_str().is_some(), "{s}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
 }
