@@ -3,13 +3,24 @@
 //!
 //! This crate owns one thing per destination: turning a batch of [`Record`]s into requests and the answers into
 //! an [`Outcome`] (what was delivered, what to retry, what can never be delivered). It does not own cursors,
-//! batching, backoff, the dead-letter queue, configuration files or metrics: the pipeline does, and it never
-//! gets a retry from here: a sink sends once per call (the pipeline owns retries, see `DESIGN.md`).
+//! batching, backoff, the dead-letter queue, configuration files or metrics: the pipeline does, and a sink never
+//! retries on its own (`DESIGN.md`: the pipeline owns retries).
 //!
-//! Every sink has the same shape: build it from its config (`new`, which only validates and reads files such as
-//! CA certificates), `prepare().await` once before the first batch (create tables, check the bucket),
-//! then `send(&batch).await` per batch. Credentials never appear in an error, an [`Outcome`] reason or `Debug`
-//! output ([`Secret`]).
+//! The batch sinks ([`clickhouse::ClickHouse`], [`elasticsearch::Elasticsearch`], [`splunk::Splunk`],
+//! [`syslog::Syslog`]) have one shape: `new(config)` only validates and reads files (CA certificates), then
+//! `prepare().await` once before the first batch (create tables, install a template), then per batch:
+//!
+//! ```text
+//! match sink.send(&batch).await {
+//!     Outcome::Delivered => advance the cursor past the batch,
+//!     Outcome::Retry { after, reason } => back off (at least `after`, capped), send the same batch again,
+//!     Outcome::Partial { retry, dead } => dead-letter `dead`, send `retry` again, the rest is delivered,
+//!     Outcome::Dead { reason } => dead-letter the whole batch,
+//! }
+//! ```
+//!
+//! [`s3::S3`] is a client, not a batch sink: the archive decides what to upload and calls it.
+//! Credentials never appear in an error, an [`Outcome`] reason or `Debug` output ([`Secret`]).
 
 #![warn(missing_docs)]
 
