@@ -38,6 +38,8 @@ pub enum Target {
     ClickHouse(kubetrail_sinks::clickhouse::ClickHouse),
     /// The S3 archive: each batch one zstd JSON-lines object per cluster and hour, Object Lock on every put.
     Archive(crate::archive::Archive),
+    Elasticsearch(kubetrail_sinks::elasticsearch::Elasticsearch),
+    Splunk(kubetrail_sinks::splunk::Splunk),
 }
 
 impl std::fmt::Debug for Target {
@@ -45,6 +47,8 @@ impl std::fmt::Debug for Target {
         f.write_str(match self {
             Target::ClickHouse(_) => "ClickHouse",
             Target::Archive(_) => "S3 archive",
+            Target::Elasticsearch(_) => "Elasticsearch",
+            Target::Splunk(_) => "Splunk HEC",
         })
     }
 }
@@ -54,6 +58,8 @@ impl Target {
         match self {
             Target::ClickHouse(c) => c.prepare().await.map_err(|e| e.to_string()),
             Target::Archive(a) => a.prepare().await,
+            Target::Elasticsearch(e) => e.prepare().await.map_err(|e| e.to_string()),
+            Target::Splunk(s) => s.prepare().await.map_err(|e| e.to_string()),
         }
     }
 
@@ -61,6 +67,8 @@ impl Target {
         match self {
             Target::ClickHouse(c) => c.send(batch).await,
             Target::Archive(a) => a.send(batch, seqs).await,
+            Target::Elasticsearch(e) => e.send(batch).await,
+            Target::Splunk(s) => s.send(batch).await,
         }
     }
 }

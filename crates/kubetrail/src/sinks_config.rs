@@ -14,6 +14,16 @@
 //!     region: eu-west-1
 //!     prefix: prod/
 //!     object_lock: {mode: compliance, retain_days: 400, legal_hold: false}
+//!   - type: elasticsearch          # or OpenSearch
+//!     url: https://es.example:9200
+//!     index: kube-audit            # daily indices kube-audit-YYYY.MM.DD (data_stream: true for a data stream)
+//!     user: kubetrail
+//!     password_file: /etc/kubetrail/es.password    # or api_key_file
+//!   - type: splunk_hec
+//!     url: https://splunk.example:8088
+//!     token_file: /etc/kubetrail/hec.token
+//!     index: k8s_audit
+//!     ack: true                    # indexer acknowledgement (the token must have it on)
 //! ```
 
 use std::path::PathBuf;
@@ -92,6 +102,32 @@ pub enum SinkConfig {
         ca_file: Option<PathBuf>,
         batch: Option<BatchConfig>,
     },
+    Elasticsearch {
+        name: Option<String>,
+        url: String,
+        /// Daily indices `<index>-YYYY.MM.DD`, or the data stream's name with `data_stream: true`.
+        index: String,
+        #[serde(default)]
+        data_stream: bool,
+        user: Option<String>,
+        password_file: Option<PathBuf>,
+        /// A file holding an API key (base64 `id:key`, as Elasticsearch gives it).
+        api_key_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+        batch: Option<BatchConfig>,
+    },
+    SplunkHec {
+        name: Option<String>,
+        url: String,
+        /// A file holding the HEC token.
+        token_file: PathBuf,
+        index: Option<String>,
+        /// Wait for indexer acknowledgement before counting a batch delivered.
+        #[serde(default)]
+        ack: bool,
+        ca_file: Option<PathBuf>,
+        batch: Option<BatchConfig>,
+    },
 }
 
 fn default_database() -> String {
@@ -138,12 +174,17 @@ impl SinkConfig {
         match self {
             SinkConfig::Clickhouse { .. } => "clickhouse",
             SinkConfig::S3 { .. } => "s3",
+            SinkConfig::Elasticsearch { .. } => "elasticsearch",
+            SinkConfig::SplunkHec { .. } => "splunk_hec",
         }
     }
 
     fn name(&self) -> String {
         let n = match self {
-            SinkConfig::Clickhouse { name, .. } | SinkConfig::S3 { name, .. } => name.clone(),
+            SinkConfig::Clickhouse { name, .. }
+            | SinkConfig::S3 { name, .. }
+            | SinkConfig::Elasticsearch { name, .. }
+            | SinkConfig::SplunkHec { name, .. } => name.clone(),
         };
         n.unwrap_or_else(|| self.kind().to_string())
     }
@@ -242,6 +283,67 @@ impl SinkConfig {
                     }),
                     batch,
                 )
+            }
+            SinkConfig::Elasticsearch {
+                url,
+                index,
+                data_stream,
+                user,
+                password_file,
+                api_key_file,
+                ca_file,
+                batch,
+                ..
+            } => {
+                use kubetrail_sinks::elasticsearch as es;
+                let mut h = http(ca_file);
+                h.auth = match (user, password_file, api_key_file) {
+                    (Some(user), p, None) => Auth::Basic {
+                        user: user.clone(),
+                        password: match p {
+                            Some(p) => secret_file("password_file", p)?,
+                            None => String::new(),
+                        }
+                        .into(),
+                    },
+                    (None, None, Some(k)) => {
+                        Auth::Raw(format!("ApiKey {}", secret_file("api_key_file", k)?).into())
+                    }
+                    (None, None, None) => Auth::None,
+                    _ => bail!(
+                        "sinks: `{name}`: give user (and password_file), or api_key_file, not both"
+                    ),
+                };
+                let target = if *data_stream {
+                    es::Target::DataStream(index.clone())
+                } else {
+                    es::Target::DailyIndex(index.clone())
+                };
+                let e = es::Elasticsearch::new(es::ElasticsearchConfig {
+                    url: url.clone(),
+                    target,
+                    http: h,
+                })
+                .with_context(|| format!("sinks: `{name}`"))?;
+                (Target::Elasticsearch(e), batch)
+            }
+            SinkConfig::SplunkHec {
+                url,
+                token_file,
+                index,
+                ack,
+                ca_file,
+                batch,
+                ..
+            } => {
+                use kubetrail_sinks::splunk;
+                let mut c =
+                    splunk::SplunkConfig::new(url, secret_file("token_file", token_file)?.into());
+                c.index = index.clone();
+                c.ack = ack.then(splunk::Ack::default);
+                c.http = http(ca_file);
+                let s = splunk::Splunk::new(c).with_context(|| format!("sinks: `{name}`"))?;
+                (Target::Splunk(s), batch)
             }
         };
         Ok(Sink {

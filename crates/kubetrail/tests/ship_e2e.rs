@@ -402,3 +402,183 @@ fn a_dead_sink_never_blocks_ingestion_past_the_log_budget_and_says_so() {
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+/// A local receiver answering `_bulk` as Elasticsearch does: per item, 201 created; `bad-*` ids 400
+/// mapper_parsing_exception (until `fixed`); `slow-*` ids 429 the first time. Reports each accepted id.
+fn elasticsearch(
+    fixed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut throttled = std::collections::HashSet::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (mut len, mut ctype) = (0, String::new());
+            loop {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap();
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap(),
+                    "content-type" => ctype = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let answer = if path.starts_with("/_bulk") {
+                assert_eq!(ctype, "application/x-ndjson");
+                let text = String::from_utf8(body).unwrap();
+                assert!(text.ends_with('\n'), "a bulk body ends with a newline");
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(lines.len() % 2, 0, "action and source lines in pairs");
+                let mut items = Vec::new();
+                let mut errors = false;
+                for pair in lines.chunks(2) {
+                    let action: Value = serde_json::from_str(pair[0]).unwrap();
+                    let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
+                    let id = meta["_id"].as_str().unwrap().to_string();
+                    let doc: Value = serde_json::from_str(pair[1]).unwrap();
+                    assert!(
+                        doc["@timestamp"].is_string() && doc["kubernetes"]["audit"].is_object()
+                    );
+                    let status = if id.starts_with("bad") && !fixed.load(Ordering::SeqCst) {
+                        400
+                    } else if id.starts_with("slow") && throttled.insert(id.clone()) {
+                        429
+                    } else {
+                        201
+                    };
+                    let mut item = json!({"_index": meta["_index"], "_id": id, "status": status});
+                    match status {
+                        400 => {
+                            errors = true;
+                            item["error"] = json!({"type": "mapper_parsing_exception",
+                                "reason": "failed to parse field [kubernetes.audit.verb] of type [long]"});
+                        }
+                        429 => {
+                            errors = true;
+                            item["error"] = json!({"type": "es_rejected_execution_exception",
+                                "reason": "rejected execution of coordinating operation"});
+                        }
+                        _ => {
+                            let _ = tx.send(id.clone());
+                        }
+                    }
+                    items.push(json!({ op.as_str(): item }));
+                }
+                json!({"took": 3, "errors": errors, "items": items}).to_string()
+            } else {
+                // Templates and anything else the sink prepares with.
+                json!({"acknowledged": true}).to_string()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (port, rx)
+}
+
+use serde_json::json;
+
+#[test]
+fn partial_bulk_failures_are_retried_or_dead_lettered_and_replayed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let (es_port, accepted) = elasticsearch(fixed.clone());
+    let port = free_port();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\ndata: {}\nsinks:\n  - type: elasticsearch\n    name: es\n    url: http://127.0.0.1:{es_port}\n    index: kube-audit\n    batch: {{flush_secs: 0.2}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    let base: Value = serde_json::from_str(events(1, 5).lines().next().unwrap()).unwrap();
+    let with_id = |id: &str| {
+        let mut e = base.clone();
+        e["auditID"] = id.into();
+        e.to_string()
+    };
+    let body = [
+        with_id("good-1"),
+        with_id("bad-1"),
+        with_id("slow-1"),
+        with_id("good-2"),
+    ]
+    .join("\n");
+    post(port, &body);
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 3 {
+        got.insert(
+            accepted
+                .recv_timeout(Duration::from_secs(30))
+                .expect("accepted within 30 s"),
+        );
+    }
+    let stage = base["stage"].as_str().unwrap();
+    let want: std::collections::BTreeSet<String> = ["good-1", "slow-1", "good-2"]
+        .iter()
+        .map(|i| format!("{i}-{stage}"))
+        .collect();
+    assert_eq!(got, want, "the throttled item was sent again");
+    until(10, "the status counts the dead letter", || {
+        status(&data).first().is_some_and(|s| {
+            s["dead_lettered"] == 1 && s["sent"] == 3 && s["retried"].as_u64() >= Some(1)
+        })
+    });
+    let dlq = Command::new(BIN)
+        .args(["sinks", "dlq", "list", "--format", "json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let dlq = String::from_utf8_lossy(&dlq.stdout);
+    let dead: Value = serde_json::from_str(dlq.lines().next().expect("one dead letter")).unwrap();
+    assert_eq!(dead["id"], format!("bad-1-{stage}"));
+    assert_eq!(dead["sink"], "es");
+    assert!(
+        dead["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mapper_parsing_exception"),
+        "{dead}"
+    );
+
+    // The mapping is fixed; the dead letter is replayed and accepted.
+    fixed.store(true, Ordering::SeqCst);
+    let out = Command::new(BIN)
+        .args(["sinks", "dlq", "replay", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 records"));
+    let id = accepted
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the replayed record is accepted");
+    assert_eq!(id, format!("bad-1-{stage}"));
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
