@@ -40,6 +40,7 @@ pub enum Target {
     Archive(crate::archive::Archive),
     Elasticsearch(kubetrail_sinks::elasticsearch::Elasticsearch),
     Splunk(kubetrail_sinks::splunk::Splunk),
+    Syslog(kubetrail_sinks::syslog::Syslog),
 }
 
 impl std::fmt::Debug for Target {
@@ -49,17 +50,30 @@ impl std::fmt::Debug for Target {
             Target::Archive(_) => "S3 archive",
             Target::Elasticsearch(_) => "Elasticsearch",
             Target::Splunk(_) => "Splunk HEC",
+            Target::Syslog(_) => "syslog",
         })
     }
 }
 
 impl Target {
+    /// Daily upkeep: ClickHouse drops the day partitions past its retention (18.16 has no TTL).
+    async fn upkeep(&self) -> Result<Vec<String>, String> {
+        match self {
+            Target::ClickHouse(c) => c
+                .drop_expired_partitions(jiff::Timestamp::now())
+                .await
+                .map_err(|e| e.to_string()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     async fn prepare(&self) -> Result<(), String> {
         match self {
             Target::ClickHouse(c) => c.prepare().await.map_err(|e| e.to_string()),
             Target::Archive(a) => a.prepare().await,
             Target::Elasticsearch(e) => e.prepare().await.map_err(|e| e.to_string()),
             Target::Splunk(s) => s.prepare().await.map_err(|e| e.to_string()),
+            Target::Syslog(s) => s.prepare().await.map_err(|e| e.to_string()),
         }
     }
 
@@ -69,6 +83,7 @@ impl Target {
             Target::Archive(a) => a.send(batch, seqs).await,
             Target::Elasticsearch(e) => e.send(batch).await,
             Target::Splunk(s) => s.send(batch).await,
+            Target::Syslog(s) => s.send(batch).await,
         }
     }
 }
@@ -342,7 +357,21 @@ impl Worker {
         let mut backoff = Duration::from_secs(1);
         let mut prepared = false;
         let mut last_status = Instant::now() - Duration::from_secs(10);
+        let mut next_upkeep = Instant::now();
         while !stop.load(Ordering::SeqCst) {
+            if prepared && Instant::now() >= next_upkeep {
+                next_upkeep = Instant::now() + Duration::from_secs(86_400);
+                match rt.block_on(self.sink.target.upkeep()) {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        tracing::info!(sink = %self.sink.name, partitions = ?dropped, "dropped partitions past the retention")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        next_upkeep = Instant::now() + Duration::from_secs(3600);
+                        tracing::warn!(sink = %self.sink.name, error = %e, "retention upkeep failed; trying again in an hour")
+                    }
+                }
+            }
             if last_status.elapsed() >= Duration::from_secs(1) {
                 self.write_status();
                 last_status = Instant::now();

@@ -24,6 +24,11 @@
 //!     token_file: /etc/kubetrail/hec.token
 //!     index: k8s_audit
 //!     ack: true                    # indexer acknowledgement (the token must have it on)
+//!   - type: syslog
+//!     address: siem.example:6514
+//!     tls: true                    # RFC 5425 (ca_file for a private CA); plain TCP otherwise
+//!     format: cef                  # or rfc5424: the event's JSON as the message
+//!     facility: local0
 //! ```
 
 use std::path::PathBuf;
@@ -128,6 +133,35 @@ pub enum SinkConfig {
         ca_file: Option<PathBuf>,
         batch: Option<BatchConfig>,
     },
+    Syslog {
+        name: Option<String>,
+        /// `host:port`.
+        address: String,
+        /// RFC 5425 (TLS); plain TCP (RFC 6587 octet counting) when false. Default true.
+        #[serde(default = "yes")]
+        tls: bool,
+        /// `rfc5424` (the event's JSON as the message) or `cef`.
+        #[serde(default)]
+        format: SyslogFormat,
+        /// Facility name (default `local0`).
+        facility: Option<String>,
+        ca_file: Option<PathBuf>,
+        /// The name the server's certificate must have (default: the address' host).
+        server_name: Option<String>,
+        batch: Option<BatchConfig>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    #[default]
+    Rfc5424,
+    Cef,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_database() -> String {
@@ -176,6 +210,7 @@ impl SinkConfig {
             SinkConfig::S3 { .. } => "s3",
             SinkConfig::Elasticsearch { .. } => "elasticsearch",
             SinkConfig::SplunkHec { .. } => "splunk_hec",
+            SinkConfig::Syslog { .. } => "syslog",
         }
     }
 
@@ -184,7 +219,8 @@ impl SinkConfig {
             SinkConfig::Clickhouse { name, .. }
             | SinkConfig::S3 { name, .. }
             | SinkConfig::Elasticsearch { name, .. }
-            | SinkConfig::SplunkHec { name, .. } => name.clone(),
+            | SinkConfig::SplunkHec { name, .. }
+            | SinkConfig::Syslog { name, .. } => name.clone(),
         };
         n.unwrap_or_else(|| self.kind().to_string())
     }
@@ -344,6 +380,40 @@ impl SinkConfig {
                 c.http = http(ca_file);
                 let s = splunk::Splunk::new(c).with_context(|| format!("sinks: `{name}`"))?;
                 (Target::Splunk(s), batch)
+            }
+            SinkConfig::Syslog {
+                address,
+                tls,
+                format,
+                facility,
+                ca_file,
+                server_name,
+                batch,
+                ..
+            } => {
+                use kubetrail_sinks::syslog;
+                let mut c = syslog::SyslogConfig::new(
+                    address,
+                    match format {
+                        SyslogFormat::Rfc5424 => syslog::Format::Json,
+                        SyslogFormat::Cef => syslog::Format::Cef,
+                    },
+                );
+                if let Some(f) = facility {
+                    c.facility = syslog::facility(f).with_context(|| {
+                        format!("sinks: `{name}`: `{f}` is not a syslog facility (local0 .. local7, authpriv, ...)")
+                    })?;
+                }
+                if *tls {
+                    c.tls = Some(syslog::SyslogTls {
+                        extra_ca: ca_file.clone(),
+                        server_name: server_name.clone(),
+                    });
+                } else if ca_file.is_some() || server_name.is_some() {
+                    bail!("sinks: `{name}`: ca_file and server_name need tls: true");
+                }
+                let s = syslog::Syslog::new(c).with_context(|| format!("sinks: `{name}`"))?;
+                (Target::Syslog(s), batch)
             }
         };
         Ok(Sink {
