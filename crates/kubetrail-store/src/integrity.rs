@@ -182,6 +182,12 @@ impl Signer {
     fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()
     }
+
+    /// A detached Ed25519 signature of `message`, base64, for documents other than checkpoints (the S3
+    /// archive's manifests).
+    pub fn sign_detached(&self, message: &[u8]) -> String {
+        BASE64.encode(self.sign(message))
+    }
 }
 
 /// An Ed25519 public key that checkpoints are verified with.
@@ -211,6 +217,19 @@ impl PublicKey {
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             BASE64.encode(der)
         )
+    }
+
+    /// Whether `signature` (base64, from [`Signer::sign_detached`]) is this key's signature of `message`.
+    pub fn verify_detached(&self, message: &[u8], signature: &str) -> bool {
+        BASE64
+            .decode(signature)
+            .ok()
+            .and_then(|s| <[u8; 64]>::try_from(s).ok())
+            .is_some_and(|sig| {
+                self.0
+                    .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
+                    .is_ok()
+            })
     }
 
     /// Reads a `PUBLIC KEY` PEM block (the first one in `text`).
@@ -1921,6 +1940,20 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"));
         assert_eq!(PublicKey::from_pem(&pem).unwrap(), s.public_key());
         assert_eq!(s.public_key().key_id().len(), 16);
+    }
+
+    #[test]
+    fn detached_signatures_verify_only_for_their_message_and_key() {
+        let s = Signer::from_seed([7; 32]);
+        let sig = s.sign_detached(b"manifest");
+        assert!(s.public_key().verify_detached(b"manifest", &sig));
+        assert!(!s.public_key().verify_detached(b"manifesT", &sig));
+        assert!(
+            !Signer::from_seed([8; 32])
+                .public_key()
+                .verify_detached(b"manifest", &sig)
+        );
+        assert!(!s.public_key().verify_detached(b"manifest", "not base64"));
     }
 
     #[test]

@@ -2,12 +2,97 @@
 //! and hour, under `<prefix>cluster=<c>/year=<y>/month=<m>/day=<d>/hour=<h>/<first>-<last>.jsonl.zst` (the
 //! log positions of its first and last record, so a re-send writes the same key), each put with a checksum
 //! and a per-object Object Lock (mode, retain-until from the retention, legal hold), then verified by HEAD.
+//!
+//! Verifiable: every stored object (key, version, SHA-256, the log positions it holds) is recorded, and at
+//! least every minute a manifest of the new ones is uploaded, locked, to `<prefix>manifests/<index>.json`:
+//! signed with the installation's integrity key and chained to the previous manifest by its SHA-256, so
+//! `kubetrail sinks verify` can prove from the bucket alone that every object is there, unchanged and locked,
+//! and name any log position missing. The store's signed checkpoints are uploaded beside them
+//! (`<prefix>checkpoints/`).
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use kubetrail_sinks::s3::{Lock, LockMode, S3};
 use kubetrail_sinks::{Outcome, Record};
+use kubetrail_store::Signer;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// How often a manifest of the new objects is uploaded (when there are any), by default.
+pub const MANIFEST_EVERY: Duration = Duration::from_secs(60);
+
+/// One archived object, as a manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub key: String,
+    pub version: Option<String>,
+    /// Base64 SHA-256 of the object's bytes (S3's `x-amz-checksum-sha256`).
+    pub sha256: String,
+    pub events: u64,
+    /// The log positions it holds, as runs `[first, last]`.
+    pub seqs: Vec<[u64; 2]>,
+}
+
+/// A manifest: what was archived since the previous one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    pub index: u64,
+    pub created: String,
+    /// Hex SHA-256 of the previous manifest object's bytes (`None` for the first).
+    pub previous: Option<String>,
+    pub objects: Vec<Entry>,
+}
+
+/// The uploaded form: the manifest's JSON text, and its signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed {
+    pub manifest: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// What survives a restart: the next manifest's index and chain link, the objects not yet in one, the
+/// checkpoints already uploaded.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    index: u64,
+    previous: Option<String>,
+    pending: Vec<Entry>,
+    #[serde(default)]
+    checkpoints: Vec<String>,
+}
+
+/// The signing and the local state, set when `serve` starts the sink.
+#[derive(Debug)]
+struct Ledger {
+    signer: Signer,
+    data: PathBuf,
+    path: PathBuf,
+    state: State,
+    last: Instant,
+}
+
+/// Runs of consecutive positions.
+pub fn runs(seqs: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == s => r[1] = s,
+            _ => out.push([s, s]),
+        }
+    }
+    out
+}
 
 /// The archive's bucket and lock.
 #[derive(Debug)]
@@ -17,9 +102,177 @@ pub struct Archive {
     pub mode: LockMode,
     pub retain_days: u32,
     pub legal_hold: bool,
+    /// How often a manifest is uploaded.
+    pub manifest_every: Duration,
+    ledger: Mutex<Option<Ledger>>,
 }
 
 impl Archive {
+    pub fn new(
+        s3: S3,
+        prefix: String,
+        mode: LockMode,
+        retain_days: u32,
+        legal_hold: bool,
+    ) -> Archive {
+        Archive {
+            s3,
+            prefix,
+            mode,
+            retain_days,
+            legal_hold,
+            manifest_every: MANIFEST_EVERY,
+            ledger: Mutex::new(None),
+        }
+    }
+
+    /// Signs manifests with `signer`, keeping the ledger in `DATA/sinks/<name>.archive.json`.
+    pub fn attach(&self, data: &Path, name: &str, signer: Signer) -> anyhow::Result<()> {
+        let path = crate::ship::sinks_dir(data).join(format!("{name}.archive.json"));
+        let state = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("`{}` is not an archive ledger", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("failed to read `{}`", path.display()));
+            }
+        };
+        *self.ledger.lock().expect("not poisoned") = Some(Ledger {
+            signer,
+            data: data.to_path_buf(),
+            path,
+            state,
+            last: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn lock(&self) -> Lock {
+        Lock {
+            mode: self.mode,
+            retain_until: jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_hours(
+                    24 * i64::from(self.retain_days),
+                ))
+                .unwrap_or(jiff::Timestamp::MAX),
+            legal_hold: self.legal_hold,
+        }
+    }
+
+    /// Records stored objects (fsynced before the batch counts as delivered).
+    fn record(&self, entries: Vec<Entry>) -> Result<(), String> {
+        let mut g = self.ledger.lock().expect("not poisoned");
+        let Some(l) = g.as_mut() else {
+            return Ok(());
+        };
+        l.state.pending.extend(entries);
+        save(&l.path, &l.state).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Uploads a manifest of the objects stored since the last one when one is due, and new checkpoints.
+    pub async fn tick(&self) -> Result<(), String> {
+        let due = {
+            let g = self.ledger.lock().expect("not poisoned");
+            let Some(l) = g.as_ref() else {
+                return Ok(());
+            };
+            !l.state.pending.is_empty() && l.last.elapsed() >= self.manifest_every
+        };
+        if due {
+            self.upload_manifest().await?;
+        }
+        self.upload_checkpoints().await
+    }
+
+    /// Uploads the pending manifest now (at shutdown, and from [`Archive::tick`]).
+    pub async fn upload_manifest(&self) -> Result<(), String> {
+        let (key, body, index, sha) = {
+            let mut g = self.ledger.lock().expect("not poisoned");
+            let Some(l) = g.as_mut() else {
+                return Ok(());
+            };
+            if l.state.pending.is_empty() {
+                return Ok(());
+            }
+            let m = Manifest {
+                version: 1,
+                index: l.state.index,
+                created: jiff::Timestamp::now().to_string(),
+                previous: l.state.previous.clone(),
+                objects: l.state.pending.clone(),
+            };
+            let text = serde_json::to_string(&m).map_err(|e| e.to_string())?;
+            let signed = Signed {
+                signature: l.signer.sign_detached(text.as_bytes()),
+                key_id: l.signer.public_key().key_id(),
+                manifest: text,
+            };
+            let mut body = serde_json::to_vec(&signed).map_err(|e| e.to_string())?;
+            body.push(b'\n');
+            let sha = hex(&sha2::Sha256::digest(&body));
+            l.last = Instant::now();
+            (manifest_key(&self.prefix, m.index), body, m.index, sha)
+        };
+        self.s3
+            .put_object_verified(
+                &key,
+                Bytes::from(body),
+                "application/json",
+                Some(&self.lock()),
+            )
+            .await
+            .map_err(|e| format!("manifest `{key}`: {e}"))?;
+        let mut g = self.ledger.lock().expect("not poisoned");
+        if let Some(l) = g.as_mut() {
+            let n = l.state.pending.len();
+            l.state.pending.clear();
+            l.state.index = index + 1;
+            l.state.previous = Some(sha);
+            save(&l.path, &l.state).map_err(|e| format!("{e:#}"))?;
+            tracing::info!(manifest = %key, objects = n, "archive manifest uploaded");
+        }
+        Ok(())
+    }
+
+    async fn upload_checkpoints(&self) -> Result<(), String> {
+        let (data, done) = {
+            let g = self.ledger.lock().expect("not poisoned");
+            let Some(l) = g.as_ref() else {
+                return Ok(());
+            };
+            (l.data.clone(), l.state.checkpoints.clone())
+        };
+        let dir = data.join("checkpoints");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json") && !done.contains(n))
+            .collect();
+        names.sort();
+        for name in names {
+            let bytes =
+                std::fs::read(dir.join(&name)).map_err(|e| format!("checkpoint `{name}`: {e}"))?;
+            let key = format!("{}checkpoints/{name}", self.prefix);
+            self.s3
+                .put_object_verified(
+                    &key,
+                    Bytes::from(bytes),
+                    "application/json",
+                    Some(&self.lock()),
+                )
+                .await
+                .map_err(|e| format!("checkpoint `{key}`: {e}"))?;
+            let mut g = self.ledger.lock().expect("not poisoned");
+            if let Some(l) = g.as_mut() {
+                l.state.checkpoints.push(name);
+                save(&l.path, &l.state).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the bucket has Object Lock (an error names what is wrong).
     pub async fn prepare(&self) -> Result<(), String> {
         self.s3
@@ -60,17 +313,9 @@ impl Archive {
                 .or_default()
                 .push(i);
         }
-        let retain_until = jiff::Timestamp::now()
-            .checked_add(jiff::SignedDuration::from_hours(
-                24 * i64::from(self.retain_days),
-            ))
-            .unwrap_or(jiff::Timestamp::MAX);
-        let lock = Lock {
-            mode: self.mode,
-            retain_until,
-            legal_hold: self.legal_hold,
-        };
+        let lock = self.lock();
         let mut retry = Vec::new();
+        let mut stored = Vec::new();
         let mut reason = String::new();
         for ((cluster, _), idx) in &groups {
             let first = seqs[idx[0]];
@@ -90,7 +335,13 @@ impl Archive {
                 .put_object_verified(&key, body, "application/zstd", Some(&lock))
                 .await
             {
-                Ok(_) => {}
+                Ok((put, _)) => stored.push(Entry {
+                    key,
+                    version: put.version_id,
+                    sha256: put.checksum_sha256,
+                    events: idx.len() as u64,
+                    seqs: runs(idx.iter().map(|&i| seqs[i])),
+                }),
                 // Transport failures and 5xx, but also a refused lock, a bucket without Object Lock or a
                 // failed verification: server or configuration problems, never the records' fault, so they
                 // are kept and retried, never dead-lettered.
@@ -99,6 +350,10 @@ impl Archive {
                     retry.extend(idx.iter().copied());
                 }
             }
+        }
+        if let Err(e) = self.record(stored) {
+            // Stored but not on record: send again (the same keys get new, identical versions).
+            return Outcome::retry(format!("failed to record archived objects: {e}"));
         }
         if retry.is_empty() {
             Outcome::Delivered
@@ -110,5 +365,180 @@ impl Archive {
                 dead: Vec::new(),
             }
         }
+    }
+}
+
+pub fn manifest_key(prefix: &str, index: u64) -> String {
+    format!("{prefix}manifests/{index:012}.json")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn save(path: &Path, state: &State) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)
+        .with_context(|| format!("failed to create `{}`", tmp.display()))?;
+    f.write_all(&serde_json::to_vec(state)?)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to replace `{}`", path.display()))
+}
+
+/// What `kubetrail sinks verify` found.
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub manifests: u64,
+    pub objects: u64,
+    pub events: u64,
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    /// Everything wrong, each naming the object or manifest.
+    pub problems: Vec<String>,
+}
+
+/// Verifies the archive from the bucket alone: the manifest chain and signatures, every listed object's
+/// presence, checksum and lock (with `deep`, its bytes and event count too), and which log positions are
+/// missing between the first and the last archived one.
+pub async fn verify(a: &Archive, key: &kubetrail_store::PublicKey, deep: bool) -> Verified {
+    let mut v = Verified::default();
+    let mut previous: Option<String> = None;
+    let mut covered: Vec<[u64; 2]> = Vec::new();
+    let mut seen_keys = std::collections::HashSet::new();
+    for index in 0.. {
+        let mkey = manifest_key(&a.prefix, index);
+        let body = match a.s3.get_object(&mkey, None).await {
+            Ok(b) => b,
+            Err(e) if e.code() == Some("NoSuchKey") => break,
+            Err(e) => {
+                v.problems.push(format!("manifest `{mkey}`: {e}"));
+                break;
+            }
+        };
+        v.manifests += 1;
+        let signed: Signed = match serde_json::from_slice(&body) {
+            Ok(s) => s,
+            Err(e) => {
+                v.problems
+                    .push(format!("manifest `{mkey}`: not a signed manifest ({e})"));
+                break;
+            }
+        };
+        if signed.key_id != key.key_id()
+            || !key.verify_detached(signed.manifest.as_bytes(), &signed.signature)
+        {
+            v.problems.push(format!(
+                "manifest `{mkey}`: bad signature (key {}, verified with {})",
+                signed.key_id,
+                key.key_id()
+            ));
+        }
+        let m: Manifest = match serde_json::from_str(&signed.manifest) {
+            Ok(m) => m,
+            Err(e) => {
+                v.problems.push(format!("manifest `{mkey}`: {e}"));
+                break;
+            }
+        };
+        if m.index != index || m.previous != previous {
+            v.problems.push(format!(
+                "manifest `{mkey}`: out of chain (index {}, previous {:?}; expected index {index}, previous {:?})",
+                m.index, m.previous, previous
+            ));
+        }
+        previous = Some(hex(&sha2::Sha256::digest(&body)));
+        match a.s3.head_object(&mkey, None).await {
+            Ok(info) if info.lock_mode.is_some() => {}
+            Ok(_) => v.problems.push(format!("manifest `{mkey}`: not locked")),
+            Err(e) => v.problems.push(format!("manifest `{mkey}`: {e}")),
+        }
+        for o in m.objects {
+            if !seen_keys.insert((o.key.clone(), o.version.clone())) {
+                continue;
+            }
+            v.objects += 1;
+            v.events += o.events;
+            covered.extend(o.seqs.iter().copied());
+            match a.s3.head_object(&o.key, o.version.as_deref()).await {
+                Ok(info) => {
+                    if info.lock_mode.is_none() {
+                        v.problems.push(format!("object `{}`: not locked", o.key));
+                    }
+                    if info
+                        .checksum_sha256
+                        .as_deref()
+                        .is_some_and(|c| c != o.sha256)
+                    {
+                        v.problems.push(format!(
+                            "object `{}`: checksum differs from the manifest",
+                            o.key
+                        ));
+                    }
+                }
+                Err(e) => v
+                    .problems
+                    .push(format!("object `{}` ({:?}): {e}", o.key, o.version)),
+            }
+            if deep {
+                match a.s3.get_object(&o.key, o.version.as_deref()).await {
+                    Ok(bytes) => {
+                        use base64::Engine as _;
+                        let sha = base64::engine::general_purpose::STANDARD
+                            .encode(sha2::Sha256::digest(&bytes));
+                        if sha != o.sha256 {
+                            v.problems.push(format!(
+                                "object `{}`: its bytes do not match the manifest's SHA-256",
+                                o.key
+                            ));
+                        }
+                        match zstd::decode_all(&bytes[..]) {
+                            Ok(text) => {
+                                let n = text
+                                    .split(|b| *b == b'\n')
+                                    .filter(|l| !l.is_empty())
+                                    .count() as u64;
+                                if n != o.events {
+                                    v.problems.push(format!(
+                                        "object `{}`: {n} events, the manifest says {}",
+                                        o.key, o.events
+                                    ));
+                                }
+                            }
+                            Err(e) => v
+                                .problems
+                                .push(format!("object `{}`: not zstd ({e})", o.key)),
+                        }
+                    }
+                    Err(e) => v.problems.push(format!("object `{}`: {e}", o.key)),
+                }
+            }
+        }
+    }
+    covered.sort_unstable();
+    let mut end: Option<u64> = None;
+    for [first, last] in covered {
+        match end {
+            None => v.first = Some(first),
+            Some(e) if first > e + 1 => v.problems.push(format!(
+                "log positions {}..{} are not in the archive",
+                e + 1,
+                first - 1
+            )),
+            _ => {}
+        }
+        end = Some(end.map_or(last, |e| e.max(last)));
+    }
+    v.last = end;
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_compress_consecutive_positions() {
+        assert_eq!(runs([1, 2, 3, 5, 7, 8]), vec![[1, 3], [5, 5], [7, 8]]);
+        assert!(runs([]).is_empty());
     }
 }

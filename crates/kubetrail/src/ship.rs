@@ -37,7 +37,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 pub enum Target {
     ClickHouse(kubetrail_sinks::clickhouse::ClickHouse),
     /// The S3 archive: each batch one zstd JSON-lines object per cluster and hour, Object Lock on every put.
-    Archive(crate::archive::Archive),
+    Archive(Box<crate::archive::Archive>),
     Elasticsearch(kubetrail_sinks::elasticsearch::Elasticsearch),
     Splunk(kubetrail_sinks::splunk::Splunk),
     Syslog(kubetrail_sinks::syslog::Syslog),
@@ -56,6 +56,14 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
+    /// Frequent upkeep: the archive's manifests and checkpoints.
+    async fn tick(&self) -> Result<(), String> {
+        match self {
+            Target::Archive(a) => a.tick().await,
+            _ => Ok(()),
+        }
+    }
+
     /// Daily upkeep: ClickHouse drops the day partitions past its retention (18.16 has no TTL).
     async fn upkeep(&self) -> Result<Vec<String>, String> {
         match self {
@@ -283,6 +291,9 @@ pub fn start(
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
     let mut out = Vec::new();
     for s in sinks {
+        if let Target::Archive(a) = &s.target {
+            a.attach(data, &s.name, crate::integrity_key::signer(data)?)?;
+        }
         let cursor = wal.cursor(&format!("sink-{}", s.name))?;
         let hold = Arc::new(AtomicU64::new(cursor.position()));
         let stats = Arc::new(Stats {
@@ -393,6 +404,10 @@ impl Worker {
                     }
                 }
             }
+            if prepared && let Err(e) = rt.block_on(self.sink.target.tick()) {
+                self.failed(&e);
+                tracing::warn!(sink = %self.sink.name, error = %e, "archive upkeep failed; retrying");
+            }
             match self.round(stop, &rt) {
                 Ok(true) => {}
                 Ok(false) => std::thread::sleep(IDLE),
@@ -401,6 +416,11 @@ impl Worker {
                     sleep_unless_stopped(Duration::from_secs(1), stop);
                 }
             }
+        }
+        if let Target::Archive(a) = &self.sink.target
+            && let Err(e) = rt.block_on(a.upload_manifest())
+        {
+            tracing::warn!(sink = %self.sink.name, error = %e, "the last archive manifest waits for the next start");
         }
         self.write_status();
     }

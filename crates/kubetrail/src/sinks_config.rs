@@ -101,6 +101,8 @@ pub enum SinkConfig {
         #[serde(default)]
         prefix: String,
         object_lock: ObjectLockConfig,
+        /// Seconds between signed manifests of the archived objects (default 60).
+        manifest_secs: Option<u64>,
         /// Credentials; without them the standard chain (AWS_* variables, ~/.aws/credentials).
         access_key_id: Option<String>,
         secret_access_key_file: Option<PathBuf>,
@@ -273,6 +275,7 @@ impl SinkConfig {
                 region,
                 prefix,
                 object_lock,
+                manifest_secs,
                 access_key_id,
                 secret_access_key_file,
                 ca_file,
@@ -306,19 +309,23 @@ impl SinkConfig {
                 } else {
                     format!("{prefix}/")
                 };
-                (
-                    Target::Archive(crate::archive::Archive {
-                        s3,
-                        prefix,
-                        mode: match object_lock.mode {
-                            LockModeConfig::Compliance => kubetrail_sinks::s3::LockMode::Compliance,
-                            LockModeConfig::Governance => kubetrail_sinks::s3::LockMode::Governance,
-                        },
-                        retain_days: object_lock.retain_days,
-                        legal_hold: object_lock.legal_hold,
-                    }),
-                    batch,
-                )
+                let mut archive = crate::archive::Archive::new(
+                    s3,
+                    prefix,
+                    match object_lock.mode {
+                        LockModeConfig::Compliance => kubetrail_sinks::s3::LockMode::Compliance,
+                        LockModeConfig::Governance => kubetrail_sinks::s3::LockMode::Governance,
+                    },
+                    object_lock.retain_days,
+                    object_lock.legal_hold,
+                );
+                if let Some(secs) = manifest_secs {
+                    if !(1..=3600).contains(secs) {
+                        bail!("sinks: `{name}`: manifest_secs must be 1 to 3600");
+                    }
+                    archive.manifest_every = Duration::from_secs(*secs);
+                }
+                (Target::Archive(Box::new(archive)), batch)
             }
             SinkConfig::Elasticsearch {
                 url,

@@ -279,7 +279,7 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
+            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    manifest_secs: 1\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
             data.display(),
             secret.display()
         ),
@@ -298,7 +298,7 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     let listing = Command::new("curl")
         .args(["-sS"])
         .arg(format!(
-            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/"
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/cluster="
         ))
         .output()
         .unwrap();
@@ -334,6 +334,50 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
         first_key.get_or_insert((key.to_string(), info.version_id.clone()));
     }
     assert_eq!(lines, 1000, "every event archived once");
+
+    // The archive proves itself from the bucket: signed, chained manifests; every object there and locked.
+    let verify = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["sinks", "verify", "--deep", "--config"])
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let mut report = String::new();
+    until(30, "a manifest covers all 1000 events", || {
+        let (code, out) = verify(&[]);
+        report = out;
+        code == Some(0) && report.contains("1000 events")
+    });
+    assert!(report.contains("verified"), "{report}");
+    // The store's signed checkpoints are beside the data.
+    let listing = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/checkpoints/"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("<Key>k8s/checkpoints/"),
+        "checkpoints uploaded"
+    );
+    // With another key, the signatures fail.
+    let other = tmp.path().join("other.pem");
+    let key = Command::new(BIN)
+        .args(["checkpoint", "public-key", "--data"])
+        .arg(tmp.path().join("other-data"))
+        .output()
+        .unwrap();
+    std::fs::write(&other, &key.stdout).unwrap();
+    let (code, out) = verify(&["--public-key", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("bad signature"), "{out}");
 
     // A locked version cannot be deleted, through the S3 API, by anyone.
     let (key, version) = first_key.unwrap();

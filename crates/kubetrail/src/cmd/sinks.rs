@@ -2,6 +2,7 @@
 //! records a target refused for good.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
@@ -16,6 +17,27 @@ pub enum SinksCommand {
     /// Records a target refused for good: list them, or queue them to be sent again.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Prove an S3 archive from the bucket alone: every signed manifest in its chain, every object they list
+    /// present, unchanged (checksum) and locked, and no log position missing (exit 1 naming what is wrong).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The config file naming the archive (its `sinks:` entry of type s3).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The sink's name, when the config has more than one archive.
+    #[arg(long)]
+    pub sink: Option<String>,
+    /// The integrity public key (PEM, from `kubetrail checkpoint public-key`); default: the data directory's key.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// Also download every object and check its bytes and event count (slower).
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +165,10 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
                 }
             }
         }
+        SinksCommand::Verify(a) => {
+            drop(out);
+            return verify(a);
+        }
         SinksCommand::Dlq(DlqCommand::Replay(a)) => {
             let n = crate::ship::replay(&data(&a.data), a.sink.as_deref())?;
             writeln!(
@@ -153,4 +179,79 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
     }
     out.flush()?;
     Ok(Outcome::Ok)
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
+    let cfg = crate::config::Config::load(&a.config)?;
+    let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
+    let archives: Vec<&crate::ship::Sink> = sinks
+        .iter()
+        .filter(|s| matches!(s.target, crate::ship::Target::Archive(_)))
+        .filter(|s| a.sink.as_ref().is_none_or(|n| *n == s.name))
+        .collect();
+    let sink = match archives.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!(
+            "`{}` has no S3 archive{}",
+            a.config.display(),
+            a.sink
+                .as_ref()
+                .map(|n| format!(" named `{n}`"))
+                .unwrap_or_default()
+        ),
+        _ => anyhow::bail!(
+            "`{}` has several archives: pass --sink NAME",
+            a.config.display()
+        ),
+    };
+    let crate::ship::Target::Archive(archive) = &sink.target else {
+        unreachable!("filtered")
+    };
+    let key = match &a.public_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("failed to read `{}`: {e}", p.display()))?;
+            kubetrail_store::PublicKey::from_pem(&text)?
+        }
+        None => {
+            let data = crate::data::resolve(a.data.data.clone(), cfg.data.clone());
+            crate::integrity_key::existing_signer(&data)?.public_key()
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let v = rt.block_on(crate::archive::verify(archive, &key, a.deep));
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "archive `{}`: {} manifests, {} objects, {} events, log positions {}..{}",
+        sink.name,
+        v.manifests,
+        v.objects,
+        v.events,
+        v.first.map_or("-".into(), |f| f.to_string()),
+        v.last.map_or("-".into(), |l| l.to_string()),
+    )?;
+    if v.manifests == 0 {
+        writeln!(
+            out,
+            "no manifest yet: serve uploads one a minute after archiving"
+        )?;
+        return Ok(Outcome::Findings);
+    }
+    if v.problems.is_empty() {
+        writeln!(
+            out,
+            "verified: every manifest signed by key {} and chained; every object present, unchanged and locked{}",
+            key.key_id(),
+            if a.deep { "; every event counted" } else { "" }
+        )?;
+        Ok(Outcome::Ok)
+    } else {
+        for p in &v.problems {
+            writeln!(out, "FAILED: {p}")?;
+        }
+        Ok(Outcome::Findings)
+    }
 }
