@@ -573,7 +573,6 @@ impl Worker {
                         None => jitter(backoff),
                     };
                     tracing::warn!(sink = %self.sink.name, records = todo.len(), wait_ms = wait.as_millis() as u64, "not delivered ({reason}); retrying");
-                    self.write_status();
                     self.wait_failing(wait, stop);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -614,7 +613,12 @@ impl Worker {
     /// Waits before the next attempt, watching the log's disk budget meanwhile.
     fn wait_failing(&mut self, d: Duration, stop: &AtomicBool) {
         let until = Instant::now() + d;
+        let mut status = Instant::now() - Duration::from_secs(1);
         loop {
+            if status.elapsed() >= Duration::from_secs(1) {
+                self.write_status();
+                status = Instant::now();
+            }
             self.check_budget();
             let now = Instant::now();
             if now >= until || stop.load(Ordering::SeqCst) {
@@ -777,6 +781,12 @@ impl Worker {
     }
 
     fn write_status(&self) {
+        // The log grows while a batch is retried: the lag counts what arrived meanwhile too.
+        let lag = self
+            .wal
+            .durable_seq()
+            .saturating_sub(self.cursor.position());
+        self.stats.lag_events.store(lag, Ordering::Relaxed);
         let tmp = self.status.with_extension("json.tmp");
         let r = serde_json::to_vec_pretty(&self.stats.status())
             .map_err(std::io::Error::other)

@@ -282,6 +282,9 @@ impl SinkConfig {
                 batch,
                 ..
             } => {
+                if object_lock.retain_days == 0 {
+                    bail!("sinks: `{name}`: object_lock.retain_days must be at least 1");
+                }
                 let credentials = match (access_key_id, secret_access_key_file) {
                     (Some(id), Some(f)) => Some(kubetrail_sinks::s3::Credentials::new(
                         id,
@@ -292,9 +295,6 @@ impl SinkConfig {
                         "sinks: `{name}`: give both access_key_id and secret_access_key_file, or neither (the standard chain)"
                     ),
                 };
-                if object_lock.retain_days == 0 {
-                    bail!("sinks: `{name}`: object_lock.retain_days must be at least 1");
-                }
                 let s3 = kubetrail_sinks::s3::S3::new(kubetrail_sinks::s3::S3Config {
                     endpoint: endpoint.clone(),
                     region: region.clone(),
@@ -457,4 +457,86 @@ pub fn build_all(configs: &[SinkConfig]) -> anyhow::Result<Vec<Sink>> {
         out.push(s);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> anyhow::Result<Vec<Sink>> {
+        let cfg: Vec<SinkConfig> =
+            serde_saphyr::from_str(yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
+        build_all(&cfg)
+    }
+
+    #[test]
+    fn every_sink_type_builds_with_its_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "00000000-0000-0000-0000-000000000000\n").unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        let sinks = parse(&format!(
+            "- {{type: clickhouse, url: 'http://127.0.0.1:8123'}}\n\
+             - {{type: s3, bucket: audit-archive, access_key_id: AKID, secret_access_key_file: {}, object_lock: {{mode: governance, retain_days: 30}}}}\n\
+             - {{type: elasticsearch, url: 'http://127.0.0.1:9200', index: kube-audit, data_stream: true}}\n\
+             - {{type: splunk_hec, url: 'https://127.0.0.1:8088', token_file: {}, ack: true}}\n\
+             - {{type: syslog, address: '127.0.0.1:6514', format: cef, facility: authpriv, batch: {{flush_secs: 1}}}}\n",
+            secret.display(),
+            token.display()
+        ))
+        .unwrap();
+        let kinds: Vec<(&str, &str)> = sinks.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("clickhouse", "clickhouse"),
+                ("s3", "s3"),
+                ("elasticsearch", "elasticsearch"),
+                ("splunk_hec", "splunk_hec"),
+                ("syslog", "syslog")
+            ]
+        );
+        assert_eq!(
+            sinks[0].batching.flush,
+            Duration::from_secs(5),
+            "default flush"
+        );
+        assert_eq!(sinks[4].batching.flush, Duration::from_secs(1));
+        match &sinks[1].target {
+            Target::Archive(a) => {
+                assert_eq!(a.mode, kubetrail_sinks::s3::LockMode::Governance);
+                assert_eq!(a.retain_days, 30);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |yaml: &str| format!("{:#}", parse(yaml).expect_err("an error"));
+        assert!(
+            err(
+                "- {type: clickhouse, url: 'http://x:1'}\n- {type: clickhouse, url: 'http://y:1'}\n"
+            )
+            .contains("two sinks are named `clickhouse`")
+        );
+        assert!(
+            err("- {type: s3, bucket: audit-archive, access_key_id: x, secret_access_key_file: /dev/null, object_lock: {mode: compliance, retain_days: 0}}\n")
+                .contains("retain_days must be at least 1")
+        );
+        assert!(
+            err("- {type: syslog, address: 'h:1', facility: local9}\n")
+                .contains("not a syslog facility")
+        );
+        assert!(err("- {type: s3, bucket: audit-archive, access_key_id: x, object_lock: {mode: compliance, retain_days: 1}}\n")
+            .contains("secret_access_key_file"));
+        assert!(
+            err("- {type: clickhouse, url: 'http://x:1', name: 'a b'}\n").contains("name `a b`")
+        );
+        assert!(
+            err("- {type: clickhouse, url: 'http://x:1', batch: {max_events: 0}}\n")
+                .contains("max_events")
+        );
+    }
 }

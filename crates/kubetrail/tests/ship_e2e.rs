@@ -12,6 +12,29 @@ mod common;
 
 use common::{BIN, free_port};
 
+/// A child process killed when the test ends, passed or failed (a failed assertion leaves no server behind).
+struct Guard(Child);
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn need(binary: &str, package: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|paths| {
@@ -33,7 +56,7 @@ fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Debian's clickhouse-server on 127.0.0.1:`port` over `dir` (restartable on the same data).
-fn clickhouse(dir: &Path, port: u16) -> Child {
+fn clickhouse(dir: &Path, port: u16) -> Guard {
     let bin = need("clickhouse-server", "clickhouse-server");
     for sub in ["data", "tmp", "uf", "fs"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -68,6 +91,7 @@ fn clickhouse(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Guard(child);
     until(60, "clickhouse-server answers /ping", || {
         ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1")
     });
@@ -171,7 +195,7 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
     )
     .unwrap();
     let log = |n: u32| tmp.path().join(format!("serve-{n}.log"));
-    let mut serve = common::serve(&config, &[], &log(1), port);
+    let mut serve = Guard(common::serve(&config, &[], &log(1), port));
     let total = "SELECT count() FROM kubetrail.audit_events FINAL";
 
     let first = events(1200, 1);
@@ -196,7 +220,7 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
 
     // ClickHouse back on the same data; kubetrail back: the backlog drains, nothing lost, nothing twice.
     let mut server = clickhouse(&ch_dir, ch_port);
-    let mut serve = common::serve(&config, &[], &log(2), port);
+    let mut serve = Guard(common::serve(&config, &[], &log(2), port));
     until(60, "2000 events in ClickHouse", || {
         count(ch_port, total) == Some(2000)
     });
@@ -231,7 +255,7 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
 }
 
 /// `moto_server` on 127.0.0.1 (S3 with versioning and Object Lock enforced).
-fn moto(dir: &Path) -> (Child, u16) {
+fn moto(dir: &Path) -> (Guard, u16) {
     let bin = need("moto_server", "pip install 'moto[server]'");
     let port = free_port();
     let child = Command::new(bin)
@@ -241,6 +265,7 @@ fn moto(dir: &Path) -> (Child, u16) {
         .stderr(std::fs::File::create(dir.join("moto.err")).unwrap())
         .spawn()
         .unwrap();
+    let child = Guard(child);
     until(60, "moto_server answers", || {
         Command::new("curl")
             .args(["-sf", "-o", "/dev/null"])
@@ -285,7 +310,12 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
         ),
     )
     .unwrap();
-    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    let mut serve = Guard(common::serve(
+        &config,
+        &[],
+        &tmp.path().join("serve.log"),
+        port,
+    ));
     let sent = events(1000, 3);
     post(port, &sent);
     until(30, "the archive sink sent 1000 events", || {
@@ -412,7 +442,12 @@ fn a_dead_sink_never_blocks_ingestion_past_the_log_budget_and_says_so() {
         ),
     )
     .unwrap();
-    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    let mut serve = Guard(common::serve(
+        &config,
+        &[],
+        &tmp.path().join("serve.log"),
+        port,
+    ));
     // About three times the log's budget, in apiserver-sized batches; a 503 (log full for a moment) is
     // retried as the apiserver would.
     let all = events(30_000, 4);
@@ -560,7 +595,12 @@ fn partial_bulk_failures_are_retried_or_dead_lettered_and_replayed() {
         ),
     )
     .unwrap();
-    let mut serve = common::serve(&config, &[], &tmp.path().join("serve.log"), port);
+    let mut serve = Guard(common::serve(
+        &config,
+        &[],
+        &tmp.path().join("serve.log"),
+        port,
+    ));
     let base: Value = serde_json::from_str(events(1, 5).lines().next().unwrap()).unwrap();
     let with_id = |id: &str| {
         let mut e = base.clone();
