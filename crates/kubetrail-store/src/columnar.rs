@@ -292,14 +292,12 @@ fn list_item() -> FieldRef {
     Arc::new(Field::new("item", DataType::Utf8, false))
 }
 
-/// zstd level of the `event` column in files a flush writes (fresh data, queryable within seconds).
-const EVENT_FLUSH_LEVEL: i32 = 5;
-/// ... and in the files compaction writes, which hold nearly all data for good: on generated events, level 9
-/// stores the JSON in 16% fewer bytes than level 5 (8 MiB pages) at ~1.5x the compression time, spent in the
-/// background housekeeping.
-const EVENT_MERGE_LEVEL: i32 = 9;
+/// zstd level of the `event` column: on generated events in 8 MiB pages, level 9 stores the JSON in 16% fewer
+/// bytes than level 5 for ~1.5x its compression time (an 8 MiB page: 0.12 s against 0.08 s on one core), which
+/// conversion affords (the log absorbs bursts; `serve` converts a few thousand events per second).
+const EVENT_LEVEL: i32 = 9;
 
-fn writer_props(row_group_rows: usize, event_level: i32) -> WriterProperties {
+fn writer_props(row_group_rows: usize) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(zstd_level(3))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -318,10 +316,10 @@ fn writer_props(row_group_rows: usize, event_level: i32) -> WriterProperties {
         .set_column_statistics_enabled(ColumnPath::from("event"), EnabledStatistics::None);
     // The event JSON is 90% of the bytes: zstd 5 (lazy matching) in 8 MiB pages stores it in ~1/17 of its
     // size where level 3 in 1 MiB pages needs ~1/14, for ~25% more conversion time (measured in
-    // tests/columnar.rs); compaction goes further (`EVENT_MERGE_LEVEL`). Queries filter on the other columns
-    // and read `event` only for the rows they keep.
+    // tests/columnar.rs); level 9 (`EVENT_LEVEL`) saves another 16%. Queries filter on the other columns and
+    // read `event` only for the rows they keep.
     b = b
-        .set_column_compression(ColumnPath::from("event"), zstd_level(event_level))
+        .set_column_compression(ColumnPath::from("event"), zstd_level(EVENT_LEVEL))
         .set_column_data_page_size_limit(ColumnPath::from("event"), 8 << 20);
     // Sorted or nearly sorted integers: deltas take a byte or two where plain values take four or five.
     for col in ["time", "stage_time", "received", "seq"] {
@@ -918,8 +916,6 @@ pub struct ColumnarWriter {
     cursor: Cursor,
     opts: ColumnarOptions,
     props: WriterProperties,
-    /// For the files compaction writes.
-    merge_props: WriterProperties,
     /// Seq ranges of the files at or past the cursor, per partition directory (relative to the root): rows
     /// already stored by a flush whose cursor commit a crash prevented. Almost always empty.
     stored: HashMap<PathBuf, Vec<(u64, u64)>>,
@@ -943,8 +939,7 @@ impl ColumnarWriter {
         let cursor = wal.cursor(CURSOR_NAME)?;
         let mut w = ColumnarWriter {
             root: root.to_path_buf(),
-            props: writer_props(opts.row_group_rows, EVENT_FLUSH_LEVEL),
-            merge_props: writer_props(opts.row_group_rows, EVENT_MERGE_LEVEL),
+            props: writer_props(opts.row_group_rows),
             wal,
             cursor,
             opts,
@@ -1208,7 +1203,7 @@ impl ColumnarWriter {
         let name = file_name(first_seq, last_seq);
         let out_path = dir.join(&name);
         let mut got = 0u64;
-        let bytes = write_file(dir, &name, &self.merge_props, |w| {
+        let bytes = write_file(dir, &name, &self.props, |w| {
             let mut merge = Merge::new(readers.len());
             for (i, (path, reader)) in readers.iter_mut().enumerate() {
                 merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);

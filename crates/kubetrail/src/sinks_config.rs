@@ -1,4 +1,4 @@
-//! The config file's `sinks:` section: each entry names a target by `type` and becomes a [`ship::Sink`]
+//! The config file's `sinks:` section: each entry names a target by `type` and becomes a [`crate::ship::Sink`]
 //! (validated by `kubetrail config check`: names, URLs, files; nothing is contacted).
 //!
 //! ```yaml
