@@ -147,8 +147,9 @@ impl Engine {
                 .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
                 .collect::<Result<Vec<_>, _>>()?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_file_sort_order(vec![vec![col("time").sort(true, false)]]);
+                .with_file_extension(".parquet");
+            // No declared sort order: files are sorted by (user, time), older ones by time; queries that
+            // need an order say so.
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
                 .with_schema(schema);

@@ -24,7 +24,7 @@
 //!
 //! | column | type | |
 //! |---|---|---|
-//! | `time` | Timestamp(µs, UTC) | `requestReceivedTimestamp`, else `stageTimestamp`, else `received`; rows are sorted by it |
+//! | `time` | Timestamp(µs, UTC) | `requestReceivedTimestamp`, else `stageTimestamp`, else `received` |
 //! | `stage_time` | Timestamp(µs, UTC) null | `stageTimestamp` |
 //! | `received` | Timestamp(µs, UTC) | when kubetrail received the event |
 //! | `seq` | UInt64 | the write-ahead log seq (unique per event) |
@@ -52,11 +52,13 @@
 //! the pipeline, which parsed it) still gets a row: the log record's own fields, `time` = `received`, empty
 //! lists, nulls and the raw text in `event`.
 //!
-//! Files are zstd-compressed (level 3; `event` level 5 in 8 MiB pages), with dictionary encoding (the
+//! Files are zstd-compressed (level 3; `event` level 9 in pages up to 8 MiB), with dictionary encoding (the
 //! writer's default, off for `audit_id` and `event`; delta encoding for `time`, `stage_time`, `received` and
 //! `seq`), page-level statistics and a page index (none for `event`), bloom filters on `user`, `name`,
-//! `audit_id`, `namespace` and `ip`, rows sorted by (`time`, `seq`) and declared sorted by `time`, and row
-//! groups of [`ColumnarOptions::row_group_rows`]. Generated events take ~130 bytes each, 1/10 of their JSON.
+//! `audit_id`, `namespace` and `ip`, rows sorted by (`user`, `time`, `seq`) and declared sorted by (`user`,
+//! `time`), pages of at most 2,048 rows and row groups of [`ColumnarOptions::row_group_rows`]. Sorting by
+//! identity does two things: an identity's rows share a few pages, so page statistics skip the rest of a file
+//! (the timeline of one identity), and similar events sit together, so the JSON compresses ~14% better.
 //!
 //! # Crash safety
 //!
@@ -118,6 +120,11 @@ const HOUR_US: i64 = 3_600_000_000;
 
 /// Columns with bloom filters: the values a selective forensic query looks up.
 pub const BLOOM_FILTER_COLUMNS: [&str; 5] = ["user", "name", "audit_id", "namespace", "ip"];
+
+/// The `user` column's index in [`schema`].
+const USER_COLUMN: usize = 9;
+/// Rows per data page at most (checked every 1,024 rows written).
+const PAGE_ROWS: usize = 2048;
 
 /// How the writer batches and compacts.
 #[derive(Debug, Clone, PartialEq)]
@@ -302,11 +309,21 @@ fn writer_props(row_group_rows: usize) -> WriterProperties {
         .set_compression(zstd_level(3))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: 0,
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(Some(vec![
+            SortingColumn {
+                column_idx: USER_COLUMN as i32,
+                descending: false,
+                nulls_first: false,
+            },
+            SortingColumn {
+                column_idx: 0,
+                descending: false,
+                nulls_first: false,
+            },
+        ]))
+        // Pages of at most ~2,000 rows: with rows sorted by user, page statistics then skip all but an
+        // identity's own pages (the timeline of one identity among many reads a few pages per file).
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             FORMAT_KEY.to_string(),
             FORMAT_VERSION.to_string(),
@@ -446,6 +463,15 @@ fn parse_time(s: Option<&Cow<'_, str>>) -> Option<i64> {
 }
 
 impl<'a> Row<'a> {
+    /// The `user` column's value: rows are sorted by it first.
+    fn user(&self) -> &str {
+        self.audit
+            .user
+            .as_ref()
+            .and_then(|u| u.username.as_deref())
+            .unwrap_or("")
+    }
+
     /// The row for a record; `false` with it when the event JSON did not parse.
     fn new(seq: u64, rec: &EventRecord<'a>) -> (Row<'a>, bool) {
         let event: &'a str = match &rec.event {
@@ -1078,7 +1104,10 @@ impl ColumnarWriter {
             for mut idx in groups.into_iter().filter(|g| !g.is_empty()) {
                 let first_seq = rows[idx[0]].seq;
                 let last_seq = rows[idx[idx.len() - 1]].seq;
-                idx.sort_by_key(|&i| (rows[i].time, rows[i].seq));
+                idx.sort_by(|&a, &b| {
+                    let (x, y) = (&rows[a], &rows[b]);
+                    (x.user(), x.time, x.seq).cmp(&(y.user(), y.time, y.seq))
+                });
                 let dir = ensure_dir(&self.root, &rel)?;
                 let name = file_name(first_seq, last_seq);
                 let written = write_file(&dir, &name, &self.props, |w| {
@@ -1209,7 +1238,7 @@ impl ColumnarWriter {
                 merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);
             }
             let mut out: Vec<(usize, usize)> = Vec::with_capacity(BATCH_ROWS);
-            while let Some(Reverse((_, _, i))) = merge.heap.pop() {
+            while let Some(Reverse((_, _, _, i))) = merge.heap.pop() {
                 out.push((i, merge.pos[i]));
                 merge.pos[i] += 1;
                 let exhausted = merge.pos[i] == merge.batches[i].num_rows();
@@ -1284,11 +1313,13 @@ fn find_run(
     None
 }
 
-/// A k-way merge of sorted inputs by (`time`, `seq`), one batch of each in memory.
+/// A k-way merge of sorted inputs by (`user`, `time`, `seq`), one batch of each in memory. Inputs written
+/// before files were sorted by `user` come out in a valid order all the same (the merge only reorders
+/// between inputs); their rows keep their own order.
 struct Merge {
     batches: Vec<RecordBatch>,
     pos: Vec<usize>,
-    heap: BinaryHeap<Reverse<(i64, u64, usize)>>,
+    heap: BinaryHeap<Reverse<(Box<str>, i64, u64, usize)>>,
 }
 
 impl Merge {
@@ -1319,7 +1350,8 @@ impl Merge {
             .as_primitive::<TimestampMicrosecondType>()
             .value(row);
         let seq = b.column(3).as_primitive::<UInt64Type>().value(row);
-        self.heap.push(Reverse((time, seq, i)));
+        let user: Box<str> = b.column(USER_COLUMN).as_string::<i32>().value(row).into();
+        self.heap.push(Reverse((user, time, seq, i)));
     }
 
     fn emit(
@@ -1343,6 +1375,11 @@ impl Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sort_key_column_is_user() {
+        assert_eq!(schema().field(USER_COLUMN).name(), "user");
+    }
 
     #[test]
     fn cluster_dir_names_are_one_to_one_and_safe() {

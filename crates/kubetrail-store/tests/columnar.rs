@@ -247,7 +247,7 @@ fn flush_converts_every_record_into_sorted_hour_partitions() {
         assert_eq!(rel.to_str().unwrap(), expect);
         assert!(CLUSTERS.contains(&f.cluster.as_str()));
         let start = f.hour.as_microsecond();
-        let mut last = i64::MIN;
+        let mut last = (String::new(), i64::MIN);
         let mut seqs = Vec::new();
         for b in read(&f.path) {
             assert_eq!(b.schema().fields(), schema().fields());
@@ -255,6 +255,7 @@ fn flush_converts_every_record_into_sorted_hour_partitions() {
                 .column_by_name("time")
                 .unwrap()
                 .as_primitive::<TimestampMicrosecondType>();
+            let user = b.column_by_name("user").unwrap().as_string::<i32>();
             let seq = b
                 .column_by_name("seq")
                 .unwrap()
@@ -265,8 +266,9 @@ fn flush_converts_every_record_into_sorted_hour_partitions() {
                     (start..start + 3_600_000_000).contains(&t),
                     "row outside its hour"
                 );
-                assert!(t >= last, "rows not sorted by time");
-                last = t;
+                let key = (user.value(i).to_string(), t);
+                assert!(key >= last, "rows not sorted by (user, time)");
+                last = key;
                 let s = seq.value(i);
                 seqs.push(s);
                 let at = (s - FIRST) as usize;
@@ -364,8 +366,9 @@ fn files_carry_statistics_page_indexes_bloom_filters_and_sort_order() {
     for g in 0..meta.num_row_groups() {
         let rg = meta.row_group(g);
         let sorting = rg.sorting_columns().unwrap();
-        assert_eq!(sorting[0].column_idx, 0);
-        assert!(!sorting[0].descending);
+        assert_eq!(sorting[0].column_idx as usize, col("user"));
+        assert_eq!(sorting[1].column_idx, 0, "then time");
+        assert!(!sorting[0].descending && !sorting[1].descending);
         let time = rg.column(col("time"));
         assert!(time.statistics().unwrap().min_bytes_opt().is_some());
         assert!(rg.column(col("user")).statistics().is_some());
@@ -501,15 +504,17 @@ fn compact_merges_small_files_into_one_sorted_file_with_the_same_rows() {
     );
     assert_eq!(rows(&root), before);
     for f in &merged {
-        let mut last = i64::MIN;
+        let mut last = (String::new(), i64::MIN);
         for b in read(&f.path) {
             let time = b
                 .column_by_name("time")
                 .unwrap()
                 .as_primitive::<TimestampMicrosecondType>();
-            for t in time.values().iter() {
-                assert!(*t >= last, "merged rows not sorted by time");
-                last = *t;
+            let user = b.column_by_name("user").unwrap().as_string::<i32>();
+            for (i, t) in time.values().iter().enumerate() {
+                let key = (user.value(i).to_string(), *t);
+                assert!(key >= last, "merged rows not sorted by (user, time)");
+                last = key;
             }
         }
     }
