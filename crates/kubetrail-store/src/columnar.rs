@@ -1319,8 +1319,11 @@ fn find_run(
 struct Merge {
     batches: Vec<RecordBatch>,
     pos: Vec<usize>,
-    heap: BinaryHeap<Reverse<(Box<str>, i64, u64, usize)>>,
+    heap: BinaryHeap<Reverse<MergeKey>>,
 }
+
+/// (`user`, `time`, `seq`, input).
+type MergeKey = (Box<str>, i64, u64, usize);
 
 impl Merge {
     fn new(n: usize) -> Merge {
