@@ -125,8 +125,7 @@ impl Engine {
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
-            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true)
-            .set_bool("datafusion.execution.collect_statistics", false);
+            .set_bool("datafusion.execution.parquet.bloom_filter_on_read", true);
         // The store's strings are Utf8; keeping them so (not views) keeps the schema the store documents.
         config
             .options_mut()
@@ -224,12 +223,7 @@ impl Engine {
             }
         });
         loop {
-            let sql = row_sql(
-                predicate,
-                query.columns.unwrap_or(ROW_COLUMNS),
-                query.with_event,
-                fetch,
-            );
+            let sql = row_sql(predicate, query.with_event, fetch);
             let mut stream = self.stream(&sql).await?;
             let mut emitted = 0usize;
             let mut fetched = 0usize;
@@ -293,9 +287,6 @@ pub struct RowQuery {
     pub limit: Option<usize>,
     /// Read the stored (redacted) event JSON too.
     pub with_event: bool,
-    /// Read only these columns (SQL, quoted) instead of [`ROW_COLUMNS`]; the others stay at their defaults.
-    /// `time`, `seq`, `audit_id` and `stage` must be among them. Fewer columns, less to decode in every file.
-    pub columns: Option<&'static str>,
 }
 
 /// The columns [`EventRow::from_batch`] reads, in SQL.
@@ -304,13 +295,8 @@ pub const ROW_COLUMNS: &str = "\"time\", \"seq\", \"cluster\", \"audit_id\", \"s
      \"user_agent\", \"uri\", \"resource\", \"subresource\", \"namespace\", \"name\", \"api_group\", \
      \"code\", \"decision\", \"reason\"";
 
-fn row_sql(
-    predicate: Option<&str>,
-    columns: &str,
-    with_event: bool,
-    limit: Option<usize>,
-) -> String {
-    let mut sql = format!("SELECT {columns}");
+fn row_sql(predicate: Option<&str>, with_event: bool, limit: Option<usize>) -> String {
+    let mut sql = format!("SELECT {ROW_COLUMNS}");
     if with_event {
         sql.push_str(", \"event\"");
     }

@@ -353,83 +353,27 @@ fn require_user(user: &str) -> Result<(), ReportError> {
 
 /// Everything an identity did (also through impersonation), grouped by resource and verb, with first and
 /// last seen, IPs, user agents and failures.
-/// What `timeline` reads of each request.
-const TIMELINE_COLUMNS: &str = "\"time\", \"seq\", \"audit_id\", \"stage\", \"verb\", \"user\", \
-     \"source_ips\", \"user_agent\", \"uri\", \"resource\", \"subresource\", \"namespace\", \"name\", \
-     \"code\", \"decision\"";
-
 pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, ReportError> {
     require_user(&req.user)?;
-    // One scan: the identity's requests (one row each, its best stage) stream in time order and are grouped
-    // here, and the first 50 failures kept on the way. Files are sorted by user, so the scan reads only the
-    // identity's pages; two statements would pay the per-file cost twice.
-    #[derive(Default)]
-    struct Group {
-        first: i64,
-        last: i64,
-        requests: u64,
-        failures: u64,
-        namespaces: BTreeSet<String>,
-        ips: BTreeSet<String>,
-        user_agents: BTreeSet<String>,
-    }
-    let mut groups: BTreeMap<(String, String, String), Group> = BTreeMap::new();
-    let mut failures: Vec<EventRow> = Vec::new();
-    let mut total_failures = 0u64;
-    engine
-        .requests(
-            Some(&identity_predicate(&req.user)),
-            RowQuery {
-                columns: Some(TIMELINE_COLUMNS),
-                ..RowQuery::default()
-            },
-            |r| {
-                let via = if r.user == req.user {
-                    String::new()
-                } else {
-                    format!("as this identity, by {}", r.user)
-                };
-                let g = groups
-                    .entry((r.resource_path(), r.verb.clone(), via))
-                    .or_insert_with(|| Group {
-                        first: r.time_us,
-                        last: r.time_us,
-                        ..Group::default()
-                    });
-                g.first = g.first.min(r.time_us);
-                g.last = g.last.max(r.time_us);
-                g.requests += 1;
-                g.namespaces.extend(r.namespace.clone());
-                g.ips.extend(r.source_ips.first().cloned());
-                g.user_agents.extend(r.user_agent.clone());
-                if r.code.is_some_and(|c| c >= 400) {
-                    g.failures += 1;
-                    total_failures += 1;
-                    if failures.len() < 50 {
-                        failures.push(r);
-                    }
-                }
-                ControlFlow::Continue(())
-            },
-        )
-        .await?;
-    let rows: Vec<Vec<String>> = groups
-        .into_iter()
-        .map(|((res, verb, via), g)| {
-            vec![
-                res,
-                verb,
-                via,
-                crate::format_time_us(g.first),
-                crate::format_time_us(g.last),
-                g.requests.to_string(),
-                g.failures.to_string(),
-                g.namespaces.len().to_string(),
-                g.ips.into_iter().collect::<Vec<_>>().join(","),
-                g.user_agents.into_iter().collect::<Vec<_>>().join(" | "),
-            ]
-        })
-        .collect();
+    let sql = format!(
+        "SELECT COALESCE(\"resource\" || CASE WHEN \"subresource\" IS NULL THEN '' ELSE '/' || \"subresource\" END, \
+         \"uri\") AS res, \"verb\", \
+         CASE WHEN \"user\" = {u} THEN '' ELSE 'as this identity, by ' || \"user\" END AS via, \
+         min(\"time\") AS first_seen, max(\"time\") AS last_seen, count(DISTINCT \"audit_id\") AS requests, \
+         count(DISTINCT CASE WHEN \"code\" >= 400 THEN \"audit_id\" END) AS failures, \
+         count(DISTINCT \"namespace\") AS namespaces, \
+         array_to_string(array_agg(DISTINCT \"ip\"), ',') AS ips, \
+         array_to_string(array_agg(DISTINCT \"user_agent\"), ' | ') AS user_agents \
+         FROM events WHERE {pred} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        u = sql_str(&req.user),
+        pred = identity_predicate(&req.user)
+    );
+    let (_, rows) = engine.sql_rows(&sql, None).await?;
+    let total_failures: u64 = rows
+        .iter()
+        .filter_map(|r| r.get(6))
+        .map(|c| c.text().parse::<u64>().unwrap_or(0))
+        .sum();
     let mut report = Report::new(format!("timeline of {}", req.user));
     let note = if rows.is_empty() {
         "no request by this identity in range".to_string()
@@ -450,9 +394,21 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
             "IPS",
             "USER AGENTS",
         ],
-        rows,
+        texts(&rows),
         Some(note),
     );
+    let failures = engine
+        .rows(
+            Some(&format!(
+                "{} AND \"code\" >= 400",
+                identity_predicate(&req.user)
+            )),
+            RowQuery {
+                limit: Some(50),
+                ..RowQuery::default()
+            },
+        )
+        .await?;
     report.section(
         "failures",
         vec![

@@ -359,7 +359,6 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
         all_stages: p.all_stages.unwrap_or(false),
         limit: Some(limit + 1),
         with_event: true,
-        columns: None,
     };
     run(&api, scope, move |engine: Engine| async move {
         let rows = engine.rows(predicate.as_deref(), row_query).await?;

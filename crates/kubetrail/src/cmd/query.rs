@@ -286,7 +286,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
         all_stages: args.all_stages,
         limit,
         with_event: args.format == QueryFormat::Json,
-        columns: None,
     };
     let mut rows = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
