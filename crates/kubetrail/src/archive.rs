@@ -8,7 +8,8 @@
 //! signed with the installation's integrity key and chained to the previous manifest by its SHA-256, so
 //! `kubetrail sinks verify` can prove from the bucket alone that every object is there, unchanged and locked,
 //! and name any log position missing. The store's signed checkpoints are uploaded beside them
-//! (`<prefix>checkpoints/`).
+//! (`<prefix>checkpoints/`), and its Parquet files once final (`<prefix>parquet/`, the lake layout), listed
+//! in the manifests too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -36,8 +37,11 @@ pub struct Entry {
     /// Base64 SHA-256 of the object's bytes (S3's `x-amz-checksum-sha256`).
     pub sha256: String,
     pub events: u64,
-    /// The log positions it holds, as runs `[first, last]`.
+    /// The log positions it holds, as runs `[first, last]` (empty for a Parquet file).
     pub seqs: Vec<[u64; 2]>,
+    /// `parquet` for a file of the store; absent for the JSON lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// A manifest: what was archived since the previous one.
@@ -70,6 +74,9 @@ struct State {
     pending: Vec<Entry>,
     #[serde(default)]
     checkpoints: Vec<String>,
+    /// The store's Parquet files already archived (paths under `DATA/store`).
+    #[serde(default)]
+    parquet: std::collections::BTreeSet<String>,
 }
 
 /// The signing and the local state, set when `serve` starts the sink.
@@ -104,6 +111,9 @@ pub struct Archive {
     pub legal_hold: bool,
     /// How often a manifest is uploaded.
     pub manifest_every: Duration,
+    /// Also archive the store's Parquet files, once their hour is over and they have not changed for this
+    /// long (compaction is done with them); `None`: JSON lines only.
+    pub parquet_after: Option<Duration>,
     ledger: Mutex<Option<Ledger>>,
 }
 
@@ -122,6 +132,7 @@ impl Archive {
             retain_days,
             legal_hold,
             manifest_every: MANIFEST_EVERY,
+            parquet_after: Some(Duration::from_secs(1800)),
             ledger: Mutex::new(None),
         }
     }
@@ -181,7 +192,78 @@ impl Archive {
         if due {
             self.upload_manifest().await?;
         }
+        self.upload_parquet().await?;
         self.upload_checkpoints().await
+    }
+
+    /// Archives the store's Parquet files that are final: their hour is over and they have not changed for
+    /// `parquet_after` (the lake layout `<prefix>parquet/cluster=/date=/hour=/<first>-<last>.parquet`, which
+    /// Athena, Trino, Spark and DuckDB read). Each is listed in the next manifest.
+    async fn upload_parquet(&self) -> Result<(), String> {
+        let Some(after) = self.parquet_after else {
+            return Ok(());
+        };
+        let (data, done) = {
+            let g = self.ledger.lock().expect("not poisoned");
+            let Some(l) = g.as_ref() else {
+                return Ok(());
+            };
+            (l.data.clone(), l.state.parquet.clone())
+        };
+        let root = data.join("store");
+        if !root.is_dir() {
+            return Ok(());
+        }
+        let files = kubetrail_store::columnar::list_files(&root, None, None, None)
+            .map_err(|e| format!("listing the store: {e}"))?;
+        let now = jiff::Timestamp::now();
+        for f in files {
+            let Ok(rel) = f.path.strip_prefix(&root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().to_string();
+            let hour_over = f
+                .hour
+                .checked_add(jiff::SignedDuration::from_hours(1))
+                .is_ok_and(|end| end < now);
+            let settled = std::fs::metadata(&f.path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m.elapsed().is_ok_and(|age| age >= after));
+            if done.contains(&rel) || !hour_over || !settled {
+                continue;
+            }
+            let bytes = match std::fs::read(&f.path) {
+                Ok(b) => b,
+                // Removed meanwhile (compaction, retention): a merged file replaces it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("`{}`: {e}", f.path.display())),
+            };
+            let key = format!("{}parquet/{rel}", self.prefix);
+            let (put, _) = self
+                .s3
+                .put_object_verified(
+                    &key,
+                    Bytes::from(bytes),
+                    "application/vnd.apache.parquet",
+                    Some(&self.lock()),
+                )
+                .await
+                .map_err(|e| format!("`{key}`: {e}"))?;
+            let mut g = self.ledger.lock().expect("not poisoned");
+            if let Some(l) = g.as_mut() {
+                l.state.pending.push(Entry {
+                    key,
+                    version: put.version_id,
+                    sha256: put.checksum_sha256,
+                    events: 0,
+                    seqs: Vec::new(),
+                    format: Some("parquet".into()),
+                });
+                l.state.parquet.insert(rel);
+                save(&l.path, &l.state).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Uploads the pending manifest now (at shutdown, and from [`Archive::tick`]).
@@ -341,6 +423,7 @@ impl Archive {
                     sha256: put.checksum_sha256,
                     events: idx.len() as u64,
                     seqs: runs(idx.iter().map(|&i| seqs[i])),
+                    format: None,
                 }),
                 // Transport failures and 5xx, but also a refused lock, a bucket without Object Lock or a
                 // failed verification: server or configuration problems, never the records' fault, so they
@@ -391,6 +474,8 @@ pub struct Verified {
     pub manifests: u64,
     pub objects: u64,
     pub events: u64,
+    /// Of the objects, the store's Parquet files.
+    pub parquet_files: u64,
     pub first: Option<u64>,
     pub last: Option<u64>,
     /// Everything wrong, each naming the object or manifest.
@@ -457,6 +542,10 @@ pub async fn verify(a: &Archive, key: &kubetrail_store::PublicKey, deep: bool) -
                 continue;
             }
             v.objects += 1;
+            let parquet = o.format.as_deref() == Some("parquet");
+            if parquet {
+                v.parquet_files += 1;
+            }
             v.events += o.events;
             covered.extend(o.seqs.iter().copied());
             match a.s3.head_object(&o.key, o.version.as_deref()).await {
@@ -490,6 +579,13 @@ pub async fn verify(a: &Archive, key: &kubetrail_store::PublicKey, deep: bool) -
                                 "object `{}`: its bytes do not match the manifest's SHA-256",
                                 o.key
                             ));
+                        }
+                        if parquet {
+                            if !(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")) {
+                                v.problems
+                                    .push(format!("object `{}`: not a Parquet file", o.key));
+                            }
+                            continue;
                         }
                         match zstd::decode_all(&bytes[..]) {
                             Ok(text) => {

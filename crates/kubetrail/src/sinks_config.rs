@@ -103,6 +103,12 @@ pub enum SinkConfig {
         object_lock: ObjectLockConfig,
         /// Seconds between signed manifests of the archived objects (default 60).
         manifest_secs: Option<u64>,
+        /// Also archive the store's Parquet files once final (default true).
+        #[serde(default = "yes")]
+        parquet: bool,
+        /// Seconds a Parquet file must stay unchanged after its hour before it is archived (default 1800:
+        /// compaction is done with it).
+        parquet_after_secs: Option<u64>,
         /// Credentials; without them the standard chain (AWS_* variables, ~/.aws/credentials).
         access_key_id: Option<String>,
         secret_access_key_file: Option<PathBuf>,
@@ -276,6 +282,8 @@ impl SinkConfig {
                 prefix,
                 object_lock,
                 manifest_secs,
+                parquet,
+                parquet_after_secs,
                 access_key_id,
                 secret_access_key_file,
                 ca_file,
@@ -325,6 +333,8 @@ impl SinkConfig {
                     }
                     archive.manifest_every = Duration::from_secs(*secs);
                 }
+                archive.parquet_after =
+                    parquet.then(|| Duration::from_secs(parquet_after_secs.unwrap_or(1800)));
                 (Target::Archive(Box::new(archive)), batch)
             }
             SinkConfig::Elasticsearch {

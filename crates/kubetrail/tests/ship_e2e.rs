@@ -304,7 +304,7 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    manifest_secs: 1\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
+            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    manifest_secs: 1\n    parquet_after_secs: 0\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
             data.display(),
             secret.display()
         ),
@@ -379,11 +379,17 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
         )
     };
     let mut report = String::new();
-    until(30, "a manifest covers all 1000 events", || {
-        let (code, out) = verify(&[]);
-        report = out;
-        code == Some(0) && report.contains("1000 events")
-    });
+    until(
+        30,
+        "a manifest covers all 1000 events and the store's Parquet files",
+        || {
+            let (code, out) = verify(&[]);
+            report = out;
+            code == Some(0)
+                && report.contains("1000 events")
+                && !report.contains("(0 of them Parquet")
+        },
+    );
     assert!(report.contains("verified"), "{report}");
     // The store's signed checkpoints are beside the data.
     let listing = Command::new("curl")
@@ -397,6 +403,28 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
         String::from_utf8_lossy(&listing.stdout).contains("<Key>k8s/checkpoints/"),
         "checkpoints uploaded"
     );
+    // The store's Parquet files, in the lake layout, locked.
+    let listing = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/parquet/"
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let parquet = listing
+        .split("<Key>")
+        .nth(1)
+        .and_then(|s| s.split("</Key>").next())
+        .unwrap_or_else(|| panic!("no Parquet file archived: {listing}"));
+    assert!(
+        parquet.starts_with("k8s/parquet/cluster=prod-eu/") && parquet.ends_with(".parquet"),
+        "{parquet}"
+    );
+    let info = rt.block_on(s3.head_object(parquet, None)).unwrap();
+    assert_eq!(info.lock_mode, Some(LockMode::Compliance));
+    let body = rt.block_on(s3.get_object(parquet, None)).unwrap();
+    assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
     // With another key, the signatures fail.
     let other = tmp.path().join("other.pem");
     let key = Command::new(BIN)
