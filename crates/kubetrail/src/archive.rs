@@ -25,6 +25,10 @@ use kubetrail_store::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+/// The largest store file archived: a put holds the file in memory (no multipart upload yet), so a bigger one
+/// is left out, with a warning, rather than risk the collector's memory.
+pub const MAX_PARQUET_BYTES: u64 = 512 << 20;
+
 /// How often a manifest of the new objects is uploaded (when there are any), by default.
 pub const MANIFEST_EVERY: Duration = Duration::from_secs(60);
 
@@ -230,6 +234,20 @@ impl Archive {
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m.elapsed().is_ok_and(|age| age >= after));
             if done.contains(&rel) || !hour_over || !settled {
+                continue;
+            }
+            if f.bytes > MAX_PARQUET_BYTES {
+                tracing::warn!(
+                    file = %f.path.display(),
+                    bytes = f.bytes,
+                    "store file too large to archive in one put (over {} MiB); its events are in the JSON lines",
+                    MAX_PARQUET_BYTES >> 20
+                );
+                let mut g = self.ledger.lock().expect("not poisoned");
+                if let Some(l) = g.as_mut() {
+                    l.state.parquet.insert(rel);
+                    save(&l.path, &l.state).map_err(|e| format!("{e:#}"))?;
+                }
                 continue;
             }
             let bytes = match std::fs::read(&f.path) {

@@ -1038,8 +1038,8 @@ where
     Ok((status, retry_after, text))
 }
 
-/// `d` give or take 20%.
-fn jitter(d: Duration) -> Duration {
+/// `d` give or take 20% (the alert outbox and the sinks back off with it).
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.subsec_nanos());
@@ -1047,7 +1047,8 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+/// Sleeps `d`, waking early when `stop` is set.
+pub(crate) fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     let end = std::time::Instant::now() + d;
     while std::time::Instant::now() < end && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50).min(end - std::time::Instant::now()));

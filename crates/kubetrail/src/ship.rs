@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::outbox::{jitter, sleep_unless_stopped};
 use kubetrail_sinks::{Outcome, Record};
 use kubetrail_store::{EventRecord, Wal};
 use serde::{Deserialize, Serialize};
@@ -115,7 +117,7 @@ impl Default for Batching {
 }
 
 /// One sink's progress, shared with `/metrics` and written to its status file.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Stats {
     pub name: String,
     pub kind: String,
@@ -131,9 +133,7 @@ pub struct Stats {
     pub lag_seconds: AtomicU64,
     /// The log position up to which everything is shipped.
     pub position: AtomicU64,
-    #[serde(skip)]
     last_error: Mutex<Option<String>>,
-    #[serde(skip)]
     last_success: Mutex<Option<String>>,
 }
 
@@ -882,18 +882,4 @@ pub fn replay(data: &Path, sink: Option<&str>) -> anyhow::Result<usize> {
         n += lines.len();
     }
     Ok(n)
-}
-
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
-    d.mul_f64(0.5 + f64::from(nanos % 1000) / 1000.0)
-}
-
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-    }
 }
