@@ -31,6 +31,7 @@ pub mod clickhouse;
 pub mod elasticsearch;
 mod fields;
 pub mod http;
+pub mod ocsf;
 pub mod s3;
 pub mod splunk;
 pub mod syslog;
