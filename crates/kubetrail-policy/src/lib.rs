@@ -26,6 +26,6 @@ pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
 pub use redact::{Redacted, RedactionCounts, RedactionKey, Redactor};
 pub use simulate::{
     Comparison, EventRow, Grain, LevelChange, MAX_GROUPS, NOISY_SHARE, NoisyGroup, Report,
-    RuleVolume, Simulator,
+    RuleTarget, RuleVolume, RuleWho, Simulator, none_rule,
 };
 pub use validate::validate;

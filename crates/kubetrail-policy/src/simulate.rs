@@ -451,19 +451,31 @@ fn quoted(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
-fn noisy_group(k: &GroupKey, c: Counts, share: f64) -> NoisyGroup {
+/// What a suggested None rule silences besides the identity and verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleTarget<'a> {
+    /// `resource[/subresource]` of API group `group` (`""` for the core group).
+    Resource { group: &'a str, resource: &'a str },
+    /// A non-resource URL path.
+    Url(&'a str),
+}
+
+/// Who a suggested None rule silences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleWho<'a> {
+    User(&'a str),
+    Group(&'a str),
+}
+
+/// The YAML of the None rule that silences a noisy group, as `policy simulate` suggests it: a whole identity
+/// (no verb) is silenced for reads only, so its writes stay audited.
+pub fn none_rule(who: RuleWho<'_>, verb: Option<&str>, target: Option<RuleTarget<'_>>) -> String {
     let mut yaml = String::from("- level: None\n");
-    let (user, group) = match k.grain {
-        Grain::UserGroup => {
-            yaml.push_str(&format!("  userGroups: [{}]\n", quoted(&k.who)));
-            (None, Some(k.who.clone()))
-        }
-        _ => {
-            yaml.push_str(&format!("  users: [{}]\n", quoted(&k.who)));
-            (Some(k.who.clone()), None)
-        }
-    };
-    match &k.verb {
+    match who {
+        RuleWho::Group(g) => yaml.push_str(&format!("  userGroups: [{}]\n", quoted(g))),
+        RuleWho::User(u) => yaml.push_str(&format!("  users: [{}]\n", quoted(u))),
+    }
+    match verb {
         Some(v) => yaml.push_str(&format!("  verbs: [{}]\n", quoted(v))),
         // A whole identity is too coarse to silence: an attacker using it would vanish too. Silence its
         // reads only, and keep its writes (and, placed after the secrets and RBAC rules, its secret reads).
@@ -472,25 +484,35 @@ fn noisy_group(k: &GroupKey, c: Counts, share: f64) -> NoisyGroup {
              verbs: [\"get\", \"list\", \"watch\"]\n",
         ),
     }
-    let resource = match &k.target {
-        Some(Target::Resource { group, resource }) => {
-            yaml.push_str(&format!(
-                "  resources:\n  - group: {}\n    resources: [{}]\n",
-                quoted(group),
-                quoted(resource)
-            ));
-            Some(if group.is_empty() {
-                resource.clone()
-            } else {
-                format!("{resource}.{group}")
-            })
+    match target {
+        Some(RuleTarget::Resource { group, resource }) => yaml.push_str(&format!(
+            "  resources:\n  - group: {}\n    resources: [{}]\n",
+            quoted(group),
+            quoted(resource)
+        )),
+        Some(RuleTarget::Url(path)) => {
+            yaml.push_str(&format!("  nonResourceURLs: [{}]\n", quoted(path)))
         }
-        Some(Target::Url(path)) => {
-            yaml.push_str(&format!("  nonResourceURLs: [{}]\n", quoted(path)));
-            Some(path.clone())
-        }
-        None => None,
+        None => {}
+    }
+    yaml
+}
+
+fn noisy_group(k: &GroupKey, c: Counts, share: f64) -> NoisyGroup {
+    let (who, user, group) = match k.grain {
+        Grain::UserGroup => (RuleWho::Group(&k.who), None, Some(k.who.clone())),
+        _ => (RuleWho::User(&k.who), Some(k.who.clone()), None),
     };
+    let target = k.target.as_ref().map(|t| match t {
+        Target::Resource { group, resource } => RuleTarget::Resource { group, resource },
+        Target::Url(path) => RuleTarget::Url(path),
+    });
+    let yaml = none_rule(who, k.verb.as_deref(), target);
+    let resource = k.target.as_ref().map(|t| match t {
+        Target::Resource { group, resource } if group.is_empty() => resource.clone(),
+        Target::Resource { group, resource } => format!("{resource}.{group}"),
+        Target::Url(path) => path.clone(),
+    });
     NoisyGroup {
         grain: k.grain,
         user,

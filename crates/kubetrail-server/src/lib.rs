@@ -13,7 +13,9 @@
 
 mod auth;
 mod der;
+mod login;
 mod metrics;
+mod session;
 mod tls;
 mod webhook;
 
@@ -27,6 +29,8 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use crate::auth::client_identity;
+pub use crate::login::CSP;
+pub use crate::session::{CSRF_HEADER, SESSION_TTL};
 
 /// The pipeline behind the webhook, as the server sees it.
 pub trait Ingest: Send + Sync + 'static {
@@ -208,10 +212,11 @@ pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Route
     let state = Arc::new(webhook::AppState::new(cfg, ingest));
     let metrics = state.metrics.clone();
     let api = if api.has_routes() {
-        api.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            webhook::api_guard::<I>,
-        ))
+        api.route("/api/v1/session", get(webhook::session_info))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                webhook::api_guard::<I>,
+            ))
     } else {
         api
     };
@@ -221,8 +226,12 @@ pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Route
         .route("/healthz", get(webhook::healthz))
         .route("/readyz", get(webhook::readyz::<I>))
         .route("/metrics", get(webhook::metrics::<I>))
+        .route("/login", get(login::page::<I>).post(login::login::<I>))
+        .route("/logout", post(login::logout::<I>))
+        .route("/login.css", get(login::css))
         .with_state(state)
         .merge(api)
+        .layer(axum::middleware::from_fn(login::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,

@@ -8,10 +8,11 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::header::{
     CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_server::tls::TlsInfo;
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{Auth, Denied};
 use crate::metrics::{Metrics, Reason};
+use crate::session::{CSRF_HEADER, Sessions, cross_site, same_token};
 use crate::{Ingest, Peer, Rejected, ServerConfig};
 
 /// Webhook bodies held in memory at once (each up to `max_body_bytes` plus `max_decompressed_bytes`);
@@ -35,11 +37,12 @@ const MAX_ERROR_CHARS: usize = 300;
 #[derive(Debug)]
 pub(crate) struct AppState<I> {
     ingest: Arc<I>,
-    auth: Auth,
+    pub(crate) auth: Auth,
     max_body_bytes: usize,
     max_decompressed_bytes: usize,
     bodies: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) sessions: Sessions,
 }
 
 impl<I: Ingest> AppState<I> {
@@ -51,6 +54,7 @@ impl<I: Ingest> AppState<I> {
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             bodies: Arc::new(Semaphore::new(BODIES_IN_FLIGHT)),
             metrics: Arc::new(Metrics::default()),
+            sessions: Sessions::new(cfg.tls.is_some()),
         }
     }
 
@@ -106,7 +110,7 @@ fn with_retry_after(mut response: Response, secs: u32) -> Response {
 }
 
 /// The TCP peer (`0.0.0.0:0` when the router runs without a socket: never loopback, so never trusted).
-fn peer_addr(extensions: &Extensions) -> SocketAddr {
+pub(crate) fn peer_addr(extensions: &Extensions) -> SocketAddr {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
@@ -381,25 +385,93 @@ pub(crate) async fn api_guard<I: Ingest>(
     next: axum::middleware::Next,
 ) -> Response {
     let addr = peer_addr(req.extensions());
-    let identity = match st
+    let headers = req.headers();
+    let changes = !matches!(req.method(), &Method::GET | &Method::HEAD);
+    let page = req.method() == Method::GET && !req.uri().path().starts_with("/api/");
+    let by_header = headers.contains_key(AUTHORIZATION);
+    let (identity, csrf) = match st
         .auth
-        .authenticate(req.headers(), req.extensions().get::<Arc<TlsInfo>>())
+        .authenticate(headers, req.extensions().get::<Arc<TlsInfo>>())
     {
-        Ok(identity) => identity,
+        // A bearer token in a header cannot be sent by another site's page; a client certificate or an
+        // installation without authentication can, so their state changes must come from this origin.
+        Ok(identity) => {
+            if changes && !by_header && cross_site(headers) {
+                return forbidden(addr, "a change from another site's page is refused");
+            }
+            (identity, st.sessions.open_csrf.clone())
+        }
+        Err(Denied::Missing) => match st.sessions.lookup(headers) {
+            Some(session) => {
+                if changes {
+                    let echoed = headers
+                        .get(CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if cross_site(headers) || !same_token(echoed, &session.csrf) {
+                        return forbidden(
+                            addr,
+                            "a change made with the session cookie must carry its X-CSRF-Token",
+                        );
+                    }
+                }
+                (session.identity, session.csrf)
+            }
+            None if page => return to_login(&req),
+            None => return st.unauthorized(addr, Denied::Missing),
+        },
         Err(denied) => return st.unauthorized(addr, denied),
     };
     let peer = Peer { addr, identity };
     let path = req.uri().path().to_string();
     req.extensions_mut().insert(peer.clone());
+    req.extensions_mut().insert(Csrf(csrf));
     let response = next.run(req).await;
-    tracing::info!(
-        peer = %peer.addr,
-        identity = peer.identity.as_deref().unwrap_or("-"),
-        path,
-        status = response.status().as_u16(),
-        "api request"
-    );
+    if !page {
+        tracing::info!(
+            peer = %peer.addr,
+            identity = peer.identity.as_deref().unwrap_or("-"),
+            path,
+            status = response.status().as_u16(),
+            "api request"
+        );
+    }
     response
+}
+
+/// The CSRF token of the caller's session (or of the installation), for `GET /api/v1/session`.
+#[derive(Debug, Clone)]
+pub(crate) struct Csrf(pub(crate) String);
+
+fn forbidden(addr: SocketAddr, message: &str) -> Response {
+    tracing::warn!(peer = %addr, "request refused: {message}");
+    error(StatusCode::FORBIDDEN, message)
+}
+
+/// A console page asked for without a session: to the login page, then back.
+fn to_login(req: &Request) -> Response {
+    let next = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = format!("/login?next={}", crate::login::encode_component(next));
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(axum::http::header::LOCATION, location)
+        .body(Body::empty())
+        .expect("a valid redirect")
+}
+
+/// `GET /api/v1/session`: who the caller is and the CSRF token its state changes must carry.
+pub(crate) async fn session_info(req: Request) -> Response {
+    let peer = req.extensions().get::<Peer>().cloned();
+    let csrf = req.extensions().get::<Csrf>().map(|c| c.0.clone());
+    Json(serde_json::json!({
+        "identity": peer.and_then(|p| p.identity),
+        "csrf": csrf,
+    }))
+    .into_response()
 }
 
 /// `GET /healthz`: the process answers.

@@ -591,3 +591,193 @@ async fn api_routes_are_authenticated_and_see_the_caller() {
     // The webhook is still there, still authenticated.
     assert_eq!(h.post(EVENT_LIST).await.status, StatusCode::UNAUTHORIZED);
 }
+
+/// A harness whose API has a page, a read and a change, like the console and its API.
+fn console_harness(cfg: &ServerConfig) -> Harness {
+    let api = Router::new()
+        .route("/", axum::routing::get(|| async { "the console" }))
+        .route(
+            "/api/v1/whoami",
+            axum::routing::get(|axum::Extension(peer): axum::Extension<Peer>| async move {
+                peer.identity.unwrap_or_else(|| "-".into())
+            }),
+        )
+        .route(
+            "/api/v1/change",
+            axum::routing::post(|axum::Extension(peer): axum::Extension<Peer>| async move {
+                format!("changed by {}", peer.identity.unwrap_or_else(|| "-".into()))
+            }),
+        );
+    Harness {
+        app: kubetrail_server::router_with_api(cfg, Arc::new(FakeIngest::default()), api),
+        ingest: Arc::new(FakeIngest::default()),
+    }
+}
+
+fn form_login(token: &str, next: &str) -> Request<Body> {
+    Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("host", "kubetrail.example:9443")
+        .header("origin", "https://kubetrail.example:9443")
+        .body(Body::from(format!("token={token}&next={next}")))
+        .unwrap()
+}
+
+/// The console's login: a configured token buys an HttpOnly, SameSite=Strict session cookie; pages without
+/// one redirect to the login; changes made with the cookie need its CSRF token and this origin.
+#[tokio::test]
+async fn console_sessions_login_csrf_and_logout() {
+    let h = console_harness(&with_tokens(&["console-token"]));
+
+    // A page without a session goes to the login, which comes back to it; the API answers 401.
+    let page = h.get("/", true).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.headers["location"], "/login?next=/");
+    assert_eq!(
+        h.get("/api/v1/whoami", true).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let login_page = h.get("/login?next=/alerts/x", true).await;
+    assert_eq!(login_page.status, StatusCode::OK);
+    assert!(login_page.body.contains("value=\"/alerts/x\""));
+    assert!(
+        login_page.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+
+    // A wrong token, a login from another site and an open redirect are all refused.
+    let wrong = h.send(form_login("nope", "/")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(!wrong.headers.contains_key("set-cookie"));
+    let mut cross = form_login("console-token", "/");
+    cross
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    assert_eq!(h.send(cross).await.status, StatusCode::FORBIDDEN);
+    let ok = h.send(form_login("console-token", "//evil.example/")).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers["location"], "/", "an off-site next is dropped");
+    let set_cookie = ok.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+
+    // The cookie opens pages and reads, as the token's identity.
+    let with_cookie = |method: &str, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("cookie", format!("theme=dark; {cookie}"))
+            .header("host", "kubetrail.example:9443")
+    };
+    let page = h
+        .send(with_cookie("GET", "/").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (page.status, page.body.as_str()),
+        (StatusCode::OK, "the console")
+    );
+    let me = h
+        .send(
+            with_cookie("GET", "/api/v1/whoami")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(me.body, "token:0");
+    let session = h
+        .send(
+            with_cookie("GET", "/api/v1/session")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let session: serde_json::Value = serde_json::from_str(&session.body).unwrap();
+    assert_eq!(session["identity"], "token:0");
+    let csrf = session["csrf"].as_str().unwrap().to_string();
+
+    // A change needs the CSRF token, and this origin.
+    let change = |csrf: Option<&str>, origin: Option<&str>| {
+        let mut r = with_cookie("POST", "/api/v1/change");
+        if let Some(c) = csrf {
+            r = r.header("x-csrf-token", c);
+        }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(
+        h.send(change(None, None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.send(change(Some("0000"), None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.send(change(Some(&csrf), Some("https://evil.example")))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let made = h
+        .send(change(Some(&csrf), Some("https://kubetrail.example:9443")))
+        .await;
+    assert_eq!(made.status, StatusCode::OK);
+    assert_eq!(made.body, "changed by token:0");
+
+    // Logging out ends the session server-side: the same cookie no longer works.
+    let out = h
+        .send(with_cookie("POST", "/logout").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(
+        out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = h
+        .send(
+            with_cookie("GET", "/api/v1/whoami")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Without authentication configured (loopback only), the console needs no login, but another site's page
+/// still cannot change anything through the visitor's browser.
+#[tokio::test]
+async fn open_console_refuses_cross_site_changes() {
+    let h = console_harness(&ServerConfig::default());
+    assert_eq!(h.get("/", true).await.body, "the console");
+    let login = h.get("/login?next=/alerts", true).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "no login to do");
+    let cross = Request::post("/api/v1/change")
+        .header("host", "127.0.0.1:9443")
+        .header("origin", "https://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(cross).await.status, StatusCode::FORBIDDEN);
+    let fetch_site = Request::post("/api/v1/change")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(fetch_site).await.status, StatusCode::FORBIDDEN);
+    // A script (curl, the CLI) sends neither header.
+    let script = Request::post("/api/v1/change").body(Body::empty()).unwrap();
+    let ok = h.send(script).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // Every answer carries the security headers.
+    for header in [
+        "content-security-policy",
+        "x-content-type-options",
+        "x-frame-options",
+    ] {
+        assert!(ok.headers.contains_key(header), "{header}");
+    }
+}

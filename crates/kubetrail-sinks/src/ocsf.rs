@@ -29,7 +29,8 @@
 //! OCSF 1.1 has no attribute for it (`actor.invoked_by` is the name of a service).
 //!
 //! The Parquet schema is fixed ([`schema`]): every file has the same nested columns, nulls where the event has
-//! nothing, built column by column from the mapped records (never inferred). Times are `Timestamp(ms, UTC)`.
+//! nothing, built column by column from the mapped records (never inferred). Times are OCSF `timestamp_t` (Int64 epoch milliseconds), as in Security Lake's own OCSF 1.1 tables, with
+//! `time_dt` (the `datetime` profile) as `Timestamp(ms, UTC)` beside `time`.
 //! Rows are sorted by `time` (Security Lake's advice), compressed with zstd, in row groups of at most
 //! [`ROW_GROUP_ROWS`] rows. The key of a file is [`lake_key`]; one file holds one event day (UTC) of
 //! [`event_day`], which the caller groups by.
@@ -794,8 +795,9 @@ pub fn schema() -> SchemaRef {
         utf8("status_code"),
         utf8("status_detail"),
         utf8("message"),
-        Field::new("time", ts_type(), false),
-        Field::new("start_time", ts_type(), true),
+        Field::new("time", DataType::Int64, false),
+        Field::new("time_dt", ts_type(), false),
+        Field::new("start_time", DataType::Int64, true),
         struct_field("actor", actor_fields(), false),
         struct_field("api", api_fields(), false),
         struct_field("src_endpoint", endpoint_fields(), false),
@@ -1113,8 +1115,9 @@ fn record_batch(rows: &[&ApiActivity]) -> Result<RecordBatch, ArrowError> {
         strs(rows, |a| a.status_code.as_deref()),
         strs(rows, |a| a.status_detail.as_deref()),
         strs(rows, |a| Some(&a.message)),
+        i64s(rows, |a| Some(a.time)),
         times(rows, |a| Some(a.time)),
-        times(rows, |a| a.start_time),
+        i64s(rows, |a| a.start_time),
         actor_column(rows)?,
         api_column(rows)?,
         src_endpoint_column(rows)?,
@@ -1486,6 +1489,14 @@ mod tests {
         }
         assert_eq!(
             b.schema_ref().field_with_name("time").unwrap().data_type(),
+            &DataType::Int64,
+            "OCSF timestamp_t: epoch milliseconds"
+        );
+        assert_eq!(
+            b.schema_ref()
+                .field_with_name("time_dt")
+                .unwrap()
+                .data_type(),
             &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
         );
 
@@ -1497,7 +1508,7 @@ mod tests {
 
         // Sorted by time: create (16:26), list (16:29), healthz (16:30), delete (next day).
         let time = b
-            .column_by_name("time")
+            .column_by_name("time_dt")
             .unwrap()
             .as_primitive::<TimestampMillisecondType>();
         assert_eq!(time.value(0), ms("2024-05-29T16:26:40.250Z"));

@@ -880,6 +880,39 @@ fn split_leftovers(files: Vec<PartitionFile>) -> (Vec<PartitionFile>, Vec<Partit
     (live, leftovers)
 }
 
+/// What a file's footer says about it, without reading its data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Rows (stored events, one per stage).
+    pub rows: u64,
+    /// The uncompressed bytes of the `event` column: about the stored (redacted) JSON's size.
+    pub event_bytes: u64,
+}
+
+/// The footer statistics of one store file.
+pub fn file_stats(path: &Path) -> Result<FileStats, ColumnarError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = File::open(path).map_err(io_err(path))?;
+    let reader = SerializedFileReader::new(file).map_err(pq_err(path))?;
+    let meta = reader.metadata();
+    let event = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "event");
+    let mut stats = FileStats {
+        rows: meta.file_metadata().num_rows().max(0) as u64,
+        event_bytes: 0,
+    };
+    if let Some(i) = event {
+        for rg in meta.row_groups() {
+            stats.event_bytes += rg.column(i).uncompressed_size().max(0) as u64;
+        }
+    }
+    Ok(stats)
+}
+
 /// The store's files in `cluster` (all clusters if `None`) whose hour partitions overlap
 /// [`since`, `until`] (both inclusive; open when `None`), sorted by cluster, hour and seq. Reads directory
 /// names only; never returns a file a compaction has superseded.

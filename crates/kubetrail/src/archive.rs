@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use kubetrail_sinks::ocsf::{self, LakeSource, OcsfError};
 use kubetrail_sinks::s3::{Lock, LockMode, S3};
 use kubetrail_sinks::{Outcome, Record};
 use kubetrail_store::Signer;
@@ -118,6 +119,9 @@ pub struct Archive {
     /// Also archive the store's Parquet files, once their hour is over and they have not changed for this
     /// long (compaction is done with them); `None`: JSON lines only.
     pub parquet_after: Option<Duration>,
+    /// Also write each batch as OCSF API Activity Parquet in the Security Lake layout
+    /// (`<prefix>ext/<source>/region=/accountId=/eventDay=/`), locked and listed like the rest.
+    pub ocsf: Option<LakeSource>,
     ledger: Mutex<Option<Ledger>>,
 }
 
@@ -137,6 +141,7 @@ impl Archive {
             legal_hold,
             manifest_every: MANIFEST_EVERY,
             parquet_after: Some(Duration::from_secs(1800)),
+            ocsf: None,
             ledger: Mutex::new(None),
         }
     }
@@ -452,6 +457,67 @@ impl Archive {
                 }
             }
         }
+        if let Some(src) = &self.ocsf {
+            // One OCSF file per event day of the batch (Security Lake partitions by it). A record that
+            // cannot be mapped stays in the JSON lines above and is left out here, with a warning.
+            let mut days: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+            for (i, r) in batch.iter().enumerate() {
+                if retry.contains(&i) {
+                    continue;
+                }
+                match ocsf::event_day(r) {
+                    Ok(day) => days.entry(day).or_default().push(i),
+                    Err(e) => tracing::warn!(id = r.id, "left out of the OCSF archive: {e}"),
+                }
+            }
+            for (day, mut idx) in days {
+                let (body, events) = loop {
+                    let records: Vec<Record<'_>> = idx.iter().map(|&i| batch[i]).collect();
+                    match ocsf::to_parquet(&records, src) {
+                        Ok(b) => break (b, idx.len()),
+                        Err(OcsfError::Record { index, id, reason }) => {
+                            tracing::warn!(id, "left out of the OCSF archive: {reason}");
+                            idx.remove(index);
+                            if idx.is_empty() {
+                                break (Vec::new(), 0);
+                            }
+                        }
+                        Err(e) => return Outcome::retry(format!("OCSF: {}", String::from(e))),
+                    }
+                };
+                if events == 0 {
+                    continue;
+                }
+                let first = seqs[idx[0]];
+                let last = seqs[*idx.last().expect("non-empty")];
+                let key = format!("{}{}", self.prefix, ocsf::lake_key(src, &day, first, last));
+                match self
+                    .s3
+                    .put_object_verified(
+                        &key,
+                        Bytes::from(body),
+                        "application/vnd.apache.parquet",
+                        Some(&lock),
+                    )
+                    .await
+                {
+                    Ok((put, _)) => stored.push(Entry {
+                        key,
+                        version: put.version_id,
+                        sha256: put.checksum_sha256,
+                        events: events as u64,
+                        seqs: Vec::new(),
+                        format: Some("ocsf".into()),
+                    }),
+                    Err(e) => {
+                        reason = e.to_string();
+                        retry.extend(idx.iter().copied());
+                    }
+                }
+            }
+            retry.sort_unstable();
+            retry.dedup();
+        }
         if let Err(e) = self.record(stored) {
             // Stored but not on record: send again (the same keys get new, identical versions).
             return Outcome::retry(format!("failed to record archived objects: {e}"));
@@ -494,6 +560,9 @@ pub struct Verified {
     pub events: u64,
     /// Of the objects, the store's Parquet files.
     pub parquet_files: u64,
+    /// Of the objects, the OCSF (Security Lake) Parquet files: their events are counted once, in the JSON
+    /// lines.
+    pub ocsf_files: u64,
     pub first: Option<u64>,
     pub last: Option<u64>,
     /// Everything wrong, each naming the object or manifest.
@@ -560,11 +629,12 @@ pub async fn verify(a: &Archive, key: &kubetrail_store::PublicKey, deep: bool) -
                 continue;
             }
             v.objects += 1;
-            let parquet = o.format.as_deref() == Some("parquet");
-            if parquet {
-                v.parquet_files += 1;
+            let parquet = matches!(o.format.as_deref(), Some("parquet" | "ocsf"));
+            match o.format.as_deref() {
+                Some("parquet") => v.parquet_files += 1,
+                Some("ocsf") => v.ocsf_files += 1,
+                _ => v.events += o.events,
             }
-            v.events += o.events;
             covered.extend(o.seqs.iter().copied());
             match a.s3.head_object(&o.key, o.version.as_deref()).await {
                 Ok(info) => {

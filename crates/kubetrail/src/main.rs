@@ -10,6 +10,7 @@ mod api;
 mod archive;
 mod cmd;
 mod config;
+mod console;
 mod data;
 mod detection;
 mod input;

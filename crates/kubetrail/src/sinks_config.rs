@@ -70,6 +70,18 @@ pub struct ObjectLockConfig {
     pub legal_hold: bool,
 }
 
+/// The Security Lake custom source an S3 sink also writes OCSF for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcsfConfig {
+    /// The custom source's name as registered in Security Lake.
+    pub source_name: String,
+    /// The AWS account of the lake (12 digits).
+    pub account_id: String,
+    /// The lake's region (default: the sink's).
+    pub region: Option<String>,
+}
+
 /// One sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -109,6 +121,9 @@ pub enum SinkConfig {
         /// Seconds a Parquet file must stay unchanged after its hour before it is archived (default 1800:
         /// compaction is done with it).
         parquet_after_secs: Option<u64>,
+        /// Also write every batch as OCSF API Activity (class 6003) Parquet for an Amazon Security Lake custom
+        /// source, under `<prefix>ext/<source_name>/region=<r>/accountId=<a>/eventDay=<YYYYMMDD>/`.
+        ocsf: Option<OcsfConfig>,
         /// Credentials; without them the standard chain (AWS_* variables, ~/.aws/credentials).
         access_key_id: Option<String>,
         secret_access_key_file: Option<PathBuf>,
@@ -284,6 +299,7 @@ impl SinkConfig {
                 manifest_secs,
                 parquet,
                 parquet_after_secs,
+                ocsf,
                 access_key_id,
                 secret_access_key_file,
                 ca_file,
@@ -335,6 +351,35 @@ impl SinkConfig {
                 }
                 archive.parquet_after =
                     parquet.then(|| Duration::from_secs(parquet_after_secs.unwrap_or(1800)));
+                if let Some(o) = ocsf {
+                    let fine = |v: &str| {
+                        !v.is_empty()
+                            && v.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    };
+                    if !fine(&o.source_name) {
+                        bail!(
+                            "sinks: `{name}`: ocsf.source_name `{}` must be letters, digits, `-` and `_` (Security Lake's custom source name)",
+                            o.source_name
+                        );
+                    }
+                    if o.account_id.len() != 12 || !o.account_id.chars().all(|c| c.is_ascii_digit())
+                    {
+                        bail!(
+                            "sinks: `{name}`: ocsf.account_id `{}` is not a 12-digit AWS account id",
+                            o.account_id
+                        );
+                    }
+                    let region = o.region.clone().unwrap_or_else(|| region.clone());
+                    if !fine(&region) {
+                        bail!("sinks: `{name}`: ocsf.region `{region}` is not an AWS region");
+                    }
+                    archive.ocsf = Some(kubetrail_sinks::ocsf::LakeSource {
+                        source_name: o.source_name.clone(),
+                        region,
+                        account_id: o.account_id.clone(),
+                    });
+                }
                 (Target::Archive(Box::new(archive)), batch)
             }
             SinkConfig::Elasticsearch {

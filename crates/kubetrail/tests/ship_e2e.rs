@@ -304,7 +304,7 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    manifest_secs: 1\n    parquet_after_secs: 0\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
+            "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod-eu\nsinks:\n  - type: s3\n    name: archive\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 365}}\n    manifest_secs: 1\n    parquet_after_secs: 0\n    ocsf: {{source_name: kubetrail_audit, account_id: \"123456789012\", region: eu-west-1}}\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    batch: {{flush_secs: 0.2, max_events: 400}}\n",
             data.display(),
             secret.display()
         ),
@@ -425,6 +425,56 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     assert_eq!(info.lock_mode, Some(LockMode::Compliance));
     let body = rt.block_on(s3.get_object(parquet, None)).unwrap();
     assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
+    // OCSF API Activity for Security Lake: every event once, in the custom source's layout, locked.
+    let listing = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/ext/"
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let ocsf_keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .map(|s| s.split("</Key>").next().unwrap())
+        .collect();
+    assert!(!ocsf_keys.is_empty(), "no OCSF file archived: {listing}");
+    let mut ocsf_rows = 0;
+    for key in &ocsf_keys {
+        assert!(
+            key.starts_with(
+                "k8s/ext/kubetrail_audit/region=eu-west-1/accountId=123456789012/eventDay="
+            ) && key.ends_with(".parquet"),
+            "{key}"
+        );
+        let info = rt.block_on(s3.head_object(key, None)).unwrap();
+        assert_eq!(info.lock_mode, Some(LockMode::Compliance), "{key}");
+        let body = rt.block_on(s3.get_object(key, None)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let class = batch
+                .column_by_name("class_uid")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int32Array>()
+                .unwrap();
+            assert!(class.iter().all(|c| c == Some(6003)), "{key}");
+            ocsf_rows += batch.num_rows();
+        }
+    }
+    assert_eq!(ocsf_rows, 1000, "every event once in OCSF");
+    let (code, out) = verify(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("{} OCSF files", ocsf_keys.len())),
+        "the manifests list the OCSF files: {out}"
+    );
+
     // With another key, the signatures fail.
     let other = tmp.path().join("other.pem");
     let key = Command::new(BIN)

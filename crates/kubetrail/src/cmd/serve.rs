@@ -381,7 +381,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .thread_name("kubetrail-query")
         .enable_all()
         .build()?;
-    let api = crate::api::QueryApi::new(dir.clone(), queries.handle().clone()).router();
+    let api = crate::api::QueryApi::new(dir.clone(), queries.handle().clone())
+        .router()
+        .merge(crate::console::router());
     let result = runtime.block_on(kubetrail_server::serve(
         server,
         collector,

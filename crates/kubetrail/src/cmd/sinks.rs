@@ -225,11 +225,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "archive `{}`: {} manifests, {} objects ({} of them Parquet files of the store), {} events in JSON lines, log positions {}..{}",
+        "archive `{}`: {} manifests, {} objects ({} of them Parquet files of the store, {} OCSF files), {} events in JSON lines, log positions {}..{}",
         sink.name,
         v.manifests,
         v.objects,
         v.parquet_files,
+        v.ocsf_files,
         v.events,
         v.first.map_or("-".into(), |f| f.to_string()),
         v.last.map_or("-".into(), |l| l.to_string()),

@@ -16,6 +16,8 @@
 //! and statements). The store is read as the collector leaves it: the log is converted into Parquet once 5 s
 //! old (or sooner when many events wait), so an acknowledged event is found within about five seconds.
 
+mod explore;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +78,10 @@ impl QueryApi {
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
+            .route("/api/v1/histogram", get(explore::histogram))
+            .route("/api/v1/export", get(explore::export))
+            .route("/api/v1/events/{audit_id}", get(explore::event))
+            .route("/api/v1/volume", get(explore::volume))
             .route("/api/v1/alerts", get(alerts_list))
             .route("/api/v1/alerts/{id}", get(alert_show))
             .route(
@@ -110,6 +116,8 @@ struct Params {
     resource: Option<String>,
     namespace: Option<String>,
     user: Option<String>,
+    offset: Option<usize>,
+    format: Option<String>,
 }
 
 impl Params {
@@ -132,6 +140,8 @@ impl Params {
         note("resource", self.resource.is_some());
         note("namespace", self.namespace.is_some());
         note("user", self.user.is_some());
+        note("offset", self.offset.is_some());
+        note("format", self.format.is_some());
         out
     }
 
@@ -309,17 +319,43 @@ where
 
 type Answer = Result<Json<serde_json::Value>, ApiError>;
 
+/// The most rows `offset` may skip: paging deeper means narrowing the query.
+pub const MAX_OFFSET: usize = 100_000;
+
+/// The SQL of the `where` parameter (none when absent); a syntax error answers 400 with its place.
+fn where_sql(p: &Params) -> Result<Option<String>, ApiError> {
+    match p.where_.as_deref() {
+        Some(expr) => Ok(Some(
+            kubetrail_query::parse(expr)
+                .map_err(|e| ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    body: json!({
+                        "error": e.to_string(),
+                        "offset": e.offset,
+                        "len": e.len,
+                    }),
+                    retry_after: None,
+                })?
+                .to_sql(),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// `/api/v1/query`: `where` (or nothing) answers `{"events": [stored events], "count", "truncated"}`, one
 /// per request unless `all_stages`; `sql` answers `{"columns", "rows": [[...]], "count", "truncated"}`.
 async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
     let p = params(req).await?;
-    p.only("/api/v1/query", &["where", "sql", "limit", "all_stages"])?;
+    p.only(
+        "/api/v1/query",
+        &["where", "sql", "limit", "offset", "all_stages"],
+    )?;
     let scope = p.scope()?;
     let limit = p.limit(100)?;
     if let Some(sql) = p.sql.clone() {
-        if p.where_.is_some() || p.all_stages.is_some() {
+        if p.where_.is_some() || p.all_stages.is_some() || p.offset.is_some() {
             return Err(ApiError::bad(
-                "`sql` is a whole query: give it without `where` and `all_stages`",
+                "`sql` is a whole query: give it without `where`, `offset` and `all_stages`",
             ));
         }
         return run(&api, scope, move |engine: Engine| async move {
@@ -339,38 +375,31 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
         })
         .await;
     }
-    let predicate = match p.where_.as_deref() {
-        Some(expr) => Some(
-            kubetrail_query::parse(expr)
-                .map_err(|e| ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    body: json!({
-                        "error": e.to_string(),
-                        "offset": e.offset,
-                        "len": e.len,
-                    }),
-                    retry_after: None,
-                })?
-                .to_sql(),
-        ),
-        None => None,
-    };
+    let predicate = where_sql(&p)?;
+    let offset = p.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::bad(format!(
+            "`offset` is at most {MAX_OFFSET}: narrow the query with since/until or a filter"
+        )));
+    }
     let row_query = RowQuery {
         all_stages: p.all_stages.unwrap_or(false),
-        limit: Some(limit + 1),
+        limit: Some(offset + limit + 1),
         with_event: true,
     };
     run(&api, scope, move |engine: Engine| async move {
         let rows = engine.rows(predicate.as_deref(), row_query).await?;
-        let truncated = rows.len() > limit;
+        let truncated = rows.len() > offset + limit;
         let events: Vec<Box<RawValue>> = rows
             .into_iter()
+            .skip(offset)
             .take(limit)
             .filter_map(|r| r.event)
             .filter_map(|e| RawValue::from_string(e).ok())
             .collect();
         Ok(Json(json!({
             "count": events.len(),
+            "offset": offset,
             "truncated": truncated,
             "events": events,
         })))
