@@ -375,33 +375,39 @@
   function userForm(path, p) {
     return h("form", { class: "search", "data-filter": path },
       h("label", { for: "u-user" }, "User", h("input", { id: "u-user", name: "user", value: p.user || "", required: true, size: 40 })),
-      h("label", { for: "u-since" }, "Since", h("input", { id: "u-since", name: "since", value: p.since || "", placeholder: "30d", size: 12 })),
+      h("label", { for: "u-since" }, "Since", h("input", { id: "u-since", name: "since", value: p.since || "", placeholder: "30d, all or RFC 3339", size: 16 })),
       h("label", { for: "u-until" }, "Until", h("input", { id: "u-until", name: "until", value: p.until || "", placeholder: "now", size: 12 })),
       h("button", { type: "submit" }, "Show"));
   }
 
+  /** The identity pages' range: the last 30 days unless asked (`all`: everything stored). */
+  function userParams(params) {
+    return { user: params.get("user") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
+  }
+  const apiRange = (p) => ({ since: p.since === "all" ? "" : p.since, until: p.until });
+
   async function timelineView(params) {
-    const p = { user: params.get("user") || "", since: params.get("since") || "", until: params.get("until") || "" };
+    const p = userParams(params);
     const form = userForm("timeline", p);
     if (!p.user) return show(h("h1", {}, "Timeline"), form, h("p", { class: "muted" }, "Whose activity? Give a user name (a service account is system:serviceaccount:NAMESPACE:NAME)."));
     show(h("h1", {}, "Timeline of " + p.user), form, h("p", { class: "muted" }, "Loading…"));
-    const scope = { since: p.since, until: p.until };
+    const scope = apiRange(p);
     const [hist, rep] = await Promise.all([
       api("/api/v1/histogram?" + qs(Object.assign({ where: "user = " + q(p.user) }, scope))),
       api("/api/v1/timeline?" + qs(Object.assign({ user: p.user }, scope))),
     ]);
     show(h("h1", {}, "Timeline of " + p.user), form,
-      h("p", {}, link("/scope?" + qs(Object.assign({ user: p.user }, scope)), "Scope report (blast radius) →", { class: "scope-link" })),
+      h("p", {}, link("/scope?" + qs({ user: p.user, since: p.since, until: p.until }), "Scope report (blast radius) →", { class: "scope-link" })),
       barChart("Requests per " + per(hist.bucket_seconds), hist.buckets.map((b) => Date.parse(b[0]) / 1000), hist.buckets.map((b) => b[1]), "requests", hist.bucket_seconds),
       reportTables(rep));
   }
 
   async function scopeView(params) {
-    const p = { user: params.get("user") || "", since: params.get("since") || "", until: params.get("until") || "" };
+    const p = userParams(params);
     const form = userForm("scope", p);
     if (!p.user) return show(h("h1", {}, "Scope report"), form, h("p", { class: "muted" }, "The incident report on a suspect identity: what it read, changed, created and deleted, from where."));
     show(h("h1", {}, "Scope report: " + p.user), form, h("p", { class: "muted" }, "Loading…"));
-    const rep = await api("/api/v1/scope?" + qs(p));
+    const rep = await api("/api/v1/scope?" + qs(Object.assign({ user: p.user }, apiRange(p))));
     const print = h("button", { type: "button", class: "secondary no-print" }, "Print report");
     print.addEventListener("click", () => window.print());
     show(h("h1", {}, rep.title || "Scope report: " + p.user), form,
