@@ -212,7 +212,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         "kubetrail: receiving audit events at {scheme}://{}/k8s-audit ({how})",
         server.listen
     );
+    let login = if server.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+        "log in with a client certificate or a bearer token"
+    } else if !server.bearer_tokens.is_empty() {
+        "log in with a token of auth.bearer_tokens_file"
+    } else {
+        "no login on loopback"
+    };
+    eprintln!(
+        "kubetrail: web console at {scheme}://{}/ ({login})",
+        server.listen
+    );
     eprintln!("kubetrail: storing in {}", dir.display());
+    // Alerts link to the console; without a configured address, this listener's own when it names one.
+    let default_console =
+        (!server.listen.ip().is_unspecified()).then(|| format!("{scheme}://{}", server.listen));
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut tailers = Vec::new();
@@ -252,7 +266,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         engine,
         args.console_url
             .clone()
-            .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone())),
+            .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone()))
+            .or(default_console),
     )?;
     store.hold_for(detector.position());
     let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
