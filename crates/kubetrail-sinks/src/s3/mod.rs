@@ -9,16 +9,23 @@
 //!
 //! One rule is enforced here because not every server does (moto allows it, AWS refuses): a COMPLIANCE
 //! retention is never shortened nor turned into GOVERNANCE ([`S3::put_retention`]).
+//!
+//! Credentials come from the sink's configuration or the standard AWS chain ([`CredentialsProvider`]): keys in
+//! the environment, web identity (IRSA), the shared credentials file, container credentials (ECS, EKS Pod
+//! Identity) and EC2 instance metadata; temporary ones are refreshed before they expire, and once more when S3
+//! answers `ExpiredToken`.
 
 mod credentials;
 pub mod sigv4;
 
 use base64::Engine as _;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hyper::http::Method;
 use sha2::Digest as _;
 
-pub use credentials::Credentials;
+pub use credentials::{Credentials, CredentialsProvider, REFRESH_BEFORE};
 
 use crate::http::{HttpClient, HttpConfig, Request, percent_encode};
 use crate::{Error, shorten};
@@ -35,7 +42,7 @@ pub struct S3Config {
     /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`. Default: path-style when an
     /// endpoint is given, virtual-host for AWS.
     pub path_style: Option<bool>,
-    /// Explicit credentials; `None` reads the standard chain ([`Credentials::from_chain`]).
+    /// Explicit credentials; `None` uses the standard chain ([`CredentialsProvider::from_environment`]).
     pub credentials: Option<Credentials>,
     /// Timeout and extra CA (its `auth` and `headers` must stay empty: requests are signed).
     pub http: HttpConfig,
@@ -172,15 +179,38 @@ pub struct S3 {
     prefix: String,
     bucket: String,
     region: String,
-    credentials: Credentials,
+    credentials: Arc<CredentialsProvider>,
 }
 
 /// Empty body's SHA-256.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 impl S3 {
-    /// Checks the configuration and resolves credentials; connects to nothing.
+    /// Checks the configuration and resolves where credentials come from (the configured ones, else the
+    /// standard chain); connects to nothing: temporary credentials are fetched on first use.
     pub fn new(cfg: S3Config) -> Result<S3, Error> {
+        let provider = match &cfg.credentials {
+            Some(c) => CredentialsProvider::fixed(c.clone()),
+            None => CredentialsProvider::from_environment(&cfg.region)?,
+        };
+        S3::build(cfg, Arc::new(provider))
+    }
+
+    /// [`S3::new`] with credentials from `provider` (which may be shared by several clients);
+    /// `cfg.credentials` must be `None`.
+    pub fn with_credentials_provider(
+        cfg: S3Config,
+        provider: Arc<CredentialsProvider>,
+    ) -> Result<S3, Error> {
+        if cfg.credentials.is_some() {
+            return Err(Error::Config(
+                "S3: give either credentials in the configuration or a credentials provider, not both".into(),
+            ));
+        }
+        S3::build(cfg, provider)
+    }
+
+    fn build(cfg: S3Config, provider: Arc<CredentialsProvider>) -> Result<S3, Error> {
         let b = &cfg.bucket;
         if b.len() < 3
             || b.len() > 63
@@ -216,10 +246,6 @@ impl S3 {
                 "S3 endpoint `{endpoint}`: no path after the host"
             )));
         }
-        let credentials = match cfg.credentials {
-            Some(c) => c,
-            None => Credentials::from_chain()?,
-        };
         Ok(S3 {
             host: client.authority().to_string(),
             client,
@@ -230,7 +256,7 @@ impl S3 {
             },
             bucket: cfg.bucket,
             region: cfg.region,
-            credentials,
+            credentials: provider,
         })
     }
 
@@ -526,7 +552,8 @@ impl S3 {
         Ok(())
     }
 
-    /// One signed request; any answer but 2xx is an error.
+    /// One signed request; any answer but 2xx is an error. Temporary credentials that S3 calls expired
+    /// (`ExpiredToken`) are fetched again and the request is sent once more.
     async fn call(
         &self,
         method: Method,
@@ -558,28 +585,88 @@ impl S3 {
         } else {
             sigv4::sha256_hex(&body)
         };
+        let mut retried = false;
+        loop {
+            let credentials = self
+                .credentials
+                .credentials()
+                .await
+                .map_err(S3Error::Unavailable)?;
+            let resp = self
+                .send_signed(
+                    &credentials,
+                    method.clone(),
+                    &path,
+                    query,
+                    &headers,
+                    &payload,
+                    body.clone(),
+                )
+                .await?;
+            if (200..300).contains(&resp.status) {
+                return Ok(resp);
+            }
+            let text = String::from_utf8_lossy(&resp.body);
+            let code = xml_text(&text, "Code").unwrap_or_else(|| {
+                match resp.status {
+                    403 => "AccessDenied",
+                    404 => "NotFound",
+                    _ => "Error",
+                }
+                .to_string()
+            });
+            if !retried
+                && self.credentials.is_refreshable()
+                && matches!(code.as_str(), "ExpiredToken" | "TokenRefreshRequired")
+            {
+                retried = true;
+                self.credentials.invalidate().await;
+                continue;
+            }
+            let message = xml_text(&text, "Message").unwrap_or_else(|| shorten(&text, 200));
+            return Err(S3Error::Service {
+                request: what,
+                status: resp.status,
+                code,
+                message: shorten(&message, 300),
+            });
+        }
+    }
+
+    /// Signs with `credentials` and sends.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_signed(
+        &self,
+        credentials: &Credentials,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&'static str, String)],
+        payload: &str,
+        body: Bytes,
+    ) -> Result<crate::http::Response, S3Error> {
         let now = jiff::Timestamp::now();
-        let mut all: Vec<(&str, String)> = headers;
+        let mut all: Vec<(&str, String)> = headers.to_vec();
         all.push(("host", self.host.clone()));
         all.push(("x-amz-date", sigv4::amz_date(now)));
-        all.push(("x-amz-content-sha256", payload.clone()));
-        if let Some(token) = &self.credentials.session_token {
+        all.push(("x-amz-content-sha256", payload.to_string()));
+        if let Some(token) = &credentials.session_token {
             all.push(("x-amz-security-token", token.expose().to_string()));
         }
         let signer = sigv4::Signer {
-            access_key_id: &self.credentials.access_key_id,
-            secret_access_key: self.credentials.secret_access_key.expose(),
+            access_key_id: &credentials.access_key_id,
+            secret_access_key: credentials.secret_access_key.expose(),
             region: &self.region,
             service: "s3",
             time: now,
         };
         let signed: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let auth = signer.authorization(method.as_str(), &path, query, &signed, &payload);
+        let auth = signer.authorization(method.as_str(), path, query, &signed, payload);
         let qs = sigv4::canonical_query(query);
         let mut req = Request::new(
             method,
             if qs.is_empty() {
-                path
+                path.to_string()
             } else {
                 format!("{path}?{qs}")
             },
@@ -598,26 +685,7 @@ impl S3 {
             v.set_sensitive(true);
         }
         req.body = body;
-        let resp = self.client.send(req).await.map_err(S3Error::Unavailable)?;
-        if (200..300).contains(&resp.status) {
-            return Ok(resp);
-        }
-        let text = String::from_utf8_lossy(&resp.body);
-        let code = xml_text(&text, "Code").unwrap_or_else(|| {
-            match resp.status {
-                403 => "AccessDenied",
-                404 => "NotFound",
-                _ => "Error",
-            }
-            .to_string()
-        });
-        let message = xml_text(&text, "Message").unwrap_or_else(|| shorten(&text, 200));
-        Err(S3Error::Service {
-            request: what,
-            status: resp.status,
-            code,
-            message: shorten(&message, 300),
-        })
+        self.client.send(req).await.map_err(S3Error::Unavailable)
     }
 }
 
