@@ -124,7 +124,8 @@ pub enum SinkConfig {
         /// Also write every batch as OCSF API Activity (class 6003) Parquet for an Amazon Security Lake custom
         /// source, under `<prefix>ext/<source_name>/region=<r>/accountId=<a>/eventDay=<YYYYMMDD>/`.
         ocsf: Option<OcsfConfig>,
-        /// Credentials; without them the standard chain (AWS_* variables, ~/.aws/credentials).
+        /// Credentials; without them the standard AWS chain: env keys, web identity (IRSA),
+        /// ~/.aws/credentials, container credentials (ECS, EKS Pod Identity), EC2 instance metadata (IMDSv2).
         access_key_id: Option<String>,
         secret_access_key_file: Option<PathBuf>,
         ca_file: Option<PathBuf>,
