@@ -11,7 +11,16 @@
 //!
 //! ```text
 //! <root>/cluster=<cluster>/date=YYYY-MM-DD/hour=HH/<first_seq:020>-<last_seq:020>.parquet
+//! <root>/cluster=<cluster>/date=YYYY-MM-DD/hour=all/<first_seq:020>-<last_seq:020>.parquet   (day file)
 //! ```
+//!
+//! Once a day is closed ([`ColumnarOptions::day_close`] after it ended) and its files hold at most
+//! [`ColumnarOptions::compact_day_bytes`], compaction merges every file of the date into one day file under
+//! `hour=all`: a year is then 365 files instead of 8,760, and per-file costs (opening, footers, page
+//! indexes) dominate queries over long ranges. A day file is named by the lowest and highest seq of its
+//! inputs; any other file of its date whose range lies inside it is an input a crash left behind (files
+//! written later have higher seqs), skipped by readers and removed by the next compaction. A late event
+//! for a closed day lands in its hour's directory as usual and is folded into a new day file next time.
 //!
 //! Hive-style partitions by the event's `time` in UTC. The cluster directory is the cluster name with every
 //! byte other than ASCII letters, digits, `-`, `_` and a non-leading `.` written as `%XX` (so the mapping is
@@ -117,6 +126,8 @@ const BATCH_ROWS: usize = 8192;
 const MERGE_BATCH_ROWS: usize = 1024;
 
 const HOUR_US: i64 = 3_600_000_000;
+/// The `hour=` directory of a date's day file.
+const DAY_HOUR: &str = "all";
 
 /// Columns with bloom filters: the values a selective forensic query looks up.
 pub const BLOOM_FILTER_COLUMNS: [&str; 5] = ["user", "name", "audit_id", "namespace", "ip"];
@@ -144,6 +155,11 @@ pub struct ColumnarOptions {
     pub compact_min_files: usize,
     /// ... and at most this many at once (a merge holds one batch of each in memory).
     pub compact_max_files: usize,
+    /// A closed day whose files hold at most this many bytes in all is merged into one day file (0: never).
+    pub compact_day_bytes: u64,
+    /// A day is closed (its files are merged into a day file) this long after it ended: late events have
+    /// arrived and the archive has taken the day's hourly files.
+    pub day_close: Duration,
 }
 
 impl Default for ColumnarOptions {
@@ -156,6 +172,8 @@ impl Default for ColumnarOptions {
             compact_file_bytes: 32 << 20,
             compact_min_files: 5,
             compact_max_files: 64,
+            compact_day_bytes: 256 << 20,
+            day_close: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -193,6 +211,8 @@ pub struct CompactStats {
     pub rows: u64,
     /// Inputs of a compaction that crashed after writing its output, deleted.
     pub leftovers_removed: u64,
+    /// Of the merges, closed days merged into one day file.
+    pub days: u64,
 }
 
 /// One Parquet file of the store.
@@ -201,11 +221,24 @@ pub struct PartitionFile {
     pub path: PathBuf,
     /// The raw cluster name (decoded from the directory name).
     pub cluster: String,
-    /// The start of the partition's hour (UTC); its rows have `time` in [hour, hour + 1h).
+    /// The start of the partition's hour (UTC); its rows have `time` in [hour, hour + 1h). For a day file,
+    /// the start of its date; its rows have `time` in that date.
     pub hour: jiff::Timestamp,
     pub first_seq: u64,
     pub last_seq: u64,
     pub bytes: u64,
+    /// A day file (`hour=all`): every hour of its date merged once the day was closed.
+    pub day: bool,
+}
+
+impl PartitionFile {
+    /// The end of the time its rows may have (exclusive): an hour, or a day for a day file, after `hour`.
+    pub fn end(&self) -> jiff::Timestamp {
+        let span = if self.day { 24 } else { 1 };
+        self.hour
+            .checked_add(jiff::SignedDuration::from_hours(span))
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -827,7 +860,8 @@ fn scan(
                 let Some(hour) = hname.strip_prefix("hour=") else {
                     continue;
                 };
-                let Some(hour) = parse_hour(date, hour) else {
+                let day = hour == DAY_HOUR;
+                let Some(hour) = parse_hour(date, if day { "00" } else { hour }) else {
                     continue;
                 };
                 let mut files = Vec::new();
@@ -854,6 +888,7 @@ fn scan(
                         first_seq,
                         last_seq,
                         bytes,
+                        day,
                     });
                 }
                 if !files.is_empty() {
@@ -875,6 +910,50 @@ fn split_leftovers(files: Vec<PartitionFile>) -> (Vec<PartitionFile>, Vec<Partit
         match live.last() {
             Some(prev) if prev.last_seq >= f.last_seq => leftovers.push(f),
             _ => live.push(f),
+        }
+    }
+    (live, leftovers)
+}
+
+/// The live files and the leftovers of every partition: [`split_leftovers`] within each directory, and, per
+/// cluster and date, every other file whose range lies inside a day file's range (the day file holds its rows:
+/// the day merge took every file of the date, and files written later have higher seqs).
+#[allow(clippy::type_complexity)]
+fn split_all(
+    parts: BTreeMap<PathBuf, Vec<PartitionFile>>,
+) -> (
+    Vec<(PathBuf, Vec<PartitionFile>)>,
+    Vec<(PathBuf, Vec<PartitionFile>)>,
+) {
+    let mut live = Vec::new();
+    let mut leftovers = Vec::new();
+    // Day files' ranges by their date directory.
+    let mut days: HashMap<PathBuf, Vec<(u64, u64)>> = HashMap::new();
+    let mut split = Vec::new();
+    for (dir, files) in parts {
+        let (l, left) = split_leftovers(files);
+        if l.first().is_some_and(|f| f.day)
+            && let Some(date) = dir.parent()
+        {
+            days.entry(date.to_path_buf())
+                .or_default()
+                .extend(l.iter().map(|f| (f.first_seq, f.last_seq)));
+        }
+        split.push((dir, l, left));
+    }
+    for (dir, l, mut left) in split {
+        let ranges = dir.parent().and_then(|d| days.get(d));
+        let (keep, inside): (Vec<_>, Vec<_>) = l.into_iter().partition(|f| {
+            f.day
+                || !ranges
+                    .is_some_and(|r| r.iter().any(|&(a, b)| a <= f.first_seq && f.last_seq <= b))
+        });
+        left.extend(inside);
+        if !keep.is_empty() {
+            live.push((dir.clone(), keep));
+        }
+        if !left.is_empty() {
+            leftovers.push((dir, left));
         }
     }
     (live, leftovers)
@@ -913,7 +992,7 @@ pub fn file_stats(path: &Path) -> Result<FileStats, ColumnarError> {
     Ok(stats)
 }
 
-/// The store's files in `cluster` (all clusters if `None`) whose hour partitions overlap
+/// The store's files in `cluster` (all clusters if `None`) whose hour partitions (or day files) overlap
 /// [`since`, `until`] (both inclusive; open when `None`), sorted by cluster, hour and seq. Reads directory
 /// names only; never returns a file a compaction has superseded.
 pub fn list_files(
@@ -922,16 +1001,13 @@ pub fn list_files(
     since: Option<jiff::Timestamp>,
     until: Option<jiff::Timestamp>,
 ) -> Result<Vec<PartitionFile>, ColumnarError> {
-    let hour = jiff::SignedDuration::from_hours(1);
     let mut out = Vec::new();
-    for (_, files) in scan(root, cluster, false)? {
-        let h = files[0].hour;
-        if since.is_some_and(|s| h.checked_add(hour).is_ok_and(|end| end <= s))
-            || until.is_some_and(|u| h > u)
-        {
+    for (_, files) in split_all(scan(root, cluster, false)?).0 {
+        let f = &files[0];
+        if since.is_some_and(|s| f.end() <= s) || until.is_some_and(|u| f.hour > u) {
             continue;
         }
-        out.extend(split_leftovers(files).0);
+        out.extend(files);
     }
     out.sort_by(|a, b| (&a.cluster, a.hour, a.first_seq).cmp(&(&b.cluster, b.hour, b.first_seq)));
     Ok(out)
@@ -1005,9 +1081,8 @@ impl ColumnarWriter {
             stored: HashMap::new(),
         };
         let position = w.cursor.position();
-        for (dir, files) in scan(root, None, true)? {
-            // Leftovers of a crashed compaction stay until the next compaction, which records their removal.
-            let (live, _leftovers) = split_leftovers(files);
+        // Leftovers of a crashed compaction stay until the next compaction, which records their removal.
+        for (dir, live) in split_all(scan(root, None, true)?).0 {
             let ranges: Vec<(u64, u64)> = live
                 .iter()
                 .filter(|f| f.last_seq >= position)
@@ -1204,14 +1279,19 @@ impl ColumnarWriter {
         let min = self.opts.compact_min_files.max(2);
         let max = self.opts.compact_max_files.max(min);
         let mut remove: Vec<(PathBuf, Vec<PartitionFile>)> = Vec::new();
-        for (dir, files) in scan(&self.root, None, false)? {
-            let (mut live, leftovers) = split_leftovers(files);
-            stats.leftovers_removed += leftovers.len() as u64;
-            let mut gone = leftovers;
+        let (parts, leftovers) = split_all(scan(&self.root, None, false)?);
+        for (dir, files) in leftovers {
+            stats.leftovers_removed += files.len() as u64;
+            remove.push((dir, files));
+        }
+        // Per date directory, its partitions' live files after the merges of small runs.
+        let mut dates: BTreeMap<PathBuf, Vec<(PathBuf, Vec<PartitionFile>)>> = BTreeMap::new();
+        for (dir, mut live) in parts {
+            let mut gone = Vec::new();
             let small = self.opts.compact_file_bytes;
             while let Some(run) = find_run(&live, position, small, min, max) {
                 let inputs: Vec<PartitionFile> = live.drain(run.clone()).collect();
-                let Some(merged) = self.merge(&dir, &inputs, &mut stats)? else {
+                let Some(merged) = self.merge(&dir, &inputs, false, &mut stats)? else {
                     break;
                 };
                 live.insert(run.start, merged);
@@ -1219,7 +1299,48 @@ impl ColumnarWriter {
                 gone.extend(inputs);
             }
             if !gone.is_empty() {
-                remove.push((dir, gone));
+                remove.push((dir.clone(), gone));
+            }
+            if let Some(date) = dir.parent() {
+                dates
+                    .entry(date.to_path_buf())
+                    .or_default()
+                    .push((dir, live));
+            }
+        }
+        // Closed days: every file of the date into one day file (fewer files is what makes a year of
+        // queries fast), when the day is small enough and wholly converted.
+        let closed_before = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(24))
+            .and_then(|t| t.checked_sub(self.opts.day_close))
+            .unwrap_or(jiff::Timestamp::MIN);
+        for (date, dirs) in dates {
+            let inputs: Vec<PartitionFile> = dirs.into_iter().flat_map(|(_, f)| f).collect();
+            let Some(first) = inputs.first() else {
+                continue;
+            };
+            let start = first.hour;
+            let total: u64 = inputs.iter().map(|f| f.bytes).sum();
+            // One file is as good as a day file: nothing to gain.
+            if inputs.len() < 2
+                || self.opts.compact_day_bytes == 0
+                || start > closed_before
+                || total > self.opts.compact_day_bytes
+                || inputs.iter().any(|f| f.last_seq >= position)
+            {
+                continue;
+            }
+            let rel = date.strip_prefix(&self.root).unwrap_or(&date);
+            let dir = ensure_dir(&self.root, &rel.join(format!("hour={DAY_HOUR}")))?;
+            let mut inputs = inputs;
+            inputs.sort_by_key(|f| (f.first_seq, f.last_seq));
+            if self.merge(&dir, &inputs, true, &mut stats)?.is_none() {
+                continue;
+            }
+            stats.days += 1;
+            for f in inputs {
+                let parent = f.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                remove.push((parent, vec![f]));
             }
         }
         let paths: Vec<PathBuf> = remove
@@ -1236,12 +1357,14 @@ impl ColumnarWriter {
         Ok(stats)
     }
 
-    /// Merges `inputs` (adjacent files of one partition) into one durable file (the caller removes them).
-    /// `None` if an input is not in this build's schema (it is left alone).
+    /// Merges `inputs` (adjacent files of one partition, or with `day` every file of a closed date) into one
+    /// durable file in `dir`, named by the lowest and highest seq (the caller removes the inputs). `None` if an
+    /// input is not in this build's schema (it is left alone).
     fn merge(
         &self,
         dir: &Path,
         inputs: &[PartitionFile],
+        day: bool,
         stats: &mut CompactStats,
     ) -> Result<Option<PartitionFile>, ColumnarError> {
         let mut readers = Vec::with_capacity(inputs.len());
@@ -1260,8 +1383,8 @@ impl ColumnarWriter {
                 .map_err(pq_err(&f.path))?;
             readers.push((f.path.clone(), reader));
         }
-        let first_seq = inputs[0].first_seq;
-        let last_seq = inputs[inputs.len() - 1].last_seq;
+        let first_seq = inputs.iter().map(|f| f.first_seq).min().unwrap_or(0);
+        let last_seq = inputs.iter().map(|f| f.last_seq).max().unwrap_or(0);
         let name = file_name(first_seq, last_seq);
         let out_path = dir.join(&name);
         let mut got = 0u64;
@@ -1305,10 +1428,15 @@ impl ColumnarWriter {
         Ok(Some(PartitionFile {
             path: out_path,
             cluster: inputs[0].cluster.clone(),
-            hour: inputs[0].hour,
+            hour: inputs
+                .iter()
+                .map(|f| f.hour)
+                .min()
+                .unwrap_or(inputs[0].hour),
             first_seq,
             last_seq,
             bytes,
+            day,
         }))
     }
 }
@@ -1458,6 +1586,7 @@ mod tests {
             first_seq: a,
             last_seq: b,
             bytes: 1,
+            day: false,
         };
         let mut files = vec![f(0, 3), f(5, 9), f(0, 20), f(12, 20), f(21, 22)];
         files.sort_by_key(|f| (f.first_seq, Reverse(f.last_seq)));
@@ -1480,6 +1609,7 @@ mod tests {
             first_seq: a,
             last_seq: a,
             bytes,
+            day: false,
         };
         let files: Vec<_> = [1, 1, 100, 1, 1, 1, 1, 1, 1, 1]
             .iter()

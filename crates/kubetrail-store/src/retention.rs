@@ -76,6 +76,7 @@ pub const DEFAULT_DAYS: u32 = 400;
 pub const MIN_DEFAULT_DAYS: u32 = 365;
 
 const DAY: SignedDuration = SignedDuration::from_hours(24);
+#[cfg(test)]
 const HOUR: SignedDuration = SignedDuration::from_hours(1);
 /// Rows decoded at once: small, because reading stops at the first row that keeps the file.
 const READ_BATCH_ROWS: usize = 4096;
@@ -431,6 +432,15 @@ fn in_range(t_us: i64, since: Option<Timestamp>, until: Option<Timestamp>) -> bo
 }
 
 /// Whether [`since`, `until`] overlaps the hour starting at `hour`.
+/// Whether the time a file's rows may have (its hour, or its date for a day file) overlaps [since, until].
+fn overlaps_span(f: &PartitionFile, since: Option<Timestamp>, until: Option<Timestamp>) -> bool {
+    let start = f.hour.as_microsecond();
+    let end = f.end().as_microsecond() - 1;
+    since.is_none_or(|s| s.as_microsecond() <= end)
+        && until.is_none_or(|u| u.as_microsecond() >= start)
+}
+
+#[cfg(test)]
 fn overlaps_hour(hour: Timestamp, since: Option<Timestamp>, until: Option<Timestamp>) -> bool {
     let start = hour.as_microsecond();
     let end = start + HOUR.as_micros() as i64 - 1;
@@ -771,7 +781,7 @@ pub fn plan(
             .strip_prefix(data_dir)
             .unwrap_or(&f.path)
             .to_path_buf();
-        let hour_end = f.hour.checked_add(HOUR).unwrap_or(Timestamp::MAX);
+        let hour_end = f.end();
         let verdict = if hour_end > youngest_expirable {
             Ok(Verdict::Keep)
         } else {
@@ -864,13 +874,13 @@ impl<'p> Rules<'p> {
             .holds
             .iter()
             .filter(|h| pattern_match(&h.clusters, &f.cluster))
-            .filter(|h| overlaps_hour(f.hour, h.since, h.until))
+            .filter(|h| overlaps_span(f, h.since, h.until))
             .collect();
         let range_pins: Vec<&Pin> = self
             .range_pins
             .iter()
             .copied()
-            .filter(|p| overlaps_hour(f.hour, p.since, p.until))
+            .filter(|p| overlaps_span(f, p.since, p.until))
             .collect();
         let mut held: BTreeSet<usize> = BTreeSet::new();
         let mut best: Option<(u32, RetainedBy)> = None;

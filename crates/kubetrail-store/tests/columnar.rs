@@ -608,3 +608,111 @@ fn conversion_throughput_and_size() {
         "over 1/10 of the JSON size"
     );
 }
+
+/// Closed days become one file each: a year of hourly files is 24 times fewer files for a query to open.
+/// Crash safety and late events hold across it.
+#[test]
+fn closed_days_are_merged_into_one_day_file_without_losing_or_doubling_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 6000;
+    // 0.05 events/s: 6000 events over about 33 hours from 2026-01-01, so two dates, many hours each.
+    let (wal, _) = build_wal(&dir.path().join("wal"), n, 0.05);
+    let root = dir.path().join("columnar");
+    let opts = ColumnarOptions {
+        flush_rows: 500,
+        ..ColumnarOptions::default()
+    };
+    let mut w = ColumnarWriter::open(&root, Arc::clone(&wal), opts.clone()).unwrap();
+    w.flush().unwrap();
+    let before = rows(&root);
+    let hourly = list_files(&root, Some("prod"), None, None).unwrap();
+    assert!(hourly.len() > 30, "{} hourly files", hourly.len());
+    assert!(hourly.iter().all(|f| !f.day));
+
+    // A crash after the day files are durable, before the inputs are gone: the recorder fails, so the
+    // inputs stay; readers see only the day files, and every row once.
+    let err = w
+        .compact_recorded(&mut |_| Err("the disk is full".into()))
+        .unwrap_err();
+    assert!(err.to_string().contains("the disk is full"), "{err}");
+    assert!(hourly.iter().all(|f| f.path.exists()), "nothing removed");
+    let days = list_files(&root, Some("prod"), None, None).unwrap();
+    assert_eq!(days.len(), 2, "one file per date: {days:?}");
+    assert!(
+        days.iter()
+            .all(|f| f.day && f.path.to_string_lossy().contains("/hour=all/"))
+    );
+    assert_eq!(rows(&root), before, "no row lost or doubled");
+
+    // The next compaction records and removes the hourly files.
+    let mut recorded = Vec::new();
+    let stats = w
+        .compact_recorded(&mut |paths| {
+            recorded.extend_from_slice(paths);
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        stats.leftovers_removed as usize >= hourly.len(),
+        "{stats:?}"
+    );
+    assert!(hourly.iter().all(|f| !f.path.exists()));
+    assert!(hourly.iter().all(|f| recorded.contains(&f.path)));
+    assert_eq!(rows(&root), before);
+
+    // A day file is found by any hour of its date, and sorted by (user, time) like every file.
+    let first = &days[0];
+    let noon = first
+        .hour
+        .checked_add(jiff::SignedDuration::from_hours(12))
+        .unwrap();
+    let found = list_files(&root, Some("prod"), Some(noon), Some(noon)).unwrap();
+    assert_eq!(found, vec![first.clone()]);
+    let after_it = first.end();
+    assert!(
+        !list_files(&root, Some("prod"), Some(after_it), None)
+            .unwrap()
+            .contains(first)
+    );
+    let mut last = (String::new(), i64::MIN);
+    for b in read(&first.path) {
+        let time = b
+            .column_by_name("time")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        let user = b.column_by_name("user").unwrap().as_string::<i32>();
+        for (i, t) in time.values().iter().enumerate() {
+            let key = (user.value(i).to_string(), *t);
+            assert!(key >= last, "day file rows not sorted by (user, time)");
+            last = key;
+        }
+    }
+    assert_eq!(w.compact().unwrap().merges, 0, "nothing left to merge");
+
+    // A late event for a closed day lands in its hour's directory, is read beside the day file, and the
+    // next compaction folds it into a new day file.
+    let late = build_wal(&dir.path().join("late"), 1, 0.05).1.remove(0);
+    let ids: serde_json::Value = serde_json::from_str(&late).unwrap();
+    let rec = EventRecord {
+        received_us: 1_767_225_600_000_000,
+        cluster: "prod".into(),
+        source: "test".into(),
+        audit_id: ids["auditID"].as_str().unwrap().into(),
+        stage: ids["stage"].as_str().unwrap().into(),
+        event: late.as_str().into(),
+    };
+    let mut bytes = Vec::new();
+    rec.encode(&mut bytes);
+    wal.append(&[bytes.as_slice()]).unwrap();
+    w.flush().unwrap();
+    let with_late = list_files(&root, Some("prod"), None, None).unwrap();
+    assert_eq!(with_late.len(), 3, "{with_late:?}");
+    let all = rows(&root);
+    assert_eq!(all.len(), before.len() + 1);
+    let stats = w.compact().unwrap();
+    assert_eq!(stats.days, 1, "{stats:?}");
+    let again = list_files(&root, Some("prod"), None, None).unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(!first.path.exists(), "the old day file is replaced");
+    assert_eq!(rows(&root), all);
+}

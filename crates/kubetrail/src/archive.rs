@@ -231,10 +231,16 @@ impl Archive {
                 continue;
             };
             let rel = rel.to_string_lossy().to_string();
-            let hour_over = f
-                .hour
-                .checked_add(jiff::SignedDuration::from_hours(1))
-                .is_ok_and(|end| end < now);
+            let hour_over = f.end() < now;
+            // A day file replaces hourly files the archive may already hold: the lake keeps one or the other
+            // for a date, never both.
+            if f.day {
+                let date = rel.rsplit_once("/hour=").map_or("", |(d, _)| d);
+                if !date.is_empty() && done.iter().any(|d| d.starts_with(&format!("{date}/hour=")))
+                {
+                    continue;
+                }
+            }
             let settled = std::fs::metadata(&f.path)
                 .and_then(|m| m.modified())
                 .is_ok_and(|m| m.elapsed().is_ok_and(|age| age >= after));

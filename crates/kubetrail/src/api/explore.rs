@@ -367,11 +367,20 @@ pub(super) async fn volume(State(api): State<Arc<QueryApi>>, req: Request<Body>)
     run(&api, scope, move |engine: Engine| async move {
         // Stored and JSON bytes per hour from the files' footers.
         let mut per_hour: std::collections::BTreeMap<i64, (u64, u64, u64)> = Default::default();
+        // A day file's bytes are spread over its date's hours in proportion to their events.
+        let mut per_day: HashMap<i64, (u64, u64)> = HashMap::new();
         for f in engine.files() {
             let stats = kubetrail_store::columnar::file_stats(&f.path).unwrap_or_default();
-            let e = per_hour.entry(f.hour.as_second() / 3600).or_default();
-            e.1 += f.bytes;
-            e.2 += stats.event_bytes;
+            let hour = f.hour.as_second() / 3600;
+            let e = if f.day {
+                let d = per_day.entry(hour).or_default();
+                (&mut d.0, &mut d.1)
+            } else {
+                let e = per_hour.entry(hour).or_default();
+                (&mut e.1, &mut e.2)
+            };
+            *e.0 += f.bytes;
+            *e.1 += stats.event_bytes;
         }
         let sql = "SELECT CAST(\"time\" AS BIGINT) / 3600000000 AS h, count(*) AS n FROM events \
                    GROUP BY h ORDER BY h";
@@ -381,6 +390,24 @@ pub(super) async fn volume(State(api): State<Arc<QueryApi>>, req: Request<Body>)
                 per_hour.entry(h).or_default().0 = n.max(0) as u64;
             }
         }
+        for (start, (stored, json)) in per_day {
+            let hours: Vec<i64> = (start..start + 24).collect();
+            let events: u64 = hours
+                .iter()
+                .map(|h| per_hour.get(h).map_or(0, |e| e.0))
+                .sum();
+            for h in hours {
+                let e = per_hour.entry(h).or_default();
+                let share = if events == 0 {
+                    1.0 / 24.0
+                } else {
+                    e.0 as f64 / events as f64
+                };
+                e.1 += (stored as f64 * share).round() as u64;
+                e.2 += (json as f64 * share).round() as u64;
+            }
+        }
+        per_hour.retain(|_, e| *e != (0, 0, 0));
         let events: u64 = per_hour.values().map(|v| v.0).sum();
         let stored: u64 = per_hour.values().map(|v| v.1).sum();
         let json_bytes: u64 = per_hour.values().map(|v| v.2).sum();
