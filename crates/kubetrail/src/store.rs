@@ -98,7 +98,17 @@ impl Store {
         self.release_converted()
     }
 
-    /// Everything converted and a checkpoint signed: at shutdown and at the end of an import.
+    /// Everything converted, small files and closed days merged, a checkpoint signed: the end of an import,
+    /// which leaves the store as `serve` would after its first housekeeping.
+    pub fn finish_compacted(&mut self) -> anyhow::Result<()> {
+        self.columnar
+            .flush()
+            .context("failed to convert the log into Parquet")?;
+        self.compact()?;
+        self.checkpoint(&[])
+    }
+
+    /// Everything converted and a checkpoint signed: at shutdown.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         self.columnar
             .flush()

@@ -116,8 +116,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     );
     // Queryable at once, and covered by a signed checkpoint.
     let converting = Instant::now();
-    eprintln!("converting into Parquet and signing a checkpoint...");
-    store.finish()?;
+    eprintln!("converting into Parquet, merging closed days and signing a checkpoint...");
+    store.finish_compacted()?;
     eprintln!(
         "done in {:.1}s; data directory: {}",
         converting.elapsed().as_secs_f64(),
