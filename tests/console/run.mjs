@@ -223,6 +223,7 @@ async function main() {
     await page.fill("#note-text", "checked with the tools team: not their job");
     await page.getByRole("button", { name: "Add note" }).click();
     await until("the note", async () => (await getJson(`/api/v1/alerts/${bind.id}`)).history.some((c) => c.action === "note"));
+    await page.locator("main td", { hasText: "checked with the tools team" }).waitFor();
     await shot("04-alert-acknowledged");
 
     log("a state change with the cookie but without the CSRF token is refused");

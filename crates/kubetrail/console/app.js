@@ -35,8 +35,13 @@
   const clear = (el) => { while (el.firstChild) el.removeChild(el.firstChild); return el; };
   function show(...nodes) { clear(main).append(...nodes.flat(Infinity).filter(Boolean)); main.focus({ preventScroll: true }); }
   function toast(text) {
+    let box = document.getElementById("toasts");
+    if (!box) {
+      box = h("div", { id: "toasts", class: "toasts", "aria-live": "polite" });
+      document.body.append(box);
+    }
     const t = h("div", { class: "toast", role: "status" }, text);
-    document.body.append(t);
+    box.append(t);
     setTimeout(() => t.remove(), 3000);
   }
   function table(columns, rows, opts) {
@@ -192,14 +197,15 @@
       alerts.length ? rows : h("p", {}, "No alert matches."));
   }
 
-  async function alertView(id) {
-    show(h("p", { class: "muted" }, "Loading…"));
+  async function alertView(id, refresh) {
+    // A refresh after an action keeps the page until the new one is ready: no flash of "Loading…".
+    if (!refresh) show(h("p", { class: "muted" }, "Loading…"));
     const a = await api("/api/v1/alerts/" + encodeURIComponent(id));
     const user = a.actor.username;
     const act = async (action, body) => {
       await api("/api/v1/alerts/" + encodeURIComponent(a.id) + "/" + action, { method: "POST", body });
       toast(action === "ack" ? "Acknowledged" : action === "resolve" ? "Resolved" : action === "reopen" ? "Reopened" : "Saved");
-      await alertView(id);
+      await alertView(id, true);
     };
     const assignInput = h("input", { id: "assign-to", name: "to", value: a.assignee || "", placeholder: "analyst" });
     const noteInput = h("textarea", { id: "note-text", name: "text", placeholder: "what you found, what you did" });
