@@ -455,6 +455,27 @@ fn a_crash_before_the_cursor_commit_stores_no_row_twice() {
     assert_eq!(rows(&root), before);
 }
 
+/// Every row of the file is in (user, time) order.
+fn assert_sorted_by_user_and_time(path: &Path) {
+    let mut last = (String::new(), i64::MIN);
+    for b in read(path) {
+        let time = b
+            .column_by_name("time")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        let user = b.column_by_name("user").unwrap().as_string::<i32>();
+        for (i, t) in time.values().iter().enumerate() {
+            let key = (user.value(i).to_string(), *t);
+            assert!(
+                key >= last,
+                "{}: rows not sorted by (user, time)",
+                path.display()
+            );
+            last = key;
+        }
+    }
+}
+
 fn total_rows(files: &[PartitionFile]) -> u64 {
     files
         .iter()
@@ -504,19 +525,7 @@ fn compact_merges_small_files_into_one_sorted_file_with_the_same_rows() {
     );
     assert_eq!(rows(&root), before);
     for f in &merged {
-        let mut last = (String::new(), i64::MIN);
-        for b in read(&f.path) {
-            let time = b
-                .column_by_name("time")
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>();
-            let user = b.column_by_name("user").unwrap().as_string::<i32>();
-            for (i, t) in time.values().iter().enumerate() {
-                let key = (user.value(i).to_string(), *t);
-                assert!(key >= last, "merged rows not sorted by (user, time)");
-                last = key;
-            }
-        }
+        assert_sorted_by_user_and_time(&f.path);
     }
     assert_eq!(w.compact().unwrap().merges, 0, "nothing left to merge");
 
@@ -674,19 +683,7 @@ fn closed_days_are_merged_into_one_day_file_without_losing_or_doubling_a_row() {
             .unwrap()
             .contains(first)
     );
-    let mut last = (String::new(), i64::MIN);
-    for b in read(&first.path) {
-        let time = b
-            .column_by_name("time")
-            .unwrap()
-            .as_primitive::<TimestampMicrosecondType>();
-        let user = b.column_by_name("user").unwrap().as_string::<i32>();
-        for (i, t) in time.values().iter().enumerate() {
-            let key = (user.value(i).to_string(), *t);
-            assert!(key >= last, "day file rows not sorted by (user, time)");
-            last = key;
-        }
-    }
+    assert_sorted_by_user_and_time(&first.path);
     assert_eq!(w.compact().unwrap().merges, 0, "nothing left to merge");
 
     // A late event for a closed day lands in its hour's directory, is read beside the day file, and the
