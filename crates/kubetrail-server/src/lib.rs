@@ -1,6 +1,7 @@
 //! The HTTP(S) listener of `kubetrail serve`: the audit webhook (`POST /k8s-audit`, alias
-//! `POST /api/v1/audit`), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the caller's API routes
-//! (the query API) behind the same authentication as the webhook.
+//! `POST /api/v1/audit`), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the caller's API and console routes
+//! behind the same authentication as the webhook; for browsers, the console's login (`/login`, `/logout`: a
+//! bearer token traded for a session cookie with a CSRF token) and strict security headers on every answer.
 //!
 //! It owns the edge of the system: TLS (rustls with the ring provider), client authentication (verified
 //! client certificates or bearer tokens compared in constant time), and the hard limits on what a request may
