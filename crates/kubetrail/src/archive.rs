@@ -9,7 +9,9 @@
 //! `kubetrail sinks verify` can prove from the bucket alone that every object is there, unchanged and locked,
 //! and name any log position missing. The store's signed checkpoints are uploaded beside them
 //! (`<prefix>checkpoints/`), and its Parquet files once final (`<prefix>parquet/`, the lake layout), listed
-//! in the manifests too.
+//! in the manifests too. With `ocsf` set, each batch is also written as OCSF API Activity Parquet, one file per
+//! event day, in an Amazon Security Lake custom source's layout (`<prefix>ext/<source>/region=/accountId=/
+//! eventDay=/`), locked and listed the same way; a record OCSF cannot map stays in the JSON lines only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -488,7 +490,13 @@ impl Archive {
                                 break (Vec::new(), 0);
                             }
                         }
-                        Err(e) => return Outcome::retry(format!("OCSF: {}", String::from(e))),
+                        // Not the records' fault (the writer failed): keep what is stored on record and
+                        // send this day's records again.
+                        Err(e) => {
+                            reason = format!("OCSF: {}", String::from(e));
+                            retry.extend(idx.iter().copied());
+                            break (Vec::new(), 0);
+                        }
                     }
                 };
                 if events == 0 {

@@ -594,5 +594,36 @@ mod tests {
             err("- {type: clickhouse, url: 'http://x:1', batch: {max_events: 0}}\n")
                 .contains("max_events")
         );
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        let s3 = |ocsf: &str| {
+            format!(
+                "- {{type: s3, bucket: audit-lake, access_key_id: x, secret_access_key_file: {}, \
+                 object_lock: {{mode: compliance, retain_days: 1}}, ocsf: {ocsf}}}\n",
+                secret.display()
+            )
+        };
+        let e = err(&s3("{source_name: 'a b', account_id: '123456789012'}"));
+        assert!(e.contains("ocsf.source_name `a b`"), "{e}");
+        assert!(
+            err(&s3("{source_name: kt, account_id: '12345'}"))
+                .contains("`12345` is not a 12-digit AWS account id")
+        );
+        assert!(
+            err(&s3(
+                "{source_name: kt, account_id: '123456789012', region: 'eu west'}"
+            ))
+            .contains("ocsf.region `eu west`")
+        );
+        assert!(err(&s3("{source_name: kt}")).contains("account_id"));
+        let ok = parse(&s3("{source_name: kt, account_id: '123456789012'}")).unwrap();
+        match &ok[0].target {
+            Target::Archive(a) => {
+                let src = a.ocsf.as_ref().expect("ocsf set");
+                assert_eq!(src.region, "us-east-1", "the sink's region by default");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

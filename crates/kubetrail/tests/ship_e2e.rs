@@ -255,6 +255,27 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
 }
 
 /// `moto_server` on 127.0.0.1 (S3 with versioning and Object Lock enforced).
+/// The keys under `prefix` in the test bucket (ListObjectsV2 through curl, unsigned: moto allows it).
+fn list_keys(s3_port: u16, prefix: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix={prefix}"
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("<ListBucketResult"),
+        "not a bucket listing: {listing}"
+    );
+    listing
+        .split("<Key>")
+        .skip(1)
+        .map(|s| s.split("</Key>").next().unwrap().to_string())
+        .collect()
+}
+
 fn moto(dir: &Path) -> (Guard, u16) {
     let bin = need("moto_server", "pip install 'moto[server]'");
     let port = free_port();
@@ -325,20 +346,8 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     });
 
     // Every object under the partition layout, locked in COMPLIANCE mode for a year, holding the events.
-    let listing = Command::new("curl")
-        .args(["-sS"])
-        .arg(format!(
-            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/cluster="
-        ))
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let keys: Vec<&str> = listing
-        .split("<Key>")
-        .skip(1)
-        .map(|s| s.split("</Key>").next().unwrap())
-        .collect();
-    assert!(keys.len() >= 3, "batches of 400: {listing}");
+    let keys = list_keys(s3_port, "k8s/cluster=");
+    assert!(keys.len() >= 3, "batches of 400: {keys:?}");
     let mut lines = 0;
     let mut first_key = None;
     for key in &keys {
@@ -392,31 +401,15 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     );
     assert!(report.contains("verified"), "{report}");
     // The store's signed checkpoints are beside the data.
-    let listing = Command::new("curl")
-        .args(["-sS"])
-        .arg(format!(
-            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/checkpoints/"
-        ))
-        .output()
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&listing.stdout).contains("<Key>k8s/checkpoints/"),
+        !list_keys(s3_port, "k8s/checkpoints/").is_empty(),
         "checkpoints uploaded"
     );
     // The store's Parquet files, in the lake layout, locked.
-    let listing = Command::new("curl")
-        .args(["-sS"])
-        .arg(format!(
-            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/parquet/"
-        ))
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let parquet = listing
-        .split("<Key>")
-        .nth(1)
-        .and_then(|s| s.split("</Key>").next())
-        .unwrap_or_else(|| panic!("no Parquet file archived: {listing}"));
+    let parquet_keys = list_keys(s3_port, "k8s/parquet/");
+    let parquet = parquet_keys
+        .first()
+        .unwrap_or_else(|| panic!("no Parquet file archived"));
     assert!(
         parquet.starts_with("k8s/parquet/cluster=prod-eu/") && parquet.ends_with(".parquet"),
         "{parquet}"
@@ -426,20 +419,8 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     let body = rt.block_on(s3.get_object(parquet, None)).unwrap();
     assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
     // OCSF API Activity for Security Lake: every event once, in the custom source's layout, locked.
-    let listing = Command::new("curl")
-        .args(["-sS"])
-        .arg(format!(
-            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix=k8s/ext/"
-        ))
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    let ocsf_keys: Vec<&str> = listing
-        .split("<Key>")
-        .skip(1)
-        .map(|s| s.split("</Key>").next().unwrap())
-        .collect();
-    assert!(!ocsf_keys.is_empty(), "no OCSF file archived: {listing}");
+    let ocsf_keys = list_keys(s3_port, "k8s/ext/");
+    assert!(!ocsf_keys.is_empty(), "no OCSF file archived");
     let mut ocsf_rows = 0;
     for key in &ocsf_keys {
         assert!(
