@@ -114,6 +114,8 @@ struct Core {
     source_ips: Slot,
     user_agent: Slot,
     request_uri: Slot,
+    /// kubetrail's mark on a request that reused an earlier request's auditID (what the earlier one was).
+    reuse: Slot,
     verb: Slot,
     resource: Slot,
     subresource: Slot,
@@ -233,6 +235,7 @@ impl Engine {
             source_ips: ins("sourceIPs"),
             user_agent: ins("userAgent"),
             request_uri: ins("requestURI"),
+            reuse: ins("annotations.kubetrail.io/audit-id-reuse"),
             verb: ins("verb"),
             resource: ins("objectRef.resource"),
             subresource: ins("objectRef.subresource"),
@@ -654,6 +657,11 @@ impl Engine {
         }
         if let Some(Val::Num(code)) = f.get(c.code).next() {
             summary.push_str(&format!(" ({code})"));
+        }
+        // Two requests share this auditID: say which the other was, or the alert would name one of two.
+        if let Some(earlier) = f.first_str(c.reuse).filter(|v| !v.is_empty()) {
+            summary.push_str("; auditID reused, ");
+            summary.push_str(earlier);
         }
         let opt = |slot| {
             f.first_str(slot)

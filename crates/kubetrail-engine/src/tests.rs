@@ -105,6 +105,7 @@ fn store(dir: &Path) -> PathBuf {
             source: "test".into(),
             audit_id: v["auditID"].as_str().unwrap().to_string().into(),
             stage: v["stage"].as_str().unwrap().to_string().into(),
+            variant: "".into(),
             event: line.as_str().into(),
         };
         let mut bytes = Vec::new();

@@ -100,6 +100,8 @@ pub struct Line<'a> {
     pub line: u64,
     /// The line was longer than `max_line_bytes` and `bytes` holds only its beginning.
     pub truncated: bool,
+    /// The line's length in the file, without its newline (more than `bytes.len()` when `truncated`).
+    pub len: u64,
 }
 
 /// What one [`FileTailer::poll`] did.
@@ -454,6 +456,7 @@ impl FileTailer {
                     file: &cur.path,
                     line,
                     truncated: s.truncated,
+                    len: s.len,
                 })
                 .collect();
             if let Err(source) = sink(&lines) {
@@ -845,6 +848,8 @@ struct Span {
     start: usize,
     end: usize,
     truncated: bool,
+    /// Its length in the file: its bytes and the bytes cut off.
+    len: u64,
     /// Bytes of the file it took: its bytes, the bytes cut off, its newline.
     file_bytes: u64,
 }
@@ -894,6 +899,7 @@ impl Assembler {
             start: self.partial_start,
             end,
             truncated: self.partial_truncated,
+            len: (end - self.partial_start) as u64 + self.partial_skipped,
             file_bytes: (end - self.partial_start) as u64 + self.partial_skipped + newline,
         });
         self.partial_start = end + newline as usize;

@@ -6,10 +6,16 @@ use std::time::Instant;
 
 use kubetrail_model::{Event, Record, decode_value};
 use kubetrail_policy::{Policy, RedactionCounts, Redactor};
-use kubetrail_store::{EventRecord, Wal, WalError};
+use kubetrail_store::{EventRecord, MAX_PAYLOAD_BYTES, Wal, WalError};
 
-use crate::dedup::{self, Window};
+use crate::dedup::{self, Digester, Seen, Window};
 use crate::metrics::{KindLabel, Metrics, SourceLabel};
+use crate::shape;
+
+/// The largest event text stored whole: the log's record limit, less room for the record's other fields
+/// (five of at most 64 KiB each) and kubetrail's annotations. Larger events are stored cut
+/// ([`shape::cut`]).
+pub const MAX_EVENT_BYTES: usize = MAX_PAYLOAD_BYTES - (512 << 10);
 
 /// How the pipeline behaves; the defaults suit a single cluster.
 #[derive(Debug, Clone)]
@@ -19,7 +25,7 @@ pub struct PipelineConfig {
     /// The second-stage filter: events this policy would not keep are dropped before storage (for clusters
     /// whose own policy cannot be changed, such as EKS).
     pub filter: Option<Policy>,
-    /// Recent (auditID, stage) pairs remembered to store apiserver retries once.
+    /// Recent records remembered to store apiserver retries once (and to notice a reused auditID).
     pub dedup_window: usize,
     /// Bytes of batches processed at once; beyond it, senders are told to retry (429).
     pub max_inflight_bytes: usize,
@@ -51,6 +57,10 @@ pub struct BatchOutcome {
     pub events: usize,
     pub bytes: u64,
     pub duplicates: usize,
+    /// Events stored cut to fit the log's record limit.
+    pub truncated: usize,
+    /// Events stored whose (cluster, auditID, stage) an earlier event with other content had.
+    pub reused_ids: usize,
     pub filtered: usize,
     pub skipped: usize,
     /// The first skipped values (at most [`KEPT_SKIPS`]).
@@ -82,8 +92,17 @@ pub enum IngestError {
 pub struct Batch {
     buf: Vec<u8>,
     ends: Vec<usize>,
-    keys: Vec<u64>,
+    entries: Vec<Entry>,
     outcome: BatchOutcome,
+}
+
+/// What the dedup window needs of one record of a batch.
+#[derive(Debug)]
+struct Entry {
+    full: u64,
+    id: u64,
+    digest: u64,
+    description: Box<str>,
 }
 
 impl Batch {
@@ -120,6 +139,7 @@ impl Batch {
 pub struct Pipeline {
     wal: Arc<Wal>,
     redactor: Redactor,
+    digester: Digester,
     cfg: PipelineConfig,
     dedup: Mutex<Window>,
     inflight: Mutex<usize>,
@@ -147,19 +167,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pipeline {
-    /// Builds the pipeline over an open log, remembering the keys of its most recent records so that retries
-    /// of batches stored before a restart are recognised.
+    /// Builds the pipeline over an open log, remembering its most recent records so that retries of batches
+    /// stored before a restart are recognised (and a reuse of their auditIDs too).
     pub fn new(
         wal: Arc<Wal>,
         redactor: Redactor,
         cfg: PipelineConfig,
     ) -> Result<Pipeline, WalError> {
+        let digester = Digester::new(redactor.derive_key(b"kubetrail dedup digest v1"));
         let mut window = Window::new(cfg.dedup_window);
         let from = wal.next_seq().saturating_sub(cfg.dedup_window as u64);
         for item in wal.read_from(from)? {
             let (_, payload) = item?;
             if let Ok(r) = EventRecord::decode(&payload) {
-                window.insert(dedup::key(&r.cluster, &r.audit_id, &r.stage));
+                let id = dedup::key(&r.cluster, &r.audit_id, &r.stage);
+                // A reuse was annotated after its digest was taken: its variant holds the digest.
+                let digest =
+                    dedup::parse_variant(&r.variant).unwrap_or_else(|| digester.digest(&r.event));
+                window.insert(dedup::full_key(id, digest), id, || {
+                    match Event::parse(&r.event) {
+                        Ok(e) => describe(&e),
+                        Err(_) => "(unreadable)".into(),
+                    }
+                });
             }
         }
         let metrics = Metrics::default();
@@ -169,6 +199,7 @@ impl Pipeline {
         Ok(Pipeline {
             wal,
             redactor,
+            digester,
             cfg,
             dedup: Mutex::new(window),
             inflight: Mutex::new(0),
@@ -215,8 +246,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Adds one decoded event to `batch`: stamp, redact, filter, deduplicate, encode. Never fails: an event
-    /// that cannot be stored is counted in the batch's outcome.
+    /// Adds one decoded event to `batch`: stamp, filter, cut to the record limit, redact, deduplicate,
+    /// encode. Never fails: an event that cannot be stored is counted in the batch's outcome.
     pub fn add(
         &self,
         batch: &mut Batch,
@@ -225,6 +256,47 @@ impl Pipeline {
         source: &str,
         received_us: i64,
     ) {
+        if !self.accept(batch, event, source) {
+            return;
+        }
+        let cluster = record.cluster.as_deref().unwrap_or(&self.cfg.cluster);
+        if record.json.len() <= MAX_EVENT_BYTES {
+            self.store(
+                batch,
+                cluster,
+                event,
+                &record.json,
+                None,
+                source,
+                received_us,
+            );
+            return;
+        }
+        // Cut before redaction: the bodies dropped are never parsed.
+        let size = record.json.len().to_string();
+        let cut = shape::cut(&record.json, MAX_EVENT_BYTES, &size);
+        match cut.as_deref().map(|c| (c, Event::parse(c))) {
+            Some((text, Ok(cut_event))) => self.store(
+                batch,
+                cluster,
+                &cut_event,
+                text,
+                Some(&size),
+                source,
+                received_us,
+            ),
+            _ => {
+                self.metrics.skipped("truncated").inc();
+                batch.skip(
+                    format!("auditID `{}`", clip(&event.audit_id, 64)),
+                    format!("event of {size} bytes could not be cut to the record limit"),
+                );
+            }
+        }
+    }
+
+    /// Counts a received event; false if the second-stage filter drops it.
+    fn accept(&self, batch: &mut Batch, event: &Event<'_>, source: &str) -> bool {
         self.metrics
             .received
             .get_or_create(&SourceLabel {
@@ -235,31 +307,121 @@ impl Pipeline {
             && !filter.evaluate(&event.attributes()).keeps(event.stage)
         {
             batch.outcome.filtered += 1;
-            return;
+            return false;
         }
-        let cluster = record.cluster.as_deref().unwrap_or(&self.cfg.cluster);
-        let key = dedup::key(cluster, &event.audit_id, event.stage.as_str());
-        if batch.keys.contains(&key) || lock(&self.dedup).contains(key) {
+        true
+    }
+
+    /// Adds the beginning of an event that a source cut (a line longer than its limit): its metadata is
+    /// stored, annotated `kubetrail.io/truncated: <original_len>`, if it holds at least an auditID and a
+    /// stage; otherwise it is recorded as skipped at `location`.
+    pub fn add_cut(
+        &self,
+        batch: &mut Batch,
+        prefix: &[u8],
+        original_len: u64,
+        location: String,
+        source: &str,
+        received_us: i64,
+    ) {
+        // The cut may fall inside a UTF-8 sequence: keep what is valid.
+        let text = match std::str::from_utf8(prefix) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&prefix[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        let size = original_len.to_string();
+        let cut = shape::cut(text, MAX_EVENT_BYTES, &size);
+        match cut.as_deref().map(|c| (c, Event::parse(c))) {
+            Some((c, Ok(event))) => {
+                if self.accept(batch, &event, source) {
+                    let cluster = self.cfg.cluster.clone();
+                    self.store(batch, &cluster, &event, c, Some(&size), source, received_us);
+                }
+            }
+            _ => {
+                self.metrics.skipped("truncated").inc();
+                batch.skip(
+                    location,
+                    format!(
+                        "line of {original_len} bytes is over the limit and its beginning holds no auditID and stage"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Redacts, digests and encodes one event that fits. `truncated` is the original size of a cut event.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        batch: &mut Batch,
+        cluster: &str,
+        event: &Event<'_>,
+        json: &str,
+        truncated: Option<&str>,
+        source: &str,
+        received_us: i64,
+    ) {
+        let (redacted, counts) = self.redactor.redact(event, json);
+        // Redaction markers can make a body of many tiny values larger than the limit: cut again. What is cut
+        // is redacted text, so what remains is too.
+        let mut truncated = truncated.map(str::to_string);
+        let recut;
+        let text = if redacted.as_str().len() > MAX_EVENT_BYTES {
+            let size = truncated.get_or_insert_with(|| json.len().to_string());
+            recut = shape::cut(redacted.as_str(), MAX_EVENT_BYTES, size);
+            match recut.as_deref() {
+                Some(t) => t,
+                None => {
+                    self.metrics.skipped("truncated").inc();
+                    batch.skip(
+                        format!("auditID `{}`", clip(&event.audit_id, 64)),
+                        "event could not be cut to the record limit".into(),
+                    );
+                    return;
+                }
+            }
+        } else {
+            redacted.as_str()
+        };
+        let stage = event.stage.as_str();
+        let digest = self.digester.digest(text);
+        let id = dedup::key(cluster, &event.audit_id, stage);
+        let full = dedup::full_key(id, digest);
+        if batch.entries.iter().any(|e| e.full == full) || lock(&self.dedup).contains(full) {
             batch.outcome.duplicates += 1;
             return;
         }
-        let (redacted, counts) = self.redactor.redact(event, &record.json);
         batch.outcome.redactions.add(&counts);
+        if truncated.is_some() {
+            batch.outcome.truncated += 1;
+        }
+        // The description names the request by its stored (redacted) URI.
+        let description = if std::ptr::eq(text, json) {
+            describe(event)
+        } else {
+            match Event::parse(text) {
+                Ok(e) => describe(&e),
+                Err(_) => describe(event),
+            }
+        };
         let rec = EventRecord {
             received_us,
-            cluster: record
-                .cluster
-                .as_deref()
-                .unwrap_or(&self.cfg.cluster)
-                .into(),
+            cluster: cluster.into(),
             source: source.into(),
             audit_id: event.audit_id.as_ref().into(),
-            stage: event.stage.as_str().into(),
-            event: redacted.as_str().into(),
+            stage: stage.into(),
+            variant: "".into(),
+            event: text.into(),
         };
         rec.encode(&mut batch.buf);
         batch.ends.push(batch.buf.len());
-        batch.keys.push(key);
+        batch.entries.push(Entry {
+            full,
+            id,
+            digest,
+            description,
+        });
     }
 
     /// Decodes a body (an `EventList`, a single event, an array, or JSON lines; native or a cloud envelope)
@@ -309,42 +471,52 @@ impl Pipeline {
         let Batch {
             buf,
             ends,
-            keys,
+            entries,
             mut outcome,
         } = batch;
-        for (kind, n) in redaction_kinds(&outcome.redactions) {
-            if n > 0 {
-                self.metrics
-                    .redactions
-                    .get_or_create(&KindLabel { kind: kind.into() })
-                    .inc_by(n);
-            }
-        }
+        self.count_redactions(&outcome.redactions);
         self.metrics.duplicates.inc_by(outcome.duplicates as u64);
         self.metrics.filtered.inc_by(outcome.filtered as u64);
         if ends.is_empty() {
             return Ok(outcome);
         }
-        // Reserve the keys first so a concurrent retry of the same events is not stored twice; forget them
-        // again if the append fails, so the sender's retry is not mistaken for a duplicate.
-        let mut fresh = Vec::with_capacity(keys.len());
-        let mut payloads: Vec<&[u8]> = Vec::with_capacity(ends.len());
+        // Reserve the records first so a concurrent retry of the same events is not stored twice; forget them
+        // again if the append fails, so the sender's retry is not mistaken for a duplicate. A reused auditID is
+        // decided here, in window order, so two batches racing with the same ID cannot both pass as first.
+        let mut fresh = Vec::with_capacity(entries.len());
+        let mut payloads: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(ends.len());
         {
             let mut window = lock(&self.dedup);
             let mut start = 0;
-            for (end, key) in ends.iter().zip(&keys) {
-                if window.insert(*key) {
-                    fresh.push(*key);
-                    payloads.push(&buf[start..*end]);
-                } else {
-                    outcome.duplicates += 1;
-                    self.metrics.duplicates.inc();
-                }
+            for (end, e) in ends.iter().zip(entries) {
+                let payload = &buf[start..*end];
                 start = *end;
+                let Entry {
+                    full,
+                    id,
+                    digest,
+                    description,
+                } = e;
+                match window.insert(full, id, || description) {
+                    Seen::Duplicate => {
+                        outcome.duplicates += 1;
+                        self.metrics.duplicates.inc();
+                    }
+                    Seen::First => {
+                        fresh.push((full, id));
+                        payloads.push(payload.into());
+                    }
+                    Seen::Reuse(first) => {
+                        fresh.push((full, id));
+                        outcome.reused_ids += 1;
+                        payloads.push(mark_reuse(payload, digest, first.as_deref()).into());
+                    }
+                }
             }
         }
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_ref()).collect();
         let t = Instant::now();
-        let appended = self.wal.append(&payloads);
+        let appended = self.wal.append(&refs);
         self.metrics
             .append_seconds
             .observe(t.elapsed().as_secs_f64());
@@ -352,10 +524,12 @@ impl Pipeline {
         self.metrics.wal_bytes.set(usage.bytes as i64);
         match appended {
             Ok(_) => {
-                outcome.events = payloads.len();
-                outcome.bytes = payloads.iter().map(|p| p.len() as u64).sum();
+                outcome.events = refs.len();
+                outcome.bytes = refs.iter().map(|p| p.len() as u64).sum();
                 self.metrics.persisted.inc_by(outcome.events as u64);
                 self.metrics.persisted_bytes.inc_by(outcome.bytes);
+                self.metrics.truncated.inc_by(outcome.truncated as u64);
+                self.metrics.reused_ids.inc_by(outcome.reused_ids as u64);
                 Ok(outcome)
             }
             Err(e) => {
@@ -370,6 +544,17 @@ impl Pipeline {
                         Err(IngestError::Wal(e))
                     }
                 }
+            }
+        }
+    }
+
+    fn count_redactions(&self, counts: &RedactionCounts) {
+        for (kind, n) in redaction_kinds(counts) {
+            if n > 0 {
+                self.metrics
+                    .redactions
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .inc_by(n);
             }
         }
     }
@@ -409,6 +594,60 @@ fn redaction_kinds(c: &RedactionCounts) -> [(&'static str, u64); 5] {
         ("uri_token", c.uri_tokens),
         ("dropped_body", c.dropped_bodies),
     ]
+}
+
+/// The record of a request that reused an earlier one's identity: annotated with what the first was, its
+/// digest as the variant. A record that does not decode (never: the pipeline just encoded it) stays as is.
+fn mark_reuse(payload: &[u8], digest: u64, first: Option<&str>) -> Vec<u8> {
+    let Ok(rec) = EventRecord::decode(payload) else {
+        return payload.to_vec();
+    };
+    let first = match first {
+        Some(d) => format!("earlier request with the same auditID and stage: {d}"),
+        None => "earlier request with the same auditID and stage (no longer in memory: query the auditID)"
+            .to_string(),
+    };
+    let annotated = shape::annotate(&rec.event, shape::AUDIT_ID_REUSE, &first);
+    let variant = dedup::variant(digest);
+    let rec = EventRecord {
+        variant: variant.as_str().into(),
+        event: annotated.map_or(rec.event.clone(), Into::into),
+        ..rec.clone()
+    };
+    let mut out = Vec::with_capacity(rec.encoded_len());
+    rec.encode(&mut out);
+    out
+}
+
+/// What a request was, for naming it when its auditID is reused: verb, URI, user and time.
+fn describe(e: &Event<'_>) -> Box<str> {
+    let mut d = format!(
+        "{} {} by {}",
+        e.verb,
+        e.request_uri,
+        if e.user.username.is_empty() {
+            "(no user)"
+        } else {
+            &e.user.username
+        }
+    );
+    if let Some(t) = &e.request_received_timestamp {
+        d.push_str(" at ");
+        d.push_str(t);
+    }
+    clip(&d, dedup::MAX_DESCRIPTION).into()
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `file:/var/log/...` -> `file`: metric labels stay few.

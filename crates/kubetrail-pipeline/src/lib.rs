@@ -3,7 +3,9 @@
 //! Owns turning received bytes (a webhook body, lines of an audit log file, an imported file) into durable
 //! [`EventRecord`](kubetrail_store::EventRecord)s: one decoded event flows through every stage without being
 //! parsed again; redaction happens before the first byte reaches disk; a batch is acknowledged only once the
-//! log has fsynced it; duplicates (same cluster, auditID and stage, from apiserver retries) are stored once; overload and
+//! log has fsynced it; duplicates (same cluster, auditID, stage and content: apiserver retries) are stored
+//! once, while a reused auditID with other content is stored and marked; an event over the log's record
+//! limit is stored cut, never refused with its neighbours; overload and
 //! a full disk budget are answered with backpressure, never silent loss. Does not own the HTTP listener
 //! (`kubetrail-server`) nor what reads the log afterwards.
 
@@ -11,6 +13,7 @@ mod dedup;
 pub mod file;
 mod ingest;
 mod metrics;
+pub mod shape;
 
 /// Label types of the pipeline metrics, for sources that report their own (file lag).
 pub mod metrics_labels {
@@ -18,7 +21,7 @@ pub mod metrics_labels {
 }
 
 pub use ingest::{
-    Batch, BatchOutcome, InflightGuard, IngestError, KEPT_SKIPS, Pipeline, PipelineConfig,
-    SkippedValue,
+    Batch, BatchOutcome, InflightGuard, IngestError, KEPT_SKIPS, MAX_EVENT_BYTES, Pipeline,
+    PipelineConfig, SkippedValue,
 };
 pub use metrics::Metrics;

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub persisted: Counter,
     pub persisted_bytes: Counter,
     pub duplicates: Counter,
+    pub truncated: Counter,
+    pub reused_ids: Counter,
     pub filtered: Counter,
     pub skipped: Family<ReasonLabel, Counter>,
     pub rejected_batches: Family<ReasonLabel, Counter>,
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub wal_bytes: Gauge,
     pub wal_budget_bytes: Gauge,
     pub file_lag_bytes: Family<PathLabel, Gauge>,
+    /// Stored events that live detection could not read or evaluate, by reason (`record`, `event`).
+    pub detection_unreadable: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,6 +59,8 @@ impl Default for Metrics {
             persisted: Counter::default(),
             persisted_bytes: Counter::default(),
             duplicates: Counter::default(),
+            truncated: Counter::default(),
+            reused_ids: Counter::default(),
             filtered: Counter::default(),
             skipped: Family::default(),
             rejected_batches: Family::default(),
@@ -68,6 +74,7 @@ impl Default for Metrics {
             wal_bytes: Gauge::default(),
             wal_budget_bytes: Gauge::default(),
             file_lag_bytes: Family::default(),
+            detection_unreadable: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -87,8 +94,18 @@ impl Default for Metrics {
         );
         registry.register(
             "events_duplicate",
-            "Events stored once already (same auditID and stage)",
+            "Events stored once already (same cluster, auditID, stage and content: a retry)",
             m.duplicates.clone(),
+        );
+        registry.register(
+            "events_truncated",
+            "Events stored cut to fit the log's record limit (bodies dropped, or metadata only)",
+            m.truncated.clone(),
+        );
+        registry.register(
+            "events_audit_id_reused",
+            "Events stored whose cluster, auditID and stage an earlier event with other content had",
+            m.reused_ids.clone(),
         );
         registry.register(
             "events_filtered",
@@ -134,6 +151,11 @@ impl Default for Metrics {
             "file_lag_bytes",
             "Bytes of audit log files not yet read",
             m.file_lag_bytes.clone(),
+        );
+        registry.register(
+            "detection_events_unreadable",
+            "Stored events live detection could not read (record) or evaluate (event): they raised no alert",
+            m.detection_unreadable.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -298,3 +298,178 @@ fn admission_is_bounded_by_bytes_in_flight() {
     // Alone, even a batch over the limit is admitted: one batch must always be able to make progress.
     let _b = f.pipeline.admit(5000).unwrap();
 }
+
+fn request(id: &str, uri: &str, resource: &str, name: &str, at: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"{uri}","verb":"get","user":{{"username":"mallory"}},"objectRef":{{"resource":"{resource}","namespace":"prod","name":"{name}","apiVersion":"v1"}},"requestReceivedTimestamp":"{at}"}}"#
+    )
+}
+
+// Regression: a second request sent with the first's Audit-ID header was dropped as a duplicate, so a secret
+// read could be hidden behind an earlier pod read.
+#[test]
+fn a_reused_audit_id_with_other_content_is_stored_and_marked_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let wal = Arc::new(wal);
+        let p = Pipeline::new(
+            wal.clone(),
+            Redactor::new(RedactionKey::from_bytes([7; 32])),
+            Default::default(),
+        );
+        (wal, p.unwrap())
+    };
+    let pod = request(
+        "X",
+        "/api/v1/namespaces/prod/pods/web",
+        "pods",
+        "web",
+        "2026-12-05T10:00:00.000000Z",
+    );
+    let secret = request(
+        "X",
+        "/api/v1/namespaces/prod/secrets/db-root",
+        "secrets",
+        "db-root",
+        "2026-12-05T10:00:01.000000Z",
+    );
+    let (wal, p) = open();
+    let o = p.ingest_body(pod.as_bytes(), "webhook", 1).unwrap();
+    assert_eq!((o.events, o.duplicates), (1, 0));
+    let o = p.ingest_body(secret.as_bytes(), "webhook", 2).unwrap();
+    assert_eq!((o.events, o.duplicates, o.reused_ids), (1, 0, 1));
+    // Both in one batch, with their retries: the retries are duplicates, nothing else.
+    let both = format!("{pod}\n{secret}\n{secret}\n");
+    let o = p.ingest_body(both.as_bytes(), "webhook", 3).unwrap();
+    assert_eq!((o.events, o.duplicates), (0, 3));
+    drop((wal, p));
+
+    // After a restart the window is rebuilt from the log: retries of either are still duplicates.
+    let (wal, p) = open();
+    let o = p.ingest_body(both.as_bytes(), "webhook", 4).unwrap();
+    assert_eq!((o.events, o.duplicates), (0, 3));
+    let third = request(
+        "X",
+        "/api/v1/namespaces/prod/secrets/tls",
+        "secrets",
+        "tls",
+        "2026-12-05T10:00:02.000000Z",
+    );
+    let o = p.ingest_body(third.as_bytes(), "webhook", 5).unwrap();
+    assert_eq!((o.events, o.reused_ids), (1, 1));
+
+    let records: Vec<EventRecord<'static>> = wal
+        .read_from(0)
+        .unwrap()
+        .map(|r| EventRecord::decode(&r.unwrap().1).unwrap().into_owned())
+        .collect();
+    assert_eq!(records.len(), 3);
+    let ids: std::collections::HashSet<String> = records.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), 3, "every record keeps its own id: {ids:?}");
+    assert_eq!(records[0].id(), "X-ResponseComplete");
+    assert!(records[0].variant.is_empty());
+    for r in &records[1..] {
+        assert_eq!(r.variant.len(), 16);
+        let e: serde_json::Value = serde_json::from_str(&r.event).unwrap();
+        let mark = e["annotations"]["kubetrail.io/audit-id-reuse"]
+            .as_str()
+            .unwrap();
+        assert!(
+            mark.contains("get /api/v1/namespaces/prod/pods/web by mallory"),
+            "the mark names the first request: {mark}"
+        );
+    }
+    let secret_read: serde_json::Value = serde_json::from_str(&records[1].event).unwrap();
+    assert_eq!(secret_read["objectRef"]["name"], "db-root");
+    assert!(
+        p.metrics()
+            .render()
+            .contains("kubetrail_events_audit_id_reused_total 1")
+    );
+}
+
+// Regression: an event over the log's record limit failed the whole batch (a webhook's neighbours refused, a
+// followed file stalled at the line for good).
+#[test]
+fn an_event_over_the_record_limit_is_stored_cut_with_its_neighbours() {
+    let f = fixture(PipelineConfig::default(), WalOptions::default());
+    let items: String = (0..24)
+        .map(|i| {
+            format!(
+                r#"{{"metadata":{{"name":"cm-{i}"}},"data":{{"v":"{}"}}}}"#,
+                "x".repeat(1 << 20)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let huge = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"big","stage":"ResponseComplete","requestURI":"/api/v1/configmaps","verb":"list","user":{{"username":"exporter"}},"objectRef":{{"resource":"configmaps","apiVersion":"v1"}},"responseObject":{{"kind":"ConfigMapList","items":[{items}]}},"stageTimestamp":"2026-12-05T10:00:00.000000Z"}}"#
+    );
+    assert!(huge.len() > 24 << 20);
+    let body = event_list(&[
+        event("a", "ResponseComplete", "u"),
+        huge.clone(),
+        event("b", "ResponseComplete", "u"),
+    ]);
+    let o = f
+        .pipeline
+        .ingest_body(body.as_bytes(), "webhook", 1)
+        .unwrap();
+    assert_eq!((o.events, o.truncated, o.skipped), (3, 1, 0));
+    let s = stored(&f.wal);
+    assert_eq!(
+        s.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["a", "big", "b"]
+    );
+    let big: serde_json::Value = serde_json::from_str(&s[1].3).unwrap();
+    assert!(big.get("responseObject").is_none());
+    assert_eq!(big["stageTimestamp"], "2026-12-05T10:00:00.000000Z");
+    let size: usize = big["annotations"]["kubetrail.io/truncated"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size > 24 << 20, "the original size is recorded: {size}");
+    // The retry of the cut event is a duplicate, not a second copy.
+    let o = f
+        .pipeline
+        .ingest_body(event_list(&[huge]).as_bytes(), "webhook", 2)
+        .unwrap();
+    assert_eq!((o.events, o.duplicates), (0, 1));
+    assert!(
+        f.pipeline
+            .metrics()
+            .render()
+            .contains("kubetrail_events_truncated_total 1")
+    );
+
+    // A line a source cut: its metadata is stored; a beginning without an auditID is a skipped value.
+    let mut batch = kubetrail_pipeline::Batch::new();
+    let cut = &event("c", "ResponseComplete", "u").replace("}}}", "},\"requestObject\":{\"a\":\"");
+    f.pipeline.add_cut(
+        &mut batch,
+        cut.as_bytes(),
+        99 << 20,
+        "f:1".into(),
+        "file:f",
+        3,
+    );
+    f.pipeline.add_cut(
+        &mut batch,
+        b"{\"kind\":\"Event\",\"req",
+        99 << 20,
+        "f:2".into(),
+        "file:f",
+        3,
+    );
+    let o = f.pipeline.commit(batch).unwrap();
+    assert_eq!((o.events, o.truncated, o.skipped), (1, 1, 1));
+    assert_eq!(o.skipped_values[0].location, "f:2");
+    let c: serde_json::Value = serde_json::from_str(&stored(&f.wal)[3].3).unwrap();
+    assert_eq!(c["auditID"], "c");
+    assert_eq!(
+        c["annotations"]["kubetrail.io/truncated"],
+        (99u64 << 20).to_string()
+    );
+}

@@ -166,6 +166,15 @@ impl Redactor {
         Redactor { key }
     }
 
+    /// A key for another purpose, derived from the installation's key (HMAC-SHA256 of `purpose`); the
+    /// installation key itself never leaves the redactor.
+    pub fn derive_key(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key.0)
+            .expect("HMAC takes keys of any length");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// Redacts one event. `json` must be the text `event` was parsed from (`Event::parse(json)`).
     ///
     /// Events that cannot carry a secret come back borrowed and byte-identical; the others are re-serialized

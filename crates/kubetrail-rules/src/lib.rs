@@ -66,10 +66,12 @@ macro_rules! fixture_dirs {
 /// Every file of `rules/`, by name (a test fails if one is missing here).
 static FILES: &[BuiltinFile] = rule_files![
     "kt-anonymous-allowed",
+    "kt-audit-id-reuse",
     "kt-cronjob-system",
     "kt-csr-approval",
     "kt-daemonset-system",
     "kt-ephemeral-container",
+    "kt-event-truncated",
     "kt-events-deleted",
     "kt-exec-other",
     "kt-exec-prod-system",
@@ -105,10 +107,12 @@ static FILES: &[BuiltinFile] = rule_files![
 /// Every directory of `fixtures/`, by rule id (a test fails if one is missing here).
 static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-anonymous-allowed",
+    "kt-audit-id-reuse",
     "kt-cronjob-system",
     "kt-csr-approval",
     "kt-daemonset-system",
     "kt-ephemeral-container",
+    "kt-event-truncated",
     "kt-events-deleted",
     "kt-exec-any",
     "kt-exec-other",

@@ -106,7 +106,9 @@ pub struct ServerConfig {
     pub bearer_tokens: Vec<String>,
     /// Allow a non-loopback listener without TLS or authentication.
     pub insecure: bool,
-    /// Largest request body on the wire (default 16 MiB: the apiserver's batches reach 10 MiB).
+    /// Largest request body on the wire (default 64 MiB: kube-apiserver does not cut its batches unless told
+    /// to, and one `list` logged at RequestResponse can be tens of MiB; refusing the batch would lose its
+    /// neighbours too).
     pub max_body_bytes: usize,
     /// Largest body after gzip decompression (default 64 MiB).
     pub max_decompressed_bytes: usize,
@@ -119,7 +121,7 @@ impl Default for ServerConfig {
             tls: None,
             bearer_tokens: Vec::new(),
             insecure: false,
-            max_body_bytes: 16 << 20,
+            max_body_bytes: 64 << 20,
             max_decompressed_bytes: 64 << 20,
         }
     }

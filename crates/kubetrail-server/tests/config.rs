@@ -29,7 +29,7 @@ fn refused(cfg: ServerConfig, expect: &[&str]) {
 fn default_is_loopback_plain_http() {
     let cfg = ServerConfig::default();
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:9443");
-    assert_eq!(cfg.max_body_bytes, 16 << 20);
+    assert_eq!(cfg.max_body_bytes, 64 << 20);
     assert_eq!(cfg.max_decompressed_bytes, 64 << 20);
     check_config(&cfg).unwrap();
     check_config(&self::cfg("[::1]:9443")).unwrap();

@@ -1634,6 +1634,7 @@ mod tests {
             source: "s".into(),
             audit_id: "id".into(),
             stage: "ResponseComplete".into(),
+            variant: "".into(),
             event: "{not json".into(),
         };
         let mut bytes = Vec::new();

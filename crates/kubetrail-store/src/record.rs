@@ -6,14 +6,23 @@
 //! [u8 version = 1][i64 LE received_us]
 //! [u16 LE len][cluster] [u16 LE len][source] [u16 LE len][audit_id] [u16 LE len][stage]
 //! [event JSON: the rest of the record]
+//!
+//! [u8 version = 2][i64 LE received_us]
+//! [u16 LE len][cluster] [u16 LE len][source] [u16 LE len][audit_id] [u16 LE len][stage] [u16 LE len][variant]
+//! [event JSON: the rest of the record]
 //! ```
+//!
+//! Version 2 is written only for a record with a `variant` (a request that reused another's auditID), so
+//! every other record keeps the version 1 bytes.
 //!
 //! Decoding is total: any byte string is either a record or a [`RecordError`], never a panic.
 
 use std::borrow::Cow;
 
-/// The record format this crate writes (the first byte of every record).
+/// The record format this crate writes for an ordinary record (the first byte of every record).
 pub const RECORD_VERSION: u8 = 1;
+/// The format of a record with a [`variant`](EventRecord::variant).
+pub const RECORD_VERSION_VARIANT: u8 = 2;
 
 /// The longest cluster, source, audit ID or stage that can be stored (its length prefix is a `u16`).
 pub const MAX_FIELD_BYTES: usize = u16::MAX as usize;
@@ -29,6 +38,10 @@ pub struct EventRecord<'a> {
     pub source: Cow<'a, str>,
     pub audit_id: Cow<'a, str>,
     pub stage: Cow<'a, str>,
+    /// Empty for the first record of its (cluster, auditID, stage). A later record with the same three but
+    /// different content (a client reused another request's `Audit-ID`) carries its content digest here
+    /// (16 hex digits), which keeps its [`id`](Self::id) apart from the first's.
+    pub variant: Cow<'a, str>,
     /// The event as JSON, already redacted.
     pub event: Cow<'a, str>,
 }
@@ -39,7 +52,7 @@ pub enum RecordError {
     #[error("empty record")]
     Empty,
     #[error(
-        "unknown record version `{0}` (this build reads version {RECORD_VERSION}): upgrade kubetrail"
+        "unknown record version `{0}` (this build reads versions {RECORD_VERSION} and {RECORD_VERSION_VARIANT}): upgrade kubetrail"
     )]
     Version(u8),
     #[error("record truncated in `{0}`")]
@@ -56,9 +69,22 @@ impl EventRecord<'_> {
     /// one would lose the event itself.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(self.encoded_len());
-        out.push(RECORD_VERSION);
+        let fields = [
+            &self.cluster,
+            &self.source,
+            &self.audit_id,
+            &self.stage,
+            &self.variant,
+        ];
+        let fields = if self.variant.is_empty() {
+            out.push(RECORD_VERSION);
+            &fields[..4]
+        } else {
+            out.push(RECORD_VERSION_VARIANT);
+            &fields[..]
+        };
         out.extend_from_slice(&self.received_us.to_le_bytes());
-        for field in [&self.cluster, &self.source, &self.audit_id, &self.stage] {
+        for field in fields {
             let field = clip(field);
             out.extend_from_slice(&(field.len() as u16).to_le_bytes());
             out.extend_from_slice(field.as_bytes());
@@ -68,17 +94,40 @@ impl EventRecord<'_> {
 
     /// The number of bytes [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let fields: usize = [&self.cluster, &self.source, &self.audit_id, &self.stage]
-            .iter()
-            .map(|f| 2 + clip(f).len())
-            .sum();
-        1 + 8 + fields + self.event.len()
+        let fields: usize = [
+            &self.cluster,
+            &self.source,
+            &self.audit_id,
+            &self.stage,
+            &self.variant,
+        ]
+        .iter()
+        .map(|f| 2 + clip(f).len())
+        .sum();
+        let variant = if self.variant.is_empty() { 2 } else { 0 };
+        1 + 8 + fields - variant + self.event.len()
+    }
+
+    /// The record's id, unique in the store and the same for every retry of the same event:
+    /// `<auditID>-<stage>`, then `-<variant>` for a request that reused another's auditID. Sinks use it as
+    /// the document or row id, so a retried batch is merged while a reused auditID never is.
+    pub fn id(&self) -> String {
+        let mut id =
+            String::with_capacity(self.audit_id.len() + self.stage.len() + 2 + self.variant.len());
+        id.push_str(&self.audit_id);
+        id.push('-');
+        id.push_str(&self.stage);
+        if !self.variant.is_empty() {
+            id.push('-');
+            id.push_str(&self.variant);
+        }
+        id
     }
 
     /// Reads a record, borrowing its strings from `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<EventRecord<'_>, RecordError> {
         let (&version, rest) = bytes.split_first().ok_or(RecordError::Empty)?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_VARIANT {
             return Err(RecordError::Version(version));
         }
         let (time, mut rest) = rest
@@ -100,6 +149,11 @@ impl EventRecord<'_> {
         let source = field("source")?;
         let audit_id = field("audit_id")?;
         let stage = field("stage")?;
+        let variant = if version == RECORD_VERSION_VARIANT {
+            field("variant")?
+        } else {
+            ""
+        };
         let event = std::str::from_utf8(rest).map_err(|_| RecordError::NotUtf8("event"))?;
         Ok(EventRecord {
             received_us: i64::from_le_bytes(*time),
@@ -107,6 +161,7 @@ impl EventRecord<'_> {
             source: Cow::Borrowed(source),
             audit_id: Cow::Borrowed(audit_id),
             stage: Cow::Borrowed(stage),
+            variant: Cow::Borrowed(variant),
             event: Cow::Borrowed(event),
         })
     }
@@ -119,6 +174,7 @@ impl EventRecord<'_> {
             source: Cow::Owned(self.source.into_owned()),
             audit_id: Cow::Owned(self.audit_id.into_owned()),
             stage: Cow::Owned(self.stage.into_owned()),
+            variant: Cow::Owned(self.variant.into_owned()),
             event: Cow::Owned(self.event.into_owned()),
         }
     }
@@ -153,6 +209,7 @@ mod tests {
             source: source.into(),
             audit_id: audit_id.into(),
             stage: stage.into(),
+            variant: "".into(),
             event: event.into(),
         }
     }
@@ -179,7 +236,7 @@ mod tests {
         let check =
             |bytes: &[u8], expect: RecordError| assert_eq!(EventRecord::decode(bytes), Err(expect));
         check(b"", RecordError::Empty);
-        check(&[2, 0, 0], RecordError::Version(2));
+        check(&[3, 0, 0], RecordError::Version(3));
         check(&[1, 0, 0], RecordError::Truncated("received_us"));
         check(
             &[1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, b'a'],
@@ -193,6 +250,26 @@ mod tests {
             &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff],
             RecordError::NotUtf8("event"),
         );
+    }
+
+    #[test]
+    fn a_variant_keeps_the_id_apart_and_ordinary_records_keep_version_1() {
+        let first = record("c", "webhook", "x", "ResponseComplete", "{}");
+        let mut buf = Vec::new();
+        first.encode(&mut buf);
+        assert_eq!(buf[0], RECORD_VERSION);
+        assert_eq!(buf.len(), first.encoded_len());
+        let reused = EventRecord {
+            variant: "00ff00ff00ff00ff".into(),
+            ..first.clone()
+        };
+        let mut buf2 = Vec::new();
+        reused.encode(&mut buf2);
+        assert_eq!(buf2[0], RECORD_VERSION_VARIANT);
+        assert_eq!(buf2.len(), reused.encoded_len());
+        assert_eq!(EventRecord::decode(&buf2).unwrap(), reused);
+        assert_eq!(first.id(), "x-ResponseComplete");
+        assert_eq!(reused.id(), "x-ResponseComplete-00ff00ff00ff00ff");
     }
 
     #[test]
@@ -211,17 +288,20 @@ mod tests {
         #[test]
         fn decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = EventRecord::decode(&bytes);
-            let mut versioned = bytes.clone();
-            versioned.insert(0, RECORD_VERSION);
-            let _ = EventRecord::decode(&versioned);
+            for version in [RECORD_VERSION, RECORD_VERSION_VARIANT] {
+                let mut versioned = bytes.clone();
+                versioned.insert(0, version);
+                let _ = EventRecord::decode(&versioned);
+            }
         }
 
         #[test]
         fn encode_decode_round_trips(
             received_us in any::<i64>(),
             cluster in ".{0,20}", source in ".{0,40}", audit_id in ".{0,40}", stage in ".{0,20}", event in ".{0,200}",
+            variant in "([0-9a-f]{16})?",
         ) {
-            let r = EventRecord { received_us, ..record(&cluster, &source, &audit_id, &stage, &event) };
+            let r = EventRecord { received_us, variant: variant.as_str().into(), ..record(&cluster, &source, &audit_id, &stage, &event) };
             let mut buf = Vec::new();
             r.encode(&mut buf);
             prop_assert_eq!(EventRecord::decode(&buf).unwrap(), r);

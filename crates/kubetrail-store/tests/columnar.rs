@@ -61,6 +61,7 @@ fn build_wal(dir: &Path, n: usize, rate: f64) -> (Arc<Wal>, Vec<String>) {
             source: "test".into(),
             audit_id: ids.audit_id.clone(),
             stage: ids.stage.clone(),
+            variant: "".into(),
             event: line.as_str().into(),
         };
         let mut bytes = Vec::new();
@@ -695,6 +696,7 @@ fn closed_days_are_merged_into_one_day_file_without_losing_or_doubling_a_row() {
         cluster: "prod".into(),
         source: "test".into(),
         audit_id: ids["auditID"].as_str().unwrap().into(),
+        variant: "".into(),
         stage: ids["stage"].as_str().unwrap().into(),
         event: late.as_str().into(),
     };

@@ -66,6 +66,7 @@ impl Data {
                 source: "test".into(),
                 audit_id: v["auditID"].as_str().unwrap().into(),
                 stage: v["stage"].as_str().unwrap().into(),
+                variant: "".into(),
                 event: line.as_str().into(),
             };
             let mut bytes = Vec::new();

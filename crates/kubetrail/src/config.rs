@@ -169,7 +169,8 @@ pub struct WalConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Largest request body accepted, in MiB (default 16; the apiserver's batches reach 10).
+    /// Largest request body accepted, in MiB (default 64: the apiserver does not cut its batches, and one
+    /// `list` at RequestResponse can be tens of MiB; events over the log's record limit are stored cut).
     pub max_body_mb: Option<usize>,
     /// Largest decompressed body, in MiB (default 64): a gzip bomb is refused with 413.
     pub max_decompressed_mb: Option<usize>,

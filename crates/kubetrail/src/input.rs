@@ -181,8 +181,7 @@ impl Input<'_, '_> {
             }
             line += 1;
             if cut {
-                let reason = format!("line longer than {MAX_DOCUMENT} bytes");
-                self.stats.skip(self.source, Location::Line(line), reason);
+                self.cut_line(line, &buf, n)?;
                 continue;
             }
             let mut text = buf.trim_ascii();
@@ -237,6 +236,28 @@ impl Input<'_, '_> {
         Ok(())
     }
 
+    /// A line longer than [`MAX_DOCUMENT`] (`prefix` is its beginning, `len` its bytes in the file): the
+    /// event's metadata, if its beginning holds it, is handed on marked `kubetrail.io/truncated`, as the
+    /// pipeline stores any event too large for a record.
+    fn cut_line(&mut self, line: usize, prefix: &[u8], len: usize) -> Result<()> {
+        let text = match std::str::from_utf8(prefix) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&prefix[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        // `len` counts the newline (at the end of a file there may be none: one byte more or less).
+        let size = len.saturating_sub(1).to_string();
+        match kubetrail_pipeline::shape::cut(text, kubetrail_pipeline::MAX_EVENT_BYTES, &size) {
+            Some(json) if Event::parse(&json).is_ok() => self.value(line, json.as_bytes(), false),
+            _ => {
+                let reason = format!(
+                    "line longer than {MAX_DOCUMENT} bytes, and its beginning holds no auditID and stage"
+                );
+                self.stats.skip(self.source, Location::Line(line), reason);
+                Ok(())
+            }
+        }
+    }
+
     /// Decodes one value that starts on `line` and hands its events to `f`.
     fn value(&mut self, line: usize, bytes: &[u8], whole: bool) -> Result<()> {
         let text = match std::str::from_utf8(bytes) {
@@ -272,11 +293,10 @@ impl Input<'_, '_> {
 }
 
 /// Reads one line into `buf`; returns the bytes consumed and whether the line was longer than
-/// [`MAX_DOCUMENT`] (then `buf` is cleared and the rest of the line skipped).
+/// [`MAX_DOCUMENT`] (then `buf` holds its first [`MAX_DOCUMENT`] bytes and the rest of the line is skipped).
 fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
     let mut n = reader.take(MAX_DOCUMENT).read_until(b'\n', buf)?;
     if n as u64 == MAX_DOCUMENT && !buf.ends_with(b"\n") {
-        buf.clear();
         loop {
             let available = reader.fill_buf()?;
             if available.is_empty() {
@@ -304,7 +324,12 @@ pub fn report_skipped(stats: &InputStats) {
         return;
     }
     for s in stats.skipped.iter().take(SHOWN) {
-        eprintln!("warning: skipped {}: {}", s.location, s.reason);
+        // Reasons can quote input: one skipped value is one line on the terminal.
+        eprintln!(
+            "warning: skipped {}: {}",
+            crate::logging::escape(&s.location),
+            crate::logging::escape(&s.reason)
+        );
     }
     let more = stats.skipped_total.saturating_sub(SHOWN as u64);
     if more > 0 {

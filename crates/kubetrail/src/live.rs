@@ -20,7 +20,10 @@ use anyhow::Context;
 use kubetrail_detect::triage::{Prior, Sighting, Tracker};
 use kubetrail_detect::{Alert, Engine};
 use kubetrail_model::Event;
+use kubetrail_pipeline::metrics_labels::ReasonLabel;
 use kubetrail_store::{Cursor, EventRecord, Wal};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// The cursor's name in the log.
 pub const CURSOR: &str = "detect";
@@ -51,6 +54,8 @@ pub struct Detector {
     /// The web console's address, for links (`--console-url`).
     console: Option<String>,
     dir: PathBuf,
+    /// Events detection could not read or evaluate, by reason (the pipeline's registry, for `/metrics`).
+    unreadable: Family<ReasonLabel, Counter>,
 }
 
 /// Alerts remembered for their updates, at most (then the memory starts over).
@@ -90,7 +95,36 @@ impl Detector {
             suppressions: crate::suppress::Live::new(dir),
             console: console.map(|c| c.trim_end_matches('/').to_string()),
             dir: dir.to_path_buf(),
+            unreadable: Family::default(),
         })
+    }
+
+    /// Counts events detection cannot read in `unreadable` (registered for `/metrics` by the caller).
+    pub fn count_unreadable_in(mut self, unreadable: Family<ReasonLabel, Counter>) -> Self {
+        self.unreadable = unreadable;
+        self
+    }
+
+    fn unreadable(&self, reason: &str, n: u64, seq: u64, error: &str) {
+        if n == 0 {
+            return;
+        }
+        self.unreadable
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+        tracing::warn!(
+            count = n,
+            first_seq = seq,
+            error,
+            "stored events that detection could not {}: they raised no alert",
+            if reason == "record" {
+                "read"
+            } else {
+                "evaluate"
+            }
+        );
     }
 
     /// The cursor's position as it moves.
@@ -136,6 +170,14 @@ impl Detector {
         let mut sightings = Vec::new();
         let mut next = from;
         let mut n = 0;
+        // Counted per round and warned about once per round: a flood never floods the log.
+        let mut failed: [(u64, u64, String); 2] = Default::default();
+        let mut fail = |i: usize, seq: u64, e: String| {
+            if failed[i].0 == 0 {
+                failed[i] = (0, seq, e);
+            }
+            failed[i].0 += 1;
+        };
         for item in self.wal.read_from(from)? {
             let (seq, bytes) = item?;
             next = seq + 1;
@@ -149,7 +191,7 @@ impl Detector {
                         .map(|e| self.tracker.prior(e))
                         .unwrap_or_default();
                     if let Err(e) = self.engine.process(&rec.event, &mut out) {
-                        tracing::debug!(seq, error = %e, "event not evaluated");
+                        fail(1, seq, e.to_string());
                     }
                     if let Some(e) = &event {
                         sightings.extend(self.tracker.observe(e));
@@ -161,13 +203,14 @@ impl Detector {
                         self.enrich(a, &prior);
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "unreadable log record skipped by detection")
-                }
+                Err(e) => fail(0, seq, e.to_string()),
             }
             if n >= ROUND {
                 break;
             }
+        }
+        for (reason, (count, seq, error)) in ["record", "event"].into_iter().zip(failed) {
+            self.unreadable(reason, count, seq, &error);
         }
         let before = out.len();
         self.engine.advance(jiff::Timestamp::now(), &mut out);

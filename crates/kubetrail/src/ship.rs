@@ -452,7 +452,7 @@ impl Worker {
                         bytes += r.event.len();
                         batch.push(Pending {
                             seq,
-                            id: format!("{}-{}", r.audit_id, r.stage),
+                            id: r.id(),
                             cluster: r.cluster.into_owned(),
                             received_us: r.received_us,
                             event: r.event.into_owned(),

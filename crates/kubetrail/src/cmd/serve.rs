@@ -190,6 +190,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         if let Some(mb) = l.max_inflight_mb {
             pipe_cfg.max_inflight_bytes = mb << 20;
         }
+        // A plain body as large as the wire allows must not be refused as "decompressed" too large.
+        server.max_decompressed_bytes = server.max_decompressed_bytes.max(server.max_body_bytes);
     }
     kubetrail_server::check_config(&server)?;
     crate::data::ensure(&dir)?;
@@ -238,10 +240,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .collect();
     for (i, path) in files.into_iter().enumerate() {
         eprintln!("kubetrail: following {}", path.display());
-        let checkpoint = dir
-            .join("checkpoints")
-            .join(format!("file-{i}-{}.json", sanitize(&path)));
-        std::fs::create_dir_all(checkpoint.parent().expect("has a parent"))?;
+        let checkpoint = source_position(&dir, i, &path)?;
         let tailer = FileTailer::open(FileSourceConfig::new(path.clone(), checkpoint))
             .with_context(|| format!("failed to follow `{}`", path.display()))?;
         let (pipeline, stop) = (pipeline.clone(), stop.clone());
@@ -268,7 +267,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
             .clone()
             .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone()))
             .or(default_console),
-    )?;
+    )?
+    .count_unreadable_in(pipeline.metrics().detection_unreadable.clone());
     store.hold_for(detector.position());
     let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
     for s in &sinks {
@@ -435,9 +435,10 @@ fn follow(mut tailer: FileTailer, path: &std::path::Path, pipeline: &Pipeline, s
             for line in lines {
                 let loc = format!("{}:{}", line.file.display(), line.line);
                 if line.truncated {
-                    pipeline.metrics().skipped("truncated").inc();
-                    tracing::warn!(location = %loc, "audit log line longer than the limit: cut and skipped");
-                    batch.skip(loc, "line longer than the limit".into());
+                    // Its metadata is stored, marked `kubetrail.io/truncated`: one huge event never
+                    // stalls the file nor hides what it was.
+                    tracing::warn!(location = %loc, "audit log line longer than the limit: storing its metadata");
+                    pipeline.add_cut(&mut batch, line.bytes, line.len, loc, &source, received);
                     continue;
                 }
                 match std::str::from_utf8(line.bytes) {
@@ -469,6 +470,39 @@ fn follow(mut tailer: FileTailer, path: &std::path::Path, pipeline: &Pipeline, s
         }
     }
 }
+
+/// Where a followed file's read position is kept: `DATA/sources/`, apart from the signed checkpoints in
+/// `DATA/checkpoints/` (which `verify` reads as a chain, so nothing else may live there). A position left in
+/// `checkpoints/` by an earlier version is moved over.
+fn source_position(
+    dir: &std::path::Path,
+    index: usize,
+    path: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    let sources = dir.join(SOURCES_DIR);
+    std::fs::create_dir_all(&sources)
+        .with_context(|| format!("failed to create `{}`", sources.display()))?;
+    let name = sanitize(path);
+    let hash = &crate::alerts::short_hash(&path.display().to_string())[..12];
+    let position = sources.join(format!("file-{name}-{hash}.json"));
+    let legacy = dir
+        .join(kubetrail_store::integrity::CHECKPOINT_DIR)
+        .join(format!("file-{index}-{name}.json"));
+    if !position.exists() && legacy.exists() {
+        std::fs::rename(&legacy, &position).with_context(|| {
+            format!(
+                "failed to move the file position `{}` to `{}`",
+                legacy.display(),
+                position.display()
+            )
+        })?;
+        tracing::info!(from = %legacy.display(), to = %position.display(), "moved a file source's position out of the checkpoints");
+    }
+    Ok(position)
+}
+
+/// The directory of sources' read positions under the data directory.
+pub const SOURCES_DIR: &str = "sources";
 
 fn sanitize(p: &std::path::Path) -> String {
     p.display()
