@@ -234,8 +234,16 @@ impl Pipeline {
         })
     }
 
-    /// Ok when new batches can be acknowledged (the log is under its disk budget).
+    /// Ok when new batches can be acknowledged: the log can write (after a failed write or fsync, such as a
+    /// full disk, it is healed here as soon as it can be, so readiness comes back without traffic) and is
+    /// under its disk budget. Blocking (the heal does file IO) only while the log is failing.
     pub fn ready(&self) -> Result<(), String> {
+        if self.wal.healthy().is_err() {
+            let _ = self.wal.heal();
+        }
+        let failing = self.wal.healthy();
+        self.metrics.wal_failing.set(i64::from(failing.is_err()));
+        failing.map_err(|e| format!("write-ahead log cannot write: {e}"))?;
         let u = self.wal.usage();
         if u.bytes >= u.budget_bytes {
             return Err(format!(

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub inflight_bytes: Gauge,
     pub wal_bytes: Gauge,
     pub wal_budget_bytes: Gauge,
+    /// 1 while the log cannot write (a failed write or fsync, such as a full disk), until it heals.
+    pub wal_failing: Gauge,
     pub file_lag_bytes: Family<PathLabel, Gauge>,
     /// Stored events that live detection could not read or evaluate, by reason (`record`, `event`).
     pub detection_unreadable: Family<ReasonLabel, Counter>,
@@ -73,6 +75,7 @@ impl Default for Metrics {
             inflight_bytes: Gauge::default(),
             wal_bytes: Gauge::default(),
             wal_budget_bytes: Gauge::default(),
+            wal_failing: Gauge::default(),
             file_lag_bytes: Family::default(),
             detection_unreadable: Family::default(),
             registry: Registry::default(),
@@ -146,6 +149,12 @@ impl Default for Metrics {
             "wal_budget_bytes",
             "Disk budget of the write-ahead log",
             m.wal_budget_bytes.clone(),
+        );
+        registry.register(
+            "wal_failing",
+            "1 while the write-ahead log cannot write (a failed write or fsync, such as a full disk): batches \
+             are answered 503 until it heals",
+            m.wal_failing.clone(),
         );
         registry.register(
             "file_lag_bytes",

@@ -64,7 +64,8 @@ pub struct Peer {
 pub struct Accepted {
     /// Events made durable.
     pub events: usize,
-    /// Events already stored (same auditID and stage), acknowledged but not written again.
+    /// Retries of events already stored (same cluster, auditID, stage and content), acknowledged but not
+    /// written again.
     pub duplicates: usize,
     /// Values that were not events (each counted by the pipeline with a reason).
     pub skipped: usize,

@@ -888,8 +888,10 @@ fn checkpoint_wal(
                 seg.name, entry.first_seq
             )));
         }
+        // A segment may start past the one before it (seqs lost to damage, which `verify_store` reports),
+        // as long as its header chains to it: checkpoints go on covering the log after the damage.
         if let Some((next, hash)) = &link
-            && (entry.first_seq != *next || entry.start_hash != *hash)
+            && (entry.first_seq < *next || entry.start_hash != *hash)
         {
             return Err(IntegrityError::Refused(format!(
                 "`wal/{}` does not continue the hash chain of the segment before it",
@@ -1065,6 +1067,27 @@ pub fn latest_checkpoint(data_dir: &Path) -> Result<Option<(PathBuf, Vec<u8>)>, 
     let path = dir.join(name);
     let bytes = fs::read(&path).map_err(io_err(&path))?;
     Ok(Some((path, bytes)))
+}
+
+/// The head (`next_seq`) of the newest checkpoint of `DATA`, from the checkpoint file names alone (no
+/// signature is checked; other files are ignored): the floor to open the log with (`Wal::open_with_floor`), so
+/// that recovery never hands out again a seq a checkpoint covers. `None` without checkpoints.
+pub fn latest_checkpoint_seq(data_dir: &Path) -> Result<Option<u64>, IntegrityError> {
+    let names = list_checkpoint_files(&data_dir.join(CHECKPOINT_DIR))?;
+    Ok(names.iter().filter_map(|n| checkpoint_name_seq(n)).max())
+}
+
+/// The seq of a checkpoint file name, `<next_seq:020>-<created>.json` (see [`checkpoint_file_name`]).
+fn checkpoint_name_seq(name: &str) -> Option<u64> {
+    let (seq, created) = name.strip_suffix(".json")?.split_once('-')?;
+    let created_ok = created.starts_with(|c: char| c.is_ascii_digit())
+        && created
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if seq.len() != 20 || !seq.bytes().all(|b| b.is_ascii_digit()) || !created_ok {
+        return None;
+    }
+    seq.parse().ok()
 }
 
 /// Reads the checkpoint inside a checkpoint file's bytes, checking its signature with `key`.
@@ -1510,6 +1533,8 @@ fn verify_wal(
 
     // Where the chain is expected to continue: (next seq, hash), None at the start or after damage.
     let mut link: Option<(u64, [u8; 32])> = None;
+    // The segment before, with its length: where recovery cut it, if it left a gap after it.
+    let mut prev: Option<(String, u64)> = None;
     let mut passed_heads = HashSet::new();
     for (i, seg) in disk.iter().enumerate() {
         let is_last = i + 1 == disk.len();
@@ -1531,7 +1556,8 @@ fn verify_wal(
         report.wal_bytes += bytes.len() as u64;
         let scan = scan_segment(&bytes, None);
         let entry = listed.get(&first_seq).filter(|e| e.name == seg.name);
-        let before = problems.0.len();
+        let mut before = problems.0.len();
+        let mut recovery_gap = false;
 
         if let Some(h) = &scan.header {
             if h.first_seq != first_seq {
@@ -1545,7 +1571,33 @@ fn verify_wal(
                     ),
                 );
             } else if let Some((next, hash)) = link {
-                if first_seq > next {
+                if first_seq > next
+                    && h.start_hash == hash
+                    && let Some((pname, plen)) = &prev
+                {
+                    // Chained across a gap: the log was cut at damage and continued after seqs that had been
+                    // written or passed (see `wal`). The lost records are the damage, named at the cut.
+                    recovery_gap = true;
+                    let copy = format!("{pname}.damaged-{next}");
+                    let kept = if wal_dir.join(&copy).exists() {
+                        format!("a copy of the segment as found is kept at `wal/{copy}`")
+                    } else {
+                        "no copy of it was kept".into()
+                    };
+                    problems.push(
+                        ProblemKind::Damaged,
+                        item(pname),
+                        Some(*plen),
+                        format!(
+                            "records {next} to {} were lost: the segment was found damaged when the log was \
+                             opened and cut here ({kept}); the log continues at seq {first_seq} in `wal/{}`",
+                            first_seq - 1,
+                            seg.name
+                        ),
+                    );
+                    // This segment itself is checked as any other.
+                    before = problems.0.len();
+                } else if first_seq > next {
                     let range = next..first_seq;
                     // Listed segments in the gap were reported above (missing, or deleted on purpose).
                     if listed.range(range.clone()).next().is_none() {
@@ -1576,15 +1628,18 @@ fn verify_wal(
                     );
                 }
             }
-            // A segment starting exactly at a checkpoint's head carries that head's hash in its header.
-            check_head(
-                &heads,
-                first_seq,
-                &h.start_hash,
-                &seg.name,
-                &mut passed_heads,
-                problems,
-            );
+            // A segment starting exactly at a checkpoint's head carries that head's hash in its header (not
+            // after a gap: the head's record is among those lost).
+            if !recovery_gap {
+                check_head(
+                    &heads,
+                    first_seq,
+                    &h.start_hash,
+                    &seg.name,
+                    &mut passed_heads,
+                    problems,
+                );
+            }
         }
         if let Some(p) = &scan.problem {
             let tolerated = is_last && p.incomplete && entry.is_none();
@@ -1630,6 +1685,7 @@ fn verify_wal(
             }
         }
         report.records += scan.next_seq.saturating_sub(first_seq);
+        prev = Some((seg.name.clone(), bytes.len() as u64));
         link = if problems.0.len() == before {
             Some((scan.next_seq, scan.end_hash))
         } else {

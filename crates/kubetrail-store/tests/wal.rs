@@ -195,7 +195,8 @@ fn torn_tail_is_cut_and_complete_records_kept() {
 }
 
 /// Regression: a flipped byte in the middle of the active segment used to be cut silently as a torn tail,
-/// losing acknowledged records without a trace. Now the damaged segment is kept as evidence.
+/// losing acknowledged records without a trace. Now the damaged segment is kept as evidence, and the seqs of
+/// the intact records after the damage are not handed out again.
 #[test]
 fn damage_before_intact_records_is_quarantined_not_just_cut() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,19 +212,14 @@ fn damage_before_intact_records_is_quarantined_not_just_cut() {
     drop(wal);
     let seg = segments(dir.path()).pop().unwrap();
     let original = fs::read(&seg).unwrap();
-    // Inside the payload of record 10: records 11..30 after it are intact.
-    let at = 52
-        + written[..9]
-            .iter()
-            .map(|(_, p)| p.len() as u64 + 48)
-            .sum::<u64>()
-        + 20;
+    let at = offset_of(&written, 10) + 20;
     flip(&seg, at);
     let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
     let copy = rec
         .quarantined
         .clone()
         .expect("damage followed by intact records is quarantined");
+    assert_eq!(copy, seg.with_extension("seg.damaged-10"));
     assert!(!rec.chain_ok);
     let mut damaged = original.clone();
     damaged[at as usize] ^= 0x01;
@@ -232,12 +228,214 @@ fn damage_before_intact_records_is_quarantined_not_just_cut() {
         damaged,
         "the copy is the segment as found"
     );
-    assert_eq!(rec.next_seq, 10, "records before the damage are kept");
+    assert_eq!(rec.records, 9, "records before the damage are kept");
+    assert_eq!(rec.skipped, Some(10..31), "records 10 to 30 were written");
+    assert_eq!(rec.next_seq, 31);
     assert_eq!(read_all(&wal, 0), written[..9]);
-    // A plain torn tail is not quarantined.
+    let damage = wal.damage().expect("damage is described");
+    for part in [
+        &format!(
+            "`{}` was damaged at offset {}",
+            seg.display(),
+            offset_of(&written, 10)
+        ),
+        "records 10 to 30 were cut",
+        &format!("kept at `{}`", copy.display()),
+        "continue at seq 31",
+    ] {
+        assert!(damage.contains(part), "{part:?} not in {damage}");
+    }
+    // A plain torn tail is not quarantined, and not damage.
     drop(wal);
-    let (_, rec) = Wal::open(dir.path(), small(true)).unwrap();
+    let (wal, rec) = Wal::open(dir.path(), small(true)).unwrap();
     assert!(rec.quarantined.is_none());
+    assert_eq!((rec.next_seq, rec.skipped), (31, None));
+    assert_eq!(wal.damage(), None);
+}
+
+/// Where record `seq` starts in a segment that holds `written` from seq 1.
+fn offset_of(written: &[(u64, Vec<u8>)], seq: u64) -> u64 {
+    52 + written[..seq as usize - 1]
+        .iter()
+        .map(|(_, p)| p.len() as u64 + 48)
+        .sum::<u64>()
+}
+
+/// Regression (issue 14): recovery cut the log at damage below where its readers were, so the next records got
+/// seqs they had passed and never saw. The log now continues after every cursor, and verify names the loss.
+#[test]
+fn damage_under_cursors_continues_after_them_and_fails_verify() {
+    for flipped in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_bytes: 1 << 20,
+            ..small(true)
+        };
+        let (wal, _) = Wal::open(dir.path(), opts).unwrap();
+        let written = fill(&wal, 60);
+        // Readers that have consumed up to seq 40 and 45 (the conversion, a sink).
+        wal.cursor("parquet").unwrap().commit(41).unwrap();
+        wal.cursor("sink-s3").unwrap().commit(46).unwrap();
+        drop(wal);
+        let seg = segments(dir.path()).pop().unwrap();
+        let cut = offset_of(&written, 20);
+        if flipped {
+            // Intact records 21..60 follow: quarantined, and seqs up to 60 were written.
+            flip(&seg, cut + 20);
+        } else {
+            // Lost with nothing after it (a truncated file): only the cursors know how far the log went.
+            OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(cut + 30)
+                .unwrap();
+        }
+        let (wal, rec) = Wal::open(dir.path(), opts).unwrap();
+        let next = if flipped { 61 } else { 46 };
+        assert_eq!(rec.records, 19, "flipped {flipped}");
+        assert_eq!(rec.skipped, Some(20..next), "flipped {flipped}");
+        assert_eq!(rec.next_seq, next);
+        assert_eq!(rec.quarantined.is_some(), flipped);
+        let damage = wal.damage().expect("damage is described");
+        assert!(
+            damage.contains(&format!("records 20 to {}", next - 1)),
+            "{damage}"
+        );
+        assert!(
+            damage.contains(&format!("continue at seq {next}")),
+            "{damage}"
+        );
+
+        // New records get seqs past every reader, and the readers see them.
+        let new = wal.append(&[b"after damage 1", b"after damage 2"]).unwrap();
+        assert_eq!(new, next..next + 2);
+        for name in ["parquet", "sink-s3"] {
+            let c = wal.cursor(name).unwrap();
+            let seen: Vec<u64> = read_all(&wal, c.position()).iter().map(|r| r.0).collect();
+            assert_eq!(seen, [next, next + 1], "{name}");
+        }
+        // A reader from the start steps over the lost seqs.
+        let all = read_all(&wal, 0);
+        assert_eq!(all[..19], written[..19]);
+        assert_eq!(
+            all[19..],
+            [
+                (next, b"after damage 1".to_vec()),
+                (next + 1, b"after damage 2".to_vec())
+            ]
+        );
+        assert_eq!(read_all(&wal, 25)[0].0, next);
+
+        // Verify fails, naming the damaged segment, the lost seqs and the copy.
+        let Err(WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        }) = wal.verify()
+        else {
+            panic!("verify passed over lost records")
+        };
+        assert_eq!((&segment, offset), (&seg, cut), "{reason}");
+        assert!(
+            reason.contains(&format!("records 20 to {} were lost", next - 1)),
+            "{reason}"
+        );
+        assert!(
+            reason.contains(&format!("continues at seq {next}")),
+            "{reason}"
+        );
+        if flipped {
+            assert!(reason.contains("seg.damaged-20"), "{reason}");
+        } else {
+            assert!(reason.contains("no copy"), "{reason}");
+        }
+
+        // Reopening keeps going from there, and the damage stays visible to verify.
+        drop(wal);
+        let (wal, rec) = Wal::open(dir.path(), opts).unwrap();
+        assert_eq!(
+            (rec.next_seq, rec.skipped, rec.chain_ok),
+            (next + 2, None, true)
+        );
+        assert!(wal.verify().is_err());
+        // Once the readers have passed it, releasing the damaged segment leaves a log that verifies.
+        wal.release_before(next).unwrap();
+        assert_eq!(wal.verify().unwrap().records, 2);
+    }
+}
+
+/// A crash after the damaged segment was cut and before the log continued in a new segment: the copy still
+/// says which seqs were written.
+#[test]
+fn the_copy_keeps_the_lost_seqs_across_a_crash_during_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = WalOptions {
+        segment_bytes: 1 << 20,
+        ..small(true)
+    };
+    let (wal, _) = Wal::open(dir.path(), opts).unwrap();
+    let written = fill(&wal, 30);
+    drop(wal);
+    let seg = segments(dir.path()).pop().unwrap();
+    let cut = offset_of(&written, 10);
+    let mut damaged = fs::read(&seg).unwrap();
+    damaged[cut as usize + 20] ^= 1;
+    // What recovery had done when the crash came: the copy kept, the segment cut, no new segment yet.
+    fs::write(seg.with_extension("seg.damaged-10"), &damaged).unwrap();
+    fs::write(&seg, &damaged[..cut as usize]).unwrap();
+    let (wal, rec) = Wal::open(dir.path(), opts).unwrap();
+    assert_eq!((rec.next_seq, rec.skipped), (31, Some(10..31)));
+    assert_eq!(rec.quarantined, Some(seg.with_extension("seg.damaged-10")));
+    assert!(wal.damage().is_some());
+}
+
+/// The floor the caller passes (the head of its newest signed checkpoint) is never gone back under.
+#[test]
+fn open_with_floor_continues_at_or_after_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small(true)).unwrap();
+    let written = fill(&wal, 10);
+    drop(wal);
+    // A floor at or below the end changes nothing.
+    for floor in [0, 5, 11] {
+        let (wal, rec) = Wal::open_with_floor(dir.path(), small(true), floor).unwrap();
+        assert_eq!((rec.next_seq, rec.skipped), (11, None), "floor {floor}");
+        assert_eq!(wal.damage(), None);
+    }
+    // A checkpoint had covered up to seq 49: the log lost records 11 to 49 (restored from an old backup, say).
+    let (wal, rec) = Wal::open_with_floor(dir.path(), small(true), 50).unwrap();
+    assert_eq!((rec.next_seq, rec.skipped), (50, Some(11..50)));
+    assert!(rec.quarantined.is_none());
+    assert!(wal.damage().unwrap().contains("records 11 to 49 are lost"));
+    assert_eq!(wal.next_seq(), 50);
+    assert_eq!(wal.append(&[b"fifty"]).unwrap(), 50..51);
+    let mut expect = written.clone();
+    expect.push((50, b"fifty".to_vec()));
+    assert_eq!(read_all(&wal, 0), expect);
+    let msg = wal.verify().unwrap_err().to_string();
+    assert!(msg.contains("records 11 to 49 were lost"), "{msg}");
+    drop(wal);
+    let (wal, rec) = Wal::open_with_floor(dir.path(), small(true), 50).unwrap();
+    assert_eq!((rec.next_seq, rec.skipped), (51, None));
+    assert_eq!(read_all(&wal, 0), expect);
+}
+
+/// A new log under a floor (Parquet files restored into a new data directory) starts there: nothing was lost.
+#[test]
+fn a_new_log_starts_at_the_floor_without_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, rec) = Wal::open_with_floor(dir.path(), small(true), 100).unwrap();
+    assert_eq!((rec.next_seq, rec.skipped, rec.segments), (100, None, 1));
+    assert_eq!(wal.damage(), None);
+    assert_eq!(wal.cursor("new").unwrap().position(), 100);
+    assert_eq!(wal.append(&[b"first"]).unwrap(), 100..101);
+    assert_eq!(read_all(&wal, 0), vec![(100, b"first".to_vec())]);
+    assert_eq!(wal.verify().unwrap().oldest_seq, 100);
+    assert_eq!(
+        segments(dir.path()),
+        vec![dir.path().join("00000000000000000100.seg")]
+    );
 }
 
 enum Damage {

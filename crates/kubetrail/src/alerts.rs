@@ -88,6 +88,44 @@ pub(crate) fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::R
     Ok(out)
 }
 
+/// An alert about kubetrail itself (a sink's backlog, a damaged or unwritable log), appended to
+/// `alerts.jsonl` like detection's and delivered the same way. `scope` keeps ids of the same rule apart (a
+/// sink's name). A failure to write it is logged: the condition it reports may be the very reason.
+pub fn raise_system(
+    alerts: &Path,
+    rule: &str,
+    title: &str,
+    severity: &str,
+    scope: &str,
+    summary: &str,
+    investigate: &[&str],
+) {
+    let now = jiff::Timestamp::now().to_string();
+    let alert = serde_json::json!({
+        "id": short_hash(&format!("{rule}{scope}{now}"))[..16].to_string(),
+        "rule": {"id": rule, "title": title},
+        "severity": severity,
+        "auditIDs": [],
+        "time": now,
+        "actor": {"username": "kubetrail"},
+        "sourceIPs": [],
+        "summary": summary,
+        "count": 1,
+        "lastTime": now,
+        "detected": now,
+        "investigate": investigate,
+    });
+    let line = format!("{alert}\n");
+    let r = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(alerts)
+        .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
+    if let Err(e) = r {
+        tracing::error!(rule, error = %e, "failed to record an alert about kubetrail itself: {summary}");
+    }
+}
+
 /// The first hex digits of a SHA-256, for short ids.
 pub fn short_hash(s: &str) -> String {
     use sha2::Digest;

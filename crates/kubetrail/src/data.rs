@@ -125,26 +125,48 @@ pub fn redactor(dir: &Path) -> anyhow::Result<Redactor> {
     Ok(Redactor::new(RedactionKey::from_bytes(key)))
 }
 
-/// Opens (recovering) the write-ahead log under `dir/wal`.
+/// Opens (recovering) the write-ahead log under `dir/wal`. Recovery never goes back under a seq that the
+/// newest checkpoint covers or that a Parquet file holds (nor under a reader's cursor): when damage cut the
+/// log below one, it continues after it, logs the lost seqs as an error, and [`Wal::damage`] describes them
+/// (for the `kt-log-damaged` alert).
 pub fn open_wal(dir: &Path, opts: WalOptions) -> anyhow::Result<Arc<Wal>> {
     let path = dir.join("wal");
-    let (wal, recovery) = Wal::open(&path, opts)
+    // The seqs seen outside the log: checkpoint heads (file names only), Parquet files (their names).
+    let checkpointed = match kubetrail_store::integrity::latest_checkpoint_seq(dir) {
+        Ok(seq) => seq.unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the checkpoints: the log's recovery does not know their head");
+            0
+        }
+    };
+    let converted = match kubetrail_store::columnar::list_files(
+        &dir.join("store"),
+        None,
+        None,
+        None,
+    ) {
+        Ok(files) => files.iter().map(|f| f.last_seq + 1).max().unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the Parquet files: the log's recovery does not know their seqs");
+            0
+        }
+    };
+    let (wal, recovery) = Wal::open_with_floor(&path, opts, checkpointed.max(converted))
         .with_context(|| format!("failed to open the write-ahead log in `{}`", path.display()))?;
-    if recovery.torn_bytes_cut > 0 {
+    if let Some(damage) = wal.damage() {
+        // Quarantined damage, lost seqs, or an altered chain: records were lost or changed, not a torn write.
+        tracing::error!(
+            lost = ?recovery.skipped,
+            next_seq = recovery.next_seq,
+            copy = ?recovery.quarantined,
+            "write-ahead log damaged: {damage}; investigate how the file was altered (`kubetrail verify` names \
+             the damage until retention releases the segment)"
+        );
+    } else if recovery.torn_bytes_cut > 0 {
         tracing::warn!(
             bytes = recovery.torn_bytes_cut,
             "cut a torn tail from the write-ahead log (a write interrupted by a crash; it was never acknowledged)"
         );
-    }
-    if let Some(copy) = &recovery.quarantined {
-        tracing::error!(
-            copy = %copy.display(),
-            "the write-ahead log's active segment was damaged (intact records followed the damage): kept a copy as \
-             evidence and cut the log at the damage; investigate how the file was altered"
-        );
-    }
-    if !recovery.chain_ok {
-        tracing::error!("the write-ahead log's hash chain does not verify: run `kubetrail verify`");
     }
     tracing::info!(
         records = recovery.records,

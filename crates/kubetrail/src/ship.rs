@@ -666,30 +666,15 @@ impl Worker {
 
     /// An alert about kubetrail itself, appended to `alerts.jsonl` like detection's (delivered the same way).
     fn raise(&self, rule: &str, title: &str, summary: &str) {
-        let now = jiff::Timestamp::now().to_string();
-        let alert = serde_json::json!({
-            "id": crate::alerts::short_hash(&format!("{rule}{}{now}", self.sink.name))[..16].to_string(),
-            "rule": {"id": rule, "title": title},
-            "severity": "high",
-            "auditIDs": [],
-            "time": now,
-            "actor": {"username": "kubetrail"},
-            "sourceIPs": [],
-            "summary": summary,
-            "count": 1,
-            "lastTime": now,
-            "detected": now,
-            "investigate": [format!("kubetrail sinks status")],
-        });
-        let line = format!("{alert}\n");
-        let r = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.alerts)
-            .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
-        if let Err(e) = r {
-            tracing::error!(error = %e, "failed to record the sink alert");
-        }
+        crate::alerts::raise_system(
+            &self.alerts,
+            rule,
+            title,
+            "high",
+            &self.sink.name,
+            summary,
+            &["kubetrail sinks status"],
+        );
     }
 
     fn dead_letter(&self, batch: &[Pending], dead: &[(usize, String)]) -> anyhow::Result<()> {

@@ -198,6 +198,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let _writer = crate::data::lock_writer(&dir, "serve")?;
 
     let wal = crate::data::open_wal(&dir, wal_opts)?;
+    let alerts_file = dir.join("alerts").join("alerts.jsonl");
+    std::fs::create_dir_all(dir.join("alerts"))?;
+    if let Some(damage) = wal.damage() {
+        crate::alerts::raise_system(
+            &alerts_file,
+            "kt-log-damaged",
+            "Write-ahead log damaged",
+            "critical",
+            "wal",
+            &format!(
+                "{damage}: records were lost or altered on disk (not a torn write, which a crash leaves); \
+                 find out who could write the data directory"
+            ),
+            &["kubetrail verify"],
+        );
+    }
     let pipeline = Arc::new(Pipeline::new(wal, crate::data::redactor(&dir)?, pipe_cfg)?);
 
     let scheme = if server.tls.is_some() {
@@ -369,10 +385,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     }
     let housekeeping = {
         let stop = stop.clone();
+        let pipeline = pipeline.clone();
         std::thread::spawn(move || {
+            let mut failing = false;
             while !stop.load(Ordering::SeqCst) {
                 if let Err(e) = store.tick() {
                     tracing::error!(error = %format!("{e:#}"), "storage housekeeping failed; retrying");
+                }
+                // A log that cannot write is healed here too (readiness does it as well), and alerted once
+                // per episode.
+                match (pipeline.ready(), pipeline.wal().healthy(), failing) {
+                    (_, Err(e), false) => {
+                        failing = true;
+                        tracing::error!(error = %e, "the write-ahead log cannot write: batches are answered 503 until it heals");
+                        crate::alerts::raise_system(
+                            &alerts_file,
+                            "kt-log-write-failing",
+                            "Write-ahead log cannot write",
+                            "critical",
+                            "wal",
+                            &format!(
+                                "the write-ahead log cannot write ({e}): every batch is refused with 503 (the \
+                                 apiserver retries, then drops what overflows its buffer); free disk space"
+                            ),
+                            &["df -h", "kubetrail verify"],
+                        );
+                    }
+                    (_, Ok(()), true) => {
+                        failing = false;
+                        tracing::info!("the write-ahead log writes again");
+                    }
+                    _ => {}
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }

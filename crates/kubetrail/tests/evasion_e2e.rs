@@ -1,0 +1,538 @@
+//! What someone inside the cluster could do to hide from the trail, tried end to end through `kubetrail serve`
+//! (webhook and a followed file) and `kubetrail import`: a reused Audit-ID, an event larger than a record, and
+//! a followed file whose positions used to break the integrity proofs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{BIN, free_port};
+use kubetrail_store::{EventRecord, Wal, WalOptions};
+use serde_json::{Value, json};
+
+fn request(id: &str, ns: &str, resource: &str, name: &str, second: u32) -> Value {
+    json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": id,
+        "stage": "ResponseComplete",
+        "requestURI": format!("/api/v1/namespaces/{ns}/{resource}/{name}"),
+        "verb": "get",
+        "user": {"username": "mallory@example.com", "groups": ["system:authenticated"]},
+        "sourceIPs": ["203.0.113.9"],
+        "userAgent": "kubectl/v1.31.0",
+        "objectRef": {"resource": resource, "namespace": ns, "name": name, "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": format!("2026-12-05T10:00:{second:02}.000000Z"),
+        "stageTimestamp": format!("2026-12-05T10:00:{second:02}.004000Z"),
+        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}
+    })
+}
+
+/// A `list` at RequestResponse whose response is `mib` MiB, as JSON text with the body after the metadata
+/// (kube-apiserver's field order: a line cut anywhere in the body keeps the request's metadata).
+fn huge_list(id: &str, mib: usize) -> String {
+    let mut e = request(id, "prod", "configmaps", "", 30);
+    e["verb"] = "list".into();
+    e["level"] = "RequestResponse".into();
+    e["requestURI"] = "/api/v1/namespaces/prod/configmaps".into();
+    let meta = line(&e);
+    let item = line(&json!({"metadata": {"name": "cm"}, "data": {"v": "x".repeat(1 << 20)}}));
+    let items = vec![item; mib].join(",");
+    format!(
+        r#"{},"responseObject":{{"kind":"ConfigMapList","items":[{items}]}}}}"#,
+        &meta[..meta.len() - 1]
+    )
+}
+
+fn line(v: &Value) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+/// An EventList of events given as JSON text (kept as they are: some are tens of MiB).
+fn event_list(events: &[&str]) -> String {
+    format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        events.join(",")
+    )
+}
+
+/// Every record of the log, in order.
+fn records(data: &Path) -> Vec<EventRecord<'static>> {
+    let (wal, _) = Wal::open(&data.join("wal"), WalOptions::default()).unwrap();
+    wal.read_from(0)
+        .unwrap()
+        .map(|r| EventRecord::decode(&r.unwrap().1).unwrap().into_owned())
+        .collect()
+}
+
+fn by_id(data: &Path, id: &str) -> Vec<Value> {
+    records(data)
+        .iter()
+        .filter(|r| r.audit_id == id)
+        .map(|r| serde_json::from_str(&r.event).unwrap())
+        .collect()
+}
+
+/// `kubetrail serve`, stopped with SIGKILL when dropped.
+struct Serve {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, files: &[&Path]) -> Serve {
+        let port = free_port();
+        let log = dir.join(format!(
+            "serve-{}.log",
+            std::fs::read_dir(dir).unwrap().count()
+        ));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(dir.join("data"));
+        for f in files {
+            cmd.arg("--file").arg(f);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Serve { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while common::curl(port, "/readyz", None) != 200 {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("serve exited with {status}:\n{}", s.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve not ready:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `POST /k8s-audit` of `body` (from a file: bodies can be tens of MiB): the HTTP status and the answer.
+    fn post(&self, dir: &Path, body: &str) -> (u16, Value) {
+        let file = dir.join("body.json");
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "120", "-w", "\n%{http_code}"])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("http://127.0.0.1:{}/k8s-audit", self.port))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (answer, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.trim().parse().unwrap(),
+            serde_json::from_str(answer).unwrap_or(Value::Null),
+        )
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30"])
+            .arg(format!("http://127.0.0.1:{}/metrics", self.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| series.split('{').next() == Some(name))
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// Polls until `name` reaches `want` (and then checks it is exactly `want`).
+    fn wait_for(&mut self, name: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let got = self.metric(name);
+            if got >= want {
+                assert_eq!(got, want, "{name}");
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("serve exited with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {got}, expected {want}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `alerts.jsonl` until an alert of `rule` whose summary or auditIDs contain `needle` is there (a
+    /// repeat by the same actor is an update of the first alert, with every auditID).
+    fn wait_for_alert(&mut self, data: &Path, rule: &str, needle: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text =
+                std::fs::read_to_string(data.join("alerts/alerts.jsonl")).unwrap_or_default();
+            if let Some(a) = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .find(|a| {
+                    a["rule"]["id"] == rule
+                        && (a["summary"].as_str().unwrap().contains(needle)
+                            || a["auditIDs"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|i| i == needle))
+                })
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {rule} alert with `{needle}` after 60 s:\n{text}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, as systemd stops it: the final conversion and a signed checkpoint.
+    fn stop(mut self) -> String {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "serve exited with {status}:\n{}",
+            self.log_text()
+        );
+        self.log_text()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+fn kubetrail(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// `kubetrail query --where 'auditID = ID'` over the store: the stored events of every stage.
+fn query_id(data: &Path, id: &str) -> Vec<Value> {
+    let out = kubetrail(&[
+        "query",
+        "--data",
+        data.to_str().unwrap(),
+        "--where",
+        &format!("auditID = \"{id}\""),
+        "--all-stages",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn assert_reuse_marked(events: &[Value], first: &str, second: &str) {
+    assert_eq!(events.len(), 2, "both requests stored: {events:#?}");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["objectRef"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&first) && names.contains(&second),
+        "{names:?}"
+    );
+    let marked: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["annotations"]["kubetrail.io/audit-id-reuse"].is_string())
+        .collect();
+    assert_eq!(marked.len(), 1, "the later request is marked");
+    assert_eq!(marked[0]["objectRef"]["name"], second);
+    let mark = marked[0]["annotations"]["kubetrail.io/audit-id-reuse"]
+        .as_str()
+        .unwrap();
+    assert!(
+        mark.contains(first),
+        "the mark names the first request: {mark}"
+    );
+}
+
+// Regression: `GET pods/web` then `GET secrets/db-root` with the same Audit-ID header: the secret read was
+// answered `duplicates: 1`, never stored, never alerted.
+#[test]
+fn a_reused_audit_id_is_stored_queried_and_alerted_through_webhook_file_and_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let log = dir.join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    let mut serve = Serve::start(dir, &[&log]);
+
+    let pod = request("reused-1", "default", "pods", "web", 1);
+    let secret = request("reused-1", "prod", "secrets", "db-root", 2);
+    let (code, answer) = serve.post(dir, &event_list(&[&line(&pod)]));
+    assert_eq!((code, &answer["duplicates"]), (200, &json!(0)), "{answer}");
+    let (code, answer) = serve.post(dir, &event_list(&[&line(&secret)]));
+    assert_eq!(code, 200);
+    assert_eq!(
+        (&answer["accepted"], &answer["duplicates"]),
+        (&json!(1), &json!(0)),
+        "the secret read is stored: {answer}"
+    );
+    // The apiserver's retry of the same batch is a duplicate.
+    let (code, answer) = serve.post(dir, &event_list(&[&line(&secret)]));
+    assert_eq!((code, &answer["duplicates"]), (200, &json!(1)), "{answer}");
+    serve.wait_for("kubetrail_events_persisted_total", 2.0);
+
+    // The same through a followed file, retry included.
+    // (Another actor: the same actor's repeats are one alert, updated when its window closes.)
+    let mut pod2 = request("reused-2", "default", "pods", "api", 3);
+    let mut secret2 = request("reused-2", "prod", "secrets", "stripe-key", 4);
+    pod2["user"]["username"] = "eve@example.com".into();
+    secret2["user"]["username"] = "eve@example.com".into();
+    append(&log, &[line(&pod2), line(&secret2), line(&secret2)]);
+    serve.wait_for("kubetrail_events_persisted_total", 4.0);
+    assert_eq!(serve.metric("kubetrail_events_audit_id_reused_total"), 2.0);
+    assert_eq!(serve.metric("kubetrail_events_duplicate_total"), 2.0);
+
+    // Detection sees both and names both requests.
+    let a = serve.wait_for_alert(&data, "kt-audit-id-reuse", "secrets db-root");
+    assert_eq!(a["severity"], "high");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(summary.contains("/pods/web"), "{summary}");
+    serve.wait_for_alert(&data, "kt-secret-read-prod", "db-root");
+    let a = serve.wait_for_alert(&data, "kt-audit-id-reuse", "stripe-key");
+    assert!(a["summary"].as_str().unwrap().contains("/pods/api"), "{a}");
+    serve.stop();
+
+    // Queries and the store keep them apart; record ids stay unique (sinks merge on them).
+    assert_reuse_marked(&query_id(&data, "reused-1"), "web", "db-root");
+    assert_reuse_marked(&query_id(&data, "reused-2"), "api", "stripe-key");
+    let ids: Vec<String> = records(&data).iter().map(|r| r.id()).collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+
+    // import: the same file twice stores each request once.
+    let file = dir.join("reused.jsonl");
+    std::fs::write(
+        &file,
+        format!("{}\n{}\n{}\n", line(&pod), line(&secret), line(&secret)),
+    )
+    .unwrap();
+    let imported = dir.join("imported");
+    for _ in 0..2 {
+        let out = kubetrail(&[
+            "import",
+            "--data",
+            imported.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_reuse_marked(&by_id(&imported, "reused-1"), "web", "db-root");
+    assert_eq!(records(&imported).len(), 2);
+}
+
+// Regression: a 24 MiB line stopped a followed file for good (nothing after it was stored) and a webhook batch
+// holding one was refused whole.
+#[test]
+fn events_over_the_record_limit_are_stored_cut_through_webhook_file_and_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let log = dir.join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    let mut serve = Serve::start(dir, &[&log]);
+
+    let before = request("small-1", "default", "pods", "a", 1);
+    let big = huge_list("big-1", 24);
+    let after = request("small-2", "default", "pods", "b", 2);
+    let (code, answer) = serve.post(dir, &event_list(&[&line(&before), &big, &line(&after)]));
+    assert_eq!((code, &answer["accepted"]), (200, &json!(3)), "{answer}");
+
+    // A followed file: a 24 MiB line, a 70 MiB line (over the 64 MiB line limit) and lines after them.
+    let bigger = huge_list("big-2", 70);
+    let tail = request("small-3", "default", "pods", "c", 3);
+    append(&log, &[huge_list("big-3", 24), bigger, line(&tail)]);
+    serve.wait_for("kubetrail_events_persisted_total", 6.0);
+    assert_eq!(serve.metric("kubetrail_events_truncated_total"), 3.0);
+    serve.wait_for_alert(&data, "kt-event-truncated", "configmaps");
+    serve.stop();
+
+    for id in ["small-1", "small-2", "small-3"] {
+        assert_eq!(by_id(&data, id).len(), 1, "{id} stored");
+    }
+    for (id, mib) in [("big-1", 24), ("big-3", 24), ("big-2", 70)] {
+        let e = &by_id(&data, id)[0];
+        assert!(e.get("responseObject").is_none(), "{id}: body dropped");
+        assert_eq!(e["verb"], "list", "{id}: metadata kept");
+        let size: u64 = e["annotations"]["kubetrail.io/truncated"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(size > mib << 20, "{id}: original size recorded ({size})");
+    }
+
+    // import reads the same file whole.
+    let imported = dir.join("imported");
+    let out = kubetrail(&[
+        "import",
+        "--data",
+        imported.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = records(&imported)
+        .iter()
+        .map(|r| r.audit_id.to_string())
+        .collect();
+    assert_eq!(ids, ["big-3", "big-2", "small-3"]);
+}
+
+fn gzip(path: &Path) {
+    let status = Command::new("gzip").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+// Regression: `serve --file` kept its read position as `checkpoints/file-0-<path>.json`, beside the signed
+// checkpoints: `verify` then failed and `serve` refused to sign checkpoints from then on.
+#[test]
+fn a_followed_file_across_rotations_keeps_the_store_verifiable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let logdir = dir.join("audit");
+    std::fs::create_dir_all(&logdir).unwrap();
+    let log = logdir.join("audit.log");
+    let events: Vec<String> = (0..80)
+        .map(|i| {
+            line(&request(
+                &format!("rot-{i}"),
+                "default",
+                "pods",
+                &format!("p{i}"),
+                i % 60,
+            ))
+        })
+        .collect();
+    append(&log, &events[..20]);
+    let mut serve = Serve::start(dir, &[&log]);
+    serve.wait_for("kubetrail_events_persisted_total", 20.0);
+
+    // Rename (lumberjack), a few more lines into the renamed file, then a new file.
+    std::fs::rename(&log, logdir.join("audit-2026-12-05T10-00-00.000.log")).unwrap();
+    append(
+        &logdir.join("audit-2026-12-05T10-00-00.000.log"),
+        &events[20..30],
+    );
+    append(&log, &events[30..40]);
+    serve.wait_for("kubetrail_events_persisted_total", 40.0);
+
+    // Rename and gzip (logrotate with compress).
+    let rotated = logdir.join("audit-2026-12-05T11-00-00.000.log");
+    std::fs::rename(&log, &rotated).unwrap();
+    gzip(&rotated);
+    append(&log, &events[40..60]);
+    serve.wait_for("kubetrail_events_persisted_total", 60.0);
+
+    // copytruncate.
+    std::fs::copy(&log, logdir.join("audit.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &events[60..80]);
+    serve.wait_for("kubetrail_events_persisted_total", 80.0);
+    let first_log = serve.stop();
+    assert!(!first_log.contains("does not verify"), "{first_log}");
+
+    let stored: HashMap<String, usize> = records(&data).iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.audit_id.to_string()).or_default() += 1;
+        m
+    });
+    assert_eq!(stored.len(), 80, "0 lost");
+    assert!(stored.values().all(|n| *n == 1), "none stored twice");
+    let in_checkpoints: Vec<String> = std::fs::read_dir(data.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.chars().next().unwrap().is_ascii_digit())
+        .collect();
+    assert!(
+        in_checkpoints.is_empty(),
+        "only checkpoints: {in_checkpoints:?}"
+    );
+
+    let verify = |what: &str| {
+        let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    verify("after the rotations");
+
+    // A restart signs checkpoints again, and the file resumes where it was.
+    let mut serve = Serve::start(dir, &[&log]);
+    let extra = line(&request("rot-80", "default", "pods", "p80", 1));
+    append(&log, &[extra]);
+    serve.wait_for("kubetrail_events_persisted_total", 1.0);
+    let second_log = serve.stop();
+    assert!(!second_log.contains("does not verify"), "{second_log}");
+    verify("after a restart");
+    assert_eq!(records(&data).len(), 81);
+}
