@@ -90,7 +90,8 @@ pub(crate) fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::R
 
 /// An alert about kubetrail itself (a sink's backlog, a damaged or unwritable log), appended to
 /// `alerts.jsonl` like detection's and delivered the same way. `scope` keeps ids of the same rule apart (a
-/// sink's name). A failure to write it is logged: the condition it reports may be the very reason.
+/// sink's name). A failure to write it is logged and returned (false): the condition it reports may be the
+/// very reason (a full disk), so callers retry.
 pub fn raise_system(
     alerts: &Path,
     rule: &str,
@@ -99,7 +100,7 @@ pub fn raise_system(
     scope: &str,
     summary: &str,
     investigate: &[&str],
-) {
+) -> bool {
     let now = jiff::Timestamp::now().to_string();
     let alert = serde_json::json!({
         "id": short_hash(&format!("{rule}{scope}{now}"))[..16].to_string(),
@@ -121,9 +122,10 @@ pub fn raise_system(
         .append(true)
         .open(alerts)
         .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
-    if let Err(e) = r {
+    if let Err(e) = &r {
         tracing::error!(rule, error = %e, "failed to record an alert about kubetrail itself: {summary}");
     }
+    r.is_ok()
 }
 
 /// The first hex digits of a SHA-256, for short ids.

@@ -666,7 +666,7 @@ impl Worker {
 
     /// An alert about kubetrail itself, appended to `alerts.jsonl` like detection's (delivered the same way).
     fn raise(&self, rule: &str, title: &str, summary: &str) {
-        crate::alerts::raise_system(
+        let _ = crate::alerts::raise_system(
             &self.alerts,
             rule,
             title,

@@ -88,10 +88,19 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path, files: &[&Path]) -> Serve {
+        Serve::start_with(dir, dir, files)
+    }
+
+    /// With its data directory under `dir` and its log in `logs`.
+    fn start_in(dir: &Path, logs: &Path) -> Serve {
+        Serve::start_with(dir, logs, &[])
+    }
+
+    fn start_with(dir: &Path, logs: &Path, files: &[&Path]) -> Serve {
         let port = free_port();
-        let log = dir.join(format!(
+        let log = logs.join(format!(
             "serve-{}.log",
-            std::fs::read_dir(dir).unwrap().count()
+            std::fs::read_dir(logs).unwrap().count()
         ));
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
@@ -535,4 +544,114 @@ fn a_followed_file_across_rotations_keeps_the_store_verifiable() {
     assert!(!second_log.contains("does not verify"), "{second_log}");
     verify("after a restart");
     assert_eq!(records(&data).len(), 81);
+}
+
+const ENOSPC_TEST: &str = "a_full_disk_answers_503_alerts_and_heals_once_space_is_freed";
+const ENOSPC_DIR: &str = "KUBETRAIL_TEST_FULL_DISK_DIR";
+
+// Regression: after ENOSPC or a failed fsync only a restart let the log write again.
+// The test runs itself again inside a user and mount namespace over a small tmpfs (the data directory) and
+// fills it; skipped, saying why, where namespaces are not allowed (the WAL's own tests inject the failures).
+#[test]
+fn a_full_disk_answers_503_alerts_and_heals_once_space_is_freed() {
+    if let Some(dir) = std::env::var_os(ENOSPC_DIR) {
+        return full_disk(Path::new(&dir));
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = "mount -t tmpfs -o size=24m kubetrail-full \"$0\"";
+    let unshare = |script: &str| {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+            .arg(mnt.path());
+        c
+    };
+    match unshare(mount).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot mount a tmpfs in a user namespace here ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `unshare`: {e}");
+            return;
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = unshare(&format!(
+        "{mount} && exec \"$1\" {ENOSPC_TEST} --exact --nocapture --test-threads=1"
+    ))
+    .arg(exe)
+    .env(ENOSPC_DIR, mnt.path())
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the test on a full tmpfs failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn full_disk(root: &Path) {
+    let logs = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start_in(root, logs.path());
+    let data = root.join("data");
+    let batch = |from: usize| -> String {
+        let events: Vec<String> = (from..from + 50)
+            .map(|i| line(&request(&format!("disk-{i}"), "default", "pods", "p", 1)))
+            .collect();
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        event_list(&refs)
+    };
+    assert_eq!(serve.post(logs.path(), &batch(0)).0, 200);
+    serve.wait_for("kubetrail_events_persisted_total", 50.0);
+
+    // Fill the disk.
+    let ballast = root.join("ballast");
+    let mut f = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    drop(f);
+    let mut refused = 0;
+    for i in 1..=20 {
+        let (code, _) = serve.post(logs.path(), &batch(i * 50));
+        assert!(code == 200 || code == 503, "{code}");
+        if code == 503 {
+            refused += 1;
+            break;
+        }
+    }
+    assert_eq!(refused, 1, "a full disk is answered 503");
+    assert_eq!(common::curl(serve.port, "/readyz", None), 503);
+    assert_eq!(serve.metric("kubetrail_wal_failing"), 1.0);
+
+    // Space freed: it heals by itself, without traffic, then stores again and records the alert.
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::curl(serve.port, "/readyz", None) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never ready again:\n{}",
+            serve.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = serve.metric("kubetrail_events_persisted_total");
+    assert_eq!(serve.post(logs.path(), &batch(5000)).0, 200);
+    serve.wait_for("kubetrail_events_persisted_total", before + 50.0);
+    serve.wait_for_alert(&data, "kt-log-write-failing", "could not write");
+    serve.stop();
+    let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -201,7 +201,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
     let alerts_file = dir.join("alerts").join("alerts.jsonl");
     std::fs::create_dir_all(dir.join("alerts"))?;
     if let Some(damage) = wal.damage() {
-        crate::alerts::raise_system(
+        let _ = crate::alerts::raise_system(
             &alerts_file,
             "kt-log-damaged",
             "Write-ahead log damaged",
@@ -387,35 +387,55 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         let stop = stop.clone();
         let pipeline = pipeline.clone();
         std::thread::spawn(move || {
-            let mut failing = false;
+            // While the log cannot write: since when and why, and whether the alert is recorded yet (on a
+            // full disk it cannot be until space frees; it is retried every second).
+            let mut failing: Option<(String, String, bool)> = None;
+            let mut wal_errors = pipeline.metrics().rejected("wal_error").get();
             while !stop.load(Ordering::SeqCst) {
                 if let Err(e) = store.tick() {
                     tracing::error!(error = %format!("{e:#}"), "storage housekeeping failed; retrying");
                 }
-                // A log that cannot write is healed here too (readiness does it as well), and alerted once
-                // per episode.
-                match (pipeline.ready(), pipeline.wal().healthy(), failing) {
-                    (_, Err(e), false) => {
-                        failing = true;
+                // A log that cannot write is healed here too (readiness does it as well).
+                let _ = pipeline.ready();
+                // Batches refused for a storage error since the last tick: an episode may have healed
+                // before this thread saw the log unhealthy.
+                let errors = pipeline.metrics().rejected("wal_error").get();
+                let refused = errors > wal_errors;
+                wal_errors = errors;
+                match (pipeline.wal().healthy(), &mut failing) {
+                    (Err(e), None) => {
                         tracing::error!(error = %e, "the write-ahead log cannot write: batches are answered 503 until it heals");
-                        crate::alerts::raise_system(
+                        failing = Some((jiff::Timestamp::now().to_string(), e, false));
+                    }
+                    (Ok(()), None) if refused => {
+                        failing = Some((
+                            jiff::Timestamp::now().to_string(),
+                            "a write or fsync failed, and the log healed".into(),
+                            false,
+                        ));
+                    }
+                    _ => {}
+                }
+                if let Some((since, e, recorded)) = &mut failing {
+                    if !*recorded {
+                        *recorded = crate::alerts::raise_system(
                             &alerts_file,
                             "kt-log-write-failing",
                             "Write-ahead log cannot write",
                             "critical",
                             "wal",
                             &format!(
-                                "the write-ahead log cannot write ({e}): every batch is refused with 503 (the \
-                                 apiserver retries, then drops what overflows its buffer); free disk space"
+                                "since {since} the write-ahead log could not write ({e}): batches were refused \
+                                 with 503 (the apiserver retries, then drops what overflows its buffer); free \
+                                 disk space"
                             ),
                             &["df -h", "kubetrail verify"],
                         );
                     }
-                    (_, Ok(()), true) => {
-                        failing = false;
+                    if *recorded && pipeline.wal().healthy().is_ok() {
                         tracing::info!("the write-ahead log writes again");
+                        failing = None;
                     }
-                    _ => {}
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
