@@ -655,3 +655,62 @@ fn full_disk(root: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// Regression: damage in the log's active segment made recovery hand out seqs that detection, the Parquet
+// conversion and the checkpoints had passed: new events were never detected nor converted, and checkpoints
+// were refused from then on.
+#[test]
+fn after_damage_in_the_log_new_events_are_still_detected_and_verify_names_the_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let mut serve = Serve::start(dir, &[]);
+    let events: Vec<String> = (0..40)
+        .map(|i| line(&request(&format!("before-{i}"), "default", "pods", "p", 1)))
+        .collect();
+    let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+    assert_eq!(serve.post(dir, &event_list(&refs)).0, 200);
+    serve.wait_for("kubetrail_events_persisted_total", 40.0);
+    let log = serve.stop();
+    assert!(!log.contains("does not verify"), "{log}");
+
+    // Someone with the node's disk flips a byte in the middle of the active segment.
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let active = segments.last().unwrap();
+    let mut bytes = std::fs::read(active).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(active, &bytes).unwrap();
+
+    let mut serve = Serve::start(dir, &[]);
+    serve.wait_for_alert(&data, "kt-log-damaged", "damaged");
+    let mut secret = request("after-1", "prod", "secrets", "db-root", 5);
+    secret["user"]["username"] = "trudy@example.com".into();
+    assert_eq!(serve.post(dir, &event_list(&[&line(&secret)])).0, 200);
+    serve.wait_for_alert(&data, "kt-secret-read-prod", "trudy@example.com");
+    let log = serve.stop();
+    assert!(!log.contains("does not verify"), "checkpoints go on: {log}");
+    assert_eq!(
+        query_id(&data, "after-1").len(),
+        1,
+        "converted and queryable"
+    );
+
+    let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let name = active.file_name().unwrap().to_string_lossy();
+    assert!(
+        text.contains(name.as_ref()),
+        "verify names the segment: {text}"
+    );
+}
