@@ -2,9 +2,16 @@
 //! `attributes()` → a fixed policy's `evaluate` → `Redactor::redact` with a fixed key.
 //!
 //! Checks: nothing panics (the model and policy crates promise totality on any input), and the redaction
-//! invariant: for an event on the `secrets` resource, no string found under `data` of the original
-//! `requestObject`/`responseObject` is still at that place in the redacted output (unless it already is a
-//! redaction marker, which the redactor keeps by design).
+//! invariants (a value already a redaction marker is kept by design):
+//! - for an event on the `secrets` resource, no string found under `data` of the original
+//!   `requestObject`/`responseObject` is still at that place in the redacted output;
+//! - for an event on a pod-bearing resource (`pods`, `deployments`, `cronjobs`... of the core, `apps`,
+//!   `extensions` and `batch` groups), every `env` entry anywhere in a redacted body whose `name` contains
+//!   `password`, `secret` or `token` (ASCII case-insensitive: a subset of the redactor's secret-like names)
+//!   has no literal `value` left but a marker;
+//! - for an event on `configmaps`, the same for the keys of the bodies' top-level `data` and `binaryData`;
+//! - for any event, the request URI's query parameters named `token`, `access_token`, `password` or `secret`
+//!   (after percent-decoding, any case) carry markers, and so do exec `command` arguments `--password=VALUE`.
 
 #![no_main]
 
@@ -59,6 +66,7 @@ fn decode(text: &str) {
         let _ = (event.received_at(), event.code());
         let (redacted, _counts) = REDACTOR.redact(&event, &record.json);
         check_secrets_redacted(&event, redacted.as_str());
+        check_secret_like_redacted(&event, redacted.as_str());
     });
 }
 
@@ -143,4 +151,158 @@ fn is_marker(s: &str) -> bool {
         && fingerprint
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Resources whose bodies carry pod specs (in groups whose bodies the redactor reads for env).
+const POD_BEARING: &[&str] = &[
+    "pods",
+    "podtemplates",
+    "replicationcontrollers",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "daemonsets",
+    "controllerrevisions",
+    "jobs",
+    "cronjobs",
+];
+
+/// A subset of the redactor's secret-like names: whatever it redacts, it redacts at least these.
+fn secret_like(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|p| name.contains(p))
+}
+
+fn check_secret_like_redacted(event: &Event<'_>, redacted: &str) {
+    let after: Value = serde_json::from_str(redacted)
+        .unwrap_or_else(|e| panic!("redacted event is not JSON: {e}"));
+    if let Some(o) = &event.object_ref {
+        let group_read = matches!(&*o.api_group, "" | "apps" | "extensions" | "batch");
+        let bodies = ["requestObject", "responseObject"].map(|f| after.get(f));
+        if group_read
+            && POD_BEARING.contains(&&*o.resource)
+            && matches!(&*o.subresource, "" | "status" | "ephemeralcontainers")
+        {
+            for body in bodies.into_iter().flatten() {
+                check_env(body);
+            }
+        }
+        if o.api_group.is_empty() && o.resource == "configmaps" {
+            for body in bodies.into_iter().flatten() {
+                for field in ["data", "binaryData"] {
+                    if let Some(Value::Object(map)) = body.get(field) {
+                        for (key, value) in map {
+                            assert!(
+                                !secret_like(key) || value.is_null() || is_marker_value(value),
+                                "configmap {field} value of {} bytes under a secret-like key survived",
+                                value.to_string().len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(uri) = after.get("requestURI").and_then(Value::as_str) {
+        check_uri(uri);
+    }
+}
+
+/// Every `env` entry in `value` with a secret-like name has a marker (or null) for its `value`.
+fn check_env(value: &Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if let ("env", Value::Array(entries)) = (key.as_str(), child) {
+                    for entry in entries {
+                        let name = entry.get("name").and_then(Value::as_str);
+                        if let (Some(name), Some(v)) = (name, entry.get("value")) {
+                            assert!(
+                                !secret_like(name) || v.is_null() || is_marker_value(v),
+                                "env value of {} bytes under a secret-like name survived",
+                                v.to_string().len()
+                            );
+                        }
+                    }
+                }
+                check_env(child);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(check_env),
+        _ => {}
+    }
+}
+
+fn is_marker_value(v: &Value) -> bool {
+    v.as_str().is_some_and(is_marker)
+}
+
+fn check_uri(uri: &str) {
+    let Some((_, query)) = uri.split_once('?') else {
+        return;
+    };
+    for param in query.split('&') {
+        let Some((key, value)) = param.split_once('=') else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(&percent_decode(key)).to_ascii_lowercase();
+        if matches!(
+            key.as_str(),
+            "token" | "access_token" | "password" | "secret"
+        ) {
+            assert!(
+                value.is_empty() || is_marker(value),
+                "query parameter value of {} bytes survived",
+                value.len()
+            );
+        }
+        if key == "command" {
+            let arg = percent_decode(value);
+            if let Some(rest) = arg.strip_prefix(b"--password=")
+                && !rest.starts_with(b"\"")
+                && !rest.starts_with(b"'")
+            {
+                let end = rest
+                    .iter()
+                    .position(|&c| {
+                        c.is_ascii_whitespace() || matches!(c, b'&' | b';' | b',' | b'"' | b'\'')
+                    })
+                    .unwrap_or(rest.len());
+                let secret = &rest[..end];
+                assert!(
+                    secret.is_empty() || std::str::from_utf8(secret).is_ok_and(is_marker),
+                    "exec --password value of {} bytes survived",
+                    secret.len()
+                );
+            }
+        }
+    }
+}
+
+/// `%XX` decoded and `+` as space (a copy of the redactor's).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
 }

@@ -174,7 +174,7 @@ impl Pipeline {
         redactor: Redactor,
         cfg: PipelineConfig,
     ) -> Result<Pipeline, WalError> {
-        let digester = Digester::new(redactor.derive_key(b"kubetrail dedup digest v1"));
+        let digester = Digester::new(redactor.derive_key(b"kubetrail/dedup/v1"));
         let mut window = Window::new(cfg.dedup_window);
         let from = wal.next_seq().saturating_sub(cfg.dedup_window as u64);
         for item in wal.read_from(from)? {
@@ -594,12 +594,15 @@ impl Pipeline {
     }
 }
 
-fn redaction_kinds(c: &RedactionCounts) -> [(&'static str, u64); 5] {
+fn redaction_kinds(c: &RedactionCounts) -> [(&'static str, u64); 8] {
     [
         ("secret_value", c.secret_values),
         ("token_request_token", c.token_request_tokens),
         ("token_review_token", c.token_review_tokens),
         ("uri_token", c.uri_tokens),
+        ("configmap_value", c.configmap_values),
+        ("env_value", c.env_values),
+        ("command_arg", c.command_args),
         ("dropped_body", c.dropped_bodies),
     ]
 }
@@ -629,21 +632,29 @@ fn mark_reuse(payload: &[u8], digest: u64, first: Option<&str>) -> Vec<u8> {
 
 /// What a request was, for naming it when its auditID is reused: verb, URI, user and time.
 fn describe(e: &Event<'_>) -> Box<str> {
-    let mut d = format!(
-        "{} {} by {}",
-        e.verb,
-        e.request_uri,
-        if e.user.username.is_empty() {
-            "(no user)"
-        } else {
-            &e.user.username
+    let user: &str = if e.user.username.is_empty() {
+        "(no user)"
+    } else {
+        &e.user.username
+    };
+    let time = e.request_received_timestamp.as_deref().unwrap_or("");
+    let parts = [&e.verb, " ", &e.request_uri, " by ", user, " at ", time];
+    let parts = if time.is_empty() {
+        &parts[..5]
+    } else {
+        &parts[..]
+    };
+    // One allocation of the final size: this runs for every stored event.
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut d = String::with_capacity(len.min(dedup::MAX_DESCRIPTION));
+    for p in parts {
+        let room = dedup::MAX_DESCRIPTION - d.len();
+        d.push_str(clip(p, room));
+        if p.len() > room {
+            break;
         }
-    );
-    if let Some(t) = &e.request_received_timestamp {
-        d.push_str(" at ");
-        d.push_str(t);
     }
-    clip(&d, dedup::MAX_DESCRIPTION).into()
+    d.into_boxed_str()
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.

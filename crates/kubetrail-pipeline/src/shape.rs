@@ -20,7 +20,7 @@ pub const TRUNCATED: &str = "kubetrail.io/truncated";
 pub const AUDIT_ID_REUSE: &str = "kubetrail.io/audit-id-reuse";
 
 /// Members kept when only metadata fits.
-const METADATA: &[&str] = &[
+pub const METADATA: &[&str] = &[
     "kind",
     "apiVersion",
     "level",

@@ -354,10 +354,14 @@
       links.push(h("li", {}, link("/search?" + qs({ where: w }), "Everything done to " + (r.nsname || o.resource))));
     }
     if (r.ip) links.push(h("li", {}, link("/search?" + qs({ where: "ip = " + q(r.ip) }), "Everything from " + r.ip)));
-    show(h("h1", {}, "Event " + id),
+    // A client chooses its Audit-ID header: several requests can share one. Each is shown, and named.
+    const requestOf = (s) => (s.verb || "") + " " + (s.requestURI || "") + " at " + (s.requestReceivedTimestamp || "");
+    const requests = new Set(data.stages.map(requestOf));
+    const reused = requests.size > 1 ? [h("p", { class: "warning" }, requests.size + " different requests share this auditID (a reused Audit-ID header: kt-audit-id-reuse). Each stage below names its request." + (data.more ? " More are stored than shown: search for auditid = " + id + "." : ""))] : [];
+    show(h("h1", {}, "Event " + id), reused,
       h("div", { class: "card" }, kv([["Time", fmtTime(r.time)], ["User", r.user], ["Verb", r.verb], ["Resource", r.resource], ["Namespace/name", r.nsname], ["Source IP", r.ip], ["Code", r.code], ["User agent", last.userAgent], ["Stages", data.stages.map((s) => s.stage).join(", ")]])),
       h("h2", {}, "Related"), h("ul", {}, links),
-      data.stages.map((s) => [h("h2", {}, "Stage " + s.stage), h("pre", { class: "event-json" }, JSON.stringify(s, null, 2))]));
+      data.stages.map((s) => [h("h2", {}, "Stage " + s.stage + (requests.size > 1 ? ": " + requestOf(s) : "")), h("pre", { class: "event-json" }, JSON.stringify(s, null, 2))]));
   }
 
   /** A report cell: times shortened, auditIDs and users linked. */

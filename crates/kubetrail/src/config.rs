@@ -39,6 +39,10 @@ pub struct Config {
     /// Where events are shipped off the node (ClickHouse, the S3 archive, ...).
     #[serde(default)]
     pub sinks: Vec<crate::sinks_config::SinkConfig>,
+    /// More secret-like names (`key_patterns`: env names, ConfigMap keys, command flags) and credential query
+    /// parameters (`uri_parameters`) to redact, added to the built-in ones.
+    #[serde(default)]
+    pub redaction: kubetrail_policy::RedactionConfig,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

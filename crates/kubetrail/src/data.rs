@@ -81,9 +81,10 @@ pub fn ensure(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The installation's redaction key (`redaction.key`, 32 random bytes, mode 0600), created on first use. The
-/// same key gives the same fingerprints, so an investigator can tell a value changed across a year of data.
-pub fn redactor(dir: &Path) -> anyhow::Result<Redactor> {
+/// The installation's redactor: its key (`redaction.key`, 32 random bytes, mode 0600, created on first use;
+/// the same key gives the same fingerprints, so an investigator can tell a value changed across a year of
+/// data) and the config's additions to the secret-like patterns.
+pub fn redactor(dir: &Path, extra: &kubetrail_policy::RedactionConfig) -> anyhow::Result<Redactor> {
     let path = dir.join("redaction.key");
     let mut key = [0u8; 32];
     match std::fs::File::open(&path) {
@@ -122,7 +123,7 @@ pub fn redactor(dir: &Path) -> anyhow::Result<Redactor> {
         }
         Err(e) => return Err(e).with_context(|| format!("failed to open `{}`", path.display())),
     }
-    Ok(Redactor::new(RedactionKey::from_bytes(key)))
+    Ok(Redactor::with_config(RedactionKey::from_bytes(key), extra))
 }
 
 /// Opens (recovering) the write-ahead log under `dir/wal`. Recovery never goes back under a seq that the

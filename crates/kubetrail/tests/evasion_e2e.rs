@@ -108,6 +108,10 @@ impl Serve {
         for f in files {
             cmd.arg("--file").arg(f);
         }
+        let config = dir.join("kubetrail.yaml");
+        if config.exists() {
+            cmd.arg("--config").arg(config);
+        }
         let child = cmd
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -151,6 +155,17 @@ impl Serve {
             code.trim().parse().unwrap(),
             serde_json::from_str(answer).unwrap_or(Value::Null),
         )
+    }
+
+    /// `GET path` of the API, as JSON.
+    fn get_json(&self, path: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -351,6 +366,19 @@ fn a_reused_audit_id_is_stored_queried_and_alerted_through_webhook_file_and_impo
     let summary = a["summary"].as_str().unwrap();
     assert!(summary.contains("/pods/web"), "{summary}");
     serve.wait_for_alert(&data, "kt-secret-read-prod", "db-root");
+    // The console's event view shows both requests.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let v = serve.get_json("/api/v1/events/reused-1");
+        if v["stages"].as_array().is_some_and(|s| s.len() == 2) || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stages = view["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "{view}");
+    assert_eq!(view["more"], false);
+    assert_reuse_marked(stages, "web", "db-root");
     let a = serve.wait_for_alert(&data, "kt-audit-id-reuse", "stripe-key");
     assert!(a["summary"].as_str().unwrap().contains("/pods/api"), "{a}");
     serve.stop();
@@ -713,4 +741,179 @@ fn after_damage_in_the_log_new_events_are_still_detected_and_verify_names_the_da
         text.contains(name.as_ref()),
         "verify names the segment: {text}"
     );
+}
+
+const CM_PASSWORD: &str = "cm-hunter2-value";
+const ENV_PASSWORD: &str = "env-s3cr3t-value";
+const APPLIED_TOKEN: &str = "applied-token-value-77";
+const URI_APIKEY: &str = "uri-apikey-value-88";
+const URI_SIGNATURE: &str = "uri-amz-signature-99";
+const EXEC_PASSWORD: &str = "exec-mysql-pass-11";
+const EXEC_LONG_PASSWORD: &str = "exec-long-pass-12";
+const URL_PASSWORD: &str = "url-userinfo-pass-13";
+const CUSTOM_ENV: &str = "custom-pattern-value-14";
+const CUSTOM_PARAM: &str = "custom-param-value-15";
+
+/// Events that carry secret values outside Secrets, each at the level that logs it.
+fn secrets_outside_secrets() -> Vec<Value> {
+    let mut cm = request("out-cm", "prod", "configmaps", "app-config", 10);
+    cm["verb"] = "create".into();
+    cm["level"] = "RequestResponse".into();
+    cm["requestURI"] = "/api/v1/namespaces/prod/configmaps".into();
+    cm["requestObject"] = json!({"kind": "ConfigMap", "apiVersion": "v1",
+        "metadata": {"name": "app-config", "namespace": "prod"},
+        "data": {"DB_PASSWORD": CM_PASSWORD, "LOG_LEVEL": "info"}});
+
+    let container = json!({"name": "api", "image": "registry.example.com/api:1.4",
+        "env": [{"name": "DB_PASSWORD", "value": ENV_PASSWORD}, {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "HUSH_VALUE", "value": CUSTOM_ENV}]});
+    let applied = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "prod"},
+        "spec": {"template": {"spec": {"containers": [{"name": "api", "image": "registry.example.com/api:1.4",
+            "env": [{"name": "API_TOKEN", "value": APPLIED_TOKEN}]}]}}}});
+    let mut deploy = request("out-deploy", "prod", "deployments", "api", 11);
+    deploy["verb"] = "create".into();
+    deploy["level"] = "Request".into();
+    deploy["objectRef"]["apiGroup"] = "apps".into();
+    deploy["requestURI"] = "/apis/apps/v1/namespaces/prod/deployments".into();
+    deploy["requestObject"] = json!({"kind": "Deployment", "apiVersion": "apps/v1",
+        "metadata": {"name": "api", "namespace": "prod", "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": line(&applied)}},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "api"}},
+            "spec": {"containers": [container]}}}});
+
+    let mut uri = request("out-uri", "prod", "pods", "", 12);
+    uri["verb"] = "list".into();
+    uri["requestURI"] = format!(
+        "/api/v1/namespaces/prod/pods?apikey={URI_APIKEY}&X-Amz-Signature={URI_SIGNATURE}&sessionid={CUSTOM_PARAM}&limit=10"
+    )
+    .into();
+
+    let mut exec = request("out-exec", "prod", "pods", "db-0", 13);
+    exec["verb"] = "create".into();
+    exec["objectRef"]["subresource"] = "exec".into();
+    exec["requestURI"] = format!(
+        "/api/v1/namespaces/prod/pods/db-0/exec?command=mysql&command=-uroot&command=-p{EXEC_PASSWORD}\
+         &command=--password%3D{EXEC_LONG_PASSWORD}&command=postgres%3A%2F%2Fapp%3A{URL_PASSWORD}%40db%3A5432%2Fapp\
+         &container=db&stdin=true&stdout=true&tty=true"
+    )
+    .into();
+    vec![cm, deploy, uri, exec]
+}
+
+/// Every secret value above, and its base64 (unpadded).
+fn outside_forbidden() -> Vec<String> {
+    let mut out = Vec::new();
+    for v in [
+        CM_PASSWORD,
+        ENV_PASSWORD,
+        APPLIED_TOKEN,
+        URI_APIKEY,
+        URI_SIGNATURE,
+        EXEC_PASSWORD,
+        EXEC_LONG_PASSWORD,
+        URL_PASSWORD,
+        CUSTOM_ENV,
+        CUSTOM_PARAM,
+    ] {
+        out.push(v.to_string());
+        use base64::Engine as _;
+        out.push(
+            base64::engine::general_purpose::STANDARD
+                .encode(v)
+                .trim_end_matches('=')
+                .to_string(),
+        );
+    }
+    out
+}
+
+/// Files under `dir` (recursively) holding any of `needles`.
+fn leaks(dir: &Path, needles: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let bytes = std::fs::read(&p).unwrap();
+            for n in needles {
+                if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
+                    found.push(format!("{} holds `{n}`", p.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+// Regression: secret values in ConfigMaps, env values, last-applied copies of any kind, URI credentials
+// beyond six names and exec commands reached disk in clear.
+#[test]
+fn secret_values_outside_secrets_never_reach_disk_through_webhook_file_and_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    std::fs::write(
+        dir.join("kubetrail.yaml"),
+        "redaction:\n  key_patterns: [hush]\n  uri_parameters: [sessionid]\n",
+    )
+    .unwrap();
+    let log = dir.join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    let mut serve = Serve::start(dir, &[&log]);
+    let events = secrets_outside_secrets();
+    let lines: Vec<String> = events.iter().map(line).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(serve.post(dir, &event_list(&refs)).0, 200);
+    // The same requests through the followed file (other auditIDs: they are other requests).
+    let from_file: Vec<String> = lines
+        .iter()
+        .map(|l| l.replace("\"out-", "\"file-"))
+        .collect();
+    append(&log, &from_file);
+    serve.wait_for("kubetrail_events_persisted_total", 8.0);
+    std::fs::remove_file(&log).unwrap();
+    serve.stop();
+
+    let imported = dir.join("imported");
+    let file = dir.join("outside.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = kubetrail(&[
+        "import",
+        "--config",
+        dir.join("kubetrail.yaml").to_str().unwrap(),
+        "--data",
+        imported.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(dir.join("body.json")).unwrap();
+
+    // Nothing of a secret value anywhere under the data directories (log, Parquet, alerts, everything).
+    let found = leaks(dir, &outside_forbidden());
+    assert!(found.is_empty(), "{found:#?}");
+
+    // What is not a secret stays as evidence.
+    for (store, prefix) in [(&data, "out-"), (&data, "file-"), (&imported, "out-")] {
+        let cm = &by_id(store, &format!("{prefix}cm"))[0];
+        assert_eq!(cm["requestObject"]["data"]["LOG_LEVEL"], "info");
+        let marker = cm["requestObject"]["data"]["DB_PASSWORD"].as_str().unwrap();
+        assert!(marker.starts_with("kubetrail-redacted:len="), "{marker}");
+        let exec = &by_id(store, &format!("{prefix}exec"))[0];
+        let uri = exec["requestURI"].as_str().unwrap();
+        assert!(uri.contains("command=mysql&command=-uroot"), "{uri}");
+        assert!(uri.contains("container=db"), "{uri}");
+        let deploy = &by_id(store, &format!("{prefix}deploy"))[0];
+        let env = &deploy["requestObject"]["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(env[1]["value"], "debug");
+    }
 }

@@ -279,8 +279,10 @@ pub(super) struct EventParams {
     until: Option<String>,
 }
 
-/// `GET /api/v1/events/{auditID}[?since=&until=]`: `{"auditID", "stages": [stored events in stage order]}`;
-/// 404 when no stage is stored. `since`/`until` (the request's time, as the console knows it) narrow the
+/// `GET /api/v1/events/{auditID}[?since=&until=]`: `{"auditID", "stages": [stored events in time order],
+/// "more"}`: every stored stage of every request with that auditID (a client chooses its `Audit-ID` header,
+/// so several requests can share one), at most [`EVENT_STAGES`], `more` when there are others; 404 when no
+/// stage is stored. `since`/`until` (the request's time, as the console knows it) narrow the
 /// files read; when nothing is found there, the whole store is searched.
 pub(super) async fn event(
     State(api): State<Arc<QueryApi>>,
@@ -312,7 +314,7 @@ pub(super) async fn event(
         rows = run(&api, scope, move |engine: Engine| async move {
             let query = RowQuery {
                 all_stages: true,
-                limit: Some(16),
+                limit: Some(EVENT_STAGES + 1),
                 with_event: true,
             };
             Ok(engine.rows(Some(&predicate), query).await?)
@@ -328,13 +330,21 @@ pub(super) async fn event(
             format!("no stored event has auditID `{audit_id}`"),
         ));
     }
+    let more = rows.len() > EVENT_STAGES;
     let stages: Vec<Box<RawValue>> = rows
         .into_iter()
+        .take(EVENT_STAGES)
         .filter_map(|r| r.event)
         .filter_map(|e| RawValue::from_string(e).ok())
         .collect();
-    Ok(Json(json!({ "auditID": audit_id, "stages": stages })))
+    Ok(Json(
+        json!({ "auditID": audit_id, "stages": stages, "more": more }),
+    ))
 }
+
+/// Stages the event view answers at most: a request has four, and a reused auditID is rare; an attacker
+/// reusing one many times is still seen (`more`, the alert, the search).
+const EVENT_STAGES: usize = 256;
 
 /// One (user, verb, resource) group's count.
 #[derive(Debug, Clone)]

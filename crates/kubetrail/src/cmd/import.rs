@@ -26,6 +26,10 @@ pub struct ImportArgs {
     /// Drop events this AuditPolicy would not keep (a second-stage filter).
     #[arg(long, value_name = "POLICY")]
     pub filter_policy: Option<PathBuf>,
+    /// The collector's config: its `redaction` additions apply (as `serve` applies them), and its
+    /// `filter_policy` unless --filter-policy is given.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Audit files: JSON lines, arrays or EventLists, native or EKS/GKE/AKS exports, plain or gzip; `-` is stdin.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -38,9 +42,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     let dir = crate::data::resolve(args.data, None);
     crate::data::ensure(&dir)?;
     let _writer = crate::data::lock_writer(&dir, "import")?;
+    let cfg_file = args
+        .config
+        .as_deref()
+        .map(crate::config::Config::load)
+        .transpose()?
+        .unwrap_or_default();
     let filter = args
         .filter_policy
         .as_deref()
+        .or(cfg_file.filter_policy.as_deref())
         .map(crate::config::load_filter)
         .transpose()?;
     let wal = crate::data::open_wal(&dir, WalOptions::default())?;
@@ -49,7 +60,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         filter,
         ..PipelineConfig::default()
     };
-    let pipeline = Pipeline::new(wal, crate::data::redactor(&dir)?, cfg)?;
+    let pipeline = Pipeline::new(wal, crate::data::redactor(&dir, &cfg_file.redaction)?, cfg)?;
 
     let started = Instant::now();
     let progress = crate::progress::bytes_bar(crate::input::total_size(&args.files));

@@ -214,7 +214,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
             &["kubetrail verify"],
         );
     }
-    let pipeline = Arc::new(Pipeline::new(wal, crate::data::redactor(&dir)?, pipe_cfg)?);
+    let pipeline = Arc::new(Pipeline::new(
+        wal,
+        crate::data::redactor(&dir, &cfg.redaction)?,
+        pipe_cfg,
+    )?);
 
     let scheme = if server.tls.is_some() {
         "https"
