@@ -96,6 +96,9 @@ pub struct Batch {
     outcome: BatchOutcome,
 }
 
+/// A record that reused an earlier one's identity: its digest, and what the first request was if known.
+type Reuse = (u64, Option<Box<str>>);
+
 /// What the dedup window needs of one record of a batch.
 #[derive(Debug)]
 struct Entry {
@@ -215,6 +218,17 @@ impl Pipeline {
         &self.wal
     }
 
+    /// Tries to make a failing log write again (cut back to its last synced record, a new segment), so that
+    /// readiness comes back once space is freed even without traffic. Blocking file IO; cheap when healthy.
+    pub fn heal(&self) {
+        if self.wal.healthy().is_err() {
+            let _ = self.wal.heal();
+        }
+        self.metrics
+            .wal_failing
+            .set(i64::from(self.wal.healthy().is_err()));
+    }
+
     /// Reserves `bytes` of the in-flight budget, or says the pipeline is overloaded (answer 429).
     pub fn admit(&self, bytes: usize) -> Result<InflightGuard<'_>, IngestError> {
         let mut n = lock(&self.inflight);
@@ -234,13 +248,10 @@ impl Pipeline {
         })
     }
 
-    /// Ok when new batches can be acknowledged: the log can write (after a failed write or fsync, such as a
-    /// full disk, it is healed here as soon as it can be, so readiness comes back without traffic) and is
-    /// under its disk budget. Blocking (the heal does file IO) only while the log is failing.
+    /// Ok when new batches can be acknowledged: the log can write (it is not failing after a write or fsync
+    /// error, such as a full disk) and is under its disk budget. Never blocks on IO: readiness probes come
+    /// from anyone who can reach the listener; [`heal`](Self::heal) is the housekeeping's.
     pub fn ready(&self) -> Result<(), String> {
-        if self.wal.healthy().is_err() {
-            let _ = self.wal.heal();
-        }
         let failing = self.wal.healthy();
         self.metrics.wal_failing.set(i64::from(failing.is_err()));
         failing.map_err(|e| format!("write-ahead log cannot write: {e}"))?;
@@ -492,7 +503,7 @@ impl Pipeline {
         // again if the append fails, so the sender's retry is not mistaken for a duplicate. A reused auditID is
         // decided here, in window order, so two batches racing with the same ID cannot both pass as first.
         let mut fresh = Vec::with_capacity(entries.len());
-        let mut payloads: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(ends.len());
+        let mut decided: Vec<(&[u8], Option<Reuse>)> = Vec::with_capacity(ends.len());
         {
             let mut window = lock(&self.dedup);
             let mut start = 0;
@@ -512,16 +523,25 @@ impl Pipeline {
                     }
                     Seen::First => {
                         fresh.push((full, id));
-                        payloads.push(payload.into());
+                        decided.push((payload, None));
                     }
                     Seen::Reuse(first) => {
                         fresh.push((full, id));
                         outcome.reused_ids += 1;
-                        payloads.push(mark_reuse(payload, digest, first.as_deref()).into());
+                        decided.push((payload, Some((digest, first))));
                     }
                 }
             }
         }
+        // Marking a reuse rewrites the event: done outside the lock, so large reused events (which anyone
+        // with API access can send) never hold up other batches.
+        let payloads: Vec<std::borrow::Cow<'_, [u8]>> = decided
+            .into_iter()
+            .map(|(payload, reuse)| match reuse {
+                None => payload.into(),
+                Some((digest, first)) => mark_reuse(payload, digest, first.as_deref()).into(),
+            })
+            .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_ref()).collect();
         let t = Instant::now();
         let appended = self.wal.append(&refs);

@@ -3,7 +3,9 @@
 //!
 //! Cutting keeps every member but `requestObject` and `responseObject` and records the original size in the
 //! `kubetrail.io/truncated` annotation. When even that is too large (a huge annotation or URI), only the
-//! request's metadata is kept ([`METADATA`], each member at most [`MAX_MEMBER_BYTES`]). The input may be the
+//! request's metadata is kept: the members of an audit event ([`kubetrail_model::EVENT_KEYS`]) but its
+//! bodies, each at most [`MAX_MEMBER_BYTES`] (a longer string is cut, so a huge auditID still leaves an
+//! event; a longer object is left out). The input may be the
 //! beginning of an event cut anywhere (a log line longer than the line limit): the members complete before
 //! the cut are kept, which for kube-apiserver's field order is all of the metadata.
 //!
@@ -19,28 +21,12 @@ pub const TRUNCATED: &str = "kubetrail.io/truncated";
 /// earlier request was.
 pub const AUDIT_ID_REUSE: &str = "kubetrail.io/audit-id-reuse";
 
-/// Members kept when only metadata fits.
-pub const METADATA: &[&str] = &[
-    "kind",
-    "apiVersion",
-    "level",
-    "auditID",
-    "stage",
-    "requestURI",
-    "verb",
-    "user",
-    "impersonatedUser",
-    "sourceIPs",
-    "userAgent",
-    "objectRef",
-    "responseStatus",
-    "requestReceivedTimestamp",
-    "stageTimestamp",
-    "annotations",
-];
-
 /// The largest member kept in a metadata-only event.
 pub const MAX_MEMBER_BYTES: usize = 64 << 10;
+
+fn is_body(key: &str) -> bool {
+    key == "requestObject" || key == "responseObject"
+}
 
 /// The top-level members of a JSON object, as raw text, in order; stops at the first member that is not
 /// complete (the rest of a cut object). `None` if `json` does not start an object.
@@ -116,20 +102,31 @@ fn write(members: &[(String, &str)], extra: &[(&str, &str)]) -> String {
 pub fn cut(json: &str, limit: usize, original: &str) -> Option<String> {
     let all = members(json)?;
     let extra = [(TRUNCATED, original)];
-    let without_bodies: Vec<(String, &str)> = all
-        .iter()
-        .filter(|(k, _)| k != "requestObject" && k != "responseObject")
-        .cloned()
-        .collect();
+    let without_bodies: Vec<(String, &str)> =
+        all.iter().filter(|(k, _)| !is_body(k)).cloned().collect();
     let out = write(&without_bodies, &extra);
     if out.len() <= limit {
         return Some(out);
     }
-    let metadata: Vec<(String, &str)> = without_bodies
-        .into_iter()
-        .filter(|(k, v)| METADATA.contains(&k.as_str()) && v.len() <= MAX_MEMBER_BYTES)
-        .collect();
-    // At most METADATA.len() members of MAX_MEMBER_BYTES each: far below any record limit.
+    // Strings too long are cut (owned here), other members too long are left out.
+    let mut clipped: Vec<(String, String)> = Vec::new();
+    let mut metadata: Vec<(String, &str)> = Vec::new();
+    for (k, v) in without_bodies {
+        if !kubetrail_model::EVENT_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        if v.len() <= MAX_MEMBER_BYTES {
+            metadata.push((k, v));
+        } else if let Ok(text) = serde_json::from_str::<String>(v) {
+            let mut end = (MAX_MEMBER_BYTES / 2).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            clipped.push((k, Value::String(text[..end].to_owned()).to_string()));
+        }
+    }
+    metadata.extend(clipped.iter().map(|(k, v)| (k.clone(), v.as_str())));
+    // At most EVENT_KEYS.len() members of MAX_MEMBER_BYTES each: far below any record limit.
     Some(write(&metadata, &extra))
 }
 
@@ -179,6 +176,18 @@ mod tests {
         .unwrap());
         assert_eq!(out["auditID"], "a");
         assert!(out.get("verb").is_none());
+    }
+
+    // Regression: a metadata member over the size bound was left out, and an event without its auditID is
+    // no event: a huge Audit-ID header lost the request altogether.
+    #[test]
+    fn a_huge_audit_id_is_cut_not_dropped() {
+        let id = "i".repeat(MAX_MEMBER_BYTES * 2);
+        let json = format!(r#"{{"level":"Metadata","auditID":"{id}","stage":"ResponseComplete"}}"#);
+        let out = v(&cut(&json, 1000, "9").unwrap());
+        let kept = out["auditID"].as_str().unwrap();
+        assert!(!kept.is_empty() && id.starts_with(kept) && kept.len() <= MAX_MEMBER_BYTES);
+        assert!(kubetrail_model::Event::parse(&out.to_string()).is_ok());
     }
 
     #[test]

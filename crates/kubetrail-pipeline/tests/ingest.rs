@@ -124,19 +124,22 @@ fn event_lists_json_lines_and_pretty_documents_are_stored() {
     );
 }
 
+/// The log in `dir` (reopened if it is there) and a pipeline over it, as a restart does.
+fn open_in(dir: &std::path::Path) -> (Arc<Wal>, Pipeline) {
+    let (wal, _) = Wal::open(dir, WalOptions::default()).unwrap();
+    let wal = Arc::new(wal);
+    let p = Pipeline::new(
+        wal.clone(),
+        Redactor::new(RedactionKey::from_bytes([7; 32])),
+        Default::default(),
+    );
+    (wal, p.unwrap())
+}
+
 #[test]
 fn retries_are_stored_once_even_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let wal = Arc::new(wal);
-        let p = Pipeline::new(
-            wal.clone(),
-            Redactor::new(RedactionKey::from_bytes([7; 32])),
-            Default::default(),
-        );
-        (wal, p.unwrap())
-    };
+    let open = || open_in(dir.path());
     let body = event_list(&[
         event("a", "ResponseComplete", "u"),
         event("a", "ResponseComplete", "u"),
@@ -310,16 +313,7 @@ fn request(id: &str, uri: &str, resource: &str, name: &str, at: &str) -> String 
 #[test]
 fn a_reused_audit_id_with_other_content_is_stored_and_marked_even_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let wal = Arc::new(wal);
-        let p = Pipeline::new(
-            wal.clone(),
-            Redactor::new(RedactionKey::from_bytes([7; 32])),
-            Default::default(),
-        );
-        (wal, p.unwrap())
-    };
+    let open = || open_in(dir.path());
     let pod = request(
         "X",
         "/api/v1/namespaces/prod/pods/web",

@@ -274,9 +274,31 @@ fn kubetrail(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `kubetrail ARGS...`, which must succeed: its stdout.
+fn kubetrail_ok(args: &[&str]) -> String {
+    let out = kubetrail(args);
+    assert!(
+        out.status.success(),
+        "kubetrail {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubetrail verify --data DATA`: its exit code and everything it printed.
+fn verify(data: &Path) -> (Option<i32>, String) {
+    let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// `kubetrail query --where 'auditID = ID'` over the store: the stored events of every stage.
 fn query_id(data: &Path, id: &str) -> Vec<Value> {
-    let out = kubetrail(&[
+    kubetrail_ok(&[
         "query",
         "--data",
         data.to_str().unwrap(),
@@ -285,16 +307,10 @@ fn query_id(data: &Path, id: &str) -> Vec<Value> {
         "--all-stages",
         "--format",
         "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
 }
 
 fn assert_reuse_marked(events: &[Value], first: &str, second: &str) {
@@ -399,17 +415,12 @@ fn a_reused_audit_id_is_stored_queried_and_alerted_through_webhook_file_and_impo
     .unwrap();
     let imported = dir.join("imported");
     for _ in 0..2 {
-        let out = kubetrail(&[
+        kubetrail_ok(&[
             "import",
             "--data",
             imported.to_str().unwrap(),
             file.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
     assert_reuse_marked(&by_id(&imported, "reused-1"), "web", "db-root");
     assert_eq!(records(&imported).len(), 2);
@@ -458,17 +469,12 @@ fn events_over_the_record_limit_are_stored_cut_through_webhook_file_and_import()
 
     // import reads the same file whole.
     let imported = dir.join("imported");
-    let out = kubetrail(&[
+    kubetrail_ok(&[
         "import",
         "--data",
         imported.to_str().unwrap(),
         log.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let ids: Vec<String> = records(&imported)
         .iter()
         .map(|r| r.audit_id.to_string())
@@ -551,17 +557,11 @@ fn a_followed_file_across_rotations_keeps_the_store_verifiable() {
         "only checkpoints: {in_checkpoints:?}"
     );
 
-    let verify = |what: &str| {
-        let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let verifies = |what: &str| {
+        let (code, text) = verify(&data);
+        assert_eq!(code, Some(0), "{what}: {text}");
     };
-    verify("after the rotations");
+    verifies("after the rotations");
 
     // A restart signs checkpoints again, and the file resumes where it was.
     let mut serve = Serve::start(dir, &[&log]);
@@ -570,7 +570,7 @@ fn a_followed_file_across_rotations_keeps_the_store_verifiable() {
     serve.wait_for("kubetrail_events_persisted_total", 1.0);
     let second_log = serve.stop();
     assert!(!second_log.contains("does not verify"), "{second_log}");
-    verify("after a restart");
+    verifies("after a restart");
     assert_eq!(records(&data).len(), 81);
 }
 
@@ -675,13 +675,8 @@ fn full_disk(root: &Path) {
     serve.wait_for("kubetrail_events_persisted_total", before + 50.0);
     serve.wait_for_alert(&data, "kt-log-write-failing", "could not write");
     serve.stop();
-    let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = verify(&data);
+    assert_eq!(code, Some(0), "{text}");
 }
 
 // Regression: damage in the log's active segment made recovery hand out seqs that detection, the Parquet
@@ -729,13 +724,8 @@ fn after_damage_in_the_log_new_events_are_still_detected_and_verify_names_the_da
         "converted and queryable"
     );
 
-    let out = kubetrail(&["verify", "--data", data.to_str().unwrap()]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = verify(&data);
+    assert_eq!(code, Some(1), "{text}");
     let name = active.file_name().unwrap().to_string_lossy();
     assert!(
         text.contains(name.as_ref()),
@@ -882,7 +872,7 @@ fn secret_values_outside_secrets_never_reach_disk_through_webhook_file_and_impor
     let imported = dir.join("imported");
     let file = dir.join("outside.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = kubetrail(&[
+    kubetrail_ok(&[
         "import",
         "--config",
         dir.join("kubetrail.yaml").to_str().unwrap(),
@@ -890,11 +880,6 @@ fn secret_values_outside_secrets_never_reach_disk_through_webhook_file_and_impor
         imported.to_str().unwrap(),
         file.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     std::fs::remove_file(&file).unwrap();
     std::fs::remove_file(dir.join("body.json")).unwrap();
 

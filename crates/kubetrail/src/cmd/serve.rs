@@ -399,8 +399,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
                 if let Err(e) = store.tick() {
                     tracing::error!(error = %format!("{e:#}"), "storage housekeeping failed; retrying");
                 }
-                // A log that cannot write is healed here too (readiness does it as well).
-                let _ = pipeline.ready();
+                // A log that cannot write is healed here (and by the next append), once a second.
+                pipeline.heal();
                 // Batches refused for a storage error since the last tick: an episode may have healed
                 // before this thread saw the log unhealthy.
                 let errors = pipeline.metrics().rejected("wal_error").get();
