@@ -111,6 +111,9 @@ pub struct Alert {
     /// The suppression that silenced it (recorded, not delivered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<String>,
+    /// For a pod the control plane created: the workload it belongs to and who last wrote it (the actor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::owner::Owner>,
 }
 
 /// The most auditIDs an alert lists (the count goes on).

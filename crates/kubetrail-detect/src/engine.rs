@@ -11,9 +11,11 @@ use crate::alert::{
 };
 use crate::correlation::{CorrelationState, Fired};
 use crate::detection::{Detection, EvalCx};
+use crate::enrich::IdentityClass;
 use crate::enrich::{DEFAULT_PRODUCTION_NAMESPACES, Enricher, Inputs, NamespacePatterns};
 use crate::error::{EventError, LoadError, LoadErrors};
 use crate::fields::{Fields, Slot, Trie};
+use crate::owner::{Owner, OwnerSlots, PodOwner, Workloads, Writer};
 use crate::rule::{Document, Level, RuleMeta};
 use crate::ruleset::RuleSet;
 use crate::tuning::{CompiledException, Exception, Selection, Subject};
@@ -40,6 +42,8 @@ pub struct Config {
     pub request_ttl_secs: i64,
     /// Group keys per correlation rule at most (the least recently seen are evicted beyond it).
     pub max_correlation_keys: usize,
+    /// Workload writers, and reported workload templates, remembered at most (controller-made pods).
+    pub max_workloads: usize,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             max_requests: 1_000_000,
             request_ttl_secs: 3600,
             max_correlation_keys: 1_000_000,
+            max_workloads: 100_000,
         }
     }
 }
@@ -87,6 +92,12 @@ pub struct Stats {
     pub correlation_evictions: u64,
     /// Correlation group keys held now.
     pub correlation_keys: u64,
+    /// Rule matches on pods the control plane created for a workload.
+    pub controller_pods: u64,
+    /// Of those, not raised: the workload's template was already reported, or the platform wrote it.
+    pub controller_pods_covered: u64,
+    /// Workload writers or reported templates forgotten early because `max_workloads` was reached.
+    pub workload_evictions: u64,
 }
 
 /// An invalid [`Config`] or a rule set whose references do not resolve.
@@ -124,8 +135,10 @@ struct Core {
     code: Slot,
     received: Slot,
     stage_time: Slot,
+    stage: Slot,
     timestamp: Slot,
     images: Option<Slot>,
+    owner: OwnerSlots,
 }
 
 #[derive(Debug, Clone)]
@@ -165,15 +178,59 @@ struct Context {
     impersonated: Option<String>,
     user_agent: Option<String>,
     target: Option<crate::alert::Target>,
+    /// The workload a controller-made pod belongs to.
+    owner: Option<Owner>,
+    /// A level below the rule's (a controller-made pod of a workload whose writer is unknown).
+    severity: Option<Level>,
 }
 
 /// What an alert is about, for the groups.
 struct Facts {
     username: String,
+    /// What repeats are grouped by besides the rule, when not the actor.
+    group: Option<String>,
     audit_id: Option<String>,
     source_ips: Vec<String>,
     summary: String,
     context: Context,
+}
+
+/// A pod the control plane created for a workload.
+struct Made {
+    owner: Owner,
+    writer_class: Option<IdentityClass>,
+    /// When its writer last wrote it.
+    written: Option<i64>,
+    /// The workload's, its template version's and its direct owner's keys.
+    keys: Vec<u64>,
+    template_key: u64,
+}
+
+/// An alert on a controller-made pod is about the workload and whoever last wrote it.
+fn made_facts(facts: &mut Facts, m: &Made) {
+    let o = &m.owner;
+    let what = format!("{} {} in namespace {}", o.kind, o.name, o.namespace);
+    facts.summary = match (&o.writer, &o.written_at) {
+        (Some(w), Some(at)) => format!(
+            "{w} wrote {what} (last at {at}); {} created a pod from it",
+            o.controller
+        ),
+        _ => format!(
+            "{} created a pod for {what}, whose last write is not in the trail",
+            o.controller
+        ),
+    };
+    if let Some(w) = &o.writer {
+        facts.username = w.clone();
+        facts.context.groups.clear();
+    } else {
+        facts.context.severity = Some(Level::Low);
+    }
+    facts.group = Some(format!(
+        "{}\u{1f}{}/{}/{}",
+        facts.username, o.kind, o.namespace, o.name
+    ));
+    facts.context.owner = Some(o.clone());
 }
 
 /// Compiled rules and the streaming state over events fed in order.
@@ -213,6 +270,7 @@ pub struct Engine {
     requests: HashMap<(u32, u64), i64>,
     groups: HashMap<(usize, Box<str>), Group>,
     deadlines: BinaryHeap<Reverse<(i64, usize, Box<str>)>>,
+    workloads: Workloads,
     clock: i64,
     stats: Stats,
 }
@@ -244,8 +302,10 @@ impl Engine {
             code: ins("responseStatus.code"),
             received: ins("requestReceivedTimestamp"),
             stage_time: ins("stageTimestamp"),
+            stage: ins("stage"),
             timestamp: ins("timestamp"),
             images: None,
+            owner: OwnerSlots::new(&mut trie),
         };
         let mut enricher = Enricher::new(
             Inputs {
@@ -255,6 +315,7 @@ impl Engine {
                 resource: core.resource,
                 subresource: core.subresource,
                 verb: core.verb,
+                owner: core.owner,
             },
             NamespacePatterns::new(&cfg.production_namespaces),
         );
@@ -357,6 +418,7 @@ impl Engine {
             requests: HashMap::new(),
             groups: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            workloads: Workloads::default(),
             clock: i64::MIN,
             stats: Stats::default(),
         })
@@ -371,6 +433,7 @@ impl Engine {
         let mut s = self.stats.clone();
         s.correlation_evictions = self.correlations.iter().map(|c| c.evictions).sum();
         s.correlation_keys = self.correlations.iter().map(|c| c.keys() as u64).sum();
+        s.workload_evictions = self.workloads.evictions;
         s
     }
 
@@ -389,6 +452,7 @@ impl Engine {
             .sum();
         requests
             + groups
+            + self.workloads.approx_bytes()
             + self
                 .correlations
                 .iter()
@@ -445,6 +509,11 @@ impl Engine {
             self.stats.health_probes += 1;
             return Ok(());
         }
+        let class = IdentityClass::of(
+            f.first_str(c.username).unwrap_or(""),
+            f.get(c.groups).filter_map(Val::as_str),
+        );
+        let workload_write = self.note_workload_write(&f, class, now);
         let cx = EvalCx::new(&f, json);
         let mut matched: Vec<usize> = Vec::new();
         for i in self.index.candidates(&f) {
@@ -457,8 +526,25 @@ impl Engine {
             return Ok(());
         }
         self.stats.matches += matched.len() as u64;
+        let made = self.controller_made(&f, class);
+        let mut facts = self.facts(&f);
+        let mut user = f.first_str(c.username).unwrap_or("");
+        if let Some(m) = &made {
+            self.stats.controller_pods += matched.len() as u64;
+            if matches!(
+                m.writer_class,
+                Some(IdentityClass::Node | IdentityClass::CloudManaged)
+            ) {
+                self.stats.controller_pods_covered += matched.len() as u64;
+                return Ok(());
+            }
+            if let Some(w) = &m.owner.writer {
+                user = w;
+            }
+            made_facts(&mut facts, m);
+        }
         let subject = Subject {
-            user: f.first_str(c.username).unwrap_or(""),
+            user,
             namespace: f.first_str(c.namespace),
             images: c
                 .images
@@ -468,7 +554,6 @@ impl Engine {
             source_ips: f.get(c.source_ips).filter_map(Val::as_str).collect(),
         };
         let audit_id = f.first_str(c.audit_id).filter(|a| !a.is_empty());
-        let facts = self.facts(&f);
         let mut fired: Vec<Fired> = Vec::new();
         for i in matched {
             let r = &self.rules[i];
@@ -485,6 +570,25 @@ impl Engine {
             {
                 self.stats.duplicate_stages += 1;
                 continue;
+            }
+            let max = self.cfg.max_workloads;
+            if let Some(m) = &made {
+                // One alert per template: not when the workload's template (or this version of it, by an
+                // earlier pod) was reported.
+                let rule = i as u32;
+                let covered =
+                    |(k, t): (&u64, i64)| *k == m.template_key || m.written.is_none_or(|w| t >= w);
+                if m.keys
+                    .iter()
+                    .filter_map(|k| self.workloads.reported(rule, *k).map(|t| (k, t)))
+                    .any(covered)
+                {
+                    self.stats.controller_pods_covered += 1;
+                    continue;
+                }
+                self.workloads.report(rule, m.template_key, now, max);
+            } else if let Some(k) = workload_write {
+                self.workloads.report(i as u32, k, now, max);
             }
             for &(ci, pos) in &self.rules[i].feeds {
                 self.correlations[ci].observe(
@@ -590,6 +694,86 @@ impl Engine {
         })
     }
 
+    /// Remembers who wrote a workload (a successful create, update or patch of the workload itself, by anyone
+    /// but the control plane); its key, for a workload write whose template a rule may report.
+    fn note_workload_write(
+        &mut self,
+        f: &Fields<'_>,
+        class: IdentityClass,
+        now: i64,
+    ) -> Option<u64> {
+        let c = self.core;
+        let (kind, _) = crate::owner::workload(f.first_str(c.resource)?)?;
+        if !matches!(f.first_str(c.verb), Some("create" | "update" | "patch"))
+            || f.first_str(c.subresource).is_some_and(|s| !s.is_empty())
+            || self.failed(f)
+        {
+            return None;
+        }
+        let ns = f.first_str(c.namespace).unwrap_or("");
+        let name = f.first_str(c.name).filter(|n| !n.is_empty())?;
+        let key = crate::owner::key(kind, ns, name, "");
+        if class != IdentityClass::ControlPlane {
+            let username = f.first_str(c.username).unwrap_or("").into();
+            let w = Writer {
+                username,
+                class,
+                time: now,
+            };
+            self.workloads.wrote(key, w, self.cfg.max_workloads);
+        }
+        Some(key)
+    }
+
+    /// A request that failed or was not answered yet.
+    fn failed(&self, f: &Fields<'_>) -> bool {
+        matches!(f.get(self.core.code).next(), Some(Val::Num(code)) if *code >= 400.0)
+            || f.first_str(self.core.stage) == Some("RequestReceived")
+    }
+
+    /// A pod the control plane creates for a workload: the workload, its writer and the keys under which
+    /// its template may have been reported.
+    fn controller_made(&self, f: &Fields<'_>, class: IdentityClass) -> Option<Made> {
+        let c = self.core;
+        if class != IdentityClass::ControlPlane
+            || f.first_str(c.resource) != Some("pods")
+            || f.first_str(c.verb) != Some("create")
+            || f.first_str(c.subresource).is_some_and(|s| !s.is_empty())
+        {
+            return None;
+        }
+        let PodOwner {
+            kind,
+            name,
+            direct,
+            template,
+        } = crate::owner::pod_owner(f, c.owner)?;
+        let ns = f.first_str(c.namespace).unwrap_or("");
+        let owner_key = crate::owner::key(kind, ns, name, "");
+        let template_key = crate::owner::key(kind, ns, name, template);
+        let mut keys = vec![owner_key, template_key];
+        let mut writer = self.workloads.writer(owner_key);
+        if let Some((dkind, dname)) = direct {
+            let k = crate::owner::key(dkind, ns, dname, "");
+            keys.push(k);
+            writer = writer.or(self.workloads.writer(k));
+        }
+        Some(Made {
+            owner: Owner {
+                kind: kind.to_string(),
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                controller: f.first_str(c.username).unwrap_or("").to_string(),
+                writer: writer.map(|w| w.username.to_string()),
+                written_at: writer.map(|w| rfc3339(w.time)),
+            },
+            writer_class: writer.map(|w| w.class),
+            written: writer.map(|w| w.time),
+            keys,
+            template_key,
+        })
+    }
+
     /// Records a (rule, request) pair; false if an earlier stage already raised it.
     fn first_stage(&mut self, rule: u32, audit_id: &str, now: i64) -> bool {
         let key = (rule, hash64(audit_id));
@@ -688,9 +872,12 @@ impl Engine {
                 name: opt(c.name),
                 request_uri: s(c.request_uri).to_string(),
             }),
+            owner: None,
+            severity: None,
         };
         Facts {
             username,
+            group: None,
             audit_id: f
                 .first_str(c.audit_id)
                 .filter(|a| !a.is_empty())
@@ -747,6 +934,7 @@ impl Engine {
         let source = self.rules.len() + f.correlation;
         let facts = Facts {
             username: f.username,
+            group: None,
             audit_id: f.audit_ids.first().cloned(),
             source_ips: f.source_ips,
             summary: f.summary,
@@ -777,7 +965,10 @@ impl Engine {
         source_ips: Vec<String>,
         out: &mut Vec<Alert>,
     ) {
-        let key = (source, Box::<str>::from(facts.username.as_str()));
+        let key = (
+            source,
+            Box::<str>::from(facts.group.as_deref().unwrap_or(&facts.username)),
+        );
         if let Some(g) = self.groups.get_mut(&key) {
             g.count += count;
             g.last = g.last.max(last);
@@ -813,7 +1004,7 @@ impl Engine {
         let mut g = Group {
             id,
             source,
-            actor: key.1.clone(),
+            actor: facts.username.as_str().into(),
             first,
             last,
             count,
@@ -846,7 +1037,7 @@ impl Engine {
                 id: id.to_string(),
                 title: title.to_string(),
             },
-            severity: level,
+            severity: g.context.severity.map_or(level, |s| s.min(level)),
             audit_ids: g.audit_ids.clone(),
             time: rfc3339(g.first),
             actor: Actor {
@@ -874,6 +1065,7 @@ impl Engine {
             console: None,
             investigate: Vec::new(),
             suppressed: None,
+            owner: g.context.owner.clone(),
         }
     }
 }

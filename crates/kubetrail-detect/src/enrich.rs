@@ -14,6 +14,7 @@
 //! | `kubetrail.pod.hostPaths` | every `hostPath` volume's `path` |
 //! | `kubetrail.pod.capabilities` | every `securityContext.capabilities.add` entry of any container |
 //! | `kubetrail.pod.images` | every container's `image` |
+//! | `kubetrail.pod.owner` | for a pod the control plane creates for a workload, that workload as `Kind/name` (`Deployment/web`, `CronJob/backup`); absent otherwise (see [`crate::Owner`]) |
 //!
 //! The pod spec is read from `requestObject` wherever it is: a Pod (`spec`), a PodTemplate (`template.spec`),
 //! a Deployment, DaemonSet, StatefulSet, ReplicaSet or Job template (`spec.template.spec`), a CronJob's
@@ -72,6 +73,10 @@ pub const FIELDS: &[EnrichField] = &[
         name: "kubetrail.pod.images",
         doc: "images of every container",
     },
+    EnrichField {
+        name: "kubetrail.pod.owner",
+        doc: "the workload (Kind/name) a control-plane controller created this pod for",
+    },
 ];
 
 /// Where a pod spec can be inside a `requestObject`.
@@ -84,8 +89,15 @@ const POD_SPECS: &[&str] = &[
 
 const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
 
-/// The namespaces of the `system` tier.
-pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+/// The namespaces of the `system` tier: Kubernetes' own, and GKE's for its managed components.
+pub const SYSTEM_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "gke-system",
+    "gke-managed-system",
+    "gke-gmp-system",
+];
 
 /// The default patterns of production namespaces (`*` is a wildcard).
 pub const DEFAULT_PRODUCTION_NAMESPACES: &[&str] = &["prod", "prod-*", "*-prod", "production*"];
@@ -103,7 +115,8 @@ pub enum IdentityClass {
 }
 
 /// Service accounts of kube-controller-manager's controllers (`--use-service-account-credentials`) whose
-/// names do not end in `-controller`.
+/// names do not end in `-controller`, and the bare names managed platforms give their controllers and
+/// operators in kube-system.
 const CONTROLLER_SAS: &[&str] = &[
     "generic-garbage-collector",
     "pod-garbage-collector",
@@ -113,6 +126,8 @@ const CONTROLLER_SAS: &[&str] = &[
     "token-cleaner",
     "bootstrap-signer",
     "legacy-service-account-token-cleaner",
+    "controller",
+    "operator",
 ];
 
 /// Usernames of the managed clouds' own components (exact, or prefix when ending in `*`).
@@ -130,7 +145,17 @@ const CLOUD_MANAGED: &[&str] = &[
     "masterclient",
     "nodeclient",
     "aks-*",
+    "container-engine-robot",
 ];
+
+/// GKE's service agent, `service-<project number>@container-engine-robot.iam.gserviceaccount.com` (a domain
+/// only Google's project holds), and the short form `container-engine-robot@<project>.iam.gserviceaccount.com`.
+fn gke_robot(username: &str) -> bool {
+    username.ends_with("@container-engine-robot.iam.gserviceaccount.com")
+        || username
+            .strip_prefix("container-engine-robot@")
+            .is_some_and(|d| d.ends_with(".iam.gserviceaccount.com"))
+}
 
 fn listed(list: &[&str], s: &str) -> bool {
     list.iter().any(|p| match p.strip_suffix('*') {
@@ -155,11 +180,13 @@ impl IdentityClass {
     /// 1. anonymous: `system:anonymous`, or the group `system:unauthenticated`;
     /// 2. node: `system:node:*`, or the group `system:nodes`;
     /// 3. cloud-managed: EKS `eks:*`, GKE `system:gke-*`, `system:gcp-*` and its named components
-    ///    (`system:addon-manager`, `system:l7-lb-controller`, ...), AKS `aksService`, `masterclient`,
-    ///    `nodeclient`, `aks-*`;
+    ///    (`system:addon-manager`, `system:l7-lb-controller`, ...) and its service agent
+    ///    (`container-engine-robot`), AKS `aksService`, `masterclient`, `nodeclient`, `aks-*`;
     /// 4. control-plane: `system:apiserver`, `system:kube-*` (controller manager, scheduler, proxy,
-    ///    aggregator), `system:volume-scheduler`, and kube-controller-manager's controllers' service accounts
-    ///    in kube-system (`*-controller`, `generic-garbage-collector`, ...);
+    ///    aggregator), `system:volume-scheduler`, and controllers' service accounts in kube-system
+    ///    (`*-controller`, `*-operator`, `controller`, `operator`, `generic-garbage-collector`, ...): only
+    ///    a kube-system administrator can create those, and a token of one used from outside is still
+    ///    reported by the rules on service-account tokens;
     /// 5. service-account: any other `system:serviceaccount:*`;
     /// 6. human: everyone else (people, and certificates or OIDC identities of tools).
     pub fn of<'a>(username: &str, groups: impl IntoIterator<Item = &'a str>) -> IdentityClass {
@@ -175,7 +202,7 @@ impl IdentityClass {
         if username.starts_with("system:node:") || nodes {
             return IdentityClass::Node;
         }
-        if listed(CLOUD_MANAGED, username) {
+        if listed(CLOUD_MANAGED, username) || gke_robot(username) {
             return IdentityClass::CloudManaged;
         }
         if username == "system:apiserver"
@@ -186,7 +213,9 @@ impl IdentityClass {
         }
         if let Some(sa) = username.strip_prefix("system:serviceaccount:") {
             if let Some(name) = sa.strip_prefix("kube-system:")
-                && (name.ends_with("-controller") || CONTROLLER_SAS.contains(&name))
+                && (name.ends_with("-controller")
+                    || name.ends_with("-operator")
+                    || CONTROLLER_SAS.contains(&name))
             {
                 return IdentityClass::ControlPlane;
             }
@@ -219,6 +248,7 @@ pub(crate) struct Inputs {
     pub(crate) resource: Slot,
     pub(crate) subresource: Slot,
     pub(crate) verb: Slot,
+    pub(crate) owner: crate::owner::OwnerSlots,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -238,7 +268,7 @@ struct PodInputs {
 pub(crate) struct Enricher {
     inputs: Inputs,
     /// Output slot per entry of [`FIELDS`], when requested.
-    out: [Option<Slot>; 10],
+    out: [Option<Slot>; 11],
     pod: Option<PodInputs>,
     production: NamespacePatterns,
 }
@@ -247,7 +277,7 @@ impl Enricher {
     pub(crate) fn new(inputs: Inputs, production: NamespacePatterns) -> Enricher {
         Enricher {
             inputs,
-            out: [None; 10],
+            out: [None; 11],
             pod: None,
             production,
         }
@@ -263,7 +293,8 @@ impl Enricher {
         if let Some(s) = self.out[i] {
             return s;
         }
-        if name.starts_with("kubetrail.pod.") && self.pod.is_none() {
+        if name.starts_with("kubetrail.pod.") && name != "kubetrail.pod.owner" && self.pod.is_none()
+        {
             self.pod = Some(pod_inputs(trie));
         }
         let s = trie.virtual_slot();
@@ -283,8 +314,22 @@ impl Enricher {
             host_paths,
             caps,
             images,
+            owner,
         ] = self.out;
         let i = self.inputs;
+        if let Some(out) = owner
+            && f.first_str(i.resource) == Some("pods")
+            && f.first_str(i.verb) == Some("create")
+            && f.first_str(i.subresource).is_none_or(str::is_empty)
+            && IdentityClass::of(
+                f.first_str(i.username).unwrap_or(""),
+                f.get(i.groups).filter_map(Val::as_str),
+            ) == IdentityClass::ControlPlane
+            && let Some(o) = crate::owner::pod_owner(f, i.owner)
+        {
+            let v = format!("{}/{}", o.kind, o.name);
+            f.push(out, Val::Str(v.into()));
+        }
         if let Some(out) = class {
             let user = f.first_str(i.username).unwrap_or("");
             let c = IdentityClass::of(user, f.get(i.groups).filter_map(Val::as_str));
@@ -435,6 +480,31 @@ mod tests {
             IdentityClass::CloudManaged,
         );
         check("aksService", &[], IdentityClass::CloudManaged);
+        check(
+            "service-123@container-engine-robot.iam.gserviceaccount.com",
+            &[],
+            IdentityClass::CloudManaged,
+        );
+        check(
+            "container-engine-robot@proj.iam.gserviceaccount.com",
+            &[],
+            IdentityClass::CloudManaged,
+        );
+        check(
+            "container-engine-robot@evil.example.com",
+            &[],
+            IdentityClass::Human,
+        );
+        check(
+            "system:serviceaccount:kube-system:tigera-operator",
+            &[],
+            IdentityClass::ControlPlane,
+        );
+        check(
+            "system:serviceaccount:prod:operator",
+            &[],
+            IdentityClass::ServiceAccount,
+        );
         check(
             "alice@example.com",
             &["system:authenticated"],

@@ -57,6 +57,7 @@ mod engine;
 pub mod enrich;
 mod error;
 pub mod fields;
+mod owner;
 mod rule;
 mod ruleset;
 pub mod triage;
@@ -68,6 +69,7 @@ pub use alert::{Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS, Target};
 pub use engine::{Config, Engine, EngineError, HEALTH_PATHS, Stats};
 pub use enrich::IdentityClass;
 pub use error::{EventError, LoadError, LoadErrors};
+pub use owner::Owner;
 pub use rule::{
     BodyNeed, Compare, Correlation, CorrelationKind, Document, Filter, Level, Location, Logsource,
     Needs, Rule, RuleMeta, parse_file,

@@ -600,6 +600,7 @@ mod tests {
             console: None,
             investigate: vec![],
             suppressed: None,
+            owner: None,
         }
     }
 

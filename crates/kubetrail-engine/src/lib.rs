@@ -280,6 +280,46 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The latest successful writes (create, update or patch, `ResponseComplete`, not a subresource) of one
+    /// object, newest first, at most `limit`: who last wrote a workload, for an alert on a pod a controller
+    /// made from it. The values are literals of a plan, never SQL text (object names come from events).
+    pub async fn last_writes(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, EngineError> {
+        use datafusion::prelude::{col, lit};
+        let verbs = ["create", "update", "patch"].map(lit).to_vec();
+        let df = self
+            .ctx
+            .table("events")
+            .await?
+            .filter(
+                col("resource")
+                    .eq(lit(resource))
+                    .and(col("namespace").eq(lit(namespace)))
+                    .and(col("name").eq(lit(name)))
+                    .and(col("verb").in_list(verbs, false))
+                    .and(col("stage").eq(lit("ResponseComplete")))
+                    .and(col("subresource").is_null().or(col("subresource").eq(lit(""))))
+                    .and(col("code").is_null().or(col("code").lt(lit(400)))),
+            )?
+            .sort(vec![
+                col("time").sort(false, true),
+                col("seq").sort(false, true),
+            ])?
+            .limit(0, Some(limit))?;
+        let mut rows = Vec::new();
+        for batch in df.collect().await? {
+            rows.extend(EventRow::from_batch(&batch)?);
+        }
+        Ok(rows)
+    }
+}
+
 /// How [`Engine::requests`] reads rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowQuery {

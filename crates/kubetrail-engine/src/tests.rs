@@ -333,3 +333,27 @@ fn paths_kept_as_columns_answer_as_the_paths() {
         assert_eq!(got, want, "{path}");
     }
 }
+
+#[test]
+fn last_writes_of_one_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = store(dir.path());
+    let engine = Engine::open(&root, &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let writes = |res: &str, ns: &str, name: &str| {
+        rt.block_on(engine.last_writes(res, ns, name, 5))
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{}:{}:{}", r.user, r.verb, r.audit_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(writes("pods", "dev", "job-1"), ["bob:create:b1"]);
+    // A delete is not a write; another namespace or kind is another object.
+    assert!(writes("pods", "prod", "web-1").is_empty());
+    assert!(writes("pods", "prod", "job-1").is_empty());
+    assert!(writes("deployments", "dev", "job-1").is_empty());
+    // Names are values, never SQL.
+    assert!(writes("pods", "dev", "job-1' OR '1'='1").is_empty());
+}

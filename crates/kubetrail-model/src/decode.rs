@@ -500,6 +500,14 @@ struct GkeRequestMetadata<'a> {
     caller_supplied_user_agent: Option<Cow<'a, str>>,
 }
 
+/// The parts of a Kubernetes `Status` response that say a request failed.
+#[derive(Deserialize)]
+struct K8sStatus<'a> {
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    code: Option<i64>,
+}
+
 #[derive(Deserialize)]
 struct GkeStatus<'a> {
     code: Option<i64>,
@@ -543,7 +551,19 @@ fn gke(json: &str) -> Result<Found<'static>, String> {
         (None, None, None) => String::new(),
     };
     let rpc = p.status.as_ref().and_then(|s| s.code).unwrap_or(0);
+    // A failed request's response is a Kubernetes `Status` (`"status": "Failure"`, with its HTTP `code`),
+    // even when the entry carries no RPC status.
+    let failure = p
+        .response
+        .and_then(|r| serde_json::from_str::<K8sStatus>(r.get()).ok())
+        .filter(|s| s.status.as_deref() == Some("Failure"));
     let http = match rpc {
+        0 if failure.is_some() => failure
+            .as_ref()
+            .and_then(|s| s.code)
+            .and_then(|c| i32::try_from(c).ok())
+            .filter(|c| (400..600).contains(c))
+            .unwrap_or(500),
         0 if req.verb == "create" => 201,
         0 => 200,
         1 => 499,
@@ -612,7 +632,7 @@ fn gke(json: &str) -> Result<Found<'static>, String> {
         object_ref: req.object,
         response_status: Some(ResponseStatus {
             code: Some(http),
-            status: Some(if rpc == 0 { "Success" } else { "Failure" }.into()),
+            status: Some(if http < 400 { "Success" } else { "Failure" }.into()),
             reason: None,
             message,
         }),

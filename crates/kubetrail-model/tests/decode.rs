@@ -284,6 +284,28 @@ fn gke_failed_create_with_cluster_and_space_separated_time() {
     );
 }
 
+/// A failed request whose entry carries no RPC status: its response is a Kubernetes `Status` saying so
+/// (Panther's "Pod Not Created" case), so the event must not read as a created pod.
+#[test]
+fn gke_failure_status_response_without_rpc_status() {
+    let entry = |response: &str| {
+        format!(
+            r#"{{"protoPayload":{{"authenticationInfo":{{"principalEmail":"a@example.com"}},"methodName":"io.k8s.core.v1.pods.create","resourceName":"core/v1/namespaces/default/pods/test","response":{response}}},"resource":{{"type":"k8s_cluster","labels":{{"cluster_name":"c"}}}},"timestamp":"2024-02-16T12:55:00Z"}}"#
+        )
+    };
+    let code = |response: &str| {
+        let line = entry(response);
+        let results = decode(&line);
+        parse(results[0].as_ref().unwrap()).code()
+    };
+    assert_eq!(code(r#"{"status":"Failure"}"#), Some(500));
+    assert_eq!(
+        code(r#"{"kind":"Status","status":"Failure","code":403}"#),
+        Some(403)
+    );
+    assert_eq!(code(r#"{"kind":"Pod","metadata":{"name":"test"}}"#), Some(201));
+}
+
 #[test]
 fn gke_non_resource_and_rbac_requests() {
     let check = |method: &str, resource_name: &str, path: &str, group: &str| {

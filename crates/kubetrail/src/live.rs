@@ -7,7 +7,10 @@
 //! Each alert is enriched here before it is written: the rule's runbook, the triage context (the actor's last
 //! hour, first-seen facts over 30 days kept in `DATA/alerts/seen.jsonl`, the actor's other unresolved alerts,
 //! what the policy level hid), the investigation commands, the console link, and the suppression in force
-//! that silences it, if any.
+//! that silences it, if any. An alert on a pod a controller made for a workload whose writer the engine did
+//! not see (it predates this process) is attributed from the store: the workload's last write by anyone but
+//! the control plane names the actor and restores the rule's level, or drops the alert when the platform
+//! (a node, a managed cloud's component) wrote it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kubetrail_detect::triage::{Prior, Sighting, Tracker};
-use kubetrail_detect::{Alert, Engine};
+use kubetrail_detect::{Alert, Engine, IdentityClass};
 use kubetrail_model::Event;
 use kubetrail_pipeline::metrics_labels::ReasonLabel;
 use kubetrail_store::{Cursor, EventRecord, Wal};
@@ -56,7 +59,14 @@ pub struct Detector {
     dir: PathBuf,
     /// Events detection could not read or evaluate, by reason (the pipeline's registry, for `/metrics`).
     unreadable: Family<ReasonLabel, Counter>,
+    /// For store lookups (started on first use).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Alerts dropped because the platform wrote their workload: their updates are dropped too.
+    dropped: std::collections::HashSet<String>,
 }
+
+/// How long one store lookup of a workload's writer may take.
+const LOOKUP: Duration = Duration::from_secs(10);
 
 /// Alerts remembered for their updates, at most (then the memory starts over).
 const MAX_FIRSTS: usize = 10_000;
@@ -96,6 +106,8 @@ impl Detector {
             console: console.map(|c| c.trim_end_matches('/').to_string()),
             dir: dir.to_path_buf(),
             unreadable: Family::default(),
+            runtime: None,
+            dropped: std::collections::HashSet::new(),
         })
     }
 
@@ -154,6 +166,7 @@ impl Detector {
         }
         let mut out = Vec::new();
         self.engine.flush(&mut out);
+        out.retain(|a| !self.dropped.contains(&a.id));
         for a in &mut out {
             self.enrich(a, &Prior::default());
         }
@@ -196,12 +209,17 @@ impl Detector {
                     if let Some(e) = &event {
                         sightings.extend(self.tracker.observe(e));
                     }
-                    for a in &mut out[before..] {
+                    let mut fresh = out.split_off(before);
+                    for a in &mut fresh {
                         if a.cluster.is_none() && !a.update {
                             a.cluster = Some(rec.cluster.to_string());
                         }
+                    }
+                    fresh.retain_mut(|a| self.attribute(a));
+                    for a in &mut fresh {
                         self.enrich(a, &prior);
                     }
+                    out.extend(fresh);
                 }
                 Err(e) => fail(0, seq, e.to_string()),
             }
@@ -212,11 +230,13 @@ impl Detector {
         for (reason, (count, seq, error)) in ["record", "event"].into_iter().zip(failed) {
             self.unreadable(reason, count, seq, &error);
         }
-        let before = out.len();
-        self.engine.advance(jiff::Timestamp::now(), &mut out);
-        for a in &mut out[before..] {
+        let mut fresh = Vec::new();
+        self.engine.advance(jiff::Timestamp::now(), &mut fresh);
+        fresh.retain(|a| !self.dropped.contains(&a.id));
+        for a in &mut fresh {
             self.enrich(a, &Prior::default());
         }
+        out.extend(fresh);
         self.write_seen(&sightings)?;
         self.write(&out)?;
         if next > from {
@@ -226,12 +246,108 @@ impl Detector {
         Ok(n)
     }
 
+    /// Attributes an alert on a controller-made pod whose workload writer the engine did not see, from the
+    /// store; false when the platform wrote the workload (the alert is dropped, and its updates).
+    fn attribute(&mut self, a: &mut Alert) -> bool {
+        if self.dropped.contains(&a.id) {
+            return false;
+        }
+        let Some(owner) = a.owner.as_ref().filter(|o| o.writer.is_none() && !a.update) else {
+            return true;
+        };
+        let Some(resource) = owner.resource() else {
+            return true;
+        };
+        let scope = kubetrail_engine::Scope {
+            cluster: a.cluster.clone(),
+            ..Default::default()
+        };
+        let root = self.dir.join("store");
+        let (ns, name) = (owner.namespace.clone(), owner.name.clone());
+        let runtime = match &self.runtime {
+            Some(r) => r,
+            None => match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => self.runtime.insert(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up a workload's writer");
+                    return true;
+                }
+            },
+        };
+        let found = runtime.block_on(async {
+            let engine = kubetrail_engine::Engine::open(&root, &scope)?;
+            let rows = tokio::time::timeout(LOOKUP, engine.last_writes(resource, &ns, &name, 50))
+                .await
+                .map_err(|_| anyhow::anyhow!("timed out after {LOOKUP:?}"))??;
+            anyhow::Ok(rows.into_iter().find(|r| {
+                IdentityClass::of(&r.user, r.groups.iter().map(String::as_str))
+                    != IdentityClass::ControlPlane
+            }))
+        });
+        let row = match found {
+            Ok(Some(row)) => row,
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), workload = %format!("{}/{ns}/{name}", owner.kind), "cannot look up a workload's writer in the store");
+                return true;
+            }
+        };
+        let class = IdentityClass::of(&row.user, row.groups.iter().map(String::as_str));
+        if matches!(class, IdentityClass::Node | IdentityClass::CloudManaged) {
+            if self.dropped.len() >= MAX_FIRSTS {
+                self.dropped.clear();
+            }
+            self.dropped.insert(a.id.clone());
+            return false;
+        }
+        let level = self
+            .engine
+            .rules()
+            .find(|(m, _)| m.id == a.rule.id)
+            .map(|(m, _)| m.level);
+        let at = row.time();
+        let Some(owner) = a.owner.as_mut() else {
+            return true;
+        };
+        owner.writer = Some(row.user.clone());
+        owner.written_at = Some(at.clone());
+        a.summary = format!(
+            "{} wrote {} {} in namespace {} (last at {at}, found in the store); {} created a pod from it",
+            row.user, owner.kind, owner.name, owner.namespace, owner.controller
+        );
+        a.actor = kubetrail_detect::Actor {
+            username: row.user.clone(),
+            groups: row.groups.clone(),
+            impersonated_user: None,
+        };
+        if let Some(level) = level {
+            a.severity = level;
+        }
+        true
+    }
+
     /// Adds what the engine cannot know: cluster (for updates), runbook links, triage context, suppression.
     fn enrich(&mut self, a: &mut Alert, prior: &Prior) {
         a.detected = Some(jiff::Timestamp::now().to_string());
         if a.update
             && let Some(first) = self.firsts.get(&a.id).cloned()
         {
+            // An update of an alert attributed from the store keeps that attribution.
+            if first.owner.as_ref().is_some_and(|o| o.writer.is_some())
+                && a.owner.as_ref().is_some_and(|o| o.writer.is_none())
+            {
+                a.actor = first.actor.clone();
+                a.severity = first.severity;
+                a.owner = first.owner.clone();
+                a.summary = if a.count > 1 {
+                    format!("{} (and {} more like it)", first.summary, a.count - 1)
+                } else {
+                    first.summary.clone()
+                };
+            }
             // An update (more repeats) keeps its first request's cluster, first-seen facts and policy note;
             // the activity is counted again.
             a.cluster = a.cluster.take().or_else(|| first.cluster.clone());

@@ -205,3 +205,97 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml:5:"), "{err}");
 }
+
+/// A privileged Deployment written before this `serve` started (its write logged without the template): the
+/// pods replicaset-controller makes from it are attributed from the store to who wrote it, at the rule's
+/// level; a workload the platform wrote raises nothing.
+#[test]
+fn controller_made_pods_are_attributed_from_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\ndata: {}\n", data.display()),
+    )
+    .unwrap();
+    let write = |id: &str, user: &str, name: &str| {
+        serde_json::json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
+            "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
+            "user": {"username": user, "groups": ["system:authenticated"]},
+            "objectRef": {"resource": "deployments", "namespace": "default", "name": name, "apiGroup": "apps", "apiVersion": "v1"},
+            "responseStatus": {"code": 201},
+            "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
+        })
+        .to_string()
+    };
+    let server = start(&config, &tmp.path().join("serve-1.log"), port);
+    assert_eq!(
+        curl(
+            port,
+            "/k8s-audit",
+            Some(&write("w1", "mallory@example.com", "nginx-deployment"))
+        ),
+        200
+    );
+    assert_eq!(
+        curl(
+            port,
+            "/k8s-audit",
+            Some(&write("w2", "eks:addon-manager", "node-agent"))
+        ),
+        200
+    );
+    server.stop();
+    // Into the Parquet store (a query flushes the log first).
+    let out = Command::new(BIN)
+        .args(["query", "--where", "resource = \"deployments\"", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mallory@example.com"));
+
+    let pod =
+        include_str!("../../kubetrail-rules/tests/falco/create_nginx_pod_privileged.json").trim();
+    let platform_pod = pod
+        .replace("nginx-deployment-5cdcc99dbf", "node-agent-5cdcc99dbf")
+        .replace(r#""auditID":""#, r#""auditID":"platform-"#);
+    let server = start(&config, &tmp.path().join("serve-2.log"), port);
+    assert_eq!(curl(port, "/k8s-audit", Some(&platform_pod)), 200);
+    assert_eq!(curl(port, "/k8s-audit", Some(pod)), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let privileged = |a: &serde_json::Value| a["rule"]["id"] == "kt-pod-privileged";
+    while !alerts(&data).iter().any(privileged) {
+        assert!(Instant::now() < deadline, "no alert in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    let raised: Vec<_> = alerts(&data)
+        .into_iter()
+        .filter(|a| privileged(a))
+        .collect();
+    assert_eq!(raised.len(), 1, "{raised:#?}");
+    let a = &raised[0];
+    assert_eq!(a["actor"]["username"], "mallory@example.com");
+    assert_eq!(a["severity"], "high");
+    assert_eq!(a["owner"]["kind"], "Deployment");
+    assert_eq!(a["owner"]["name"], "nginx-deployment");
+    assert_eq!(a["owner"]["writer"], "mallory@example.com");
+    let summary = a["summary"].as_str().unwrap();
+    assert!(summary.contains("found in the store"), "{summary}");
+    assert!(
+        alerts(&data).iter().all(|a| !a["auditIDs"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("platform-")),
+        "{:#?}",
+        alerts(&data)
+    );
+}

@@ -1,0 +1,233 @@
+//! Pods the control plane creates for a workload: reported as the workload's, in the name of its last
+//! writer, once per template, and not when the template was already reported or the platform wrote it.
+
+use kubetrail_detect::{Alert, Config, Engine, Level, RuleSet};
+
+const RULE: &str = r#"
+title: Privileged pod or template
+id: t-privileged
+level: high
+logsource: {product: kubernetes, service: audit}
+detection:
+  workload:
+    objectRef.resource: [pods, deployments, daemonsets, replicasets, jobs, cronjobs]
+    verb: [create, update, patch]
+  flag:
+    kubetrail.pod.privileged: true
+  system:
+    kubetrail.identity.class: [node, control-plane, cloud-managed]
+  controller_made:
+    kubetrail.pod.owner|exists: true
+  condition: workload and flag and (not system or controller_made)
+"#;
+
+fn engine() -> Engine {
+    let mut set = RuleSet::new();
+    set.add_file("t.yml", RULE).unwrap();
+    Engine::new(&set, Config::default()).unwrap()
+}
+
+fn run(events: &[String]) -> Vec<Alert> {
+    let mut e = engine();
+    let mut out = Vec::new();
+    for ev in events {
+        e.process(ev, &mut out).unwrap();
+    }
+    e.flush(&mut out);
+    out.into_iter().filter(|a| !a.update).collect()
+}
+
+fn time(t: u32) -> String {
+    format!("2026-11-25T02:{:02}:{:02}.000000Z", t / 60, t % 60)
+}
+
+/// A workload write by `user`, with a privileged template body or none (Metadata level).
+fn write(id: &str, t: u32, user: &str, kind: &str, name: &str, privileged: Option<bool>) -> String {
+    let resource = format!("{}s", kind.to_lowercase());
+    let body = match privileged {
+        Some(p) => format!(
+            r#","requestObject":{{"kind":"{kind}","metadata":{{"name":"{name}"}},"spec":{{"template":{{"spec":{{"containers":[{{"name":"c","image":"x","securityContext":{{"privileged":{p}}}}}]}}}}}}}}"#
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"{user}"}},"objectRef":{{"resource":"{resource}","namespace":"web","name":"{name}"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}"{body}}}"#,
+        time(t)
+    )
+}
+
+/// A privileged pod created by `controller` for an owner (`kind`, `name`) with a template hash label.
+fn pod(id: &str, t: u32, controller: &str, kind: &str, name: &str, hash: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"system:serviceaccount:kube-system:{controller}"}},"objectRef":{{"resource":"pods","namespace":"web"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}","requestObject":{{"kind":"Pod","metadata":{{"generateName":"{name}-","labels":{{"pod-template-hash":"{hash}"}},"ownerReferences":[{{"apiVersion":"apps/v1","kind":"{kind}","name":"{name}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"x","securityContext":{{"privileged":true}}}}]}}}}}}"#,
+        time(t)
+    )
+}
+
+#[test]
+fn a_rollout_is_one_alert_in_the_writers_name() {
+    let mut events = vec![write("w", 0, "alice", "Deployment", "api", None)];
+    for i in 0..5 {
+        events.push(pod(
+            &format!("p{i}"),
+            10 + i,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ));
+    }
+    // Beyond the grouping window, more replicas of the same template: still the one alert.
+    events.push(pod(
+        "late",
+        3000,
+        "replicaset-controller",
+        "ReplicaSet",
+        "api-7d9f8c6b5",
+        "7d9f8c6b5",
+    ));
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(a.actor.username, "alice");
+    assert_eq!(a.severity, Level::High);
+    let o = a.owner.as_ref().unwrap();
+    assert_eq!(
+        (o.kind.as_str(), o.name.as_str(), o.namespace.as_str()),
+        ("Deployment", "api", "web")
+    );
+    assert_eq!(o.writer.as_deref(), Some("alice"));
+    assert!(o.controller.ends_with(":replicaset-controller"));
+    assert!(
+        a.summary
+            .starts_with("alice wrote Deployment api in namespace web"),
+        "{}",
+        a.summary
+    );
+
+    // A new template (another rollout) is a new alert.
+    events.push(pod(
+        "new",
+        3100,
+        "replicaset-controller",
+        "ReplicaSet",
+        "api-5f6c7d8e9",
+        "5f6c7d8e9",
+    ));
+    assert_eq!(run(&events).len(), 2);
+}
+
+#[test]
+fn a_template_already_reported_is_not_reported_again_until_rewritten() {
+    let events = vec![
+        write("w", 0, "alice", "Deployment", "api", Some(true)),
+        pod(
+            "p1",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ];
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].audit_ids, ["w"]);
+    assert!(alerts[0].owner.is_none());
+
+    // Someone rewrites it without the body being logged: its new pods are no longer covered.
+    let mut events = events;
+    events.push(write("w2", 20, "mallory", "Deployment", "api", None));
+    events.push(pod(
+        "p2",
+        30,
+        "replicaset-controller",
+        "ReplicaSet",
+        "api-5f6c7d8e9",
+        "5f6c7d8e9",
+    ));
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[1].actor.username, "mallory");
+    assert_eq!(alerts[1].audit_ids, ["p2"]);
+}
+
+#[test]
+fn the_platforms_workloads_are_not_reported_and_unknown_writers_are_low() {
+    let platform = vec![
+        write("w", 0, "eks:addon-manager", "DaemonSet", "aws-node", None),
+        pod(
+            "p",
+            10,
+            "daemon-set-controller",
+            "DaemonSet",
+            "aws-node",
+            "6d4b9c",
+        ),
+    ];
+    assert!(run(&platform).is_empty());
+
+    // The control plane's own writes do not make it the writer.
+    let controller_write = vec![
+        write(
+            "w",
+            0,
+            "system:serviceaccount:kube-system:deployment-controller",
+            "Deployment",
+            "api",
+            None,
+        ),
+        pod(
+            "p",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ];
+    let alerts = run(&controller_write);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].severity, Level::Low);
+    assert!(
+        alerts[0]
+            .summary
+            .contains("whose last write is not in the trail"),
+        "{}",
+        alerts[0].summary
+    );
+    assert!(alerts[0].owner.as_ref().unwrap().writer.is_none());
+}
+
+#[test]
+fn a_cronjobs_pods_are_the_cronjobs() {
+    let events = vec![
+        write("w", 0, "ci-bot", "CronJob", "backup", None),
+        pod("p", 10, "job-controller", "Job", "backup-29412345", ""),
+    ];
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 1);
+    let o = alerts[0].owner.as_ref().unwrap();
+    assert_eq!((o.kind.as_str(), o.name.as_str()), ("CronJob", "backup"));
+    assert_eq!(alerts[0].actor.username, "ci-bot");
+}
+
+/// Owner references are the requester's words: a person who creates a pod naming an owner is still
+/// reported as themselves, at the rule's level; a node's mirror pod is not a controller's.
+#[test]
+fn a_forged_owner_does_not_change_who_is_reported() {
+    let forged = pod("p", 10, "x", "ReplicaSet", "api-7d9f8c6b5", "7d9f8c6b5")
+        .replace("system:serviceaccount:kube-system:x", "mallory");
+    let alerts = run(&[
+        write("w", 0, "system:node:n1", "Deployment", "api", None),
+        forged,
+    ]);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].actor.username, "mallory");
+    assert_eq!(alerts[0].severity, Level::High);
+    assert!(alerts[0].owner.is_none());
+
+    let mirror = pod("m", 10, "x", "Node", "n1", "")
+        .replace("system:serviceaccount:kube-system:x", "system:node:n1");
+    assert!(run(&[mirror]).is_empty());
+}
