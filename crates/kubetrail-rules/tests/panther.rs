@@ -35,9 +35,12 @@ const USE_CASES: &[(&str, &[&str])] = &[
     ),
     (
         "Kubernetes.CronJob.CreatedOrModified",
-        &["kt-cronjob-system"],
+        &["kt-cronjob-system", "kt-cronjob-change"],
     ),
-    ("Kubernetes.DaemonSet.Created", &["kt-daemonset-system"]),
+    (
+        "Kubernetes.DaemonSet.Created",
+        &["kt-daemonset-system", "kt-daemonset-change"],
+    ),
     (
         "Kubernetes.Pod.Dangerous.Capabilities",
         &["kt-pod-dangerous-capabilities"],
@@ -57,7 +60,10 @@ const USE_CASES: &[(&str, &[&str])] = &[
         "Kubernetes.Pod.HostPath.Volume",
         &["kt-pod-sensitive-hostpath"],
     ),
-    ("Kubernetes.Pod.Privileged.Created", &["kt-pod-privileged"]),
+    (
+        "Kubernetes.Pod.Privileged.Created",
+        &["kt-pod-privileged", "kt-pod-run-as-root"],
+    ),
     (
         "Kubernetes.Pod.SystemNamespace",
         &["kt-pod-system-namespace"],
@@ -78,6 +84,15 @@ const USE_CASES: &[(&str, &[&str])] = &[
     (
         "Kubernetes.SystemRole.Modified",
         &["kt-rbac-system-role-changed"],
+    ),
+    (
+        "Kubernetes.ClientCertificate.Created",
+        &["kt-csr-client-certificate"],
+    ),
+    ("Kubernetes.Ingress.NoTLS", &["kt-ingress-no-tls"]),
+    (
+        "Kubernetes.Service.NodePort.Deployed",
+        &["kt-service-exposed"],
     ),
 ];
 
