@@ -48,8 +48,13 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
             "kt-pod-sensitive-hostpath",
         ],
     ),
-    // Panther's modified system ClusterRole now grants every verb.
-    ("kt-rbac-system-role-changed", &["kt-rbac-role-dangerous"]),
+    // Panther's modified system ClusterRole now grants every verb (write verbs among them).
+    (
+        "kt-rbac-system-role-changed",
+        &["kt-rbac-role-dangerous", "kt-rbac-role-write"],
+    ),
+    // A role that may create pods/exec grants a write verb too (the low record of RBAC growth).
+    ("kt-rbac-role-exec-proxy-token", &["kt-rbac-role-write"]),
     // The secret read while impersonating system:admin is also a production secret read.
     ("kt-impersonate-privileged", &["kt-secret-read-prod"]),
 ];

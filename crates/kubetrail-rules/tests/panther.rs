@@ -31,7 +31,11 @@ const USE_CASES: &[(&str, &[&str])] = &[
     ),
     (
         "Kubernetes.ClusterRoleBinding.Privileged",
-        &["kt-rbac-bind-cluster-admin", "kt-rbac-bind-admin-edit"],
+        &[
+            "kt-rbac-bind-cluster-admin",
+            "kt-rbac-bind-admin-edit",
+            "kt-rbac-bind-system-role",
+        ],
     ),
     (
         "Kubernetes.CronJob.CreatedOrModified",
@@ -90,6 +94,7 @@ const USE_CASES: &[(&str, &[&str])] = &[
         &["kt-csr-client-certificate"],
     ),
     ("Kubernetes.Ingress.NoTLS", &["kt-ingress-no-tls"]),
+    ("Kubernetes.Role.WritePermissions", &["kt-rbac-role-write"]),
     (
         "Kubernetes.Service.NodePort.Deployed",
         &["kt-service-exposed"],
