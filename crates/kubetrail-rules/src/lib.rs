@@ -66,6 +66,8 @@ macro_rules! fixture_dirs {
 /// Every file of `rules/`, by name (a test fails if one is missing here).
 static FILES: &[BuiltinFile] = rule_files![
     "kt-anonymous-allowed",
+    "kt-anonymous-public",
+    "kt-api-scanner-probe",
     "kt-audit-id-reuse",
     "kt-configmap-credentials",
     "kt-cronjob-change",
@@ -74,6 +76,7 @@ static FILES: &[BuiltinFile] = rule_files![
     "kt-csr-client-certificate",
     "kt-daemonset-change",
     "kt-daemonset-system",
+    "kt-denied-public-ip",
     "kt-ephemeral-container",
     "kt-event-truncated",
     "kt-events-deleted",
@@ -106,6 +109,7 @@ static FILES: &[BuiltinFile] = rule_files![
     "kt-sa-token-external",
     "kt-sa-token-request",
     "kt-sa-token-system",
+    "kt-secret-denied",
     "kt-secret-list-cluster",
     "kt-secret-read-prod",
     "kt-secrets-many-distinct",
@@ -117,6 +121,8 @@ static FILES: &[BuiltinFile] = rule_files![
 /// Every directory of `fixtures/`, by rule id (a test fails if one is missing here).
 static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-anonymous-allowed",
+    "kt-anonymous-public",
+    "kt-api-scanner-probe",
     "kt-audit-id-reuse",
     "kt-configmap-credentials",
     "kt-cronjob-change",
@@ -125,6 +131,7 @@ static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-csr-client-certificate",
     "kt-daemonset-change",
     "kt-daemonset-system",
+    "kt-denied-public-ip",
     "kt-ephemeral-container",
     "kt-event-truncated",
     "kt-events-deleted",
@@ -162,6 +169,8 @@ static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-sa-token-external",
     "kt-sa-token-request",
     "kt-sa-token-system",
+    "kt-secret-denied",
+    "kt-secret-denied-burst",
     "kt-secret-get",
     "kt-secret-list-cluster",
     "kt-secret-read-prod",

@@ -20,8 +20,12 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
     ("kt-audit-id-reuse", &["kt-secret-read-prod"]),
     // The address fixture holds the generated ForbiddenBurst too (one identity denied on many resources)
     // before the many identities denied from one address.
-    ("kt-forbidden-burst-user", &[]),
-    ("kt-forbidden-burst-ip", &["kt-forbidden-burst-user"]),
+    // The generated burst tries secrets among other resources: each denied secret read is reported low.
+    ("kt-forbidden-burst-user", &["kt-secret-denied"]),
+    (
+        "kt-forbidden-burst-ip",
+        &["kt-forbidden-burst-user", "kt-secret-denied"],
+    ),
     // The generated DaemonSet in kube-system is privileged, shares the host's PID and network namespaces and
     // mounts / : each finding stands on its own.
     (
@@ -55,6 +59,15 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
     ),
     // A role that may create pods/exec grants a write verb too (the low record of RBAC growth).
     ("kt-rbac-role-exec-proxy-token", &["kt-rbac-role-write"]),
+    // The internet's scanner probing /vendor/phpunit/ without credentials: a public endpoint and a scanner.
+    ("kt-anonymous-public", &["kt-api-scanner-probe"]),
+    ("kt-api-scanner-probe", &["kt-anonymous-public"]),
+    // A person's secret read refused from the internet is both a refused secret read and a refusal from a
+    // public address.
+    ("kt-denied-public-ip", &["kt-secret-denied"]),
+    ("kt-secret-denied", &["kt-denied-public-ip"]),
+    // Each refused read of the burst is reported on its own, at low.
+    ("kt-secret-denied-burst", &["kt-secret-denied"]),
     // The secret read while impersonating system:admin is also a production secret read.
     ("kt-impersonate-privileged", &["kt-secret-read-prod"]),
 ];

@@ -7,8 +7,18 @@ use kubetrail_detect::{Config, Engine, RuleSet};
 
 /// Panther rule → the built-in rules of the same use case.
 const USE_CASES: &[(&str, &[&str])] = &[
-    ("Amazon.EKS.AnonymousAPIAccess", &["kt-anonymous-allowed"]),
-    ("Kubernetes.API.AnonymousAccess", &["kt-anonymous-allowed"]),
+    (
+        "Amazon.EKS.AnonymousAPIAccess",
+        &[
+            "kt-anonymous-allowed",
+            "kt-anonymous-public",
+            "kt-api-scanner-probe",
+        ],
+    ),
+    (
+        "Kubernetes.API.AnonymousAccess",
+        &["kt-anonymous-allowed", "kt-anonymous-public"],
+    ),
     (
         "Amazon.EKS.Audit.SystemNamespaceFromPublicIP",
         &["kt-sa-token-external"],
@@ -23,7 +33,11 @@ const USE_CASES: &[(&str, &[&str])] = &[
     ),
     (
         "Kubernetes.BulkSecretAccess",
-        &["kt-secret-read-prod", "kt-secret-list-cluster"],
+        &[
+            "kt-secret-read-prod",
+            "kt-secret-list-cluster",
+            "kt-secret-denied",
+        ],
     ),
     (
         "Kubernetes.Secrets.DumpAllNamespaces",
@@ -94,7 +108,12 @@ const USE_CASES: &[(&str, &[&str])] = &[
         &["kt-csr-client-certificate"],
     ),
     ("Kubernetes.Ingress.NoTLS", &["kt-ingress-no-tls"]),
+    (
+        "Kubernetes.API.Multiple403.PublicIP",
+        &["kt-denied-public-ip", "kt-sa-token-external"],
+    ),
     ("Kubernetes.Role.WritePermissions", &["kt-rbac-role-write"]),
+    ("Kubernetes.Secret.AccessDenied", &["kt-secret-denied"]),
     (
         "Kubernetes.Service.NodePort.Deployed",
         &["kt-service-exposed"],
