@@ -1,8 +1,9 @@
 //! Detection throughput per core on generated traffic (`cargo bench -p kubetrail-detect`).
 //!
-//! The rule set is SigmaHQ's 16 Kubernetes audit rules plus a pack of 30 rules and 3 correlations shaped like
-//! the built-in one (`tests/fixtures/pack/`). Each iteration feeds every event through `Engine::process`:
-//! one extraction pass, enrichment, every rule, de-duplication, grouping and correlation.
+//! The rule sets: SigmaHQ's 16 Kubernetes audit rules; those plus a pack of 30 rules and 3 correlations
+//! shaped like the built-in one (`tests/fixtures/pack/`); and the built-in pack itself (`kubetrail-rules`).
+//! Each iteration feeds every event through `Engine::process`: one extraction pass, enrichment, every rule,
+//! de-duplication, grouping, correlation and the controller-made pods' workload memory.
 
 use std::hint::black_box;
 
@@ -47,9 +48,16 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("detect");
     g.throughput(Throughput::Elements(lines.len() as u64));
+    let mut builtin = RuleSet::new();
+    for f in kubetrail_rules::builtin() {
+        builtin
+            .add_file(f.name, f.yaml)
+            .expect("the built-in pack loads");
+    }
     for (name, set) in [
         ("sigmahq_16", rules(false)),
         ("sigmahq_16_pack_30_corr_3", rules(true)),
+        ("builtin_pack", builtin),
     ] {
         let n = set.rules().count() + set.correlations().count();
         let engine = Engine::new(&set, Config::default()).expect("rules link");

@@ -153,6 +153,8 @@ struct CompiledRule {
     exceptions: Vec<CompiledException>,
     /// (correlation, position of this rule in its `rules`).
     feeds: Vec<(usize, usize)>,
+    /// Names `kubetrail.pod.owner`: reports a pod the control plane made as its workload's (see `owner`).
+    owner_aware: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -335,7 +337,9 @@ impl Engine {
                 || !(named(&sel.disabled)
                     || r.meta.tags.iter().any(|t| sel.disabled_tags.contains(t)));
             index.insert(r.meta.id.clone(), compiled.len());
+            let owner_aware = r.detection.fields().any(|f| f == "kubetrail.pod.owner");
             compiled.push(CompiledRule {
+                owner_aware,
                 meta: r.meta.clone(),
                 detection,
                 filters: Vec::new(),
@@ -509,11 +513,7 @@ impl Engine {
             self.stats.health_probes += 1;
             return Ok(());
         }
-        let class = IdentityClass::of(
-            f.first_str(c.username).unwrap_or(""),
-            f.get(c.groups).filter_map(Val::as_str),
-        );
-        let workload_write = self.note_workload_write(&f, class, now);
+        let workload_write = self.note_workload_write(&f, now);
         let cx = EvalCx::new(&f, json);
         let mut matched: Vec<usize> = Vec::new();
         for i in self.index.candidates(&f) {
@@ -526,91 +526,52 @@ impl Engine {
             return Ok(());
         }
         self.stats.matches += matched.len() as u64;
-        let made = self.controller_made(&f, class);
-        let mut facts = self.facts(&f);
-        let mut user = f.first_str(c.username).unwrap_or("");
+        // Rules that name `kubetrail.pod.owner` report a controller-made pod as its workload's; others see
+        // the controller's request as it is.
+        let made = if matched.iter().any(|&i| self.rules[i].owner_aware) {
+            self.controller_made(&f)
+        } else {
+            None
+        };
+        let (aware, plain): (Vec<usize>, Vec<usize>) = match &made {
+            Some(_) => matched.iter().partition(|&&i| self.rules[i].owner_aware),
+            None => (Vec::new(), matched),
+        };
+        let facts = self.facts(&f);
+        let mut fired: Vec<Fired> = Vec::new();
+        let user = f.first_str(c.username).unwrap_or("");
+        self.raise_matches(
+            &plain,
+            &f,
+            &facts,
+            user,
+            None,
+            workload_write,
+            now,
+            out,
+            &mut fired,
+        );
         if let Some(m) = &made {
-            self.stats.controller_pods += matched.len() as u64;
+            self.stats.controller_pods += aware.len() as u64;
             if matches!(
                 m.writer_class,
                 Some(IdentityClass::Node | IdentityClass::CloudManaged)
             ) {
-                self.stats.controller_pods_covered += matched.len() as u64;
-                return Ok(());
-            }
-            if let Some(w) = &m.owner.writer {
-                user = w;
-            }
-            made_facts(&mut facts, m);
-        }
-        let subject = Subject {
-            user,
-            namespace: f.first_str(c.namespace),
-            images: c
-                .images
-                .map(|s| f.get(s).filter_map(Val::as_str).collect())
-                .unwrap_or_default(),
-            user_agent: f.first_str(c.user_agent),
-            source_ips: f.get(c.source_ips).filter_map(Val::as_str).collect(),
-        };
-        let audit_id = f.first_str(c.audit_id).filter(|a| !a.is_empty());
-        let mut fired: Vec<Fired> = Vec::new();
-        for i in matched {
-            let r = &self.rules[i];
-            if r.exceptions
-                .iter()
-                .chain(&self.global_exceptions)
-                .any(|e| e.matches(&subject))
-            {
-                self.stats.excepted += 1;
-                continue;
-            }
-            if let Some(a) = audit_id
-                && !self.first_stage(i as u32, a, now)
-            {
-                self.stats.duplicate_stages += 1;
-                continue;
-            }
-            let max = self.cfg.max_workloads;
-            if let Some(m) = &made {
-                // One alert per template: not when the workload's template (or this version of it, by an
-                // earlier pod) was reported.
-                let rule = i as u32;
-                let covered =
-                    |(k, t): (&u64, i64)| *k == m.template_key || m.written.is_none_or(|w| t >= w);
-                if m.keys
-                    .iter()
-                    .filter_map(|k| self.workloads.reported(rule, *k).map(|t| (k, t)))
-                    .any(covered)
-                {
-                    self.stats.controller_pods_covered += 1;
-                    continue;
-                }
-                self.workloads.report(rule, m.template_key, now, max);
-            } else if let Some(k) = workload_write {
-                self.workloads.report(i as u32, k, now, max);
-            }
-            for &(ci, pos) in &self.rules[i].feeds {
-                self.correlations[ci].observe(
-                    pos,
+                self.stats.controller_pods_covered += aware.len() as u64;
+            } else {
+                let mut facts = facts;
+                made_facts(&mut facts, m);
+                let user = m.owner.writer.as_deref().unwrap_or(user);
+                self.raise_matches(
+                    &aware,
                     &f,
-                    now,
-                    audit_id,
-                    &facts.username,
-                    &facts.source_ips,
-                    &mut fired,
-                );
-            }
-            if self.rules[i].alerts {
-                self.raise(
-                    i,
                     &facts,
-                    1,
+                    user,
+                    Some(m),
+                    None,
                     now,
-                    now,
-                    facts.audit_id.iter().cloned().collect(),
-                    facts.source_ips.clone(),
                     out,
+                    &mut fired,
                 );
             }
         }
@@ -694,14 +655,100 @@ impl Engine {
         })
     }
 
+    /// Raises (or counts, or feeds to correlations) the rules that matched one event, all about the same
+    /// actor (`user`, for exceptions) and facts.
+    #[allow(clippy::too_many_arguments)]
+    fn raise_matches(
+        &mut self,
+        matched: &[usize],
+        f: &Fields<'_>,
+        facts: &Facts,
+        user: &str,
+        made: Option<&Made>,
+        workload_write: Option<u64>,
+        now: i64,
+        out: &mut Vec<Alert>,
+        fired: &mut Vec<Fired>,
+    ) {
+        if matched.is_empty() {
+            return;
+        }
+        let c = self.core;
+        let subject = Subject {
+            user,
+            namespace: f.first_str(c.namespace),
+            images: c
+                .images
+                .map(|s| f.get(s).filter_map(Val::as_str).collect())
+                .unwrap_or_default(),
+            user_agent: f.first_str(c.user_agent),
+            source_ips: f.get(c.source_ips).filter_map(Val::as_str).collect(),
+        };
+        let audit_id = f.first_str(c.audit_id).filter(|a| !a.is_empty());
+        for &i in matched {
+            let r = &self.rules[i];
+            if r.exceptions
+                .iter()
+                .chain(&self.global_exceptions)
+                .any(|e| e.matches(&subject))
+            {
+                self.stats.excepted += 1;
+                continue;
+            }
+            if let Some(a) = audit_id
+                && !self.first_stage(i as u32, a, now)
+            {
+                self.stats.duplicate_stages += 1;
+                continue;
+            }
+            let max = self.cfg.max_workloads;
+            if let Some(m) = made {
+                // One alert per template: not when this version of the template was reported, nor when
+                // the workload's template was and nobody has written the workload since.
+                let rule = i as u32;
+                let covered =
+                    |(k, t): (&u64, i64)| *k == m.template_key || m.written.is_none_or(|w| t >= w);
+                if m.keys
+                    .iter()
+                    .filter_map(|k| self.workloads.reported(rule, *k).map(|t| (k, t)))
+                    .any(covered)
+                {
+                    self.stats.controller_pods_covered += 1;
+                    continue;
+                }
+                self.workloads.report(rule, m.template_key, now, max);
+            } else if let Some(k) = workload_write {
+                self.workloads.report(i as u32, k, now, max);
+            }
+            for &(ci, pos) in &self.rules[i].feeds {
+                self.correlations[ci].observe(
+                    pos,
+                    f,
+                    now,
+                    audit_id,
+                    &facts.username,
+                    &facts.source_ips,
+                    fired,
+                );
+            }
+            if self.rules[i].alerts {
+                self.raise(
+                    i,
+                    facts,
+                    1,
+                    now,
+                    now,
+                    facts.audit_id.iter().cloned().collect(),
+                    facts.source_ips.clone(),
+                    out,
+                );
+            }
+        }
+    }
+
     /// Remembers who wrote a workload (a successful create, update or patch of the workload itself, by anyone
     /// but the control plane); its key, for a workload write whose template a rule may report.
-    fn note_workload_write(
-        &mut self,
-        f: &Fields<'_>,
-        class: IdentityClass,
-        now: i64,
-    ) -> Option<u64> {
+    fn note_workload_write(&mut self, f: &Fields<'_>, now: i64) -> Option<u64> {
         let c = self.core;
         let (kind, _) = crate::owner::workload(f.first_str(c.resource)?)?;
         if !matches!(f.first_str(c.verb), Some("create" | "update" | "patch"))
@@ -713,6 +760,7 @@ impl Engine {
         let ns = f.first_str(c.namespace).unwrap_or("");
         let name = f.first_str(c.name).filter(|n| !n.is_empty())?;
         let key = crate::owner::key(kind, ns, name, "");
+        let class = self.class(f);
         if class != IdentityClass::ControlPlane {
             let username = f.first_str(c.username).unwrap_or("").into();
             let w = Writer {
@@ -725,6 +773,13 @@ impl Engine {
         Some(key)
     }
 
+    fn class(&self, f: &Fields<'_>) -> IdentityClass {
+        IdentityClass::of(
+            f.first_str(self.core.username).unwrap_or(""),
+            f.get(self.core.groups).filter_map(Val::as_str),
+        )
+    }
+
     /// A request that failed or was not answered yet.
     fn failed(&self, f: &Fields<'_>) -> bool {
         matches!(f.get(self.core.code).next(), Some(Val::Num(code)) if *code >= 400.0)
@@ -733,12 +788,12 @@ impl Engine {
 
     /// A pod the control plane creates for a workload: the workload, its writer and the keys under which
     /// its template may have been reported.
-    fn controller_made(&self, f: &Fields<'_>, class: IdentityClass) -> Option<Made> {
+    fn controller_made(&self, f: &Fields<'_>) -> Option<Made> {
         let c = self.core;
-        if class != IdentityClass::ControlPlane
-            || f.first_str(c.resource) != Some("pods")
+        if f.first_str(c.resource) != Some("pods")
             || f.first_str(c.verb) != Some("create")
             || f.first_str(c.subresource).is_some_and(|s| !s.is_empty())
+            || self.class(f) != IdentityClass::ControlPlane
         {
             return None;
         }

@@ -231,3 +231,47 @@ fn a_forged_owner_does_not_change_who_is_reported() {
         .replace("system:serviceaccount:kube-system:x", "system:node:n1");
     assert!(run(&[mirror]).is_empty());
 }
+
+/// Only rules that name `kubetrail.pod.owner` treat a controller's pod as its workload's: another rule on
+/// the same event sees the controller's request as it is.
+#[test]
+fn rules_without_the_owner_field_are_unchanged() {
+    let mut set = RuleSet::new();
+    set.add_file("t.yml", RULE).unwrap();
+    set.add_file(
+        "plain.yml",
+        r#"
+title: Any privileged pod
+id: t-plain
+level: medium
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection: {objectRef.resource: pods, verb: create, kubetrail.pod.privileged: true}
+  condition: selection
+"#,
+    )
+    .unwrap();
+    let mut e = Engine::new(&set, Config::default()).unwrap();
+    let mut out = Vec::new();
+    for ev in [
+        write("w", 0, "alice", "Deployment", "api", None),
+        pod(
+            "p",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ] {
+        e.process(&ev, &mut out).unwrap();
+    }
+    e.flush(&mut out);
+    let by = |id: &str| out.iter().find(|a| a.rule.id == id).unwrap();
+    assert_eq!(by("t-privileged").actor.username, "alice");
+    let plain = by("t-plain");
+    assert!(plain.actor.username.ends_with(":replicaset-controller"));
+    assert_eq!(plain.severity, Level::Medium);
+    assert!(plain.owner.is_none());
+    assert_eq!(e.stats().controller_pods, 1);
+}
