@@ -62,10 +62,6 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
     // The internet's scanner probing /vendor/phpunit/ without credentials: a public endpoint and a scanner.
     ("kt-anonymous-public", &["kt-api-scanner-probe"]),
     ("kt-api-scanner-probe", &["kt-anonymous-public"]),
-    // A person's secret read refused from the internet is both a refused secret read and a refusal from a
-    // public address.
-    ("kt-denied-public-ip", &["kt-secret-denied"]),
-    ("kt-secret-denied", &["kt-denied-public-ip"]),
     // Each refused read of the burst is reported on its own, at low.
     ("kt-secret-denied-burst", &["kt-secret-denied"]),
     // The secret read while impersonating system:admin is also a production secret read.

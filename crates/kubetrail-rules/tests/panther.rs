@@ -110,7 +110,11 @@ const USE_CASES: &[(&str, &[&str])] = &[
     ("Kubernetes.Ingress.NoTLS", &["kt-ingress-no-tls"]),
     (
         "Kubernetes.API.Multiple403.PublicIP",
-        &["kt-denied-public-ip", "kt-sa-token-external"],
+        &[
+            "kt-forbidden-burst-ip",
+            "kt-forbidden-burst-user",
+            "kt-sa-token-external",
+        ],
     ),
     ("Kubernetes.Role.WritePermissions", &["kt-rbac-role-write"]),
     ("Kubernetes.Secret.AccessDenied", &["kt-secret-denied"]),
