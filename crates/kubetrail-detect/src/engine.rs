@@ -15,7 +15,7 @@ use crate::enrich::IdentityClass;
 use crate::enrich::{DEFAULT_PRODUCTION_NAMESPACES, Enricher, Inputs, NamespacePatterns};
 use crate::error::{EventError, LoadError, LoadErrors};
 use crate::fields::{Fields, Slot, Trie};
-use crate::owner::{Owner, OwnerSlots, PodOwner, Workloads, Writer};
+use crate::owner::{Owner, OwnerSlots, PodOwner, Workloads, Write};
 use crate::rule::{Document, Level, RuleMeta};
 use crate::ruleset::RuleSet;
 use crate::tuning::{CompiledException, Exception, Selection, Subject};
@@ -200,12 +200,14 @@ struct Facts {
 /// A pod the control plane created for a workload.
 struct Made {
     owner: Owner,
-    writer_class: Option<IdentityClass>,
-    /// When its writer last wrote it.
+    /// Only the platform wrote the workload.
+    platform: bool,
+    /// When anyone but the control plane last wrote it.
     written: Option<i64>,
-    /// The workload's, its template version's and its direct owner's keys.
+    /// The workload's and its template version's keys.
     keys: Vec<u64>,
-    template_key: u64,
+    /// The template version's, when the pod names one (a hash label).
+    template_key: Option<u64>,
 }
 
 /// An alert on a controller-made pod is about the workload and whoever last wrote it.
@@ -492,6 +494,17 @@ impl Engine {
     /// groups or correlation windows its time closes. Events must be fed in order; time is the event's own
     /// (`requestReceivedTimestamp`, else `stageTimestamp`), so a replay gives the same alerts.
     pub fn process(&mut self, json: &str, out: &mut Vec<Alert>) -> Result<(), EventError> {
+        self.process_from("", json, out)
+    }
+
+    /// [`Engine::process`] for an event of a named cluster (as `serve` stores it): what the engine remembers
+    /// about workloads is kept per cluster, so one cluster's requests never cover another's.
+    pub fn process_from(
+        &mut self,
+        cluster: &str,
+        json: &str,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), EventError> {
         self.stats.events += 1;
         let f = match self.fields(json) {
             Ok(f) => f,
@@ -513,7 +526,7 @@ impl Engine {
             self.stats.health_probes += 1;
             return Ok(());
         }
-        let workload_write = self.note_workload_write(&f, now);
+        let workload_write = self.note_workload_write(&f, cluster, now);
         let cx = EvalCx::new(&f, json);
         let mut matched: Vec<usize> = Vec::new();
         for i in self.index.candidates(&f) {
@@ -529,7 +542,7 @@ impl Engine {
         // Rules that name `kubetrail.pod.owner` report a controller-made pod as its workload's; others see
         // the controller's request as it is.
         let made = if matched.iter().any(|&i| self.rules[i].owner_aware) {
-            self.controller_made(&f)
+            self.controller_made(&f, cluster)
         } else {
             None
         };
@@ -553,10 +566,7 @@ impl Engine {
         );
         if let Some(m) = &made {
             self.stats.controller_pods += aware.len() as u64;
-            if matches!(
-                m.writer_class,
-                Some(IdentityClass::Node | IdentityClass::CloudManaged)
-            ) {
+            if m.platform {
                 self.stats.controller_pods_covered += aware.len() as u64;
             } else {
                 let mut facts = facts;
@@ -706,8 +716,9 @@ impl Engine {
                 // One alert per template: not when this version of the template was reported, nor when
                 // the workload's template was and nobody has written the workload since.
                 let rule = i as u32;
-                let covered =
-                    |(k, t): (&u64, i64)| *k == m.template_key || m.written.is_none_or(|w| t >= w);
+                let covered = |(k, t): (&u64, i64)| {
+                    m.template_key == Some(*k) || m.written.is_none_or(|w| t >= w)
+                };
                 if m.keys
                     .iter()
                     .filter_map(|k| self.workloads.reported(rule, *k).map(|t| (k, t)))
@@ -716,7 +727,8 @@ impl Engine {
                     self.stats.controller_pods_covered += 1;
                     continue;
                 }
-                self.workloads.report(rule, m.template_key, now, max);
+                let k = m.template_key.unwrap_or(m.keys[0]);
+                self.workloads.report(rule, k, now, max);
             } else if let Some(k) = workload_write {
                 self.workloads.report(i as u32, k, now, max);
             }
@@ -748,22 +760,23 @@ impl Engine {
 
     /// Remembers who wrote a workload (a successful create, update or patch of the workload itself, by anyone
     /// but the control plane); its key, for a workload write whose template a rule may report.
-    fn note_workload_write(&mut self, f: &Fields<'_>, now: i64) -> Option<u64> {
+    fn note_workload_write(&mut self, f: &Fields<'_>, cluster: &str, now: i64) -> Option<u64> {
         let c = self.core;
         let (kind, _) = crate::owner::workload(f.first_str(c.resource)?)?;
         if !matches!(f.first_str(c.verb), Some("create" | "update" | "patch"))
             || f.first_str(c.subresource).is_some_and(|s| !s.is_empty())
             || self.failed(f)
+            || f.first_str(c.request_uri).is_some_and(dry_run)
         {
             return None;
         }
         let ns = f.first_str(c.namespace).unwrap_or("");
         let name = f.first_str(c.name).filter(|n| !n.is_empty())?;
-        let key = crate::owner::key(kind, ns, name, "");
+        let key = crate::owner::key(cluster, kind, ns, name, "");
         let class = self.class(f);
         if class != IdentityClass::ControlPlane {
             let username = f.first_str(c.username).unwrap_or("").into();
-            let w = Writer {
+            let w = Write {
                 username,
                 class,
                 time: now,
@@ -788,7 +801,7 @@ impl Engine {
 
     /// A pod the control plane creates for a workload: the workload, its writer and the keys under which
     /// its template may have been reported.
-    fn controller_made(&self, f: &Fields<'_>) -> Option<Made> {
+    fn controller_made(&self, f: &Fields<'_>, cluster: &str) -> Option<Made> {
         let c = self.core;
         if f.first_str(c.resource) != Some("pods")
             || f.first_str(c.verb) != Some("create")
@@ -798,34 +811,47 @@ impl Engine {
             return None;
         }
         let PodOwner {
-            kind,
-            name,
+            mut kind,
+            mut name,
             direct,
             template,
         } = crate::owner::pod_owner(f, c.owner)?;
         let ns = f.first_str(c.namespace).unwrap_or("");
-        let owner_key = crate::owner::key(kind, ns, name, "");
-        let template_key = crate::owner::key(kind, ns, name, template);
-        let mut keys = vec![owner_key, template_key];
-        let mut writer = self.workloads.writer(owner_key);
+        let key = |kind: &str, name: &str, template: &str| {
+            crate::owner::key(cluster, kind, ns, name, template)
+        };
+        let mut via = "";
         if let Some((dkind, dname)) = direct {
-            let k = crate::owner::key(dkind, ns, dname, "");
-            keys.push(k);
-            writer = writer.or(self.workloads.writer(k));
+            // A ReplicaSet or Job someone other than the control plane wrote is theirs: the link to a
+            // Deployment or CronJob is only a guess from its name.
+            if self.workloads.writer(key(dkind, dname, "")).is_some() {
+                (kind, name) = (dkind, dname);
+            } else {
+                via = dname;
+            }
         }
+        let owner_key = key(kind, name, "");
+        let versioned = !template.is_empty();
+        let template_key = if versioned {
+            key(kind, name, &format!("{via}\u{1f}{template}"))
+        } else {
+            owner_key
+        };
+        let writer = self.workloads.writer(owner_key);
+        let author = writer.map(|w| w.author());
         Some(Made {
             owner: Owner {
                 kind: kind.to_string(),
                 namespace: ns.to_string(),
                 name: name.to_string(),
                 controller: f.first_str(c.username).unwrap_or("").to_string(),
-                writer: writer.map(|w| w.username.to_string()),
-                written_at: writer.map(|w| rfc3339(w.time)),
+                writer: author.map(|w| w.username.to_string()),
+                written_at: author.map(|w| rfc3339(w.time)),
             },
-            writer_class: writer.map(|w| w.class),
-            written: writer.map(|w| w.time),
-            keys,
-            template_key,
+            platform: author.is_some_and(Write::by_platform),
+            written: writer.map(|w| w.last.time),
+            keys: vec![owner_key, template_key],
+            template_key: versioned.then_some(template_key),
         })
     }
 
@@ -1184,6 +1210,20 @@ impl RuleIndex {
 
 /// Removes the oldest tenth (at least one) of a map by a time key, exactly that many even when times tie.
 /// Returns how many were removed.
+/// A server-side dry run: a `dryRun` query parameter (the API server accepts only `All`). Read as a parameter,
+/// not a substring: `?fieldManager=dryRun=All` is a real write.
+pub(crate) fn dry_run(uri: &str) -> bool {
+    let Some((_, query)) = uri.split_once('?') else {
+        return false;
+    };
+    query
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p.strip_prefix("dryRun=").is_some_and(|v| !v.is_empty()))
+}
+
 pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
     map: &mut HashMap<K, V>,
     time: impl Fn(&V) -> i64,

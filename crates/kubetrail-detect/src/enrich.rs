@@ -145,16 +145,16 @@ const CLOUD_MANAGED: &[&str] = &[
     "masterclient",
     "nodeclient",
     "aks-*",
-    "container-engine-robot",
 ];
 
-/// GKE's service agent, `service-<project number>@container-engine-robot.iam.gserviceaccount.com` (a domain
-/// only Google's project holds), and the short form `container-engine-robot@<project>.iam.gserviceaccount.com`.
+/// GKE's service agent, `service-<project number>@container-engine-robot.iam.gserviceaccount.com`: a domain
+/// only Google's own project holds. Not `container-engine-robot@<project>...`, which anyone can create in
+/// their own project and have bound in a cluster.
 fn gke_robot(username: &str) -> bool {
-    username.ends_with("@container-engine-robot.iam.gserviceaccount.com")
-        || username
-            .strip_prefix("container-engine-robot@")
-            .is_some_and(|d| d.ends_with(".iam.gserviceaccount.com"))
+    username
+        .strip_suffix("@container-engine-robot.iam.gserviceaccount.com")
+        .and_then(|local| local.strip_prefix("service-"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn listed(list: &[&str], s: &str) -> bool {
@@ -184,9 +184,10 @@ impl IdentityClass {
     ///    (`container-engine-robot`), AKS `aksService`, `masterclient`, `nodeclient`, `aks-*`;
     /// 4. control-plane: `system:apiserver`, `system:kube-*` (controller manager, scheduler, proxy,
     ///    aggregator), `system:volume-scheduler`, and controllers' service accounts in kube-system
-    ///    (`*-controller`, `*-operator`, `controller`, `operator`, `generic-garbage-collector`, ...): only
-    ///    a kube-system administrator can create those, and a token of one used from outside is still
-    ///    reported by the rules on service-account tokens;
+    ///    (`*-controller`, `controller`, `operator`, `generic-garbage-collector`, ...): creating one is
+    ///    itself alerted (`kt-sa-control-plane-name`), and a token of one used from outside is still
+    ///    reported by the rules on service-account tokens. Third-party operators (`cilium-operator`) are
+    ///    not the control plane;
     /// 5. service-account: any other `system:serviceaccount:*`;
     /// 6. human: everyone else (people, and certificates or OIDC identities of tools).
     pub fn of<'a>(username: &str, groups: impl IntoIterator<Item = &'a str>) -> IdentityClass {
@@ -213,9 +214,7 @@ impl IdentityClass {
         }
         if let Some(sa) = username.strip_prefix("system:serviceaccount:") {
             if let Some(name) = sa.strip_prefix("kube-system:")
-                && (name.ends_with("-controller")
-                    || name.ends_with("-operator")
-                    || CONTROLLER_SAS.contains(&name))
+                && (name.ends_with("-controller") || CONTROLLER_SAS.contains(&name))
             {
                 return IdentityClass::ControlPlane;
             }
@@ -488,7 +487,12 @@ mod tests {
         check(
             "container-engine-robot@proj.iam.gserviceaccount.com",
             &[],
-            IdentityClass::CloudManaged,
+            IdentityClass::Human,
+        );
+        check(
+            "service-x@container-engine-robot.iam.gserviceaccount.com",
+            &[],
+            IdentityClass::Human,
         );
         check(
             "container-engine-robot@evil.example.com",
@@ -496,7 +500,12 @@ mod tests {
             IdentityClass::Human,
         );
         check(
-            "system:serviceaccount:kube-system:tigera-operator",
+            "system:serviceaccount:kube-system:cilium-operator",
+            &[],
+            IdentityClass::ServiceAccount,
+        );
+        check(
+            "system:serviceaccount:kube-system:operator",
             &[],
             IdentityClass::ControlPlane,
         );

@@ -12,10 +12,17 @@
 //!   alert, however many replicas or nodes it reaches), or reported the workload's template when it was
 //!   written and nobody has written the workload since (a later write, even one logged without its body,
 //!   may have changed the template);
-//! - nothing is raised when the platform (a node or a managed cloud's component) wrote the workload last;
-//! - otherwise the alert names the writer as its actor and keeps the rule's level; when no write of the
-//!   workload is known (it predates the trail, or was evicted), the alert is `low`: an inventory finding
-//!   rather than an attack step, which the binary may attribute from the store.
+//! - nothing is raised when only the platform (a node or a managed cloud's component) wrote the workload;
+//! - otherwise the alert names the last person or tool that wrote it (a platform write after theirs does not
+//!   hide their change) and keeps the rule's level; when no write of the workload is known (it predates the
+//!   trail, or was evicted), the alert is `low`: an inventory finding rather than an attack step, which the
+//!   binary may attribute from the store.
+//!
+//! The links ReplicaSet to Deployment and Job to CronJob are read from names, which a requester chooses: a
+//! link is followed only when nobody but the control plane wrote the ReplicaSet or Job (a person's bare
+//! ReplicaSet named like another's Deployment, with its hash label, is that person's ReplicaSet), and the
+//! template version includes the direct owner's name, so a copied hash label matches nothing already
+//! reported. Every key includes the cluster the event came from.
 //!
 //! Writes by the control plane itself (the deployment controller updating a Deployment's annotations) are
 //! not "writes" here: the template is the last person's or tool's.
@@ -90,7 +97,8 @@ impl OwnerSlots {
     }
 }
 
-/// A pod's owning workload as read from its request (no identity check here).
+/// A pod's owning workload as read from its request (no identity check here; the link to a Deployment or
+/// CronJob is a guess from names, see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodOwner<'a> {
     /// The workload the template belongs to (a Deployment rather than its ReplicaSet).
@@ -116,7 +124,7 @@ pub(crate) fn pod_owner<'f>(f: &'f Fields<'_>, s: OwnerSlots) -> Option<PodOwner
     // The entry the controller flag marks (entries align when each has the flag); else the only workload.
     let pick = if controllers.len() == kinds.len() {
         controllers.iter().position(|c| *c)?
-    } else {
+    } else if !f.has(s.controller) {
         let mut workloads = kinds
             .iter()
             .enumerate()
@@ -126,6 +134,9 @@ pub(crate) fn pod_owner<'f>(f: &'f Fields<'_>, s: OwnerSlots) -> Option<PodOwner
             return None;
         }
         i
+    } else {
+        // Flags on some entries only: which entry a flag belongs to is unknown.
+        return None;
     };
     let kind = workload(kinds[pick])?.0;
     let name = names[pick];
@@ -176,10 +187,10 @@ pub(crate) fn workload(kind_or_resource: &str) -> Option<(&'static str, &'static
         .copied()
 }
 
-/// Identifies a workload (and, with a template, one version of its template) in the maps below.
-pub(crate) fn key(kind: &str, namespace: &str, name: &str, template: &str) -> u64 {
+/// Identifies a workload of a cluster (and, with a template, one version of its template) in the maps below.
+pub(crate) fn key(cluster: &str, kind: &str, namespace: &str, name: &str, template: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in [kind, namespace, name, template] {
+    for p in [cluster, kind, namespace, name, template] {
         for b in p.bytes().chain(std::iter::once(0x1f)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -188,12 +199,37 @@ pub(crate) fn key(kind: &str, namespace: &str, name: &str, template: &str) -> u6
     h
 }
 
-/// The last writer of a workload.
+/// One write of a workload.
 #[derive(Debug, Clone)]
-pub(crate) struct Writer {
+pub(crate) struct Write {
     pub(crate) username: Box<str>,
     pub(crate) class: IdentityClass,
     pub(crate) time: i64,
+}
+
+impl Write {
+    /// A node's or a managed cloud's component.
+    pub(crate) fn by_platform(&self) -> bool {
+        matches!(
+            self.class,
+            IdentityClass::Node | IdentityClass::CloudManaged
+        )
+    }
+}
+
+/// Who wrote a workload: the last write, and the last one by anyone but the platform. A platform write after
+/// a person's (an add-on manager reconciling) does not make the person's change the platform's.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub(crate) last: Write,
+    pub(crate) person: Option<Write>,
+}
+
+impl Writer {
+    /// Whom an alert on the workload's pods names: the last person, else the platform.
+    pub(crate) fn author(&self) -> &Write {
+        self.person.as_ref().unwrap_or(&self.last)
+    }
 }
 
 /// Bounded memory of workload writers and reported templates (the oldest are forgotten beyond `max`).
@@ -206,11 +242,17 @@ pub(crate) struct Workloads {
 }
 
 impl Workloads {
-    pub(crate) fn wrote(&mut self, key: u64, w: Writer, max: usize) {
+    pub(crate) fn wrote(&mut self, key: u64, w: Write, max: usize) {
         if self.writers.len() >= max.max(1) && !self.writers.contains_key(&key) {
-            self.evictions += crate::engine::evict_oldest(&mut self.writers, |w| w.time) as u64;
+            self.evictions +=
+                crate::engine::evict_oldest(&mut self.writers, |w| w.last.time) as u64;
         }
-        self.writers.insert(key, w);
+        let person = if w.by_platform() {
+            self.writers.get(&key).and_then(|old| old.person.clone())
+        } else {
+            Some(w.clone())
+        };
+        self.writers.insert(key, Writer { last: w, person });
     }
 
     pub(crate) fn writer(&self, key: u64) -> Option<&Writer> {

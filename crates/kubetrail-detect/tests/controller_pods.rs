@@ -275,3 +275,172 @@ detection:
     assert!(plain.owner.is_none());
     assert_eq!(e.stats().controller_pods, 1);
 }
+
+fn run_from(events: &[(&str, String)]) -> Vec<Alert> {
+    let mut e = engine();
+    let mut out = Vec::new();
+    for (cluster, ev) in events {
+        e.process_from(cluster, ev, &mut out).unwrap();
+    }
+    e.flush(&mut out);
+    out.into_iter().filter(|a| !a.update).collect()
+}
+
+/// A person's bare ReplicaSet named like another's Deployment, carrying that Deployment's hash label: its
+/// pods are that person's ReplicaSet's, never covered by the Deployment's report nor blamed on its writer.
+#[test]
+fn a_replicaset_named_like_a_reported_deployment_is_its_writers() {
+    let events = vec![
+        write("w", 0, "alice", "Deployment", "api", Some(true)),
+        pod(
+            "p1",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+        write("rs", 20, "mallory", "ReplicaSet", "api-x", None),
+        pod(
+            "p2",
+            30,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-x",
+            "7d9f8c6b5",
+        ),
+    ];
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[1].actor.username, "mallory");
+    assert_eq!(alerts[1].severity, Level::High);
+    let o = alerts[1].owner.as_ref().unwrap();
+    assert_eq!((o.kind.as_str(), o.name.as_str()), ("ReplicaSet", "api-x"));
+}
+
+/// A template without a version label (a CronJob's Jobs): a report covers it only until the next write.
+#[test]
+fn a_cronjob_rewritten_after_its_report_is_reported_again() {
+    let job = |id: &str, t: u32, n: u32| {
+        pod(
+            id,
+            t,
+            "job-controller",
+            "Job",
+            &format!("backup-{}", 29_412_340 + n),
+            "",
+        )
+        .replace(r#""pod-template-hash":"""#, r#""job-name":"x""#)
+    };
+    let mut events = vec![
+        write("w", 0, "ci-bot", "CronJob", "backup", Some(true)),
+        job("j1", 60, 1),
+    ];
+    assert_eq!(
+        run(&events).len(),
+        1,
+        "the template's own alert covers its runs"
+    );
+    events.push(write("w2", 100, "mallory", "CronJob", "backup", None));
+    events.push(job("j2", 120, 2));
+    events.push(job("j3", 180, 3));
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[1].actor.username, "mallory");
+}
+
+/// The platform reconciling a workload after a person changed it does not make the change the platform's.
+#[test]
+fn a_platform_write_after_a_persons_does_not_hide_it() {
+    let events = vec![
+        write("w", 0, "alice", "Deployment", "api", None),
+        write("w2", 5, "eks:addon-manager", "Deployment", "api", None),
+        pod(
+            "p",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ];
+    let alerts = run(&events);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].actor.username, "alice");
+}
+
+/// What one cluster's requests taught the engine never covers another cluster's pods.
+#[test]
+fn workloads_are_remembered_per_cluster() {
+    let alerts = run_from(&[
+        (
+            "dev",
+            write("w", 0, "eks:addon-manager", "Deployment", "api", None),
+        ),
+        ("prod", write("w", 1, "mallory", "Deployment", "api", None)),
+        (
+            "dev",
+            pod(
+                "p1",
+                10,
+                "replicaset-controller",
+                "ReplicaSet",
+                "api-7d9f8c6b5",
+                "7d9f8c6b5",
+            ),
+        ),
+        (
+            "prod",
+            pod(
+                "p2",
+                11,
+                "replicaset-controller",
+                "ReplicaSet",
+                "api-7d9f8c6b5",
+                "7d9f8c6b5",
+            ),
+        ),
+    ]);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].actor.username, "mallory");
+    assert_eq!(alerts[0].audit_ids, ["p2"]);
+}
+
+/// A server-side dry run writes nothing: it does not make its requester the writer. A parameter merely
+/// containing `dryRun=All` is a real write.
+#[test]
+fn dry_runs_are_not_writes() {
+    let dry = |id: &str, t: u32, user: &str, query: &str| {
+        write(id, t, user, "Deployment", "api", None).replace(
+            r#""verb":"create""#,
+            &format!(
+                r#""requestURI":"/apis/apps/v1/namespaces/web/deployments{query}","verb":"create""#
+            ),
+        )
+    };
+    let events = vec![
+        write("w", 0, "alice", "Deployment", "api", None),
+        dry("d", 5, "eks:addon-manager", "?dryRun=All"),
+        pod(
+            "p",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ];
+    assert_eq!(run(&events)[0].actor.username, "alice");
+    let events = vec![
+        dry("d", 5, "mallory", "?fieldManager=dryRun=All"),
+        pod(
+            "p",
+            10,
+            "replicaset-controller",
+            "ReplicaSet",
+            "api-7d9f8c6b5",
+            "7d9f8c6b5",
+        ),
+    ];
+    assert_eq!(run(&events)[0].actor.username, "mallory");
+}

@@ -304,7 +304,11 @@ impl Engine {
                     .and(col("name").eq(lit(name)))
                     .and(col("verb").in_list(verbs, false))
                     .and(col("stage").eq(lit("ResponseComplete")))
-                    .and(col("subresource").is_null().or(col("subresource").eq(lit(""))))
+                    .and(
+                        col("subresource")
+                            .is_null()
+                            .or(col("subresource").eq(lit(""))),
+                    )
                     .and(col("code").is_null().or(col("code").lt(lit(400)))),
             )?
             .sort(vec![

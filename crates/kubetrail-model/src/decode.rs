@@ -504,6 +504,8 @@ struct GkeRequestMetadata<'a> {
 #[derive(Deserialize)]
 struct K8sStatus<'a> {
     #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
     status: Option<Cow<'a, str>>,
     code: Option<i64>,
 }
@@ -556,7 +558,12 @@ fn gke(json: &str) -> Result<Found<'static>, String> {
     let failure = p
         .response
         .and_then(|r| serde_json::from_str::<K8sStatus>(r.get()).ok())
-        .filter(|s| s.status.as_deref() == Some("Failure"));
+        // A `Status` (or a bare one without a kind); an object whose own `status` field says "Failure"
+        // (a custom resource's) is not an answer about the request.
+        .filter(|s| {
+            s.status.as_deref() == Some("Failure")
+                && s.kind.as_deref().is_none_or(|k| k == "Status")
+        });
     let http = match rpc {
         0 if failure.is_some() => failure
             .as_ref()

@@ -299,11 +299,19 @@ fn gke_failure_status_response_without_rpc_status() {
         parse(results[0].as_ref().unwrap()).code()
     };
     assert_eq!(code(r#"{"status":"Failure"}"#), Some(500));
+    // A custom resource whose own status field reads "Failure" was created.
+    assert_eq!(
+        code(r#"{"kind":"Widget","metadata":{"name":"w"},"status":"Failure"}"#),
+        Some(201)
+    );
     assert_eq!(
         code(r#"{"kind":"Status","status":"Failure","code":403}"#),
         Some(403)
     );
-    assert_eq!(code(r#"{"kind":"Pod","metadata":{"name":"test"}}"#), Some(201));
+    assert_eq!(
+        code(r#"{"kind":"Pod","metadata":{"name":"test"}}"#),
+        Some(201)
+    );
 }
 
 #[test]

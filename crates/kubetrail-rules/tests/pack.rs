@@ -62,6 +62,8 @@ const ALSO_RAISED: &[(&str, &[&str])] = &[
     // The internet's scanner probing /vendor/phpunit/ without credentials: a public endpoint and a scanner.
     ("kt-anonymous-public", &["kt-api-scanner-probe"]),
     ("kt-api-scanner-probe", &["kt-anonymous-public"]),
+    // A controller-named account in kube-system is also a service account created in a system namespace.
+    ("kt-sa-control-plane-name", &["kt-sa-system-namespace"]),
     // Each refused read of the burst is reported on its own, at low.
     ("kt-secret-denied-burst", &["kt-secret-denied"]),
     // The secret read while impersonating system:admin is also a production secret read.

@@ -45,6 +45,10 @@ const DIFFERS: &[(usize, &str)] = &[
     ),
     (28, "as line 21"),
     (
+        41,
+        "container-engine-robot@<project>.iam.gserviceaccount.com can be created by anyone in their own project and bound in a cluster; only GKE's service agent, service-<number>@container-engine-robot.iam.gserviceaccount.com, is the platform",
+    ),
+    (
         49,
         "an admission webhook changed (update) sends requests somewhere new just like a new one",
     ),

@@ -63,10 +63,15 @@ pub struct Detector {
     runtime: Option<tokio::runtime::Runtime>,
     /// Alerts dropped because the platform wrote their workload: their updates are dropped too.
     dropped: std::collections::HashSet<String>,
+    /// Workloads looked up in the store: (cluster, kind, namespace, name) → the writer found, if any.
+    writers: std::collections::HashMap<
+        (String, String, String, String),
+        Option<kubetrail_engine::EventRow>,
+    >,
 }
 
-/// How long one store lookup of a workload's writer may take.
-const LOOKUP: Duration = Duration::from_secs(10);
+/// How long one store lookup of a workload's writer may take (detection waits for it).
+const LOOKUP: Duration = Duration::from_secs(3);
 
 /// Alerts remembered for their updates, at most (then the memory starts over).
 const MAX_FIRSTS: usize = 10_000;
@@ -108,6 +113,7 @@ impl Detector {
             unreadable: Family::default(),
             runtime: None,
             dropped: std::collections::HashSet::new(),
+            writers: std::collections::HashMap::new(),
         })
     }
 
@@ -203,7 +209,7 @@ impl Detector {
                         .as_ref()
                         .map(|e| self.tracker.prior(e))
                         .unwrap_or_default();
-                    if let Err(e) = self.engine.process(&rec.event, &mut out) {
+                    if let Err(e) = self.engine.process_from(&rec.cluster, &rec.event, &mut out) {
                         fail(1, seq, e.to_string());
                     }
                     if let Some(e) = &event {
@@ -264,6 +270,18 @@ impl Detector {
         };
         let root = self.dir.join("store");
         let (ns, name) = (owner.namespace.clone(), owner.name.clone());
+        let cache_key = (
+            a.cluster.clone().unwrap_or_default(),
+            owner.kind.clone(),
+            ns.clone(),
+            name.clone(),
+        );
+        if let Some(found) = self.writers.get(&cache_key).cloned() {
+            return match found {
+                Some(row) => self.attributed(a, row),
+                None => true,
+            };
+        }
         let runtime = match &self.runtime {
             Some(r) => r,
             None => match tokio::runtime::Builder::new_current_thread()
@@ -282,19 +300,41 @@ impl Detector {
             let rows = tokio::time::timeout(LOOKUP, engine.last_writes(resource, &ns, &name, 50))
                 .await
                 .map_err(|_| anyhow::anyhow!("timed out after {LOOKUP:?}"))??;
-            anyhow::Ok(rows.into_iter().find(|r| {
+            // The last person or tool to write it, else the platform (its reconciling after a person's
+            // change does not make the change the platform's); never the control plane itself.
+            let class = |r: &kubetrail_engine::EventRow| {
                 IdentityClass::of(&r.user, r.groups.iter().map(String::as_str))
-                    != IdentityClass::ControlPlane
-            }))
+            };
+            let platform = |c| matches!(c, IdentityClass::Node | IdentityClass::CloudManaged);
+            let mut writes = rows
+                .into_iter()
+                .filter(|r| class(r) != IdentityClass::ControlPlane)
+                .peekable();
+            let latest = writes.peek().cloned();
+            anyhow::Ok(writes.find(|r| !platform(class(r))).or(latest))
         });
         let row = match found {
-            Ok(Some(row)) => row,
-            Ok(None) => return true,
+            Ok(found) => {
+                // Once per workload: a flood of its pods never queries the store again.
+                if self.writers.len() >= MAX_FIRSTS {
+                    self.writers.clear();
+                }
+                self.writers.insert(cache_key, found.clone());
+                match found {
+                    Some(row) => row,
+                    None => return true,
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), workload = %format!("{}/{ns}/{name}", owner.kind), "cannot look up a workload's writer in the store");
                 return true;
             }
         };
+        self.attributed(a, row)
+    }
+
+    /// Names the store's writer of an alert's workload; false when it is the platform (the alert is dropped).
+    fn attributed(&mut self, a: &mut Alert, row: kubetrail_engine::EventRow) -> bool {
         let class = IdentityClass::of(&row.user, row.groups.iter().map(String::as_str));
         if matches!(class, IdentityClass::Node | IdentityClass::CloudManaged) {
             if self.dropped.len() >= MAX_FIRSTS {
