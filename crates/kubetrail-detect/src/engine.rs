@@ -200,6 +200,8 @@ struct Facts {
 /// A pod the control plane created for a workload.
 struct Made {
     owner: Owner,
+    /// Where the writer wrote it from.
+    source_ip: Option<String>,
     /// Only the platform wrote the workload.
     platform: bool,
     /// When anyone but the control plane last wrote it.
@@ -225,8 +227,11 @@ fn made_facts(facts: &mut Facts, m: &Made) {
         ),
     };
     if let Some(w) = &o.writer {
+        // The request is the controller's: its address, agent and groups are not the writer's.
         facts.username = w.clone();
         facts.context.groups.clear();
+        facts.context.user_agent = None;
+        facts.source_ips = m.source_ip.iter().cloned().collect();
     } else {
         facts.context.severity = Some(Level::Low);
     }
@@ -780,6 +785,11 @@ impl Engine {
                 username,
                 class,
                 time: now,
+                source_ip: f
+                    .get(c.source_ips)
+                    .filter_map(Val::as_str)
+                    .last()
+                    .map(Into::into),
             };
             self.workloads.wrote(key, w, self.cfg.max_workloads);
         }
@@ -848,6 +858,7 @@ impl Engine {
                 writer: author.map(|w| w.username.to_string()),
                 written_at: author.map(|w| rfc3339(w.time)),
             },
+            source_ip: author.and_then(|w| w.source_ip.as_deref().map(str::to_string)),
             platform: author.is_some_and(Write::by_platform),
             written: writer.map(|w| w.last.time),
             keys: vec![owner_key, template_key],

@@ -205,6 +205,8 @@ pub(crate) struct Write {
     pub(crate) username: Box<str>,
     pub(crate) class: IdentityClass,
     pub(crate) time: i64,
+    /// The client's address (the first of `sourceIPs`).
+    pub(crate) source_ip: Option<Box<str>>,
 }
 
 impl Write {

@@ -51,7 +51,7 @@ fn write(id: &str, t: u32, user: &str, kind: &str, name: &str, privileged: Optio
         None => String::new(),
     };
     format!(
-        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"{user}"}},"objectRef":{{"resource":"{resource}","namespace":"web","name":"{name}"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}"{body}}}"#,
+        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"{user}"}},"sourceIPs":["198.51.100.7","10.0.0.2"],"objectRef":{{"resource":"{resource}","namespace":"web","name":"{name}"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}"{body}}}"#,
         time(t)
     )
 }
@@ -59,7 +59,7 @@ fn write(id: &str, t: u32, user: &str, kind: &str, name: &str, privileged: Optio
 /// A privileged pod created by `controller` for an owner (`kind`, `name`) with a template hash label.
 fn pod(id: &str, t: u32, controller: &str, kind: &str, name: &str, hash: &str) -> String {
     format!(
-        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"system:serviceaccount:kube-system:{controller}"}},"objectRef":{{"resource":"pods","namespace":"web"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}","requestObject":{{"kind":"Pod","metadata":{{"generateName":"{name}-","labels":{{"pod-template-hash":"{hash}"}},"ownerReferences":[{{"apiVersion":"apps/v1","kind":"{kind}","name":"{name}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"x","securityContext":{{"privileged":true}}}}]}}}}}}"#,
+        r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"system:serviceaccount:kube-system:{controller}"}},"sourceIPs":["::1"],"userAgent":"kube-controller-manager/v1.30.2","objectRef":{{"resource":"pods","namespace":"web"}},"responseStatus":{{"code":201}},"requestReceivedTimestamp":"{}","requestObject":{{"kind":"Pod","metadata":{{"generateName":"{name}-","labels":{{"pod-template-hash":"{hash}"}},"ownerReferences":[{{"apiVersion":"apps/v1","kind":"{kind}","name":"{name}","controller":true}}]}},"spec":{{"containers":[{{"name":"c","image":"x","securityContext":{{"privileged":true}}}}]}}}}}}"#,
         time(t)
     )
 }
@@ -91,6 +91,9 @@ fn a_rollout_is_one_alert_in_the_writers_name() {
     let a = &alerts[0];
     assert_eq!(a.actor.username, "alice");
     assert_eq!(a.severity, Level::High);
+    // Where alice wrote it from, not the controller's address or agent.
+    assert_eq!(a.source_ips, ["198.51.100.7"]);
+    assert_eq!(a.user_agent, None);
     let o = a.owner.as_ref().unwrap();
     assert_eq!(
         (o.kind.as_str(), o.name.as_str(), o.namespace.as_str()),

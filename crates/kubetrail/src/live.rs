@@ -363,6 +363,9 @@ impl Detector {
             groups: row.groups.clone(),
             impersonated_user: None,
         };
+        // The pod's request was the controller's: its address and agent are not the writer's.
+        a.source_ips = row.source_ips.clone();
+        a.user_agent = None;
         if let Some(level) = level {
             a.severity = level;
         }

@@ -225,6 +225,7 @@ fn controller_made_pods_are_attributed_from_the_store() {
             "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
             "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
             "user": {"username": user, "groups": ["system:authenticated"]},
+            "sourceIPs": ["198.51.100.7"],
             "objectRef": {"resource": "deployments", "namespace": "default", "name": name, "apiGroup": "apps", "apiVersion": "v1"},
             "responseStatus": {"code": 201},
             "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
@@ -288,6 +289,7 @@ fn controller_made_pods_are_attributed_from_the_store() {
     assert_eq!(a["owner"]["kind"], "Deployment");
     assert_eq!(a["owner"]["name"], "nginx-deployment");
     assert_eq!(a["owner"]["writer"], "mallory@example.com");
+    assert_eq!(a["sourceIPs"], serde_json::json!(["198.51.100.7"]));
     let summary = a["summary"].as_str().unwrap();
     assert!(summary.contains("found in the store"), "{summary}");
     assert!(
