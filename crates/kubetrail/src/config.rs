@@ -15,7 +15,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9443";
 pub struct Config {
     /// `HOST:PORT` to listen on (default 127.0.0.1:9443).
     pub listen: Option<SocketAddr>,
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
+    /// Data directory (default ./kubetrail-data; `--data` and `KUBETRAIL_DATA` override it).
     pub data: Option<PathBuf>,
     /// The cluster name stamped on events whose source names none.
     pub cluster: Option<String>,

@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use kubetrail_policy::{RedactionKey, Redactor};
 use kubetrail_store::{Wal, WalOptions};
 
-/// `--data`, else the config's `data`, else `KUBETRAIL_DATA`, else `./kubetrail-data`.
+/// `--data` (or `KUBETRAIL_DATA`, which clap reads into it), else the config's `data`, else
+/// `./kubetrail-data`.
 pub fn resolve(flag: Option<PathBuf>, config: Option<PathBuf>) -> PathBuf {
     flag.or(config)
-        .or_else(|| std::env::var_os("KUBETRAIL_DATA").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("./kubetrail-data"))
 }
 

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod alerts;
 mod api;
@@ -13,6 +13,7 @@ mod config;
 mod console;
 mod data;
 mod detection;
+mod duration;
 mod input;
 mod integrity_key;
 mod live;
@@ -78,6 +79,10 @@ enum Command {
     /// Delete expired partitions (classes by rule, default 400 days), keeping legal holds; every deletion signed.
     #[command(subcommand)]
     Retention(cmd::retention::RetentionCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(cmd::shell::CompletionArgs),
+    /// Write man pages for kubetrail and every command to a directory.
+    Man(cmd::shell::ManArgs),
 }
 
 /// What a command reports back: success, or findings (exit 1).
@@ -107,6 +112,8 @@ fn main() -> ExitCode {
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
         Command::Retention(c) => cmd::retention::run(c),
+        Command::Completion(args) => cmd::shell::completion(args, Cli::command()),
+        Command::Man(args) => cmd::shell::man(args, Cli::command()),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -109,6 +109,33 @@ fn posted_events_are_all_acknowledged_and_stored() {
 
     drop(server); // the log is read after the server is gone, as after a crash
     assert_eq!(stored(&data), 4000);
+
+    // Posted events end now by default (2,000 at 100/s: the last 20 s), so a newcomer's console, whose
+    // searches default to the last 24 hours, shows them.
+    let (wal, _) = Wal::open(&data.join("wal"), WalOptions::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let newest = wal
+        .read_from(0)
+        .unwrap()
+        .map(|item| {
+            let rec = EventRecord::decode(&item.unwrap().1).unwrap().into_owned();
+            let v: serde_json::Value = serde_json::from_str(&rec.event).unwrap();
+            let t: jiff::Timestamp = v["requestReceivedTimestamp"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            t.as_second()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        (now - newest).abs() < 300,
+        "newest event {newest}, now {now}"
+    );
 }
 
 #[test]

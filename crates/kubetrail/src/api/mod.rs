@@ -164,7 +164,7 @@ impl Params {
     fn scope(&self) -> Result<Scope, ApiError> {
         let time = |name: &str, v: &Option<String>| {
             v.as_deref()
-                .map(crate::cmd::query::parse_time)
+                .map(crate::duration::parse_time)
                 .transpose()
                 .map_err(|e| ApiError::bad(format!("`{name}`: {e}")))
         };
@@ -637,12 +637,7 @@ async fn suppression_add(
     let b: SuppressBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("the body is not a suppression: {e}")))?;
     let until = match (&b.for_, &b.until) {
-        (Some(d), None) => {
-            let secs = crate::cmd::generate::parse_duration(d).map_err(ApiError::bad)?;
-            jiff::Timestamp::now()
-                .checked_add(jiff::SignedDuration::from_secs_f64(secs.min(1e10)))
-                .map_err(|_| ApiError::bad(format!("`{d}` is too long")))?
-        }
+        (Some(d), None) => crate::duration::from_now(d).map_err(ApiError::bad)?,
         (None, Some(t)) => t
             .parse::<jiff::Timestamp>()
             .map_err(|_| ApiError::bad(format!("`until` `{t}` is not an RFC 3339 time")))?,

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use kubetrail_detect::Level;
 
 use crate::Outcome;
@@ -53,7 +53,7 @@ pub struct SuppressArgs {
     pub namespace: Option<String>,
     #[arg(long)]
     pub cluster: Option<String>,
-    /// For how long (`30m`, `4h`, `2d`; at most 90 days).
+    /// For how long (`30m`, `1.5h`, `2d`, `1w`; at most 90 days).
     #[arg(long = "for", value_name = "DURATION")]
     pub for_: Option<String>,
     /// Until this time (RFC 3339).
@@ -71,8 +71,8 @@ pub struct SuppressionsArgs {
     /// Lifted and expired ones too.
     #[arg(long)]
     pub all: bool,
-    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
-    pub format: AlertsFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -98,8 +98,8 @@ pub enum DlqCommand {
 pub struct DlqListArgs {
     #[command(flatten)]
     pub data: DataArg,
-    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
-    pub format: AlertsFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Args)]
@@ -113,17 +113,9 @@ pub struct DlqReplayArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DataArg {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum AlertsFormat {
-    #[default]
-    Table,
-    /// One JSON object per alert per line, with `status`, `assignee` and `history`.
-    Json,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +132,8 @@ pub struct ListArgs {
     /// Only alerts of this severity or above.
     #[arg(long, value_enum, default_value_t = crate::cmd::detect::Severity::Informational)]
     pub min_severity: crate::cmd::detect::Severity,
-    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
-    pub format: AlertsFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Args)]
@@ -229,13 +221,13 @@ fn dlq_list(args: DlqListArgs) -> anyhow::Result<Outcome> {
     let letters = crate::outbox::dead_letters(&dir(&args.data)?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        AlertsFormat::Json => {
+        crate::output::Format::Json => {
             for d in &letters {
                 serde_json::to_writer(&mut out, d)?;
                 writeln!(out)?;
             }
         }
-        AlertsFormat::Table => {
+        crate::output::Format::Table => {
             let names: Vec<String> = ["DESTINATION", "TIME", "STATUS", "REASON", "ALERT", "RULE"]
                 .iter()
                 .map(|s| s.to_string())
@@ -286,13 +278,13 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     alerts.reverse();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        AlertsFormat::Json => {
+        crate::output::Format::Json => {
             for t in &alerts {
                 serde_json::to_writer(&mut out, t)?;
                 writeln!(out)?;
             }
         }
-        AlertsFormat::Table => {
+        crate::output::Format::Table => {
             let names: Vec<String> = [
                 "ID",
                 "STATUS",
@@ -438,12 +430,7 @@ fn change(d: &DataArg, id: &str, action: Action, note: Option<String>) -> anyhow
 fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
     let data = crate::data::resolve(a.data.data.clone(), None);
     let until = match (&a.for_, &a.until) {
-        (Some(d), _) => {
-            let secs = crate::cmd::generate::parse_duration(d).map_err(anyhow::Error::msg)?;
-            jiff::Timestamp::now()
-                .checked_add(jiff::SignedDuration::from_secs_f64(secs.min(1e10)))
-                .map_err(|_| anyhow::anyhow!("`{d}` is too long"))?
-        }
+        (Some(d), _) => crate::duration::from_now(d).map_err(anyhow::Error::msg)?,
         (None, Some(t)) => t.parse::<jiff::Timestamp>().map_err(|_| {
             anyhow::anyhow!("--until `{t}` is not an RFC 3339 time (`2026-11-26T06:00:00Z`)")
         })?,
@@ -490,7 +477,7 @@ fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
         .collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
-        AlertsFormat::Json => {
+        crate::output::Format::Json => {
             for s in &all {
                 let mut v = serde_json::to_value(s)?;
                 v["active"] = serde_json::Value::Bool(s.active(now));
@@ -498,7 +485,7 @@ fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
                 writeln!(out)?;
             }
         }
-        AlertsFormat::Table => {
+        crate::output::Format::Table => {
             let names: Vec<String> = ["ID", "STATE", "SILENCES", "UNTIL", "REASON", "BY", "AT"]
                 .iter()
                 .map(|s| s.to_string())

@@ -34,15 +34,15 @@ pub enum CheckpointCommand {
 
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// Write the export here instead of standard output.
     #[arg(long, value_name = "FILE")]

@@ -10,16 +10,6 @@ use kubetrail_detect::{Alert, Level};
 use crate::Outcome;
 use crate::detection::{DetectionConfig, Sources};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum DetectFormat {
-    /// For people: one block per alert.
-    #[default]
-    Text,
-    /// One JSON object per alert per line (`{"id","rule","severity","auditIDs","time","actor","sourceIPs",
-    /// "summary",...}`).
-    Json,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Severity {
     Informational,
@@ -61,8 +51,8 @@ pub struct DetectArgs {
     /// namespaces) applies.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DetectFormat::Text)]
-    pub format: DetectFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
     /// Only alerts of this severity or above.
     #[arg(long, value_enum, default_value_t = Severity::Informational)]
     pub min_severity: Severity,
@@ -121,11 +111,11 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for a in &shown {
         match args.format {
-            DetectFormat::Json => {
+            crate::output::Format::Json => {
                 serde_json::to_writer(&mut out, a)?;
                 writeln!(out)?;
             }
-            DetectFormat::Text => writeln!(out, "{}", crate::detection::render(a))?,
+            crate::output::Format::Table => writeln!(out, "{}", crate::detection::render(a))?,
         }
     }
     out.flush()?;

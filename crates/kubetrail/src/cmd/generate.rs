@@ -60,15 +60,16 @@ pub struct GenArgs {
     /// Number of events to write [default: 10000].
     #[arg(long, value_name = "N", conflicts_with = "duration")]
     count: Option<u64>,
-    /// Simulated time to cover instead of a count, e.g. `90s`, `10m`, `1.5h`, `7d` (rate × duration events).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Simulated time to cover instead of a count, e.g. `90s`, `10m`, `1.5h`, `7d`, `4w` (rate × duration events).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_secs)]
     duration: Option<f64>,
     /// Seed of the random stream: a different seed gives a different cluster and traffic.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Time of the first event (RFC 3339).
-    #[arg(long, value_name = "RFC3339", default_value = "2026-01-01T00:00:00Z")]
-    start: jiff::Timestamp,
+    /// Time of the first event (RFC 3339) [default: with --post, such that the events end now, so a
+    /// collector's recent searches show them; otherwise 2026-01-01T00:00:00Z, the same bytes every run].
+    #[arg(long, value_name = "RFC3339")]
+    start: Option<jiff::Timestamp>,
     /// Interleave attack scenarios (secret theft, RBAC escalation, privileged pods, exec, nodes/proxy, token
     /// requests, impersonation, anonymous access, 403 bursts), one every few thousand events. Nothing in
     /// the events marks them.
@@ -110,7 +111,7 @@ pub struct GenArgs {
     #[arg(long, value_name = "TOKEN", requires = "post")]
     token: Option<String>,
     /// Report of --post: text on standard error, and with `json` also one JSON object on standard output.
-    #[arg(long, value_enum, default_value_t = Format::Text, requires = "post")]
+    #[arg(long, value_enum, default_value_t = Format::Table, requires = "post")]
     format: Format,
 }
 
@@ -132,30 +133,15 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Seconds from `90s`, `10m`, `1.5h`, `7d` or `250ms`.
-pub(crate) fn parse_duration(s: &str) -> Result<f64, String> {
-    let err = || {
-        format!("`{s}` is not a duration: use a number and a unit, e.g. `90s`, `10m`, `2h`, `1d`")
-    };
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(err)?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| err())?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3_600.0,
-        "d" => 86_400.0,
-        _ => return Err(err()),
-    };
-    let secs = n * scale;
-    if secs.is_finite() && secs > 0.0 {
-        Ok(secs)
-    } else {
-        Err(err())
+/// Where generated time starts unless `--start` says: posted events end now (a collector's "last 24 hours"
+/// shows them); written ones start at a fixed time, so the same arguments give the same bytes.
+fn default_start(post: bool, count: u64, rate: f64) -> jiff::Timestamp {
+    const FIXED: jiff::Timestamp = jiff::Timestamp::constant(1_767_225_600, 0); // 2026-01-01T00:00:00Z
+    if !post {
+        return FIXED;
     }
+    let span = jiff::SignedDuration::from_secs_f64((count as f64 / rate).min(1e9));
+    jiff::Timestamp::now().checked_sub(span).unwrap_or(FIXED)
 }
 
 pub fn run(args: GenArgs) -> anyhow::Result<Outcome> {
@@ -168,7 +154,9 @@ pub fn run(args: GenArgs) -> anyhow::Result<Outcome> {
         nodes: args.nodes,
         rate: args.rate,
         seed: args.seed,
-        start: args.start,
+        start: args
+            .start
+            .unwrap_or_else(|| default_start(args.post.is_some(), count, args.rate)),
         attacks: args.attacks,
         stages: args.stages,
     });
@@ -731,22 +719,6 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_durations() {
-        for (s, secs) in [
-            ("90s", 90.0),
-            ("10m", 600.0),
-            ("1.5h", 5_400.0),
-            ("2d", 172_800.0),
-            ("250ms", 0.25),
-        ] {
-            assert_eq!(parse_duration(s), Ok(secs), "{s}");
-        }
-        for s in ["", "10", "m", "10y", "-5s", "0s", "1..2m"] {
-            assert!(parse_duration(s).is_err(), "{s}");
-        }
-    }
 
     #[test]
     fn rejects_rates_that_are_not_positive() {

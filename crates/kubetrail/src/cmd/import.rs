@@ -17,8 +17,8 @@ use crate::report::{bytes, thousands};
                         kubetrail import --data /var/lib/kubetrail gke-audit-export.json"
 )]
 pub struct ImportArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// Cluster name stamped on events whose envelope names none.
     #[arg(long, default_value = "default")]

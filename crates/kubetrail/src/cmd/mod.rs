@@ -13,5 +13,6 @@ pub mod retention;
 pub mod rules;
 pub mod serve;
 pub mod setup;
+pub mod shell;
 pub mod sinks;
 pub mod verify;

@@ -87,7 +87,7 @@ pub struct CheckArgs {
     /// The audit policy file (YAML or JSON), as passed to kube-apiserver's --audit-policy-file; `-` for stdin.
     pub policy: PathBuf,
     /// text: `FILE:LINE:COL: error: ...` lines; json: one object per diagnostic per line.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -96,7 +96,7 @@ fn check(args: CheckArgs) -> anyhow::Result<Outcome> {
     print_diagnostics(&args.policy, &loaded.diagnostics, args.format)?;
     let errors = loaded.errors().count();
     let warnings = count(&loaded.diagnostics, Severity::Warning);
-    if args.format == Format::Text {
+    if args.format == Format::Table {
         let file = args.policy.display();
         if loaded.policy.is_some() {
             eprintln!(
@@ -126,7 +126,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "JSON|@PATH")]
     pub event: String,
     /// text for people; json: one object with the decision, the matching rule and the skipped rules.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -146,7 +146,7 @@ fn explain(args: ExplainArgs) -> anyhow::Result<Outcome> {
             v["auditID"] = event.audit_id.as_ref().into();
             println!("{v}");
         }
-        Format::Text => print!("{}", explain_text(&args.policy, &policy, &ex)),
+        Format::Table => print!("{}", explain_text(&args.policy, &policy, &ex)),
     }
     Ok(Outcome::Ok)
 }
@@ -209,7 +209,7 @@ pub struct LintArgs {
     /// The audit policy file (YAML or JSON); `-` for stdin.
     pub policy: PathBuf,
     /// text: `FILE:LINE: SEVERITY[CODE]: MESSAGE` and `fix:`; json: one object per finding per line.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Also report the detection rules the policy blinds: the built-in pack with `--rules` alone, or the
     /// Sigma rule files under PATH (a rule that never sees its requests is an error; one that sees them
@@ -271,7 +271,7 @@ fn lint(args: LintArgs) -> anyhow::Result<Outcome> {
                 v["file"] = file.clone().into();
                 writeln!(out, "{v}")?;
             }
-            Format::Text => {
+            Format::Table => {
                 let at = f
                     .line
                     .map_or_else(|| file.clone(), |l| format!("{file}:{l}"));
@@ -285,7 +285,7 @@ fn lint(args: LintArgs) -> anyhow::Result<Outcome> {
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
-    if args.format == Format::Text {
+    if args.format == Format::Table {
         let warnings = findings
             .iter()
             .filter(|f| f.severity == Severity::Warning)
@@ -316,7 +316,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub per_event: bool,
     /// text: a report for people; json: one object with the whole report (or the per-event rows).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Audit event files (plain or .gz); `-` or none reads stdin.
     pub files: Vec<PathBuf>,
@@ -356,7 +356,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
                 serde_json::to_writer(&mut out, &report)?;
                 out.write_all(b"\n")?;
             }
-            Format::Text => out.write_all(crate::report::simulation(&report).as_bytes())?,
+            Format::Table => out.write_all(crate::report::simulation(&report).as_bytes())?,
         }
     }
     out.flush()?;
@@ -424,7 +424,7 @@ fn print_diagnostics(file: &Path, diags: &[Diagnostic], format: Format) -> anyho
     let mut out = std::io::stdout().lock();
     for d in diags {
         match format {
-            Format::Text => write!(out, "{}", diagnostic_text(file, d))?,
+            Format::Table => write!(out, "{}", diagnostic_text(file, d))?,
             Format::Json => {
                 let mut v = serde_json::to_value(d)?;
                 v["file"] = file.display().to_string().into();

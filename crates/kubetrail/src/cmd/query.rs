@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use futures::StreamExt;
 use kubetrail_engine::{Cell, Engine, EventRow, RowQuery, Scope};
 use kubetrail_store::WalOptions;
@@ -20,27 +20,18 @@ use crate::Outcome;
 /// Where and when: the part of the store a query reads.
 #[derive(Debug, Clone, Args)]
 pub struct ScopeArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// Only this cluster (default: all).
     #[arg(long)]
     pub cluster: Option<String>,
     /// From this time: RFC 3339 (`2026-11-01T00:00:00Z`) or a duration ago (`30m`, `2h`, `7d`, `4w`).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = crate::duration::parse_time)]
     pub since: Option<jiff::Timestamp>,
     /// Up to this time (inclusive), as --since; default now.
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = crate::duration::parse_time)]
     pub until: Option<jiff::Timestamp>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum QueryFormat {
-    #[default]
-    Table,
-    /// One JSON object per line: the stored (redacted) events for --where, the result rows for --sql.
-    Json,
-    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -68,43 +59,14 @@ pub struct QueryArgs {
     /// A SQL query over the table `events`.
     #[arg(long, value_name = "SQL")]
     pub sql: Option<String>,
-    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
-    pub format: QueryFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::RowFormat::Table)]
+    pub format: crate::output::RowFormat,
     /// At most N rows (requests, or stages with --all-stages); 0 for no limit.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
     /// Every stored stage of each request, not one row per request (its ResponseComplete, else the latest).
     #[arg(long, conflicts_with = "sql")]
     pub all_stages: bool,
-}
-
-/// A duration ago (`90s`, `30m`, `2h`, `7d`, `4w`), `now`, or an RFC 3339 time.
-pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
-    let now = jiff::Timestamp::now();
-    if s == "now" {
-        return Ok(now);
-    }
-    let unit = s.chars().last().unwrap_or(' ');
-    let secs = match unit {
-        's' => Some(1),
-        'm' => Some(60),
-        'h' => Some(3600),
-        'd' => Some(86_400),
-        'w' => Some(7 * 86_400),
-        _ => None,
-    };
-    if let Some(secs) = secs
-        && let Ok(n) = s[..s.len() - 1].parse::<i64>()
-        && n >= 0
-    {
-        return n
-            .checked_mul(secs)
-            .and_then(|total| now.checked_sub(jiff::SignedDuration::from_secs(total)).ok())
-            .ok_or_else(|| format!("`{s}` is too far back"));
-    }
-    s.parse::<jiff::Timestamp>().map_err(|_| {
-        format!("`{s}` is not a time: give RFC 3339 (`2026-11-01T00:00:00Z`) or a duration ago (`30m`, `2h`, `7d`)")
-    })
 }
 
 /// Receives each row of a SQL result with the column names; breaks to stop the query.
@@ -254,7 +216,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     if let Some(sql) = &args.sql {
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut names_seen: Option<Vec<String>> = None;
-        let json = args.format == QueryFormat::Json;
+        let json = args.format == crate::output::RowFormat::Json;
         let names = session.sql_each(sql, limit, &mut |row, names| {
             if !json {
                 rows.push(row.iter().map(Cell::text).collect());
@@ -274,9 +236,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
         bar.finish_and_clear();
         let names = names?;
         match args.format {
-            QueryFormat::Table => write_table(&mut out, &names, &rows)?,
-            QueryFormat::Csv => write_csv(&mut out, &names, &rows)?,
-            QueryFormat::Json => {}
+            crate::output::RowFormat::Table => write_table(&mut out, &names, &rows)?,
+            crate::output::RowFormat::Csv => write_csv(&mut out, &names, &rows)?,
+            crate::output::RowFormat::Json => {}
         }
         out.flush()?;
         return Ok(Outcome::Ok);
@@ -285,14 +247,14 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     let query = RowQuery {
         all_stages: args.all_stages,
         limit,
-        with_event: args.format == QueryFormat::Json,
+        with_event: args.format == crate::output::RowFormat::Json,
     };
     let mut rows = Vec::new();
     let mut failed: Option<anyhow::Error> = None;
     let result = session
         .rt
         .block_on(session.engine.requests(predicate.as_deref(), query, |row| {
-            if args.format != QueryFormat::Json {
+            if args.format != crate::output::RowFormat::Json {
                 rows.push(row);
                 found(rows.len());
                 return ControlFlow::Continue(());
@@ -313,12 +275,12 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     let names: Vec<String> = ROW_HEADER.iter().map(|s| s.to_string()).collect();
     let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
     match args.format {
-        QueryFormat::Table => write_table(&mut out, &names, &cells)?,
-        QueryFormat::Csv => write_csv(&mut out, &names, &cells)?,
-        QueryFormat::Json => {}
+        crate::output::RowFormat::Table => write_table(&mut out, &names, &cells)?,
+        crate::output::RowFormat::Csv => write_csv(&mut out, &names, &cells)?,
+        crate::output::RowFormat::Json => {}
     }
     out.flush()?;
-    if rows.is_empty() && args.format == QueryFormat::Table {
+    if rows.is_empty() && args.format == crate::output::RowFormat::Table {
         eprintln!(
             "no matching events in {} file{}{}",
             session.engine.files().len(),
@@ -333,7 +295,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
                 " (widen --since/--until?)"
             }
         );
-    } else if limit.is_some_and(|n| rows.len() >= n) && args.format == QueryFormat::Table {
+    } else if limit.is_some_and(|n| rows.len() >= n)
+        && args.format == crate::output::RowFormat::Table
+    {
         eprintln!(
             "showing the first {} (raise --limit, 0 for all)",
             rows.len()
@@ -423,17 +387,37 @@ pub fn write_csv(
     names: &[String],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        }
+    let join = |cells: &[String]| {
+        cells
+            .iter()
+            .map(|c| crate::output::csv_field(c))
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    let join = |cells: &[String]| cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(",");
     writeln!(out, "{}", join(names))?;
     for row in rows {
         writeln!(out, "{}", join(row))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `kubetrail query --format csv` defuses spreadsheet formulas as the API's export does: a user agent
+    /// is the requester's words.
+    #[test]
+    fn csv_output_defuses_formulas() {
+        let mut out = Vec::new();
+        let names = vec!["user".to_string(), "user_agent".to_string()];
+        let rows = vec![vec![
+            "mallory".to_string(),
+            "=HYPERLINK(\"http://x\",\"ok\")".to_string(),
+        ]];
+        super::write_csv(&mut out, &names, &rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "user,user_agent\nmallory,\"'=HYPERLINK(\"\"http://x\"\",\"\"ok\"\")\"\n"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use crate::cmd::query::{ScopeArgs, Session, spinner, write_table};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
     #[default]
+    #[value(alias = "text")]
     Table,
     /// One JSON object per line, with a `section` key.
     Json,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use kubetrail_store::retention::{
     self, Expiry, Hold, Plan, PlannedDeletion, RetainedBy, RetentionLock, RetentionPolicy,
@@ -13,7 +13,7 @@ use kubetrail_store::retention::{
 use serde_json::{Value, json};
 
 use crate::Outcome;
-use crate::cmd::query::parse_time;
+use crate::duration::parse_time;
 use crate::report::bytes;
 
 #[derive(Debug, Subcommand)]
@@ -49,21 +49,13 @@ pin the events they point at in DATA/retention-pins.jsonl ({\"audit_id\"|\"since
 Examples:\n  kubetrail retention plan --data /var/lib/kubetrail\n  kubetrail retention plan --at 2027-01-01T00:00:00Z \
 --format json";
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum RetentionFormat {
-    #[default]
-    Table,
-    /// One JSON object per line: a line per file, then a summary line.
-    Json,
-}
-
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = RetentionFormat::Table)]
-    pub format: RetentionFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
     /// Plan as of this time instead of now (RFC 3339): what will have expired by then.
     #[arg(long, value_name = "T", value_parser = parse_time)]
     pub at: Option<Timestamp>,
@@ -71,14 +63,14 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// Delete: without it, nothing is deleted and the command fails.
     #[arg(long)]
     pub yes: bool,
-    #[arg(long, value_enum, default_value_t = RetentionFormat::Table)]
-    pub format: RetentionFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,8 +94,8 @@ pub enum HoldCommand {
 
 #[derive(Debug, Args)]
 pub struct HoldAddArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// A new id (letters, digits, `.`, `_`, `:`, `-`, `/`), such as the case number.
     #[arg(long)]
@@ -127,17 +119,17 @@ pub struct HoldAddArgs {
 
 #[derive(Debug, Args)]
 pub struct HoldListArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = RetentionFormat::Table)]
-    pub format: RetentionFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Args)]
 pub struct HoldReleaseArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// The hold's id.
     pub id: String,
@@ -178,7 +170,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<Outcome> {
     let policy = load_policy(&dir)?;
     let plan = make_plan(&dir, &policy, args.at.unwrap_or_else(now))?;
     match args.format {
-        RetentionFormat::Json => {
+        crate::output::Format::Json => {
             for d in &plan.delete {
                 println!("{}", deletion_json("delete", d));
             }
@@ -187,7 +179,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<Outcome> {
             }
             println!("{}", summary_json(&plan, &policy));
         }
-        RetentionFormat::Table => {
+        crate::output::Format::Table => {
             println!("{}", policy_line(&dir, &policy));
             for d in &plan.delete {
                 println!(
@@ -235,7 +227,7 @@ fn apply(args: ApplyArgs) -> anyhow::Result<Outcome> {
         .with_context(|| format!("failed to apply retention in `{}`", dir.display()))?;
     drop(lock);
     match args.format {
-        RetentionFormat::Json => {
+        crate::output::Format::Json => {
             for d in &applied.deleted {
                 println!("{}", deletion_json("deleted", d));
             }
@@ -262,7 +254,7 @@ fn apply(args: ApplyArgs) -> anyhow::Result<Outcome> {
                 })
             );
         }
-        RetentionFormat::Table => {
+        crate::output::Format::Table => {
             for d in &applied.deleted {
                 println!(
                     "deleted  {}  {}  {}",
@@ -334,12 +326,12 @@ fn hold_list(args: HoldListArgs) -> anyhow::Result<Outcome> {
             retention::POLICY_FILE
         };
         match args.format {
-            RetentionFormat::Json => {
+            crate::output::Format::Json => {
                 let mut v = serde_json::to_value(h)?;
                 v["source"] = json!(source);
                 println!("{v}");
             }
-            RetentionFormat::Table => println!(
+            crate::output::Format::Table => println!(
                 "{}  created {}  {}  ({source}): {}",
                 h.id,
                 h.created,
@@ -348,7 +340,7 @@ fn hold_list(args: HoldListArgs) -> anyhow::Result<Outcome> {
             ),
         }
     }
-    if args.format == RetentionFormat::Table && policy.holds.is_empty() {
+    if args.format == crate::output::Format::Table && policy.holds.is_empty() {
         println!("no holds");
     }
     Ok(Outcome::Ok)

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use kubetrail_detect::{Document, Engine, RuleMeta, RuleSet};
 
 use crate::Outcome;
@@ -42,19 +42,12 @@ impl SourceArgs {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum ListFormat {
-    #[default]
-    Table,
-    Json,
-}
-
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    pub format: ListFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +88,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     let rules = crate::detection::load_rules(&args.source.sources())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        ListFormat::Json => {
+        crate::output::Format::Json => {
             for d in rules.documents() {
                 let m = d.meta();
                 let v = serde_json::json!({
@@ -112,7 +105,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 writeln!(out)?;
             }
         }
-        ListFormat::Table => {
+        crate::output::Format::Table => {
             let names: Vec<String> = ["ID", "SEVERITY", "KIND", "TITLE", "ATT&CK", "DEFINED IN"]
                 .iter()
                 .map(|s| s.to_string())

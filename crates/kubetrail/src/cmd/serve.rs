@@ -28,8 +28,8 @@ pub struct ServeArgs {
     /// Configuration file (YAML; see `kubetrail setup webhook` and `kubetrail config check`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:9443). A non-loopback address needs TLS and authentication.
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::Outcome;
-use crate::cmd::alerts::{AlertsFormat, DataArg};
+use crate::cmd::alerts::DataArg;
 
 #[derive(Debug, Subcommand)]
 pub enum SinksCommand {
@@ -44,8 +44,8 @@ pub struct VerifyArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub data: DataArg,
-    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
-    pub format: AlertsFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,8 +64,8 @@ pub struct DlqListArgs {
     /// Only this sink.
     #[arg(long)]
     pub sink: Option<String>,
-    #[arg(long, value_enum, default_value_t = AlertsFormat::Table)]
-    pub format: AlertsFormat,
+    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+    pub format: crate::output::Format,
 }
 
 #[derive(Debug, Args)]
@@ -84,13 +84,13 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
         SinksCommand::Status(a) => {
             let all = crate::ship::statuses(&data(&a.data))?;
             match a.format {
-                AlertsFormat::Json => {
+                crate::output::Format::Json => {
                     for s in &all {
                         serde_json::to_writer(&mut out, s)?;
                         writeln!(out)?;
                     }
                 }
-                AlertsFormat::Table => {
+                crate::output::Format::Table => {
                     let names: Vec<String> = [
                         "SINK",
                         "TYPE",
@@ -138,13 +138,13 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
         SinksCommand::Dlq(DlqCommand::List(a)) => {
             let all = crate::ship::dead_letters(&data(&a.data), a.sink.as_deref())?;
             match a.format {
-                AlertsFormat::Json => {
+                crate::output::Format::Json => {
                     for d in &all {
                         serde_json::to_writer(&mut out, d)?;
                         writeln!(out)?;
                     }
                 }
-                AlertsFormat::Table => {
+                crate::output::Format::Table => {
                     let names: Vec<String> = ["SINK", "AT", "ID", "REASON"]
                         .iter()
                         .map(|s| s.to_string())

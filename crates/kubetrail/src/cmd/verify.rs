@@ -21,14 +21,14 @@ use crate::output::Format;
                   --format json"
 )]
 pub struct VerifyArgs {
-    /// Data directory (default ./kubetrail-data, or KUBETRAIL_DATA).
-    #[arg(long)]
+    /// Data directory (default ./kubetrail-data).
+    #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
     /// The public key: a PEM file (`kubetrail checkpoint public-key`) or an export (`kubetrail checkpoint
     /// export`), whose checkpoint must then still be in the data directory unchanged.
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
 
@@ -58,7 +58,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Outcome> {
     }
     match args.format {
         Format::Json => println!("{}", json(&report, &key, anchor.is_some())),
-        Format::Text => print!("{}", text(&dir, &report, &key, args.public_key.is_some())),
+        Format::Table => print!("{}", text(&dir, &report, &key, args.public_key.is_some())),
     }
     Ok(if report.is_intact() {
         Outcome::Ok
