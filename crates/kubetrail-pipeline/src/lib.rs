@@ -1,4 +1,5 @@
-//! Sources and the ingest pipeline: decode -> stamp -> redact -> filter -> deduplicate -> write-ahead log.
+//! Sources and the ingest pipeline: decode -> filter -> stamp -> cut to the record limit -> redact ->
+//! deduplicate -> write-ahead log (the order `ingest.rs` runs them in).
 //!
 //! Owns turning received bytes (a webhook body, lines of an audit log file, an imported file) into durable
 //! [`EventRecord`](kubetrail_store::EventRecord)s: one decoded event flows through every stage without being
