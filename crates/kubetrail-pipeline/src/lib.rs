@@ -18,7 +18,9 @@ pub mod shape;
 
 /// Label types of the pipeline metrics, for sources that report their own (file lag).
 pub mod metrics_labels {
-    pub use crate::metrics::{KindLabel, PathLabel, ReasonLabel, SourceLabel};
+    pub use crate::metrics::{
+        KindLabel, OutcomeLabel, PathLabel, ReasonLabel, SourceLabel, StateLabel,
+    };
 }
 
 pub use ingest::{

@@ -28,6 +28,16 @@ pub struct PathLabel {
     pub path: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 /// Every counter of the pipeline; cheap to update from any thread.
 #[derive(Debug)]
 pub struct Metrics {
@@ -51,6 +61,18 @@ pub struct Metrics {
     pub file_lag_bytes: Family<PathLabel, Gauge>,
     /// Stored events that live detection could not read or evaluate, by reason (`record`, `event`).
     pub detection_unreadable: Family<ReasonLabel, Counter>,
+    /// Events live detection evaluated.
+    pub detection_events: Counter,
+    /// Alerts live detection wrote, by kind (`new`, `update`).
+    pub detection_alerts: Family<KindLabel, Counter>,
+    /// Streaming state forgotten early because a bound bit, by state (`requests`, `groups`,
+    /// `correlation_keys`, `workloads`): alerts may have been missed or split.
+    pub detection_evictions: Family<StateLabel, Counter>,
+    /// Rule matches on pods the control plane made for a workload, by outcome (`reported`, `covered`,
+    /// `platform`).
+    pub detection_controller_pods: Family<OutcomeLabel, Counter>,
+    /// Approximate bytes of the detection engine's streaming state.
+    pub detection_state_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +100,11 @@ impl Default for Metrics {
             wal_failing: Gauge::default(),
             file_lag_bytes: Family::default(),
             detection_unreadable: Family::default(),
+            detection_events: Counter::default(),
+            detection_alerts: Family::default(),
+            detection_evictions: Family::default(),
+            detection_controller_pods: Family::default(),
+            detection_state_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +192,34 @@ impl Default for Metrics {
             "detection_events_unreadable",
             "Stored events live detection could not read (record) or evaluate (event): they raised no alert",
             m.detection_unreadable.clone(),
+        );
+        registry.register(
+            "detection_events",
+            "Stored events live detection evaluated",
+            m.detection_events.clone(),
+        );
+        registry.register(
+            "detection_alerts",
+            "Alerts live detection wrote, by kind (new, update of a grouped alert)",
+            m.detection_alerts.clone(),
+        );
+        registry.register(
+            "detection_evictions",
+            "Detection state forgotten early because its bound was reached, by state (requests, groups, \
+             correlation_keys, workloads): alerts may have been missed or split",
+            m.detection_evictions.clone(),
+        );
+        registry.register(
+            "detection_controller_pods",
+            "Rule matches on pods the control plane made for a workload, by outcome: reported; covered (the \
+             template was already reported, or only the platform wrote it); platform (the store named the \
+             platform as its writer, the alert was dropped)",
+            m.detection_controller_pods.clone(),
+        );
+        registry.register(
+            "detection_state_bytes",
+            "Approximate bytes of live detection's streaming state",
+            m.detection_state_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

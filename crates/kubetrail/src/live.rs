@@ -23,7 +23,7 @@ use anyhow::Context;
 use kubetrail_detect::triage::{Prior, Sighting, Tracker};
 use kubetrail_detect::{Alert, Engine, IdentityClass};
 use kubetrail_model::Event;
-use kubetrail_pipeline::metrics_labels::ReasonLabel;
+use kubetrail_pipeline::metrics_labels::{KindLabel, OutcomeLabel, ReasonLabel, StateLabel};
 use kubetrail_store::{Cursor, EventRecord, Wal};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,8 +57,10 @@ pub struct Detector {
     /// The web console's address, for links (`--console-url`).
     console: Option<String>,
     dir: PathBuf,
-    /// Events detection could not read or evaluate, by reason (the pipeline's registry, for `/metrics`).
-    unreadable: Family<ReasonLabel, Counter>,
+    /// Detection's series in `/metrics` (the pipeline's registry).
+    metrics: DetectionMetrics,
+    /// The engine's counters when last published.
+    published: kubetrail_detect::Stats,
     /// For store lookups (started on first use).
     runtime: Option<tokio::runtime::Runtime>,
     /// Alerts dropped because the platform wrote their workload: their updates are dropped too.
@@ -72,6 +74,17 @@ pub struct Detector {
 
 /// How long one store lookup of a workload's writer may take (detection waits for it).
 const LOOKUP: Duration = Duration::from_secs(3);
+
+/// Detection's series in the collector's `/metrics`.
+#[derive(Default)]
+struct DetectionMetrics {
+    unreadable: Family<ReasonLabel, Counter>,
+    events: Counter,
+    alerts: Family<KindLabel, Counter>,
+    evictions: Family<StateLabel, Counter>,
+    controller_pods: Family<OutcomeLabel, Counter>,
+    state_bytes: prometheus_client::metrics::gauge::Gauge,
+}
 
 /// Alerts remembered for their updates, at most (then the memory starts over).
 const MAX_FIRSTS: usize = 10_000;
@@ -110,24 +123,80 @@ impl Detector {
             suppressions: crate::suppress::Live::new(dir),
             console: console.map(|c| c.trim_end_matches('/').to_string()),
             dir: dir.to_path_buf(),
-            unreadable: Family::default(),
+            metrics: DetectionMetrics::default(),
+            published: kubetrail_detect::Stats::default(),
             runtime: None,
             dropped: std::collections::HashSet::new(),
             writers: std::collections::HashMap::new(),
         })
     }
 
-    /// Counts events detection cannot read in `unreadable` (registered for `/metrics` by the caller).
-    pub fn count_unreadable_in(mut self, unreadable: Family<ReasonLabel, Counter>) -> Self {
-        self.unreadable = unreadable;
+    /// Publishes detection's counters (unreadable events, the engine's `Stats`) in `metrics`, the registry
+    /// `/metrics` renders.
+    pub fn report_to(mut self, metrics: &kubetrail_pipeline::Metrics) -> Self {
+        self.metrics = DetectionMetrics {
+            unreadable: metrics.detection_unreadable.clone(),
+            events: metrics.detection_events.clone(),
+            alerts: metrics.detection_alerts.clone(),
+            evictions: metrics.detection_evictions.clone(),
+            controller_pods: metrics.detection_controller_pods.clone(),
+            state_bytes: metrics.detection_state_bytes.clone(),
+        };
         self
+    }
+
+    /// Adds what the engine counted since the last call to the `/metrics` series.
+    fn publish(&mut self) {
+        let now = self.engine.stats();
+        let was = std::mem::replace(&mut self.published, now.clone());
+        let m = &self.metrics;
+        m.events.inc_by(now.events.saturating_sub(was.events));
+        for (state, n, w) in [
+            ("requests", now.request_evictions, was.request_evictions),
+            ("groups", now.group_evictions, was.group_evictions),
+            (
+                "correlation_keys",
+                now.correlation_evictions,
+                was.correlation_evictions,
+            ),
+            ("workloads", now.workload_evictions, was.workload_evictions),
+        ] {
+            let label = StateLabel {
+                state: state.into(),
+            };
+            m.evictions
+                .get_or_create(&label)
+                .inc_by(n.saturating_sub(w));
+        }
+        for (outcome, n, w) in [
+            (
+                "reported",
+                now.controller_pods - now.controller_pods_covered,
+                was.controller_pods - was.controller_pods_covered,
+            ),
+            (
+                "covered",
+                now.controller_pods_covered,
+                was.controller_pods_covered,
+            ),
+        ] {
+            let label = OutcomeLabel {
+                outcome: outcome.into(),
+            };
+            m.controller_pods
+                .get_or_create(&label)
+                .inc_by(n.saturating_sub(w));
+        }
+        m.state_bytes
+            .set(i64::try_from(self.engine.state_bytes()).unwrap_or(i64::MAX));
     }
 
     fn unreadable(&self, reason: &str, n: u64, seq: u64, error: &str) {
         if n == 0 {
             return;
         }
-        self.unreadable
+        self.metrics
+            .unreadable
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
             })
@@ -245,6 +314,7 @@ impl Detector {
         out.extend(fresh);
         self.write_seen(&sightings)?;
         self.write(&out)?;
+        self.publish();
         if next > from {
             self.cursor.commit(next)?;
             self.position.store(next, Ordering::SeqCst);
@@ -337,6 +407,10 @@ impl Detector {
     fn attributed(&mut self, a: &mut Alert, row: kubetrail_engine::EventRow) -> bool {
         let class = IdentityClass::of(&row.user, row.groups.iter().map(String::as_str));
         if matches!(class, IdentityClass::Node | IdentityClass::CloudManaged) {
+            let label = OutcomeLabel {
+                outcome: "platform".into(),
+            };
+            self.metrics.controller_pods.get_or_create(&label).inc();
             if self.dropped.len() >= MAX_FIRSTS {
                 self.dropped.clear();
             }
@@ -479,7 +553,15 @@ impl Detector {
         self.alerts
             .write_all(&buf)
             .and_then(|()| self.alerts.sync_data())
-            .with_context(|| format!("failed to write alerts to `{}`", self.path.display()))
+            .with_context(|| format!("failed to write alerts to `{}`", self.path.display()))?;
+        for a in alerts {
+            let kind = if a.update { "update" } else { "new" };
+            self.metrics
+                .alerts
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc();
+        }
+        Ok(())
     }
 }
 

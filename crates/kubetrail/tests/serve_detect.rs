@@ -277,6 +277,30 @@ fn controller_made_pods_are_attributed_from_the_store() {
         assert!(Instant::now() < deadline, "no alert in 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Detection's own counters reach /metrics: two pods reported as their workloads', one of them dropped
+    // once the store named the platform as its writer; one alert written.
+    let metrics = || {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let want = [
+        "kubetrail_detection_events_total 2",
+        "kubetrail_detection_controller_pods_total{outcome=\"reported\"} 2",
+        "kubetrail_detection_controller_pods_total{outcome=\"platform\"} 1",
+        "kubetrail_detection_alerts_total{kind=\"new\"} 1",
+        "kubetrail_detection_evictions_total{state=\"workloads\"} 0",
+        "kubetrail_detection_state_bytes ",
+    ];
+    let mut text = metrics();
+    while !want.iter().all(|w| text.contains(w)) {
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+        text = metrics();
+    }
     server.stop();
     let raised: Vec<_> = alerts(&data)
         .into_iter()

@@ -288,7 +288,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
             .or_else(|| cfg.alerts.as_ref().and_then(|a| a.console_url.clone()))
             .or(default_console),
     )?
-    .count_unreadable_in(pipeline.metrics().detection_unreadable.clone());
+    .report_to(pipeline.metrics());
     store.hold_for(detector.position());
     let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
     for s in &sinks {
