@@ -435,6 +435,40 @@ impl Engine {
         })
     }
 
+    /// Remembers an alert raised before this engine started (a collector's restart): a rule that reported a
+    /// workload (a controller-made pod's `owner`, or a workload template the alert's `target` names) does
+    /// not report that workload's pods again until someone writes it. `cluster` is the alert's.
+    pub fn remember(&mut self, cluster: &str, alert: &Alert) {
+        if alert.update
+            || !self
+                .rules
+                .iter()
+                .any(|r| r.owner_aware && r.meta.id == alert.rule.id)
+        {
+            return;
+        }
+        let Some(rule) = self.rules.iter().position(|r| r.meta.id == alert.rule.id) else {
+            return;
+        };
+        let workload = match (&alert.owner, &alert.target) {
+            (Some(o), _) => Some((o.kind.as_str(), o.namespace.as_str(), o.name.as_str())),
+            (None, Some(t)) => t
+                .resource
+                .as_deref()
+                .and_then(crate::owner::workload)
+                .zip(t.name.as_deref())
+                .map(|((kind, _), name)| (kind, t.namespace.as_deref().unwrap_or(""), name)),
+            _ => None,
+        };
+        let Some((kind, ns, name)) = workload else {
+            return;
+        };
+        let at = parse_time(&alert.time).unwrap_or(0);
+        let key = crate::owner::key(cluster, kind, ns, name, "");
+        self.workloads
+            .report(rule as u32, key, at, self.cfg.max_workloads);
+    }
+
     /// The rules the engine runs (enabled or not), in load order.
     pub fn rules(&self) -> impl Iterator<Item = (&RuleMeta, bool)> {
         self.rules.iter().map(|r| (&r.meta, r.enabled))

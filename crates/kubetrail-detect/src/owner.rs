@@ -24,6 +24,9 @@
 //! template version includes the direct owner's name, so a copied hash label matches nothing already
 //! reported. Every key includes the cluster the event came from.
 //!
+//! The memory is the engine's (bounded, per cluster); `Engine::remember` seeds it with earlier alerts when a
+//! collector restarts.
+//!
 //! Writes by the control plane itself (the deployment controller updating a Deployment's annotations) are
 //! not "writes" here: the template is the last person's or tool's.
 //!

@@ -108,6 +108,8 @@ impl Detector {
         let cursor = wal.cursor(CURSOR)?;
         let position = cursor.position();
         let (tracker, seen, seen_lines) = open_seen(&alerts_dir)?;
+        let mut engine = engine;
+        remember_alerts(&path, &mut engine)?;
         Ok(Detector {
             wal,
             cursor,
@@ -563,6 +565,36 @@ impl Detector {
         }
         Ok(())
     }
+}
+
+/// Tells the engine which workloads' templates earlier alerts reported, so a restart does not report their
+/// pods again (only lines that can name a workload are parsed; a torn last line is skipped).
+fn remember_alerts(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    const WORKLOADS: [&str; 7] = [
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "statefulsets",
+        "jobs",
+        "cronjobs",
+        "replicationcontrollers",
+    ];
+    let file = File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("failed to read `{}`", path.display()))?;
+        let names_workload = line.contains("\"owner\":")
+            || WORKLOADS
+                .iter()
+                .any(|r| line.contains(&format!("\"resource\":\"{r}\"")));
+        if !names_workload {
+            continue;
+        }
+        if let Ok(a) = serde_json::from_str::<Alert>(&line) {
+            engine.remember(a.cluster.as_deref().unwrap_or(""), &a);
+        }
+    }
+    Ok(())
 }
 
 /// Loads `seen.jsonl` into a tracker (a torn last line is skipped) and opens it for appending.

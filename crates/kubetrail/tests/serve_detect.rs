@@ -325,3 +325,63 @@ fn controller_made_pods_are_attributed_from_the_store() {
         alerts(&data)
     );
 }
+
+/// A privileged Deployment's template reported before a restart: its pods, created after the restart, are
+/// not reported again (the engine remembers earlier alerts' workloads).
+#[test]
+fn a_reported_template_stays_reported_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let config = tmp.path().join("kubetrail.yaml");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\ndata: {}\n", data.display()),
+    )
+    .unwrap();
+    let write = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": "w1",
+        "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
+        "user": {"username": "alice@example.com", "groups": ["system:authenticated"]},
+        "objectRef": {"resource": "deployments", "namespace": "default", "name": "nginx-deployment", "apiGroup": "apps", "apiVersion": "v1"},
+        "responseStatus": {"code": 201},
+        "requestObject": {"kind": "Deployment", "metadata": {"name": "nginx-deployment"}, "spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx", "securityContext": {"privileged": true}}]}}}},
+        "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
+    })
+    .to_string();
+    let privileged = |data: &Path| {
+        alerts(data)
+            .into_iter()
+            .filter(|a| a["rule"]["id"] == "kt-pod-privileged")
+            .count()
+    };
+    let server = start(&config, &tmp.path().join("serve-1.log"), port);
+    assert_eq!(curl(port, "/k8s-audit", Some(&write)), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while privileged(&data) == 0 {
+        assert!(Instant::now() < deadline, "no alert in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+
+    let pod =
+        include_str!("../../kubetrail-rules/tests/falco/create_nginx_pod_privileged.json").trim();
+    let server = start(&config, &tmp.path().join("serve-2.log"), port);
+    assert_eq!(curl(port, "/k8s-audit", Some(pod)), 200);
+    let covered = "kubetrail_detection_controller_pods_total{outcome=\"covered\"} 1";
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.contains(covered) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    assert_eq!(privileged(&data), 1, "{:#?}", alerts(&data));
+}
