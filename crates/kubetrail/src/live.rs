@@ -65,6 +65,9 @@ pub struct Detector {
     runtime: Option<tokio::runtime::Runtime>,
     /// Alerts dropped because the platform wrote their workload: their updates are dropped too.
     dropped: std::collections::HashSet<String>,
+    /// Alerts written before a crash whose round's cursor was not committed: evaluated again, they are
+    /// not written (nor delivered) twice. The ids of the last alerts in `alerts.jsonl` at start.
+    written: std::collections::HashSet<String>,
     /// Workloads looked up in the store: (cluster, kind, namespace, name) → the writer found, if any.
     writers: std::collections::HashMap<
         (String, String, String, String),
@@ -109,7 +112,7 @@ impl Detector {
         let position = cursor.position();
         let (tracker, seen, seen_lines) = open_seen(&alerts_dir)?;
         let mut engine = engine;
-        remember_alerts(&path, &mut engine)?;
+        let written = remember_alerts(&path, &mut engine)?;
         Ok(Detector {
             wal,
             cursor,
@@ -130,6 +133,7 @@ impl Detector {
             runtime: None,
             dropped: std::collections::HashSet::new(),
             writers: std::collections::HashMap::new(),
+            written,
         })
     }
 
@@ -316,11 +320,11 @@ impl Detector {
         out.extend(fresh);
         self.write_seen(&sightings)?;
         self.write(&out)?;
-        self.publish();
         if next > from {
             self.cursor.commit(next)?;
             self.position.store(next, Ordering::SeqCst);
         }
+        self.publish();
         Ok(n)
     }
 
@@ -537,7 +541,15 @@ impl Detector {
             return Ok(());
         }
         let mut buf = Vec::new();
+        let mut kept = Vec::with_capacity(alerts.len());
         for a in alerts {
+            // Raised again after a crash that came between writing it and committing the cursor.
+            if !a.update && self.written.remove(&a.id) {
+                continue;
+            }
+            kept.push(a);
+        }
+        for a in &kept {
             serde_json::to_writer(&mut buf, a)?;
             buf.push(b'\n');
             tracing::warn!(
@@ -556,7 +568,7 @@ impl Detector {
             .write_all(&buf)
             .and_then(|()| self.alerts.sync_data())
             .with_context(|| format!("failed to write alerts to `{}`", self.path.display()))?;
-        for a in alerts {
+        for a in kept {
             let kind = if a.update { "update" } else { "new" };
             self.metrics
                 .alerts
@@ -568,8 +580,12 @@ impl Detector {
 }
 
 /// Tells the engine which workloads' templates earlier alerts reported, so a restart does not report their
-/// pods again (only lines that can name a workload are parsed; a torn last line is skipped).
-fn remember_alerts(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
+/// pods again (only lines that can name a workload are parsed; a torn last line is skipped), and returns the
+/// ids of the last new alerts written (at most two rounds' worth: a crash loses one round's cursor at most).
+fn remember_alerts(
+    path: &Path,
+    engine: &mut Engine,
+) -> anyhow::Result<std::collections::HashSet<String>> {
     use std::io::BufRead;
     const WORKLOADS: [&str; 7] = [
         "deployments",
@@ -581,8 +597,21 @@ fn remember_alerts(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
         "replicationcontrollers",
     ];
     let file = File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let mut recent = std::collections::VecDeque::new();
     for line in std::io::BufReader::new(file).lines() {
         let line = line.with_context(|| format!("failed to read `{}`", path.display()))?;
+        // Serialized with `id` first (`{"id":"…"`); updates carry `"update":true`.
+        if let Some(id) = line
+            .strip_prefix("{\"id\":\"")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(id, _)| id)
+            .filter(|_| !line.contains("\"update\":true"))
+        {
+            if recent.len() >= 2 * ROUND {
+                recent.pop_front();
+            }
+            recent.push_back(id.to_string());
+        }
         let names_workload = line.contains("\"owner\":")
             || WORKLOADS
                 .iter()
@@ -594,7 +623,7 @@ fn remember_alerts(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
             engine.remember(a.cluster.as_deref().unwrap_or(""), &a);
         }
     }
-    Ok(())
+    Ok(recent.into_iter().collect())
 }
 
 /// Loads `seen.jsonl` into a tracker (a torn last line is skipped) and opens it for appending.
@@ -633,4 +662,73 @@ fn rewrite_seen(dir: &Path, tracker: &Tracker) -> anyhow::Result<File> {
         .append(true)
         .open(&path)
         .with_context(|| format!("failed to open `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubetrail_store::WalOptions;
+
+    const EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/secrets","verb":"list","user":{"username":"eve"},"objectRef":{"resource":"secrets"},"responseStatus":{"code":200},"requestReceivedTimestamp":"2026-11-25T02:00:00Z"}"#;
+
+    /// A data directory whose log holds EVENT, and a detector over it with one rule matching it.
+    fn detector(dir: &Path) -> Detector {
+        let opts = WalOptions {
+            fsync: false,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir.join("wal"), opts).unwrap();
+        let rec = EventRecord {
+            received_us: 1,
+            cluster: "c".into(),
+            source: "test".into(),
+            audit_id: "a1".into(),
+            stage: "ResponseComplete".into(),
+            variant: "".into(),
+            event: EVENT.into(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        wal.append(&[bytes.as_slice()]).unwrap();
+        let mut rules = kubetrail_detect::RuleSet::new();
+        rules
+            .add_file(
+                "t.yml",
+                "title: Secrets listed\nid: t-list\nlevel: high\nlogsource: {product: kubernetes, service: audit}\ndetection:\n  s: {verb: list, objectRef.resource: secrets}\n  condition: s\n",
+            )
+            .unwrap();
+        let engine = Engine::new(&rules, kubetrail_detect::Config::default()).unwrap();
+        Detector::open(dir, Arc::new(wal), engine, None).unwrap()
+    }
+
+    fn lines(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("alerts/alerts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A crash after an alert was written but before the cursor moved: the event is evaluated again after
+    /// the restart, and its alert is not written (nor delivered) a second time.
+    #[test]
+    fn an_alert_raised_again_after_a_crash_is_not_written_twice() {
+        let first = tempfile::tempdir().unwrap();
+        let mut d = detector(first.path());
+        assert_eq!(d.round().unwrap(), 1);
+        let written = lines(first.path());
+        assert_eq!(written.len(), 1, "{written:?}");
+
+        // The same log and the alert on disk, the cursor still at the start.
+        let crashed = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(crashed.path().join("alerts")).unwrap();
+        std::fs::write(
+            crashed.path().join("alerts/alerts.jsonl"),
+            format!("{}\n", written[0]),
+        )
+        .unwrap();
+        let mut d = detector(crashed.path());
+        assert_eq!(d.round().unwrap(), 1);
+        assert_eq!(lines(crashed.path()), written);
+    }
 }
