@@ -32,9 +32,7 @@ use hyper_util::rt::TokioIo;
 use kubetrail_detect::{Alert, Level};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// The longest a delivery attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,8 +41,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// How often an idle destination looks for new alerts.
 const IDLE: Duration = Duration::from_millis(100);
-/// The system's CA bundle on Debian and most Linux distributions (override with SSL_CERT_FILE).
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Upper bounds (seconds) of the delivery-latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -520,7 +516,9 @@ impl Target {
         let tls = if https {
             let name = ServerName::try_from(host.clone())
                 .with_context(|| format!("`{host}` is not a valid TLS server name"))?;
-            Some((TlsConnector::from(Arc::new(client_tls()?)), name))
+            let tls = kubetrail_sinks::tls::client_config(None, &[b"http/1.1"])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some((TlsConnector::from(tls), name))
         } else {
             None
         };
@@ -532,31 +530,6 @@ impl Target {
             tls,
         })
     }
-}
-
-/// Web PKI verification against the system's CA bundle (ring provider only).
-fn client_tls() -> anyhow::Result<ClientConfig> {
-    let bundle = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| CA_BUNDLE.to_string());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&bundle)
-        .and_then(|it| it.collect())
-        .with_context(|| {
-            format!(
-                "failed to read CA certificates from `{bundle}` (install ca-certificates, or set SSL_CERT_FILE)"
-            )
-        })?;
-    let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        bail!("`{bundle}` holds no usable CA certificate");
-    }
-    let mut cfg =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("failed to set up TLS")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
 }
 
 /// The signing key of `DATA/alerts/webhook.key`, created (32 random bytes, hex, mode 0600) if missing.
