@@ -324,6 +324,7 @@ impl Engine {
                 resource: core.resource,
                 subresource: core.subresource,
                 verb: core.verb,
+                source_ips: core.source_ips,
                 owner: core.owner,
             },
             NamespacePatterns::new(&cfg.production_namespaces),

@@ -14,6 +14,7 @@
 //! | `kubetrail.pod.hostPaths` | every `hostPath` volume's `path` |
 //! | `kubetrail.pod.capabilities` | every `securityContext.capabilities.add` entry of any container |
 //! | `kubetrail.pod.images` | every container's `image` |
+//! | `kubetrail.request.publicSourceIPs` | every address of `sourceIPs` outside the private, loopback, link-local, CGNAT and unique-local ranges; absent when there is none. Any one counts: the first entries come from `X-Forwarded-For`, which the client writes, so "every address is private" is no proof of an inside caller |
 //! | `kubetrail.pod.owner` | for a pod the control plane creates for a workload, that workload as `Kind/name` (`Deployment/web`, `CronJob/backup`); absent otherwise (see [`crate::Owner`]) |
 //!
 //! The pod spec is read from `requestObject` wherever it is: a Pod (`spec`), a PodTemplate (`template.spec`),
@@ -72,6 +73,10 @@ pub const FIELDS: &[EnrichField] = &[
     EnrichField {
         name: "kubetrail.pod.images",
         doc: "images of every container",
+    },
+    EnrichField {
+        name: "kubetrail.request.publicSourceIPs",
+        doc: "source addresses outside private, loopback, link-local, CGNAT and unique-local ranges",
     },
     EnrichField {
         name: "kubetrail.pod.owner",
@@ -247,6 +252,7 @@ pub(crate) struct Inputs {
     pub(crate) resource: Slot,
     pub(crate) subresource: Slot,
     pub(crate) verb: Slot,
+    pub(crate) source_ips: Slot,
     pub(crate) owner: crate::owner::OwnerSlots,
 }
 
@@ -267,7 +273,7 @@ struct PodInputs {
 pub(crate) struct Enricher {
     inputs: Inputs,
     /// Output slot per entry of [`FIELDS`], when requested.
-    out: [Option<Slot>; 11],
+    out: [Option<Slot>; 12],
     pod: Option<PodInputs>,
     production: NamespacePatterns,
 }
@@ -276,7 +282,7 @@ impl Enricher {
     pub(crate) fn new(inputs: Inputs, production: NamespacePatterns) -> Enricher {
         Enricher {
             inputs,
-            out: [None; 11],
+            out: [None; 12],
             pod: None,
             production,
         }
@@ -313,9 +319,20 @@ impl Enricher {
             host_paths,
             caps,
             images,
+            public_ips,
             owner,
         ] = self.out;
         let i = self.inputs;
+        if let Some(out) = public_ips {
+            let public: Vec<Val<'a>> = f
+                .get(i.source_ips)
+                .filter(|v| v.as_str().is_some_and(is_public))
+                .cloned()
+                .collect();
+            for v in public {
+                f.push(out, v);
+            }
+        }
         if let Some(out) = owner
             && f.first_str(i.resource) == Some("pods")
             && f.first_str(i.verb) == Some("create")
@@ -389,6 +406,34 @@ impl Enricher {
     }
 }
 
+/// An address outside the private (RFC 1918), loopback, link-local, CGNAT (100.64/10), unspecified and IPv6
+/// unique-local ranges; text that is not an address is not public.
+pub(crate) fn is_public(ip: &str) -> bool {
+    use std::net::IpAddr;
+    let v4 = |a: std::net::Ipv4Addr| {
+        let [o1, o2, ..] = a.octets();
+        !(a.is_private()
+            || a.is_loopback()
+            || a.is_link_local()
+            || a.is_unspecified()
+            || (o1 == 100 && (64..128).contains(&o2)))
+    };
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => v4(a),
+        Ok(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
+            Some(m) => v4(m),
+            None => {
+                let first = a.segments()[0];
+                !(a.is_loopback()
+                    || a.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+        Err(_) => false,
+    }
+}
+
 fn pod_inputs(trie: &mut Trie) -> PodInputs {
     let p = PodInputs {
         present: trie.virtual_slot(),
@@ -424,6 +469,36 @@ fn pod_inputs(trie: &mut Trie) -> PodInputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_addresses() {
+        for ip in [
+            "203.0.113.9",
+            "8.8.8.8",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+            "100.128.0.1",
+        ] {
+            assert!(is_public(ip), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "not-an-ip",
+            "",
+        ] {
+            assert!(!is_public(ip), "{ip}");
+        }
+    }
 
     #[test]
     fn identity_classes() {

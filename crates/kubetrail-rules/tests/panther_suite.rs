@@ -116,6 +116,10 @@ const DIFFERS: &[(usize, &str)] = &[
     ),
     (265, "as line 264"),
     (
+        268,
+        "a service-account token from a public address behind a private first one: the first sourceIPs come from X-Forwarded-For, which the client writes, so a private one proves nothing (a forged header must not hide a stolen token)",
+    ),
+    (
         278,
         "the system:coredns ClusterRole changed by a person: widening it gives every CoreDNS pod more power",
     ),
