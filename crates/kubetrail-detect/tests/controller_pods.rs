@@ -64,6 +64,18 @@ fn pod(id: &str, t: u32, controller: &str, kind: &str, name: &str, hash: &str) -
     )
 }
 
+/// A privileged pod replicaset-controller creates for Deployment `api`'s current template.
+fn api_pod(id: &str, t: u32) -> String {
+    pod(
+        id,
+        t,
+        "replicaset-controller",
+        "ReplicaSet",
+        "api-7d9f8c6b5",
+        "7d9f8c6b5",
+    )
+}
+
 #[test]
 fn a_rollout_is_one_alert_in_the_writers_name() {
     let mut events = vec![write("w", 0, "alice", "Deployment", "api", None)];
@@ -78,14 +90,7 @@ fn a_rollout_is_one_alert_in_the_writers_name() {
         ));
     }
     // Beyond the grouping window, more replicas of the same template: still the one alert.
-    events.push(pod(
-        "late",
-        3000,
-        "replicaset-controller",
-        "ReplicaSet",
-        "api-7d9f8c6b5",
-        "7d9f8c6b5",
-    ));
+    events.push(api_pod("late", 3000));
     let alerts = run(&events);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let a = &alerts[0];
@@ -124,14 +129,7 @@ fn a_rollout_is_one_alert_in_the_writers_name() {
 fn a_template_already_reported_is_not_reported_again_until_rewritten() {
     let events = vec![
         write("w", 0, "alice", "Deployment", "api", Some(true)),
-        pod(
-            "p1",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p1", 10),
     ];
     let alerts = run(&events);
     assert_eq!(alerts.len(), 1);
@@ -180,14 +178,7 @@ fn the_platforms_workloads_are_not_reported_and_unknown_writers_are_low() {
             "api",
             None,
         ),
-        pod(
-            "p",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p", 10),
     ];
     let alerts = run(&controller_write);
     assert_eq!(alerts.len(), 1);
@@ -258,14 +249,7 @@ detection:
     let mut out = Vec::new();
     for ev in [
         write("w", 0, "alice", "Deployment", "api", None),
-        pod(
-            "p",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p", 10),
     ] {
         e.process(&ev, &mut out).unwrap();
     }
@@ -295,14 +279,7 @@ fn run_from(events: &[(&str, String)]) -> Vec<Alert> {
 fn a_replicaset_named_like_a_reported_deployment_is_its_writers() {
     let events = vec![
         write("w", 0, "alice", "Deployment", "api", Some(true)),
-        pod(
-            "p1",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p1", 10),
         write("rs", 20, "mallory", "ReplicaSet", "api-x", None),
         pod(
             "p2",
@@ -358,14 +335,7 @@ fn a_platform_write_after_a_persons_does_not_hide_it() {
     let events = vec![
         write("w", 0, "alice", "Deployment", "api", None),
         write("w2", 5, "eks:addon-manager", "Deployment", "api", None),
-        pod(
-            "p",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p", 10),
     ];
     let alerts = run(&events);
     assert_eq!(alerts.len(), 1);
@@ -381,28 +351,8 @@ fn workloads_are_remembered_per_cluster() {
             write("w", 0, "eks:addon-manager", "Deployment", "api", None),
         ),
         ("prod", write("w", 1, "mallory", "Deployment", "api", None)),
-        (
-            "dev",
-            pod(
-                "p1",
-                10,
-                "replicaset-controller",
-                "ReplicaSet",
-                "api-7d9f8c6b5",
-                "7d9f8c6b5",
-            ),
-        ),
-        (
-            "prod",
-            pod(
-                "p2",
-                11,
-                "replicaset-controller",
-                "ReplicaSet",
-                "api-7d9f8c6b5",
-                "7d9f8c6b5",
-            ),
-        ),
+        ("dev", api_pod("p1", 10)),
+        ("prod", api_pod("p2", 11)),
     ]);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0].actor.username, "mallory");
@@ -424,26 +374,12 @@ fn dry_runs_are_not_writes() {
     let events = vec![
         write("w", 0, "alice", "Deployment", "api", None),
         dry("d", 5, "eks:addon-manager", "?dryRun=All"),
-        pod(
-            "p",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p", 10),
     ];
     assert_eq!(run(&events)[0].actor.username, "alice");
     let events = vec![
         dry("d", 5, "mallory", "?fieldManager=dryRun=All"),
-        pod(
-            "p",
-            10,
-            "replicaset-controller",
-            "ReplicaSet",
-            "api-7d9f8c6b5",
-            "7d9f8c6b5",
-        ),
+        api_pod("p", 10),
     ];
     assert_eq!(run(&events)[0].actor.username, "mallory");
 }

@@ -586,7 +586,7 @@ fn remember_alerts(
     path: &Path,
     engine: &mut Engine,
 ) -> anyhow::Result<std::collections::HashSet<String>> {
-    use std::io::BufRead;
+    use std::io::BufRead as _;
     const WORKLOADS: [&str; 7] = [
         "deployments",
         "replicasets",
@@ -598,8 +598,12 @@ fn remember_alerts(
     ];
     let file = File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
     let mut recent = std::collections::VecDeque::new();
-    for line in std::io::BufReader::new(file).lines() {
+    // Byte lines: a damaged line (not UTF-8) is skipped, never a reason for the collector not to start.
+    for line in std::io::BufReader::new(file).split(b'\n') {
         let line = line.with_context(|| format!("failed to read `{}`", path.display()))?;
+        let Ok(line) = std::str::from_utf8(&line) else {
+            continue;
+        };
         // Serialized with `id` first (`{"id":"…"`); updates carry `"update":true`.
         if let Some(id) = line
             .strip_prefix("{\"id\":\"")
@@ -619,7 +623,7 @@ fn remember_alerts(
         if !names_workload {
             continue;
         }
-        if let Ok(a) = serde_json::from_str::<Alert>(&line) {
+        if let Ok(a) = serde_json::from_str::<Alert>(line) {
             engine.remember(a.cluster.as_deref().unwrap_or(""), &a);
         }
     }
@@ -722,13 +726,13 @@ mod tests {
         // The same log and the alert on disk, the cursor still at the start.
         let crashed = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(crashed.path().join("alerts")).unwrap();
-        std::fs::write(
-            crashed.path().join("alerts/alerts.jsonl"),
-            format!("{}\n", written[0]),
-        )
-        .unwrap();
+        // A damaged line before it (not UTF-8) is skipped, not a reason to refuse to start.
+        let mut file = b"\xff\xfe damaged\n".to_vec();
+        file.extend_from_slice(format!("{}\n", written[0]).as_bytes());
+        std::fs::write(crashed.path().join("alerts/alerts.jsonl"), file).unwrap();
         let mut d = detector(crashed.path());
         assert_eq!(d.round().unwrap(), 1);
-        assert_eq!(lines(crashed.path()), written);
+        let after = std::fs::read(crashed.path().join("alerts/alerts.jsonl")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&after).lines().count(), 2);
     }
 }

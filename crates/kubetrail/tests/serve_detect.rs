@@ -206,6 +206,77 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     assert!(err.contains("bad.yml:5:"), "{err}");
 }
 
+/// A `serve` config with the built-in pack, listening on `port`, storing in `dir/data`.
+fn builtin_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("kubetrail.yaml");
+    let data = dir.join("data");
+    std::fs::write(
+        &config,
+        format!("listen: 127.0.0.1:{port}\ndata: {}\n", data.display()),
+    )
+    .unwrap();
+    config
+}
+
+/// A Deployment `name` in `default` created by `user` (Metadata level, or with `template` as its body).
+fn deployment_write(
+    id: &str,
+    user: &str,
+    name: &str,
+    template: Option<serde_json::Value>,
+) -> String {
+    let mut ev = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
+        "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
+        "user": {"username": user, "groups": ["system:authenticated"]},
+        "sourceIPs": ["198.51.100.7"],
+        "objectRef": {"resource": "deployments", "namespace": "default", "name": name, "apiGroup": "apps", "apiVersion": "v1"},
+        "responseStatus": {"code": 201},
+        "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
+    });
+    if let Some(t) = template {
+        ev["level"] = "Request".into();
+        ev["requestObject"] = serde_json::json!({"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": t}});
+    }
+    ev.to_string()
+}
+
+/// replicaset-controller creating a privileged pod of Deployment `nginx-deployment` (Falco's trace).
+const PRIVILEGED_POD: &str =
+    include_str!("../../kubetrail-rules/tests/falco/create_nginx_pod_privileged.json");
+
+fn privileged_alerts(data: &Path) -> Vec<serde_json::Value> {
+    alerts(data)
+        .into_iter()
+        .filter(|a| a["rule"]["id"] == "kt-pod-privileged")
+        .collect()
+}
+
+/// Waits (until `deadline`) for `/metrics` on `port` to show every line of `want`.
+fn wait_for_metrics(port: u16, want: &[&str], deadline: Instant) {
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        if want.iter().all(|w| text.contains(w)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{want:?} not in:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (until `deadline`) for a `kt-pod-privileged` alert in `data`.
+fn wait_for_privileged(data: &Path, deadline: Instant) {
+    while privileged_alerts(data).is_empty() {
+        assert!(Instant::now() < deadline, "no alert in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A privileged Deployment written before this `serve` started (its write logged without the template): the
 /// pods replicaset-controller makes from it are attributed from the store to who wrote it, at the rule's
 /// level; a workload the platform wrote raises nothing.
@@ -214,41 +285,14 @@ fn controller_made_pods_are_attributed_from_the_store() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
-    let config = tmp.path().join("kubetrail.yaml");
-    std::fs::write(
-        &config,
-        format!("listen: 127.0.0.1:{port}\ndata: {}\n", data.display()),
-    )
-    .unwrap();
-    let write = |id: &str, user: &str, name: &str| {
-        serde_json::json!({
-            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": id,
-            "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
-            "user": {"username": user, "groups": ["system:authenticated"]},
-            "sourceIPs": ["198.51.100.7"],
-            "objectRef": {"resource": "deployments", "namespace": "default", "name": name, "apiGroup": "apps", "apiVersion": "v1"},
-            "responseStatus": {"code": 201},
-            "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
-        })
-        .to_string()
-    };
+    let config = builtin_config(tmp.path(), port);
     let server = start(&config, &tmp.path().join("serve-1.log"), port);
-    assert_eq!(
-        curl(
-            port,
-            "/k8s-audit",
-            Some(&write("w1", "mallory@example.com", "nginx-deployment"))
-        ),
-        200
-    );
-    assert_eq!(
-        curl(
-            port,
-            "/k8s-audit",
-            Some(&write("w2", "eks:addon-manager", "node-agent"))
-        ),
-        200
-    );
+    for w in [
+        deployment_write("w1", "mallory@example.com", "nginx-deployment", None),
+        deployment_write("w2", "eks:addon-manager", "node-agent", None),
+    ] {
+        assert_eq!(curl(port, "/k8s-audit", Some(&w)), 200);
+    }
     server.stop();
     // Into the Parquet store (a query flushes the log first).
     let out = Command::new(BIN)
@@ -263,8 +307,7 @@ fn controller_made_pods_are_attributed_from_the_store() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("mallory@example.com"));
 
-    let pod =
-        include_str!("../../kubetrail-rules/tests/falco/create_nginx_pod_privileged.json").trim();
+    let pod = PRIVILEGED_POD.trim();
     let platform_pod = pod
         .replace("nginx-deployment-5cdcc99dbf", "node-agent-5cdcc99dbf")
         .replace(r#""auditID":""#, r#""auditID":"platform-"#);
@@ -272,40 +315,23 @@ fn controller_made_pods_are_attributed_from_the_store() {
     assert_eq!(curl(port, "/k8s-audit", Some(&platform_pod)), 200);
     assert_eq!(curl(port, "/k8s-audit", Some(pod)), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let privileged = |a: &serde_json::Value| a["rule"]["id"] == "kt-pod-privileged";
-    while !alerts(&data).iter().any(privileged) {
-        assert!(Instant::now() < deadline, "no alert in 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_privileged(&data, deadline);
     // Detection's own counters reach /metrics: two pods reported as their workloads', one of them dropped
     // once the store named the platform as its writer; one alert written.
-    let metrics = || {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .arg(format!("http://127.0.0.1:{port}/metrics"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let want = [
-        "kubetrail_detection_events_total 2",
-        "kubetrail_detection_controller_pods_total{outcome=\"reported\"} 2",
-        "kubetrail_detection_controller_pods_total{outcome=\"platform\"} 1",
-        "kubetrail_detection_alerts_total{kind=\"new\"} 1",
-        "kubetrail_detection_evictions_total{state=\"workloads\"} 0",
-        "kubetrail_detection_state_bytes ",
-    ];
-    let mut text = metrics();
-    while !want.iter().all(|w| text.contains(w)) {
-        assert!(Instant::now() < deadline, "{text}");
-        std::thread::sleep(Duration::from_millis(50));
-        text = metrics();
-    }
+    wait_for_metrics(
+        port,
+        &[
+            "kubetrail_detection_events_total 2",
+            "kubetrail_detection_controller_pods_total{outcome=\"reported\"} 2",
+            "kubetrail_detection_controller_pods_total{outcome=\"platform\"} 1",
+            "kubetrail_detection_alerts_total{kind=\"new\"} 1",
+            "kubetrail_detection_evictions_total{state=\"workloads\"} 0",
+            "kubetrail_detection_state_bytes ",
+        ],
+        deadline,
+    );
     server.stop();
-    let raised: Vec<_> = alerts(&data)
-        .into_iter()
-        .filter(|a| privileged(a))
-        .collect();
+    let raised = privileged_alerts(&data);
     assert_eq!(raised.len(), 1, "{raised:#?}");
     let a = &raised[0];
     assert_eq!(a["actor"]["username"], "mallory@example.com");
@@ -333,55 +359,29 @@ fn a_reported_template_stays_reported_across_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
-    let config = tmp.path().join("kubetrail.yaml");
-    std::fs::write(
-        &config,
-        format!("listen: 127.0.0.1:{port}\ndata: {}\n", data.display()),
-    )
-    .unwrap();
-    let write = serde_json::json!({
-        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": "w1",
-        "stage": "ResponseComplete", "verb": "create", "requestURI": "/apis/apps/v1/namespaces/default/deployments",
-        "user": {"username": "alice@example.com", "groups": ["system:authenticated"]},
-        "objectRef": {"resource": "deployments", "namespace": "default", "name": "nginx-deployment", "apiGroup": "apps", "apiVersion": "v1"},
-        "responseStatus": {"code": 201},
-        "requestObject": {"kind": "Deployment", "metadata": {"name": "nginx-deployment"}, "spec": {"template": {"spec": {"containers": [{"name": "nginx", "image": "nginx", "securityContext": {"privileged": true}}]}}}},
-        "requestReceivedTimestamp": "2026-12-01T10:00:00.000000Z", "stageTimestamp": "2026-12-01T10:00:00.010000Z",
-    })
-    .to_string();
-    let privileged = |data: &Path| {
-        alerts(data)
-            .into_iter()
-            .filter(|a| a["rule"]["id"] == "kt-pod-privileged")
-            .count()
-    };
+    let config = builtin_config(tmp.path(), port);
+    let template = serde_json::json!({"spec": {"containers": [
+        {"name": "nginx", "image": "nginx", "securityContext": {"privileged": true}}
+    ]}});
+    let write = deployment_write(
+        "w1",
+        "alice@example.com",
+        "nginx-deployment",
+        Some(template),
+    );
     let server = start(&config, &tmp.path().join("serve-1.log"), port);
     assert_eq!(curl(port, "/k8s-audit", Some(&write)), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while privileged(&data) == 0 {
-        assert!(Instant::now() < deadline, "no alert in 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_privileged(&data, deadline);
     server.stop();
 
-    let pod =
-        include_str!("../../kubetrail-rules/tests/falco/create_nginx_pod_privileged.json").trim();
     let server = start(&config, &tmp.path().join("serve-2.log"), port);
-    assert_eq!(curl(port, "/k8s-audit", Some(pod)), 200);
-    let covered = "kubetrail_detection_controller_pods_total{outcome=\"covered\"} 1";
-    loop {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .arg(format!("http://127.0.0.1:{port}/metrics"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        if text.contains(covered) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(curl(port, "/k8s-audit", Some(PRIVILEGED_POD.trim())), 200);
+    wait_for_metrics(
+        port,
+        &["kubetrail_detection_controller_pods_total{outcome=\"covered\"} 1"],
+        deadline,
+    );
     server.stop();
-    assert_eq!(privileged(&data), 1, "{:#?}", alerts(&data));
+    assert_eq!(privileged_alerts(&data).len(), 1, "{:#?}", alerts(&data));
 }
