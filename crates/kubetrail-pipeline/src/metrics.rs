@@ -107,125 +107,131 @@ impl Default for Metrics {
             detection_state_bytes: Gauge::default(),
             registry: Registry::default(),
         };
+        m.register(&mut registry);
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Registers every series in `registry` (whose prefix should be `kubetrail`): the collector renders the
+    /// pipeline's series with everyone else's from one registry.
+    pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "events_received",
             "Audit events decoded from a source",
-            m.received.clone(),
+            self.received.clone(),
         );
         registry.register(
             "events_persisted",
             "Audit events durably written to the log",
-            m.persisted.clone(),
+            self.persisted.clone(),
         );
         registry.register(
             "persisted_bytes",
             "Bytes of records durably written to the log",
-            m.persisted_bytes.clone(),
+            self.persisted_bytes.clone(),
         );
         registry.register(
             "events_duplicate",
             "Events stored once already (same cluster, auditID, stage and content: a retry)",
-            m.duplicates.clone(),
+            self.duplicates.clone(),
         );
         registry.register(
             "events_truncated",
             "Events stored cut to fit the log's record limit (bodies dropped, or metadata only)",
-            m.truncated.clone(),
+            self.truncated.clone(),
         );
         registry.register(
             "events_audit_id_reused",
             "Events stored whose cluster, auditID and stage an earlier event with other content had",
-            m.reused_ids.clone(),
+            self.reused_ids.clone(),
         );
         registry.register(
             "events_filtered",
             "Events dropped by the second-stage filter policy",
-            m.filtered.clone(),
+            self.filtered.clone(),
         );
         registry.register(
             "values_skipped",
             "Input values that held no readable event, by reason",
-            m.skipped.clone(),
+            self.skipped.clone(),
         );
         registry.register(
             "batches_rejected",
             "Batches refused with backpressure, by reason",
-            m.rejected_batches.clone(),
+            self.rejected_batches.clone(),
         );
         registry.register(
             "redactions",
             "Values redacted before storage, by kind",
-            m.redactions.clone(),
+            self.redactions.clone(),
         );
         registry.register(
             "wal_append_seconds",
             "Time to write and fsync a batch",
-            m.append_seconds.clone(),
+            self.append_seconds.clone(),
         );
         registry.register(
             "inflight_bytes",
             "Bytes of batches being processed (the queue depth)",
-            m.inflight_bytes.clone(),
+            self.inflight_bytes.clone(),
         );
         registry.register(
             "wal_bytes",
             "Bytes of write-ahead log segments on disk",
-            m.wal_bytes.clone(),
+            self.wal_bytes.clone(),
         );
         registry.register(
             "wal_budget_bytes",
             "Disk budget of the write-ahead log",
-            m.wal_budget_bytes.clone(),
+            self.wal_budget_bytes.clone(),
         );
         registry.register(
             "wal_failing",
             "1 while the write-ahead log cannot write (a failed write or fsync, such as a full disk): batches \
              are answered 503 until it heals",
-            m.wal_failing.clone(),
+            self.wal_failing.clone(),
         );
         registry.register(
             "file_lag_bytes",
             "Bytes of audit log files not yet read",
-            m.file_lag_bytes.clone(),
+            self.file_lag_bytes.clone(),
         );
         registry.register(
             "detection_events_unreadable",
             "Stored events live detection could not read (record) or evaluate (event): they raised no alert",
-            m.detection_unreadable.clone(),
+            self.detection_unreadable.clone(),
         );
         registry.register(
             "detection_events",
             "Stored events live detection evaluated",
-            m.detection_events.clone(),
+            self.detection_events.clone(),
         );
         registry.register(
             "detection_alerts",
             "Alerts live detection wrote, by kind (new, update of a grouped alert)",
-            m.detection_alerts.clone(),
+            self.detection_alerts.clone(),
         );
         registry.register(
             "detection_evictions",
             "Detection state forgotten early because its bound was reached, by state (requests, groups, \
              correlation_keys, workloads): alerts may have been missed or split",
-            m.detection_evictions.clone(),
+            self.detection_evictions.clone(),
         );
         registry.register(
             "detection_controller_pods",
             "Rule matches on pods the control plane made for a workload, by outcome: reported; covered (the \
              template was already reported, or only the platform wrote it); platform (the store named the \
              platform as its writer, the alert was dropped)",
-            m.detection_controller_pods.clone(),
+            self.detection_controller_pods.clone(),
         );
         registry.register(
             "detection_state_bytes",
             "Approximate bytes of live detection's streaming state",
-            m.detection_state_bytes.clone(),
+            self.detection_state_bytes.clone(),
         );
-        Metrics { registry, ..m }
     }
-}
 
-impl Metrics {
     /// Prometheus text exposition format, without the trailing `# EOF` (the server appends its own metrics).
     pub fn render(&self) -> String {
         let mut s = String::new();

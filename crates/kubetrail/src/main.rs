@@ -5,27 +5,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-mod alerts;
-mod api;
-mod archive;
 mod cmd;
-mod config;
-mod console;
-mod data;
-mod detection;
-mod duration;
-mod input;
-mod integrity_key;
-mod live;
-mod logging;
-mod outbox;
 mod output;
 mod progress;
 mod report;
-mod ship;
-mod sinks_config;
-mod store;
-mod suppress;
 
 /// Kubernetes audit logging as the forensic foundation of a cluster's security.
 #[derive(Debug, Parser)]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use kubetrail_detect::Level;
 
 use crate::Outcome;
-use crate::alerts::{Action, Status, Tracked};
+use kubetrail_runtime::alerting::store::{Action, Status, Tracked};
 
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
@@ -124,7 +124,7 @@ pub struct ListArgs {
     pub data: DataArg,
     /// Only alerts in this status (default: open and acknowledged; suppressed ones are listed with
     /// `--status suppressed` or `--all`).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::builder::PossibleValuesParser::new(Status::ALL.map(Status::as_str)), |s| s.parse::<Status>().expect("a listed status")))]
     pub status: Option<Status>,
     /// Every status.
     #[arg(long, conflicts_with = "status")]
@@ -175,7 +175,7 @@ pub struct NoteArgs {
 }
 
 fn dir(d: &DataArg) -> anyhow::Result<PathBuf> {
-    let dir = crate::data::resolve(d.data.clone(), None);
+    let dir = kubetrail_runtime::data::resolve(d.data.clone(), None);
     if !dir.is_dir() {
         anyhow::bail!(
             "data directory `{}` does not exist: pass --data DIR",
@@ -198,7 +198,11 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<Outcome> {
         AlertsCommand::Suppressions(a) => suppressions(a),
         AlertsCommand::Unsuppress(a) => {
             let data = dir(&a.data)?;
-            let s = crate::suppress::lift(&data, &a.id, &crate::cmd::retention::os_user())?;
+            let s = kubetrail_runtime::alerting::suppress::lift(
+                &data,
+                &a.id,
+                &crate::cmd::retention::os_user(),
+            )?;
             println!(
                 "{}  lifted; it silenced until {}: {}",
                 s.id, s.until, s.reason
@@ -207,7 +211,10 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<Outcome> {
         }
         AlertsCommand::Dlq(DlqCommand::List(a)) => dlq_list(a),
         AlertsCommand::Dlq(DlqCommand::Replay(a)) => {
-            let n = crate::outbox::replay(&dir(&a.data)?, a.destination.as_deref())?;
+            let n = kubetrail_runtime::alerting::outbox::replay(
+                &dir(&a.data)?,
+                a.destination.as_deref(),
+            )?;
             println!(
                 "{n} dead letter{} queued for delivery again",
                 if n == 1 { "" } else { "s" }
@@ -218,7 +225,7 @@ pub fn run(cmd: AlertsCommand) -> anyhow::Result<Outcome> {
 }
 
 fn dlq_list(args: DlqListArgs) -> anyhow::Result<Outcome> {
-    let letters = crate::outbox::dead_letters(&dir(&args.data)?)?;
+    let letters = kubetrail_runtime::alerting::outbox::dead_letters(&dir(&args.data)?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         crate::output::Format::Json => {
@@ -254,19 +261,10 @@ fn dlq_list(args: DlqListArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Open => "open",
-        Status::Acknowledged => "acknowledged",
-        Status::Resolved => "resolved",
-        Status::Suppressed => "suppressed",
-    }
-}
-
 fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     let data = dir(&args.data)?;
     let min: Level = args.min_severity.level();
-    let mut alerts: Vec<Tracked> = crate::alerts::load(&data)?
+    let mut alerts: Vec<Tracked> = kubetrail_runtime::alerting::store::load(&data)?
         .into_iter()
         .filter(|t| t.alert.severity >= min)
         .filter(|t| match (args.all, args.status) {
@@ -303,7 +301,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 .map(|t| {
                     vec![
                         t.alert.id.clone(),
-                        status_name(t.status).to_string(),
+                        Status::as_str(t.status).to_string(),
                         t.alert.severity.as_str().to_string(),
                         t.alert.rule.id.clone(),
                         t.alert.actor.username.clone(),
@@ -322,12 +320,12 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
 }
 
 fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
-    let t = crate::alerts::find(data, id)?;
+    let t = kubetrail_runtime::alerting::store::find(data, id)?;
     let a = &t.alert;
-    let mut s = crate::detection::render(a);
+    let mut s = kubetrail_runtime::alerting::rules::render(a);
     s += &format!(
         "         status: {}{}\n",
-        status_name(t.status),
+        Status::as_str(t.status),
         t.assignee
             .as_ref()
             .map(|u| format!(", assigned to {u}"))
@@ -343,11 +341,11 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
         vec![
             format!(
                 "kubetrail scope --user {} --since 7d",
-                shell_word(&a.actor.username)
+                kubetrail_runtime::text::shell_word(&a.actor.username)
             ),
             format!(
                 "kubetrail timeline --user {} --since 24h",
-                shell_word(&a.actor.username)
+                kubetrail_runtime::text::shell_word(&a.actor.username)
             ),
         ]
     } else {
@@ -358,7 +356,7 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
         s += &format!("         {label:<12} {cmd}\n");
     }
     if let Some(ctx) = &a.context {
-        s += &crate::detection::render_context(ctx);
+        s += &kubetrail_runtime::alerting::rules::render_context(ctx);
     }
     if !t.history.is_empty() {
         s += "\nhistory:\n";
@@ -374,10 +372,12 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
         }
     }
     let runbook = a.runbook.clone().or_else(|| {
-        let rules = crate::detection::load_rules(&crate::detection::Sources {
-            builtin: true,
-            paths: Vec::new(),
-        })
+        let rules = kubetrail_runtime::alerting::rules::load_rules(
+            &kubetrail_runtime::alerting::rules::Sources {
+                builtin: true,
+                paths: Vec::new(),
+            },
+        )
         .ok()?;
         rules
             .get(&a.rule.id)?
@@ -395,28 +395,22 @@ fn show(data: &std::path::Path, id: &str) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// A value quoted for a shell when it needs to be.
-pub(crate) fn shell_word(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "@._:-/".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 fn change(d: &DataArg, id: &str, action: Action, note: Option<String>) -> anyhow::Result<Outcome> {
     let data = dir(d)?;
     let by = crate::cmd::retention::os_user();
-    let mut t = crate::alerts::record(&data, id, action, &by)?;
+    let mut t = kubetrail_runtime::alerting::store::record(&data, id, action, &by)?;
     if let Some(text) = note {
-        t = crate::alerts::record(&data, &t.alert.id, Action::Note { text }, &by)?;
+        t = kubetrail_runtime::alerting::store::record(
+            &data,
+            &t.alert.id,
+            Action::Note { text },
+            &by,
+        )?;
     }
     println!(
         "{}  {}{}  ({} {})",
         t.alert.id,
-        status_name(t.status),
+        Status::as_str(t.status),
         t.assignee
             .as_ref()
             .map(|u| format!(", assigned to {u}"))
@@ -428,21 +422,21 @@ fn change(d: &DataArg, id: &str, action: Action, note: Option<String>) -> anyhow
 }
 
 fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
-    let data = crate::data::resolve(a.data.data.clone(), None);
+    let data = kubetrail_runtime::data::resolve(a.data.data.clone(), None);
     let until = match (&a.for_, &a.until) {
-        (Some(d), _) => crate::duration::from_now(d).map_err(anyhow::Error::msg)?,
+        (Some(d), _) => kubetrail_runtime::duration::from_now(d).map_err(anyhow::Error::msg)?,
         (None, Some(t)) => t.parse::<jiff::Timestamp>().map_err(|_| {
             anyhow::anyhow!("--until `{t}` is not an RFC 3339 time (`2026-11-26T06:00:00Z`)")
         })?,
         (None, None) => unreachable!("clap requires one"),
     };
-    let selector = crate::suppress::Selector {
+    let selector = kubetrail_runtime::alerting::suppress::Selector {
         rule: a.rule,
         user: a.user,
         namespace: a.namespace,
         cluster: a.cluster,
     };
-    let s = crate::suppress::add(
+    let s = kubetrail_runtime::alerting::suppress::add(
         &data,
         selector,
         until,
@@ -459,7 +453,7 @@ fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn describe(s: &crate::suppress::Selector) -> String {
+fn describe(s: &kubetrail_runtime::alerting::suppress::Selector) -> String {
     let mut parts = Vec::new();
     parts.extend(s.rule.as_ref().map(|r| format!("rule {r}")));
     parts.extend(s.user.as_ref().map(|u| format!("user {u}")));
@@ -469,12 +463,13 @@ fn describe(s: &crate::suppress::Selector) -> String {
 }
 
 fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
-    let data = crate::data::resolve(a.data.data.clone(), None);
+    let data = kubetrail_runtime::data::resolve(a.data.data.clone(), None);
     let now = jiff::Timestamp::now();
-    let all: Vec<crate::suppress::Suppression> = crate::suppress::load(&data)?
-        .into_iter()
-        .filter(|s| a.all || s.active(now))
-        .collect();
+    let all: Vec<kubetrail_runtime::alerting::suppress::Suppression> =
+        kubetrail_runtime::alerting::suppress::load(&data)?
+            .into_iter()
+            .filter(|s| a.all || s.active(now))
+            .collect();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         crate::output::Format::Json => {

@@ -69,19 +69,22 @@ pub fn run(cmd: CheckpointCommand) -> anyhow::Result<Outcome> {
         CheckpointCommand::Create(args) => create(args),
         CheckpointCommand::Export(args) => export(args),
         CheckpointCommand::PublicKey(args) => {
-            let dir = crate::data::resolve(args.data, None);
-            crate::data::ensure(&dir)?;
-            print!("{}", crate::integrity_key::signer(&dir)?.public_key_pem());
+            let dir = kubetrail_runtime::data::resolve(args.data, None);
+            kubetrail_runtime::data::ensure(&dir)?;
+            print!(
+                "{}",
+                kubetrail_runtime::integrity_key::signer(&dir)?.public_key_pem()
+            );
             Ok(Outcome::Ok)
         }
     }
 }
 
 fn create(args: DataArgs) -> anyhow::Result<Outcome> {
-    let dir = crate::data::resolve(args.data, None);
-    crate::data::ensure(&dir)?;
-    let _writer = crate::data::lock_writer(&dir, "checkpoint create")?;
-    let signer = crate::integrity_key::signer(&dir)?;
+    let dir = kubetrail_runtime::data::resolve(args.data, None);
+    kubetrail_runtime::data::ensure(&dir)?;
+    let _writer = kubetrail_runtime::data::lock_writer(&dir, "checkpoint create")?;
+    let signer = kubetrail_runtime::integrity_key::signer(&dir)?;
     let files = integrity::parquet_files(&dir)?;
     let path = integrity::write_checkpoint_offline(&dir, &signer, &files, &[])
         .with_context(|| format!("failed to write a checkpoint of `{}`", dir.display()))?;
@@ -102,8 +105,8 @@ fn create(args: DataArgs) -> anyhow::Result<Outcome> {
 }
 
 fn export(args: ExportArgs) -> anyhow::Result<Outcome> {
-    let dir = crate::data::resolve(args.data, None);
-    let signer = crate::integrity_key::existing_signer(&dir)?;
+    let dir = kubetrail_runtime::data::resolve(args.data, None);
+    let signer = kubetrail_runtime::integrity_key::existing_signer(&dir)?;
     let key = signer.public_key();
     let Some((path, bytes)) = integrity::latest_checkpoint(&dir)? else {
         anyhow::bail!(

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::Outcome;
-use crate::config::{self, Config};
+use kubetrail_runtime::config::Config;
+use kubetrail_runtime::service::collector::{Flags, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -21,30 +22,17 @@ pub struct CheckArgs {
 
 pub fn run(c: ConfigCommand) -> anyhow::Result<Outcome> {
     let ConfigCommand::Check(args) = c;
+    // The same resolution `serve` does, with no flags: files read, listener checked.
     let checked = Config::load(&args.file).and_then(|cfg| {
-        cfg.validate()?;
-        let mut server = kubetrail_server::ServerConfig {
-            listen: cfg
-                .listen
-                .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid")),
-            insecure: cfg.insecure,
-            ..Default::default()
-        };
-        if let Some(tls) = &cfg.tls {
-            server.tls = Some(kubetrail_server::TlsFiles {
-                cert: tls.cert.clone(),
-                key: tls.key.clone(),
-                client_ca: tls.client_ca.clone(),
-            });
-        }
-        if let Some(auth) = &cfg.auth {
-            server.bearer_tokens = config::read_tokens(&auth.bearer_tokens_file)?;
-        }
-        kubetrail_server::check_config(&server)?;
-        Ok(())
+        let deprecations = cfg.deprecations();
+        Settings::resolve(cfg, Flags::default())?;
+        Ok(deprecations)
     });
     match checked {
-        Ok(()) => {
+        Ok(deprecations) => {
+            for d in deprecations {
+                eprintln!("{}: warning: {d}", args.file.display());
+            }
             eprintln!("{}: ok", args.file.display());
             Ok(Outcome::Ok)
         }

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use kubetrail_detect::{Alert, Level};
 
 use crate::Outcome;
-use crate::detection::{DetectionConfig, Sources};
+use kubetrail_runtime::alerting::rules::{DetectionConfig, Sources};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Severity {
@@ -62,7 +62,7 @@ pub struct DetectArgs {
 
 pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
     let cfg = match &args.config {
-        Some(path) => crate::config::Config::load(path)?
+        Some(path) => kubetrail_runtime::config::Config::load(path)?
             .detection
             .unwrap_or_default(),
         None => DetectionConfig::default(),
@@ -73,7 +73,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
         builtin: !args.no_builtin && cfg.builtin.unwrap_or(true),
         paths,
     };
-    let (_, mut engine) = crate::detection::engine(&sources, &cfg)?;
+    let (_, mut engine) = kubetrail_runtime::alerting::rules::engine(&sources, &cfg)?;
     let files = if args.files.is_empty() {
         vec![PathBuf::from("-")]
     } else {
@@ -88,8 +88,8 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
             alerts.insert(a.id.clone(), a);
         }
     };
-    let progress = crate::progress::bytes_bar(crate::input::total_size(&files));
-    let stats = crate::input::for_each_record(
+    let progress = crate::progress::bytes_bar(kubetrail_runtime::input::total_size(&files));
+    let stats = kubetrail_runtime::input::for_each_record(
         &files,
         &mut |bytes| progress.set_position(bytes),
         &mut |record| match engine.process(&record.json, &mut batch) {
@@ -103,7 +103,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
     engine.flush(&mut batch);
     keep(&mut batch);
     progress.finish_and_clear();
-    crate::input::report_skipped(&stats);
+    kubetrail_runtime::input::report_skipped(&stats);
 
     let min = args.min_severity.level();
     let mut shown: Vec<&Alert> = alerts.values().filter(|a| a.severity >= min).collect();
@@ -115,7 +115,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
                 serde_json::to_writer(&mut out, a)?;
                 writeln!(out)?;
             }
-            crate::output::Format::Table => writeln!(out, "{}", crate::detection::render(a))?,
+            crate::output::Format::Table => {
+                writeln!(out, "{}", kubetrail_runtime::alerting::rules::render(a))?
+            }
         }
     }
     out.flush()?;

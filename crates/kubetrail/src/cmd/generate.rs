@@ -61,7 +61,7 @@ pub struct GenArgs {
     #[arg(long, value_name = "N", conflicts_with = "duration")]
     count: Option<u64>,
     /// Simulated time to cover instead of a count, e.g. `90s`, `10m`, `1.5h`, `7d`, `4w` (rate × duration events).
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_secs)]
+    #[arg(long, value_name = "DURATION", value_parser = kubetrail_runtime::duration::parse_secs)]
     duration: Option<f64>,
     /// Seed of the random stream: a different seed gives a different cluster and traffic.
     #[arg(long, default_value_t = 1)]

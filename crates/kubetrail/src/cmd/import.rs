@@ -39,35 +39,40 @@ pub struct ImportArgs {
 const BATCH_BYTES: usize = 4 << 20;
 
 pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
-    let dir = crate::data::resolve(args.data, None);
-    crate::data::ensure(&dir)?;
-    let _writer = crate::data::lock_writer(&dir, "import")?;
+    let dir = kubetrail_runtime::data::resolve(args.data, None);
+    kubetrail_runtime::data::ensure(&dir)?;
+    let _writer = kubetrail_runtime::data::lock_writer(&dir, "import")?;
     let cfg_file = args
         .config
         .as_deref()
-        .map(crate::config::Config::load)
+        .map(kubetrail_runtime::config::Config::load)
         .transpose()?
         .unwrap_or_default();
     let filter = args
         .filter_policy
         .as_deref()
         .or(cfg_file.filter_policy.as_deref())
-        .map(crate::config::load_filter)
+        .map(kubetrail_runtime::config::load_filter)
         .transpose()?;
-    let wal = crate::data::open_wal(&dir, WalOptions::default())?;
+    let wal = kubetrail_runtime::data::open_wal(&dir, WalOptions::default())?;
     let cfg = PipelineConfig {
         cluster: args.cluster,
         filter,
         ..PipelineConfig::default()
     };
-    let pipeline = Pipeline::new(wal, crate::data::redactor(&dir, &cfg_file.redaction)?, cfg)?;
+    let pipeline = Pipeline::new(
+        wal,
+        kubetrail_runtime::data::redactor(&dir, &cfg_file.redaction)?,
+        cfg,
+    )?;
 
     let started = Instant::now();
-    let progress = crate::progress::bytes_bar(crate::input::total_size(&args.files));
+    let progress = crate::progress::bytes_bar(kubetrail_runtime::input::total_size(&args.files));
     // Decoding, parsing and redacting (this thread) overlap with writing, hashing and fsyncing the previous
     // batch (the committer): on two cores the import runs at the pace of the slower half, not their sum.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
-    let mut store = crate::store::Store::open(&dir, pipeline.wal().clone())?;
+    let mut store =
+        kubetrail_runtime::service::housekeeping::Store::open(&dir, pipeline.wal().clone())?;
     let (stats, total) = std::thread::scope(|scope| -> anyhow::Result<_> {
         let pipeline = &pipeline;
         let store = &mut store;
@@ -86,11 +91,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
             Ok(total)
         });
         let mut batch = Batch::new();
-        let read = crate::input::for_each_event(
+        let read = kubetrail_runtime::input::for_each_event(
             &args.files,
             &mut |b| progress.set_position(b),
             &mut |record, event| {
-                pipeline.add(&mut batch, record, event, "import", now_us());
+                pipeline.add(
+                    &mut batch,
+                    record,
+                    event,
+                    "import",
+                    kubetrail_runtime::data::now_us(),
+                );
                 if batch.bytes() >= BATCH_BYTES && tx.send(std::mem::take(&mut batch)).is_err() {
                     // The committer stopped: its error is reported below.
                     anyhow::bail!("the import stopped");
@@ -109,7 +120,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     })?;
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    crate::input::report_skipped(&stats);
+    kubetrail_runtime::input::report_skipped(&stats);
     eprintln!(
         "read {} events from {} file{} in {:.1}s ({:.0} events/s): {} stored ({}), {} already stored, {} filtered, \
          {} skipped, {} values redacted",
@@ -135,8 +146,4 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         dir.display()
     );
     Ok(Outcome::Ok)
-}
-
-pub fn now_us() -> i64 {
-    jiff::Timestamp::now().as_microsecond()
 }

@@ -220,11 +220,11 @@ pub struct LintArgs {
 
 /// The detection rules' needs, for `policy lint --rules`.
 fn rule_needs(path: Option<&PathBuf>) -> anyhow::Result<Vec<kubetrail_policy::RuleNeeds>> {
-    let sources = crate::detection::Sources {
+    let sources = kubetrail_runtime::alerting::rules::Sources {
         builtin: path.is_none(),
         paths: path.into_iter().cloned().collect(),
     };
-    let rules = crate::detection::load_rules(&sources)?;
+    let rules = kubetrail_runtime::alerting::rules::load_rules(&sources)?;
     let list = |s: Option<std::collections::BTreeSet<String>>| s.map(|s| s.into_iter().collect());
     Ok(rules
         .rules()
@@ -332,10 +332,10 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
         args.files.clone()
     };
     let mut sim = kubetrail_policy::Simulator::new(&policy, against.as_ref());
-    let progress = crate::progress::bytes_bar(crate::input::total_size(&files));
+    let progress = crate::progress::bytes_bar(kubetrail_runtime::input::total_size(&files));
     let per_event = args.per_event && args.format == Format::Json;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let stats = crate::input::for_each_event(
+    let stats = kubetrail_runtime::input::for_each_event(
         &files,
         &mut |bytes| progress.set_position(bytes),
         &mut |record, event| {
@@ -348,7 +348,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<Outcome> {
         },
     )?;
     progress.finish_and_clear();
-    crate::input::report_skipped(&stats);
+    kubetrail_runtime::input::report_skipped(&stats);
     let report = sim.report();
     if !per_event {
         match args.format {

@@ -27,10 +27,10 @@ pub struct ScopeArgs {
     #[arg(long)]
     pub cluster: Option<String>,
     /// From this time: RFC 3339 (`2026-11-01T00:00:00Z`) or a duration ago (`30m`, `2h`, `7d`, `4w`).
-    #[arg(long, value_name = "T", value_parser = crate::duration::parse_time)]
+    #[arg(long, value_name = "T", value_parser = kubetrail_runtime::duration::parse_time)]
     pub since: Option<jiff::Timestamp>,
     /// Up to this time (inclusive), as --since; default now.
-    #[arg(long, value_name = "T", value_parser = crate::duration::parse_time)]
+    #[arg(long, value_name = "T", value_parser = kubetrail_runtime::duration::parse_time)]
     pub until: Option<jiff::Timestamp>,
 }
 
@@ -80,7 +80,7 @@ pub struct Session {
 
 impl Session {
     pub fn open(scope: &ScopeArgs) -> anyhow::Result<Session> {
-        let dir = crate::data::resolve(scope.data.clone(), None);
+        let dir = kubetrail_runtime::data::resolve(scope.data.clone(), None);
         if !dir.is_dir() {
             anyhow::bail!(
                 "data directory `{}` does not exist: pass --data DIR, or import audit logs first (`kubetrail import`)",
@@ -142,7 +142,7 @@ fn flush(dir: &Path) -> anyhow::Result<()> {
     if !dir.join("wal").is_dir() {
         return Ok(());
     }
-    let _writer = match crate::data::try_lock_writer(dir, "query") {
+    let _writer = match kubetrail_runtime::data::try_lock_writer(dir, "query") {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             tracing::debug!(
@@ -156,7 +156,7 @@ fn flush(dir: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let wal = crate::data::open_wal(dir, WalOptions::default())?;
+    let wal = kubetrail_runtime::data::open_wal(dir, WalOptions::default())?;
     let root = dir.join("store");
     let failed = || {
         format!(
@@ -390,7 +390,7 @@ pub fn write_csv(
     let join = |cells: &[String]| {
         cells
             .iter()
-            .map(|c| crate::output::csv_field(c))
+            .map(|c| kubetrail_runtime::text::csv_field(c))
             .collect::<Vec<_>>()
             .join(",")
     };

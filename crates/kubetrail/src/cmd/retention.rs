@@ -13,8 +13,8 @@ use kubetrail_store::retention::{
 use serde_json::{Value, json};
 
 use crate::Outcome;
-use crate::duration::parse_time;
 use crate::report::bytes;
+use kubetrail_runtime::duration::parse_time;
 
 #[derive(Debug, Subcommand)]
 pub enum RetentionCommand {
@@ -146,7 +146,7 @@ pub fn run(cmd: RetentionCommand) -> anyhow::Result<Outcome> {
 }
 
 fn existing_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let dir = crate::data::resolve(flag, None);
+    let dir = kubetrail_runtime::data::resolve(flag, None);
     if !dir.is_dir() {
         anyhow::bail!(
             "data directory `{}` does not exist: pass --data DIR",
@@ -208,7 +208,7 @@ fn plan(args: PlanArgs) -> anyhow::Result<Outcome> {
 fn apply(args: ApplyArgs) -> anyhow::Result<Outcome> {
     let dir = existing_dir(args.data)?;
     // Not while a collector writes: its checkpoints and conversions would race the deletions.
-    let _writer = crate::data::lock_writer(&dir, "retention apply")?;
+    let _writer = kubetrail_runtime::data::lock_writer(&dir, "retention apply")?;
     // Held from loading the policy to the last deletion: a hold added meanwhile waits, or is seen.
     let lock = RetentionLock::acquire(&dir)?;
     let policy = load_policy(&dir)?;
@@ -222,7 +222,7 @@ fn apply(args: ApplyArgs) -> anyhow::Result<Outcome> {
             dir.display()
         );
     }
-    let signer = crate::integrity_key::signer(&dir)?;
+    let signer = kubetrail_runtime::integrity_key::signer(&dir)?;
     let applied = retention::apply(&lock, &plan, &signer, None)
         .with_context(|| format!("failed to apply retention in `{}`", dir.display()))?;
     drop(lock);

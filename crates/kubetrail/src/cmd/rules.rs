@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use kubetrail_detect::{Document, Engine, RuleMeta, RuleSet};
 
 use crate::Outcome;
-use crate::detection::{DetectionConfig, Sources};
+use kubetrail_runtime::alerting::rules::{DetectionConfig, Sources};
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
@@ -85,7 +85,7 @@ fn techniques(m: &RuleMeta) -> String {
 }
 
 fn list(args: ListArgs) -> anyhow::Result<Outcome> {
-    let rules = crate::detection::load_rules(&args.source.sources())?;
+    let rules = kubetrail_runtime::alerting::rules::load_rules(&args.source.sources())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         crate::output::Format::Json => {
@@ -134,7 +134,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
 }
 
 fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
-    let rules = crate::detection::load_rules(&args.source.sources())?;
+    let rules = kubetrail_runtime::alerting::rules::load_rules(&args.source.sources())?;
     let Some(d) = rules.get(&args.id) else {
         anyhow::bail!(
             "no rule `{}`: `kubetrail rules list` shows the ids",
@@ -237,7 +237,7 @@ fn fired(rules: &RuleSet, events: &str, what: &str) -> anyhow::Result<Vec<String
 fn test(args: TestArgs) -> anyhow::Result<Outcome> {
     let (rules, cases) = match &args.path {
         None => {
-            let rules = crate::detection::load_rules(&Sources {
+            let rules = kubetrail_runtime::alerting::rules::load_rules(&Sources {
                 builtin: true,
                 paths: Vec::new(),
             })?;
@@ -311,7 +311,7 @@ fn test(args: TestArgs) -> anyhow::Result<Outcome> {
 
 /// The rule files under `path`, each a case with the fixtures beside it.
 fn user_cases(path: &Path) -> anyhow::Result<(RuleSet, Vec<Case>)> {
-    let rules = crate::detection::load_rules(&Sources {
+    let rules = kubetrail_runtime::alerting::rules::load_rules(&Sources {
         builtin: false,
         paths: vec![path.to_path_buf()],
     })?;

@@ -78,11 +78,11 @@ pub struct DlqReplayArgs {
 }
 
 pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
-    let data = |d: &DataArg| crate::data::resolve(d.data.clone(), None);
+    let data = |d: &DataArg| kubetrail_runtime::data::resolve(d.data.clone(), None);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match cmd {
         SinksCommand::Status(a) => {
-            let all = crate::ship::statuses(&data(&a.data))?;
+            let all = kubetrail_runtime::shipping::worker::statuses(&data(&a.data))?;
             match a.format {
                 crate::output::Format::Json => {
                     for s in &all {
@@ -136,7 +136,10 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
             }
         }
         SinksCommand::Dlq(DlqCommand::List(a)) => {
-            let all = crate::ship::dead_letters(&data(&a.data), a.sink.as_deref())?;
+            let all = kubetrail_runtime::shipping::worker::dead_letters(
+                &data(&a.data),
+                a.sink.as_deref(),
+            )?;
             match a.format {
                 crate::output::Format::Json => {
                     for d in &all {
@@ -170,7 +173,7 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
             return verify(a);
         }
         SinksCommand::Dlq(DlqCommand::Replay(a)) => {
-            let n = crate::ship::replay(&data(&a.data), a.sink.as_deref())?;
+            let n = kubetrail_runtime::shipping::worker::replay(&data(&a.data), a.sink.as_deref())?;
             writeln!(
                 out,
                 "{n} records queued to be sent again (a running serve picks them up within a second)"
@@ -182,11 +185,16 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
-    let cfg = crate::config::Config::load(&a.config)?;
-    let sinks = crate::sinks_config::build_all(&cfg.sinks)?;
-    let archives: Vec<&crate::ship::Sink> = sinks
+    let cfg = kubetrail_runtime::config::Config::load(&a.config)?;
+    let sinks = kubetrail_runtime::shipping::config::build_all(&cfg.sinks)?;
+    let archives: Vec<&kubetrail_runtime::shipping::worker::Sink> = sinks
         .iter()
-        .filter(|s| matches!(s.target, crate::ship::Target::Archive(_)))
+        .filter(|s| {
+            matches!(
+                s.target,
+                kubetrail_runtime::shipping::worker::Target::Archive(_)
+            )
+        })
         .filter(|s| a.sink.as_ref().is_none_or(|n| *n == s.name))
         .collect();
     let sink = match archives.as_slice() {
@@ -204,7 +212,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
             a.config.display()
         ),
     };
-    let crate::ship::Target::Archive(archive) = &sink.target else {
+    let kubetrail_runtime::shipping::worker::Target::Archive(archive) = &sink.target else {
         unreachable!("filtered")
     };
     let key = match &a.public_key {
@@ -214,14 +222,16 @@ fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
             kubetrail_store::PublicKey::from_pem(&text)?
         }
         None => {
-            let data = crate::data::resolve(a.data.data.clone(), cfg.data.clone());
-            crate::integrity_key::existing_signer(&data)?.public_key()
+            let data = kubetrail_runtime::data::resolve(a.data.data.clone(), cfg.data.clone());
+            kubetrail_runtime::integrity_key::existing_signer(&data)?.public_key()
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let v = rt.block_on(crate::archive::verify(archive, &key, a.deep));
+    let v = rt.block_on(kubetrail_runtime::shipping::archive::verify(
+        archive, &key, a.deep,
+    ));
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -33,7 +33,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<Outcome> {
-    let dir = crate::data::resolve(args.data, None);
+    let dir = kubetrail_runtime::data::resolve(args.data, None);
     if !dir.is_dir() {
         anyhow::bail!(
             "data directory `{}` does not exist: pass --data DIR",
@@ -43,7 +43,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Outcome> {
     let (key, anchor) = match &args.public_key {
         Some(file) => load_key(file)?,
         None => (
-            crate::integrity_key::existing_signer(&dir)?.public_key(),
+            kubetrail_runtime::integrity_key::existing_signer(&dir)?.public_key(),
             None,
         ),
     };

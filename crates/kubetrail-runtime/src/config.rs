@@ -33,110 +33,16 @@ pub struct Config {
     pub wal: Option<WalConfig>,
     pub limits: Option<Limits>,
     /// Detection: rule files, the built-in pack, production namespaces, exceptions, disabled rules.
-    pub detection: Option<crate::detection::DetectionConfig>,
+    pub detection: Option<crate::alerting::rules::DetectionConfig>,
     /// Where alerts go, and which.
-    pub alerts: Option<AlertsConfig>,
+    pub alerts: Option<crate::alerting::outbox::AlertsConfig>,
     /// Where events are shipped off the node (ClickHouse, the S3 archive, ...).
     #[serde(default)]
-    pub sinks: Vec<crate::sinks_config::SinkConfig>,
+    pub sinks: Vec<crate::shipping::config::SinkConfig>,
     /// More secret-like names (`key_patterns`: env names, ConfigMap keys, command flags) and credential query
     /// parameters (`uri_parameters`) to redact, added to the built-in ones.
     #[serde(default)]
     pub redaction: kubetrail_policy::RedactionConfig,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
-    #[serde(default)]
-    pub destinations: Vec<Destination>,
-    /// The web console's address as analysts reach it (`https://kubetrail.example.com`): alerts link to
-    /// `<console_url>/alerts/<id>`.
-    pub console_url: Option<String>,
-}
-
-/// One destination and its route: exactly one of `webhook`, `alertmanager`, `pagerduty_routing_key_file`
-/// (with `pagerduty_url` to override the endpoint) or `slack`.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Destination {
-    pub webhook: Option<String>,
-    pub alertmanager: Option<String>,
-    pub pagerduty_routing_key_file: Option<PathBuf>,
-    pub pagerduty_url: Option<String>,
-    pub slack: Option<String>,
-    /// Only alerts of this severity or above (default medium).
-    pub min_severity: Option<kubetrail_detect::Level>,
-    /// Only these rule ids or ATT&CK techniques (default: all).
-    #[serde(default)]
-    pub rules: Vec<String>,
-    /// Only rules with one of these Sigma tags (`attack.privilege-escalation`, `kubetrail.production`;
-    /// default: all).
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Only alerts about these namespaces (`*` wildcards; default: all).
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    /// Only alerts from these clusters (default: all).
-    #[serde(default)]
-    pub clusters: Vec<String>,
-}
-
-impl Destination {
-    /// The destination as the outbox takes it; an error names what is wrong with it.
-    pub fn webhook(&self) -> anyhow::Result<crate::outbox::Webhook> {
-        use crate::outbox::Kind;
-        let pagerduty = match &self.pagerduty_routing_key_file {
-            Some(file) => {
-                let key = std::fs::read_to_string(file)
-                    .with_context(|| {
-                        format!(
-                            "alerts: failed to read the PagerDuty routing key `{}`",
-                            file.display()
-                        )
-                    })?
-                    .trim()
-                    .to_string();
-                if key.is_empty() {
-                    bail!(
-                        "alerts: the PagerDuty routing key file `{}` is empty",
-                        file.display()
-                    );
-                }
-                Some((
-                    self.pagerduty_url
-                        .clone()
-                        .unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into()),
-                    Kind::PagerDuty { routing_key: key },
-                ))
-            }
-            None => None,
-        };
-        let mut kinds: Vec<(String, Kind)> = Vec::new();
-        kinds.extend(self.webhook.clone().map(|u| (u, Kind::Webhook)));
-        kinds.extend(self.alertmanager.clone().map(|u| (u, Kind::Alertmanager)));
-        kinds.extend(self.slack.clone().map(|u| (u, Kind::Slack)));
-        kinds.extend(pagerduty);
-        if kinds.len() != 1 {
-            bail!(
-                "alerts.destinations: each destination is exactly one of `webhook`, `alertmanager`, \
-                 `pagerduty_routing_key_file` or `slack` (this one has {})",
-                kinds.len()
-            );
-        }
-        let (url, kind) = kinds.pop().expect("one");
-        Ok(crate::outbox::Webhook {
-            url,
-            kind,
-            route: crate::outbox::Route {
-                min_severity: self.min_severity.unwrap_or(kubetrail_detect::Level::Medium),
-                rules: self.rules.clone(),
-                tags: self.tags.clone(),
-                namespaces: self.namespaces.clone(),
-                clusters: self.clusters.clone(),
-            },
-        })
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +89,19 @@ pub struct Limits {
 }
 
 impl Config {
+    /// What still works but is on its way out, for `config check` and `serve` to say.
+    pub fn deprecations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, d) in self.alerts.iter().flat_map(|a| &a.destinations).enumerate() {
+            if let Some((old, new)) = d.deprecated() {
+                out.push(format!(
+                    "alerts.destinations[{i}]: `{old}` is deprecated; write `{new}` (a `type:`-tagged entry like `sinks:`)"
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and parses a config file; unknown keys and wrong types are errors naming the key and the line.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -217,16 +136,17 @@ impl Config {
         if let Some(p) = &self.filter_policy {
             load_filter(p)?;
         }
-        for d in self.alerts.iter().flat_map(|a| &a.destinations) {
-            d.webhook()?;
+        for (i, d) in self.alerts.iter().flat_map(|a| &a.destinations).enumerate() {
+            d.webhook()
+                .with_context(|| format!("alerts.destinations[{i}]"))?;
         }
-        crate::sinks_config::build_all(&self.sinks)?;
+        crate::shipping::config::build_all(&self.sinks)?;
         if let Some(d) = &self.detection {
-            let sources = crate::detection::Sources {
+            let sources = crate::alerting::rules::Sources {
                 builtin: d.builtin.unwrap_or(true),
                 paths: d.rules.clone(),
             };
-            crate::detection::engine(&sources, d).context("detection:")?;
+            crate::alerting::rules::engine(&sources, d).context("detection:")?;
         }
         if let Some(c) = &self.cluster
             && (c.is_empty() || c.len() > 253)

@@ -150,7 +150,7 @@ impl Archive {
 
     /// Signs manifests with `signer`, keeping the ledger in `DATA/sinks/<name>.archive.json`.
     pub fn attach(&self, data: &Path, name: &str, signer: Signer) -> anyhow::Result<()> {
-        let path = crate::ship::sinks_dir(data).join(format!("{name}.archive.json"));
+        let path = crate::shipping::sinks_dir(data).join(format!("{name}.archive.json"));
         let state = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .with_context(|| format!("`{}` is not an archive ledger", path.display()))?,

@@ -172,7 +172,7 @@ fn csv_row(r: &EventRow) -> String {
     ];
     let mut line = cells
         .iter()
-        .map(|c| crate::output::csv_field(c))
+        .map(|c| crate::text::csv_field(c))
         .collect::<Vec<_>>()
         .join(",");
     line.push_str("\r\n");

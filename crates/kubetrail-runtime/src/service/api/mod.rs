@@ -458,7 +458,7 @@ async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertsParams {
-    status: Option<crate::alerts::Status>,
+    status: Option<crate::alerting::store::Status>,
     all: Option<bool>,
     min_severity: Option<kubetrail_detect::Level>,
 }
@@ -469,7 +469,7 @@ async fn alerts_list(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> An
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad(e.body_text()))?;
     let data = api.data.clone();
-    let mut alerts = tokio::task::spawn_blocking(move || crate::alerts::load(&data))
+    let mut alerts = tokio::task::spawn_blocking(move || crate::alerting::store::load(&data))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
@@ -480,7 +480,8 @@ async fn alerts_list(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> An
                 (false, Some(s)) => t.status == s,
                 (false, None) => matches!(
                     t.status,
-                    crate::alerts::Status::Open | crate::alerts::Status::Acknowledged
+                    crate::alerting::store::Status::Open
+                        | crate::alerting::store::Status::Acknowledged
                 ),
             }
     });
@@ -495,7 +496,7 @@ async fn alert_show(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Answer {
     let data = api.data.clone();
-    let t = tokio::task::spawn_blocking(move || crate::alerts::find(&data, &id))
+    let t = tokio::task::spawn_blocking(move || crate::alerting::store::find(&data, &id))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))?;
@@ -523,7 +524,7 @@ async fn alert_change(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("the body is not a JSON object: {e}")))?
     };
-    use crate::alerts::Action;
+    use crate::alerting::store::Action;
     let action = match (action.as_str(), b.to, b.text) {
         ("ack", None, None) => Action::Ack,
         ("resolve", None, None) => Action::Resolve,
@@ -547,18 +548,20 @@ async fn alert_change(
         None => format!("api:{}", peer.addr.ip()),
     };
     let data = api.data.clone();
-    let t = tokio::task::spawn_blocking(move || crate::alerts::record(&data, &id, action, &by))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
-        .map_err(|e| {
-            let m = format!("{e:#}");
-            let status = if m.starts_with("no alert") || m.contains("is the start of") {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            ApiError::new(status, m)
-        })?;
+    let t = tokio::task::spawn_blocking(move || {
+        crate::alerting::store::record(&data, &id, action, &by)
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?
+    .map_err(|e| {
+        let m = format!("{e:#}");
+        let status = if m.starts_with("no alert") || m.contains("is the start of") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, m)
+    })?;
     Ok(Json(serde_json::to_value(t).unwrap_or_default()))
 }
 
@@ -595,7 +598,7 @@ async fn suppressions_list(State(api): State<Arc<QueryApi>>, req: Request<Body>)
         .map_err(|e| ApiError::bad(e.body_text()))?;
     let data = api.data.clone();
     let all = blocking(
-        move || crate::suppress::load(&data),
+        move || crate::alerting::suppress::load(&data),
         StatusCode::INTERNAL_SERVER_ERROR,
     )
     .await?;
@@ -647,13 +650,13 @@ async fn suppression_add(
     let by = caller(&peer);
     let s = blocking(
         move || {
-            let selector = crate::suppress::Selector {
+            let selector = crate::alerting::suppress::Selector {
                 rule: b.rule,
                 user: b.user,
                 namespace: b.namespace,
                 cluster: b.cluster,
             };
-            crate::suppress::add(&data, selector, until, &b.reason, &by)
+            crate::alerting::suppress::add(&data, selector, until, &b.reason, &by)
         },
         StatusCode::BAD_REQUEST,
     )
@@ -670,7 +673,7 @@ async fn suppression_lift(
     let data = api.data.clone();
     let by = caller(&peer);
     let s = blocking(
-        move || crate::suppress::lift(&data, &id, &by),
+        move || crate::alerting::suppress::lift(&data, &id, &by),
         StatusCode::NOT_FOUND,
     )
     .await?;

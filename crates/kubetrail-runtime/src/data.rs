@@ -176,3 +176,7 @@ pub fn open_wal(dir: &Path, opts: WalOptions) -> anyhow::Result<Arc<Wal>> {
     );
     Ok(Arc::new(wal))
 }
+
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}

@@ -35,6 +35,15 @@ const ROUND: usize = 10_000;
 /// How long to wait when the log holds nothing new.
 const IDLE: Duration = Duration::from_millis(100);
 
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("path", &self.path)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The detection thread's state.
 pub struct Detector {
     wal: Arc<Wal>,
@@ -52,8 +61,8 @@ pub struct Detector {
     /// `DATA/alerts/seen.jsonl`: the tracker's first-seen facts, appended as they change.
     seen: File,
     seen_lines: usize,
-    resolved: crate::alerts::Resolved,
-    suppressions: crate::suppress::Live,
+    resolved: crate::alerting::store::Resolved,
+    suppressions: crate::alerting::suppress::Live,
     /// The web console's address, for links (`--console-url`).
     console: Option<String>,
     dir: PathBuf,
@@ -124,8 +133,8 @@ impl Detector {
             tracker,
             seen,
             seen_lines,
-            resolved: crate::alerts::Resolved::new(dir),
-            suppressions: crate::suppress::Live::new(dir),
+            resolved: crate::alerting::store::Resolved::new(dir),
+            suppressions: crate::alerting::suppress::Live::new(dir),
             console: console.map(|c| c.trim_end_matches('/').to_string()),
             dir: dir.to_path_buf(),
             metrics: DetectionMetrics::default(),
@@ -485,7 +494,7 @@ impl Detector {
             a.context = Some(self.context(a, prior));
             a.suppressed = self.suppressions.silencing(a);
         }
-        let user = crate::cmd::alerts::shell_word(&a.actor.username);
+        let user = crate::text::shell_word(&a.actor.username);
         a.investigate = vec![
             format!("kubetrail scope --user {user} --since 7d"),
             format!("kubetrail timeline --user {user} --since 24h"),
@@ -529,7 +538,7 @@ impl Detector {
         self.seen_lines += sightings.len();
         // Rewritten compactly when it holds many more lines than values.
         if self.seen_lines > 4 * self.tracker.seen_len() + 100_000 {
-            let dir = crate::alerts::alerts_dir(&self.dir);
+            let dir = crate::alerting::store::alerts_dir(&self.dir);
             self.seen = rewrite_seen(&dir, &self.tracker)?;
             self.seen_lines = self.tracker.seen_len();
         }
@@ -634,7 +643,7 @@ fn remember_alerts(
 fn open_seen(dir: &Path) -> anyhow::Result<(Tracker, File, usize)> {
     let path = dir.join("seen.jsonl");
     let mut tracker = Tracker::new();
-    let lines = crate::alerts::read_lines::<Sighting>(&path)?;
+    let lines = crate::alerting::store::read_lines::<Sighting>(&path)?;
     let n = lines.len();
     for s in lines {
         tracker.restore(s);

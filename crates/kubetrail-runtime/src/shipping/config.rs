@@ -1,4 +1,4 @@
-//! The config file's `sinks:` section: each entry names a target by `type` and becomes a [`crate::ship::Sink`]
+//! The config file's `sinks:` section: each entry names a target by `type` and becomes a [`crate::shipping::worker::Sink`]
 //! (validated by `kubetrail config check`: names, URLs, files; nothing is contacted).
 //!
 //! ```yaml
@@ -38,7 +38,7 @@ use anyhow::{Context, bail};
 use kubetrail_sinks::http::{Auth, HttpConfig};
 use serde::Deserialize;
 
-use crate::ship::{Batching, Sink, Target};
+use crate::shipping::worker::{Batching, Sink, Target};
 
 /// How a sink batches (all optional).
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -334,7 +334,7 @@ impl SinkConfig {
                 } else {
                     format!("{prefix}/")
                 };
-                let mut archive = crate::archive::Archive::new(
+                let mut archive = crate::shipping::archive::Archive::new(
                     s3,
                     prefix,
                     match object_lock.mode {

@@ -57,7 +57,7 @@ impl Selector {
             a.target
                 .as_ref()
                 .and_then(|t| t.namespace.as_deref())
-                .is_some_and(|ns| crate::outbox::glob(p, ns))
+                .is_some_and(|ns| crate::text::glob(p, ns))
         });
         let cluster = self
             .cluster
@@ -115,13 +115,13 @@ impl Suppression {
 }
 
 pub fn path(data: &Path) -> PathBuf {
-    crate::alerts::alerts_dir(data).join("suppressions.jsonl")
+    crate::alerting::store::alerts_dir(data).join("suppressions.jsonl")
 }
 
 /// Every suppression ever made, oldest first.
 pub fn load(data: &Path) -> anyhow::Result<Vec<Suppression>> {
     let mut out: Vec<Suppression> = Vec::new();
-    for e in crate::alerts::read_lines::<Entry>(&path(data))? {
+    for e in crate::alerting::store::read_lines::<Entry>(&path(data))? {
         match e {
             Entry::Add {
                 id,
@@ -150,7 +150,7 @@ pub fn load(data: &Path) -> anyhow::Result<Vec<Suppression>> {
 }
 
 fn append(data: &Path, entry: &Entry) -> anyhow::Result<()> {
-    let dir = crate::alerts::alerts_dir(data);
+    let dir = crate::alerting::store::alerts_dir(data);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("failed to create `{}`", dir.display()))?;
     let p = path(data);
@@ -189,7 +189,7 @@ pub fn add(
     }
     let id = format!(
         "s-{}",
-        &crate::alerts::short_hash(&format!("{selector:?}{until}{now}{by}"))[..10]
+        &crate::alerting::store::short_hash(&format!("{selector:?}{until}{now}{by}"))[..10]
     );
     let at = now.to_string();
     let until = until.to_string();

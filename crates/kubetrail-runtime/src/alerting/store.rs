@@ -16,9 +16,7 @@ use kubetrail_detect::Alert;
 use serde::{Deserialize, Serialize};
 
 /// Where an alert is in the analyst's workflow.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Open,
@@ -26,6 +24,38 @@ pub enum Status {
     Resolved,
     /// Raised while a suppression was in force: recorded, not delivered.
     Suppressed,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Open,
+        Status::Acknowledged,
+        Status::Resolved,
+        Status::Suppressed,
+    ];
+
+    /// The name the API, the files and the command line use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Acknowledged => "acknowledged",
+            Status::Resolved => "resolved",
+            Status::Suppressed => "suppressed",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Status, String> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("`{s}` is not a status (open, acknowledged, resolved, suppressed)")
+            })
+    }
 }
 
 /// One change made by an analyst.

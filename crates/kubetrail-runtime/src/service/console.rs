@@ -21,26 +21,26 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../console/app.js"),
+        include_bytes!("../../console/app.js"),
     ),
     (
         "app.css",
         "text/css; charset=utf-8",
-        include_bytes!("../console/app.css"),
+        include_bytes!("../../console/app.css"),
     ),
     (
         "uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../console/vendor/uPlot.iife.min.js"),
+        include_bytes!("../../console/vendor/uPlot.iife.min.js"),
     ),
     (
         "uPlot.min.css",
         "text/css; charset=utf-8",
-        include_bytes!("../console/vendor/uPlot.min.css"),
+        include_bytes!("../../console/vendor/uPlot.min.css"),
     ),
 ];
 
-const INDEX: &str = include_str!("../console/index.html");
+const INDEX: &str = include_str!("../../console/index.html");
 
 /// The page routes and `/assets/{file}`.
 pub fn router() -> Router {
