@@ -640,9 +640,9 @@ pub fn percent_encode(s: &str) -> String {
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = host.rsplit('@').next().unwrap_or(host);
-            let more = rest.len() > host.len();
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            let more = rest.len() > authority.len();
             format!("{scheme}://{host}{}", if more { "/…" } else { "" })
         }
         None => "(invalid URL)".into(),
@@ -702,6 +702,7 @@ mod tests {
         assert_eq!(c.target(), "http://example.com:8123");
         assert_eq!(c.base_path, "/base");
         assert_eq!(redact_url("https://u:p@h:1/x?t=1"), "https://h:1/…");
+        assert_eq!(redact_url("http://u:p@h:1"), "http://h:1");
     }
 
     #[test]
