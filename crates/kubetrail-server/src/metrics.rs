@@ -1,16 +1,21 @@
-//! The server's own counters, rendered in Prometheus text exposition format. Label sets are closed (known
-//! endpoints, reasons) so no request can grow them.
+//! The server's own metrics, as `prometheus-client` types registered in a [`Registry`] (see [`Metrics::register`]);
+//! the `/metrics` handler encodes that one registry, into which the pipeline registers its metrics too
+//! ([`crate::Ingest::register_metrics`]). Label sets are closed (known endpoints, status codes, reasons) so no
+//! request can grow them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Why a webhook request was refused (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,19 +70,55 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Debug, Default)]
+/// The one endpoint whose duration is observed.
+const WEBHOOK: &str = "/k8s-audit";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The server's series (names as exposed; counters get `_total` from the encoder).
+#[derive(Debug, Clone)]
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    rejected: [AtomicU64; Reason::ALL.len()],
-    body_bytes: AtomicU64,
-    decompressed_bytes: AtomicU64,
-    events: AtomicU64,
-    duplicates: AtomicU64,
-    skipped: AtomicU64,
-    in_flight: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_micros: AtomicU64,
+    requests: Family<RequestLabels, Counter>,
+    rejected: Family<ReasonLabel, Counter>,
+    body_bytes: Counter,
+    decompressed_bytes: Counter,
+    events: Counter,
+    skipped: Counter,
+    in_flight: Gauge,
+    /// Of the webhook only: registered with the constant label `endpoint="/k8s-audit"` (a constant label
+    /// comes before `le`, as the series always had it).
+    duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let m = Metrics {
+            requests: Family::default(),
+            rejected: Family::default(),
+            body_bytes: Counter::default(),
+            decompressed_bytes: Counter::default(),
+            events: Counter::default(),
+            skipped: Counter::default(),
+            in_flight: Gauge::default(),
+            duration: Histogram::new(BUCKETS),
+        };
+        // Every reason is shown from the start, at zero.
+        for reason in Reason::ALL {
+            let _ = m.rejected.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+        m
+    }
 }
 
 /// The `endpoint` label of a path; anything unknown is `other`.
@@ -97,153 +138,99 @@ pub(crate) async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Nex
     let endpoint = endpoint(req.uri().path());
     let start = Instant::now();
     let response = next.run(req).await;
-    m.request(endpoint, response.status().as_u16());
-    if endpoint == "/k8s-audit" {
-        m.observe(start.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RequestLabels {
+            endpoint,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    if endpoint == WEBHOOK {
+        m.duration.observe(start.elapsed().as_secs_f64());
     }
     response
 }
 
 impl Metrics {
-    fn request(&self, endpoint: &'static str, code: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((endpoint, code)).or_default() += 1;
-    }
-
-    fn observe(&self, secs: f64) {
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.duration_count.fetch_add(1, Relaxed);
-        self.duration_sum_micros
-            .fetch_add((secs * 1e6) as u64, Relaxed);
+    /// Registers the `kubetrail_server_*` series in `registry` (which should have no prefix of its own).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "kubetrail_server_requests",
+            "HTTP requests by endpoint and status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "kubetrail_server_rejected",
+            "Webhook requests refused, by reason",
+            self.rejected.clone(),
+        );
+        registry.register(
+            "kubetrail_server_body_bytes",
+            "Webhook body bytes received (as sent, before decompression)",
+            self.body_bytes.clone(),
+        );
+        registry.register(
+            "kubetrail_server_decompressed_bytes",
+            "Webhook body bytes handed to the pipeline (after decompression)",
+            self.decompressed_bytes.clone(),
+        );
+        registry.register(
+            "kubetrail_server_events_accepted",
+            "Events the pipeline acknowledged as durable",
+            self.events.clone(),
+        );
+        registry.register(
+            "kubetrail_server_events_skipped",
+            "Values in accepted bodies that were not events",
+            self.skipped.clone(),
+        );
+        registry.register(
+            "kubetrail_server_webhook_in_flight",
+            "Webhook requests being handled now",
+            self.in_flight.clone(),
+        );
+        registry
+            .sub_registry_with_label((Cow::Borrowed("endpoint"), Cow::Borrowed(WEBHOOK)))
+            .register(
+                "kubetrail_server_request_duration_seconds",
+                "Time to answer a webhook request, durable write included",
+                self.duration.clone(),
+            );
     }
 
     pub(crate) fn rejected(&self, reason: Reason) {
-        let i = Reason::ALL.iter().position(|&r| r == reason).unwrap_or(0);
-        self.rejected[i].fetch_add(1, Relaxed);
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     pub(crate) fn body(&self, wire: usize, decoded: usize) {
-        self.body_bytes.fetch_add(wire as u64, Relaxed);
-        self.decompressed_bytes.fetch_add(decoded as u64, Relaxed);
+        self.body_bytes.inc_by(wire as u64);
+        self.decompressed_bytes.inc_by(decoded as u64);
     }
 
+    /// Counts what the pipeline took (its duplicates are the pipeline's own `kubetrail_events_duplicate`).
     pub(crate) fn accepted(&self, a: &crate::Accepted) {
-        self.events.fetch_add(a.events as u64, Relaxed);
-        self.duplicates.fetch_add(a.duplicates as u64, Relaxed);
-        self.skipped.fetch_add(a.skipped as u64, Relaxed);
+        self.events.inc_by(a.events as u64);
+        self.skipped.inc_by(a.skipped as u64);
     }
 
     pub(crate) fn in_flight(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Relaxed);
+        self.in_flight.inc();
         InFlight(self)
-    }
-
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        let o = &mut out;
-        head(
-            o,
-            "kubetrail_server_requests_total",
-            "counter",
-            "HTTP requests by endpoint and status code.",
-        );
-        for ((endpoint, code), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                o,
-                "kubetrail_server_requests_total{{endpoint=\"{endpoint}\",code=\"{code}\"}} {n}"
-            );
-        }
-        head(
-            o,
-            "kubetrail_server_rejected_total",
-            "counter",
-            "Webhook requests refused, by reason.",
-        );
-        for (reason, n) in Reason::ALL.iter().zip(&self.rejected) {
-            let _ = writeln!(
-                o,
-                "kubetrail_server_rejected_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                n.load(Relaxed)
-            );
-        }
-        for (name, help, v) in [
-            (
-                "kubetrail_server_body_bytes_total",
-                "Webhook body bytes received (as sent, before decompression).",
-                &self.body_bytes,
-            ),
-            (
-                "kubetrail_server_decompressed_bytes_total",
-                "Webhook body bytes handed to the pipeline (after decompression).",
-                &self.decompressed_bytes,
-            ),
-            (
-                "kubetrail_server_events_accepted_total",
-                "Events the pipeline acknowledged as durable.",
-                &self.events,
-            ),
-            (
-                "kubetrail_server_events_duplicate_total",
-                "Events acknowledged as already stored.",
-                &self.duplicates,
-            ),
-            (
-                "kubetrail_server_events_skipped_total",
-                "Values in accepted bodies that were not events.",
-                &self.skipped,
-            ),
-        ] {
-            head(o, name, "counter", help);
-            let _ = writeln!(o, "{name} {}", v.load(Relaxed));
-        }
-        head(
-            o,
-            "kubetrail_server_webhook_in_flight",
-            "gauge",
-            "Webhook requests being handled now.",
-        );
-        let _ = writeln!(
-            o,
-            "kubetrail_server_webhook_in_flight {}",
-            self.in_flight.load(Relaxed)
-        );
-        let name = "kubetrail_server_request_duration_seconds";
-        head(
-            o,
-            name,
-            "histogram",
-            "Time to answer a webhook request, durable write included.",
-        );
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Relaxed);
-            let _ = writeln!(
-                o,
-                "{name}_bucket{{endpoint=\"/k8s-audit\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.duration_count.load(Relaxed);
-        let _ = writeln!(
-            o,
-            "{name}_bucket{{endpoint=\"/k8s-audit\",le=\"+Inf\"}} {count}"
-        );
-        let sum = self.duration_sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(o, "{name}_sum{{endpoint=\"/k8s-audit\"}} {sum}");
-        let _ = writeln!(o, "{name}_count{{endpoint=\"/k8s-audit\"}} {count}");
-        out
     }
 }
 
-fn head(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Prometheus text of `registry` without OpenMetrics' closing `# EOF` line (more text may follow it).
+pub(crate) fn render(registry: &Registry) -> String {
+    let mut s = String::new();
+    prometheus_client::encoding::text::encode(&mut s, registry)
+        .expect("writing to a String cannot fail");
+    match s.strip_suffix("# EOF\n") {
+        Some(body) => body.to_string(),
+        None => s,
+    }
 }
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
@@ -252,6 +239,83 @@ pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.in_flight.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_names_help_types_and_labels() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.requests
+            .get_or_create(&RequestLabels {
+                endpoint: "/k8s-audit",
+                code: 200,
+            })
+            .inc();
+        m.rejected(Reason::GzipBomb);
+        m.body(100, 400);
+        m.accepted(&crate::Accepted {
+            events: 3,
+            duplicates: 1,
+            skipped: 2,
+        });
+        let _busy = m.in_flight();
+        m.duration.observe(0.003);
+        let text = render(&registry);
+        for line in [
+            "# HELP kubetrail_server_requests HTTP requests by endpoint and status code.",
+            "# TYPE kubetrail_server_requests counter",
+            "kubetrail_server_requests_total{endpoint=\"/k8s-audit\",code=\"200\"} 1",
+            "# TYPE kubetrail_server_rejected counter",
+            "kubetrail_server_rejected_total{reason=\"gzip_bomb\"} 1",
+            "kubetrail_server_rejected_total{reason=\"read_error\"} 0",
+            "kubetrail_server_body_bytes_total 100",
+            "kubetrail_server_decompressed_bytes_total 400",
+            "kubetrail_server_events_accepted_total 3",
+            "kubetrail_server_events_skipped_total 2",
+            "# TYPE kubetrail_server_webhook_in_flight gauge",
+            "kubetrail_server_webhook_in_flight 1",
+            "# TYPE kubetrail_server_request_duration_seconds histogram",
+            "kubetrail_server_request_duration_seconds_bucket{endpoint=\"/k8s-audit\",le=\"0.0025\"} 0",
+            "kubetrail_server_request_duration_seconds_bucket{endpoint=\"/k8s-audit\",le=\"0.005\"} 1",
+            "kubetrail_server_request_duration_seconds_bucket{endpoint=\"/k8s-audit\",le=\"+Inf\"} 1",
+            "kubetrail_server_request_duration_seconds_count{endpoint=\"/k8s-audit\"} 1",
+            "kubetrail_server_request_duration_seconds_sum{endpoint=\"/k8s-audit\"} 0.003",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
+        }
+        // Every reason is there from the start; the pipeline's duplicates are not the server's.
+        let reasons = text
+            .lines()
+            .filter(|l| l.starts_with("kubetrail_server_rejected_total{"))
+            .count();
+        assert_eq!(reasons, Reason::ALL.len(), "{text}");
+        assert!(!text.contains("duplicate"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        drop(_busy);
+        assert!(render(&registry).contains("kubetrail_server_webhook_in_flight 0\n"));
+    }
+
+    #[test]
+    fn endpoints_are_a_closed_set() {
+        for (path, want) in [
+            ("/k8s-audit", "/k8s-audit"),
+            ("/api/v1/audit", "/k8s-audit"),
+            ("/api/v1/query", "/api/v1"),
+            ("/metrics", "/metrics"),
+            ("/wp-admin/../etc/passwd", "other"),
+            ("/", "other"),
+        ] {
+            assert_eq!(endpoint(path), want, "{path}");
+        }
     }
 }

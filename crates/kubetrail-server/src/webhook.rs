@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum_server::tls::TlsInfo;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Auth, Denied};
@@ -42,18 +43,25 @@ pub(crate) struct AppState<I> {
     max_decompressed_bytes: usize,
     bodies: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The server's metrics and the pipeline's, encoded by `GET /metrics`.
+    registry: Registry,
     pub(crate) sessions: Sessions,
 }
 
 impl<I: Ingest> AppState<I> {
     pub(crate) fn new(cfg: &ServerConfig, ingest: Arc<I>) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        ingest.register_metrics(&mut registry);
         Self {
             ingest,
             auth: Auth::new(cfg),
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             bodies: Arc::new(Semaphore::new(BODIES_IN_FLIGHT)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            registry,
             sessions: Sessions::new(cfg.tls.is_some()),
         }
     }
@@ -500,7 +508,7 @@ pub(crate) async fn metrics<I: Ingest>(
     {
         return st.unauthorized(addr, denied);
     }
-    let mut text = st.metrics.render();
+    let mut text = crate::metrics::render(&st.registry);
     text.push_str(&st.ingest.metrics());
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -452,6 +452,70 @@ async fn metrics_count_requests() {
     );
 }
 
+/// A pipeline that registers its metrics in the server's registry is rendered with the server's in one
+/// exposition: one HELP and TYPE per family, no `# EOF` in the middle, the pipeline's text after it.
+#[tokio::test]
+async fn pipeline_metrics_share_the_servers_registry() {
+    use prometheus_client::metrics::counter::Counter;
+    #[derive(Debug, Default)]
+    struct Registering {
+        duplicates: Counter,
+    }
+    impl kubetrail_server::Ingest for Registering {
+        async fn ingest(
+            &self,
+            _body: Bytes,
+            _peer: Peer,
+        ) -> Result<kubetrail_server::Accepted, Rejected> {
+            self.duplicates.inc_by(2);
+            Ok(kubetrail_server::Accepted {
+                events: 1,
+                duplicates: 2,
+                skipped: 0,
+            })
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+        fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+            registry.register(
+                "kubetrail_events_duplicate",
+                "Events stored once already",
+                self.duplicates.clone(),
+            );
+        }
+        fn metrics(&self) -> String {
+            "# TYPE legacy_text_total counter\nlegacy_text_total 1\n".into()
+        }
+    }
+
+    let ingest = Arc::new(Registering::default());
+    let h = Harness {
+        app: router(&ServerConfig::default(), ingest),
+        ingest: Arc::new(FakeIngest::default()),
+    };
+    assert_eq!(h.post(EVENT_LIST).await.status, StatusCode::OK);
+    let text = h.get("/metrics", true).await.body;
+    for line in [
+        "# TYPE kubetrail_events_duplicate counter",
+        "kubetrail_events_duplicate_total 2",
+        "kubetrail_server_events_accepted_total 1",
+        "# TYPE kubetrail_server_requests counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
+    }
+    assert!(text.ends_with("legacy_text_total 1\n"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        !text.contains("kubetrail_server_events_duplicate"),
+        "{text}"
+    );
+    assert_eq!(text.matches("# TYPE kubetrail_server_rejected ").count(), 1);
+}
+
 /// Bodies held in memory are bounded: past the cap the sender is told to retry, and nothing is lost.
 #[tokio::test]
 async fn too_many_bodies_in_flight_is_429() {

@@ -1,11 +1,28 @@
-//! The small HTTP/1.1 client every HTTP sink uses: hyper 1 over tokio, TLS through [`crate::tls`], a whole-request
-//! timeout, Basic or bearer authentication and custom headers (all sent as sensitive header values), one kept-alive
-//! connection reused while it is fresh, `Retry-After` as seconds or an HTTP-date, and the status classification
-//! the sinks share ([`classify`]).
+//! The one outgoing HTTP/1.1 client (sinks, the S3 credential chain, `kubetrail gen --post`): hyper 1 over
+//! tokio, TLS through [`crate::tls`] (system CAs plus an extra CA file, optionally a client certificate), a
+//! whole-request timeout, Basic or bearer authentication and custom headers (all sent as sensitive header
+//! values), HTTP proxies, one kept-alive connection reused while it is fresh, `Retry-After` as seconds or an
+//! HTTP-date, and the status classification the sinks share ([`classify`]).
 //!
-//! A connection idle for more than [`REUSE_IDLE`] is not reused: servers close idle connections (ClickHouse after
-//! 3 s by default) and a request written into a connection the server is closing fails in a way that cannot tell
-//! whether it was processed. Every failure is reported, never retried here.
+//! A connection idle for more than [`HttpConfig::reuse_idle`] ([`REUSE_IDLE`] by default) is not reused: servers
+//! close idle connections (ClickHouse after 3 s by default) and a request written into a connection the server
+//! is closing fails in a way that cannot tell whether it was processed. Every failure is reported, never retried
+//! here. A client holds one connection: concurrent streams of requests use one client each ([`Clone`] gives a
+//! client with the same settings and a connection of its own).
+//!
+//! Proxies ([`Proxy`], from the environment by default), as curl reads them: `https_proxy` or `HTTPS_PROXY`
+//! for https:// targets, `http_proxy` or `HTTP_PROXY` for http:// ones (the lowercase one wins; empty is
+//! unset; no `ALL_PROXY`), read when the client is made. `no_proxy`/`NO_PROXY` lists the targets reached
+//! directly ([`no_proxy_matches`]: `*`, domains with or without a leading dot, IP addresses, CIDR blocks, an
+//! optional `:port`). As with curl, loopback is not exempt by itself: list `localhost,127.0.0.1` in
+//! `NO_PROXY` if a proxy is set. A proxy is `http://[user:password@]host[:port]` (port 80 if none: curl
+//! assumes 1080); an `https://` proxy is a configuration error naming the variable. An https:// target is
+//! reached through a `CONNECT host:port` tunnel (TLS end to end with the target), an http:// one by sending
+//! the request to the proxy in absolute form; the proxy's credentials go in `Proxy-Authorization: Basic`,
+//! never in a message, which names the proxy as `http://host:port`. A proxy's refusal (407 included) is a
+//! transport error, so the request is retried later.
+
+mod proxy;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,13 +32,18 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, USER_AGENT};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, PROXY_AUTHORIZATION, USER_AGENT,
+};
 use hyper::http::{HeaderMap, HeaderValue, Method};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use self::proxy::ProxyRoute;
+pub use self::proxy::{Proxy, ProxyEnv, no_proxy_matches};
 use crate::{Error, Secret};
 
 /// How long a kept-alive connection may sit idle and still be reused.
@@ -38,6 +60,14 @@ pub struct HttpConfig {
     pub auth: Auth,
     /// Headers sent with every request (`X-API-Key: ...`); their values are treated as secrets.
     pub headers: Vec<(String, Secret)>,
+    /// A client certificate for https:// targets that ask for one (mutual TLS): its PEM chain, leaf first,
+    /// and its PEM private key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The proxy, from the environment by default (see the module doc).
+    pub proxy: Proxy,
+    /// How long a kept-alive connection may sit idle and still be reused ([`REUSE_IDLE`]). Only for servers
+    /// known to keep idle connections longer, such as a load test's target.
+    pub reuse_idle: Duration,
 }
 
 impl Default for HttpConfig {
@@ -47,6 +77,9 @@ impl Default for HttpConfig {
             extra_ca: None,
             auth: Auth::None,
             headers: Vec::new(),
+            client_cert: None,
+            proxy: Proxy::FromEnv,
+            reuse_idle: REUSE_IDLE,
         }
     }
 }
@@ -193,6 +226,8 @@ pub struct HttpClient {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     headers: HeaderMap,
     timeout: Duration,
+    reuse_idle: Duration,
+    proxy: Option<ProxyRoute>,
     idle: Mutex<Option<(SendRequest<Full<Bytes>>, Instant)>>,
 }
 
@@ -201,7 +236,28 @@ impl std::fmt::Debug for HttpClient {
         f.debug_struct("HttpClient")
             .field("target", &self.target)
             .field("tls", &self.tls.is_some())
+            .field("proxy", &self.proxy.as_ref().map(|p| &p.shown))
             .finish_non_exhaustive()
+    }
+}
+
+/// The same settings (TLS configuration shared), a connection of its own: one client per concurrent stream of
+/// requests.
+impl Clone for HttpClient {
+    fn clone(&self) -> HttpClient {
+        HttpClient {
+            target: self.target.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            tls: self.tls.clone(),
+            headers: self.headers.clone(),
+            timeout: self.timeout,
+            reuse_idle: self.reuse_idle,
+            proxy: self.proxy.clone(),
+            idle: Mutex::new(None),
+        }
     }
 }
 
@@ -240,7 +296,13 @@ impl HttpClient {
         let tls = if https {
             let name = ServerName::try_from(host.clone())
                 .map_err(|_| Error::Config(format!("`{host}` is not a valid TLS server name")))?;
-            let config = crate::tls::client_config(cfg.extra_ca.as_deref(), &[b"http/1.1"])?;
+            let config = crate::tls::client_config_with_cert(
+                cfg.extra_ca.as_deref(),
+                cfg.client_cert
+                    .as_ref()
+                    .map(|(cert, key)| (cert.as_path(), key.as_path())),
+                &[b"http/1.1"],
+            )?;
             Some((TlsConnector::from(config), name))
         } else {
             None
@@ -265,6 +327,7 @@ impl HttpClient {
             headers.append(header, sensitive(value.expose(), name)?);
         }
         headers.insert(USER_AGENT, HeaderValue::from_static("kubetrail"));
+        let proxy = cfg.proxy.route(https, &host, port)?;
         Ok(HttpClient {
             target: format!("{}://{}", if https { "https" } else { "http" }, authority),
             host,
@@ -275,6 +338,8 @@ impl HttpClient {
             tls,
             headers,
             timeout: cfg.timeout,
+            reuse_idle: cfg.reuse_idle,
+            proxy,
             idle: Mutex::new(None),
         })
     }
@@ -294,6 +359,29 @@ impl HttpClient {
         &self.base_path
     }
 
+    /// The proxy requests go through, as `http://host:port` (never with credentials).
+    pub fn proxy(&self) -> Option<&str> {
+        self.proxy.as_ref().map(|p| p.shown.as_str())
+    }
+
+    /// Opens the connection the next [`send`](HttpClient::send) will use, unless the kept-alive one may be
+    /// reused: for a caller that times requests without the connection set-up. Within the client's timeout;
+    /// `Err` as from `send`.
+    pub async fn ready(&self) -> Result<(), String> {
+        let open = async {
+            let sender = self.reuse_or_connect().await?;
+            *self.idle.lock().expect("not poisoned") = Some((sender, Instant::now()));
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "{}: no connection within {:?}",
+                self.target, self.timeout
+            )),
+        }
+    }
+
     /// Sends one request and reads the whole answer. `Err` is a transport failure (connect, TLS, timeout,
     /// broken connection, answer too long), with the reason.
     pub async fn send(&self, req: Request) -> Result<Response, String> {
@@ -306,25 +394,51 @@ impl HttpClient {
         }
     }
 
-    async fn exchange(&self, req: Request) -> Result<Response, String> {
+    /// The kept-alive connection if it is fresh and still open, else a new one.
+    async fn reuse_or_connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
         let cached = self
             .idle
             .lock()
             .expect("not poisoned")
             .take()
-            .filter(|(s, at)| at.elapsed() < REUSE_IDLE && s.is_ready());
-        let mut sender = match cached {
-            Some((s, _)) => s,
-            None => self.connect().await?,
+            .filter(|(_, at)| at.elapsed() < self.reuse_idle);
+        if let Some((mut sender, _)) = cached {
+            // Resolves at once on an idle connection, with an error on a closed one (`is_ready` may still be
+            // false just after an answer while the connection's task has not run).
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        self.connect().await
+    }
+
+    async fn exchange(&self, req: Request) -> Result<Response, String> {
+        let mut sender = self.reuse_or_connect().await?;
+        let path = format!("{}{}", self.base_path, req.path);
+        // Through a proxy, an http:// request names its whole URL (absolute form).
+        let uri = match (&self.proxy, &self.tls) {
+            (Some(_), None) => {
+                format!(
+                    "{}{}",
+                    self.target,
+                    if path.starts_with('/') { "" } else { "/" }
+                ) + &path
+            }
+            _ => path,
         };
         let mut http = hyper::Request::builder()
             .method(req.method)
-            .uri(format!("{}{}", self.base_path, req.path))
+            .uri(uri)
             .body(Full::new(req.body.clone()))
             .map_err(|e| format!("invalid request: {e}"))?;
         let h = http.headers_mut();
         h.insert(HOST, self.authority.clone());
         h.insert(CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+        if let (Some(proxy), None) = (&self.proxy, &self.tls)
+            && let Some(auth) = &proxy.auth
+        {
+            h.insert(PROXY_AUTHORIZATION, auth.clone());
+        }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
         }
@@ -336,13 +450,28 @@ impl HttpClient {
         let resp = sender
             .send_request(http)
             .await
-            .map_err(|e| format!("{}: request failed: {e}", self.target))?;
+            .map_err(|e| format!("{}: request failed: {}", self.target, with_sources(&e)))?;
         let status = resp.status().as_u16();
+        // Only a proxy answers 407; through a tunnel the answer is the target's.
+        if status == 407
+            && let (Some(proxy), None) = (&self.proxy, &self.tls)
+        {
+            return Err(format!(
+                "{}: the proxy {} answered 407 Proxy Authentication Required",
+                self.target, proxy.shown
+            ));
+        }
         let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), req.max_response)
             .collect()
             .await
-            .map_err(|e| format!("{}: failed to read the answer: {e}", self.target))?
+            .map_err(|e| {
+                format!(
+                    "{}: failed to read the answer: {}",
+                    self.target,
+                    with_sources(&*e)
+                )
+            })?
             .to_bytes();
         let close = headers
             .get(hyper::header::CONNECTION)
@@ -358,10 +487,24 @@ impl HttpClient {
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| format!("{}: cannot connect: {e}", self.target))?;
+        let tcp = match &self.proxy {
+            None => TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| format!("{}: failed to connect: {e}", self.target))?,
+            Some(proxy) => TcpStream::connect((proxy.host.as_str(), proxy.port))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "{}: failed to connect to the proxy {}: {e}",
+                        self.target, proxy.shown
+                    )
+                })?,
+        };
         tcp.set_nodelay(true).ok();
+        let tcp = match (&self.proxy, &self.tls) {
+            (Some(proxy), Some(_)) => self.tunnel(tcp, proxy).await?,
+            _ => tcp,
+        };
         match &self.tls {
             Some((connector, name)) => {
                 let stream = connector
@@ -374,16 +517,99 @@ impl HttpClient {
         }
     }
 
+    /// `CONNECT host:port` through the proxy; the stream then carries the TLS connection to the target.
+    async fn tunnel(&self, mut tcp: TcpStream, proxy: &ProxyRoute) -> Result<TcpStream, String> {
+        let to = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let failed = |why: String| {
+            format!(
+                "{}: the proxy {} did not open a tunnel to {to}: {why}",
+                self.target, proxy.shown
+            )
+        };
+        let mut head = format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n").into_bytes();
+        if let Some(auth) = &proxy.auth {
+            head.extend_from_slice(b"Proxy-Authorization: ");
+            head.extend_from_slice(auth.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        tcp.write_all(&head)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // The answer's head; nothing may follow a 2xx before the client's TLS hello.
+        let mut answer = Vec::with_capacity(256);
+        let mut chunk = [0u8; 1024];
+        let end = loop {
+            if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if answer.len() > 16 * 1024 {
+                return Err(failed("its answer's head is longer than 16 KiB".into()));
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) => return Err(failed("it closed the connection".into())),
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        };
+        let status_line = String::from_utf8_lossy(&answer[..end]);
+        let status_line = status_line.lines().next().unwrap_or("").trim();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or("");
+        let code = parts.next().and_then(|c| c.parse::<u16>().ok());
+        match code {
+            Some(200..=299) if version.starts_with("HTTP/1.") => {
+                if end < answer.len() {
+                    return Err(failed("it sent data after its answer".into()));
+                }
+                Ok(tcp)
+            }
+            Some(code) => Err(failed(format!(
+                "it answered {code} {}",
+                crate::shorten(parts.next().unwrap_or(""), 80)
+            ))),
+            None => Err(failed(format!(
+                "it answered `{}`, not HTTP",
+                crate::shorten(status_line, 80)
+            ))),
+        }
+    }
+
     async fn handshake<S>(&self, io: TokioIo<S>) -> Result<SendRequest<Full<Bytes>>, String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| format!("{}: HTTP handshake failed: {e}", self.target))?;
+            .map_err(|e| {
+                format!(
+                    "{}: HTTP handshake failed: {}",
+                    self.target,
+                    with_sources(&e)
+                )
+            })?;
         tokio::spawn(async move { conn.await.ok() });
         Ok(sender)
     }
+}
+
+/// `error: its source: its source's source`: hyper's own Display names only the outermost.
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s = s.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        source = source.and_then(|e| e.source());
+    }
+    out
 }
 
 fn sensitive(value: &str, name: &str) -> Result<HeaderValue, Error> {
@@ -414,9 +640,9 @@ pub fn percent_encode(s: &str) -> String {
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = host.rsplit('@').next().unwrap_or(host);
-            let more = rest.len() > host.len();
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            let more = rest.len() > authority.len();
             format!("{scheme}://{host}{}", if more { "/…" } else { "" })
         }
         None => "(invalid URL)".into(),
@@ -476,6 +702,7 @@ mod tests {
         assert_eq!(c.target(), "http://example.com:8123");
         assert_eq!(c.base_path, "/base");
         assert_eq!(redact_url("https://u:p@h:1/x?t=1"), "https://h:1/…");
+        assert_eq!(redact_url("http://u:p@h:1"), "http://h:1");
     }
 
     #[test]

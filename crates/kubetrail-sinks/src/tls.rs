@@ -1,6 +1,7 @@
-//! TLS client configuration shared by every outgoing connection (sinks, alert destinations): web PKI
-//! verification (rustls, ring provider) against the system's CAs plus an optional extra CA file for servers
-//! with a private or self-signed certificate. Verification is never turned off.
+//! TLS client configuration shared by every outgoing connection (sinks, alert destinations, `gen --post`): web
+//! PKI verification (rustls, ring provider) against the system's CAs plus an optional extra CA file for servers
+//! with a private or self-signed certificate, and an optional client certificate for servers that require one
+//! (mutual TLS). Verification is never turned off.
 //!
 //! The system's CAs, portably: the file `SSL_CERT_FILE` names (an error if it cannot be read: the operator
 //! asked for it), else the first bundle found where Debian/Ubuntu, RHEL/Fedora, openSUSE and Alpine keep
@@ -10,8 +11,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::Error;
@@ -61,8 +62,18 @@ fn roots_from(
 }
 
 /// A client configuration trusting the system bundle and `extra_ca` (PEM, one or more certificates), offering
-/// `alpn` (empty: none). A missing system bundle is fine when `extra_ca` is given.
+/// `alpn` (empty: none), without a client certificate.
 pub fn client_config(extra_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, Error> {
+    client_config_with_cert(extra_ca, None, alpn)
+}
+
+/// [`client_config`] presenting `client_cert` when the server asks for one (mutual TLS): a PEM certificate
+/// chain, leaf first, and its PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn client_config_with_cert(
+    extra_ca: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, Error> {
     let (mut roots, _) = system_roots()?;
     if let Some(extra) = extra_ca {
         let certs = read_pem(extra).map_err(|e| {
@@ -79,12 +90,34 @@ pub fn client_config(extra_ca: Option<&Path>, alpn: &[&[u8]]) -> Result<Arc<Clie
             )));
         }
     }
-    let mut cfg =
+    let cfg =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Config(format!("failed to set up TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let mut cfg = match client_cert {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_pem(cert).map_err(|e| {
+                Error::Config(format!(
+                    "failed to read the client certificate `{}`: {e}",
+                    cert.display()
+                ))
+            })?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Error::Config(format!(
+                    "failed to read a private key from `{}`: {e}",
+                    key.display()
+                ))
+            })?;
+            cfg.with_client_auth_cert(chain, key).map_err(|e| {
+                Error::Config(format!(
+                    "the client certificate `{}` and its key do not make a usable pair: {e}",
+                    cert.display()
+                ))
+            })?
+        }
+    };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }

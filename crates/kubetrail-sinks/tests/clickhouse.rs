@@ -206,7 +206,7 @@ async fn server_down_is_retry() {
             after: None,
             reason,
         } => {
-            assert!(reason.contains("cannot connect"), "{reason}")
+            assert!(reason.contains("failed to connect"), "{reason}")
         }
         other => panic!("{other:?}"),
     }

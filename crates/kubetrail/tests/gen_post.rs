@@ -172,3 +172,76 @@ fn post_options_need_post_and_https_needs_a_ca() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cacert"));
 }
+
+/// Over mutual TLS with the files `kubetrail setup webhook` writes, as kube-apiserver would post: with the
+/// client certificate every batch is acknowledged; without it the receiver refuses them (401).
+#[test]
+fn posts_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, data) = (dir.path().join("webhook"), dir.path().join("data"));
+    let port = free_port();
+    let status = Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args(["setup", "webhook", "--out"])
+        .arg(&pki)
+        .args(["--url", &format!("https://127.0.0.1:{port}/k8s-audit")])
+        .args(["--server-name", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "setup webhook failed");
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+            .arg("serve")
+            .arg("--config")
+            .arg(pki.join("kubetrail.yaml"))
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "kubetrail serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let post = |cert: bool| {
+        let mut gen_cmd = Command::new(env!("CARGO_BIN_EXE_kubetrail"));
+        gen_cmd
+            .args([
+                "gen",
+                "--count",
+                "500",
+                "--batch",
+                "100",
+                "--connections",
+                "2",
+            ])
+            .args(["--post", &format!("https://127.0.0.1:{port}/k8s-audit")])
+            .arg("--cacert")
+            .arg(pki.join("ca.crt"))
+            .args(["--format", "json"]);
+        if cert {
+            gen_cmd
+                .arg("--cert")
+                .arg(pki.join("client.crt"))
+                .arg("--key")
+                .arg(pki.join("client.key"));
+        }
+        let out = gen_cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        (out.status.code(), report, stderr)
+    };
+    let (code, report, stderr) = post(true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["events_acknowledged"], 500, "{report}");
+    assert_eq!(report["receiver_accepted"], 500, "{report}");
+    assert_eq!(report["requests"], 5, "{report}");
+    let (code, report, stderr) = post(false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report["events_acknowledged"], 0, "{report}");
+    assert_eq!(report["errors_by_status"]["401"], 5, "{report}");
+}

@@ -34,7 +34,7 @@ use hyper::http::{HeaderValue, Method};
 use tokio::sync::Mutex;
 
 use super::xml_text;
-use crate::http::{HttpClient, HttpConfig, Request, percent_encode};
+use crate::http::{HttpClient, HttpConfig, Proxy, Request, percent_encode};
 use crate::{Error, Secret, shorten};
 
 /// Temporary credentials are fetched again when they expire within this.
@@ -402,7 +402,7 @@ fn resolve(env: &dyn Fn(&str) -> Option<String>, region: &str) -> Result<Source,
         None
     };
     if let Some((base, path)) = container {
-        let client = HttpClient::new(&base, &http_config(Duration::from_secs(5)))
+        let client = HttpClient::new(&base, &link_local(Duration::from_secs(5)))
             .map_err(|e| Error::Config(format!("AWS container credentials: {e}")))?;
         let auth = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
             .map(|f| ContainerAuth::File(f.into()))
@@ -442,7 +442,7 @@ fn resolve(env: &dyn Fn(&str) -> Option<String>, region: &str) -> Result<Source,
         None => Duration::from_secs(2),
     };
     let client =
-        HttpClient::new(endpoint.trim_end_matches('/'), &http_config(timeout)).map_err(|e| {
+        HttpClient::new(endpoint.trim_end_matches('/'), &link_local(timeout)).map_err(|e| {
             Error::Config(format!(
                 "AWS instance metadata (AWS_EC2_METADATA_SERVICE_ENDPOINT): {e}"
             ))
@@ -454,6 +454,15 @@ fn http_config(timeout: Duration) -> HttpConfig {
     HttpConfig {
         timeout,
         ..HttpConfig::default()
+    }
+}
+
+/// The instance's own metadata and container credential endpoints (link-local or loopback) are never reached
+/// through a proxy: through one they are unreachable, or worse, the proxy host's.
+fn link_local(timeout: Duration) -> HttpConfig {
+    HttpConfig {
+        proxy: Proxy::None,
+        ..http_config(timeout)
     }
 }
 

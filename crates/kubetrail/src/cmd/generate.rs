@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, USER_AGENT};
-use hyper_util::rt::TokioIo;
+use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::http::Method;
 use kubetrail_gen::{Config, Generator};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use kubetrail_sinks::Secret;
+use kubetrail_sinks::http::{Auth, HttpClient, HttpConfig, Request};
 
 use crate::Outcome;
 use crate::output::Format;
@@ -228,16 +223,12 @@ fn event_list(generator: &mut Generator, n: u64, body: &mut Vec<u8>) {
     body.extend_from_slice(b"]}");
 }
 
-/// Where to post: scheme, address to connect to, and what goes into the request line and Host header.
-/// (No Debug: it holds the token.)
+/// Where to post: the client every connection clones (TLS, --token, the proxy of the environment), the
+/// request's path and query, and the URL as given for the report.
 struct Target {
     url: String,
-    host: String,
-    port: u16,
-    authority: HeaderValue,
+    client: HttpClient,
     path: String,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    authorization: Option<HeaderValue>,
 }
 
 impl Target {
@@ -252,120 +243,52 @@ impl Target {
             _ => bail!("{}", bad()),
         };
         let authority = uri.authority().with_context(bad)?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = if https {
-            let name = ServerName::try_from(host.clone())
-                .with_context(|| format!("`{host}` is not a TLS server name"))?;
-            Some((TlsConnector::from(Arc::new(tls_config(args)?)), name))
-        } else {
-            if args.cacert.is_some() || args.cert.is_some() {
-                bail!("--cacert, --cert and --key apply to https:// URLs; `{url}` is plain HTTP");
-            }
-            None
-        };
-        let authorization = match &args.token {
-            Some(t) => Some(
+        if authority.as_str().contains('@') {
+            bail!("{}: give the token with --token, not in the URL", bad());
+        }
+        if https && args.cacert.is_none() {
+            bail!(
+                "an https:// URL needs --cacert FILE: the CA certificate that signed the receiver's \
+                 certificate"
+            );
+        }
+        if !https && (args.cacert.is_some() || args.cert.is_some()) {
+            bail!("--cacert, --cert and --key apply to https:// URLs; `{url}` is plain HTTP");
+        }
+        let auth = match &args.token {
+            Some(t) => {
                 HeaderValue::from_str(&format!("Bearer {t}"))
-                    .context("the --token is not a valid header value")?,
-            ),
-            None => None,
+                    .context("the --token is not a valid header value")?;
+                Auth::Bearer(Secret::new(t.as_str()))
+            }
+            None => Auth::None,
         };
+        let cfg = HttpConfig {
+            // The worker's own timeout (REQUEST_TIMEOUT) ends a request first, so that it is told apart
+            // from a broken connection; this one bounds connecting.
+            timeout: REQUEST_TIMEOUT + Duration::from_secs(5),
+            extra_ca: args.cacert.clone(),
+            auth,
+            client_cert: args.cert.clone().zip(args.key.clone()),
+            // A load test's connections are kept however long the pacing leaves them idle, as the
+            // apiserver's are; one the receiver closed is found closed and replaced before the request.
+            reuse_idle: Duration::MAX,
+            ..HttpConfig::default()
+        };
+        let base = format!("{}://{authority}", if https { "https" } else { "http" });
+        let client = HttpClient::new(&base, &cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Target {
             url: url.to_string(),
-            host,
-            port,
-            authority: HeaderValue::from_str(authority.as_str()).with_context(bad)?,
+            client,
             path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
-            tls,
-            authorization,
         })
     }
 
-    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .with_context(|| format!("failed to connect to {}:{}", self.host, self.port))?;
-        tcp.set_nodelay(true)?;
-        let sender = match &self.tls {
-            Some((connector, name)) => {
-                let stream = connector
-                    .connect(name.clone(), tcp)
-                    .await
-                    .context("TLS handshake failed")?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(async move { conn.await.ok() });
-                sender
-            }
-            None => {
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-                tokio::spawn(async move { conn.await.ok() });
-                sender
-            }
-        };
-        Ok(sender)
+    fn request(&self, body: Bytes) -> Request {
+        Request::new(Method::POST, self.path.as_str())
+            .header(USER_AGENT, "kubetrail-gen")
+            .body(body, "application/json")
     }
-
-    fn request(&self, body: Bytes) -> hyper::Request<Full<Bytes>> {
-        let mut req = hyper::Request::post(self.path.as_str())
-            .body(Full::new(body))
-            .expect("a valid request");
-        let h = req.headers_mut();
-        h.insert(HOST, self.authority.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(USER_AGENT, HeaderValue::from_static("kubetrail-gen"));
-        if let Some(a) = &self.authorization {
-            h.insert(AUTHORIZATION, a.clone());
-        }
-        req
-    }
-}
-
-/// Verifies the receiver against --cacert; presents --cert/--key when given. Ring provider only.
-fn tls_config(args: &GenArgs) -> anyhow::Result<ClientConfig> {
-    let cacert = args.cacert.as_ref().context(
-        "an https:// URL needs --cacert FILE: the CA certificate that signed the receiver's certificate",
-    )?;
-    let read_certs = |path: &PathBuf| -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("failed to read certificates from `{}`", path.display()))?;
-        if certs.is_empty() {
-            bail!("`{}` holds no PEM certificate", path.display());
-        }
-        Ok(certs)
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(cacert)? {
-        roots
-            .add(cert)
-            .with_context(|| format!("`{}` is not a usable CA certificate", cacert.display()))?;
-    }
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("failed to set up TLS")?
-            .with_root_certificates(roots);
-    let mut cfg = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
-                format!("failed to read a private key from `{}`", key.display())
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .context("the client certificate and key do not make a usable pair")?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
 }
 
 /// What one connection saw; merged at the end.
@@ -408,7 +331,8 @@ enum Attempt {
     Failed(String),
 }
 
-/// One keep-alive connection: takes batches off the shared queue, paced, until it is empty.
+/// One keep-alive connection (a client of its own): takes batches off the shared queue, paced, until it is
+/// empty.
 async fn worker(
     target: Arc<Target>,
     queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>,
@@ -416,7 +340,7 @@ async fn worker(
     send_rate: f64,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let client = target.client.clone();
     loop {
         let Some(job) = queue.lock().await.recv().await else {
             return tally;
@@ -428,7 +352,7 @@ async fn worker(
         tally.sent_events += job.events;
         let mut retries = 0;
         loop {
-            let attempt = attempt(&target, &mut sender, &job, &mut tally).await;
+            let attempt = attempt(&target, &client, &job, &mut tally).await;
             match attempt {
                 Attempt::Acked => break,
                 Attempt::Retry(wait, _) if retries < MAX_RETRIES => {
@@ -445,83 +369,46 @@ async fn worker(
     }
 }
 
-async fn attempt(
-    target: &Target,
-    sender: &mut Option<SendRequest<Full<Bytes>>>,
-    job: &Job,
-    tally: &mut Tally,
-) -> Attempt {
-    if let Some(s) = sender.as_mut()
-        && s.ready().await.is_err()
-    {
-        *sender = None;
+async fn attempt(target: &Target, client: &HttpClient, job: &Job, tally: &mut Tally) -> Attempt {
+    // Connected (or the kept-alive connection found open) before the clock starts: the latency is the
+    // request's alone.
+    if let Err(e) = client.ready().await {
+        return Attempt::Retry(Duration::from_millis(200), e);
     }
-    let s = match sender {
-        Some(s) => s,
-        None => match target.connect().await {
-            Ok(s) => sender.insert(s),
-            Err(e) => return Attempt::Retry(Duration::from_millis(200), format!("{e:#}")),
-        },
-    };
     tally.requests += 1;
     let began = Instant::now();
-    let exchange = async {
-        let response = s.send_request(target.request(job.body.clone())).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((parts, body))
-    };
-    let (parts, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+    let send = client.send(target.request(job.body.clone()));
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, send).await {
         Ok(Ok(r)) => r,
+        // Broken connection: reconnect and send the batch again, as the apiserver does.
         Ok(Err(e)) => {
-            // Broken connection: reconnect and send the batch again, as the apiserver does.
-            *sender = None;
-            return Attempt::Retry(
-                Duration::from_millis(200),
-                format!("connection: {}", with_sources(&e)),
-            );
+            return Attempt::Retry(Duration::from_millis(200), format!("connection: {e}"));
         }
-        Err(_) => {
-            *sender = None;
-            return Attempt::Failed("timeout".into());
-        }
+        // The connection went with the abandoned request.
+        Err(_) => return Attempt::Failed("timeout".into()),
     };
     let latency = began.elapsed();
-    let status = parts.status.as_u16();
-    match status {
+    match response.status {
         200..=299 => {
             tally.acked_events += job.events;
             tally.acked_bytes += job.body.len() as u64;
             tally.latencies_us.push(latency.as_micros() as u64);
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&response.body) {
                 tally.receiver_accepted += v["accepted"].as_u64().unwrap_or(0);
                 tally.receiver_duplicates += v["duplicates"].as_u64().unwrap_or(0);
             }
             Attempt::Acked
         }
         429 | 503 => {
-            let secs = parts
-                .headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            let secs = response
+                .header(RETRY_AFTER.as_str())
+                .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(1)
                 .min(60);
-            Attempt::Retry(Duration::from_secs(secs), status.to_string())
+            Attempt::Retry(Duration::from_secs(secs), response.status.to_string())
         }
-        _ => Attempt::Failed(status.to_string()),
+        status => Attempt::Failed(status.to_string()),
     }
-}
-
-/// `error: its source: its source's source`, as hyper's own Display names only the outermost.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Nearest-rank percentile of sorted microseconds, in milliseconds.
