@@ -78,8 +78,9 @@ pub trait Destination: Send + 'static {
 }
 
 /// The counters of one kind of destination (alerts, sinks), one series per destination.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Metrics {
+    names: Names,
     delivered: Family<Vec<(String, String)>, Counter>,
     retried: Family<Vec<(String, String)>, Counter>,
     failed: Family<Vec<(String, String)>, Counter>,
@@ -97,18 +98,27 @@ pub struct Names {
 }
 
 impl Metrics {
-    /// The families, registered in `registry` under `names`.
-    pub fn register(registry: &mut Registry, names: Names) -> Metrics {
-        let m = Metrics::default();
+    /// The families of a kind, to be registered under `names`.
+    pub fn new(names: Names) -> Metrics {
+        Metrics {
+            names,
+            delivered: Family::default(),
+            retried: Family::default(),
+            failed: Family::default(),
+            dead_lettered: Family::default(),
+        }
+    }
+
+    /// Registers the families (clones: they share their values) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
         for ((name, help), family) in [
-            (names.delivered, &m.delivered),
-            (names.retried, &m.retried),
-            (names.failed, &m.failed),
-            (names.dead_lettered, &m.dead_lettered),
+            (self.names.delivered, &self.delivered),
+            (self.names.retried, &self.retried),
+            (self.names.failed, &self.failed),
+            (self.names.dead_lettered, &self.dead_lettered),
         ] {
             registry.register(name, help, family.clone());
         }
-        m
     }
 
     /// One destination's counters, with these labels (`[("destination", name)]`).
@@ -631,14 +641,13 @@ mod tests {
     fn start(dir: &Path, n: u32, answers: Vec<Outcome>) -> Run {
         let committed = Arc::new(Mutex::new(0));
         let attempts = Arc::new(Mutex::new(Vec::new()));
-        let mut registry = Registry::default();
         let names = Names {
             delivered: ("d", "d"),
             retried: ("r", "r"),
             failed: ("f", "f"),
             dead_lettered: ("x", "x"),
         };
-        let stats = Metrics::register(&mut registry, names).stats(&[("destination", "t")]);
+        let stats = Metrics::new(names).stats(&[("destination", "t")]);
         let files = Files::new(dir, "t");
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {

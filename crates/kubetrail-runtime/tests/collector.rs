@@ -30,6 +30,7 @@ fn the_collector_runs_as_a_library() {
     let body =
         serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": events});
 
+    let mut metrics = String::new();
     std::thread::scope(|s| {
         let client = s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -57,7 +58,11 @@ fn the_collector_runs_as_a_library() {
                 )
                 .unwrap();
             assert_eq!(answer.status, 200, "{}", answer.text(300));
+            let metrics = rt
+                .block_on(http.send(Request::new(hyper::Method::GET, "/metrics")))
+                .unwrap();
             stop_tx.send(()).unwrap();
+            metrics.text(usize::MAX)
         });
         collector::run(
             settings,
@@ -68,9 +73,34 @@ fn the_collector_runs_as_a_library() {
             &|l| lines.lock().unwrap().push(l.to_string()),
         )
         .unwrap();
-        client.join().unwrap();
+        metrics = client.join().unwrap();
     });
 
+    // One registry: every series once, the services' beside the server's and the pipeline's.
+    let mut names: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a series declared twice:\n{metrics}");
+    for series in [
+        "kubetrail_build_info{version=\"",
+        "kubetrail_conversion_lag_events ",
+        "kubetrail_checkpoint_age_seconds ",
+        "kubetrail_wal_bytes ",
+        "kubetrail_events_duplicate_total ",
+        "kubetrail_server_requests_total{",
+        "kubetrail_detection_events_total ",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "no `{series}` in /metrics:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("kubetrail_server_events_duplicate"), "{metrics}");
     let said = lines.into_inner().unwrap().join("\n");
     assert!(
         said.contains("receiving audit events at http://127.0.0.1:"),

@@ -105,7 +105,9 @@ fn a_401_waits_for_credentials_and_retry_after_dates_are_honoured() {
     std::fs::write(data.join("alerts/alerts.jsonl"), format!("{ALERT}\n")).unwrap();
     let mut registry = prometheus_client::registry::Registry::with_prefix("kubetrail");
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = outbox::start(&data, &[webhook], &mut registry, stop.clone()).unwrap();
+    let metrics = outbox::OutboxMetrics::default();
+    metrics.register(&mut registry);
+    let threads = outbox::start(&data, &[webhook], &metrics, stop.clone()).unwrap();
 
     let wait = || {
         got.recv_timeout(Duration::from_secs(20))

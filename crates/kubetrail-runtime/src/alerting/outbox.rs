@@ -695,26 +695,45 @@ impl delivery::Destination for Destination {
     }
 }
 
-/// Starts one delivery worker per destination, its counters registered in `registry`; they stop when `stop`
-/// is set (an alert in flight is sent again after a restart).
+/// Alert delivery's series: the delivery engine's counters and the latency histogram, per destination.
+#[derive(Debug, Clone)]
+pub struct OutboxMetrics {
+    delivery: delivery::Metrics,
+    latency: Family<Vec<(String, String)>, Histogram>,
+}
+
+impl Default for OutboxMetrics {
+    fn default() -> OutboxMetrics {
+        OutboxMetrics {
+            delivery: delivery::Metrics::new(NAMES),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+        }
+    }
+}
+
+impl OutboxMetrics {
+    /// Registers the series (clones: they share their values) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.delivery.register(registry);
+        registry.register(
+            "alert_delivery_seconds",
+            "From detection writing an alert to the destination accepting it.",
+            self.latency.clone(),
+        );
+    }
+}
+
+/// Starts one delivery worker per destination, counted in `metrics`; they stop when `stop` is set (an alert
+/// in flight is sent again after a restart).
 pub fn start(
     data: &Path,
     webhooks: &[Webhook],
-    registry: &mut Registry,
+    metrics: &OutboxMetrics,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Started> {
     if webhooks.is_empty() {
         return Ok(Vec::new());
     }
-    let metrics = delivery::Metrics::register(registry, NAMES);
-    let latency = Family::<Vec<(String, String)>, Histogram>::new_with_constructor(|| {
-        Histogram::new(LATENCY_BUCKETS)
-    });
-    registry.register(
-        "alert_delivery_seconds",
-        "From detection writing an alert to the destination accepting it.",
-        latency.clone(),
-    );
     let alerts_dir = data.join("alerts");
     let outbox = outbox_dir(data);
     std::fs::create_dir_all(&outbox)
@@ -740,13 +759,14 @@ pub fn start(
                 client,
                 path,
                 key: key.clone(),
-                latency: latency
+                latency: metrics
+                    .latency
                     .get_or_create(&vec![("destination".to_string(), name.clone())])
                     .clone(),
                 status: AtomicU16::new(0),
             },
             files: Files::new(&outbox, &name),
-            stats: metrics.stats(&labels),
+            stats: metrics.delivery.stats(&labels),
             replay_batch: 1,
         };
         threads.push(worker.spawn(stop.clone())?);

@@ -14,7 +14,7 @@ use kubetrail_pipeline::file::{FileSourceConfig, FileTailer};
 use kubetrail_pipeline::{IngestError, Pipeline, PipelineConfig};
 use kubetrail_server::{Accepted, Ingest, Peer, Rejected, ServerConfig, TlsFiles};
 use kubetrail_store::WalOptions;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::config::{self, Config};
@@ -232,9 +232,7 @@ pub fn run(
         pipe_cfg,
     )?);
 
-    // One registry for every series `/metrics` shows (the server adds its own).
-    let mut registry = Registry::with_prefix("kubetrail");
-    pipeline.metrics().register(&mut registry);
+    let metrics = ServiceMetrics::default();
     let scheme = if server.tls.is_some() {
         "https"
     } else {
@@ -280,6 +278,7 @@ pub fn run(
 
     // The log becomes Parquet within seconds, checkpoints are signed every few minutes and at shutdown.
     let mut store = crate::service::housekeeping::Store::open(&dir, pipeline.wal().clone())?;
+    store.report_to(&metrics.store);
 
     // Every stored event goes through detection, from the log, within a second of its acknowledgement.
     let sources = crate::alerting::rules::Sources {
@@ -307,7 +306,7 @@ pub fn run(
         &dir,
         pipeline.wal().clone(),
         sinks,
-        &mut registry,
+        &metrics.shipping,
         stop.clone(),
     )? {
         store.hold_for(hold);
@@ -322,7 +321,8 @@ pub fn run(
         let stop = stop.clone();
         std::thread::spawn(move || detector.run(&stop))
     };
-    let delivering = crate::alerting::outbox::start(&dir, &webhooks, &mut registry, stop.clone())?;
+    let delivering =
+        crate::alerting::outbox::start(&dir, &webhooks, &metrics.outbox, stop.clone())?;
     for w in &webhooks {
         match w.kind {
             crate::alerting::outbox::Kind::Webhook => say(&format!(
@@ -411,7 +411,7 @@ pub fn run(
         .build()?;
     let collector = Arc::new(Collector {
         pipeline: pipeline.clone(),
-        registry,
+        metrics,
     });
     // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
     let queries = tokio::runtime::Builder::new_multi_thread()
@@ -446,11 +446,35 @@ pub fn run(
     Ok(())
 }
 
+/// The series of the collector's services beside the pipeline's (which include detection's) and the
+/// server's: alert delivery, shipping, storage housekeeping, the build.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceMetrics {
+    pub outbox: crate::alerting::outbox::OutboxMetrics,
+    pub shipping: crate::shipping::worker::ShippingMetrics,
+    pub store: crate::service::housekeeping::StoreMetrics,
+}
+
+impl ServiceMetrics {
+    /// Registers every series (clones: they share their values) and `build_info` in `registry`, whose prefix
+    /// is `kubetrail`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.outbox.register(registry);
+        self.shipping.register(registry);
+        self.store.register(registry);
+        registry.register(
+            "build",
+            "The running kubetrail",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+    }
+}
+
 /// The pipeline as the HTTP listener sees it.
 struct Collector {
     pipeline: Arc<Pipeline>,
-    /// Every series but the server's own: the pipeline's, detection's, delivery's, shipping's.
-    registry: Registry,
+    /// Every series but the pipeline's and the server's own.
+    metrics: ServiceMetrics,
 }
 
 impl Ingest for Collector {
@@ -494,14 +518,10 @@ impl Ingest for Collector {
         self.pipeline.ready()
     }
 
-    fn metrics(&self) -> String {
-        let mut m = String::new();
-        encode(&mut m, &self.registry).expect("writing to a String cannot fail");
-        // The server appends its own series.
-        match m.strip_suffix("# EOF\n") {
-            Some(body) => body.to_string(),
-            None => m,
-        }
+    fn register_metrics(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("kubetrail");
+        self.pipeline.metrics().register(r);
+        self.metrics.register(r);
     }
 }
 

@@ -11,6 +11,8 @@ use anyhow::Context;
 use kubetrail_store::Wal;
 use kubetrail_store::columnar::{ColumnarOptions, ColumnarWriter};
 use kubetrail_store::integrity::{self, Signer};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// How often a signed checkpoint is written while serving.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
@@ -20,6 +22,36 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(60);
 
 /// Converted log segments are released once the log uses more than this share of its disk budget.
 const RELEASE_AT_SHARE: f64 = 0.5;
+
+/// The housekeeping's series: how far Parquet conversion is behind the log and how old the newest signed
+/// checkpoint is.
+#[derive(Debug, Clone, Default)]
+pub struct StoreMetrics {
+    conversion_lag_events: Gauge,
+    conversion_lag_seconds: Gauge,
+    checkpoint_age_seconds: Gauge,
+}
+
+impl StoreMetrics {
+    /// Registers the series (clones: they share their values) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "conversion_lag_events",
+            "Records in the log not yet converted into Parquet",
+            self.conversion_lag_events.clone(),
+        );
+        registry.register(
+            "conversion_lag_seconds",
+            "Seconds since Parquet conversion was last caught up with the log (0 when it is)",
+            self.conversion_lag_seconds.clone(),
+        );
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the newest signed checkpoint was written (-1 before the first)",
+            self.checkpoint_age_seconds.clone(),
+        );
+    }
+}
 
 pub struct Store {
     dir: PathBuf,
@@ -32,6 +64,11 @@ pub struct Store {
     /// Positions of other readers of the log (live detection): segments are released only once every one
     /// has read them.
     readers: Vec<Arc<AtomicU64>>,
+    metrics: StoreMetrics,
+    /// When conversion was last caught up with the log.
+    caught_up: Instant,
+    /// When the newest checkpoint was written, if one was.
+    checkpointed: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for Store {
@@ -48,6 +85,10 @@ impl Store {
         let columnar = ColumnarWriter::open(&root, wal.clone(), ColumnarOptions::default())
             .with_context(|| format!("failed to open the columnar store `{}`", root.display()))?;
         let signer = crate::integrity_key::signer(dir)?;
+        let checkpointed = integrity::latest_checkpoint(dir)
+            .ok()
+            .flatten()
+            .and_then(|(path, _)| std::fs::metadata(path).ok()?.modified().ok());
         Ok(Store {
             dir: dir.to_path_buf(),
             wal,
@@ -55,7 +96,34 @@ impl Store {
             signer,
             next_checkpoint: Instant::now(),
             readers: Vec::new(),
+            metrics: StoreMetrics::default(),
+            caught_up: Instant::now(),
+            checkpointed,
         })
+    }
+
+    /// Reports to `metrics` from the next tick on.
+    pub fn report_to(&mut self, metrics: &StoreMetrics) {
+        self.metrics = metrics.clone();
+    }
+
+    fn publish(&mut self) {
+        let behind = self
+            .wal
+            .durable_seq()
+            .saturating_sub(self.columnar.position());
+        if behind == 0 {
+            self.caught_up = Instant::now();
+        }
+        let m = &self.metrics;
+        m.conversion_lag_events
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        m.conversion_lag_seconds
+            .set(self.caught_up.elapsed().as_secs() as i64);
+        m.checkpoint_age_seconds.set(
+            self.checkpointed
+                .map_or(-1, |t| t.elapsed().map_or(0, |d| d.as_secs() as i64)),
+        );
     }
 
     /// Keeps log segments until the reader at `position` has read them too.
@@ -81,6 +149,7 @@ impl Store {
         if usage.bytes as f64 > usage.budget_bytes as f64 * RELEASE_AT_SHARE {
             self.release_converted()?;
         }
+        self.publish();
         Ok(())
     }
 
@@ -122,6 +191,7 @@ impl Store {
             integrity::write_checkpoint(&self.dir, &self.signer, &self.wal, &files, deletions)
                 .context("failed to write a signed checkpoint")?;
         tracing::debug!(checkpoint = %path.display(), "signed checkpoint written");
+        self.checkpointed = Some(std::time::SystemTime::now());
         self.next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
         Ok(())
     }
@@ -147,6 +217,7 @@ impl Store {
             .context("failed to compact the Parquet files")?;
         if recorded {
             self.next_checkpoint = Instant::now() + CHECKPOINT_EVERY;
+            self.checkpointed = Some(std::time::SystemTime::now());
             tracing::info!(
                 merges = stats.merges,
                 files_in = stats.files_in,

@@ -186,9 +186,33 @@ struct ProgressFamilies {
     lag_seconds: Family<Vec<(String, String)>, Gauge>,
 }
 
+/// Shipping's series: the delivery engine's counters and each sink's progress.
+#[derive(Debug, Clone)]
+pub struct ShippingMetrics {
+    delivery: delivery::Metrics,
+    progress: ProgressFamilies,
+}
+
+impl Default for ShippingMetrics {
+    fn default() -> ShippingMetrics {
+        ShippingMetrics {
+            delivery: delivery::Metrics::new(NAMES),
+            progress: ProgressFamilies::default(),
+        }
+    }
+}
+
+impl ShippingMetrics {
+    /// Registers the series (clones: they share their values) in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        self.delivery.register(registry);
+        self.progress.register(registry);
+    }
+}
+
 impl ProgressFamilies {
-    fn register(registry: &mut Registry) -> ProgressFamilies {
-        let f = ProgressFamilies::default();
+    fn register(&self, registry: &mut Registry) {
+        let f = self;
         registry.register(
             "sink_skipped",
             "Records the log released before the sink read them.",
@@ -204,7 +228,6 @@ impl ProgressFamilies {
             "Age of the oldest record the sink has not delivered.",
             f.lag_seconds.clone(),
         );
-        f
     }
 
     fn progress(&self, labels: &Vec<(String, String)>, position: u64) -> Progress {
@@ -220,13 +243,13 @@ impl ProgressFamilies {
 /// A started sink: its thread, and the log position it holds.
 pub type Started = (std::thread::JoinHandle<()>, Arc<AtomicU64>);
 
-/// Starts one worker per sink, its counters registered in `registry`; each holds log segments through the
-/// returned position until it has shipped them.
+/// Starts one worker per sink, counted in `metrics`; each holds log segments through the returned position
+/// until it has shipped them.
 pub fn start(
     data: &Path,
     wal: Arc<Wal>,
     sinks: Vec<Sink>,
-    registry: &mut Registry,
+    metrics: &ShippingMetrics,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<Started>> {
     let dir = super::sinks_dir(data);
@@ -235,8 +258,6 @@ pub fn start(
     if sinks.is_empty() {
         return Ok(Vec::new());
     }
-    let metrics = delivery::Metrics::register(registry, NAMES);
-    let families = ProgressFamilies::register(registry);
     let mut out = Vec::new();
     for s in sinks {
         if let Target::Archive(a) = &s.target {
@@ -248,8 +269,10 @@ pub fn start(
             ("sink".to_string(), s.name.clone()),
             ("type".to_string(), s.kind.to_string()),
         ];
-        let stats = metrics.stats(&[("sink", &s.name), ("type", s.kind)]);
-        let progress = families.progress(&labels, cursor.position());
+        let stats = metrics
+            .delivery
+            .stats(&[("sink", &s.name), ("type", s.kind)]);
+        let progress = metrics.progress.progress(&labels, cursor.position());
         let worker = Worker {
             name: format!("sink-{}", s.name),
             source: LogSource {
