@@ -100,7 +100,10 @@ fn the_collector_runs_as_a_library() {
             "no `{series}` in /metrics:\n{metrics}"
         );
     }
-    assert!(!metrics.contains("kubetrail_server_events_duplicate"), "{metrics}");
+    assert!(
+        !metrics.contains("kubetrail_server_events_duplicate"),
+        "{metrics}"
+    );
     let said = lines.into_inner().unwrap().join("\n");
     assert!(
         said.contains("receiving audit events at http://127.0.0.1:"),
