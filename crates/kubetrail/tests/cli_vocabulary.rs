@@ -95,3 +95,35 @@ fn completions_and_man_pages() {
     let query = std::fs::read_to_string(dir.join("kubetrail-query.1")).unwrap();
     assert!(query.contains(".TH") && query.contains("since"), "{query}");
 }
+
+#[test]
+fn row_listings_speak_csv_with_formulas_defused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("alerts")).unwrap();
+    // An attacker chooses the username; a spreadsheet must not run it.
+    let alert = r#"{"id":"a-1","rule":{"id":"kt-exec-prod-system","title":"Exec"},"severity":"high","auditIDs":["x"],"time":"2026-01-01T00:00:00Z","actor":{"username":"=HYPERLINK(\"http://evil\")"},"sourceIPs":[],"summary":"s","count":1,"lastTime":"2026-01-01T00:00:00Z"}"#;
+    std::fs::write(data.join("alerts/alerts.jsonl"), format!("{alert}\n")).unwrap();
+    let (ok, out, err) = run(&["alerts", "list", "--format", "csv"], Some(&data));
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("ID,STATUS,SEVERITY,RULE,ACTOR,FIRST SEEN,COUNT,ASSIGNEE")
+    );
+    assert_eq!(
+        lines.next(),
+        Some(
+            "a-1,open,high,kt-exec-prod-system,\"'=HYPERLINK(\"\"http://evil\"\")\",2026-01-01T00:00:00Z,1,"
+        )
+    );
+    assert_eq!(lines.next(), None, "no table footer in CSV: {out}");
+
+    let (ok, out, err) = run(&["rules", "list", "--format", "csv"], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("ID,SEVERITY,KIND,TITLE,ATT&CK,DEFINED IN\n"),
+        "{out}"
+    );
+    assert!(out.lines().count() > 50, "{out}");
+}

@@ -132,8 +132,9 @@ pub struct ListArgs {
     /// Only alerts of this severity or above.
     #[arg(long, value_enum, default_value_t = crate::cmd::detect::Severity::Informational)]
     pub min_severity: crate::cmd::detect::Severity,
-    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
-    pub format: crate::output::Format,
+    /// `table` for people, `json` (one object per line) or `csv` (formulas defused) for machines.
+    #[arg(long, value_enum, default_value_t = crate::output::RowFormat::Table)]
+    pub format: crate::output::RowFormat,
 }
 
 #[derive(Debug, Args)]
@@ -276,13 +277,13 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     alerts.reverse();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        crate::output::Format::Json => {
+        crate::output::RowFormat::Json => {
             for t in &alerts {
                 serde_json::to_writer(&mut out, t)?;
                 writeln!(out)?;
             }
         }
-        crate::output::Format::Table => {
+        crate::output::RowFormat::Table | crate::output::RowFormat::Csv => {
             let names: Vec<String> = [
                 "ID",
                 "STATUS",
@@ -311,8 +312,12 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                     ]
                 })
                 .collect();
-            crate::cmd::query::write_table(&mut out, &names, &rows)?;
-            writeln!(out, "{} alerts", rows.len())?;
+            if args.format == crate::output::RowFormat::Csv {
+                crate::cmd::query::write_csv(&mut out, &names, &rows)?;
+            } else {
+                crate::cmd::query::write_table(&mut out, &names, &rows)?;
+                writeln!(out, "{} alerts", rows.len())?;
+            }
         }
     }
     out.flush()?;

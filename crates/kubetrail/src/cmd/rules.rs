@@ -46,8 +46,9 @@ impl SourceArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
-    pub format: crate::output::Format,
+    /// `table` for people, `json` (one object per line) or `csv` (formulas defused) for machines.
+    #[arg(long, value_enum, default_value_t = crate::output::RowFormat::Table)]
+    pub format: crate::output::RowFormat,
 }
 
 #[derive(Debug, Args)]
@@ -88,7 +89,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     let rules = kubetrail_runtime::alerting::rules::load_rules(&args.source.sources())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
-        crate::output::Format::Json => {
+        crate::output::RowFormat::Json => {
             for d in rules.documents() {
                 let m = d.meta();
                 let v = serde_json::json!({
@@ -105,7 +106,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 writeln!(out)?;
             }
         }
-        crate::output::Format::Table => {
+        crate::output::RowFormat::Table | crate::output::RowFormat::Csv => {
             let names: Vec<String> = ["ID", "SEVERITY", "KIND", "TITLE", "ATT&CK", "DEFINED IN"]
                 .iter()
                 .map(|s| s.to_string())
@@ -125,8 +126,12 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                     ]
                 })
                 .collect();
-            crate::cmd::query::write_table(&mut out, &names, &rows)?;
-            writeln!(out, "{} rules", rows.len())?;
+            if args.format == crate::output::RowFormat::Csv {
+                crate::cmd::query::write_csv(&mut out, &names, &rows)?;
+            } else {
+                crate::cmd::query::write_table(&mut out, &names, &rows)?;
+                writeln!(out, "{} rules", rows.len())?;
+            }
         }
     }
     out.flush()?;
