@@ -60,7 +60,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::wal::{MAX_PAYLOAD_BYTES, Wal};
+use crate::wal::Wal;
+use crate::wal::format::{self, HEADER_LEN, Header, HeaderError, SegmentFile};
 
 /// The checkpoint format version this code writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 2;
@@ -72,12 +73,6 @@ pub const CHECKPOINT_DIR: &str = "checkpoints";
 /// The signing key's file name under the data directory.
 pub const KEY_FILE: &str = "integrity.key";
 
-// The segment format, as documented in `wal` (read here independently, so verification never opens the log).
-const SEG_MAGIC: [u8; 8] = *b"KTWAL\0\0\x01";
-const SEG_HEADER_LEN: usize = 52;
-const REC_PREFIX_LEN: usize = 16;
-const REC_OVERHEAD: usize = REC_PREFIX_LEN + 32;
-const SEG_EXT: &str = "seg";
 /// SubjectPublicKeyInfo DER prefix of an Ed25519 public key (RFC 8410); the 32 key bytes follow.
 const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
@@ -1566,8 +1561,9 @@ fn verify_wal(
                     item(&seg.name),
                     Some(8),
                     format!(
-                        "holds the segment that starts at seq {} (`{:020}.{SEG_EXT}`)",
-                        h.first_seq, h.first_seq
+                        "holds the segment that starts at seq {} (`{}`)",
+                        h.first_seq,
+                        format::segment_name(h.first_seq)
                     ),
                 );
             } else if let Some((next, hash)) = link {
@@ -1578,7 +1574,7 @@ fn verify_wal(
                     // Chained across a gap: the log was cut at damage and continued after seqs that had been
                     // written or passed (see `wal`). The lost records are the damage, named at the cut.
                     recovery_gap = true;
-                    let copy = format!("{pname}.damaged-{next}");
+                    let copy = format::damaged_copy_name(pname, next);
                     let kept = if wal_dir.join(&copy).exists() {
                         format!("a copy of the segment as found is kept at `wal/{copy}`")
                     } else {
@@ -1603,7 +1599,7 @@ fn verify_wal(
                     if listed.range(range.clone()).next().is_none() {
                         problems.push(
                             ProblemKind::Missing,
-                            item(&format!("{next:020}.{SEG_EXT}")),
+                            item(&format::segment_name(next)),
                             None,
                             format!(
                                 "seqs {} to {} are gone from between the segments around them",
@@ -1758,41 +1754,13 @@ fn check_head(
 
 // ---- segments -------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct SegmentFile {
-    name: String,
-    /// `None` when the name is not a segment name.
-    first_seq: Option<u64>,
-}
-
-/// `*.seg` files in `dir`, by name (which sorts by first seq).
+/// `*.seg` files in `dir`, by name (which sorts by first seq); none when `dir` does not exist.
 fn list_segment_files(dir: &Path) -> Result<Vec<SegmentFile>, IntegrityError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(dir)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(io_err(dir))?.file_name();
-        let name = name.to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(&format!(".{SEG_EXT}")) else {
-            continue;
-        };
-        let first_seq = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| stem.parse::<u64>().ok())
-            .flatten()
-            .filter(|n| *n > 0);
-        out.push(SegmentFile { name, first_seq });
+    match format::list_segment_files(dir) {
+        Ok(files) => Ok(files),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(dir)(e)),
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct SegHeader {
-    first_seq: u64,
-    start_hash: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -1805,7 +1773,7 @@ struct ScanProblem {
 
 #[derive(Debug)]
 struct SegScan {
-    header: Option<SegHeader>,
+    header: Option<Header>,
     /// The seq after the last intact record.
     next_seq: u64,
     /// The chain hash after the last intact record (the start hash when none).
@@ -1817,8 +1785,8 @@ struct SegScan {
     problem: Option<ScanProblem>,
 }
 
-/// Walks one segment's bytes as documented in `wal`: header, then records (checksum, seq, chain hash), up to
-/// the end or, with `stop`, the record with that seq.
+/// Walks one segment's bytes (the format of `wal::format`): header, then records (checksum, seq, chain hash), up
+/// to the end or, with `stop`, the record with that seq.
 fn scan_segment(b: &[u8], stop: Option<u64>) -> SegScan {
     let mut scan = SegScan {
         header: None,
@@ -1835,58 +1803,39 @@ fn scan_segment(b: &[u8], stop: Option<u64>) -> SegScan {
             incomplete,
         })
     };
-    if b.len() < SEG_HEADER_LEN {
+    let Some(h) = b.first_chunk::<{ HEADER_LEN as usize }>() else {
         scan.problem = fail(
             0,
             format!("{} bytes, shorter than a segment header", b.len()),
             true,
         );
         return scan;
-    }
-    if b[..8] != SEG_MAGIC {
-        scan.problem = fail(0, "not a write-ahead log segment (bad magic)".into(), false);
-        return scan;
-    }
-    let crc = u32::from_le_bytes(b[48..52].try_into().expect("4 bytes"));
-    if crc32fast::hash(&b[..48]) != crc {
-        scan.problem = fail(0, "segment header checksum mismatch".into(), false);
-        return scan;
-    }
-    let header = SegHeader {
-        first_seq: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
-        start_hash: b[16..48].try_into().expect("32 bytes"),
+    };
+    let header = match format::decode_header(h) {
+        Ok(h) => h,
+        Err(HeaderError::BadMagic) => {
+            scan.problem = fail(0, "not a write-ahead log segment (bad magic)".into(), false);
+            return scan;
+        }
+        Err(e @ HeaderError::Checksum) => {
+            scan.problem = fail(0, e.as_str().into(), false);
+            return scan;
+        }
     };
     scan.header = Some(header);
     scan.next_seq = header.first_seq;
     scan.end_hash = header.start_hash;
-    scan.end_offset = SEG_HEADER_LEN as u64;
-    let mut off = SEG_HEADER_LEN;
+    scan.end_offset = HEADER_LEN;
+    let mut off = HEADER_LEN as usize;
     while off < b.len() && stop != Some(scan.next_seq) {
-        let left = b.len() - off;
-        if left < REC_OVERHEAD {
-            scan.problem = fail(
-                off,
-                format!("{left} trailing bytes, too few for a record"),
-                true,
-            );
-            return scan;
-        }
-        let len = u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(b[off + 4..off + 8].try_into().expect("4 bytes"));
-        let seq = u64::from_le_bytes(b[off + 8..off + 16].try_into().expect("8 bytes"));
-        if len > MAX_PAYLOAD_BYTES || len + REC_OVERHEAD > left {
-            scan.problem = fail(
-                off,
-                format!("record length {len} runs past the end of the segment"),
-                len <= MAX_PAYLOAD_BYTES,
-            );
-            return scan;
-        }
-        let end = off + REC_OVERHEAD + len;
-        let mut c = crc32fast::Hasher::new();
-        c.update(&b[off..off + 4]);
-        c.update(&b[off + 8..end]);
-        if c.finalize() != crc {
+        let rec = match format::record_at(b, off) {
+            Ok(r) => r,
+            Err(bad) => {
+                scan.problem = fail(off, bad.to_string(), bad.incomplete());
+                return scan;
+            }
+        };
+        if !rec.crc_matches() {
             scan.problem = fail(
                 off,
                 format!("record checksum mismatch (seq {})", scan.next_seq),
@@ -1894,6 +1843,7 @@ fn scan_segment(b: &[u8], stop: Option<u64>) -> SegScan {
             );
             return scan;
         }
+        let seq = rec.prefix.seq;
         if seq != scan.next_seq {
             scan.problem = fail(
                 off,
@@ -1902,21 +1852,16 @@ fn scan_segment(b: &[u8], stop: Option<u64>) -> SegScan {
             );
             return scan;
         }
-        let payload = &b[off + REC_PREFIX_LEN..end - 32];
-        let mut h = Sha256::new();
-        h.update(scan.end_hash);
-        h.update(seq.to_le_bytes());
-        h.update(payload);
-        let hash: [u8; 32] = h.finalize().into();
-        if hash[..] != b[end - 32..end] {
+        let hash = format::chain_hash(&scan.end_hash, seq, rec.payload);
+        if hash[..] != *rec.hash {
             scan.problem = fail(off, format!("hash chain broken at seq {seq}"), false);
             return scan;
         }
         scan.end_hash = hash;
         scan.next_seq += 1;
-        scan.end_offset = end as u64;
+        scan.end_offset = rec.end as u64;
         scan.hashes_at.push((scan.next_seq, hash));
-        off = end;
+        off = rec.end;
     }
     scan
 }

@@ -1,5 +1,6 @@
 //! Durable, tamper-evident storage of audit events: the write-ahead log ([`Wal`]: segmented, checksummed,
-//! hash-chained and group-committed, with named reader cursors and a disk budget) and the stored-event record
+//! hash-chained and group-committed, with named reader cursors and a disk budget; its segment format, which
+//! `integrity` reads too, is the crate-private `wal::format`) and the stored-event record
 //! ([`EventRecord`]) every reader decodes from it; the Parquet partitions the log is converted into
 //! ([`columnar`]); signed checkpoints and `verify` over all of it ([`integrity`]); and retention classes, legal
 //! holds and the deletion of expired partitions ([`retention`]). Querying is `kubetrail-engine`'s. It does no
