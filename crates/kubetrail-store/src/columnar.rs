@@ -57,9 +57,10 @@
 //! | `latency_us` | Int64 null | `stageTimestamp` − `requestReceivedTimestamp` |
 //! | `event` | Utf8 | the full event JSON, as stored (redacted) |
 //!
-//! Every list's items are non-null Utf8 named `item`. An event whose JSON does not parse (it cannot come from
-//! the pipeline, which parsed it) still gets a row: the log record's own fields, `time` = `received`, empty
-//! lists, nulls and the raw text in `event`.
+//! The columns are read from the event parsed as [`kubetrail_model::Event`] (the one event model; its strings
+//! borrow from the log payload where they hold no escapes). Every list's items are non-null Utf8 named
+//! `item`. An event that does not parse as one (it cannot come from the pipeline, which parsed it) still gets
+//! a row: the log record's own fields, `time` = `received`, empty lists, nulls and the raw text in `event`.
 //!
 //! Files are zstd-compressed (level 3; `event` level 9 in pages up to 8 MiB), with dictionary encoding (the
 //! writer's default, off for `audit_id` and `event`; delta encoding for `time`, `stage_time`, `received` and
@@ -98,6 +99,7 @@ use arrow::datatypes::{
     DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, UInt64Type,
 };
 use arrow::error::ArrowError;
+use kubetrail_model::{Event, ObjectReference};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -105,7 +107,6 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use serde::Deserialize;
 
 use crate::record::EventRecord;
 use crate::wal::{Cursor, Wal, WalError};
@@ -391,84 +392,16 @@ fn zstd_level(level: i32) -> Compression {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Parsing: only the fields the columns need, borrowed; everything else is skipped.
+// Rows: the event parsed as `kubetrail_model::Event`, borrowing from the log payload where it can, and the
+// columns' values moved out of it.
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Audit<'a> {
-    #[serde(borrow, default)]
-    level: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "requestURI")]
-    request_uri: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    verb: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    user: Option<User<'a>>,
-    #[serde(borrow, default)]
-    impersonated_user: Option<User<'a>>,
-    #[serde(borrow, default, rename = "sourceIPs")]
-    source_ips: Option<Vec<Str<'a>>>,
-    #[serde(borrow, default)]
-    user_agent: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    object_ref: Option<ObjectRef<'a>>,
-    #[serde(default)]
-    response_status: Option<Status>,
-    #[serde(borrow, default)]
-    request_received_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    stage_timestamp: Option<Cow<'a, str>>,
-    /// `v1beta1` only: when the event was generated (its `requestReceivedTimestamp` may be missing).
-    #[serde(borrow, default)]
-    timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    annotations: Option<Annotations<'a>>,
-}
+/// The annotation the `decision` column holds.
+const DECISION: &str = "authorization.k8s.io/decision";
+/// The annotation the `reason` column holds.
+const REASON: &str = "authorization.k8s.io/reason";
 
-/// A string inside a list: serde borrows a `Cow` only when it is a field, never inside a `Vec`.
-#[derive(Debug, Deserialize)]
-struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
-
-#[derive(Debug, Default, Deserialize)]
-struct User<'a> {
-    #[serde(borrow, default)]
-    username: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    groups: Option<Vec<Str<'a>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ObjectRef<'a> {
-    #[serde(borrow, default)]
-    resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    subresource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    api_group: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Status {
-    #[serde(default)]
-    code: Option<i32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Annotations<'a> {
-    #[serde(borrow, default, rename = "authorization.k8s.io/decision")]
-    decision: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "authorization.k8s.io/reason")]
-    reason: Option<Cow<'a, str>>,
-}
-
-/// One row to be: the record's own fields and the parsed event, borrowing from the log payload.
+/// One row to be: the record's own fields and the columns' values from the event, borrowing from the log
+/// payload.
 #[derive(Debug)]
 struct Row<'a> {
     seq: u64,
@@ -480,7 +413,56 @@ struct Row<'a> {
     audit_id: &'a str,
     stage: &'a str,
     event: &'a str,
-    audit: Audit<'a>,
+    /// Empty when the event did not parse.
+    cols: EventColumns<'a>,
+}
+
+/// The columns that come from the event (see the module docs); all empty or null when it did not parse.
+#[derive(Debug, Default)]
+struct EventColumns<'a> {
+    level: &'static str,
+    verb: Cow<'a, str>,
+    user: Cow<'a, str>,
+    groups: Vec<Cow<'a, str>>,
+    impersonated_user: Option<Cow<'a, str>>,
+    impersonated_groups: Vec<Cow<'a, str>>,
+    source_ips: Vec<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+    uri: Cow<'a, str>,
+    object_ref: Option<ObjectReference<'a>>,
+    code: Option<i32>,
+    decision: Option<Cow<'a, str>>,
+    reason: Option<Cow<'a, str>>,
+}
+
+impl<'a> EventColumns<'a> {
+    /// Moves the columns' values out of `ev` (no string is copied).
+    fn from_event(ev: Event<'a>) -> EventColumns<'a> {
+        let (decision, reason) = match ev.annotations {
+            Some(mut a) => (a.remove(DECISION), a.remove(REASON)),
+            None => (None, None),
+        };
+        let (impersonated_user, impersonated_groups) = match ev.impersonated_user {
+            // `username` is left out when empty (Kubernetes writes it with `omitempty`): null, as when absent.
+            Some(u) => (Some(u.username).filter(|n| !n.is_empty()), u.groups),
+            None => (None, Vec::new()),
+        };
+        EventColumns {
+            level: ev.level.as_str(),
+            verb: ev.verb,
+            user: ev.user.username,
+            groups: ev.user.groups,
+            impersonated_user,
+            impersonated_groups,
+            source_ips: ev.source_ips,
+            user_agent: ev.user_agent,
+            uri: ev.request_uri,
+            object_ref: ev.object_ref,
+            code: ev.response_status.and_then(|s| s.code),
+            decision,
+            reason,
+        }
+    }
 }
 
 fn clamp_us(us: i64) -> i64 {
@@ -490,7 +472,7 @@ fn clamp_us(us: i64) -> i64 {
     )
 }
 
-fn parse_time(s: Option<&Cow<'_, str>>) -> Option<i64> {
+fn parse_time(s: Option<&str>) -> Option<i64> {
     s.and_then(|s| s.parse::<jiff::Timestamp>().ok())
         .map(|t| t.as_microsecond())
 }
@@ -498,11 +480,7 @@ fn parse_time(s: Option<&Cow<'_, str>>) -> Option<i64> {
 impl<'a> Row<'a> {
     /// The `user` column's value: rows are sorted by it first.
     fn user(&self) -> &str {
-        self.audit
-            .user
-            .as_ref()
-            .and_then(|u| u.username.as_deref())
-            .unwrap_or("")
+        &self.cols.user
     }
 
     /// The row for a record; `false` with it when the event JSON did not parse.
@@ -517,18 +495,20 @@ impl<'a> Row<'a> {
                 Cow::Owned(_) => unreachable!("decoded records borrow"),
             }
         };
-        let (audit, parsed) = match serde_json::from_str::<Audit<'a>>(event) {
-            Ok(a) => (a, true),
-            Err(_) => (Audit::default(), false),
-        };
         let received = clamp_us(rec.received_us);
-        let requested = parse_time(
-            audit
-                .request_received_timestamp
-                .as_ref()
-                .or(audit.timestamp.as_ref()),
-        );
-        let stage_time = parse_time(audit.stage_timestamp.as_ref());
+        let (requested, stage_time, cols, parsed) = match Event::parse(event) {
+            Ok(ev) => (
+                parse_time(
+                    ev.request_received_timestamp
+                        .as_deref()
+                        .or(ev.timestamp.as_deref()),
+                ),
+                parse_time(ev.stage_timestamp.as_deref()),
+                EventColumns::from_event(ev),
+                true,
+            ),
+            Err(_) => (None, None, EventColumns::default(), false),
+        };
         let latency = requested.zip(stage_time).map(|(r, s)| s - r);
         let row = Row {
             seq,
@@ -540,7 +520,7 @@ impl<'a> Row<'a> {
             audit_id: borrowed(&rec.audit_id),
             stage: borrowed(&rec.stage),
             event,
-            audit,
+            cols,
         };
         (row, parsed)
     }
@@ -582,8 +562,8 @@ struct Columns {
     event: StringBuilder,
 }
 
-fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
-    s.as_deref().filter(|s| !s.is_empty())
+fn non_empty(s: &str) -> Option<&str> {
+    Some(s).filter(|s| !s.is_empty())
 }
 
 impl Columns {
@@ -625,7 +605,7 @@ impl Columns {
     }
 
     fn push(&mut self, r: &Row<'_>) {
-        let a = &r.audit;
+        let c = &r.cols;
         self.time.append_value(r.time);
         self.stage_time.append_option(r.stage_time);
         self.received.append_value(r.received);
@@ -633,46 +613,30 @@ impl Columns {
         self.cluster.append_value(r.cluster);
         self.audit_id.append_value(r.audit_id);
         self.stage.append_value(r.stage);
-        self.level.append_value(a.level.as_deref().unwrap_or(""));
-        self.verb.append_value(a.verb.as_deref().unwrap_or(""));
-        let user = a.user.as_ref();
-        self.user
-            .append_value(user.and_then(|u| u.username.as_deref()).unwrap_or(""));
-        append_list(&mut self.groups, user.and_then(|u| u.groups.as_deref()));
-        let imp = a.impersonated_user.as_ref();
+        self.level.append_value(c.level);
+        self.verb.append_value(&c.verb);
+        self.user.append_value(&c.user);
+        append_list(&mut self.groups, &c.groups);
         self.impersonated_user
-            .append_option(imp.and_then(|u| u.username.as_deref()));
-        append_list(
-            &mut self.impersonated_groups,
-            imp.and_then(|u| u.groups.as_deref()),
-        );
-        append_list(&mut self.source_ips, a.source_ips.as_deref());
-        self.ip.append_option(
-            a.source_ips
-                .as_deref()
-                .and_then(|ips| ips.first())
-                .map(|s| s.0.as_ref()),
-        );
-        self.user_agent.append_option(a.user_agent.as_deref());
-        self.uri
-            .append_value(a.request_uri.as_deref().unwrap_or(""));
-        let o = a.object_ref.as_ref();
-        let field = |f: for<'r, 's> fn(&'r ObjectRef<'s>) -> &'r Option<Cow<'s, str>>| {
-            o.and_then(|o| non_empty(f(o)))
-        };
+            .append_option(c.impersonated_user.as_deref());
+        append_list(&mut self.impersonated_groups, &c.impersonated_groups);
+        append_list(&mut self.source_ips, &c.source_ips);
+        self.ip
+            .append_option(c.source_ips.first().map(AsRef::as_ref));
+        self.user_agent.append_option(c.user_agent.as_deref());
+        self.uri.append_value(&c.uri);
+        let o = c.object_ref.as_ref();
+        let field =
+            |f: for<'r, 's> fn(&'r ObjectReference<'s>) -> &'r str| o.and_then(|o| non_empty(f(o)));
         self.resource.append_option(field(|o| &o.resource));
         self.subresource.append_option(field(|o| &o.subresource));
         self.namespace.append_option(field(|o| &o.namespace));
         self.name.append_option(field(|o| &o.name));
         self.api_group.append_option(field(|o| &o.api_group));
         self.api_version.append_option(field(|o| &o.api_version));
-        self.code
-            .append_option(a.response_status.as_ref().and_then(|s| s.code));
-        let ann = a.annotations.as_ref();
-        self.decision
-            .append_option(ann.and_then(|n| n.decision.as_deref()));
-        self.reason
-            .append_option(ann.and_then(|n| n.reason.as_deref()));
+        self.code.append_option(c.code);
+        self.decision.append_option(c.decision.as_deref());
+        self.reason.append_option(c.reason.as_deref());
         self.latency_us.append_option(r.latency);
         self.event.append_value(r.event);
     }
@@ -712,9 +676,9 @@ impl Columns {
     }
 }
 
-fn append_list(b: &mut ListBuilder<StringBuilder>, items: Option<&[Str<'_>]>) {
-    for item in items.unwrap_or_default() {
-        b.values().append_value(&item.0);
+fn append_list(b: &mut ListBuilder<StringBuilder>, items: &[Cow<'_, str>]) {
+    for item in items {
+        b.values().append_value(item);
     }
     b.append(true);
 }
@@ -1624,6 +1588,48 @@ mod tests {
             "seq 7 to 9 not committed"
         );
         assert_eq!(find_run(&files, 100, 10, 8, 64), None);
+    }
+
+    #[test]
+    fn columns_come_from_the_model_event() {
+        let json = r#"{"level":"Metadata","auditID":"a","stage":"ResponseComplete","verb":"get","user":{"username":"u","groups":["g1","g2"]},"impersonatedUser":{"groups":["ig"]},"sourceIPs":["10.0.0.1","10.0.0.2"],"objectRef":{"resource":"pods","namespace":"","name":"p"},"responseStatus":{"code":200},"annotations":{"authorization.k8s.io/decision":"allow","other":"x"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","stageTimestamp":"2026-01-01T00:00:00.5Z"}"#;
+        let rec = EventRecord {
+            received_us: 5,
+            cluster: "c".into(),
+            source: "s".into(),
+            audit_id: "a".into(),
+            stage: "ResponseComplete".into(),
+            variant: "".into(),
+            event: json.into(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        let rec = EventRecord::decode(&bytes).unwrap();
+        let (row, parsed) = Row::new(1, &rec);
+        assert!(parsed);
+        let c = &row.cols;
+        assert_eq!((c.level, &*c.verb, &*c.user), ("Metadata", "get", "u"));
+        assert_eq!(c.groups, ["g1", "g2"]);
+        // No username: null, as when there is no impersonated user at all.
+        assert_eq!(c.impersonated_user, None);
+        assert_eq!(c.impersonated_groups, ["ig"]);
+        assert_eq!(c.source_ips, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(
+            (c.code, c.decision.as_deref(), c.reason.as_deref()),
+            (Some(200), Some("allow"), None)
+        );
+        assert_eq!(
+            (row.latency, row.stage_time.is_some()),
+            (Some(500_000), true)
+        );
+        let mut cols = Columns::new(1, json.len());
+        cols.push(&row);
+        let batch = cols.finish().unwrap();
+        let col = |name: &str| batch.column(schema().index_of(name).unwrap()).clone();
+        assert!(col("impersonated_user").is_null(0));
+        assert!(col("namespace").is_null(0), "empty is null");
+        assert_eq!(col("name").as_string::<i32>().value(0), "p");
+        assert_eq!(col("ip").as_string::<i32>().value(0), "10.0.0.1");
     }
 
     #[test]
