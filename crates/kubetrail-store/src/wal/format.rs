@@ -1,19 +1,8 @@
-//! The write-ahead log's segment format, in one place: the log ([`super`]) writes and recovers it, and
-//! `integrity` reads it on its own (read-only, never opening the log) for checkpoints and `verify`.
-//!
-//! ```text
-//! DIR/<first_seq:020>.seg               a segment, named by the first seq it holds; seqs start at 1
-//! DIR/<first_seq:020>.seg.tmp           a segment being created (removed at open)
-//! DIR/<segment>.seg.damaged-<seq>       a damaged active segment as found, kept as evidence (seq: the first lost)
-//!
-//! header  [8 magic "KTWAL\0\0\x01"][u64 LE first_seq][32 start_hash][u32 LE crc32 of the 48 bytes before]
-//! record  [u32 LE len][u32 LE crc][u64 LE seq][len bytes payload][32 hash]
-//!         crc  = CRC-32 of len, seq, payload and hash (every byte of the record but the crc itself)
-//!         hash = SHA-256(previous record's hash || seq as u64 LE || payload)
-//! ```
-//!
-//! The chain starts from 32 zero bytes at seq 1; a header carries the seq and chain hash its segment starts
-//! from. Record overhead is [`RECORD_OVERHEAD`] bytes; a payload is at most [`MAX_PAYLOAD_BYTES`].
+//! The write-ahead log's segment format, in one place: constants, header and record encoding and decoding,
+//! chain hashing, and segment file names and listing. The log ([`super`]) writes and recovers segments with
+//! it, and `integrity` reads them with it (read-only, never opening the log) for checkpoints and `verify`. The
+//! layout is documented in the log's module docs (`# On disk`); besides segments, a directory holds
+//! `<segment>.tmp` while a segment is created and `<segment>.damaged-<seq>`, a damaged active segment as found.
 
 use std::fmt;
 use std::fs;
