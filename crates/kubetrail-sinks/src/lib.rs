@@ -19,7 +19,10 @@
 //! }
 //! ```
 //!
-//! [`s3::S3`] is a client, not a batch sink: the archive decides what to upload and calls it.
+//! [`s3::S3`] is a client, not a batch sink: the archive decides what to upload and calls it. [`ocsf`] is a
+//! format, not a sink: audit events as OCSF API Activity Parquet for the archive's Security Lake layout (its
+//! modules by concern: `record` the OCSF record, `mapping` event to record, `schema` the fixed Parquet schema,
+//! `columns` records to a batch).
 //! Credentials never appear in an error, an [`Outcome`] reason or `Debug` output ([`Secret`]).
 
 #![warn(missing_docs)]

@@ -8,7 +8,8 @@
 //! DIR/cursors/<name>              named reader positions
 //! ```
 //!
-//! A segment is a header and then records, back to back:
+//! A segment is a header and then records, back to back (the format is the `format` module's, which
+//! `integrity` reads too):
 //!
 //! ```text
 //! header  [8 magic "KTWAL\0\0\x01"][u64 LE first_seq][32 start_hash][u32 LE crc32 of the 48 bytes before]
@@ -75,17 +76,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use sha2::{Digest, Sha256};
+pub(crate) mod format;
 
-/// The largest payload one record can hold.
-pub const MAX_PAYLOAD_BYTES: usize = 16 << 20;
+pub use format::MAX_PAYLOAD_BYTES;
+use format::{
+    BadFrame, HASH_LEN, HEADER_LEN, Header, PREFIX_LEN, Prefix, RECORD_OVERHEAD, SEQ_OFFSET,
+    chain_hash, decode_header, encode_header, encode_record,
+};
 
-const MAGIC: [u8; 8] = *b"KTWAL\0\0\x01";
-const HEADER_LEN: u64 = 8 + 8 + 32 + 4;
-const PREFIX_LEN: usize = 4 + 4 + 8;
-const HASH_LEN: usize = 32;
-const RECORD_OVERHEAD: u64 = (PREFIX_LEN + HASH_LEN) as u64;
-const SEGMENT_EXT: &str = "seg";
 const CURSOR_MAGIC: [u8; 4] = *b"KTC1";
 /// Encode buffers above this size are not kept between appends.
 const KEEP_BUF_BYTES: usize = 8 << 20;
@@ -312,7 +310,7 @@ impl Wal {
                 sync_dir(parent)?;
             }
         }
-        remove_tmp_files(dir, |name| name.ends_with(".seg.tmp"))?;
+        remove_tmp_files(dir, format::is_tmp_segment_name)?;
         remove_tmp_files(&cursors, |name| {
             name.starts_with('.') && name.ends_with(".tmp")
         })?;
@@ -356,9 +354,7 @@ impl Wal {
             .open(&last.path)
             .map_err(io_err(&last.path))?;
         // The copy a damaged active segment is kept as, named by the first seq lost.
-        let copy = last
-            .path
-            .with_extension(format!("{SEGMENT_EXT}.damaged-{}", scan.next_seq));
+        let copy = damaged_copy(&last.path, scan.next_seq);
         let mut quarantined = None;
         // The seq after the last record known to have been written.
         let mut written_until = scan.next_seq;
@@ -924,7 +920,7 @@ impl Wal {
                 let offset = r.offset;
                 let frame = match r.next_frame()? {
                     Frame::End => break,
-                    Frame::Bad(why) => return Err(corrupt(&seg.path, offset, why)),
+                    Frame::Bad(why) => return Err(corrupt(&seg.path, offset, why.to_string())),
                     Frame::Record(f) => f,
                 };
                 if frame.seq != expect {
@@ -970,7 +966,7 @@ impl Wal {
 /// Why seqs `from..to` are missing between the segment at `damaged` and the one at `next` (which continues the
 /// chain): recovery cut `damaged` at damage and continued after seqs that had been written or passed.
 fn lost_seqs(damaged: &Path, from: u64, to: u64, next: &Path) -> String {
-    let copy = damaged.with_extension(format!("{SEGMENT_EXT}.damaged-{from}"));
+    let copy = damaged_copy(damaged, from);
     let kept = if copy.exists() {
         format!(
             "a copy of the segment as found is kept at `{}`",
@@ -1179,7 +1175,7 @@ impl WalReader {
                     self.idx += 1;
                     continue;
                 }
-                Frame::Bad(why) => return Err(corrupt(path, offset, why)),
+                Frame::Bad(why) => return Err(corrupt(path, offset, why.to_string())),
                 Frame::Record(f) => f,
             };
             if frame.seq < self.next {
@@ -1223,88 +1219,14 @@ impl Iterator for WalReader {
     }
 }
 
-// ---- encoding -------------------------------------------------------------------------------------------
-
-fn chain_hash(prev: &[u8; 32], seq: u64, payload: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(seq.to_le_bytes());
-    h.update(payload);
-    h.finalize().into()
-}
-
-/// Appends one record to `buf` and returns its chain hash.
-fn encode_record(buf: &mut Vec<u8>, seq: u64, prev: &[u8; 32], payload: &[u8]) -> [u8; 32] {
-    let start = buf.len();
-    let hash = chain_hash(prev, seq, payload);
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(payload);
-    buf.extend_from_slice(&hash);
-    let crc = record_crc(
-        &buf[start..start + 4],
-        &buf[start + 8..start + PREFIX_LEN],
-        &buf[start + PREFIX_LEN..],
-    );
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    hash
-}
-
-fn record_crc(len: &[u8], seq: &[u8], body: &[u8]) -> u32 {
-    let mut c = crc32fast::Hasher::new();
-    c.update(len);
-    c.update(seq);
-    c.update(body);
-    c.finalize()
-}
-
-fn encode_header(first_seq: u64, start_hash: &[u8; 32]) -> [u8; HEADER_LEN as usize] {
-    let mut h = [0u8; HEADER_LEN as usize];
-    h[..8].copy_from_slice(&MAGIC);
-    h[8..16].copy_from_slice(&first_seq.to_le_bytes());
-    h[16..48].copy_from_slice(start_hash);
-    let crc = crc32fast::hash(&h[..48]);
-    h[48..].copy_from_slice(&crc.to_le_bytes());
-    h
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    first_seq: u64,
-    start_hash: [u8; 32],
-}
-
-fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Result<Header, &'static str> {
-    if h[..8] != MAGIC {
-        return Err("not a kubetrail write-ahead log segment (bad magic)");
-    }
-    let crc = u32::from_le_bytes(h[48..].try_into().expect("4 bytes"));
-    if crc32fast::hash(&h[..48]) != crc {
-        return Err("segment header checksum mismatch");
-    }
-    Ok(Header {
-        first_seq: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
-        start_hash: h[16..48].try_into().expect("32 bytes"),
-    })
-}
-
 // ---- reading segments -----------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy)]
-struct FrameHead {
-    len: usize,
-    crc: u32,
-    seq: u64,
-    prefix: [u8; PREFIX_LEN],
-}
-
 enum Frame {
-    Record(FrameHead),
+    Record(Prefix),
     /// The segment ends cleanly here.
     End,
     /// What follows is not a whole record.
-    Bad(String),
+    Bad(BadFrame),
 }
 
 /// Walks the records of one segment; `offset` is where the next record starts.
@@ -1330,7 +1252,7 @@ impl SegmentReader {
             ));
         }
         file.read_exact(&mut h).map_err(io_err(path))?;
-        let header = decode_header(&h).map_err(|why| corrupt(path, 0, why))?;
+        let header = decode_header(&h).map_err(|why| corrupt(path, 0, why.as_str()))?;
         Ok((
             SegmentReader {
                 path: path.to_path_buf(),
@@ -1348,27 +1270,15 @@ impl SegmentReader {
         if left == 0 {
             return Ok(Frame::End);
         }
-        if left < RECORD_OVERHEAD {
-            return Ok(Frame::Bad(format!(
-                "{left} trailing bytes, too few for a record"
-            )));
+        if let Err(bad) = format::check_room(left) {
+            return Ok(Frame::Bad(bad));
         }
         let mut prefix = [0u8; PREFIX_LEN];
         self.read(&mut prefix)?;
-        let len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
-        let seq = u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes"));
-        if len > MAX_PAYLOAD_BYTES || len as u64 + RECORD_OVERHEAD > left {
-            return Ok(Frame::Bad(format!(
-                "record length {len} runs past the end of the segment"
-            )));
-        }
-        Ok(Frame::Record(FrameHead {
-            len,
-            crc,
-            seq,
-            prefix,
-        }))
+        Ok(match format::decode_prefix(prefix, left) {
+            Ok(p) => Frame::Record(p),
+            Err(bad) => Frame::Bad(bad),
+        })
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<(), WalError> {
@@ -1377,16 +1287,15 @@ impl SegmentReader {
         Ok(())
     }
 
-    /// Reads payload and hash into `body` and checks the record's checksum.
     /// Reads payload and hash into `body`; `Ok(false)` when the record's checksum does not match.
-    fn read_body(&mut self, f: &FrameHead, body: &mut Vec<u8>) -> Result<bool, WalError> {
+    fn read_body(&mut self, f: &Prefix, body: &mut Vec<u8>) -> Result<bool, WalError> {
         body.resize(f.len + HASH_LEN, 0);
         self.file.read_exact(body).map_err(io_err(&self.path))?;
         self.offset += body.len() as u64;
-        Ok(record_crc(&f.prefix[..4], &f.prefix[8..], body) == f.crc)
+        Ok(f.crc_matches(body))
     }
 
-    fn skip_body(&mut self, f: &FrameHead) -> io::Result<()> {
+    fn skip_body(&mut self, f: &Prefix) -> io::Result<()> {
         let n = (f.len + HASH_LEN) as i64;
         self.file.seek_relative(n)?;
         self.offset += n as u64;
@@ -1458,13 +1367,12 @@ fn intact_records_after(path: &Path, from: u64, seq: u64) -> Result<Option<u64>,
 fn find_intact(bytes: &[u8], from: usize, seq: u64) -> Option<(u64, usize)> {
     for want in seq..seq + 63 {
         let needle = want.to_le_bytes();
-        // The seq field is 8 bytes into a record.
-        let mut at = from + 8;
+        let mut at = from + SEQ_OFFSET;
         while let Some(pos) = bytes
             .get(at..)
             .and_then(|r| r.windows(8).position(|w| w == needle))
         {
-            let start = at + pos - 8;
+            let start = at + pos - SEQ_OFFSET;
             at += pos + 1;
             if let Some(end) = intact_at(bytes, start, want) {
                 return Some((want, end));
@@ -1476,17 +1384,8 @@ fn find_intact(bytes: &[u8], from: usize, seq: u64) -> Option<(u64, usize)> {
 
 /// Where the record at byte `start` of `bytes` ends, if an intact record with seq `seq` starts there.
 fn intact_at(bytes: &[u8], start: usize, seq: u64) -> Option<usize> {
-    let prefix = bytes.get(start..start.checked_add(PREFIX_LEN)?)?;
-    let len = u32::from_le_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
-    if len > MAX_PAYLOAD_BYTES
-        || u64::from_le_bytes(prefix[8..].try_into().expect("8 bytes")) != seq
-    {
-        return None;
-    }
-    let end = start + PREFIX_LEN + len + HASH_LEN;
-    let rec = bytes.get(start..end)?;
-    (record_crc(&rec[..4], &rec[8..PREFIX_LEN], &rec[PREFIX_LEN..]) == crc).then_some(end)
+    let rec = format::record_at(bytes, start).ok()?;
+    (rec.prefix.seq == seq && rec.crc_matches()).then_some(rec.end)
 }
 
 /// The chain hash a (complete, synced) segment ends with.
@@ -1499,7 +1398,7 @@ fn tail_hash(seg: &Segment) -> Result<[u8; 32], WalError> {
         f.read_exact(&mut h).map_err(io_err(&seg.path))?;
         return decode_header(&h)
             .map(|h| h.start_hash)
-            .map_err(|why| corrupt(&seg.path, 0, why));
+            .map_err(|why| corrupt(&seg.path, 0, why.as_str()));
     }
     f.seek(io::SeekFrom::Start(len - HASH_LEN as u64))
         .map_err(io_err(&seg.path))?;
@@ -1509,33 +1408,24 @@ fn tail_hash(seg: &Segment) -> Result<[u8; 32], WalError> {
 
 // ---- files ----------------------------------------------------------------------------------------------
 
-fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.{SEGMENT_EXT}")
+/// The copy of the segment at `path` kept as evidence, `first_lost` being the first seq cut from it.
+fn damaged_copy(path: &Path, first_lost: u64) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format::damaged_copy_name(&name, first_lost))
 }
 
 fn list_segments(dir: &Path) -> Result<VecDeque<Segment>, WalError> {
     let mut segments = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != SEGMENT_EXT) {
-            continue;
-        }
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        let first_seq = match stem.parse::<u64>() {
-            Ok(n) if stem.len() == 20 && n > 0 => n,
-            _ => {
-                return Err(corrupt(
-                    &path,
-                    0,
-                    "a segment name must be its first seq in 20 digits",
-                ));
-            }
+    for file in format::list_segment_files(dir).map_err(io_err(dir))? {
+        let path = dir.join(&file.name);
+        let Some(first_seq) = file.first_seq else {
+            return Err(corrupt(
+                &path,
+                0,
+                "a segment name must be its first seq in 20 digits",
+            ));
         };
-        let bytes = entry.metadata().map_err(io_err(&path))?.len();
+        let bytes = fs::symlink_metadata(&path).map_err(io_err(&path))?.len();
         segments.push(Segment {
             first_seq,
             path,
@@ -1557,8 +1447,8 @@ fn create_segment(
     fsync: bool,
     fault: &dyn Fn(Fault) -> io::Result<()>,
 ) -> Result<(File, PathBuf), WalError> {
-    let path = dir.join(segment_name(first_seq));
-    let tmp = dir.join(format!("{}.tmp", segment_name(first_seq)));
+    let path = dir.join(format::segment_name(first_seq));
+    let tmp = dir.join(format::tmp_segment_name(first_seq));
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             return Err(WalError::Io {
@@ -1624,33 +1514,6 @@ fn remove_tmp_files(dir: &Path, is_tmp: fn(&str) -> bool) -> Result<(), WalError
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_layout_is_as_documented() {
-        let mut buf = Vec::new();
-        let hash = encode_record(&mut buf, 7, &[0; 32], b"abc");
-        assert_eq!(buf.len(), 3 + RECORD_OVERHEAD as usize);
-        assert_eq!(&buf[..4], &3u32.to_le_bytes());
-        assert_eq!(&buf[8..16], &7u64.to_le_bytes());
-        assert_eq!(&buf[16..19], b"abc");
-        assert_eq!(&buf[19..], &hash);
-        let mut expect = Sha256::new();
-        expect.update([0u8; 32]);
-        expect.update(7u64.to_le_bytes());
-        expect.update(b"abc");
-        assert_eq!(hash, <[u8; 32]>::from(expect.finalize()));
-        let crc = crc32fast::hash(&[&buf[..4], &buf[8..]].concat());
-        assert_eq!(&buf[4..8], &crc.to_le_bytes());
-    }
-
-    #[test]
-    fn header_round_trips_and_rejects_damage() {
-        let mut h = encode_header(42, &[9; 32]);
-        let back = decode_header(&h).unwrap();
-        assert_eq!((back.first_seq, back.start_hash), (42, [9; 32]));
-        h[20] ^= 1;
-        assert!(decode_header(&h).is_err());
-    }
 
     #[test]
     fn cursor_file_rejects_damage() {
@@ -1750,7 +1613,7 @@ mod tests {
         assert_consistent(&wal, dir.path());
         // Continued in a new segment, the old one cut back to its synced records.
         let names: Vec<String> = seg_files(dir.path()).into_iter().map(|f| f.0).collect();
-        assert_eq!(names, [segment_name(1), segment_name(3)]);
+        assert_eq!(names, [format::segment_name(1), format::segment_name(3)]);
         drop(wal);
         let (wal, rec) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(
