@@ -132,6 +132,7 @@ impl Metrics {
             retried: self.retried.get_or_create(&labels).clone(),
             failed: self.failed.get_or_create(&labels).clone(),
             dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
+            failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
             last_success: Mutex::new(None),
         })
@@ -149,6 +150,9 @@ pub struct Stats {
     pub failed: Counter,
     /// Items refused for good.
     pub dead_lettered: Counter,
+    /// Set while the destination cannot take items (an attempt to retry, preparing, reading the queue);
+    /// cleared by the next progress (items delivered or dead-lettered).
+    failing: AtomicBool,
     last_error: Mutex<Option<String>>,
     last_success: Mutex<Option<String>>,
 }
@@ -164,12 +168,30 @@ impl Stats {
         self.last_success.lock().expect("not poisoned").clone()
     }
 
+    /// Whether the destination cannot take items now: an attempt waits to be retried, or it cannot prepare
+    /// or read its queue. Cleared by the next progress (items delivered or dead-lettered).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    /// A failed attempt or upkeep: counted, and the reason kept for status.
     fn fail(&self, reason: &str) {
         self.failed.inc();
         *self.last_error.lock().expect("not poisoned") = Some(reason.to_string());
     }
 
+    /// A failure that holds items back.
+    fn stuck(&self, reason: &str) {
+        self.fail(reason);
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    fn progressed(&self) {
+        self.failing.store(false, Ordering::SeqCst);
+    }
+
     fn succeed(&self, n: usize) {
+        self.progressed();
         self.delivered.inc_by(n as u64);
         *self.last_success.lock().expect("not poisoned") = Some(jiff::Timestamp::now().to_string());
         *self.last_error.lock().expect("not poisoned") = None;
@@ -209,13 +231,14 @@ impl LinesQueue {
         LinesQueue { file, cursor }
     }
 
-    /// The offset of the next line to read (0 without a cursor file).
+    /// The offset of the next line to read (0 without a cursor file, or with one that is not a number, such
+    /// as one a crash left empty: the queue is read again from its start, at least once).
     pub fn position(&self) -> anyhow::Result<u64> {
         match std::fs::read_to_string(&self.cursor) {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("`{}` is not a queue cursor", self.cursor.display())),
+            Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
+                tracing::warn!(cursor = %self.cursor.display(), "not a queue cursor: reading the queue from its start");
+                0
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(e).with_context(|| format!("failed to read `{}`", self.cursor.display())),
         }
@@ -314,18 +337,36 @@ pub fn dead_letters(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
 /// queues, sent before new items; each dead-letter file is kept aside as
 /// `<name>.dlq.replayed-<time>.jsonl`. How many were queued.
 pub fn replay(dir: &Path, destination: Option<&str>) -> anyhow::Result<usize> {
-    let stamp = jiff::Timestamp::now()
-        .strftime("%Y%m%dT%H%M%SZ")
-        .to_string();
-    let mut by_dest: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (name, line) in dead_letters(dir)? {
-        if destination.is_none_or(|want| want == name) {
-            by_dest.entry(name).or_default().push(line);
-        }
-    }
+    let stamp = format!(
+        "{}-{}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    );
+    let mut names: Vec<String> = dead_letters(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| destination.is_none_or(|want| want == name))
+        .collect();
+    names.dedup();
     let mut n = 0;
-    for (name, lines) in by_dest {
+    for name in names {
         let files = Files::new(dir, &name);
+        // Set aside first, then queue what was set aside: a dead letter a worker appends meanwhile starts a
+        // new file, which the next replay takes.
+        let mut aside = dir.join(format!("{name}.dlq.replayed-{stamp}.jsonl"));
+        let mut k = 1;
+        while aside.exists() {
+            aside = dir.join(format!("{name}.dlq.replayed-{stamp}-{k}.jsonl"));
+            k += 1;
+        }
+        std::fs::rename(&files.dlq, &aside)
+            .with_context(|| format!("failed to set `{}` aside", files.dlq.display()))?;
+        let text = std::fs::read_to_string(&aside)
+            .with_context(|| format!("failed to read `{}`", aside.display()))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            continue;
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -333,11 +374,6 @@ pub fn replay(dir: &Path, destination: Option<&str>) -> anyhow::Result<usize> {
             .with_context(|| format!("failed to open `{}`", files.replay.file.display()))?;
         f.write_all(format!("{}\n", lines.join("\n")).as_bytes())?;
         f.sync_data()?;
-        std::fs::rename(
-            &files.dlq,
-            dir.join(format!("{name}.dlq.replayed-{stamp}.jsonl")),
-        )
-        .with_context(|| format!("failed to set `{}` aside", files.dlq.display()))?;
         n += lines.len();
     }
     Ok(n)
@@ -417,7 +453,7 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
                         tracing::info!(destination = %self.name, "destination ready");
                     }
                     Err(e) => {
-                        self.stats.fail(&format!("cannot prepare: {e}"));
+                        self.stats.stuck(&format!("cannot prepare: {e}"));
                         tracing::warn!(destination = %self.name, error = %e, "destination not ready; retrying");
                         self.wait(jitter(backoff), stop);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -433,8 +469,10 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
                 Ok(true) => {}
                 Ok(false) => std::thread::sleep(IDLE),
                 Err(e) => {
-                    tracing::error!(destination = %self.name, error = %format!("{e:#}"), "delivery failed; retrying");
-                    sleep_unless_stopped(Duration::from_secs(1), stop);
+                    let e = format!("{e:#}");
+                    tracing::error!(destination = %self.name, error = %e, "delivery failed; retrying");
+                    self.stats.stuck(&e);
+                    self.wait(Duration::from_secs(1), stop);
                 }
             }
         }
@@ -447,7 +485,13 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
         if let Some((lines, next)) = self.files.replay.read(self.replay_batch)? {
             let items: Vec<I> = lines
                 .iter()
-                .filter_map(|l| self.destination.replayed(l))
+                .filter_map(|l| {
+                    let item = self.destination.replayed(l);
+                    if item.is_none() {
+                        tracing::warn!(destination = %self.name, queue = %self.files.replay.file.display(), "a replayed line that is no dead letter is skipped");
+                    }
+                    item
+                })
                 .collect();
             if let Sent::Stopped = self.deliver(&items, stop, rt)? {
                 return Ok(false);
@@ -491,22 +535,21 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
                     return Ok(Sent::Done);
                 }
                 Outcome::Partial { retry, dead } => {
-                    // Indices are into `batch`; one out of range (a destination's bug) is ignored.
+                    // Indices are into `batch`; one out of range or repeated (a destination's bug) is ignored,
+                    // and an item both dead and to retry is dead.
                     let mut settled = vec![false; batch.len()];
-                    let retry: Vec<usize> =
-                        retry.into_iter().filter(|&i| i < batch.len()).collect();
                     let dead: Vec<(&I, String)> = dead
                         .into_iter()
-                        .filter(|(i, _)| *i < batch.len())
-                        .map(|(i, r)| {
-                            settled[i] = true;
-                            (batch[i], r)
+                        .filter(|(i, _)| {
+                            *i < batch.len() && !std::mem::replace(&mut settled[*i], true)
                         })
+                        .map(|(i, r)| (batch[i], r))
                         .collect();
                     self.dead_letter(&dead)?;
-                    for &i in &retry {
-                        settled[i] = true;
-                    }
+                    let retry: Vec<usize> = retry
+                        .into_iter()
+                        .filter(|&i| i < batch.len() && !std::mem::replace(&mut settled[i], true))
+                        .collect();
                     let accepted: Vec<&I> = batch
                         .iter()
                         .zip(&settled)
@@ -526,7 +569,7 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
                 return Ok(Sent::Done);
             }
             self.stats.retried.inc_by(retry.len() as u64);
-            self.stats.fail(&reason);
+            self.stats.stuck(&reason);
             let wait = wait_after(after, backoff);
             tracing::warn!(destination = %self.name, items = retry.len(), wait_ms = wait.as_millis() as u64, "not delivered ({reason}); retrying");
             self.wait(wait, stop);
@@ -551,6 +594,7 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
             .collect();
         append_lines(&self.files.dlq, &lines)?;
         self.stats.dead_lettered.inc_by(dead.len() as u64);
+        self.stats.progressed();
         tracing::error!(destination = %self.name, items = dead.len(), reason = %dead[0].1, "refused for good; dead-lettered");
         Ok(())
     }
@@ -578,6 +622,8 @@ mod tests {
     struct Memory {
         items: Vec<u32>,
         committed: Arc<Mutex<u64>>,
+        /// A file that must exist whenever the position moves (the dead letters, written first).
+        written_first: Option<PathBuf>,
     }
 
     impl Source for Memory {
@@ -593,6 +639,13 @@ mod tests {
         }
 
         fn commit(&mut self, position: u64) -> anyhow::Result<()> {
+            if let Some(f) = &self.written_first {
+                assert!(
+                    f.exists(),
+                    "the position moved before {} was written",
+                    f.display()
+                );
+            }
             *self.committed.lock().unwrap() = position;
             Ok(())
         }
@@ -639,6 +692,10 @@ mod tests {
     }
 
     fn start(dir: &Path, n: u32, answers: Vec<Outcome>) -> Run {
+        start_checked(dir, n, answers, false)
+    }
+
+    fn start_checked(dir: &Path, n: u32, answers: Vec<Outcome>, dead_first: bool) -> Run {
         let committed = Arc::new(Mutex::new(0));
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let names = Names {
@@ -655,6 +712,7 @@ mod tests {
             source: Memory {
                 items: (0..n).collect(),
                 committed: committed.clone(),
+                written_first: dead_first.then(|| files.dlq.clone()),
             },
             destination: Scripted {
                 answers: Mutex::new(answers.into()),
@@ -747,12 +805,13 @@ mod tests {
     #[test]
     fn a_refused_batch_is_dead_lettered_before_the_position_moves() {
         let dir = tempfile::tempdir().unwrap();
-        let run = start(
+        let run = start_checked(
             dir.path(),
             2,
             vec![Outcome::Dead {
                 reason: "HTTP 400".into(),
             }],
+            true,
         );
         run.until("the position", |r| *r.committed.lock().unwrap() == 2);
         let run = run.stop();
@@ -806,5 +865,27 @@ mod tests {
         assert!(q.read(10).unwrap().is_none(), "the torn line waits");
         std::fs::write(&q.file, "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n").unwrap();
         assert_eq!(q.read(10).unwrap().unwrap().0, vec![b"{\"c\":3}".to_vec()]);
+        // A cursor a crash left empty reads the queue again rather than stalling it.
+        std::fs::write(&q.cursor, "").unwrap();
+        assert_eq!(q.position().unwrap(), 0);
+        assert_eq!(q.read(10).unwrap().unwrap().0.len(), 3);
+    }
+
+    #[test]
+    fn a_partial_answer_that_names_an_item_twice_or_both_ways_settles_it_once_and_dead_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = start(
+            dir.path(),
+            3,
+            vec![Outcome::Partial {
+                retry: vec![1, 1, 2, 9],
+                dead: vec![(2, "bad".into()), (2, "bad".into()), (7, "nonsense".into())],
+            }],
+        );
+        run.until("delivery", |r| *r.committed.lock().unwrap() == 3);
+        let run = run.stop();
+        assert_eq!(*run.attempts.lock().unwrap(), vec![vec![0, 1, 2], vec![1]]);
+        assert_eq!(run.stats.dead_lettered.get(), 1);
+        assert_eq!(run.stats.delivered.get(), 2);
     }
 }

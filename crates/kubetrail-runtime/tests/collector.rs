@@ -62,6 +62,11 @@ fn the_collector_runs_as_a_library() {
                 .block_on(http.send(Request::new(hyper::Method::GET, "/metrics")))
                 .unwrap();
             stop_tx.send(()).unwrap();
+            assert_eq!(
+                metrics.header("content-type"),
+                Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                "info series need OpenMetrics"
+            );
             metrics.text(usize::MAX)
         });
         collector::run(
@@ -100,6 +105,7 @@ fn the_collector_runs_as_a_library() {
             "no `{series}` in /metrics:\n{metrics}"
         );
     }
+    assert!(metrics.ends_with("\n# EOF"), "{metrics}");
     assert!(
         !metrics.contains("kubetrail_server_events_duplicate"),
         "{metrics}"

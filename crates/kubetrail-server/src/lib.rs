@@ -45,16 +45,11 @@ pub trait Ingest: Send + Sync + 'static {
     /// Ok when ready to accept (the log is open and under its disk budget); Err(reason) otherwise.
     fn ready(&self) -> Result<(), String>;
     /// Registers the pipeline's metrics in the server's registry, once, when the router is built: `/metrics`
-    /// encodes that one registry (the server's `kubetrail_server_*` series and these). The registry has no
+    /// encodes that one registry as OpenMetrics text (the server's `kubetrail_server_*` series and these). The registry has no
     /// prefix; register clones of the metrics (they share their values) or a
     /// [`Collector`](prometheus_client::collector::Collector).
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         let _ = registry;
-    }
-    /// Metrics not (yet) in the registry, as Prometheus text exposition format appended after it (without
-    /// OpenMetrics' `# EOF`). None by default.
-    fn metrics(&self) -> String {
-        String::new()
     }
 }
 

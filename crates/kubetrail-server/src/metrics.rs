@@ -222,16 +222,17 @@ impl Metrics {
     }
 }
 
-/// Prometheus text of `registry` without OpenMetrics' closing `# EOF` line (more text may follow it).
+/// The OpenMetrics text of `registry`, closed by `# EOF` (the format of `info` series such as
+/// `kubetrail_build_info`, which Prometheus's older 0.0.4 text format does not know).
 pub(crate) fn render(registry: &Registry) -> String {
     let mut s = String::new();
     prometheus_client::encoding::text::encode(&mut s, registry)
         .expect("writing to a String cannot fail");
-    match s.strip_suffix("# EOF\n") {
-        Some(body) => body.to_string(),
-        None => s,
-    }
+    s
 }
+
+/// The media type of [`render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
 #[derive(Debug)]

@@ -508,11 +508,9 @@ pub(crate) async fn metrics<I: Ingest>(
     {
         return st.unauthorized(addr, denied);
     }
-    let mut text = crate::metrics::render(&st.registry);
-    text.push_str(&st.ingest.metrics());
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
+        [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&st.registry),
     )
         .into_response()
 }

@@ -453,7 +453,7 @@ async fn metrics_count_requests() {
 }
 
 /// A pipeline that registers its metrics in the server's registry is rendered with the server's in one
-/// exposition: one HELP and TYPE per family, no `# EOF` in the middle, the pipeline's text after it.
+/// OpenMetrics exposition: one HELP and TYPE per family, closed by `# EOF`.
 #[tokio::test]
 async fn pipeline_metrics_share_the_servers_registry() {
     use prometheus_client::metrics::counter::Counter;
@@ -484,9 +484,6 @@ async fn pipeline_metrics_share_the_servers_registry() {
                 self.duplicates.clone(),
             );
         }
-        fn metrics(&self) -> String {
-            "# TYPE legacy_text_total counter\nlegacy_text_total 1\n".into()
-        }
     }
 
     let ingest = Arc::new(Registering::default());
@@ -507,8 +504,8 @@ async fn pipeline_metrics_share_the_servers_registry() {
             "missing `{line}` in\n{text}"
         );
     }
-    assert!(text.ends_with("legacy_text_total 1\n"), "{text}");
-    assert!(!text.contains("# EOF"), "{text}");
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     assert!(
         !text.contains("kubetrail_server_events_duplicate"),
         "{text}"
@@ -537,9 +534,6 @@ async fn too_many_bodies_in_flight_is_429() {
         }
         fn ready(&self) -> Result<(), String> {
             Ok(())
-        }
-        fn metrics(&self) -> String {
-            String::new()
         }
     }
 
@@ -598,9 +592,6 @@ async fn ingest_finishes_when_the_sender_hangs_up() {
         }
         fn ready(&self) -> Result<(), String> {
             Ok(())
-        }
-        fn metrics(&self) -> String {
-            String::new()
         }
     }
 

@@ -335,9 +335,6 @@ async fn shutdown_waits_for_in_flight_requests() {
         fn ready(&self) -> Result<(), String> {
             Ok(())
         }
-        fn metrics(&self) -> String {
-            String::new()
-        }
     }
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -114,8 +114,11 @@ pub struct Request {
     pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
-    /// The most of the answer's body that is read; a longer one is an error.
+    /// The most of the answer's body that is read; a longer one is an error, unless `truncate_response`.
     pub max_response: usize,
+    /// Keep the first `max_response` bytes of a longer answer instead of failing (the status is what counts;
+    /// the connection is then not reused).
+    pub truncate_response: bool,
 }
 
 impl Request {
@@ -127,6 +130,7 @@ impl Request {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             max_response: 16 << 20,
+            truncate_response: false,
         }
     }
 
@@ -462,20 +466,29 @@ impl HttpClient {
             ));
         }
         let headers = resp.headers().clone();
-        let body = Limited::new(resp.into_body(), req.max_response)
-            .collect()
-            .await
-            .map_err(|e| {
-                format!(
-                    "{}: failed to read the answer: {}",
-                    self.target,
-                    with_sources(&*e)
-                )
-            })?
-            .to_bytes();
-        let close = headers
-            .get(hyper::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let read_failed = |e: &(dyn std::error::Error + 'static)| {
+            format!(
+                "{}: failed to read the answer: {}",
+                self.target,
+                with_sources(e)
+            )
+        };
+        let (body, complete) = if req.truncate_response {
+            read_prefix(resp.into_body(), req.max_response)
+                .await
+                .map_err(|e| read_failed(&e))?
+        } else {
+            let body = Limited::new(resp.into_body(), req.max_response)
+                .collect()
+                .await
+                .map_err(|e| read_failed(&*e))?
+                .to_bytes();
+            (body, true)
+        };
+        let close = !complete
+            || headers
+                .get(hyper::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if !close {
             *self.idle.lock().expect("not poisoned") = Some((sender, Instant::now()));
         }
@@ -634,6 +647,25 @@ pub fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// At most `max` bytes of `body`, and whether that was all of it (the rest is never read).
+async fn read_prefix(
+    mut body: hyper::body::Incoming,
+    max: usize,
+) -> Result<(Bytes, bool), hyper::Error> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            let room = max - buf.len();
+            if data.len() > room {
+                buf.extend_from_slice(&data[..room]);
+                return Ok((buf.freeze(), false));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok((buf.freeze(), true))
 }
 
 /// `scheme://host[:port]/…` of a URL: without user info, path or query, which may carry credentials.

@@ -30,7 +30,8 @@ use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use kubetrail_detect::{Alert, Level};
 use kubetrail_sinks::Outcome;
-use kubetrail_sinks::http::{Auth, Class, HttpClient, HttpConfig, Request};
+use kubetrail_sinks::Secret;
+use kubetrail_sinks::http::{Auth, Class, HttpClient, HttpConfig, Request, redact_url};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -75,13 +76,13 @@ pub enum Kind {
     /// PagerDuty Events API v2 (`url` is the enqueue endpoint, `https://events.pagerduty.com/v2/enqueue`):
     /// `trigger` with `dedup_key` = the alert id (so updates and repeats stay one incident), severity mapped
     /// to critical/error/warning/info, the context in `custom_details`; `resolve` when an analyst resolves it.
-    PagerDuty { routing_key: String },
+    PagerDuty { routing_key: Secret },
     /// Slack incoming webhook: Block Kit with what, who, where, when, the requests and the runbook command.
     Slack,
 }
 
 /// Where alerts go.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhook {
     pub url: String,
     pub kind: Kind,
@@ -91,7 +92,23 @@ pub struct Webhook {
     pub http: HttpConfig,
 }
 
+/// Without the URL's path and query, which may be its secret (Slack's).
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &redact_url(&self.url))
+            .field("kind", &self.kind)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Webhook {
+    /// The URL without what may be a credential, for logs and messages.
+    pub fn shown_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
     /// A destination of `kind` at `url` for alerts of medium severity or above, reached directly.
     pub fn new(url: &str, kind: Kind) -> Webhook {
         Webhook {
@@ -109,7 +126,7 @@ impl Webhook {
             Kind::Alertmanager => format!("{}/api/v2/alerts", self.url.trim_end_matches('/')),
             _ => self.url.clone(),
         };
-        let shown = redacted(&url);
+        let shown = redact_url(&url);
         let uri: hyper::Uri = url
             .parse()
             .with_context(|| format!("`{shown}` is not a URL"))?;
@@ -240,7 +257,7 @@ pub enum DestinationType {
 }
 
 /// One destination and its route.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     #[serde(rename = "type")]
@@ -288,6 +305,27 @@ pub struct DestinationConfig {
     pub slack: Option<String>,
 }
 
+/// Without URLs (they may be secrets); files are named, never read.
+impl std::fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = [
+            &self.url,
+            &self.webhook,
+            &self.alertmanager,
+            &self.slack,
+            &self.pagerduty_url,
+        ]
+        .into_iter()
+        .find_map(|u| u.as_deref().map(redact_url));
+        f.debug_struct("DestinationConfig")
+            .field("kind", &self.kind)
+            .field("url", &url)
+            .field("url_file", &self.url_file)
+            .field("min_severity", &self.min_severity)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The trimmed, non-empty content of a secret file; errors name the key and the file, never the content.
 fn secret_file(what: &str, p: &Path) -> anyhow::Result<String> {
     let s = std::fs::read_to_string(p)
@@ -302,34 +340,31 @@ fn secret_file(what: &str, p: &Path) -> anyhow::Result<String> {
 const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 impl DestinationConfig {
-    /// The first key of the old form in use, and what to write instead.
-    pub fn deprecated(&self) -> Option<(&'static str, &'static str)> {
-        [
-            (
-                self.webhook.is_some(),
-                "webhook: URL",
-                "type: webhook, url: URL",
-            ),
-            (
-                self.alertmanager.is_some(),
-                "alertmanager: URL",
-                "type: alertmanager, url: URL",
-            ),
+    /// The keys of the old form in use and what to write instead (`None` when there are none).
+    pub fn deprecated(&self) -> Option<(String, &'static str)> {
+        let old: Vec<&str> = [
+            (self.webhook.is_some(), "webhook"),
+            (self.alertmanager.is_some(), "alertmanager"),
             (
                 self.pagerduty_routing_key_file.is_some(),
-                "pagerduty_routing_key_file: FILE",
-                "type: pagerduty, routing_key_file: FILE",
+                "pagerduty_routing_key_file",
             ),
-            (
-                self.pagerduty_url.is_some(),
-                "pagerduty_url: URL",
-                "type: pagerduty, url: URL",
-            ),
-            (self.slack.is_some(), "slack: URL", "type: slack, url: URL"),
+            (self.pagerduty_url.is_some(), "pagerduty_url"),
+            (self.slack.is_some(), "slack"),
         ]
         .into_iter()
-        .find(|(used, _, _)| *used)
-        .map(|(_, old, new)| (old, new))
+        .filter_map(|(used, key)| used.then_some(key))
+        .collect();
+        let new = if self.slack.is_some() {
+            "type: slack, url_file: FILE (the webhook's path is its secret) or url: URL"
+        } else if self.webhook.is_some() {
+            "type: webhook, url: URL"
+        } else if self.alertmanager.is_some() {
+            "type: alertmanager, url: URL"
+        } else {
+            "type: pagerduty, routing_key_file: FILE (and url: URL)"
+        };
+        (!old.is_empty()).then(|| (old.join(", "), new))
     }
 
     /// The destination as the outbox takes it, its files read; an error names what is wrong with it.
@@ -349,9 +384,24 @@ impl DestinationConfig {
                 password: secret_file("password_file", p)?.into(),
             },
             (None, None, None) => Auth::None,
-            _ => bail!("give either token_file, or user with password_file"),
+            (Some(_), _, _) => bail!("give `token_file` or `user` with `password_file`, not both"),
+            (None, Some(_), None) => bail!("`user` needs `password_file`"),
+            (None, None, Some(_)) => bail!("`password_file` needs `user`"),
         };
         for (name, file) in &self.header_files {
+            if [
+                "authorization",
+                "host",
+                "content-length",
+                "content-type",
+                "x-kubetrail-signature",
+            ]
+            .contains(&name.to_ascii_lowercase().as_str())
+            {
+                bail!(
+                    "header_files: `{name}` is set by kubetrail (credentials go in token_file or user/password_file)"
+                );
+            }
             http.headers.push((
                 name.clone(),
                 secret_file(&format!("header_files.{name}"), file)?.into(),
@@ -377,8 +427,7 @@ impl DestinationConfig {
     }
 
     fn typed(&self, t: DestinationType) -> anyhow::Result<(String, Kind)> {
-        if let Some((old, _)) = self.deprecated() {
-            let key = old.split(':').next().unwrap_or(old);
+        if let Some((key, _)) = self.deprecated() {
             bail!(
                 "`{key}` is the form without `type:`; with `type:` write `url:` (and `routing_key_file:`)"
             );
@@ -403,7 +452,9 @@ impl DestinationConfig {
                 let key = secret_file("routing_key_file", file)?;
                 return Ok((
                     url.unwrap_or_else(|| PAGERDUTY_URL.into()),
-                    Kind::PagerDuty { routing_key: key },
+                    Kind::PagerDuty {
+                        routing_key: key.into(),
+                    },
                 ));
             }
         };
@@ -428,7 +479,7 @@ impl DestinationConfig {
                     .clone()
                     .unwrap_or_else(|| PAGERDUTY_URL.into()),
                 Kind::PagerDuty {
-                    routing_key: secret_file("PagerDuty routing key", file)?,
+                    routing_key: secret_file("pagerduty_routing_key_file", file)?.into(),
                 },
             )),
             None => None,
@@ -482,20 +533,6 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
     let out = mac.finalize().into_bytes();
     let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
-}
-
-/// `scheme://host[:port]/…`: a URL without what may be a credential (Slack and some webhooks carry their
-/// token in the path or query).
-fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = host.rsplit('@').next().unwrap_or(host);
-            let more = rest.len() > host.len();
-            format!("{scheme}://{host}{}", if more { "/…" } else { "" })
-        }
-        None => "(invalid URL)".into(),
-    }
 }
 
 /// A file-system-safe name for a destination: its host and port and a short hash of the whole URL.
@@ -615,6 +652,7 @@ impl delivery::Destination for Destination {
 
     async fn send(&self, items: &[&Item]) -> Outcome {
         // The log source and the replay queue hand out one alert at a time.
+        debug_assert!(items.len() <= 1, "one alert per attempt");
         let Some(item) = items.first() else {
             return Outcome::Delivered;
         };
@@ -627,12 +665,14 @@ impl delivery::Destination for Destination {
             Kind::Webhook => item.line.clone(),
             Kind::Alertmanager => Bytes::from(payload::alertmanager_body(alert)),
             Kind::PagerDuty { routing_key } => {
-                Bytes::from(payload::pagerduty_body(alert, routing_key))
+                Bytes::from(payload::pagerduty_body(alert, routing_key.expose()))
             }
             Kind::Slack => Bytes::from(payload::slack_body(alert)),
         };
         let mut req = Request::new(hyper::Method::POST, self.path.clone());
+        // The status decides; a long answer (a receiver echoing the alert) is cut, never a failure.
         req.max_response = 64 << 10;
+        req.truncate_response = true;
         let mut req = req.header("x-kubetrail-signature", &signature(&self.key, &body));
         if let Ok(v) = hyper::http::HeaderValue::from_str(&alert.id) {
             req.headers.insert("x-kubetrail-alert-id", v);
@@ -754,7 +794,7 @@ pub fn start(
                 route: w.route.clone(),
             },
             destination: Destination {
-                url: redacted(&w.url),
+                url: redact_url(&w.url),
                 kind: w.kind.clone(),
                 client,
                 path,
@@ -802,14 +842,14 @@ mod tests {
     #[test]
     fn logged_urls_carry_no_credentials() {
         assert_eq!(
-            redacted("https://hooks.slack.com/services/T0/B0/secretsecret"),
+            redact_url("https://hooks.slack.com/services/T0/B0/secretsecret"),
             "https://hooks.slack.com/…"
         );
         assert_eq!(
-            redacted("https://user:pw@example.com:8443/x?token=1"),
+            redact_url("https://user:pw@example.com:8443/x?token=1"),
             "https://example.com:8443/…"
         );
-        assert_eq!(redacted("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
+        assert_eq!(redact_url("http://127.0.0.1:9093"), "http://127.0.0.1:9093");
     }
 
     #[test]

@@ -324,25 +324,33 @@ pub fn run(
     let delivering =
         crate::alerting::outbox::start(&dir, &webhooks, &metrics.outbox, stop.clone())?;
     for w in &webhooks {
-        match w.kind {
-            crate::alerting::outbox::Kind::Webhook => say(&format!(
-                "sending alerts of medium or above to {} (signed with {})",
-                w.url.split(['?', '#']).next().unwrap_or(""),
+        // Never the URL's path or query: they may be the destination's secret (Slack's).
+        let what = match w.kind {
+            crate::alerting::outbox::Kind::Webhook => format!(
+                "the webhook at {} (signed with {})",
+                w.shown_url(),
                 dir.join("alerts").join("webhook.key").display()
-            )),
-            crate::alerting::outbox::Kind::Alertmanager => say(&format!(
-                "sending alerts of medium or above to Alertmanager at {}",
-                w.url
-            )),
-            crate::alerting::outbox::Kind::PagerDuty { .. } => say(&format!(
-                "sending alerts of medium or above to PagerDuty at {}",
-                w.url
-            )),
-            crate::alerting::outbox::Kind::Slack => say(&format!(
-                "sending alerts of medium or above to Slack ({})",
-                w.url.split('/').take(3).collect::<Vec<_>>().join("/")
-            )),
-        }
+            ),
+            crate::alerting::outbox::Kind::Alertmanager => {
+                format!("Alertmanager at {}", w.shown_url())
+            }
+            crate::alerting::outbox::Kind::PagerDuty { .. } => {
+                format!("PagerDuty at {}", w.shown_url())
+            }
+            crate::alerting::outbox::Kind::Slack => format!("Slack at {}", w.shown_url()),
+        };
+        let via = match w
+            .endpoint()
+            .ok()
+            .and_then(|(c, _)| c.proxy().map(str::to_string))
+        {
+            Some(p) => format!(" through the proxy {p}"),
+            None => String::new(),
+        };
+        say(&format!(
+            "sending alerts of {} or above to {what}{via}",
+            w.route.min_severity.as_str()
+        ));
     }
     let housekeeping = {
         let stop = stop.clone();

@@ -481,10 +481,7 @@ impl delivery::Source for LogSource {
     fn commit(&mut self, next: u64) -> anyhow::Result<()> {
         self.cursor.commit(next)?;
         self.progress.position.store(next, Ordering::Relaxed);
-        if !self.holding && self.stats.last_error().is_none() {
-            // Delivering again: hold segments from here on.
-            self.holding = true;
-        }
+        self.hold_again();
         if self.holding {
             self.hold.store(next, Ordering::SeqCst);
         }
@@ -496,8 +493,10 @@ impl delivery::Source for LogSource {
             self.write_status();
             self.last_status = Instant::now();
         }
-        if self.stats.last_error().is_some() {
+        if self.stats.failing() {
             self.check_budget();
+        } else {
+            self.hold_again();
         }
     }
 
@@ -507,6 +506,14 @@ impl delivery::Source for LogSource {
 }
 
 impl LogSource {
+    /// Delivering again after letting go: hold segments from the cursor on.
+    fn hold_again(&mut self) {
+        if !self.holding && !self.stats.failing() {
+            self.holding = true;
+            self.hold.store(self.cursor.position(), Ordering::SeqCst);
+        }
+    }
+
     fn update_lag(&self, oldest_received_us: Option<i64>) {
         let pos = self.cursor.position();
         let end = self.wal.durable_seq();

@@ -54,10 +54,6 @@ impl Ingest for FakeIngest {
             None => Ok(()),
         }
     }
-
-    fn metrics(&self) -> String {
-        "# TYPE fake_pipeline_events_total counter\nfake_pipeline_events_total 7\n".into()
-    }
 }
 
 /// An EventList as the apiserver's webhook backend sends it (items carry no kind/apiVersion).
