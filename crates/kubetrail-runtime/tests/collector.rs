@@ -64,8 +64,8 @@ fn the_collector_runs_as_a_library() {
             stop_tx.send(()).unwrap();
             assert_eq!(
                 metrics.header("content-type"),
-                Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-                "info series need OpenMetrics"
+                Some("text/plain; version=0.0.4; charset=utf-8"),
+                "what Prometheus parses"
             );
             metrics.text(usize::MAX)
         });
@@ -105,7 +105,15 @@ fn the_collector_runs_as_a_library() {
             "no `{series}` in /metrics:\n{metrics}"
         );
     }
-    assert!(metrics.ends_with("\n# EOF"), "{metrics}");
+    // Only the types the 0.0.4 text format knows, and no OpenMetrics `# EOF`.
+    for l in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let kind = l.rsplit(' ').next().unwrap_or("");
+        assert!(
+            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+            "`# TYPE {l}` is not a type of the 0.0.4 text format"
+        );
+    }
+    assert!(!metrics.contains("# EOF"), "{metrics}");
     assert!(
         !metrics.contains("kubetrail_server_events_duplicate"),
         "{metrics}"

@@ -45,7 +45,7 @@ pub trait Ingest: Send + Sync + 'static {
     /// Ok when ready to accept (the log is open and under its disk budget); Err(reason) otherwise.
     fn ready(&self) -> Result<(), String>;
     /// Registers the pipeline's metrics in the server's registry, once, when the router is built: `/metrics`
-    /// encodes that one registry as OpenMetrics text (the server's `kubetrail_server_*` series and these). The registry has no
+    /// encodes that one registry as Prometheus text (format 0.0.4: no `info` metrics) (the server's `kubetrail_server_*` series and these). The registry has no
     /// prefix; register clones of the metrics (they share their values) or a
     /// [`Collector`](prometheus_client::collector::Collector).
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {

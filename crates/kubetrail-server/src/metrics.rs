@@ -222,17 +222,20 @@ impl Metrics {
     }
 }
 
-/// The OpenMetrics text of `registry`, closed by `# EOF` (the format of `info` series such as
-/// `kubetrail_build_info`, which Prometheus's older 0.0.4 text format does not know).
+/// The Prometheus text (format 0.0.4) of `registry`: prometheus-client's encoding without OpenMetrics' `# EOF`,
+/// so only types that format knows may be registered (counters, gauges, histograms; no `info`).
 pub(crate) fn render(registry: &Registry) -> String {
     let mut s = String::new();
     prometheus_client::encoding::text::encode(&mut s, registry)
         .expect("writing to a String cannot fail");
-    s
+    match s.strip_suffix("# EOF\n") {
+        Some(body) => body.to_string(),
+        None => s,
+    }
 }
 
 /// The media type of [`render`]'s text.
-pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Decrements the in-flight gauge when the request is done, however it ends.
 #[derive(Debug)]

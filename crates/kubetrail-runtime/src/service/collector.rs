@@ -14,7 +14,8 @@ use kubetrail_pipeline::file::{FileSourceConfig, FileTailer};
 use kubetrail_pipeline::{IngestError, Pipeline, PipelineConfig};
 use kubetrail_server::{Accepted, Ingest, Peer, Rejected, ServerConfig, TlsFiles};
 use kubetrail_store::WalOptions;
-use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::{self, Config};
@@ -470,11 +471,12 @@ impl ServiceMetrics {
         self.outbox.register(registry);
         self.shipping.register(registry);
         self.store.register(registry);
-        registry.register(
-            "build",
-            "The running kubetrail",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        // A gauge of 1, as Prometheus's text format has no `info` type.
+        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("build_info", "The running kubetrail (always 1)", build);
     }
 }
 
