@@ -54,6 +54,12 @@ impl Ingest for FakeIngest {
             None => Ok(()),
         }
     }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let events = prometheus_client::metrics::counter::Counter::<u64>::default();
+        events.inc_by(7);
+        registry.register("fake_pipeline_events", "The fake pipeline's events", events);
+    }
 }
 
 /// An EventList as the apiserver's webhook backend sends it (items carry no kind/apiVersion).
