@@ -177,6 +177,7 @@ pub fn open_wal(dir: &Path, opts: WalOptions) -> anyhow::Result<Arc<Wal>> {
     Ok(Arc::new(wal))
 }
 
+/// Now, in microseconds since the Unix epoch: the receive time stamped on events.
 pub fn now_us() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }

@@ -236,7 +236,8 @@ impl LinesQueue {
     pub fn position(&self) -> anyhow::Result<u64> {
         match std::fs::read_to_string(&self.cursor) {
             Ok(s) => Ok(s.trim().parse().unwrap_or_else(|_| {
-                tracing::warn!(cursor = %self.cursor.display(), "not a queue cursor: reading the queue from its start");
+                // Cursors are replaced atomically: this is damage, not a crash. Sending again beats going silent.
+                tracing::error!(cursor = %self.cursor.display(), "not a queue cursor: reading the queue again from its start (items may be sent twice)");
                 0
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
@@ -386,14 +387,6 @@ pub fn jitter(d: Duration) -> Duration {
         .map_or(0, |t| t.subsec_nanos());
     let factor = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
     d.mul_f64(factor)
-}
-
-/// Sleeps `d`, waking early when `stop` is set.
-pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
-    }
 }
 
 /// How long to wait after a failed attempt: the server's Retry-After (capped), else the backoff with jitter.

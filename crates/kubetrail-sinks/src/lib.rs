@@ -3,8 +3,8 @@
 //!
 //! This crate owns one thing per destination: turning a batch of [`Record`]s into requests and the answers into
 //! an [`Outcome`] (what was delivered, what to retry, what can never be delivered). It does not own cursors,
-//! batching, backoff, the dead-letter queue, configuration files or metrics: the pipeline does, and a sink never
-//! retries on its own (`DESIGN.md`: the pipeline owns retries).
+//! batching, backoff, the dead-letter queue, configuration files or metrics: `kubetrail-runtime`'s delivery
+//! engine does, and a sink never retries on its own (`DESIGN.md`: the pipeline owns retries).
 //!
 //! The batch sinks ([`clickhouse::ClickHouse`], [`elasticsearch::Elasticsearch`], [`splunk::Splunk`],
 //! [`syslog::Syslog`]) have one shape: `new(config)` only validates and reads files (CA certificates), then

@@ -1,5 +1,5 @@
-//! `kubetrail`: the command line. Parses arguments, wires the libraries together, maps errors to exit codes
-//! (0 ok, 1 findings, 2 usage or runtime error). The only crate that uses `anyhow`.
+//! `kubetrail`: the command line. Parses arguments, hands them to `kubetrail-runtime` (where the services
+//! live), prints, and maps errors to exit codes (0 ok, 1 findings, 2 usage or runtime error).
 
 use std::process::ExitCode;
 

@@ -109,16 +109,6 @@ impl Webhook {
         redact_url(&self.url)
     }
 
-    /// A destination of `kind` at `url` for alerts of medium severity or above, reached directly.
-    pub fn new(url: &str, kind: Kind) -> Webhook {
-        Webhook {
-            url: url.to_string(),
-            kind,
-            route: Route::medium_and_above(),
-            http: HttpConfig::default(),
-        }
-    }
-
     /// The client for the URL's scheme, host and port, and the path (and query) each alert is posted to;
     /// an error names what is wrong with the URL.
     pub fn endpoint(&self) -> anyhow::Result<(HttpClient, String)> {
@@ -697,7 +687,6 @@ impl delivery::Destination for Destination {
     fn dead_letter(&self, item: &Item, reason: &str) -> serde_json::Value {
         let alert: serde_json::Value = serde_json::from_slice(&item.line)
             .unwrap_or_else(|_| String::from_utf8_lossy(&item.line).into());
-        tracing::error!(url = %self.url, status = self.status.load(Ordering::Relaxed), "alert refused: {reason}; dead-lettered");
         serde_json::json!({
             "time": jiff::Timestamp::now().to_string(),
             "url": self.url,
