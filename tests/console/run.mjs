@@ -1,10 +1,10 @@
 // End-to-end test of the kubetrail web console in headless Chromium.
 //
-// Starts `kubetrail serve` (bearer-token authentication) on a free loopback port with a fresh data
-// directory, sends it the generator's traffic with its attack scenarios, the seed breach and a few
+// Starts `kubetrail serve` (identities with roles: the apiserver's ingest token, an analyst's reader token
+// and an admin's) on a free loopback port with a fresh data directory, sends it the generator's traffic with its attack scenarios, the seed breach and a few
 // hand-made events (a pod deletion to find, an attacker whose user agent and object name hold <script>),
-// then drives Debian's /usr/bin/chromium through playwright-core like an analyst: log in, work the alert of
-// the breach, go to the scope report, search for the pod deletion, open the event, read the volume page.
+// then drives Debian's /usr/bin/chromium through playwright-core: as a reader (no action is offered, and
+// the API refuses them), then as an admin: log in, work the alert of the breach, go to the scope report, search for the pod deletion, open the event, read the volume page.
 // It checks every console and API route refuses unauthenticated requests, and that attacker text is shown
 // as text and never run. Screenshots of each page go to $SCREENSHOTS (default tests/console/screenshots).
 //
@@ -27,7 +27,13 @@ const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const shots = resolve(process.env.SCREENSHOTS || join(here, "screenshots"));
 mkdirSync(shots, { recursive: true });
 
-const TOKEN = "console-test-token-" + Math.random().toString(36).slice(2);
+const random = () => Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
+/** The admin's token (platform-security): everything. */
+const TOKEN = "console-admin-" + random();
+/** The analyst's token (soc-analyst): reads only. */
+const READER_TOKEN = "console-reader-" + random();
+/** The apiserver's token: events only. */
+const INGEST_TOKEN = "console-ingest-" + random();
 const XSS_AGENT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">';
 const XSS_NAME = '<script>window.__xss=3</script>';
 const XSS_USER = "system:serviceaccount:tools:<b>x</b>";
@@ -76,9 +82,12 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), "kubetrail-console-"));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  writeFileSync(join(dir, "tokens"), TOKEN + "\n");
+  const tokenFile = (name, token) => { writeFileSync(join(dir, name), token + "\n", { mode: 0o600 }); return join(dir, name); };
   writeFileSync(join(dir, "kubetrail.yaml"),
-    `listen: 127.0.0.1:${port}\ndata: ${join(dir, "data")}\nauth:\n  bearer_tokens_file: ${join(dir, "tokens")}\n`);
+    `listen: 127.0.0.1:${port}\ndata: ${join(dir, "data")}\nauth:\n  identities:\n` +
+    `    - {name: apiserver, token_file: ${tokenFile("ingest.token", INGEST_TOKEN)}, role: ingest}\n` +
+    `    - {name: soc-analyst, token_file: ${tokenFile("reader.token", READER_TOKEN)}, role: reader}\n` +
+    `    - {name: platform-security, token_file: ${tokenFile("admin.token", TOKEN)}, role: admin}\n`);
   const logFile = openSync(join(dir, "serve.log"), "w");
   log(`kubetrail serve on ${base} (${bin}); data and log in ${dir}`);
   const serve = spawn(bin, ["serve", "--config", join(dir, "kubetrail.yaml"), "--console-url", base],
@@ -102,7 +111,7 @@ async function main() {
     log("the generator's traffic with attack scenarios (20,000 events over the last two hours)");
     execFileSync(bin, ["gen", "--attacks", "--count", "20000", "--rate", "3",
       "--start", new Date(now - 2 * 3600e3).toISOString().replace(/\.\d+Z$/, "Z"),
-      "--post", base + "/k8s-audit", "--token", TOKEN], { stdio: ["ignore", "ignore", "inherit"] });
+      "--post", base + "/k8s-audit", "--token", INGEST_TOKEN], { stdio: ["ignore", "ignore", "inherit"] });
 
     log("the seed breach, moved to the last half hour, plus a pod deletion and an attacker with <script> in its text");
     const breach = readFileSync(join(repo, "crates/kubetrail/tests/fixtures/breach.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
@@ -118,7 +127,7 @@ async function main() {
     ];
     const items = breach.concat(extra);
     const r = await fetch(base + "/k8s-audit", {
-      method: "POST", headers: Object.assign({ "Content-Type": "application/json" }, auth),
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + INGEST_TOKEN },
       body: JSON.stringify({ kind: "EventList", apiVersion: "audit.k8s.io/v1", items }),
     });
     assert.equal(r.status, 200, "the webhook takes the breach");
@@ -175,6 +184,40 @@ async function main() {
     const shot = async (name) => page.screenshot({ path: join(shots, name + ".png"), fullPage: true });
     const text = async () => page.locator("main").innerText();
 
+    log("as a reader: the alert is shown without any action, and the API refuses the actions");
+    {
+      const readerContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const rp = await readerContext.newPage();
+      failurePage = rp;
+      rp.on("pageerror", (e) => problems.push("page error (reader): " + e.message));
+      await rp.goto(base + "/login?next=" + encodeURIComponent("/alerts/" + bind.id));
+      await rp.fill("#token", READER_TOKEN);
+      await rp.click("button[type=submit]");
+      await rp.waitForURL(base + "/alerts/" + bind.id);
+      await rp.getByRole("heading", { name: bind.rule.title }).waitFor();
+      assert.match(await rp.locator("#who").innerText(), /signed in as soc-analyst \(reader\)/);
+      for (const name of ["Acknowledge", "Resolve", "Assign", "Add note", "Suppress"]) {
+        assert.equal(await rp.getByRole("button", { name }).count(), 0, `a reader is not offered ${name}`);
+      }
+      assert.equal(await rp.getByText("Suppress similar alerts").count(), 0);
+      await rp.screenshot({ path: join(shots, "00-alert-as-reader.png"), fullPage: true });
+      // What the page does not offer, the API refuses: with the reader's session and CSRF token, and with its token.
+      const readerCookie = (await readerContext.cookies()).find((c) => c.name === "kubetrail_session");
+      const rc = `kubetrail_session=${readerCookie.value}`;
+      const rcsrf = (await (await fetch(base + "/api/v1/session", { headers: { Cookie: rc } })).json()).csrf;
+      const ack = await fetch(`${base}/api/v1/alerts/${bind.id}/ack`, { method: "POST", headers: { Cookie: rc, "X-CSRF-Token": rcsrf, "Content-Type": "application/json" }, body: "" });
+      assert.equal(ack.status, 403, "a reader's session cannot acknowledge");
+      assert.match((await ack.json()).error, /needs the responder role/);
+      const sup = await fetch(`${base}/api/v1/suppressions`, { method: "POST", headers: { Authorization: "Bearer " + READER_TOKEN, "Content-Type": "application/json" }, body: JSON.stringify({ rule: bind.rule.id, for: "1h", reason: "x" }) });
+      assert.equal(sup.status, 403, "a reader's token cannot suppress");
+      assert.match((await sup.json()).error, /needs the admin role/);
+      const post = await fetch(base + "/k8s-audit", { method: "POST", headers: { Authorization: "Bearer " + READER_TOKEN, "Content-Type": "application/json" }, body: JSON.stringify(extra[0]) });
+      assert.equal(post.status, 403, "a reader's token cannot post events");
+      assert.equal((await getJson(`/api/v1/alerts/${bind.id}`)).status, "open", "the reader changed nothing");
+      await readerContext.close();
+      failurePage = page;
+    }
+
     log("the console sends a visitor without a session to the login page");
     await page.goto(base + "/alerts");
     assert.equal(new URL(page.url()).pathname, "/login");
@@ -192,7 +235,7 @@ async function main() {
     log("the alert queue lists the breach's alert; open it");
     const row = page.locator("tbody tr", { hasText: bind.rule.title }).filter({ hasText: bind.actor.username });
     await row.first().waitFor();
-    assert.match(await page.locator("#who").innerText(), /signed in as token:0/);
+    assert.match(await page.locator("#who").innerText(), /signed in as platform-security \(admin\)/);
     await shot("02-alerts");
     // The filter narrows the queue to the actor.
     await page.fill("#f-actor", "report-runner");
@@ -212,13 +255,13 @@ async function main() {
     assert.ok(await page.locator("a.event-link").count() >= 1, "the alert links its events");
     await shot("03-alert");
 
-    log("acknowledge it in the console; the API sees the change, made by the logged-in token");
+    log("acknowledge it in the console; the API sees the change, made by the logged-in identity");
     await page.getByRole("button", { name: "Acknowledge" }).click();
     await page.locator("main .status-acknowledged").first().waitFor();
     const acked = await getJson(`/api/v1/alerts/${bind.id}`);
     assert.equal(acked.status, "acknowledged");
     assert.equal(acked.history.at(-1).action, "ack");
-    assert.equal(acked.history.at(-1).by, "api:token:0");
+    assert.equal(acked.history.at(-1).by, "api:platform-security");
     // A note through the console too.
     await page.fill("#note-text", "checked with the tools team: not their job");
     await page.getByRole("button", { name: "Add note" }).click();

@@ -7,7 +7,9 @@
 
 (function () {
   const main = document.getElementById("main");
-  let session = { identity: null, csrf: null };
+  let session = { identity: null, role: null, may: [], csrf: null };
+  /** Whether the signed-in identity's role grants `role` (reader, responder, admin). */
+  const may = (role) => (session.may || []).includes(role);
   // Each navigation takes a new ticket: an answer that arrives for an older one is dropped, so a slow
   // view never overwrites the page the analyst moved on to.
   let ticket = {};
@@ -216,12 +218,13 @@
       h("option", { value: "user" }, "every rule for this actor"));
     const supReason = h("input", { id: "sup-reason", name: "reason", placeholder: "why (required)", required: true });
     const button = (text, cls, fn) => { const b = h("button", { type: "button", class: cls }, text); b.addEventListener("click", () => fn().catch((e) => toast(e.message))); return b; };
-    const actions = h("div", { class: "card actions", "aria-label": "Actions" },
+    // What the role cannot do is not offered (the API refuses it anyway).
+    const actions = !may("responder") ? null : h("div", { class: "card actions", "aria-label": "Actions" },
       a.status === "open" ? button("Acknowledge", "", () => act("ack")) : null,
       a.status !== "resolved" ? button("Resolve", "secondary", () => act("resolve")) : button("Reopen", "secondary", () => act("reopen")),
       h("label", { for: "assign-to" }, "Assign to", assignInput), button("Assign", "secondary", () => act("assign", { to: assignInput.value })),
       h("label", { for: "note-text", class: "grow" }, "Note", noteInput), button("Add note", "secondary", () => act("note", { text: noteInput.value })));
-    const suppress = h("details", { class: "card" }, h("summary", {}, "Suppress similar alerts"),
+    const suppress = !may("admin") ? null : h("details", { class: "card" }, h("summary", {}, "Suppress similar alerts"),
       h("div", { class: "actions" },
         h("label", { for: "sup-by" }, "Silence", supBy), h("label", { for: "sup-for" }, "For", supFor),
         h("label", { for: "sup-reason" }, "Reason", supReason),
@@ -544,7 +547,7 @@
   (async function start() {
     try {
       session = await api("/api/v1/session");
-      document.getElementById("who").textContent = session.identity ? "signed in as " + session.identity : "local access";
+      document.getElementById("who").textContent = session.identity ? "signed in as " + session.identity + " (" + session.role + ")" : "local access";
       document.getElementById("logout").hidden = !session.identity;
     } catch (e) {
       if (e.message === "not logged in") return;

@@ -24,6 +24,12 @@ pub struct Config {
     pub insecure: bool,
     pub tls: Option<Tls>,
     pub auth: Option<Auth>,
+    /// Names clients reach this server by (`kubetrail.kubetrail.svc`, `kubetrail.corp.example`), besides IP
+    /// addresses, `localhost` and the TLS certificate's names: requests for any other `Host` are refused with
+    /// 421 (DNS rebinding).
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    pub metrics: Option<Metrics>,
     /// Audit log files to follow, as kube-apiserver's --audit-log-path writes them.
     #[serde(default)]
     pub files: Vec<FileSource>,
@@ -54,12 +60,41 @@ pub struct Tls {
     pub client_ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
-    /// A file with one accepted bearer token per line (what a webhook kubeconfig's `token` presents).
-    pub bearer_tokens_file: PathBuf,
+    /// Who may call, each with one role.
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+    /// Deprecated: a file with one bearer token per line, each an `admin` (write `identities` instead).
+    pub bearer_tokens_file: Option<PathBuf>,
 }
+
+/// One identity: `{name: soc-lead, token_file: /etc/kubetrail/tokens/lead, role: responder}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// How logs and workflow records name it.
+    pub name: String,
+    pub role: kubetrail_server::Role,
+    /// A file holding its one bearer token (at least [`MIN_TOKEN_CHARS`] characters; readable by the owner
+    /// only).
+    pub token_file: Option<PathBuf>,
+    /// The subject common name of its client certificate (verified against `tls.client_ca`).
+    pub client_cert_cn: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Serve `GET /metrics` without a credential (default false: any identity's token, e.g. Prometheus's
+    /// `bearer_token_file`).
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// The shortest bearer token accepted: 32 characters (`openssl rand -hex 32` makes 64).
+pub const MIN_TOKEN_CHARS: usize = 32;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +127,17 @@ impl Config {
     /// What still works but is on its way out, for `config check` and `serve` to say.
     pub fn deprecations(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.bearer_tokens_file.is_some())
+        {
+            out.push(
+                "auth.bearer_tokens_file is deprecated and its tokens are admins: give each holder an entry \
+                 of `auth.identities` with its own token_file and the least role it needs"
+                    .into(),
+            );
+        }
         for (i, d) in self.alerts.iter().flat_map(|a| &a.destinations).enumerate() {
             if let Some((old, new)) = d.deprecated() {
                 out.push(format!(
@@ -124,15 +170,10 @@ impl Config {
                 readable("tls.client_ca", ca)?;
             }
         }
-        if let Some(auth) = &self.auth {
-            let tokens = read_tokens(&auth.bearer_tokens_file)?;
-            if tokens.is_empty() {
-                bail!(
-                    "auth.bearer_tokens_file `{}` holds no token",
-                    auth.bearer_tokens_file.display()
-                );
-            }
+        if let Some(tls) = &self.tls {
+            owner_only("tls.key", &tls.key)?;
         }
+        self.identities()?;
         if let Some(p) = &self.filter_policy {
             load_filter(p)?;
         }
@@ -157,20 +198,151 @@ impl Config {
     }
 }
 
-/// One token per line; blank lines and `#` comments ignored.
-pub fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "auth.bearer_tokens_file `{}` cannot be read",
-            path.display()
-        )
-    })?;
-    Ok(text
-        .lines()
+impl Config {
+    /// The identities the listener accepts, their token files read and checked: each file readable by its
+    /// owner only, each token at least [`MIN_TOKEN_CHARS`] characters, no token or name given twice, a
+    /// certificate name only with `tls.client_ca`. The deprecated `bearer_tokens_file`'s tokens are admins
+    /// named `token:<line>`.
+    pub fn identities(&self) -> anyhow::Result<Vec<kubetrail_server::Identity>> {
+        let Some(auth) = &self.auth else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (i, id) in auth.identities.iter().enumerate() {
+            let at = format!("auth.identities[{i}]");
+            let name = id.name.trim();
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                bail!("{at}: `name` must be 1 to 128 printable characters");
+            }
+            let token = match &id.token_file {
+                Some(path) => {
+                    let what = format!("{at} ({name}): token_file");
+                    let text = read_secret(&what, path)?;
+                    let tokens = token_lines(&text);
+                    match tokens.as_slice() {
+                        [one] => Some(checked_token(&what, path, one)?),
+                        [] => bail!("{what} `{}` holds no token", path.display()),
+                        _ => bail!(
+                            "{what} `{}` holds {} tokens: a token_file holds one (give each holder its own \
+                             identity)",
+                            path.display(),
+                            tokens.len()
+                        ),
+                    }
+                }
+                None => None,
+            };
+            let cn = id.client_cert_cn.as_deref().map(str::trim);
+            if cn.is_some_and(str::is_empty) {
+                bail!("{at} ({name}): `client_cert_cn` is empty");
+            }
+            if cn.is_some() && self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                bail!(
+                    "{at} ({name}): `client_cert_cn` needs `tls.client_ca`, the CA its certificate is verified \
+                     against"
+                );
+            }
+            if token.is_none() && cn.is_none() {
+                bail!("{at} ({name}): give it a `token_file` or a `client_cert_cn`");
+            }
+            out.push(kubetrail_server::Identity {
+                name: name.to_string(),
+                role: id.role,
+                token,
+                client_cert_cn: cn.map(String::from),
+            });
+        }
+        if let Some(path) = &auth.bearer_tokens_file {
+            let what = "auth.bearer_tokens_file";
+            let text = read_secret(what, path)?;
+            let tokens = token_lines(&text);
+            if tokens.is_empty() {
+                bail!("{what} `{}` holds no token", path.display());
+            }
+            for (i, t) in tokens.iter().enumerate() {
+                out.push(kubetrail_server::Identity {
+                    name: format!("token:{i}"),
+                    role: kubetrail_server::Role::Admin,
+                    token: Some(checked_token(what, path, t)?),
+                    client_cert_cn: None,
+                });
+            }
+        }
+        for (i, a) in out.iter().enumerate() {
+            for b in &out[..i] {
+                if a.name == b.name {
+                    bail!("auth.identities: the name `{}` is given twice", a.name);
+                }
+                if a.token.is_some() && a.token == b.token {
+                    bail!(
+                        "auth: `{}` and `{}` have the same token: each identity needs its own",
+                        b.name,
+                        a.name
+                    );
+                }
+                if a.client_cert_cn.is_some() && a.client_cert_cn == b.client_cert_cn {
+                    bail!(
+                        "auth: `{}` and `{}` have the same client_cert_cn",
+                        b.name,
+                        a.name
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The non-blank, non-`#` lines of a token file.
+fn token_lines(text: &str) -> Vec<&str> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
+        .collect()
+}
+
+fn checked_token(what: &str, path: &Path, token: &str) -> anyhow::Result<String> {
+    let chars = token.chars().count();
+    if chars < MIN_TOKEN_CHARS {
+        bail!(
+            "{what} `{}` holds a token of {chars} characters: tokens need at least {MIN_TOKEN_CHARS} (make one \
+             with `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "{what} `{}` holds a token with spaces or control characters",
+            path.display()
+        );
+    }
+    Ok(token.to_string())
+}
+
+/// Refuses a secret file that its group or others may read or write.
+pub fn owner_only(what: &str, path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("{what} `{}` cannot be read", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "{what} `{}` is readable or writable by others than its owner (mode {mode:03o}): `chmod 600` it \
+                 (in Kubernetes: `defaultMode: 0400` on the Secret's volume)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A secret file's text, once [`owner_only`] passed.
+fn read_secret(what: &str, path: &Path) -> anyhow::Result<String> {
+    owner_only(what, path)?;
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{what} `{}` cannot be read", path.display()))
 }
 
 /// Loads the second-stage filter policy; it must be one kube-apiserver would accept.

@@ -1,5 +1,8 @@
-//! Who may send events: verified client certificates and bearer tokens.
+//! Who is calling and what they may do: configured [`Identity`]s (a bearer token, a client certificate's
+//! common name, or both) each with one [`Role`]; verified client certificates that name no identity are
+//! `ingest`-only, so the apiserver's certificate can send events and nothing else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -10,12 +13,85 @@ use sha2::{Digest, Sha256};
 use crate::ServerConfig;
 use crate::der;
 
+/// What an identity may do. Roles above `ingest` nest: a responder may do what a reader may, an admin what
+/// a responder may; `ingest` is apart (it may send events and nothing else, and only it may).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// `POST /k8s-audit` only: the apiserver (or a forwarder).
+    Ingest,
+    /// Every read of the API and the console, exports.
+    Reader,
+    /// A reader who also works alerts: ack, resolve, reopen, assign, note.
+    Responder,
+    /// A responder who also governs: suppressions, legal holds, retention.
+    Admin,
+}
+
+impl Role {
+    /// Whether this role may do what `needed` may.
+    pub fn grants(self, needed: Role) -> bool {
+        match needed {
+            Role::Ingest => self == Role::Ingest,
+            Role::Reader => matches!(self, Role::Reader | Role::Responder | Role::Admin),
+            Role::Responder => matches!(self, Role::Responder | Role::Admin),
+            Role::Admin => self == Role::Admin,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Reader => "reader",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configured identity: a name for logs and records, a role, and how it proves itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+    /// A bearer token (never logged: `Debug` hides it).
+    pub token: Option<String>,
+    /// The subject common name of a client certificate verified against `tls.client_ca`.
+    pub client_cert_cn: Option<String>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("client_cert_cn", &self.client_cert_cn)
+            .finish()
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+}
+
 /// The authentication a router enforces.
 #[derive(Debug, Clone)]
 pub(crate) struct Auth {
-    /// SHA-256 of each configured token, with its index in the configuration (empty tokens dropped).
-    /// Comparing digests makes the comparison's time independent of the tokens' lengths too.
-    tokens: Vec<(usize, [u8; 32])>,
+    /// SHA-256 of each configured token, with its identity. Comparing digests makes the comparison's time
+    /// independent of the tokens' lengths too.
+    tokens: Vec<([u8; 32], Principal)>,
+    /// Identities by client certificate common name.
+    certs: HashMap<String, Principal>,
     /// Client certificates are verified by the TLS layer (a `client_ca` is configured).
     client_certs: bool,
 }
@@ -31,16 +107,27 @@ pub(crate) enum Denied {
 
 impl Auth {
     pub(crate) fn new(cfg: &ServerConfig) -> Self {
+        let principal = |i: &Identity| Principal {
+            name: i.name.clone(),
+            role: i.role,
+        };
         let tokens = cfg
-            .bearer_tokens
+            .identities
             .iter()
-            .enumerate()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(i, t)| (i, sha256(t.as_bytes())))
+            .filter_map(|i| {
+                let t = i.token.as_deref().filter(|t| !t.is_empty())?;
+                Some((sha256(t.as_bytes()), principal(i)))
+            })
+            .collect();
+        let certs = cfg
+            .identities
+            .iter()
+            .filter_map(|i| Some((i.client_cert_cn.clone()?, principal(i))))
             .collect();
         let client_certs = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         Self {
             tokens,
+            certs,
             client_certs,
         }
     }
@@ -54,18 +141,33 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
-    /// The identity of the request's sender: `Ok(None)` when no authentication is configured.
+    /// The caller a verified client certificate names, if the request came with one.
+    pub(crate) fn certificate(&self, tls: Option<&Arc<TlsInfo>>) -> Option<Principal> {
+        // The TLS layer only completes a handshake with a certificate that verified against client_ca, and
+        // asks for none without one: a peer certificate here is a verified one.
+        if !self.client_certs {
+            return None;
+        }
+        let leaf = tls.and_then(|t| t.peer_certificates.first())?;
+        let cn = client_identity(leaf);
+        Some(match self.certs.get(&cn) {
+            Some(p) => p.clone(),
+            // A certificate of the client CA that names no identity is the apiserver's kind of caller.
+            None => Principal {
+                name: cn,
+                role: Role::Ingest,
+            },
+        })
+    }
+
+    /// The request's caller: `Ok(None)` when no authentication is configured.
     pub(crate) fn authenticate(
         &self,
         headers: &HeaderMap,
         tls: Option<&Arc<TlsInfo>>,
-    ) -> Result<Option<String>, Denied> {
-        // The TLS layer only completes a handshake with a certificate that verified against client_ca, and
-        // asks for none without one: a peer certificate here is a verified one.
-        if self.client_certs
-            && let Some(leaf) = tls.and_then(|t| t.peer_certificates.first())
-        {
-            return Ok(Some(client_identity(leaf)));
+    ) -> Result<Option<Principal>, Denied> {
+        if let Some(p) = self.certificate(tls) {
+            return Ok(Some(p));
         }
         if !self.required() {
             return Ok(None);
@@ -73,23 +175,25 @@ impl Auth {
         let Some(presented) = bearer(headers) else {
             return Err(Denied::Missing);
         };
+        self.token(presented).map(Some)
+    }
+
+    /// The identity of a presented bearer token.
+    pub(crate) fn token(&self, presented: &[u8]) -> Result<Principal, Denied> {
         let presented = sha256(presented);
         // Look at every configured token whatever matches, so timing says nothing about which one did.
         let mut found = None;
-        for (index, digest) in &self.tokens {
+        for (digest, principal) in &self.tokens {
             if ct_eq(digest, &presented) {
-                found = Some(*index);
+                found = Some(principal);
             }
         }
-        match found {
-            Some(index) => Ok(Some(format!("token:{index}"))),
-            None => Err(Denied::Wrong),
-        }
+        found.cloned().ok_or(Denied::Wrong)
     }
 }
 
 /// The bearer token of an `Authorization` header, if it has one.
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
@@ -135,36 +239,62 @@ mod tests {
         h
     }
 
-    fn with_tokens(tokens: &[&str]) -> Auth {
+    fn with_tokens(tokens: &[(&str, Role)]) -> Auth {
         Auth::new(&ServerConfig {
-            bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            identities: tokens
+                .iter()
+                .enumerate()
+                .map(|(i, (t, role))| Identity {
+                    name: format!("id{i}"),
+                    role: *role,
+                    token: Some(t.to_string()),
+                    client_cert_cn: None,
+                })
+                .collect(),
             ..ServerConfig::default()
         })
     }
 
+    fn named(name: &str, role: Role) -> Option<Principal> {
+        Some(Principal {
+            name: name.into(),
+            role,
+        })
+    }
+
     #[test]
-    fn tokens() {
-        let auth = with_tokens(&["", "alpha", "beta"]);
+    fn tokens_name_their_identity_and_role() {
+        let auth = with_tokens(&[
+            ("", Role::Admin),
+            ("alpha", Role::Reader),
+            ("beta", Role::Ingest),
+        ]);
         let check = |h: &HeaderMap| auth.authenticate(h, None);
         assert_eq!(check(&HeaderMap::new()), Err(Denied::Missing));
         assert_eq!(check(&headers("Basic YWxwaGE=")), Err(Denied::Missing));
         assert_eq!(check(&headers("Bearer ")), Err(Denied::Missing));
         assert_eq!(check(&headers("Bearer alph")), Err(Denied::Wrong));
         assert_eq!(check(&headers("Bearer alphaa")), Err(Denied::Wrong));
-        assert_eq!(check(&headers("Bearer alpha")), Ok(Some("token:1".into())));
-        assert_eq!(check(&headers("bearer  beta ")), Ok(Some("token:2".into())));
+        assert_eq!(
+            check(&headers("Bearer alpha")),
+            Ok(named("id1", Role::Reader))
+        );
+        assert_eq!(
+            check(&headers("bearer  beta ")),
+            Ok(named("id2", Role::Ingest))
+        );
     }
 
     #[test]
     fn empty_tokens_are_no_authentication() {
-        let auth = with_tokens(&[""]);
+        let auth = with_tokens(&[("", Role::Admin)]);
         assert!(!auth.required());
         assert_eq!(auth.authenticate(&headers("Bearer "), None), Ok(None));
     }
 
     #[test]
     fn certificate_without_client_ca_is_ignored() {
-        let auth = with_tokens(&["alpha"]);
+        let auth = with_tokens(&[("alpha", Role::Admin)]);
         let mut info = TlsInfo::default();
         info.peer_certificates = vec![b"not a cert".to_vec()];
         let info = Arc::new(info);
@@ -172,5 +302,35 @@ mod tests {
             auth.authenticate(&HeaderMap::new(), Some(&info)),
             Err(Denied::Missing)
         );
+    }
+
+    #[test]
+    fn roles_nest_above_ingest_and_ingest_stands_apart() {
+        use Role::*;
+        let all = [Ingest, Reader, Responder, Admin];
+        let granted = |r: Role| all.iter().filter(|n| r.grants(**n)).count();
+        assert!(Ingest.grants(Ingest) && !Admin.grants(Ingest) && !Reader.grants(Ingest));
+        assert!(!Ingest.grants(Reader));
+        assert_eq!(
+            [
+                granted(Ingest),
+                granted(Reader),
+                granted(Responder),
+                granted(Admin)
+            ],
+            [1, 1, 2, 3]
+        );
+        assert!(Responder.grants(Reader) && !Responder.grants(Admin));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let i = Identity {
+            name: "lead".into(),
+            role: Role::Responder,
+            token: Some("s3cret-token-value".into()),
+            client_cert_cn: None,
+        };
+        assert!(!format!("{i:?}").contains("s3cret"));
     }
 }

@@ -3,9 +3,11 @@
 //! behind the same authentication as the webhook; for browsers, the console's login (`/login`, `/logout`: a
 //! bearer token traded for a session cookie with a CSRF token) and strict security headers on every answer.
 //!
-//! It owns the edge of the system: TLS (rustls with the ring provider), client authentication (verified
-//! client certificates or bearer tokens compared in constant time), and the hard limits on what a request may
-//! cost (body bytes, decompressed bytes, bodies in flight). It answers the sender with the pipeline's verdict:
+//! It owns the edge of the system: TLS (rustls with the ring provider), who is calling (configured
+//! [`Identity`]s: verified client certificates or bearer tokens compared in constant time, wrong tokens
+//! throttled per address), what each may do (its [`Role`]: only `ingest` posts events, the API's routes say
+//! the role they need with [`needs`]), which names it answers to (DNS rebinding: 421), and the hard limits on
+//! what a request may cost (body bytes, decompressed bytes, bodies in flight). It answers the sender with the pipeline's verdict:
 //! 2xx only once [`Ingest::ingest`] resolved, which the pipeline does only after the events are durable;
 //! 429/503 with `Retry-After` under overload so the apiserver retries.
 //!
@@ -14,9 +16,11 @@
 
 mod auth;
 mod der;
+mod hosts;
 mod login;
 mod metrics;
 mod session;
+mod throttle;
 mod tls;
 mod webhook;
 
@@ -29,9 +33,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 
-pub use crate::auth::client_identity;
+pub use crate::auth::{Identity, Role, client_identity};
 pub use crate::login::CSP;
 pub use crate::session::{CSRF_HEADER, SESSION_TTL};
+pub use crate::throttle::{MAX_FAILURES, WINDOW as FAILURE_WINDOW};
 
 /// The pipeline behind the webhook, as the server sees it.
 pub trait Ingest: Send + Sync + 'static {
@@ -58,10 +63,34 @@ pub trait Ingest: Send + Sync + 'static {
 pub struct Peer {
     /// The TCP peer address (`0.0.0.0:0` when unknown, e.g. a router driven without a socket).
     pub addr: SocketAddr,
-    /// The authenticated identity: the verified client certificate's subject CN (or `sha256:<hex>` of the
-    /// certificate when it has no usable CN), or `token:<index>` for the bearer token at that index of
-    /// [`ServerConfig::bearer_tokens`]; `None` when no authentication is configured.
+    /// The authenticated identity: the name of the configured [`Identity`] whose token or certificate it
+    /// presented, or the subject CN of a verified client certificate that names none (or `sha256:<hex>` of
+    /// the certificate when it has no usable CN); `None` when no authentication is configured.
     pub identity: Option<String>,
+    /// The identity's role; `None` when no authentication is configured (everything is allowed).
+    pub role: Option<Role>,
+}
+
+impl Peer {
+    pub(crate) fn from_caller(addr: SocketAddr, caller: Option<auth::Principal>) -> Peer {
+        match caller {
+            Some(p) => Peer {
+                addr,
+                identity: Some(p.name),
+                role: Some(p.role),
+            },
+            None => Peer {
+                addr,
+                identity: None,
+                role: None,
+            },
+        }
+    }
+
+    /// Whether the caller may do what `needed` may.
+    pub fn may(&self, needed: Role) -> bool {
+        self.role.is_none_or(|r| r.grants(needed))
+    }
 }
 
 /// What the pipeline took from one body.
@@ -108,8 +137,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// TLS; `None` serves plain HTTP (refused off loopback unless `insecure`).
     pub tls: Option<TlsFiles>,
-    /// Accepted bearer tokens; empty strings are ignored (they never authenticate anyone).
-    pub bearer_tokens: Vec<String>,
+    /// Who may call, and with which role. Identities without a token or certificate name authenticate no
+    /// one; a verified client certificate that names no identity is `ingest`.
+    pub identities: Vec<Identity>,
+    /// Names clients reach this server by, besides IP addresses, `localhost` and (under TLS) the certificate's
+    /// names: any other `Host` is refused with 421 (DNS rebinding).
+    pub server_names: Vec<String>,
+    /// `GET /metrics` without a credential.
+    pub metrics_public: bool,
     /// Allow a non-loopback listener without TLS or authentication.
     pub insecure: bool,
     /// Largest request body on the wire (default 64 MiB: kube-apiserver does not cut its batches unless told
@@ -125,7 +160,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9443),
             tls: None,
-            bearer_tokens: Vec::new(),
+            identities: Vec::new(),
+            server_names: Vec::new(),
+            metrics_public: false,
             insecure: false,
             max_body_bytes: 64 << 20,
             max_decompressed_bytes: 64 << 20,
@@ -193,12 +230,12 @@ pub fn check_config(cfg: &ServerConfig) -> Result<(), ServerError> {
         (false, false) => (
             "TLS and authentication",
             "`tls.cert` and `tls.key`, plus `tls.client_ca` (client certificates) or \
-             `auth.bearer_tokens_file`",
+             `auth.identities`",
         ),
         (false, true) => ("TLS", "`tls.cert` and `tls.key`"),
         (true, false) => (
             "authentication",
-            "`tls.client_ca` (client certificates) or `auth.bearer_tokens_file`",
+            "`tls.client_ca` (client certificates) or `auth.identities`",
         ),
     };
     Err(ServerError::Unsafe {
@@ -215,8 +252,9 @@ pub fn router<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>) -> Router {
 }
 
 /// [`router`] plus `api`'s routes, each behind the webhook's authentication: a request that does not
-/// authenticate gets 401 before `api` sees it; one that does carries its [`Peer`] as a request extension.
-/// Every API call is logged with the caller's identity.
+/// authenticate gets 401 before `api` sees it, one whose role is not at least `reader` 403; one that does
+/// carries its [`Peer`] as a request extension (routes that need more say so with [`needs`]). Every API call
+/// is logged with the caller's identity.
 pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Router) -> Router {
     let state = Arc::new(webhook::AppState::new(cfg, ingest));
     let metrics = state.metrics.clone();
@@ -238,13 +276,30 @@ pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Route
         .route("/login", get(login::page::<I>).post(login::login::<I>))
         .route("/logout", post(login::logout::<I>))
         .route("/login.css", get(login::css))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            webhook::host_guard::<I>,
+        ))
         .layer(axum::middleware::from_fn(login::security_headers))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
+}
+
+/// `routes` answered only to callers whose role grants `role` (403 naming it otherwise); for routes of the
+/// `api` given to [`router_with_api`], which has authenticated the caller by then.
+pub fn needs<S: Clone + Send + Sync + 'static>(role: Role, routes: Router<S>) -> Router<S> {
+    routes.route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match req.extensions().get::<Peer>() {
+                Some(peer) if peer.may(role) => next.run(req).await,
+                peer => webhook::refuse_role(peer, role, req.method(), req.uri().path()),
+            }
+        },
+    ))
 }
 
 /// How long in-flight requests may finish after `shutdown` resolved.

@@ -10,15 +10,15 @@ use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, SET_COOKIE,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_server::tls::TlsInfo;
 use serde::Deserialize;
 
-use crate::Ingest;
 use crate::auth::Denied;
-use crate::session::{cross_site, safe_next};
+use crate::session::safe_next;
 use crate::webhook::AppState;
+use crate::{Ingest, Role};
 
 /// The Content-Security-Policy of every answer.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -56,7 +56,10 @@ pub(crate) async fn page<I: Ingest>(
 ) -> Response {
     let next = safe_next(q.next.as_deref().unwrap_or("/")).to_string();
     let tls = req.extensions().get::<Arc<TlsInfo>>();
-    if st.auth.authenticate(req.headers(), tls).is_ok()
+    if st
+        .auth
+        .authenticate(req.headers(), tls)
+        .is_ok_and(|c| c.is_none_or(|c| c.role.grants(Role::Reader)))
         || st.sessions.lookup(req.headers()).is_some()
     {
         return see_other(&next, None);
@@ -70,10 +73,11 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// `POST /login` (`token`, `next`): a session for a configured bearer token.
+/// `POST /login` (`token`, `next`): a session for a configured bearer token of a role that may read (an
+/// `ingest` token logs in nowhere). Wrong tokens count against the address like the API's.
 pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Request) -> Response {
     let addr = crate::webhook::peer_addr(req.extensions());
-    if cross_site(req.headers()) {
+    if st.hosts.cross_site(req.headers()) {
         return form(
             StatusCode::FORBIDDEN,
             "/",
@@ -94,25 +98,48 @@ pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Re
         return form(StatusCode::BAD_REQUEST, "/", Some("the form is not valid"));
     };
     let next = safe_next(f.next.as_deref().unwrap_or("/")).to_string();
-    let mut headers = HeaderMap::new();
+    if !st.auth.required() {
+        // Nothing to log in with (loopback without authentication needs no login).
+        return see_other(&next, None);
+    }
+    if let Some(secs) = st.throttled(addr) {
+        st.metrics.rejected(crate::metrics::Reason::Throttled);
+        tracing::warn!(peer = %addr, "console login refused: too many failed authentications");
+        let mut r = form(
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            Some("Too many failed logins from this address: wait a minute."),
+        );
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
     let token = f.token.trim();
-    let value = HeaderValue::from_str(&format!("Bearer {token}"));
-    let outcome = match value {
-        Ok(v) if !token.is_empty() => {
-            headers.insert(axum::http::header::AUTHORIZATION, v);
-            st.auth.authenticate(&headers, None)
-        }
-        _ => Err(Denied::Missing),
+    let outcome = if token.is_empty() {
+        Err(Denied::Missing)
+    } else {
+        st.auth.token(token.as_bytes())
     };
     match outcome {
-        Ok(identity) if st.auth.has_tokens() => {
-            tracing::info!(peer = %addr, identity = identity.as_deref().unwrap_or("-"), "console login");
-            let cookie = st.sessions.create(identity);
+        Ok(caller) if caller.role.grants(Role::Reader) => {
+            tracing::info!(peer = %addr, identity = caller.name, role = caller.role.as_str(), "console login");
+            let cookie = st.sessions.create(Some(caller));
             see_other(&next, Some(&cookie))
         }
-        // No tokens configured: nothing to log in with (loopback without authentication needs no login).
-        Ok(_) => see_other(&next, None),
-        Err(_) => {
+        Ok(caller) => {
+            tracing::warn!(peer = %addr, identity = caller.name, "console login refused: the ingest role has no console");
+            form(
+                StatusCode::FORBIDDEN,
+                &next,
+                Some(
+                    "That token may only send events (the ingest role): the console needs reader or above.",
+                ),
+            )
+        }
+        Err(denied) => {
+            if denied == Denied::Wrong {
+                st.failed_login(addr);
+            }
             st.metrics.rejected(crate::metrics::Reason::Unauthenticated);
             tracing::warn!(peer = %addr, "console login refused: the token is not accepted");
             form(
@@ -129,7 +156,7 @@ pub(crate) async fn logout<I: Ingest>(
     State(st): State<Arc<AppState<I>>>,
     req: Request,
 ) -> Response {
-    if cross_site(req.headers()) {
+    if st.hosts.cross_site(req.headers()) {
         return (
             StatusCode::FORBIDDEN,
             "a logout from another site's page is refused",
@@ -230,8 +257,8 @@ fn form(status: StatusCode, next: &str, error: Option<&str>) -> Response {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>kubetrail: log in</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/login.css\"></head>\
-         <body><main><h1>kubetrail</h1><p>Log in with an API bearer token of this server \
-         (<code>auth.bearer_tokens_file</code>).</p>{error}\
+         <body><main><h1>kubetrail</h1><p>Log in with your bearer token \
+         (the <code>token_file</code> of your identity in <code>auth.identities</code>).</p>{error}\
          <form method=\"post\" action=\"/login\"><label for=\"token\">Bearer token</label>\
          <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
          <input type=\"hidden\" name=\"next\" value=\"{}\"><button type=\"submit\">Log in</button></form>\

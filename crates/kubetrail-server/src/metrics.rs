@@ -32,10 +32,16 @@ pub(crate) enum Reason {
     Timeout,
     /// The connection failed while the body was read.
     ReadError,
+    /// The caller's role may not do it (403).
+    Forbidden,
+    /// Too many failed authentications from the address (429).
+    Throttled,
+    /// The `Host` is not a name of this server (421).
+    Misdirected,
 }
 
 impl Reason {
-    const ALL: [Reason; 10] = [
+    const ALL: [Reason; 13] = [
         Reason::Unauthenticated,
         Reason::TooLarge,
         Reason::GzipBomb,
@@ -46,6 +52,9 @@ impl Reason {
         Reason::Unavailable,
         Reason::Timeout,
         Reason::ReadError,
+        Reason::Forbidden,
+        Reason::Throttled,
+        Reason::Misdirected,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -60,6 +69,9 @@ impl Reason {
             Reason::Unavailable => "unavailable",
             Reason::Timeout => "timeout",
             Reason::ReadError => "read_error",
+            Reason::Forbidden => "forbidden",
+            Reason::Throttled => "throttled",
+            Reason::Misdirected => "misdirected",
         }
     }
 }

@@ -12,8 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
-use axum::http::header::{COOKIE, HOST, ORIGIN};
+use axum::http::header::COOKIE;
 use sha2::{Digest, Sha256};
+
+use crate::auth::Principal;
 
 /// How long a session lasts after login.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -24,7 +26,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
-    pub(crate) identity: Option<String>,
+    pub(crate) caller: Option<Principal>,
     pub(crate) csrf: String,
     expires: Instant,
 }
@@ -56,11 +58,11 @@ impl Sessions {
         }
     }
 
-    /// A new session for `identity`: the `Set-Cookie` value.
-    pub(crate) fn create(&self, identity: Option<String>) -> String {
+    /// A new session for `caller`: the `Set-Cookie` value.
+    pub(crate) fn create(&self, caller: Option<Principal>) -> String {
         let value = random_token();
         let session = Session {
-            identity,
+            caller,
             csrf: random_token(),
             expires: Instant::now() + SESSION_TTL,
         };
@@ -131,30 +133,6 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Whether a state-changing request may come from a browser page of another site: it names an `Origin`
-/// whose host is not the request's `Host`, or the browser says so (`Sec-Fetch-Site: cross-site`).
-/// Non-browser clients (curl, kubectl, scripts) send neither.
-pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return true;
-    }
-    let Some(origin) = headers.get(ORIGIN) else {
-        return false;
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let host = headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'))
-        .unwrap_or("");
-    origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
-}
-
 /// Compares two tokens in time independent of where they differ.
 pub(crate) fn same_token(a: &str, b: &str) -> bool {
     digest(a)
@@ -190,7 +168,11 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_cookie_and_ends_on_logout() {
         let s = Sessions::new(false);
-        let set = s.create(Some("token:0".into()));
+        let lead = Principal {
+            name: "soc-lead".into(),
+            role: crate::Role::Responder,
+        };
+        let set = s.create(Some(lead.clone()));
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
         assert!(!set.contains("Secure"));
         let value = set
@@ -203,7 +185,7 @@ mod tests {
             .to_string();
         let h = with_cookie("kubetrail_session", &value);
         let found = s.lookup(&h).expect("the session");
-        assert_eq!(found.identity.as_deref(), Some("token:0"));
+        assert_eq!(found.caller, Some(lead));
         assert_eq!(found.csrf.len(), 64);
         assert!(
             s.lookup(&with_cookie("kubetrail_session", "guess"))
@@ -219,29 +201,6 @@ mod tests {
         let set = s.create(None);
         assert!(set.starts_with("__Host-kubetrail_session="));
         assert!(set.contains("; Secure"));
-    }
-
-    #[test]
-    fn cross_site_requests_are_recognised() {
-        let h = |pairs: &[(&'static str, &str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(*k, HeaderValue::from_str(v).unwrap());
-            }
-            m
-        };
-        assert!(!cross_site(&h(&[])));
-        assert!(!cross_site(&h(&[
-            ("host", "127.0.0.1:9443"),
-            ("origin", "http://127.0.0.1:9443")
-        ])));
-        assert!(cross_site(&h(&[
-            ("host", "127.0.0.1:9443"),
-            ("origin", "https://evil.example")
-        ])));
-        assert!(cross_site(&h(&[("host", "a"), ("origin", "null")])));
-        assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")])));
-        assert!(!cross_site(&h(&[("sec-fetch-site", "same-origin")])));
     }
 
     #[test]

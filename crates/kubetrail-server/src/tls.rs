@@ -80,3 +80,9 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// The leaf of the server certificate chain in `path`.
+pub(crate) fn leaf(path: &Path) -> Result<CertificateDer<'static>, ServerError> {
+    let mut certs = certificates(path, "server certificate chain")?;
+    Ok(certs.swap_remove(0))
+}

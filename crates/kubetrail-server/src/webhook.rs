@@ -20,10 +20,12 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use crate::auth::{Auth, Denied};
+use crate::auth::{Auth, Denied, Principal};
+use crate::hosts::Hosts;
 use crate::metrics::{Metrics, Reason};
-use crate::session::{CSRF_HEADER, Sessions, cross_site, same_token};
-use crate::{Ingest, Peer, Rejected, ServerConfig};
+use crate::session::{CSRF_HEADER, Sessions, same_token};
+use crate::throttle::Throttle;
+use crate::{Ingest, Peer, Rejected, Role, ServerConfig};
 
 /// Webhook bodies held in memory at once (each up to `max_body_bytes` plus `max_decompressed_bytes`);
 /// beyond, the sender is told to retry (429). The apiserver sends a few batches at a time.
@@ -46,6 +48,17 @@ pub(crate) struct AppState<I> {
     /// The server's metrics and the pipeline's, encoded by `GET /metrics`.
     registry: Registry,
     pub(crate) sessions: Sessions,
+    pub(crate) hosts: Hosts,
+    throttle: Throttle,
+    metrics_public: bool,
+}
+
+/// Why a request has no caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Denied(Denied),
+    /// Too many wrong tokens from the address: retry after this many seconds.
+    Throttled(u32),
 }
 
 impl<I: Ingest> AppState<I> {
@@ -63,6 +76,67 @@ impl<I: Ingest> AppState<I> {
             metrics,
             registry,
             sessions: Sessions::new(cfg.tls.is_some()),
+            hosts: Hosts::new(
+                &cfg.server_names,
+                cfg.tls
+                    .as_ref()
+                    .and_then(|t| crate::tls::leaf(&t.cert).ok()),
+            ),
+            throttle: Throttle::default(),
+            metrics_public: cfg.metrics_public,
+        }
+    }
+
+    /// The request's caller (`Ok(None)` when no authentication is configured); wrong tokens count against
+    /// the address, and an address over its count is not heard until its window ends.
+    pub(crate) fn identify(
+        &self,
+        addr: SocketAddr,
+        headers: &HeaderMap,
+        tls: Option<&Arc<TlsInfo>>,
+    ) -> Result<Option<Principal>, Refused> {
+        if let Some(p) = self.auth.certificate(tls) {
+            return Ok(Some(p));
+        }
+        if let Some(secs) = self.throttle.blocked(addr.ip()) {
+            return Err(Refused::Throttled(secs));
+        }
+        self.auth.authenticate(headers, tls).map_err(|denied| {
+            if denied == Denied::Wrong {
+                self.throttle.failed(addr.ip());
+            }
+            Refused::Denied(denied)
+        })
+    }
+
+    /// Counts a wrong token presented outside a request's headers (the login form).
+    pub(crate) fn failed_login(&self, addr: SocketAddr) {
+        self.throttle.failed(addr.ip());
+    }
+
+    /// Seconds an address must wait before its next token is looked at, if it must.
+    pub(crate) fn throttled(&self, addr: SocketAddr) -> Option<u32> {
+        self.throttle.blocked(addr.ip())
+    }
+
+    /// The answer to a request without a caller.
+    pub(crate) fn refused(&self, addr: SocketAddr, refused: Refused) -> Response {
+        match refused {
+            Refused::Denied(denied) => self.unauthorized(addr, denied),
+            Refused::Throttled(secs) => {
+                let peer = Peer {
+                    addr,
+                    identity: None,
+                    role: None,
+                };
+                let response = self.reject(
+                    &peer,
+                    Reason::Throttled,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed authentications from this address: retry later",
+                );
+                with_retry_after(response, secs)
+            }
         }
     }
 
@@ -89,6 +163,7 @@ impl<I: Ingest> AppState<I> {
         let peer = Peer {
             addr,
             identity: None,
+            role: None,
         };
         let mut response = self.reject(
             &peer,
@@ -123,10 +198,6 @@ pub(crate) fn peer_addr(extensions: &Extensions) -> SocketAddr {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-}
-
-fn is_loopback(addr: SocketAddr) -> bool {
-    addr.ip().to_canonical().is_loopback()
 }
 
 /// Whether the body is declared as something JSON-shaped (or not declared at all).
@@ -205,14 +276,15 @@ pub(crate) async fn webhook<I: Ingest>(
     let _in_flight = st.metrics.in_flight();
     let (parts, body) = req.into_parts();
     let addr = peer_addr(&parts.extensions);
-    let identity = match st
-        .auth
-        .authenticate(&parts.headers, parts.extensions.get::<Arc<TlsInfo>>())
-    {
-        Ok(identity) => identity,
-        Err(denied) => return st.unauthorized(addr, denied),
+    let caller = match st.identify(addr, &parts.headers, parts.extensions.get::<Arc<TlsInfo>>()) {
+        Ok(caller) => caller,
+        Err(refused) => return st.refused(addr, refused),
     };
-    let peer = Peer { addr, identity };
+    let peer = Peer::from_caller(addr, caller);
+    if !peer.may(Role::Ingest) {
+        st.metrics.rejected(Reason::Forbidden);
+        return refuse_role(Some(&peer), Role::Ingest, &parts.method, parts.uri.path());
+    }
     if !acceptable_media_type(&parts.headers) {
         return st.reject(
             &peer,
@@ -384,9 +456,10 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
     }
 }
 
-/// Middleware over the caller's API routes: authenticated like the webhook (401 otherwise), the caller
-/// handed to the handler as a [`Peer`] extension and every call logged with who made it (a query of the
-/// audit trail is itself worth an audit line).
+/// Middleware over the caller's API routes: authenticated like the webhook (401 otherwise), at least the
+/// `reader` role (403 otherwise: an `ingest` identity reads nothing), the caller handed to the handler as a
+/// [`Peer`] extension and every call logged with who made it (a query of the audit trail is itself worth an
+/// audit line).
 pub(crate) async fn api_guard<I: Ingest>(
     State(st): State<Arc<AppState<I>>>,
     mut req: Request,
@@ -397,40 +470,40 @@ pub(crate) async fn api_guard<I: Ingest>(
     let changes = !matches!(req.method(), &Method::GET | &Method::HEAD);
     let page = req.method() == Method::GET && !req.uri().path().starts_with("/api/");
     let by_header = headers.contains_key(AUTHORIZATION);
-    let (identity, csrf) = match st
-        .auth
-        .authenticate(headers, req.extensions().get::<Arc<TlsInfo>>())
-    {
+    let (caller, csrf) = match st.identify(addr, headers, req.extensions().get::<Arc<TlsInfo>>()) {
         // A bearer token in a header cannot be sent by another site's page; a client certificate or an
         // installation without authentication can, so their state changes must come from this origin.
-        Ok(identity) => {
-            if changes && !by_header && cross_site(headers) {
+        Ok(caller) => {
+            if changes && !by_header && st.hosts.cross_site(headers) {
                 return forbidden(addr, "a change from another site's page is refused");
             }
-            (identity, st.sessions.open_csrf.clone())
+            (caller, st.sessions.open_csrf.clone())
         }
-        Err(Denied::Missing) => match st.sessions.lookup(headers) {
+        Err(Refused::Denied(Denied::Missing)) => match st.sessions.lookup(headers) {
             Some(session) => {
                 if changes {
                     let echoed = headers
                         .get(CSRF_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    if cross_site(headers) || !same_token(echoed, &session.csrf) {
+                    if st.hosts.cross_site(headers) || !same_token(echoed, &session.csrf) {
                         return forbidden(
                             addr,
                             "a change made with the session cookie must carry its X-CSRF-Token",
                         );
                     }
                 }
-                (session.identity, session.csrf)
+                (session.caller, session.csrf)
             }
             None if page => return to_login(&req),
             None => return st.unauthorized(addr, Denied::Missing),
         },
-        Err(denied) => return st.unauthorized(addr, denied),
+        Err(refused) => return st.refused(addr, refused),
     };
-    let peer = Peer { addr, identity };
+    let peer = Peer::from_caller(addr, caller);
+    if !peer.may(Role::Reader) {
+        return refuse_role(Some(&peer), Role::Reader, req.method(), req.uri().path());
+    }
     let path = req.uri().path().to_string();
     req.extensions_mut().insert(peer.clone());
     req.extensions_mut().insert(Csrf(csrf));
@@ -445,6 +518,61 @@ pub(crate) async fn api_guard<I: Ingest>(
         );
     }
     response
+}
+
+/// 403 for a caller whose role does not grant `needed`, naming the role the call needs.
+pub(crate) fn refuse_role(
+    peer: Option<&Peer>,
+    needed: Role,
+    method: &Method,
+    path: &str,
+) -> Response {
+    let who = match peer {
+        Some(Peer {
+            identity: Some(name),
+            role: Some(role),
+            ..
+        }) if *role == Role::Ingest => {
+            format!("`{name}` has the ingest role, which may only send events")
+        }
+        Some(Peer {
+            identity: Some(name),
+            role: Some(role),
+            ..
+        }) => format!("`{name}` has the {role} role"),
+        _ => "the caller has no role".to_string(),
+    };
+    let message = format!("{method} {path} needs the {needed} role; {who}");
+    tracing::warn!(
+        peer = %peer.map(|p| p.addr).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+        identity = peer.and_then(|p| p.identity.as_deref()).unwrap_or("-"),
+        needed = needed.as_str(),
+        "request refused: {message}"
+    );
+    let mut response = error(StatusCode::FORBIDDEN, &message);
+    if let Ok(v) = HeaderValue::from_str(needed.as_str()) {
+        response.headers_mut().insert("x-kubetrail-needs-role", v);
+    }
+    response
+}
+
+/// Refuses (421) a request whose `Host` names no name of this server: a DNS-rebinding page's.
+pub(crate) async fn host_guard<I: Ingest>(
+    State(st): State<Arc<AppState<I>>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if st.hosts.misdirected(req.headers()) {
+        let addr = peer_addr(req.extensions());
+        tracing::warn!(peer = %addr, "request refused: its Host is not a name of this server");
+        st.metrics.rejected(Reason::Misdirected);
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the Host header is not a name of this server: reach it by IP address, localhost or a name in \
+             `server_names`",
+        );
+    }
+    next.run(req).await
 }
 
 /// The CSRF token of the caller's session (or of the installation), for `GET /api/v1/session`.
@@ -471,12 +599,21 @@ fn to_login(req: &Request) -> Response {
         .expect("a valid redirect")
 }
 
-/// `GET /api/v1/session`: who the caller is and the CSRF token its state changes must carry.
+/// `GET /api/v1/session`: who the caller is, its role (`admin` when no authentication is configured), the
+/// roles that grants, and the CSRF token its state changes must carry.
 pub(crate) async fn session_info(req: Request) -> Response {
     let peer = req.extensions().get::<Peer>().cloned();
     let csrf = req.extensions().get::<Csrf>().map(|c| c.0.clone());
+    let role = peer.as_ref().and_then(|p| p.role).unwrap_or(Role::Admin);
+    let may: Vec<&str> = [Role::Reader, Role::Responder, Role::Admin]
+        .into_iter()
+        .filter(|r| role.grants(*r))
+        .map(Role::as_str)
+        .collect();
     Json(serde_json::json!({
         "identity": peer.and_then(|p| p.identity),
+        "role": role,
+        "may": may,
         "csrf": csrf,
     }))
     .into_response()
@@ -495,18 +632,17 @@ pub(crate) async fn readyz<I: Ingest>(State(st): State<Arc<AppState<I>>>) -> Res
     }
 }
 
-/// `GET /metrics`: open to loopback peers, otherwise authenticated like the webhook.
+/// `GET /metrics`: any identity's credential (any role), or none with `metrics_public`.
 pub(crate) async fn metrics<I: Ingest>(
     State(st): State<Arc<AppState<I>>>,
     req: Request,
 ) -> Response {
     let addr = peer_addr(req.extensions());
-    if !is_loopback(addr)
-        && let Err(denied) = st
-            .auth
-            .authenticate(req.headers(), req.extensions().get::<Arc<TlsInfo>>())
+    if !st.metrics_public
+        && let Err(refused) =
+            st.identify(addr, req.headers(), req.extensions().get::<Arc<TlsInfo>>())
     {
-        return st.unauthorized(addr, denied);
+        return st.refused(addr, refused);
     }
     (
         [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
@@ -548,14 +684,5 @@ mod tests {
         assert_eq!(check("x-gzip"), Ok(true));
         assert_eq!(check("br"), Err(()));
         assert_eq!(check("gzip, gzip"), Err(()));
-    }
-
-    #[test]
-    fn loopback() {
-        assert!(is_loopback("127.0.0.1:1".parse().unwrap()));
-        assert!(is_loopback("[::1]:1".parse().unwrap()));
-        assert!(is_loopback("[::ffff:127.0.0.1]:1".parse().unwrap()));
-        assert!(!is_loopback("0.0.0.0:0".parse().unwrap()));
-        assert!(!is_loopback("10.0.0.1:1".parse().unwrap()));
     }
 }

@@ -44,7 +44,7 @@ fn all_interfaces_without_tls_is_refused() {
             "`tls.cert`",
             "`tls.key`",
             "`tls.client_ca`",
-            "`auth.bearer_tokens_file`",
+            "`auth.identities`",
             "`--insecure`",
         ],
     );
@@ -61,7 +61,7 @@ fn tls_without_authentication_is_refused() {
         &[
             "authentication",
             "`tls.client_ca`",
-            "`auth.bearer_tokens_file`",
+            "`auth.identities`",
             "`--insecure`",
         ],
     );
@@ -70,7 +70,7 @@ fn tls_without_authentication_is_refused() {
 #[test]
 fn tokens_without_tls_are_refused() {
     let c = ServerConfig {
-        bearer_tokens: vec!["secret".into()],
+        identities: vec![token("secret")],
         ..cfg("0.0.0.0:9443")
     };
     refused(c, &["without TLS", "`tls.cert`", "`--insecure`"]);
@@ -80,7 +80,7 @@ fn tokens_without_tls_are_refused() {
 fn empty_tokens_are_not_authentication() {
     let c = ServerConfig {
         tls: tls(false),
-        bearer_tokens: vec![String::new()],
+        identities: vec![token("")],
         ..cfg("0.0.0.0:9443")
     };
     refused(c, &["authentication"]);
@@ -95,7 +95,7 @@ fn safe_configurations_pass() {
         },
         ServerConfig {
             tls: tls(false),
-            bearer_tokens: vec!["t".into()],
+            identities: vec![token("t")],
             ..cfg("[::]:9443")
         },
         ServerConfig {
@@ -116,4 +116,13 @@ fn zero_limits_are_refused() {
         },
         &["max_body_bytes"],
     );
+}
+
+fn token(t: &str) -> kubetrail_server::Identity {
+    kubetrail_server::Identity {
+        name: "admin".into(),
+        role: kubetrail_server::Role::Admin,
+        token: Some(t.into()),
+        client_cert_cn: None,
+    }
 }

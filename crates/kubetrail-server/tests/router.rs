@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use common::{EVENT_LIST, FakeIngest, gzip};
 use http_body_util::BodyExt as _;
-use kubetrail_server::{Peer, Rejected, ServerConfig, TlsFiles, router};
+use kubetrail_server::{Identity, Peer, Rejected, Role, ServerConfig, TlsFiles, router};
 use tower::ServiceExt as _;
 
 struct Harness {
@@ -29,9 +29,18 @@ fn harness(cfg: ServerConfig) -> Harness {
     }
 }
 
-fn with_tokens(tokens: &[&str]) -> ServerConfig {
+/// Identities: (name, token, role).
+fn with_identities(ids: &[(&str, &str, Role)]) -> ServerConfig {
     ServerConfig {
-        bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+        identities: ids
+            .iter()
+            .map(|(name, token, role)| Identity {
+                name: name.to_string(),
+                role: *role,
+                token: Some(token.to_string()),
+                client_cert_cn: None,
+            })
+            .collect(),
         ..ServerConfig::default()
     }
 }
@@ -94,7 +103,8 @@ async fn event_list_is_accepted() {
         seen[0].1,
         Peer {
             addr: "0.0.0.0:0".parse().unwrap(),
-            identity: None
+            identity: None,
+            role: None,
         }
     );
 }
@@ -279,7 +289,10 @@ async fn endless_body_is_not_read_past_the_limit() {
 
 #[tokio::test]
 async fn bearer_tokens() {
-    let h = harness(with_tokens(&["first-token", "second-token"]));
+    let h = harness(with_identities(&[
+        ("first", "first-token", Role::Ingest),
+        ("second", "second-token", Role::Ingest),
+    ]));
     let a = h.post(EVENT_LIST).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(
@@ -307,7 +320,8 @@ async fn bearer_tokens() {
         .body(Body::from(EVENT_LIST))
         .unwrap();
     assert_eq!(h.send(req).await.status, StatusCode::OK);
-    assert_eq!(h.ingest.seen()[0].1.identity.as_deref(), Some("token:1"));
+    assert_eq!(h.ingest.seen()[0].1.identity.as_deref(), Some("second"));
+    assert_eq!(h.ingest.seen()[0].1.role, Some(Role::Ingest));
 }
 
 /// A verified client certificate (as the TLS layer hands it over) authenticates by its CN.
@@ -380,7 +394,7 @@ async fn pipeline_rejections() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let h = harness(with_tokens(&["t"]));
+    let h = harness(with_identities(&[("apiserver", "t", Role::Ingest)]));
     let a = h.get("/healthz", false).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "ok"));
     assert_eq!(h.get("/readyz", false).await.status, StatusCode::OK);
@@ -392,7 +406,7 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn metrics_count_requests() {
-    let h = harness(with_tokens(&["t"]));
+    let h = harness(with_identities(&[("apiserver", "t", Role::Ingest)]));
     let authed = || post("/k8s-audit").header("authorization", "Bearer t");
     h.send(authed().body(Body::from(EVENT_LIST)).unwrap()).await;
     h.post(EVENT_LIST).await; // 401
@@ -407,18 +421,19 @@ async fn metrics_count_requests() {
     }));
     h.send(authed().body(Body::from(EVENT_LIST)).unwrap()).await;
 
-    // Off loopback, /metrics needs the webhook's authentication.
+    // /metrics needs a credential, from loopback too.
     assert_eq!(
-        h.get("/metrics", false).await.status,
+        h.get("/metrics", true).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let req = Request::get("/metrics")
-        .header("authorization", "Bearer t")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(h.send(req).await.status, StatusCode::OK);
-
-    let a = h.get("/metrics", true).await;
+    let metrics = || {
+        Request::get("/metrics")
+            .header("authorization", "Bearer t")
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(h.send(metrics()).await.status, StatusCode::OK);
+    let a = h.send(metrics()).await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(
         a.headers["content-type"]
@@ -616,7 +631,10 @@ async fn ingest_finishes_when_the_sender_hangs_up() {
 /// The caller's API routes sit behind the webhook's authentication, even from loopback, and see the caller.
 #[tokio::test]
 async fn api_routes_are_authenticated_and_see_the_caller() {
-    let cfg = with_tokens(&["api-token"]);
+    let cfg = with_identities(&[
+        ("platform-security", "api-token", Role::Admin),
+        ("apiserver", "ingest-token", Role::Ingest),
+    ]);
     let api = Router::new().route(
         "/api/v1/whoami",
         axum::routing::get(|axum::Extension(peer): axum::Extension<Peer>| async move {
@@ -641,7 +659,24 @@ async fn api_routes_are_authenticated_and_see_the_caller() {
         .unwrap();
     let ok = h.send(req).await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(ok.body, "token:0");
+    assert_eq!(ok.body, "platform-security");
+    // The apiserver's token reads nothing: 403 naming the role the route needs.
+    let req = Request::get("/api/v1/whoami")
+        .header("authorization", "Bearer ingest-token")
+        .body(Body::empty())
+        .unwrap();
+    let refused = h.send(req).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.body.contains("needs the reader role"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("`apiserver` has the ingest role"),
+        "{}",
+        refused.body
+    );
     // The webhook is still there, still authenticated.
     assert_eq!(h.post(EVENT_LIST).await.status, StatusCode::UNAUTHORIZED);
 }
@@ -681,7 +716,10 @@ fn form_login(token: &str, next: &str) -> Request<Body> {
 /// one redirect to the login; changes made with the cookie need its CSRF token and this origin.
 #[tokio::test]
 async fn console_sessions_login_csrf_and_logout() {
-    let h = console_harness(&with_tokens(&["console-token"]));
+    let h = console_harness(&ServerConfig {
+        server_names: vec!["kubetrail.example".into()],
+        ..with_identities(&[("soc-lead", "console-token", Role::Responder)])
+    });
 
     // A page without a session goes to the login, which comes back to it; the API answers 401.
     let page = h.get("/", true).await;
@@ -739,7 +777,7 @@ async fn console_sessions_login_csrf_and_logout() {
                 .unwrap(),
         )
         .await;
-    assert_eq!(me.body, "token:0");
+    assert_eq!(me.body, "soc-lead");
     let session = h
         .send(
             with_cookie("GET", "/api/v1/session")
@@ -748,7 +786,9 @@ async fn console_sessions_login_csrf_and_logout() {
         )
         .await;
     let session: serde_json::Value = serde_json::from_str(&session.body).unwrap();
-    assert_eq!(session["identity"], "token:0");
+    assert_eq!(session["identity"], "soc-lead");
+    assert_eq!(session["role"], "responder");
+    assert_eq!(session["may"], serde_json::json!(["reader", "responder"]));
     let csrf = session["csrf"].as_str().unwrap().to_string();
 
     // A change needs the CSRF token, and this origin.
@@ -780,7 +820,7 @@ async fn console_sessions_login_csrf_and_logout() {
         .send(change(Some(&csrf), Some("https://kubetrail.example:9443")))
         .await;
     assert_eq!(made.status, StatusCode::OK);
-    assert_eq!(made.body, "changed by token:0");
+    assert_eq!(made.body, "changed by soc-lead");
 
     // Logging out ends the session server-side: the same cookie no longer works.
     let out = h
@@ -834,4 +874,297 @@ async fn open_console_refuses_cross_site_changes() {
     ] {
         assert!(ok.headers.contains_key(header), "{header}");
     }
+}
+
+/// Every role against the webhook, a read, a responder's change, an admin's change and `/metrics`.
+#[tokio::test]
+async fn roles_decide_what_each_identity_may_do() {
+    let cfg = with_identities(&[
+        ("apiserver", "ingest-token", Role::Ingest),
+        ("soc-analyst", "reader-token", Role::Reader),
+        ("soc-lead", "responder-token", Role::Responder),
+        ("platform-security", "admin-token", Role::Admin),
+    ]);
+    let ok = || async { "ok" };
+    let api = Router::new()
+        .route("/api/v1/read", axum::routing::get(ok))
+        .merge(kubetrail_server::needs(
+            Role::Responder,
+            Router::new().route("/api/v1/respond", axum::routing::post(ok)),
+        ))
+        .merge(kubetrail_server::needs(
+            Role::Admin,
+            Router::new().route("/api/v1/govern", axum::routing::post(ok)),
+        ));
+    let ingest = Arc::new(FakeIngest::default());
+    let h = Harness {
+        app: kubetrail_server::router_with_api(&cfg, ingest.clone(), api),
+        ingest,
+    };
+    let call = |method: &str, path: &str, token: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(if path == "/k8s-audit" {
+                EVENT_LIST
+            } else {
+                ""
+            }))
+            .unwrap()
+    };
+    let table: [(&str, &str, Option<Role>, [u16; 4]); 5] = [
+        // method, path, the role named when refused, status for ingest/reader/responder/admin
+        (
+            "POST",
+            "/k8s-audit",
+            Some(Role::Ingest),
+            [200, 403, 403, 403],
+        ),
+        (
+            "GET",
+            "/api/v1/read",
+            Some(Role::Reader),
+            [403, 200, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/v1/respond",
+            Some(Role::Responder),
+            [403, 403, 200, 200],
+        ),
+        (
+            "POST",
+            "/api/v1/govern",
+            Some(Role::Admin),
+            [403, 403, 403, 200],
+        ),
+        ("GET", "/metrics", None, [200, 200, 200, 200]),
+    ];
+    let tokens = [
+        "ingest-token",
+        "reader-token",
+        "responder-token",
+        "admin-token",
+    ];
+    for (method, path, needed, statuses) in table {
+        for (token, want) in tokens.iter().zip(statuses) {
+            let a = h.send(call(method, path, token)).await;
+            assert_eq!(
+                a.status.as_u16(),
+                want,
+                "{method} {path} with {token}: {}",
+                a.body
+            );
+            if want == 403 {
+                // The API reads nothing to an ingest identity whatever the route: it needs a reader at least.
+                let needed = if *token == "ingest-token" && path.starts_with("/api/") {
+                    Role::Reader
+                } else {
+                    needed.unwrap()
+                };
+                assert!(
+                    a.body.contains(&format!("needs the {needed} role")),
+                    "{method} {path}: {}",
+                    a.body
+                );
+                assert_eq!(a.headers["x-kubetrail-needs-role"], needed.as_str());
+            }
+        }
+    }
+    // Only the ingest identity's events reached the pipeline, carrying its name and role.
+    let seen = h.ingest.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1.identity.as_deref(), Some("apiserver"));
+    assert_eq!(seen[0].1.role, Some(Role::Ingest));
+}
+
+/// A verified client certificate that names no identity may send events and do nothing else; one that
+/// names an identity has its role.
+#[tokio::test]
+async fn certificates_are_ingest_unless_an_identity_names_them() {
+    let cert = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut info = axum_server::tls::TlsInfo::default();
+        info.peer_certificates = vec![params.self_signed(&key).unwrap().der().to_vec()];
+        Arc::new(info)
+    };
+    let cfg = ServerConfig {
+        tls: Some(TlsFiles {
+            cert: "unused.pem".into(),
+            key: "unused.pem".into(),
+            client_ca: Some("unused.pem".into()),
+        }),
+        identities: vec![Identity {
+            name: "soc-analyst".into(),
+            role: Role::Reader,
+            token: None,
+            client_cert_cn: Some("alice".into()),
+        }],
+        ..ServerConfig::default()
+    };
+    let api = Router::new().route(
+        "/api/v1/whoami",
+        axum::routing::get(|axum::Extension(peer): axum::Extension<Peer>| async move {
+            peer.identity.unwrap_or_default()
+        }),
+    );
+    let h = Harness {
+        app: kubetrail_server::router_with_api(&cfg, Arc::new(FakeIngest::default()), api),
+        ingest: Arc::new(FakeIngest::default()),
+    };
+    let with_cert = |method: &str, path: &str, cn: &str| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(EVENT_LIST))
+            .unwrap();
+        req.extensions_mut().insert(cert(cn));
+        req
+    };
+    assert_eq!(
+        h.send(with_cert("GET", "/api/v1/whoami", "kube-apiserver"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let alice = h.send(with_cert("GET", "/api/v1/whoami", "alice")).await;
+    assert_eq!(
+        (alice.status, alice.body.as_str()),
+        (StatusCode::OK, "soc-analyst")
+    );
+    assert_eq!(
+        h.send(with_cert("POST", "/k8s-audit", "alice"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// Wrong tokens from one address are throttled (429 with Retry-After, the token not even looked at), on the
+/// webhook, the API and the login alike; another address is not.
+#[tokio::test]
+async fn failed_authentications_are_throttled_per_address() {
+    let cfg = with_identities(&[("soc-lead", "right-token", Role::Responder)]);
+    let h = console_harness(&cfg);
+    let from = |ip: &str, path: &str, token: &str| {
+        let mut req = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    for i in 0..kubetrail_server::MAX_FAILURES {
+        let path = if i % 2 == 0 {
+            "/api/v1/whoami"
+        } else {
+            "/metrics"
+        };
+        let a = h.send(from("203.0.113.9", path, "guess")).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let a = h
+        .send(from("203.0.113.9", "/api/v1/whoami", "right-token"))
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    let secs: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&secs));
+    let mut login = form_login("right-token", "/");
+    login
+        .headers_mut()
+        .insert("host", "127.0.0.1:9443".parse().unwrap());
+    login.headers_mut().remove("origin");
+    login.extensions_mut().insert(ConnectInfo(
+        "203.0.113.9:40001".parse::<SocketAddr>().unwrap(),
+    ));
+    assert_eq!(h.send(login).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let other = h
+        .send(from("203.0.113.10", "/api/v1/whoami", "right-token"))
+        .await;
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (StatusCode::OK, "soc-lead")
+    );
+}
+
+/// DNS rebinding: a page whose name points at the listener says so in `Host`; it is refused (421)
+/// everywhere, the open loopback installation included, while addresses, localhost and configured names
+/// pass.
+#[tokio::test]
+async fn rebinding_hosts_are_refused() {
+    let h = console_harness(&ServerConfig {
+        server_names: vec!["kubetrail.corp.example".into()],
+        ..ServerConfig::default()
+    });
+    let with_host = |method: &str, path: &str, host: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(Body::from(if path == "/k8s-audit" {
+                EVENT_LIST
+            } else {
+                ""
+            }))
+            .unwrap()
+    };
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/api/v1/whoami"),
+        ("POST", "/api/v1/change"),
+        ("POST", "/k8s-audit"),
+        ("GET", "/metrics"),
+        ("GET", "/login"),
+    ] {
+        let a = h
+            .send(with_host(method, path, "rebind.evil.example:9443"))
+            .await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{method} {path}");
+        assert!(a.body.contains("server_names"), "{}", a.body);
+        for host in ["127.0.0.1:9443", "localhost:9443", "kubetrail.corp.example"] {
+            let a = h.send(with_host(method, path, host)).await;
+            assert_ne!(
+                a.status,
+                StatusCode::MISDIRECTED_REQUEST,
+                "{method} {path} {host}"
+            );
+        }
+    }
+}
+
+/// `/metrics` needs a credential unless `metrics_public`.
+#[tokio::test]
+async fn metrics_can_be_made_public() {
+    let cfg = ServerConfig {
+        metrics_public: true,
+        ..with_identities(&[("apiserver", "t", Role::Ingest)])
+    };
+    let h = harness(cfg);
+    assert_eq!(h.get("/metrics", false).await.status, StatusCode::OK);
+    let closed = harness(with_identities(&[("apiserver", "t", Role::Ingest)]));
+    assert_eq!(
+        closed.get("/metrics", false).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// An ingest token cannot open a console session.
+#[tokio::test]
+async fn ingest_tokens_cannot_log_in() {
+    let h = console_harness(&ServerConfig {
+        server_names: vec!["kubetrail.example".into()],
+        ..with_identities(&[("apiserver", "ingest-token", Role::Ingest)])
+    });
+    let a = h.send(form_login("ingest-token", "/")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(!a.headers.contains_key("set-cookie"));
+    assert!(a.body.contains("ingest role"), "{}", a.body);
 }

@@ -228,7 +228,12 @@ async fn tls_with_client_certificates_or_bearer_tokens() {
     let pki = Pki::new();
     let server = start(ServerConfig {
         tls: Some(pki.tls()),
-        bearer_tokens: vec!["s3cret-token".into()],
+        identities: vec![kubetrail_server::Identity {
+            name: "forwarder".into(),
+            role: kubetrail_server::Role::Ingest,
+            token: Some("s3cret-token".into()),
+            client_cert_cn: None,
+        }],
         ..ServerConfig::default()
     });
 
@@ -261,14 +266,14 @@ async fn tls_with_client_certificates_or_bearer_tokens() {
         identities,
         [
             Some("kube-apiserver".to_string()),
-            Some("token:0".to_string())
+            Some("forwarder".to_string())
         ]
     );
 
-    // Health is open; metrics are open to loopback peers (curl is one).
+    // Health is open; metrics need a credential, here the token (any role).
     let (url, args) = https(&pki, server.addr, "/healthz", &[]);
     assert_eq!(curl(url, args, None).await.status, Some(200));
-    let (url, args) = https(&pki, server.addr, "/metrics", &[]);
+    let (url, args) = https(&pki, server.addr, "/metrics", &token);
     let reply = curl(url, args, None).await;
     assert_eq!(reply.status, Some(200));
     assert!(

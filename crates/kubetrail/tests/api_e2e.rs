@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
-const TOKEN: &str = "api-test-token-8f2c";
+/// The analyst's token (the reader role): every read of the API.
+const TOKEN: &str = "api-test-reader-token-8f2c5e7a90b1c3d4";
+/// The apiserver's token (the ingest role): the webhook only.
+const INGEST_TOKEN: &str = "api-test-ingest-token-3a9d17c2e5f4b6a8";
 const DELETE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"7d1c0b8e-0000-4000-8000-00000000d31e","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods/payments-api-123","verb":"delete","user":{"username":"mallory@example.com","groups":["oidc:contractors","system:authenticated"]},"sourceIPs":["192.0.2.66"],"userAgent":"kubectl/v1.30.1 (linux/amd64) kubernetes/abc","objectRef":{"resource":"pods","namespace":"prod","name":"payments-api-123","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-01-01T01:02:03.456789Z","stageTimestamp":"2026-01-01T01:02:03.500000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
 
 struct Server(Child);
@@ -83,15 +86,25 @@ fn start(dir: &Path) -> (Server, u16) {
         .local_addr()
         .unwrap()
         .port();
-    let tokens = dir.join("tokens");
-    std::fs::write(&tokens, format!("# webhook and API\n{TOKEN}\n")).unwrap();
+    let token_file = |name: &str, token: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let reader = token_file("reader.token", TOKEN);
+    let ingest = token_file("ingest.token", INGEST_TOKEN);
     let config = dir.join("kubetrail.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\ndata: {}\nauth:\n  bearer_tokens_file: {}\n",
+            "listen: 127.0.0.1:{port}\ndata: {}\nauth:\n  identities:\n    \
+             - {{name: apiserver, token_file: {}, role: ingest}}\n    \
+             - {{name: soc-analyst, token_file: {}, role: reader}}\n",
             dir.join("data").display(),
-            tokens.display()
+            ingest.display(),
+            reader.display()
         ),
     )
     .unwrap();
@@ -119,7 +132,7 @@ fn forensic_questions_over_the_api() {
     let url = format!("http://127.0.0.1:{port}/k8s-audit");
     let sent = Command::new(BIN)
         .args(["gen", "--count", "20000", "--attacks", "--seed", "5"])
-        .args(["--post", &url, "--token", TOKEN])
+        .args(["--post", &url, "--token", INGEST_TOKEN])
         .output()
         .unwrap();
     assert!(
@@ -130,10 +143,19 @@ fn forensic_questions_over_the_api() {
     let (status, body) = call(
         port,
         "/k8s-audit",
-        Some(TOKEN),
+        Some(INGEST_TOKEN),
         Some(&format!("{DELETE}\n")),
     );
     assert_eq!(status, 200, "{body}");
+    // The analyst's token cannot post events: a forged event would pass for the apiserver's.
+    let (status, body) = call(
+        port,
+        "/k8s-audit",
+        Some(TOKEN),
+        Some(&format!("{DELETE}\n")),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("needs the ingest role"), "{body}");
 
     // Acknowledged events become queryable within seconds (the log is converted every few seconds).
     let count_sql = format!(
@@ -492,9 +514,9 @@ fn forensic_questions_over_the_api() {
     let err = String::from_utf8_lossy(&import.stderr);
     assert!(err.contains("is in use by `kubetrail serve (pid"), "{err}");
 
-    // Every API call is logged with the caller's identity (token index), never the token.
+    // Every API call is logged with the caller's identity by name, never the token.
     let log = std::fs::read_to_string(tmp.path().join("serve.stderr")).unwrap();
     assert!(log.contains("api request"), "{log}");
-    assert!(log.contains("token:0"), "{log}");
-    assert!(!log.contains(TOKEN));
+    assert!(log.contains("identity=\"soc-analyst\""), "{log}");
+    assert!(!log.contains(TOKEN) && !log.contains(INGEST_TOKEN));
 }

@@ -80,9 +80,9 @@ impl Settings {
                 client_ca: tls.client_ca.clone(),
             });
         }
-        if let Some(auth) = &cfg.auth {
-            server.bearer_tokens = config::read_tokens(&auth.bearer_tokens_file)?;
-        }
+        server.identities = cfg.identities()?;
+        server.server_names = cfg.server_names.clone();
+        server.metrics_public = cfg.metrics.as_ref().is_some_and(|m| m.public);
         let mut wal_opts = WalOptions::default();
         let mut pipe_cfg = PipelineConfig {
             cluster: args
@@ -250,8 +250,8 @@ pub fn run(
     ));
     let login = if server.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
         "log in with a client certificate or a bearer token"
-    } else if !server.bearer_tokens.is_empty() {
-        "log in with a token of auth.bearer_tokens_file"
+    } else if !server.identities.is_empty() {
+        "log in with your identity's token"
     } else {
         "no login on loopback"
     };

@@ -71,9 +71,11 @@ impl QueryApi {
         }
     }
 
-    /// The API's routes (to be put behind the server's authentication).
+    /// The API's routes (to be put behind the server's authentication, which lets in `reader` and above):
+    /// reads for readers, alert workflow for responders, suppressions for admins.
     pub fn router(self) -> Router {
-        Router::new()
+        use kubetrail_server::{Role, needs};
+        let reads = Router::new()
             .route("/api/v1/query", get(query).post(query))
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
@@ -84,18 +86,20 @@ impl QueryApi {
             .route("/api/v1/volume", get(explore::volume))
             .route("/api/v1/alerts", get(alerts_list))
             .route("/api/v1/alerts/{id}", get(alert_show))
-            .route(
-                "/api/v1/alerts/{id}/{action}",
-                axum::routing::post(alert_change),
-            )
-            .route(
-                "/api/v1/suppressions",
-                get(suppressions_list).post(suppression_add),
-            )
+            .route("/api/v1/suppressions", get(suppressions_list));
+        let respond = Router::new().route(
+            "/api/v1/alerts/{id}/{action}",
+            axum::routing::post(alert_change),
+        );
+        let govern = Router::new()
+            .route("/api/v1/suppressions", axum::routing::post(suppression_add))
             .route(
                 "/api/v1/suppressions/{id}/lift",
                 axum::routing::post(suppression_lift),
-            )
+            );
+        reads
+            .merge(needs(Role::Responder, respond))
+            .merge(needs(Role::Admin, govern))
             .with_state(Arc::new(self))
     }
 }
