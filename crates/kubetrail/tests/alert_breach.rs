@@ -1,8 +1,8 @@
 //! The alerting issue's "done when": the seed's breach replayed through the webhook of
 //! `kubetrail serve --alert-webhook URL` reaches the receiver as one alert per attack step, each carrying the
 //! actor's recent activity, first-seen facts, its runbook, the investigation commands and the console link;
-//! the analyst acknowledges from the CLI and resolves through the API; a suppression silences delivery but
-//! keeps the alert on record; `/metrics` counts deliveries per destination with their latency.
+//! the analyst acknowledges from the CLI and resolves through the API; a suppression is announced to every
+//! destination, silences delivery but keeps the alert on record; `/metrics` counts deliveries per destination with their latency.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -259,6 +259,14 @@ fn the_seed_breach_reaches_the_webhook_with_triage_context_and_the_workflow_runs
         ),
     );
     let sid = s["id"].as_str().expect("a suppression id").to_string();
+    // Making it is itself an alert, delivered to every destination.
+    let governance = next(&rx);
+    assert_eq!(governance["rule"]["id"], "kt-suppression-created", "{governance}");
+    assert_eq!(governance["severity"], "high");
+    assert!(
+        governance["summary"].as_str().unwrap().contains(&sid),
+        "{governance}"
+    );
     let silenced = events[1]
         .replace("\"b1\"", "\"c1\"")
         .replace("tools:report-runner", "tools:nightly-backup");

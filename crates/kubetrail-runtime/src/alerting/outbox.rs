@@ -163,8 +163,16 @@ impl Route {
         }
     }
 
+    /// Whether the destination gets `a`. Governance alerts (a suppression made or lifted, a critical alert
+    /// resolved) go to every destination whatever its route.
     pub fn wants(&self, a: &Alert) -> bool {
-        if a.severity < self.min_severity || a.suppressed.is_some() {
+        if a.suppressed.is_some() {
+            return false;
+        }
+        if crate::alerting::store::is_governance(&a.rule.id) {
+            return true;
+        }
+        if a.severity < self.min_severity {
             return false;
         }
         if !self.tags.is_empty()
@@ -234,6 +242,8 @@ pub struct AlertsConfig {
     /// The web console's address as analysts reach it (`https://kubetrail.example.com`): alerts link to
     /// `<console_url>/alerts/<id>`.
     pub console_url: Option<String>,
+    /// The longest suppression the API accepts, in days (default 30).
+    pub max_suppression_days: Option<u32>,
 }
 
 /// What a destination speaks, in the config file.

@@ -131,6 +131,82 @@ pub fn raise_system(
     summary: &str,
     investigate: &[&str],
 ) -> bool {
+    let r = append_alert(
+        alerts,
+        rule,
+        title,
+        severity,
+        "kubetrail",
+        scope,
+        summary,
+        investigate,
+    );
+    if let Err(e) = &r {
+        tracing::error!(rule, error = %e, "failed to record an alert about kubetrail itself: {summary}");
+    }
+    r.is_ok()
+}
+
+/// The rules of governance alerts: a suppression made or lifted, a critical alert resolved. No suppression
+/// silences them and every destination receives them, whatever its route: whoever can silence detection is
+/// watched by the same people it would silence.
+pub const GOVERNANCE_RULES: [&str; 3] = [
+    "kt-suppression-created",
+    "kt-suppression-lifted",
+    "kt-critical-resolved",
+];
+
+/// Whether `rule` is one of [`GOVERNANCE_RULES`].
+pub fn is_governance(rule: &str) -> bool {
+    GOVERNANCE_RULES.contains(&rule)
+}
+
+/// Raises a governance alert (high) about what `by` did, into `DATA/alerts/alerts.jsonl`. Unlike
+/// [`raise_system`], a failure is the caller's error: the governed action must not happen unseen.
+pub fn raise_governance(
+    data: &Path,
+    rule: &str,
+    title: &str,
+    by: &str,
+    summary: &str,
+    investigate: &[&str],
+) -> anyhow::Result<()> {
+    debug_assert!(is_governance(rule));
+    let dir = alerts_dir(data);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("failed to create `{}`", dir.display()))?;
+    let path = dir.join("alerts.jsonl");
+    append_alert(
+        &path,
+        rule,
+        title,
+        "high",
+        by,
+        summary,
+        summary,
+        investigate,
+    )
+    .with_context(|| {
+        format!(
+            "failed to record the {rule} alert in `{}`: nothing was changed",
+            path.display()
+        )
+    })?;
+    tracing::warn!(rule, by, "governance alert: {summary}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_alert(
+    alerts: &Path,
+    rule: &str,
+    title: &str,
+    severity: &str,
+    actor: &str,
+    scope: &str,
+    summary: &str,
+    investigate: &[&str],
+) -> std::io::Result<()> {
     let now = jiff::Timestamp::now().to_string();
     let alert = serde_json::json!({
         "id": short_hash(&format!("{rule}{scope}{now}"))[..16].to_string(),
@@ -138,7 +214,7 @@ pub fn raise_system(
         "severity": severity,
         "auditIDs": [],
         "time": now,
-        "actor": {"username": "kubetrail"},
+        "actor": {"username": actor},
         "sourceIPs": [],
         "summary": summary,
         "count": 1,
@@ -147,15 +223,11 @@ pub fn raise_system(
         "investigate": investigate,
     });
     let line = format!("{alert}\n");
-    let r = OpenOptions::new()
+    OpenOptions::new()
         .create(true)
         .append(true)
         .open(alerts)
-        .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
-    if let Err(e) = &r {
-        tracing::error!(rule, error = %e, "failed to record an alert about kubetrail itself: {summary}");
-    }
-    r.is_ok()
+        .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()))
 }
 
 /// The first hex digits of a SHA-256, for short ids.
@@ -289,12 +361,30 @@ pub fn find(data: &Path, id: &str) -> anyhow::Result<Tracked> {
 }
 
 /// Records a change of the alert `id` (or an unambiguous prefix) made by `by`; returns the alert after it.
+/// Resolving a critical alert raises `kt-critical-resolved` first (see [`GOVERNANCE_RULES`]).
 pub fn record(data: &Path, id: &str, action: Action, by: &str) -> anyhow::Result<Tracked> {
     let alert = find(data, id)?;
     if let Action::Assign { to } | Action::Note { text: to } = &action
         && to.trim().is_empty()
     {
         bail!("say who to assign it to, or what the note says");
+    }
+    if matches!(action, Action::Resolve)
+        && alert.status != Status::Resolved
+        && alert.alert.severity == kubetrail_detect::Level::Critical
+    {
+        let a = &alert.alert;
+        raise_governance(
+            data,
+            "kt-critical-resolved",
+            "A critical alert was resolved",
+            by,
+            &format!(
+                "{by} resolved critical alert {} ({}: {}, actor {})",
+                a.id, a.rule.id, a.rule.title, a.actor.username
+            ),
+            &[&format!("kubetrail alerts show {}", a.id)],
+        )?;
     }
     let dir = alerts_dir(data);
     std::fs::create_dir_all(&dir)?;

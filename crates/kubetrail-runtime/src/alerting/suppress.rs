@@ -4,6 +4,12 @@
 //! when, so every silence stays on record. A suppressed alert is still raised and recorded in `alerts.jsonl`
 //! (status `suppressed`, with the suppression's id), so nothing is hidden from an investigation; it is only not
 //! delivered. Live detection rereads the file when it changes, so the CLI and the API act on a running `serve`.
+//!
+//! Suppressions are governed: a selector names at least a rule or an exact identity (never only wildcards,
+//! namespaces or clusters: that would silence an attacker's every alert), a suppression lasts at most
+//! [`DEFAULT_MAX_DAYS`] unless configured (`alerts.max_suppression_days`), and making or lifting one raises
+//! `kt-suppression-created` / `kt-suppression-lifted`, which no suppression matches (the API lets only the
+//! `admin` role do either).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -13,8 +19,9 @@ use anyhow::{Context, bail};
 use kubetrail_detect::Alert;
 use serde::{Deserialize, Serialize};
 
-/// The longest a suppression may last: a permanent silence is a detection exception (config), not this.
-pub const MAX_DAYS: i64 = 90;
+/// The longest a suppression may last unless `alerts.max_suppression_days` says otherwise: a permanent
+/// silence is a detection exception (config, reviewed like code), not this.
+pub const DEFAULT_MAX_DAYS: u32 = 30;
 
 /// Which alerts a suppression silences: all the given selectors must match (at least one is required).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +47,29 @@ impl Selector {
             && self.cluster.is_none()
     }
 
+    /// Why this selector may not be used, if it may not: it must name a rule (or tag, or technique) or an
+    /// exact identity.
+    pub fn governed(&self) -> Result<(), String> {
+        let rule = self
+            .rule
+            .as_deref()
+            .is_some_and(|r| !r.trim().is_empty() && !r.contains('*'));
+        let user = self
+            .user
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty() && !u.contains('*'));
+        if rule || user {
+            return Ok(());
+        }
+        Err("a suppression must name a rule (`rule`) or an exact identity (`user` without `*`): \
+             wildcards, namespaces and clusters alone would silence every alert of whoever acts there"
+            .into())
+    }
+
     pub fn matches(&self, a: &Alert) -> bool {
+        if crate::alerting::store::is_governance(&a.rule.id) {
+            return false;
+        }
         let rule = self.rule.as_deref().is_none_or(|r| {
             r == a.rule.id
                 || a.tags.iter().any(|t| t.eq_ignore_ascii_case(r))
@@ -164,17 +193,18 @@ fn append(data: &Path, entry: &Entry) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write `{}`", p.display()))
 }
 
-/// Adds a suppression until `until`; returns it.
+/// Adds a suppression until `until` (at most `max_days` ahead), raising `kt-suppression-created`; returns it.
 pub fn add(
     data: &Path,
     selector: Selector,
     until: jiff::Timestamp,
     reason: &str,
     by: &str,
+    max_days: u32,
 ) -> anyhow::Result<Suppression> {
     let now = jiff::Timestamp::now();
-    if selector.is_empty() {
-        bail!("a suppression needs at least one of --rule, --user, --namespace, --cluster");
+    if let Err(e) = selector.governed() {
+        bail!("{e}");
     }
     if reason.trim().is_empty() {
         bail!("say why (--reason): the suppression is on record for whoever investigates later");
@@ -182,9 +212,10 @@ pub fn add(
     if until <= now {
         bail!("the suppression would end at {until}, which is not in the future");
     }
-    if until.duration_since(now).as_secs() > MAX_DAYS * 86_400 {
+    if until.duration_since(now).as_secs() > i64::from(max_days) * 86_400 {
         bail!(
-            "a suppression lasts at most {MAX_DAYS} days; for a permanent one, add a detection exception to the config"
+            "a suppression lasts at most {max_days} days (alerts.max_suppression_days); for a permanent one, add \
+             a detection exception to the config"
         );
     }
     let id = format!(
@@ -193,6 +224,21 @@ pub fn add(
     );
     let at = now.to_string();
     let until = until.to_string();
+    crate::alerting::store::raise_governance(
+        data,
+        "kt-suppression-created",
+        "A suppression was created",
+        by,
+        &format!(
+            "{by} suppressed alerts of {} until {until} (suppression {id}): {}",
+            describe(&selector),
+            reason.trim()
+        ),
+        &[
+            "kubetrail alerts suppressions --all",
+            &format!("kubetrail alerts unsuppress {id}"),
+        ],
+    )?;
     append(
         data,
         &Entry::Add {
@@ -225,6 +271,19 @@ pub fn lift(data: &Path, id: &str, by: &str) -> anyhow::Result<Suppression> {
         bail!("suppression `{id}` is no longer in force (expired or lifted)");
     }
     let at = jiff::Timestamp::now().to_string();
+    crate::alerting::store::raise_governance(
+        data,
+        "kt-suppression-lifted",
+        "A suppression was lifted",
+        by,
+        &format!(
+            "{by} lifted suppression {id} of {} (it was to last until {}): {}",
+            describe(&s.selector),
+            s.until,
+            s.reason
+        ),
+        &["kubetrail alerts suppressions --all"],
+    )?;
     append(
         data,
         &Entry::Lift {
@@ -237,6 +296,16 @@ pub fn lift(data: &Path, id: &str, by: &str) -> anyhow::Result<Suppression> {
         lifted: Some((by.to_string(), at)),
         ..s.clone()
     })
+}
+
+/// `rule kt-exec, user alice`: what a selector names.
+pub fn describe(s: &Selector) -> String {
+    let mut parts = Vec::new();
+    parts.extend(s.rule.as_ref().map(|r| format!("rule {r}")));
+    parts.extend(s.user.as_ref().map(|u| format!("user {u}")));
+    parts.extend(s.namespace.as_ref().map(|n| format!("namespace {n}")));
+    parts.extend(s.cluster.as_ref().map(|c| format!("cluster {c}")));
+    parts.join(", ")
 }
 
 /// The suppressions live detection applies, reloaded when the file changes.
@@ -334,20 +403,21 @@ mod tests {
             rule: Some("kt-exec".into()),
             ..Selector::default()
         };
+        let max = DEFAULT_MAX_DAYS;
         assert!(
-            add(dir.path(), Selector::default(), until, "x", "ann").is_err(),
+            add(dir.path(), Selector::default(), until, "x", "ann", max).is_err(),
             "needs a selector"
         );
         assert!(
-            add(dir.path(), rule.clone(), until, " ", "ann").is_err(),
+            add(dir.path(), rule.clone(), until, " ", "ann", max).is_err(),
             "needs a reason"
         );
         let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
         assert!(
-            add(dir.path(), rule.clone(), past, "x", "ann").is_err(),
+            add(dir.path(), rule.clone(), past, "x", "ann", max).is_err(),
             "must end in the future"
         );
-        let s = add(dir.path(), rule, until, "node upgrade", "ann").expect("added");
+        let s = add(dir.path(), rule, until, "node upgrade", "ann", max).expect("added");
         let mut live = Live::new(dir.path());
         assert_eq!(live.silencing(&alert()).as_deref(), Some(s.id.as_str()));
         lift(dir.path(), &s.id, "bob").expect("lifted");
@@ -362,5 +432,113 @@ mod tests {
         assert_eq!(all[0].by, "ann");
         assert_eq!(all[0].lifted.as_ref().map(|l| l.0.as_str()), Some("bob"));
         assert!(lift(dir.path(), &s.id, "bob").is_err(), "cannot lift twice");
+    }
+
+    #[test]
+    fn selectors_must_name_a_rule_or_an_exact_identity() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let refused = [
+            Selector {
+                user: Some("*".into()),
+                ..Selector::default()
+            },
+            Selector {
+                user: Some("system:serviceaccount:ci:*".into()),
+                ..Selector::default()
+            },
+            Selector {
+                rule: Some("*".into()),
+                ..Selector::default()
+            },
+            Selector {
+                namespace: Some("*".into()),
+                cluster: Some("eu-1".into()),
+                ..Selector::default()
+            },
+        ];
+        for sel in refused {
+            let e = add(dir.path(), sel.clone(), until, "x", "ann", DEFAULT_MAX_DAYS)
+                .expect_err("refused");
+            assert!(e.to_string().contains("exact identity"), "{sel:?}: {e}");
+        }
+        assert!(load(dir.path()).expect("load").is_empty());
+        assert!(
+            crate::alerting::store::load(dir.path())
+                .expect("alerts")
+                .is_empty(),
+            "a refused suppression raises nothing"
+        );
+        let user = Selector {
+            user: Some("system:serviceaccount:ci:deployer".into()),
+            namespace: Some("prod-*".into()),
+            ..Selector::default()
+        };
+        add(
+            dir.path(),
+            user,
+            until,
+            "deploy window",
+            "ann",
+            DEFAULT_MAX_DAYS,
+        )
+        .expect("exact user");
+    }
+
+    #[test]
+    fn suppressions_are_capped_and_raise_governance_alerts_nothing_silences() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let day = jiff::SignedDuration::from_hours(24);
+        let everything = Selector {
+            rule: Some("kt-exec".into()),
+            ..Selector::default()
+        };
+        let long = jiff::Timestamp::now() + day * 31;
+        let e = add(
+            dir.path(),
+            everything.clone(),
+            long,
+            "x",
+            "ann",
+            DEFAULT_MAX_DAYS,
+        )
+        .expect_err("over 30 days");
+        assert!(e.to_string().contains("at most 30 days"), "{e}");
+        add(dir.path(), everything.clone(), long, "x", "ann", 45).expect("45 configured");
+        let s = add(
+            dir.path(),
+            everything,
+            jiff::Timestamp::now() + day,
+            "ci noise",
+            "api:platform-security",
+            DEFAULT_MAX_DAYS,
+        )
+        .expect("added");
+        lift(dir.path(), &s.id, "api:soc-lead").expect("lifted");
+        let alerts = crate::alerting::store::load(dir.path()).expect("alerts");
+        let rules: Vec<&str> = alerts.iter().map(|t| t.alert.rule.id.as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "kt-suppression-created",
+                "kt-suppression-created",
+                "kt-suppression-lifted"
+            ]
+        );
+        let created = &alerts[1].alert;
+        assert_eq!(created.severity, kubetrail_detect::Level::High);
+        assert_eq!(created.actor.username, "api:platform-security");
+        assert!(created.summary.contains("rule kt-exec") && created.summary.contains("ci noise"));
+        assert!(alerts[2].alert.summary.contains(&s.id));
+        // No selector silences a governance alert, not even one naming its rule.
+        for rule in crate::alerting::store::GOVERNANCE_RULES {
+            let mut a = created.clone();
+            a.rule.id = rule.into();
+            let sel = Selector {
+                rule: Some(rule.into()),
+                ..Selector::default()
+            };
+            assert!(!sel.matches(&a), "{rule}");
+        }
     }
 }

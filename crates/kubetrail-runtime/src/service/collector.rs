@@ -52,6 +52,8 @@ pub struct Settings {
     pub redaction: kubetrail_policy::RedactionConfig,
     /// The console's address as analysts reach it, for links in alerts.
     pub console_url: Option<String>,
+    /// The longest suppression the API accepts, in days.
+    pub max_suppression_days: u32,
 }
 
 impl Settings {
@@ -168,7 +170,18 @@ impl Settings {
         }
         kubetrail_server::check_config(&server)?;
         let detection = cfg.detection.clone().unwrap_or_default();
+        let max_suppression_days = cfg
+            .alerts
+            .as_ref()
+            .and_then(|a| a.max_suppression_days)
+            .unwrap_or(crate::alerting::suppress::DEFAULT_MAX_DAYS);
+        if max_suppression_days == 0 || max_suppression_days > 365 {
+            anyhow::bail!(
+                "alerts.max_suppression_days must be 1 to 365, got {max_suppression_days}"
+            );
+        }
         Ok(Settings {
+            max_suppression_days,
             console_url: args
                 .console_url
                 .clone()
@@ -206,6 +219,7 @@ pub fn run(
         destinations: webhooks,
         redaction,
         console_url,
+        max_suppression_days,
     } = s;
     crate::data::ensure(&dir)?;
     let _writer = crate::data::lock_writer(&dir, "serve")?;
@@ -429,6 +443,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let api = crate::service::api::QueryApi::new(dir.clone(), queries.handle().clone())
+        .max_suppression_days(max_suppression_days)
         .router()
         .merge(crate::service::console::router());
     let result = runtime.block_on(async move {

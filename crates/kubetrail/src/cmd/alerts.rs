@@ -447,24 +447,16 @@ fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
         until,
         &a.reason,
         &crate::cmd::retention::os_user(),
+        kubetrail_runtime::alerting::suppress::DEFAULT_MAX_DAYS,
     )?;
     println!(
         "{}  suppressing {} until {} ({})",
         s.id,
-        describe(&s.selector),
+        kubetrail_runtime::alerting::suppress::describe(&s.selector),
         s.until,
         s.reason
     );
     Ok(Outcome::Ok)
-}
-
-fn describe(s: &kubetrail_runtime::alerting::suppress::Selector) -> String {
-    let mut parts = Vec::new();
-    parts.extend(s.rule.as_ref().map(|r| format!("rule {r}")));
-    parts.extend(s.user.as_ref().map(|u| format!("user {u}")));
-    parts.extend(s.namespace.as_ref().map(|n| format!("namespace {n}")));
-    parts.extend(s.cluster.as_ref().map(|c| format!("cluster {c}")));
-    parts.join(", ")
 }
 
 fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
@@ -501,7 +493,7 @@ fn suppressions(a: SuppressionsArgs) -> anyhow::Result<Outcome> {
                     vec![
                         s.id.clone(),
                         state,
-                        describe(&s.selector),
+                        kubetrail_runtime::alerting::suppress::describe(&s.selector),
                         s.until.clone(),
                         s.reason.clone(),
                         s.by.clone(),

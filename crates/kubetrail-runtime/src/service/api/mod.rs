@@ -59,6 +59,8 @@ pub struct QueryApi {
     /// The runtime queries run on.
     runtime: tokio::runtime::Handle,
     slots: Arc<Semaphore>,
+    /// The longest suppression accepted, in days.
+    max_suppression_days: u32,
 }
 
 impl QueryApi {
@@ -68,7 +70,14 @@ impl QueryApi {
             data,
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
+            max_suppression_days: crate::alerting::suppress::DEFAULT_MAX_DAYS,
         }
+    }
+
+    /// The longest suppression `POST /api/v1/suppressions` accepts (`alerts.max_suppression_days`).
+    pub fn max_suppression_days(mut self, days: u32) -> QueryApi {
+        self.max_suppression_days = days;
+        self
     }
 
     /// The API's routes (to be put behind the server's authentication, which lets in `reader` and above):
@@ -652,6 +661,7 @@ async fn suppression_add(
     };
     let data = api.data.clone();
     let by = caller(&peer);
+    let max_days = api.max_suppression_days;
     let s = blocking(
         move || {
             let selector = crate::alerting::suppress::Selector {
@@ -660,7 +670,7 @@ async fn suppression_add(
                 namespace: b.namespace,
                 cluster: b.cluster,
             };
-            crate::alerting::suppress::add(&data, selector, until, &b.reason, &by)
+            crate::alerting::suppress::add(&data, selector, until, &b.reason, &by, max_days)
         },
         StatusCode::BAD_REQUEST,
     )
