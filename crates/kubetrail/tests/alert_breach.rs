@@ -261,7 +261,10 @@ fn the_seed_breach_reaches_the_webhook_with_triage_context_and_the_workflow_runs
     let sid = s["id"].as_str().expect("a suppression id").to_string();
     // Making it is itself an alert, delivered to every destination.
     let governance = next(&rx);
-    assert_eq!(governance["rule"]["id"], "kt-suppression-created", "{governance}");
+    assert_eq!(
+        governance["rule"]["id"], "kt-suppression-created",
+        "{governance}"
+    );
     assert_eq!(governance["severity"], "high");
     assert!(
         governance["summary"].as_str().unwrap().contains(&sid),
