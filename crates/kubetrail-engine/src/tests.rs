@@ -357,3 +357,56 @@ fn last_writes_of_one_object() {
     // Names are values, never SQL.
     assert!(writes("pods", "dev", "job-1' OR '1'='1").is_empty());
 }
+
+/// A store holding files of format 1 (no `source` column) beside current ones answers queries over
+/// `source`: null for the old files' rows.
+#[test]
+fn format_1_files_read_with_a_null_source() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let root = store(dir.path());
+    let now = columnar::schema();
+    let old = Arc::new(arrow::datatypes::Schema::new(
+        now.fields()[..now.fields().len() - 1].to_vec(),
+    ));
+    for f in kubetrail_store::list_files(&root, Some("dev"), None, None).unwrap() {
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f.path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&f.path).unwrap(), old.clone(), None)
+                .unwrap();
+        for b in batches {
+            let cols = b.columns()[..b.num_columns() - 1].to_vec();
+            w.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
+                .unwrap();
+        }
+        w.close().unwrap();
+    }
+    let engine = Engine::open(&root, &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (_, rows) = rt
+        .block_on(engine.sql_rows(
+            "SELECT cluster, source, count(*) FROM events GROUP BY cluster, source ORDER BY cluster",
+            None,
+        ))
+        .unwrap();
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|c| c.text()).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["dev".to_string(), String::new(), "1".into()],
+            vec!["prod".to_string(), "test".into(), "4".into()]
+        ]
+    );
+}

@@ -146,6 +146,7 @@ fn check_row(b: &RecordBatch, i: usize, cluster: &str, line: &str) {
     };
     let non_empty = |p: &str| s(p).filter(|x| !x.is_empty());
     assert_eq!(str_col(b, "cluster", i), Some(cluster));
+    assert_eq!(str_col(b, "source", i), Some("test"), "the record's source");
     assert_eq!(str_col(b, "audit_id", i), s("/auditID"));
     assert_eq!(str_col(b, "stage", i), s("/stage"));
     assert_eq!(str_col(b, "level", i), s("/level"));
@@ -714,4 +715,51 @@ fn closed_days_are_merged_into_one_day_file_without_losing_or_doubling_a_row() {
     assert_eq!(again.len(), 2);
     assert!(!first.path.exists(), "the old day file is replaced");
     assert_eq!(rows(&root), all);
+}
+
+/// Files of format 1 (before the `source` column) stay readable and are merged by compaction, their rows
+/// getting a null `source`.
+#[test]
+fn format_1_files_without_source_are_compacted_with_a_null_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1000;
+    let (wal, _) = build_wal(&dir.path().join("wal"), n, 100.0);
+    let root = dir.path().join("columnar");
+    let opts = ColumnarOptions {
+        flush_rows: 200,
+        ..ColumnarOptions::default()
+    };
+    let mut w = ColumnarWriter::open(&root, Arc::clone(&wal), opts).unwrap();
+    w.flush().unwrap();
+    let before = rows(&root);
+    // Rewrite every file as format 1 wrote it: every column but the last.
+    let now = schema();
+    let old = Arc::new(arrow::datatypes::Schema::new(
+        now.fields()[..now.fields().len() - 1].to_vec(),
+    ));
+    assert_eq!(now.fields().last().unwrap().name(), "source");
+    for f in list_files(&root, None, None, None).unwrap() {
+        let batches = read(&f.path);
+        let mut out =
+            parquet::arrow::ArrowWriter::try_new(File::create(&f.path).unwrap(), old.clone(), None)
+                .unwrap();
+        for b in batches {
+            let cols = b.columns()[..b.num_columns() - 1].to_vec();
+            out.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
+                .unwrap();
+        }
+        out.close().unwrap();
+    }
+    let stats = w.compact().unwrap();
+    assert_eq!(stats.merges, 2, "old files are merged, one run per cluster");
+    assert_eq!(rows(&root), before, "no row lost or doubled");
+    for f in list_files(&root, None, None, None).unwrap() {
+        for b in read(&f.path) {
+            assert_eq!(b.schema().fields(), now.fields());
+            assert_eq!(
+                b.column_by_name("source").unwrap().null_count(),
+                b.num_rows()
+            );
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Who may do what, end to end on the real `kubetrail serve`: four identities (ingest, reader, responder,
-//! admin) against every route (the webhook, each API route, the console's pages and assets, `/metrics`), and
+//! Who may do what, end to end on the real `kubetrail serve`: the sending identity stored with each event;
+//! four identities (ingest, reader, responder, admin) against every route (the webhook, each API route, the console's pages and assets, `/metrics`), and
 //! the governance of suppressions and resolutions: a `*`-only selector and a too-long suppression are
 //! refused, and making or lifting a suppression or resolving a critical alert reaches a destination whose
 //! route asks for nothing of the kind.
@@ -159,6 +159,20 @@ fn every_role_against_every_route_and_governed_suppressions() {
         assert!(Instant::now() < deadline, "no critical alert: {body}");
         std::thread::sleep(Duration::from_millis(200));
     };
+
+    // The sender is stored with every event: the apiserver's name, queryable.
+    let sql = r#"{"sql":"SELECT source, count(*) AS n FROM events GROUP BY source"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(port, "POST", "/api/v1/query", READER, Some(sql));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["rows"] == serde_json::json!([["webhook:apiserver", 5]]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "senders: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // method, path, body, who may
     use Need::*;

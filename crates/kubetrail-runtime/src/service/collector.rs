@@ -503,12 +503,17 @@ struct Collector {
 }
 
 impl Ingest for Collector {
-    async fn ingest(&self, body: Bytes, _peer: Peer) -> Result<Accepted, Rejected> {
+    async fn ingest(&self, body: Bytes, peer: Peer) -> Result<Accepted, Rejected> {
         let guard_pipeline = self.pipeline.clone();
         let len = body.len();
+        // The sender is stored with every event (the `source` column): `webhook:apiserver`.
+        let source = match &peer.identity {
+            Some(name) => format!("webhook:{name}"),
+            None => "webhook".to_string(),
+        };
         let result = tokio::task::spawn_blocking(move || {
             let _inflight = guard_pipeline.admit(len)?;
-            guard_pipeline.ingest_body(&body, "webhook", now_us())
+            guard_pipeline.ingest_body(&body, &source, now_us())
         })
         .await
         .map_err(|e| Rejected::Unavailable {

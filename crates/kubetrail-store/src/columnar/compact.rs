@@ -139,7 +139,7 @@ impl ColumnarWriter {
             let file = File::open(&f.path).map_err(io_err(&f.path))?;
             let builder =
                 ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq_err(&f.path))?;
-            if builder.schema().fields() != schema().fields() {
+            if !super::schema::readable(builder.schema().fields()) {
                 return Ok(None);
             }
             expected += builder.metadata().file_metadata().num_rows() as u64;
@@ -157,7 +157,7 @@ impl ColumnarWriter {
         let bytes = write_file(dir, &name, &self.props, |w| {
             let mut merge = Merge::new(readers.len());
             for (i, (path, reader)) in readers.iter_mut().enumerate() {
-                merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);
+                merge.load(i, next_batch(reader, path)?);
             }
             let mut out: Vec<(usize, usize)> = Vec::with_capacity(BATCH_ROWS);
             while let Some(Reverse((_, _, _, i))) = merge.heap.pop() {
@@ -170,7 +170,7 @@ impl ColumnarWriter {
                 }
                 if exhausted {
                     let (path, reader) = &mut readers[i];
-                    merge.load(i, reader.next().transpose().map_err(arrow_in(path))?);
+                    merge.load(i, next_batch(reader, path)?);
                 } else {
                     merge.push(i);
                 }
@@ -251,6 +251,17 @@ struct Merge {
 
 /// (`user`, `time`, `seq`, input).
 type MergeKey = (Box<str>, i64, u64, usize);
+
+/// The reader's next batch in this build's schema (a format 1 file's gets its `source` column).
+fn next_batch(
+    reader: &mut parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    path: &Path,
+) -> Result<Option<RecordBatch>, ColumnarError> {
+    match reader.next().transpose().map_err(arrow_in(path))? {
+        Some(b) => Ok(Some(super::schema::upgrade(b).map_err(arrow_in(path))?)),
+        None => Ok(None),
+    }
+}
 
 impl Merge {
     fn new(n: usize) -> Merge {

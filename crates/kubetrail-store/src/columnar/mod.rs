@@ -56,6 +56,7 @@
 //! | `reason` | Utf8 null | annotation `authorization.k8s.io/reason` |
 //! | `latency_us` | Int64 null | `stageTimestamp` − `requestReceivedTimestamp` |
 //! | `event` | Utf8 | the full event JSON, as stored (redacted) |
+//! | `source` | Utf8 null | how it arrived: `webhook:<identity>` (the authenticated sender: an event posted by any identity but the apiserver's stands out), `webhook` (no authentication), `file:<path>`, `import`; null in files of format 1, which lacked the column |
 //!
 //! The columns are read from the event parsed as [`kubetrail_model::Event`] (the one event model; its strings
 //! borrow from the log payload where they hold no escapes). Every list's items are non-null Utf8 named

@@ -35,6 +35,8 @@ pub(super) struct Row<'a> {
     audit_id: &'a str,
     stage: &'a str,
     pub(super) event: &'a str,
+    /// How the event arrived (`webhook:<identity>`, `file:<path>`, `import`); null when unknown.
+    source: Option<&'a str>,
     /// Empty when the event did not parse.
     cols: EventColumns<'a>,
 }
@@ -142,6 +144,7 @@ impl<'a> Row<'a> {
             audit_id: borrowed(&rec.audit_id),
             stage: borrowed(&rec.stage),
             event,
+            source: Some(borrowed(&rec.source)).filter(|s| !s.is_empty()),
             cols,
         };
         (row, parsed)
@@ -182,6 +185,7 @@ pub(super) struct Columns {
     reason: StringBuilder,
     latency_us: Int64Builder,
     event: StringBuilder,
+    source: StringBuilder,
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -223,6 +227,7 @@ impl Columns {
             reason: s(),
             latency_us: Int64Builder::with_capacity(rows),
             event: StringBuilder::with_capacity(rows, event_bytes),
+            source: StringBuilder::with_capacity(rows, rows * 16),
         }
     }
 
@@ -261,6 +266,7 @@ impl Columns {
         self.reason.append_option(c.reason.as_deref());
         self.latency_us.append_option(r.latency);
         self.event.append_value(r.event);
+        self.source.append_option(r.source);
     }
 
     pub(super) fn finish(mut self) -> Result<RecordBatch, ArrowError> {
@@ -293,6 +299,7 @@ impl Columns {
             Arc::new(self.reason.finish()),
             Arc::new(self.latency_us.finish()),
             Arc::new(self.event.finish()),
+            Arc::new(self.source.finish()),
         ];
         RecordBatch::try_new(schema(), columns)
     }

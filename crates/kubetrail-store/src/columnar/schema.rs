@@ -11,7 +11,8 @@ use parquet::schema::types::ColumnPath;
 
 /// Written into every file's key-value metadata, so a later format can tell the files apart.
 const FORMAT_KEY: &str = "kubetrail.columnar.version";
-const FORMAT_VERSION: &str = "1";
+/// 2 added `source` (last); version 1 files lack it and read as null there.
+const FORMAT_VERSION: &str = "2";
 
 /// Columns with bloom filters: the values a selective forensic query looks up.
 pub const BLOOM_FILTER_COLUMNS: [&str; 5] = ["user", "name", "audit_id", "namespace", "ip"];
@@ -58,9 +59,36 @@ pub fn schema() -> SchemaRef {
                 s("reason", true),
                 Field::new("latency_us", DataType::Int64, true),
                 s("event", false),
+                s("source", true),
             ]))
         })
         .clone()
+}
+
+/// Whether `fields` are this schema's, or those of format 1 (every column but the last, `source`), whose
+/// batches [`upgrade`] brings to this schema.
+pub(super) fn readable(fields: &arrow::datatypes::Fields) -> bool {
+    let now = schema();
+    fields == now.fields()
+        || fields
+            .iter()
+            .eq(now.fields().iter().take(now.fields().len() - 1))
+}
+
+/// A batch of a format 1 file with the `source` column added (null); a batch of this schema as it is.
+pub(super) fn upgrade(
+    batch: arrow::array::RecordBatch,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    let now = schema();
+    if batch.num_columns() == now.fields().len() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    columns.push(arrow::array::new_null_array(
+        &DataType::Utf8,
+        batch.num_rows(),
+    ));
+    arrow::array::RecordBatch::try_new(now, columns)
 }
 
 pub(super) fn list_item() -> FieldRef {
