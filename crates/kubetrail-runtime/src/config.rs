@@ -124,9 +124,23 @@ pub struct Limits {
 }
 
 impl Config {
-    /// What still works but is on its way out, for `config check` and `serve` to say.
-    pub fn deprecations(&self) -> Vec<String> {
+    /// What works but deserves a look: what is on its way out, and grants wider than they may look; for
+    /// `config check` and `serve` to say.
+    pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let names_certs = self
+            .auth
+            .iter()
+            .flat_map(|a| &a.identities)
+            .any(|i| i.client_cert_cn.is_some());
+        if self.tls.as_ref().is_some_and(|t| t.client_ca.is_some()) && !names_certs {
+            out.push(
+                "tls.client_ca is set and no identity names a client_cert_cn: every certificate that CA signs \
+                 may send events (the ingest role); name the apiserver's certificate in auth.identities to \
+                 allow it alone"
+                    .into(),
+            );
+        }
         if self
             .auth
             .as_ref()

@@ -1,6 +1,8 @@
 //! Who is calling and what they may do: configured [`Identity`]s (a bearer token, a client certificate's
-//! common name, or both) each with one [`Role`]; verified client certificates that name no identity are
-//! `ingest`-only, so the apiserver's certificate can send events and nothing else.
+//! common name, or both) each with one [`Role`]. Once any identity names a certificate, the names are an
+//! allowlist: a verified certificate naming none is refused. Without such identities every certificate of
+//! `client_ca` is `ingest`-only (how the apiserver's certificate worked before roles): it can send events and
+//! nothing else, and its common name is stored with them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,6 +105,8 @@ pub(crate) enum Denied {
     Missing,
     /// A bearer token that matches none configured.
     Wrong,
+    /// A verified client certificate whose common name no identity names (while some identity names one).
+    UnknownCertificate,
 }
 
 impl Auth {
@@ -142,7 +146,10 @@ impl Auth {
     }
 
     /// The caller a verified client certificate names, if the request came with one.
-    pub(crate) fn certificate(&self, tls: Option<&Arc<TlsInfo>>) -> Option<Principal> {
+    pub(crate) fn certificate(
+        &self,
+        tls: Option<&Arc<TlsInfo>>,
+    ) -> Option<Result<Principal, Denied>> {
         // The TLS layer only completes a handshake with a certificate that verified against client_ca, and
         // asks for none without one: a peer certificate here is a verified one.
         if !self.client_certs {
@@ -151,12 +158,13 @@ impl Auth {
         let leaf = tls.and_then(|t| t.peer_certificates.first())?;
         let cn = client_identity(leaf);
         Some(match self.certs.get(&cn) {
-            Some(p) => p.clone(),
-            // A certificate of the client CA that names no identity is the apiserver's kind of caller.
-            None => Principal {
+            Some(p) => Ok(p.clone()),
+            None if !self.certs.is_empty() => Err(Denied::UnknownCertificate),
+            // No identity names certificates: every one of the client CA is the apiserver's kind of caller.
+            None => Ok(Principal {
                 name: cn,
                 role: Role::Ingest,
-            },
+            }),
         })
     }
 
@@ -167,7 +175,7 @@ impl Auth {
         tls: Option<&Arc<TlsInfo>>,
     ) -> Result<Option<Principal>, Denied> {
         if let Some(p) = self.certificate(tls) {
-            return Ok(Some(p));
+            return p.map(Some);
         }
         if !self.required() {
             return Ok(None);

@@ -96,7 +96,7 @@ impl<I: Ingest> AppState<I> {
         tls: Option<&Arc<TlsInfo>>,
     ) -> Result<Option<Principal>, Refused> {
         if let Some(p) = self.auth.certificate(tls) {
-            return Ok(Some(p));
+            return p.map(Some).map_err(Refused::Denied);
         }
         if let Some(secs) = self.throttle.blocked(addr.ip()) {
             return Err(Refused::Throttled(secs));
@@ -159,6 +159,9 @@ impl<I: Ingest> AppState<I> {
                 "authentication required: present a client certificate or a bearer token"
             }
             Denied::Wrong => "the bearer token is not accepted",
+            Denied::UnknownCertificate => {
+                "the client certificate's common name is not the client_cert_cn of any identity"
+            }
         };
         let peer = Peer {
             addr,

@@ -357,6 +357,7 @@ async fn client_certificate_identity() {
         h.ingest.seen()[0].1.identity.as_deref(),
         Some("kube-apiserver")
     );
+    assert_eq!(h.ingest.seen()[0].1.role, Some(Role::Ingest));
 }
 
 #[tokio::test]
@@ -980,10 +981,11 @@ async fn roles_decide_what_each_identity_may_do() {
     assert_eq!(seen[0].1.role, Some(Role::Ingest));
 }
 
-/// A verified client certificate that names no identity may send events and do nothing else; one that
-/// names an identity has its role.
+/// A verified client certificate has the role of the identity it names; once identities name certificates,
+/// one that names none is refused (without such identities, it may send events and nothing else: see
+/// `client_certificate_identity`).
 #[tokio::test]
-async fn certificates_are_ingest_unless_an_identity_names_them() {
+async fn certificates_are_an_allowlist_once_identities_name_them() {
     let cert = |cn: &str| {
         let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
         params

@@ -179,3 +179,87 @@ fn serve_on_a_public_address_needs_tls_or_insecure() {
     let text = std::fs::read_to_string(&stderr).unwrap();
     assert!(text.contains("--insecure"), "the warning is shown:\n{text}");
 }
+
+/// Identities as `config check` judges them: weak or exposed credentials are refused naming the file and
+/// the fix; the deprecated token list and an unnamed client CA are warnings.
+#[test]
+fn identities_refuse_weak_or_exposed_tokens_and_warn_on_wide_grants() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p.display().to_string()
+    };
+    let good = "0123456789abcdef0123456789abcdef";
+    let config = |auth: &str| {
+        let p = dir.join("kubetrail.yaml");
+        std::fs::write(
+            &p,
+            format!("data: {}\nauth:\n{auth}", dir.join("data").display()),
+        )
+        .unwrap();
+        p
+    };
+    let cases = [
+        (
+            format!(
+                "  identities:\n    - {{name: lead, token_file: {}, role: responder}}\n",
+                write("open", &format!("{good}\n"), 0o644)
+            ),
+            "mode 644",
+        ),
+        (
+            format!(
+                "  identities:\n    - {{name: lead, token_file: {}, role: responder}}\n",
+                write("short", "too-short\n", 0o600)
+            ),
+            "at least 32",
+        ),
+        (
+            format!(
+                "  identities:\n    - {{name: lead, token_file: {}, role: responder}}\n",
+                write("two", &format!("{good}\n{good}x\n"), 0o600)
+            ),
+            "holds 2 tokens",
+        ),
+        (
+            format!(
+                "  identities:\n    - {{name: a, token_file: {f}, role: reader}}\n    - {{name: b, token_file: {f}, role: admin}}\n",
+                f = write("same", &format!("{good}\n"), 0o600)
+            ),
+            "the same token",
+        ),
+        (
+            "  identities:\n    - {name: x, role: admin}\n".to_string(),
+            "token_file` or a `client_cert_cn",
+        ),
+        (
+            "  identities:\n    - {name: x, client_cert_cn: alice, role: admin}\n".to_string(),
+            "needs `tls.client_ca`",
+        ),
+        (
+            "  identities:\n    - {name: x, token_file: /nonexistent, role: godmode}\n".to_string(),
+            "godmode",
+        ),
+    ];
+    for (auth, want) in cases {
+        let (code, text) = check(&config(&auth));
+        assert_eq!(code, Some(1), "{auth}: {text}");
+        assert!(text.contains(want), "{auth}: want `{want}` in {text}");
+        assert!(!text.contains(good), "a token is never printed: {text}");
+    }
+    // The deprecated list still works, as admins, with a warning.
+    let legacy = format!(
+        "  bearer_tokens_file: {}\n",
+        write("legacy", &format!("{good}\n"), 0o600)
+    );
+    let (code, text) = check(&config(&legacy));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("deprecated") && text.contains("admins"),
+        "{text}"
+    );
+}

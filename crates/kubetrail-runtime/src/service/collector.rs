@@ -62,7 +62,7 @@ impl Settings {
     /// starts.
     pub fn resolve(cfg: Config, args: Flags) -> anyhow::Result<Settings> {
         cfg.validate()?;
-        for d in cfg.deprecations() {
+        for d in cfg.warnings() {
             tracing::warn!("config: {d}");
         }
         let dir = crate::data::resolve(args.data.clone(), cfg.data.clone());

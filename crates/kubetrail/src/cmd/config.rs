@@ -24,7 +24,7 @@ pub fn run(c: ConfigCommand) -> anyhow::Result<Outcome> {
     let ConfigCommand::Check(args) = c;
     // The same resolution `serve` does, with no flags: files read, listener checked.
     let checked = Config::load(&args.file).and_then(|cfg| {
-        let deprecations = cfg.deprecations();
+        let deprecations = cfg.warnings();
         Settings::resolve(cfg, Flags::default())?;
         Ok(deprecations)
     });
