@@ -1029,12 +1029,15 @@ async fn certificates_are_an_allowlist_once_identities_name_them() {
         req.extensions_mut().insert(cert(cn));
         req
     };
-    assert_eq!(
-        h.send(with_cert("GET", "/api/v1/whoami", "kube-apiserver"))
-            .await
-            .status,
-        StatusCode::FORBIDDEN
-    );
+    let unknown = h
+        .send(with_cert("GET", "/api/v1/whoami", "kube-apiserver"))
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED, "{}", unknown.body);
+    assert!(unknown.body.contains("client_cert_cn"), "{}", unknown.body);
+    let post = h
+        .send(with_cert("POST", "/k8s-audit", "kube-apiserver"))
+        .await;
+    assert_eq!(post.status, StatusCode::UNAUTHORIZED);
     let alice = h.send(with_cert("GET", "/api/v1/whoami", "alice")).await;
     assert_eq!(
         (alice.status, alice.body.as_str()),
