@@ -182,8 +182,13 @@ fn writes_files_that_fit_together() {
     let keys: Vec<&String> = config.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["cluster", "data", "listen", "tls"],
+        ["auth", "cluster", "data", "listen", "tls"],
         "only keys the config loader knows"
+    );
+    // Only the apiserver's certificate, and only to send events.
+    assert_eq!(
+        config["auth"]["identities"],
+        serde_json::json!([{"name": "apiserver", "client_cert_cn": "kube-apiserver-audit", "role": "ingest"}])
     );
 
     let loaded = kubetrail_policy::load(&read(&dir, "audit-policy.yaml"));

@@ -438,10 +438,18 @@ fn kubetrail_config(dir: &Path, port: u16, cluster: &str) -> String {
          \x20 cert: {cert}\n\
          \x20 key: {key}\n\
          \x20 client_ca: {ca}\n\
-         # Or, instead of client certificates, bearer tokens (one per line; the kubeconfig's user then carries\n\
-         # `token:`):\n\
-         # auth:\n\
-         #   bearer_tokens_file: /etc/kubetrail/tokens\n",
+         # Who may do what: kube-apiserver's certificate sends events (the ingest role) and nothing else; no\n\
+         # other certificate is accepted. Add people with a token each (`openssl rand -hex 32 > FILE; chmod\n\
+         # 600 FILE`) and the least role they need: reader (queries, console), responder (works alerts), admin\n\
+         # (suppressions).\n\
+         auth:\n\
+         \x20 identities:\n\
+         \x20   - {{name: apiserver, client_cert_cn: {CLIENT_CN}, role: ingest}}\n\
+         \x20   # - {{name: soc-analyst, token_file: /etc/kubetrail/tokens/analyst, role: reader}}\n\
+         \x20   # - {{name: platform-security, token_file: /etc/kubetrail/tokens/admin, role: admin}}\n\
+         # The names kube-apiserver and analysts reach this server by, beyond the certificate's (DNS\n\
+         # rebinding: other Host headers are refused):\n\
+         # server_names: [kubetrail.example.com]\n",
         config = dir.join("kubetrail.yaml").display(),
         cluster = quote(cluster),
         cert = path("server.crt"),
