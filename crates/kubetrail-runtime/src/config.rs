@@ -95,6 +95,8 @@ pub struct Metrics {
 
 /// The shortest bearer token accepted: 32 characters (`openssl rand -hex 32` makes 64).
 pub const MIN_TOKEN_CHARS: usize = 32;
+/// The fewest distinct characters a token may have (`aaaa…` is not a secret; random hex has 16).
+pub const MIN_TOKEN_DISTINCT: usize = 8;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,6 +326,16 @@ fn checked_token(what: &str, path: &Path, token: &str) -> anyhow::Result<String>
             path.display()
         );
     }
+    let mut distinct: Vec<char> = token.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < MIN_TOKEN_DISTINCT {
+        bail!(
+            "{what} `{}` holds a token of only {} distinct characters: use a random one (`openssl rand -hex 32`)",
+            path.display(),
+            distinct.len()
+        );
+    }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         bail!(
             "{what} `{}` holds a token with spaces or control characters",
@@ -340,6 +352,9 @@ pub fn owner_only(what: &str, path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{what} `{}` cannot be read", path.display()))?;
+        if !meta.is_file() {
+            bail!("{what} `{}` is not a regular file", path.display());
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             bail!(

@@ -1,8 +1,8 @@
 //! The names this server answers to, against DNS rebinding: a page of `evil.example` whose name an attacker
 //! re-points at 127.0.0.1 reaches a loopback listener as same-origin, but its requests say `Host:
 //! evil.example`. Allowed are: IP literals (a page cannot be served from an address it does not own, so an
-//! address in `Host` was typed, not rebound; probes and scrapers by pod IP keep working), `localhost` and
-//! `*.localhost`, the configured `server_names`, and under TLS the names the server certificate is valid for
+//! address in `Host` was typed, not rebound; probes and scrapers by pod IP keep working), `localhost` (not
+//! `*.localhost`, which some resolvers forward to the network), the configured `server_names`, and under TLS the names the server certificate is valid for
 //! (a browser would refuse the certificate for any other). Anything else is answered 421 Misdirected Request.
 //! A request without `Host` (HTTP/1.0 tools; browsers always send one) is let through.
 //!
@@ -27,7 +27,18 @@ pub(crate) struct Hosts {
 fn hostname(authority: &str) -> String {
     let a = authority.trim();
     let host = if let Some(rest) = a.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
+        // `[v6]` or `[v6]:port`, nothing else after the bracket.
+        match rest.split_once(']') {
+            Some((v6, "")) => v6,
+            Some((v6, port))
+                if port.len() > 1
+                    && port.starts_with(':')
+                    && port[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                v6
+            }
+            _ => return String::new(),
+        }
     } else {
         match a.rsplit_once(':') {
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -55,11 +66,7 @@ impl Hosts {
         if host.is_empty() {
             return false;
         }
-        if host.parse::<IpAddr>().is_ok()
-            || host == "localhost"
-            || host.ends_with(".localhost")
-            || self.names.contains(&host)
-        {
+        if host.parse::<IpAddr>().is_ok() || host == "localhost" || self.names.contains(&host) {
             return true;
         }
         let Some(cert) = &self.cert else {
@@ -132,7 +139,6 @@ mod tests {
             "10.2.3.4",
             "localhost:9443",
             "LOCALHOST.",
-            "console.localhost",
             "kubetrail.example:443",
             "kubetrail.example",
         ] {
@@ -142,6 +148,9 @@ mod tests {
             "evil.example:9443",
             "kubetrail.example.evil.example",
             "localhost.evil.example",
+            "console.localhost",
+            "[::1]evil.example",
+            "[::1]:x",
             "",
             ":9443",
         ] {

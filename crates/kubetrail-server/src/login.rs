@@ -102,18 +102,6 @@ pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Re
         // Nothing to log in with (loopback without authentication needs no login).
         return see_other(&next, None);
     }
-    if let Some(secs) = st.throttled(addr) {
-        st.metrics.rejected(crate::metrics::Reason::Throttled);
-        tracing::warn!(peer = %addr, "console login refused: too many failed authentications");
-        let mut r = form(
-            StatusCode::TOO_MANY_REQUESTS,
-            &next,
-            Some("Too many failed logins from this address: wait a minute."),
-        );
-        r.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
-    }
     let token = f.token.trim();
     let outcome = if token.is_empty() {
         Err(Denied::Missing)
@@ -137,8 +125,17 @@ pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Re
             )
         }
         Err(denied) => {
-            if denied == Denied::Wrong {
-                st.failed_login(addr);
+            if let crate::webhook::Refused::Throttled(secs) = st.failed(addr, denied) {
+                st.metrics.rejected(crate::metrics::Reason::Throttled);
+                tracing::warn!(peer = %addr, "console login refused: too many failed authentications");
+                let mut r = form(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &next,
+                    Some("Too many failed logins from this address: wait a minute."),
+                );
+                r.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+                return r;
             }
             st.metrics.rejected(crate::metrics::Reason::Unauthenticated);
             tracing::warn!(peer = %addr, "console login refused: the token is not accepted");

@@ -1,7 +1,10 @@
-//! Failed authentications per source address: past [`MAX_FAILURES`] wrong tokens in a [`WINDOW`], an address
-//! is answered 429 without its token being looked at until the window ends, so guessing costs a window per
-//! few tries. IPv6 addresses count per /64 (one host usually holds the whole prefix). The table is bounded:
-//! beyond [`MAX_ADDRESSES`] the oldest window goes. A verified client certificate is never throttled.
+//! Failed authentications per source address: past [`MAX_FAILURES`] wrong tokens in a [`WINDOW`], an
+//! address's wrong tokens are answered 429 (with `Retry-After`) instead of 401 until the window ends. A right
+//! token, a session or a certificate is never throttled: many callers share an address (an ingress, SNAT, a
+//! node's pods), and one of them must not lock the apiserver or an analyst out. Tokens have at least 128 bits
+//! (32 characters), so the throttle bounds the noise and cost of guessing rather than its odds. IPv6
+//! addresses count per /64 (one host usually holds the whole prefix). The table is bounded: beyond
+//! [`MAX_ADDRESSES`] the oldest window goes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

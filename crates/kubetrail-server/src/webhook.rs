@@ -87,36 +87,32 @@ impl<I: Ingest> AppState<I> {
         }
     }
 
-    /// The request's caller (`Ok(None)` when no authentication is configured); wrong tokens count against
-    /// the address, and an address over its count is not heard until its window ends.
+    /// The request's caller (`Ok(None)` when no authentication is configured). A wrong token counts against
+    /// the address; past its count, wrong tokens are answered 429 (never a right one: whoever shares the
+    /// address cannot lock the apiserver or an analyst out).
     pub(crate) fn identify(
         &self,
         addr: SocketAddr,
         headers: &HeaderMap,
         tls: Option<&Arc<TlsInfo>>,
     ) -> Result<Option<Principal>, Refused> {
-        if let Some(p) = self.auth.certificate(tls) {
-            return p.map(Some).map_err(Refused::Denied);
-        }
-        if let Some(secs) = self.throttle.blocked(addr.ip()) {
-            return Err(Refused::Throttled(secs));
-        }
-        self.auth.authenticate(headers, tls).map_err(|denied| {
-            if denied == Denied::Wrong {
-                self.throttle.failed(addr.ip());
-            }
-            Refused::Denied(denied)
-        })
+        self.auth
+            .authenticate(headers, tls)
+            .map_err(|denied| self.failed(addr, denied))
     }
 
-    /// Counts a wrong token presented outside a request's headers (the login form).
-    pub(crate) fn failed_login(&self, addr: SocketAddr) {
+    /// What a failed authentication from `addr` is answered: 429 once the address is over its count of
+    /// wrong tokens.
+    pub(crate) fn failed(&self, addr: SocketAddr, denied: Denied) -> Refused {
+        if denied != Denied::Wrong {
+            return Refused::Denied(denied);
+        }
+        let blocked = self.throttle.blocked(addr.ip());
         self.throttle.failed(addr.ip());
-    }
-
-    /// Seconds an address must wait before its next token is looked at, if it must.
-    pub(crate) fn throttled(&self, addr: SocketAddr) -> Option<u32> {
-        self.throttle.blocked(addr.ip())
+        match blocked {
+            Some(secs) => Refused::Throttled(secs),
+            None => Refused::Denied(denied),
+        }
     }
 
     /// The answer to a request without a caller.

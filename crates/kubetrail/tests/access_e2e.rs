@@ -353,6 +353,16 @@ fn every_role_against_every_route_and_governed_suppressions() {
     assert_eq!(made["severity"], "high");
     assert_eq!(made["actor"]["username"], "api:platform-security");
     assert!(made["summary"].as_str().unwrap().contains(&sid), "{made}");
+    // Whoever made it cannot close the alert about it.
+    let (status, text) = call(
+        port,
+        "POST",
+        &format!("/api/v1/alerts/{}/resolve", made["id"].as_str().unwrap()),
+        ADMIN,
+        None,
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("someone else"), "{text}");
     let (status, text) = call(
         port,
         "POST",

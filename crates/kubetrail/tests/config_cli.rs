@@ -237,6 +237,13 @@ fn identities_refuse_weak_or_exposed_tokens_and_warn_on_wide_grants() {
             "token_file` or a `client_cert_cn",
         ),
         (
+            format!(
+                "  identities:\n    - {{name: lead, token_file: {}, role: responder}}\n",
+                write("same-char", &format!("{}\n", "a".repeat(40)), 0o600)
+            ),
+            "distinct characters",
+        ),
+        (
             "  identities:\n    - {name: x, client_cert_cn: alice, role: admin}\n".to_string(),
             "needs `tls.client_ca`",
         ),
@@ -251,6 +258,22 @@ fn identities_refuse_weak_or_exposed_tokens_and_warn_on_wide_grants() {
         assert!(text.contains(want), "{auth}: want `{want}` in {text}");
         assert!(!text.contains(good), "a token is never printed: {text}");
     }
+    // A FIFO (or a device) would hang the start: refused as not a regular file.
+    let fifo = dir.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, text) = check(&config(&format!(
+        "  identities:\n    - {{name: lead, token_file: {}, role: responder}}\n",
+        fifo.display()
+    )));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not a regular file"), "{text}");
     // The deprecated list still works, as admins, with a warning.
     let legacy = format!(
         "  bearer_tokens_file: {}\n",

@@ -135,7 +135,7 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     let shown = cli(&["alerts", "show", &id]);
     assert!(shown.contains("status: acknowledged"), "{shown}");
     assert!(
-        shown.contains("analyst-ann  note: looking at it"),
+        shown.contains("cli:analyst-ann (uid ") && shown.contains("note: looking at it"),
         "{shown}"
     );
     assert!(
@@ -150,7 +150,13 @@ fn serve_alerts_on_stored_events_and_resumes_after_a_restart() {
     assert_eq!(status, 200, "{open}");
     assert_eq!(open["alerts"][0]["status"], "acknowledged");
     assert_eq!(open["alerts"][0]["history"][1]["text"], "looking at it");
-    assert_eq!(open["alerts"][0]["history"][0]["by"], "analyst-ann");
+    assert!(
+        open["alerts"][0]["history"][0]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:analyst-ann (uid "),
+        "{open}"
+    );
     let (status, resolved) = call(port, "POST", &format!("/api/v1/alerts/{id}/resolve"), "");
     assert_eq!(status, 200, "{resolved}");
     assert_eq!(resolved["status"], "resolved");

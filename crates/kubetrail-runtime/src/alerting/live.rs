@@ -134,7 +134,10 @@ impl Detector {
             seen,
             seen_lines,
             resolved: crate::alerting::store::Resolved::new(dir),
-            suppressions: crate::alerting::suppress::Live::new(dir),
+            suppressions: crate::alerting::suppress::Live::new(
+                dir,
+                crate::alerting::suppress::DEFAULT_MAX_DAYS,
+            ),
             console: console.map(|c| c.trim_end_matches('/').to_string()),
             dir: dir.to_path_buf(),
             metrics: DetectionMetrics::default(),
@@ -144,6 +147,12 @@ impl Detector {
             writers: std::collections::HashMap::new(),
             written,
         })
+    }
+
+    /// Applies only suppressions that last at most `days` (`alerts.max_suppression_days`).
+    pub fn max_suppression_days(mut self, days: u32) -> Self {
+        self.suppressions = crate::alerting::suppress::Live::new(&self.dir, days);
+        self
     }
 
     /// Publishes detection's counters (unreadable events, the engine's `Stats`) in `metrics`, the registry

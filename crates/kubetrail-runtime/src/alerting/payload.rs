@@ -99,6 +99,21 @@ fn investigate(a: &Alert) -> Vec<String> {
     }
 }
 
+/// Slack's longest section and message text, field text and header (Block Kit's documented limits).
+const SLACK_TEXT: usize = 3000;
+const SLACK_FIELD: usize = 2000;
+const SLACK_HEADER: usize = 150;
+
+/// `s` cut to at most `max` characters, the last being `…` when cut.
+fn cut(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
 /// The Slack incoming-webhook body (Block Kit) for one alert.
 pub fn slack_body(a: &Alert) -> Vec<u8> {
     let esc = |s: &str| {
@@ -147,14 +162,16 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
             },
         ),
     ];
+    // Every text within Slack's limits (a longer one is refused with 400 `invalid_blocks`, for good): names,
+    // user agents and summaries come from the events, that is from whoever the alert is about.
     let mut body = serde_json::json!({
-        "text": esc(&format!("{head}: {}", a.summary)),
+        "text": cut(esc(&format!("{head}: {}", a.summary)), SLACK_TEXT),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": head.chars().take(150).collect::<String>()}},
+            {"type": "header", "text": {"type": "plain_text", "text": cut(head.clone(), SLACK_HEADER)}},
             {"type": "section", "fields": fields.iter().map(|(k, v)| serde_json::json!({
-                "type": "mrkdwn", "text": format!("*{k}*\n{}", esc(v)),
+                "type": "mrkdwn", "text": cut(format!("*{k}*\n{}", esc(v)), SLACK_FIELD),
             })).collect::<Vec<_>>()},
-            {"type": "section", "text": {"type": "mrkdwn", "text": esc(&a.summary)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": cut(esc(&a.summary), SLACK_TEXT)}},
         ],
     });
     let blocks = body["blocks"].as_array_mut().expect("blocks");
@@ -167,12 +184,14 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
             .join("\n");
         blocks.push(
             serde_json::json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*Context*\n{}", text).chars().take(3000).collect::<String>()}}),
+            "text": cut(format!("*Context*\n{}", text), SLACK_TEXT)}}),
         );
     }
     if a.resolved.is_none() {
-        blocks.push(serde_json::json!({"type": "section", "text": {"type": "mrkdwn",
-            "text": format!("*First step*\n```{}```", esc(&first_step(a))).chars().take(3000).collect::<String>()}}));
+        blocks.push(
+            serde_json::json!({"type": "section", "text": {"type": "mrkdwn",
+            "text": cut(format!("*First step*\n```{}```", esc(&first_step(a))), SLACK_TEXT)}}),
+        );
     }
     let mut links = format!(
         "Rule `{}`{} · alert `{}` · runbook: `kubetrail rules show {}` · investigate: `{}`",
@@ -190,7 +209,7 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
         links += &format!(" · <{}|open in the console>", esc(url));
     }
     blocks.push(
-        serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": links}]}),
+        serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(links, SLACK_TEXT)}]}),
     );
     serde_json::to_vec(&body).expect("JSON serialises")
 }
@@ -242,4 +261,54 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
         body[0]["generatorURL"] = url.clone().into();
     }
     serde_json::to_vec(&body).expect("JSON serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An alert about someone whose name, user agent and object name are as long as they could make them:
+    /// every Slack text stays within its limit, so Slack cannot refuse the alert for good.
+    #[test]
+    fn slack_texts_stay_within_slacks_limits_whatever_the_event_holds() {
+        let long = "<&>".repeat(4000);
+        let a: Alert = serde_json::from_value(serde_json::json!({
+            "id": "a1", "rule": {"id": "kt-exec", "title": long}, "severity": "high",
+            "auditIDs": ["x"], "time": "2026-11-25T10:00:00Z", "actor": {"username": long},
+            "sourceIPs": [long], "summary": long, "count": 2, "lastTime": "2026-11-25T10:00:01Z",
+            "userAgent": long,
+            "target": {"verb": "create", "resource": "pods", "name": long, "namespace": long},
+        }))
+        .expect("alert");
+        let body: serde_json::Value = serde_json::from_slice(&slack_body(&a)).unwrap();
+        let chars = |v: &serde_json::Value| v.as_str().unwrap().chars().count();
+        assert!(chars(&body["text"]) <= SLACK_TEXT);
+        let mut texts = 0;
+        for block in body["blocks"].as_array().unwrap() {
+            let limit = if block["type"] == "header" {
+                SLACK_HEADER
+            } else {
+                SLACK_TEXT
+            };
+            if let Some(t) = block.get("text") {
+                assert!(chars(&t["text"]) <= limit, "{}", block["type"]);
+                texts += 1;
+            }
+            for f in block["fields"].as_array().into_iter().flatten() {
+                assert!(chars(&f["text"]) <= SLACK_FIELD);
+                texts += 1;
+            }
+            for e in block["elements"].as_array().into_iter().flatten() {
+                assert!(chars(&e["text"]) <= SLACK_TEXT);
+                texts += 1;
+            }
+        }
+        assert!(texts >= 8, "the message kept its parts");
+        assert!(
+            body["blocks"][2]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with('…')
+        );
+    }
 }

@@ -361,13 +361,21 @@ pub fn find(data: &Path, id: &str) -> anyhow::Result<Tracked> {
 }
 
 /// Records a change of the alert `id` (or an unambiguous prefix) made by `by`; returns the alert after it.
-/// Resolving a critical alert raises `kt-critical-resolved` first (see [`GOVERNANCE_RULES`]).
+/// Resolving a critical alert raises `kt-critical-resolved` first (see [`GOVERNANCE_RULES`]); a governance
+/// alert is resolved only by someone other than who it reports, and its resolution is not delivered.
 pub fn record(data: &Path, id: &str, action: Action, by: &str) -> anyhow::Result<Tracked> {
     let alert = find(data, id)?;
     if let Action::Assign { to } | Action::Note { text: to } = &action
         && to.trim().is_empty()
     {
         bail!("say who to assign it to, or what the note says");
+    }
+    let governance = is_governance(&alert.alert.rule.id);
+    if governance && matches!(action, Action::Resolve) && alert.alert.actor.username == by {
+        bail!(
+            "`{by}` made the change this governance alert reports ({}): someone else resolves it",
+            alert.alert.rule.id
+        );
     }
     if matches!(action, Action::Resolve)
         && alert.status != Status::Resolved
@@ -412,8 +420,10 @@ pub fn record(data: &Path, id: &str, action: Action, by: &str) -> anyhow::Result
     f.write_all(format!("{}\n", serde_json::to_string(&change)?).as_bytes())?;
     f.sync_data()?;
     // Tell the destinations (the outbox reads alerts.jsonl): a resolution closes the alert there, a reopening
-    // fires it again.
+    // fires it again. Not for a governance alert: the destinations keep it as it was raised (a resolution sent
+    // before a receiver's first flush could hide it).
     let notice = match change.action {
+        _ if governance => None,
         Action::Resolve => Some(Alert {
             resolved: Some(change.at.clone()),
             update: true,

@@ -22,6 +22,24 @@ use serde::{Deserialize, Serialize};
 /// The longest a suppression may last unless `alerts.max_suppression_days` says otherwise: a permanent
 /// silence is a detection exception (config, reviewed like code), not this.
 pub const DEFAULT_MAX_DAYS: u32 = 30;
+/// The longest selector value (a Kubernetes name is at most 253 characters).
+pub const MAX_SELECTOR_CHARS: usize = 253;
+/// The longest reason: it travels in the governance alert to every destination.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// `t1609` or `t1609.001`.
+fn is_technique(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    match b {
+        [b't', rest @ ..] => match rest.iter().position(|c| *c == b'.') {
+            None => rest.len() == 4 && digits(rest),
+            Some(4) => digits(&rest[..4]) && rest.len() == 8 && digits(&rest[5..]),
+            _ => false,
+        },
+        _ => false,
+    }
+}
 
 /// Which alerts a suppression silences: all the given selectors must match (at least one is required).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +65,33 @@ impl Selector {
             && self.cluster.is_none()
     }
 
-    /// Why this selector may not be used, if it may not: it must name a rule (or tag, or technique) or an
-    /// exact identity.
+    /// Why this selector may not be used, if it may not: it must name a rule (its id, or an ATT&CK technique:
+    /// `T1609`, `attack.t1609`; never a tactic such as `attack.execution`, which covers dozens of rules) or an
+    /// exact identity, and no value may be longer than [`MAX_SELECTOR_CHARS`].
     pub fn governed(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("rule", &self.rule),
+            ("user", &self.user),
+            ("namespace", &self.namespace),
+            ("cluster", &self.cluster),
+        ] {
+            if let Some(v) = v
+                && v.chars().count() > MAX_SELECTOR_CHARS
+            {
+                return Err(format!(
+                    "`{name}` is longer than {MAX_SELECTOR_CHARS} characters"
+                ));
+            }
+        }
+        if let Some(r) = &self.rule
+            && let Some(tag) = r.to_ascii_lowercase().strip_prefix("attack.")
+            && !is_technique(tag)
+        {
+            return Err(format!(
+                "`rule: {r}` is an ATT&CK tactic, which covers many rules: name a rule id or a technique \
+                 (`attack.t1609`)"
+            ));
+        }
         let rule = self
             .rule
             .as_deref()
@@ -133,6 +175,22 @@ pub struct Suppression {
 }
 
 impl Suppression {
+    /// Why this suppression may not silence anything, if it may not: its selector is not governed, or it
+    /// was made to last longer than `max_days`.
+    pub fn lawful(&self, max_days: u32) -> Result<(), String> {
+        self.selector.governed()?;
+        let (Ok(at), Ok(until)) = (
+            self.at.parse::<jiff::Timestamp>(),
+            self.until.parse::<jiff::Timestamp>(),
+        ) else {
+            return Err("its times are not RFC 3339".into());
+        };
+        if until.duration_since(at).as_secs() > i64::from(max_days) * 86_400 + 60 {
+            return Err(format!("it lasts longer than {max_days} days"));
+        }
+        Ok(())
+    }
+
     /// In force at `now` (not expired, not lifted).
     pub fn active(&self, now: jiff::Timestamp) -> bool {
         self.lifted.is_none()
@@ -208,6 +266,9 @@ pub fn add(
     }
     if reason.trim().is_empty() {
         bail!("say why (--reason): the suppression is on record for whoever investigates later");
+    }
+    if reason.trim().chars().count() > MAX_REASON_CHARS {
+        bail!("the reason is longer than {MAX_REASON_CHARS} characters: link a ticket instead");
     }
     if until <= now {
         bail!("the suppression would end at {until}, which is not in the future");
@@ -314,12 +375,17 @@ pub struct Live {
     data: PathBuf,
     seen: Option<(u64, std::time::SystemTime)>,
     all: Vec<Suppression>,
+    max_days: u32,
+    /// Unlawful suppressions already reported.
+    reported: std::collections::HashSet<String>,
 }
 
 impl Live {
-    pub fn new(data: &Path) -> Live {
+    /// Applies the suppressions of `data` that keep the rules, with `max_days` the longest allowed.
+    pub fn new(data: &Path, max_days: u32) -> Live {
         Live {
             data: data.to_path_buf(),
+            max_days,
             ..Live::default()
         }
     }
@@ -340,14 +406,51 @@ impl Live {
         }
     }
 
-    /// The id of the suppression in force now that silences `a`, if any.
+    /// The id of the suppression in force now that silences `a`, if any. A suppression on file that breaks
+    /// the rules (written before them, or by hand) silences nothing; it is logged and reported once.
     pub fn silencing(&mut self, a: &Alert) -> Option<String> {
         self.refresh();
         let now = jiff::Timestamp::now();
-        self.all
+        let mut unlawful = Vec::new();
+        let mut silencer = None;
+        for s in self
+            .all
             .iter()
-            .find(|s| s.active(now) && s.selector.matches(a))
-            .map(|s| s.id.clone())
+            .filter(|s| s.active(now) && s.selector.matches(a))
+        {
+            match s.lawful(self.max_days) {
+                Ok(()) => {
+                    silencer = Some(s.id.clone());
+                    break;
+                }
+                Err(why) => unlawful.push((s.clone(), why)),
+            }
+        }
+        for (s, why) in unlawful {
+            if !self.reported.insert(s.id.clone()) {
+                continue;
+            }
+            tracing::error!(
+                suppression = s.id,
+                "a suppression on file is ignored: {why}"
+            );
+            let alerts = crate::alerting::store::alerts_dir(&self.data).join("alerts.jsonl");
+            crate::alerting::store::raise_system(
+                &alerts,
+                "kt-suppression-ignored",
+                "A suppression on file breaks the rules and is ignored",
+                "high",
+                &s.id,
+                &format!(
+                    "suppression {} ({}, by {}) silences nothing: {why}",
+                    s.id,
+                    describe(&s.selector),
+                    s.by
+                ),
+                &["kubetrail alerts suppressions --all"],
+            );
+        }
+        silencer
     }
 }
 
@@ -418,7 +521,7 @@ mod tests {
             "must end in the future"
         );
         let s = add(dir.path(), rule, until, "node upgrade", "ann", max).expect("added");
-        let mut live = Live::new(dir.path());
+        let mut live = Live::new(dir.path(), DEFAULT_MAX_DAYS);
         assert_eq!(live.silencing(&alert()).as_deref(), Some(s.id.as_str()));
         lift(dir.path(), &s.id, "bob").expect("lifted");
         assert_eq!(
@@ -540,5 +643,142 @@ mod tests {
             };
             assert!(!sel.matches(&a), "{rule}");
         }
+    }
+
+    #[test]
+    fn tactics_long_values_and_long_reasons_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let rule = |r: &str| Selector {
+            rule: Some(r.into()),
+            ..Selector::default()
+        };
+        for tactic in [
+            "attack.execution",
+            "ATTACK.Persistence",
+            "attack.t16",
+            "attack.t1609.1",
+        ] {
+            let e = add(
+                dir.path(),
+                rule(tactic),
+                until,
+                "x",
+                "ann",
+                DEFAULT_MAX_DAYS,
+            )
+            .expect_err(tactic);
+            assert!(e.to_string().contains("tactic"), "{tactic}: {e}");
+        }
+        for technique in ["attack.t1609", "attack.T1552.007", "T1609", "kt-exec"] {
+            add(
+                dir.path(),
+                rule(technique),
+                until,
+                "x",
+                "ann",
+                DEFAULT_MAX_DAYS,
+            )
+            .expect(technique);
+        }
+        let long = "x".repeat(MAX_SELECTOR_CHARS + 1);
+        assert!(add(dir.path(), rule(&long), until, "x", "ann", DEFAULT_MAX_DAYS).is_err());
+        let reason = "r".repeat(MAX_REASON_CHARS + 1);
+        let e = add(
+            dir.path(),
+            rule("kt-exec"),
+            until,
+            &reason,
+            "ann",
+            DEFAULT_MAX_DAYS,
+        )
+        .expect_err("long reason");
+        assert!(e.to_string().contains("reason"), "{e}");
+    }
+
+    /// A suppression written to the file by hand (or before the rules) silences nothing and is reported.
+    #[test]
+    fn unlawful_suppressions_on_file_silence_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let now = jiff::Timestamp::now();
+        let lines = [
+            Entry::Add {
+                id: "s-everything".into(),
+                selector: Selector {
+                    namespace: Some("*".into()),
+                    ..Selector::default()
+                },
+                until: (now + jiff::SignedDuration::from_hours(24)).to_string(),
+                reason: "x".into(),
+                by: "root".into(),
+                at: now.to_string(),
+            },
+            Entry::Add {
+                id: "s-too-long".into(),
+                selector: Selector {
+                    rule: Some("kt-exec".into()),
+                    ..Selector::default()
+                },
+                until: (now + jiff::SignedDuration::from_hours(24 * 89)).to_string(),
+                reason: "x".into(),
+                by: "root".into(),
+                at: now.to_string(),
+            },
+        ];
+        for l in &lines {
+            append(dir.path(), l).expect("append");
+        }
+        let mut live = Live::new(dir.path(), DEFAULT_MAX_DAYS);
+        assert_eq!(live.silencing(&alert()), None);
+        let reported = crate::alerting::store::load(dir.path()).expect("alerts");
+        let rules: Vec<&str> = reported.iter().map(|t| t.alert.rule.id.as_str()).collect();
+        assert_eq!(rules, ["kt-suppression-ignored", "kt-suppression-ignored"]);
+        assert!(reported[0].alert.summary.contains("s-everything"));
+        assert_eq!(live.silencing(&alert()), None);
+        assert_eq!(
+            crate::alerting::store::load(dir.path())
+                .expect("alerts")
+                .len(),
+            2,
+            "not reported twice"
+        );
+        // With a longer maximum configured, the 89-day one is lawful.
+        let mut live = Live::new(dir.path(), 90);
+        assert_eq!(live.silencing(&alert()).as_deref(), Some("s-too-long"));
+    }
+
+    /// A governance alert is resolved only by someone other than who it reports, and its resolution is not
+    /// sent to the destinations.
+    #[test]
+    fn governance_alerts_are_not_resolved_by_their_subject_nor_resolved_at_the_destinations() {
+        use crate::alerting::store::{self, Action};
+        let dir = tempfile::tempdir().expect("tmp");
+        let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2);
+        let sel = Selector {
+            rule: Some("kt-exec".into()),
+            ..Selector::default()
+        };
+        add(
+            dir.path(),
+            sel,
+            until,
+            "x",
+            "api:platform-security",
+            DEFAULT_MAX_DAYS,
+        )
+        .expect("added");
+        let id = store::load(dir.path()).expect("alerts")[0].alert.id.clone();
+        let lines = || {
+            std::fs::read_to_string(store::alerts_dir(dir.path()).join("alerts.jsonl"))
+                .expect("alerts.jsonl")
+                .lines()
+                .count()
+        };
+        let e = store::record(dir.path(), &id, Action::Resolve, "api:platform-security")
+            .expect_err("its subject");
+        assert!(e.to_string().contains("someone else"), "{e}");
+        let t = store::record(dir.path(), &id, Action::Resolve, "api:soc-lead").expect("another");
+        assert_eq!(t.status, store::Status::Resolved);
+        assert_eq!(lines(), 1, "no resolution notice for the destinations");
     }
 }

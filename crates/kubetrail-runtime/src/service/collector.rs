@@ -307,6 +307,7 @@ pub fn run(
         engine,
         console_url.or(default_console),
     )?
+    .max_suppression_days(max_suppression_days)
     .report_to(pipeline.metrics());
     store.hold_for(detector.position());
     let sinks = crate::shipping::config::build_all(&sinks)?;

@@ -42,10 +42,11 @@ pub enum AlertsCommand {
 #[command(group(clap::ArgGroup::new("end").required(true).args(["for_", "until"])))]
 #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["rule", "user", "namespace", "cluster"])))]
 pub struct SuppressArgs {
-    /// A rule id, a Sigma tag (`attack.t1609`) or an ATT&CK technique (`T1609`).
+    /// A rule id or an ATT&CK technique (`T1609`, `attack.t1609`; not a tactic). A suppression names a rule
+    /// or an exact --user.
     #[arg(long)]
     pub rule: Option<String>,
-    /// The actor, exactly, or a prefix ending in `*` (`system:serviceaccount:ci:*`).
+    /// The actor, exactly, or a prefix ending in `*` (`system:serviceaccount:ci:*`, only with --rule).
     #[arg(long)]
     pub user: Option<String>,
     /// The target namespace (`*` wildcards).
@@ -53,15 +54,19 @@ pub struct SuppressArgs {
     pub namespace: Option<String>,
     #[arg(long)]
     pub cluster: Option<String>,
-    /// For how long (`30m`, `1.5h`, `2d`, `1w`; at most 90 days).
+    /// For how long (`30m`, `1.5h`, `2d`, `1w`; at most 30 days, or the config's
+    /// alerts.max_suppression_days).
     #[arg(long = "for", value_name = "DURATION")]
     pub for_: Option<String>,
     /// Until this time (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
-    /// Why (recorded with who and when).
+    /// Why (recorded with who and when; at most 500 characters).
     #[arg(long)]
     pub reason: String,
+    /// The config `serve` runs with, for its alerts.max_suppression_days.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -435,6 +440,13 @@ fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
         })?,
         (None, None) => unreachable!("clap requires one"),
     };
+    let max_days = match &a.config {
+        Some(path) => kubetrail_runtime::config::Config::load(path)?
+            .alerts
+            .and_then(|al| al.max_suppression_days)
+            .unwrap_or(kubetrail_runtime::alerting::suppress::DEFAULT_MAX_DAYS),
+        None => kubetrail_runtime::alerting::suppress::DEFAULT_MAX_DAYS,
+    };
     let selector = kubetrail_runtime::alerting::suppress::Selector {
         rule: a.rule,
         user: a.user,
@@ -447,7 +459,7 @@ fn suppress(a: SuppressArgs) -> anyhow::Result<Outcome> {
         until,
         &a.reason,
         &crate::cmd::retention::os_user(),
-        kubetrail_runtime::alerting::suppress::DEFAULT_MAX_DAYS,
+        max_days,
     )?;
     println!(
         "{}  suppressing {} until {} ({})",

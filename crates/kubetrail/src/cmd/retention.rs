@@ -361,23 +361,30 @@ fn hold_release(args: HoldReleaseArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Who changes a hold, for the log: the OS user (`$USER`, else `$LOGNAME`, else the uid).
-/// The OS user running the command, for records of who did what.
+/// Who did something from the command line, for records of who did what: `cli:<user> (uid N)`, the user as
+/// `$USER` (else `$LOGNAME`) claims and the uid the process runs as, which no environment changes; `cli:`
+/// keeps it apart from the API's `api:<identity>`.
 pub fn os_user() -> String {
-    if let Some(u) = ["USER", "LOGNAME"]
+    let claimed = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-    {
-        return u;
-    }
+        .map(|u| {
+            u.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        });
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata("/proc/self") {
-            return format!("uid {}", m.uid());
+            return match claimed {
+                Some(u) => format!("cli:{u} (uid {})", m.uid()),
+                None => format!("cli:uid {}", m.uid()),
+            };
         }
     }
-    "unknown".into()
+    format!("cli:{}", claimed.unwrap_or_else(|| "unknown".into()))
 }
 
 /// Now, to the second: what plans and holds print and record.

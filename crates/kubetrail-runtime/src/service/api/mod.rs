@@ -570,6 +570,8 @@ async fn alert_change(
         let m = format!("{e:#}");
         let status = if m.starts_with("no alert") || m.contains("is the start of") {
             StatusCode::NOT_FOUND
+        } else if m.contains("someone else resolves it") {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::BAD_REQUEST
         };
