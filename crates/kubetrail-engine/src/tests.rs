@@ -230,6 +230,10 @@ fn where_expressions_run_as_sql() {
         &["a1", "g1"],
     );
     check("cluster = dev", &["b1"]);
+    // `IS DISTINCT FROM` takes a whole expression on its right: what follows must not be read into it.
+    check("namespace != dev and verb = delete", &["a1"]);
+    check("impersonated != x and user = bob", &["b1"]);
+    check("code != 200 and verb = create or user = bob", &["b1"]);
 }
 
 #[test]

@@ -74,7 +74,7 @@
 //! | expression | SQL |
 //! | --- | --- |
 //! | `f = v`, `f in (v, w)` | `"col" = 'v'`, `"col" IN ('v', 'w')` |
-//! | `f != v` | `"col" <> 'v'` on columns that are never null (`verb`, `stage`, `level`, `audit_id`, `uri`, `cluster`), else `"col" IS DISTINCT FROM 'v'` |
+//! | `f != v` | `"col" <> 'v'` on columns that are never null (`verb`, `stage`, `level`, `audit_id`, `uri`, `cluster`), else `("col" IS DISTINCT FROM 'v')` (parenthesized: the parser reads all that follows `FROM` as its operand) |
 //! | `f ~ a*b?` | `"col" LIKE 'a%b_' ESCAPE '\'` (`%`, `_` and `\` in the value escaped with `\`) |
 //! | `code ~ 4??` | `CAST("code" AS VARCHAR) LIKE '4__' ESCAPE '\'` |
 //! | `group = v`, `group in (v, w)` | `array_has("groups", 'v')`, `array_has_any("groups", make_array('v', 'w'))` |

@@ -86,7 +86,9 @@ fn write_cmp(field: &Field, op: Op, values: &[Value], out: &mut String) {
         (_, Op::Eq) => write!(out, "{ident} = {first}"),
         (_, Op::In) => write!(out, "{ident} IN ({})", list()),
         (ColumnKind::Text { nullable: false }, Op::Ne) => write!(out, "{ident} <> {first}"),
-        (_, Op::Ne) => write!(out, "{ident} IS DISTINCT FROM {first}"),
+        // Parenthesized: the parser reads a whole expression after `IS DISTINCT FROM`, `AND` and `OR`
+        // included (`a IS DISTINCT FROM 'x' AND b` is `a IS DISTINCT FROM ('x' AND b)`).
+        (_, Op::Ne) => write!(out, "({ident} IS DISTINCT FROM {first})"),
         (ColumnKind::Int, Op::Glob) => {
             write!(
                 out,
@@ -190,7 +192,7 @@ mod tests {
         check("verb != get", r#""verb" <> 'get'"#);
         check(
             "namespace != kube-system",
-            r#""namespace" IS DISTINCT FROM 'kube-system'"#,
+            r#"("namespace" IS DISTINCT FROM 'kube-system')"#,
         );
         check(
             "verb in (get, list, watch)",
@@ -210,7 +212,7 @@ mod tests {
         check("decision = forbid", r#""decision" = 'forbid'"#);
         check(
             "impersonated != alice",
-            r#""impersonated_user" IS DISTINCT FROM 'alice'"#,
+            r#"("impersonated_user" IS DISTINCT FROM 'alice')"#,
         );
         check("cluster = prod-eu", r#""cluster" = 'prod-eu'"#);
         check(
@@ -241,7 +243,7 @@ mod tests {
     fn code_is_an_integer() {
         check("code = 403", r#""code" = 403"#);
         check("code = '404'", r#""code" = 404"#);
-        check("code != 200", r#""code" IS DISTINCT FROM 200"#);
+        check("code != 200", r#"("code" IS DISTINCT FROM 200)"#);
         check("code in (401, 403)", r#""code" IN (401, 403)"#);
         check(
             "code ~ 4??",
