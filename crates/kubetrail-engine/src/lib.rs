@@ -21,6 +21,7 @@
 //! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
 //! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
 
+pub mod limits;
 pub mod reports;
 
 use std::ops::ControlFlow;

@@ -361,3 +361,61 @@ fn last_writes_of_one_object() {
     // Names are values, never SQL.
     assert!(writes("pods", "dev", "job-1' OR '1'='1").is_empty());
 }
+
+#[test]
+fn the_largest_accepted_queries_fit_half_the_query_stack() {
+    use crate::limits::{MAX_SQL_TOKENS, MAX_WHERE_TERMS, QUERY_STACK_BYTES, check_sql};
+    let dir = tempfile::tempdir().unwrap();
+    let root = store(dir.path());
+    // The deepest SQL of each iterative shape the token limit accepts: one level more is refused.
+    let shapes: [fn(usize) -> String; 4] = [
+        |k| format!("SELECT {}1 AS n FROM events", "1+".repeat(k)),
+        |k| format!("SELECT 1{} AS n", "::int".repeat(k)),
+        |k| format!("SELECT 1{} AS n", " IS NULL".repeat(k)),
+        |k| {
+            format!(
+                "SELECT count(*) FROM (SELECT 1 AS x{})",
+                " UNION ALL SELECT 1".repeat(k)
+            )
+        },
+    ];
+    let mut sqls = Vec::new();
+    for shape in shapes {
+        let k = (1..MAX_SQL_TOKENS)
+            .take_while(|&k| check_sql(&shape(k)).is_ok())
+            .last()
+            .unwrap();
+        // Two to four tokens a level: hundreds of levels deep.
+        assert!(k > MAX_SQL_TOKENS / 5, "{}", shape(k));
+        sqls.push(shape(k));
+    }
+    // The longest `where` runs: `and`s come back from DataFusion as a chain.
+    let run = |term: &str, join: &str| {
+        let terms: Vec<String> = (0..MAX_WHERE_TERMS).map(|i| format!("{term}{i}")).collect();
+        kubetrail_query::parse(&terms.join(join)).unwrap().to_sql()
+    };
+    let wheres = [
+        run("user != u", " and "),
+        run("user = u", " or "),
+        run("objectRef.name != n", " and "),
+    ];
+    std::thread::Builder::new()
+        .stack_size(QUERY_STACK_BYTES / 2)
+        .spawn(move || {
+            let engine = Engine::open(&root, &Scope::default()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for sql in &sqls {
+                let (_, rows) = rt.block_on(engine.sql_rows(sql, None)).unwrap();
+                assert!(!rows.is_empty(), "{sql}");
+            }
+            for predicate in &wheres {
+                rt.block_on(engine.rows(Some(predicate), RowQuery::default()))
+                    .unwrap();
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

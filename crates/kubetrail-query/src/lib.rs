@@ -125,6 +125,17 @@ pub enum Expr {
     },
 }
 
+impl Expr {
+    /// The terms: one per compared value (a comparison has one, `in (a, b, c)` three).
+    pub fn terms(&self) -> usize {
+        match self {
+            Expr::And(terms) | Expr::Or(terms) => terms.iter().map(Expr::terms).sum(),
+            Expr::Not(inner) => inner.terms(),
+            Expr::Cmp { values, .. } => values.len(),
+        }
+    }
+}
+
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -29,7 +29,24 @@ fn write_expr(expr: &Expr, out: &mut String) {
     }
 }
 
+/// Terms joined flat up to this many; longer runs are split in halves, each parenthesized.
+const FLAT_TERMS: usize = 4;
+
+/// `a OR b OR c` parses as `(a OR b) OR c`: a run of n terms is a tree n deep, and the engine walks its trees
+/// recursively. Long runs are written as balanced trees instead, about log2(n) deep.
 fn write_joined(terms: &[Expr], separator: &str, out: &mut String) {
+    if terms.len() > FLAT_TERMS {
+        let (left, right) = terms.split_at(terms.len() / 2);
+        for (i, half) in [left, right].into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(separator);
+            }
+            out.push('(');
+            write_joined(half, separator, out);
+            out.push(')');
+        }
+        return;
+    }
     for (i, term) in terms.iter().enumerate() {
         if i > 0 {
             out.push_str(separator);
@@ -360,5 +377,30 @@ mod tests {
             r#""user" = 'a' AND ("verb" = 'b' OR "verb" = 'c')"#,
         );
         check("  user\t=\n a  ", r#""user" = 'a'"#);
+    }
+
+    #[test]
+    fn long_runs_are_balanced() {
+        check(
+            "user = a or user = b or user = c or user = d or user = e",
+            r#"("user" = 'a' OR "user" = 'b') OR ("user" = 'c' OR "user" = 'd' OR "user" = 'e')"#,
+        );
+        // 1,000 terms: about log2(1000) parentheses deep, never a chain of 1,000.
+        let run = (0..1000)
+            .map(|i| format!("verb = v{i}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let sql = parse(&run).unwrap().to_sql();
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in sql.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+        }
+        assert_eq!(deepest, 8, "{sql}");
+        assert_eq!(sql.matches(" AND ").count(), 999);
     }
 }

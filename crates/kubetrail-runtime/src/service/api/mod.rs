@@ -12,7 +12,10 @@
 //! The server authenticates every call like the webhook before it gets here (`router_with_api`). Queries
 //! run on their own runtime so a heavy one never delays a webhook acknowledgement, at most
 //! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504), each answer at most
-//! [`MAX_ROWS`] rows (`truncated` says when more matched). SQL is read-only (the engine refuses DDL, DML
+//! [`MAX_ROWS`] rows (`truncated` says when more matched). `sql` and `where` are bounded in size, tokens
+//! and terms (`kubetrail_engine::limits`, 400 naming the limit), and the query runtime's threads have the
+//! stack the largest accepted query needs ([`query_runtime`]), so no query overflows a stack and takes
+//! the process, webhook included, down with it. SQL is read-only (the engine refuses DDL, DML
 //! and statements). The store is read as the collector leaves it: the log is converted into Parquet once 5 s
 //! old (or sooner when many events wait), so an acknowledged event is found within about five seconds.
 
@@ -34,7 +37,7 @@ use axum::routing::get;
 use kubetrail_engine::reports::{
     self, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
 };
-use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope};
+use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope, limits};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -48,6 +51,18 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_ROWS: usize = 10_000;
 /// The largest `POST` body of parameters.
 const MAX_PARAMS_BYTES: usize = 1 << 20;
+
+/// The runtime queries run on: their own threads (a heavy query never delays a webhook acknowledgement) with
+/// the stack the largest accepted query needs ([`limits::QUERY_STACK_BYTES`]).
+pub fn query_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_stack_size(limits::QUERY_STACK_BYTES)
+        .thread_name("kubetrail-query")
+        .enable_all()
+        .build()
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -322,24 +337,24 @@ type Answer = Result<Json<serde_json::Value>, ApiError>;
 /// The most rows `offset` may skip: paging deeper means narrowing the query.
 pub const MAX_OFFSET: usize = 100_000;
 
-/// The SQL of the `where` parameter (none when absent); a syntax error answers 400 with its place.
+/// The SQL of the `where` parameter (none when absent); a syntax error answers 400 with its place, an
+/// expression over the engine's limits 400 naming the limit.
 fn where_sql(p: &Params) -> Result<Option<String>, ApiError> {
-    match p.where_.as_deref() {
-        Some(expr) => Ok(Some(
-            kubetrail_query::parse(expr)
-                .map_err(|e| ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    body: json!({
-                        "error": e.to_string(),
-                        "offset": e.offset,
-                        "len": e.len,
-                    }),
-                    retry_after: None,
-                })?
-                .to_sql(),
-        )),
-        None => Ok(None),
-    }
+    let Some(expr) = p.where_.as_deref() else {
+        return Ok(None);
+    };
+    limits::check_where_bytes(expr).map_err(|e| ApiError::bad(format!("`where` {e}")))?;
+    let expr = kubetrail_query::parse(expr).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({
+            "error": e.to_string(),
+            "offset": e.offset,
+            "len": e.len,
+        }),
+        retry_after: None,
+    })?;
+    limits::check_where_terms(&expr).map_err(|e| ApiError::bad(format!("`where` {e}")))?;
+    Ok(Some(expr.to_sql()))
 }
 
 /// `/api/v1/query`: `where` (or nothing) answers `{"events": [stored events], "count", "truncated"}`, one
@@ -358,6 +373,7 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
                 "`sql` is a whole query: give it without `where`, `offset` and `all_stages`",
             ));
         }
+        limits::check_sql(&sql).map_err(|e| ApiError::bad(format!("`sql` {e}")))?;
         return run(&api, scope, move |engine: Engine| async move {
             let (columns, mut rows) = engine.sql_rows(&sql, Some(limit + 1)).await?;
             let truncated = rows.len() > limit;
