@@ -615,3 +615,48 @@ fn huge_or_deep_queries_are_refused_and_the_process_lives() {
     }
     still_serving(port);
 }
+
+#[test]
+fn an_event_nested_deeper_than_serde_reads_is_served_as_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = start(tmp.path());
+    // serde_json reads 128 levels into a value; the pipeline stores events without that limit.
+    let id = "0f0f0f0f-0000-4000-8000-00000000dee9";
+    let nested = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+    let deep = DELETE
+        .replace("7d1c0b8e-0000-4000-8000-00000000d31e", id)
+        .replace(r#""level":"Metadata""#, r#""level":"Request""#)
+        .replace(
+            r#""responseStatus""#,
+            &format!(r#""requestObject":{nested},"responseStatus""#),
+        );
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(&deep));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "{body}");
+    wait_for(port, "SELECT count(*) FROM events", 2.into());
+
+    // Both events of the window, the deep one as its stored text.
+    let (status, body) = call(
+        port,
+        "/api/v1/query?where=verb%20%3D%20delete",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""count":2"#), "{body}");
+    assert!(body.contains(&nested), "{body}");
+    let (status, body) = call(port, &format!("/api/v1/events/{id}"), Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&nested), "{body}");
+    let (status, body) = call(
+        port,
+        "/api/v1/export?where=verb%20%3D%20delete",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.lines().count(), 2, "{body}");
+    assert!(body.contains(&nested), "{body}");
+    still_serving(port);
+}

@@ -273,7 +273,7 @@ pub(super) async fn event(
     State(api): State<Arc<QueryApi>>,
     axum::extract::Path(audit_id): axum::extract::Path<String>,
     Query(p): Query<EventParams>,
-) -> Answer {
+) -> Result<Response, ApiError> {
     if audit_id.is_empty() || audit_id.len() > 256 || audit_id.chars().any(char::is_control) {
         return Err(ApiError::bad("not an auditID"));
     }
@@ -316,15 +316,22 @@ pub(super) async fn event(
         ));
     }
     let more = rows.len() > EVENT_STAGES;
-    let stages: Vec<Box<RawValue>> = rows
-        .into_iter()
-        .take(EVENT_STAGES)
-        .filter_map(|r| r.event)
-        .filter_map(|e| RawValue::from_string(e).ok())
-        .collect();
-    Ok(Json(
-        json!({ "auditID": audit_id, "stages": stages, "more": more }),
-    ))
+    let stages = stored_events(rows.into_iter().take(EVENT_STAGES));
+    Ok(Json(StagesAnswer {
+        audit_id,
+        stages,
+        more,
+    })
+    .into_response())
+}
+
+/// `/api/v1/events/{auditID}`'s answer (the stages as stored: see [`stored_events`]).
+#[derive(Debug, serde::Serialize)]
+struct StagesAnswer {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stages: Vec<Box<RawValue>>,
+    more: bool,
 }
 
 /// Stages the event view answers at most: a request has four, and a reused auditID is rare; an attacker

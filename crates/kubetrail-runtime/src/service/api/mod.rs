@@ -359,7 +359,7 @@ fn where_sql(p: &Params) -> Result<Option<String>, ApiError> {
 
 /// `/api/v1/query`: `where` (or nothing) answers `{"events": [stored events], "count", "truncated"}`, one
 /// per request unless `all_stages`; `sql` answers `{"columns", "rows": [[...]], "count", "truncated"}`.
-async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only(
         "/api/v1/query",
@@ -389,7 +389,8 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
                 "rows": rows,
             })))
         })
-        .await;
+        .await
+        .map(IntoResponse::into_response);
     }
     let predicate = where_sql(&p)?;
     let offset = p.offset.unwrap_or(0);
@@ -403,24 +404,37 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
         limit: Some(offset + limit + 1),
         with_event: true,
     };
-    run(&api, scope, move |engine: Engine| async move {
+    let answer = run(&api, scope, move |engine: Engine| async move {
         let rows = engine.rows(predicate.as_deref(), row_query).await?;
         let truncated = rows.len() > offset + limit;
-        let events: Vec<Box<RawValue>> = rows
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .filter_map(|r| r.event)
-            .filter_map(|e| RawValue::from_string(e).ok())
-            .collect();
-        Ok(Json(json!({
-            "count": events.len(),
-            "offset": offset,
-            "truncated": truncated,
-            "events": events,
-        })))
+        let events = stored_events(rows.into_iter().skip(offset).take(limit));
+        Ok(EventsAnswer {
+            count: events.len(),
+            offset,
+            truncated,
+            events,
+        })
     })
-    .await
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `/api/v1/query`'s answer of events.
+#[derive(Debug, serde::Serialize)]
+struct EventsAnswer {
+    count: usize,
+    offset: usize,
+    truncated: bool,
+    events: Vec<Box<RawValue>>,
+}
+
+/// The stored events of `rows`, as stored: their text is valid JSON, but may be nested deeper than
+/// serde_json reads into a value (128 levels), so it is never parsed, and the answer holding it is serialized
+/// from a struct, never through `serde_json::Value` (`json!` would parse it, and fail).
+fn stored_events(rows: impl Iterator<Item = kubetrail_engine::EventRow>) -> Vec<Box<RawValue>> {
+    rows.filter_map(|r| r.event)
+        .filter_map(|e| RawValue::from_string(e).ok())
+        .collect()
 }
 
 async fn report(api: &QueryApi, scope: Scope, req: ReportRequest) -> Answer {
