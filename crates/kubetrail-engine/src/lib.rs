@@ -40,6 +40,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
 };
@@ -136,7 +137,13 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(MEMORY_LIMIT, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(limits::YieldEveryBatch))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(json_match_udf());
 
         let schema = columnar::schema();

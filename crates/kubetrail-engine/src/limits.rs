@@ -20,6 +20,17 @@
 //!
 //! Planning itself is synchronous: a plan that takes long (a join of hundreds of tables) holds its thread
 //! until it is made, whatever the time limit; the token limit bounds it too.
+//!
+//! # Time
+//!
+//! A time limit (a tokio timeout around the query) can only act when the query's task yields. DataFusion
+//! yields at its sources and exchanges ([`EnsureCooperative`]); an operator that makes many batches from few
+//! (a cross join, `generate_series` under a join) can go on for minutes inside one poll: a 100,000 ×
+//! 100,000 cross join under `max` answered its 2 s limit after 84 s. [`YieldEveryBatch`] wraps every
+//! operator in DataFusion's `CooperativeExec`, so every batch any operator makes spends tokio's
+//! cooperative budget and the task yields every few batches; one poll is then one batch of work.
+//!
+//! [`EnsureCooperative`]: datafusion::physical_optimizer::ensure_coop::EnsureCooperative
 
 /// The most bytes of SQL a query may have.
 pub const MAX_SQL_BYTES: usize = 64 << 10;
@@ -36,6 +47,41 @@ pub const MAX_WHERE_TERMS: usize = 1000;
 
 /// The stack of a thread that plans and runs queries.
 pub const QUERY_STACK_BYTES: usize = 256 << 20;
+
+/// A physical optimizer rule, last: every operator's output is wrapped in a `CooperativeExec` (see the
+/// module documentation).
+#[derive(Debug, Default)]
+pub struct YieldEveryBatch;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldEveryBatch {
+    fn optimize(
+        &self,
+        plan: std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>
+    {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::coop::CooperativeExec;
+        plan.transform_up(|plan| {
+            if plan.is::<CooperativeExec>() {
+                return Ok(Transformed::no(plan));
+            }
+            Ok(Transformed::yes(
+                std::sync::Arc::new(CooperativeExec::new(plan))
+                    as std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+            ))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "kubetrail_yield_every_batch"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
 
 /// Refuses SQL over [`MAX_SQL_BYTES`] or [`MAX_SQL_TOKENS`], saying which and by how much (`is 70000 bytes;
 /// at most 65536`). SQL that does not tokenize passes: planning it reports the syntax error with its place.

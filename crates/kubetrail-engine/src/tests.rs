@@ -419,3 +419,32 @@ fn the_largest_accepted_queries_fit_half_the_query_stack() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn every_operator_yields_between_batches() {
+    // A cross join makes 100 million rows from two sources of 10,000 without reading any more input: unless
+    // its own batches yield, the task runs it all in one poll, and a time limit cannot act until it is done.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("nothing"), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        rt.spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let sql = "SELECT max(a.value + b.value) FROM generate_series(1, 10000) a, \
+               generate_series(1, 10000) b";
+    let (_, rows) = rt.block_on(engine.sql_rows(sql, None)).unwrap();
+    assert_eq!(rows, [[Cell::Int(20_000)]]);
+    ticker.abort();
+    // About one yield per 128 batches of 8,192 rows: some 80 while the join ran (1 without the rule).
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ticks > 20, "the query yielded {ticks} times");
+}

@@ -11,13 +11,17 @@
 //!
 //! The server authenticates every call like the webhook before it gets here (`router_with_api`). Queries
 //! run on their own runtime so a heavy one never delays a webhook acknowledgement, at most
-//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504), each answer at most
+//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504; every operator
+//! yields between batches, so the limit acts within a batch of work), each answer at most
 //! [`MAX_ROWS`] rows (`truncated` says when more matched). `sql` and `where` are bounded in size, tokens
 //! and terms (`kubetrail_engine::limits`, 400 naming the limit), and the query runtime's threads have the
 //! stack the largest accepted query needs ([`query_runtime`]), so no query overflows a stack and takes
 //! the process, webhook included, down with it. SQL is read-only (the engine refuses DDL, DML
-//! and statements). The store is read as the collector leaves it: the log is converted into Parquet once 5 s
-//! old (or sooner when many events wait), so an acknowledged event is found within about five seconds.
+//! and statements). A query holds its slot until its work has ended, not until its answer is sent: a client
+//! that hangs up aborts its query, and the slot is free once the query's future (plan, streams, and with them
+//! DataFusion's own tasks) is dropped. The store is read as the collector leaves it: the log is converted
+//! into Parquet once 5 s old (or sooner when many events wait), so an acknowledged event is found within
+//! about five seconds.
 
 mod explore;
 
@@ -74,6 +78,8 @@ pub struct QueryApi {
     /// The runtime queries run on.
     runtime: tokio::runtime::Handle,
     slots: Arc<Semaphore>,
+    /// The longest a query may run ([`QUERY_TIMEOUT`] unless set).
+    timeout: Duration,
 }
 
 impl QueryApi {
@@ -83,7 +89,19 @@ impl QueryApi {
             data,
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
+            timeout: QUERY_TIMEOUT,
         }
+    }
+
+    /// Queries run for at most `timeout` instead of [`QUERY_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> QueryApi {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many queries hold a slot now.
+    pub fn running(&self) -> usize {
+        CONCURRENT_QUERIES - self.slots.available_permits()
     }
 
     /// The API's routes (to be put behind the server's authentication).
@@ -295,9 +313,22 @@ async fn run<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<T, ApiE
 where
     T: Send + 'static,
     F: FnOnce(Engine) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, ApiError>> + Send,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
 {
-    let Ok(_slot) = api.slots.clone().try_acquire_owned() else {
+    start(api, scope, work)?.finish().await
+}
+
+/// Starts `work` on the query runtime over an engine opened for `scope`: it takes a slot (429 when none is
+/// free), holds it until the work has ended (its future dropped: streams, plans and DataFusion's own tasks
+/// with it) and runs for at most the time limit (504). Dropping the [`Started`] before it finishes (the
+/// client hung up) aborts it.
+fn start<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<Started<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Engine) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let Ok(slot) = api.slots.clone().try_acquire_owned() else {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{CONCURRENT_QUERIES} queries are already running: retry shortly"),
@@ -306,29 +337,71 @@ where
         return Err(e);
     };
     let store = api.store.clone();
-    let task = api.runtime.spawn(async move {
+    let timeout = api.timeout;
+    let work = async move {
         let engine = Engine::open(&store, &scope)?;
-        tokio::time::timeout(QUERY_TIMEOUT, work(engine))
+        tokio::time::timeout(timeout, work(engine))
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "the query ran longer than {} s: narrow it with since/until or a filter",
-                        QUERY_TIMEOUT.as_secs()
+                        timeout.as_secs()
                     ),
                 ))
             })
+    };
+    let task = api.runtime.spawn(Holding {
+        work: Box::pin(work),
+        _slot: slot,
     });
-    match task.await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "a query task failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-            ))
+    Ok(Started { task })
+}
+
+/// A query's work and its slot: however the future ends (done, timed out, aborted), the work is dropped
+/// first (fields drop in order), then the slot is free.
+struct Holding<F> {
+    work: std::pin::Pin<Box<F>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.work.as_mut().poll(cx)
+    }
+}
+
+/// A query running on the query runtime; aborted when dropped before it finished.
+#[derive(Debug)]
+struct Started<T> {
+    task: tokio::task::JoinHandle<Result<T, ApiError>>,
+}
+
+impl<T> Started<T> {
+    /// The query's result.
+    async fn finish(mut self) -> Result<T, ApiError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "a query task failed");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                ))
+            }
         }
+    }
+}
+
+impl<T> Drop for Started<T> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -708,4 +781,101 @@ async fn suppression_lift(
     )
     .await?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query runtime and an API over an empty store.
+    fn api(timeout: Duration) -> (tokio::runtime::Runtime, QueryApi, tempfile::TempDir) {
+        let runtime = query_runtime().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let api =
+            QueryApi::new(dir.path().to_path_buf(), runtime.handle().clone()).with_timeout(timeout);
+        (runtime, api, dir)
+    }
+
+    /// Waits (at most 30 s) until `done`.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_client_that_hangs_up_ends_its_query_and_the_slot_is_free_only_then() {
+        let (runtime, api, _dir) = api(Duration::from_secs(3600));
+        // The work holds `alive` until it is dropped; it never finishes by itself.
+        let (alive, ended) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client.block_on(async {
+            let query = run(&api, Scope::default(), move |_engine| async move {
+                let _alive = alive;
+                let _ = started.send(());
+                std::future::pending::<Result<(), ApiError>>().await
+            });
+            // The client hangs up once the query runs: its handler is dropped.
+            tokio::select! {
+                _ = query => unreachable!("the query never ends by itself"),
+                _ = has_started => {}
+            }
+        });
+        until("the slot is free", || api.running() == 0);
+        assert_eq!(
+            ended.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected),
+            "the slot was free while the query still ran"
+        );
+        until("no task is left", || {
+            runtime.metrics().num_alive_tasks() == 0
+        });
+    }
+
+    /// Runs `sql` through the API's limits: the error's status and message.
+    fn sql_error(api: &QueryApi, sql: &'static str) -> (StatusCode, String) {
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = client
+            .block_on(run(
+                api,
+                Scope::default(),
+                move |engine: Engine| async move { Ok(engine.sql_rows(sql, Some(10)).await?) },
+            ))
+            .expect_err(sql);
+        (
+            e.status,
+            e.body["error"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    #[test]
+    fn endless_queries_end_at_the_time_limit() {
+        let (runtime, api, _dir) = api(Duration::from_secs(2));
+        for sql in [
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+            "SELECT max(a.value + b.value) FROM generate_series(1, 100000) a, generate_series(1, 100000) b",
+        ] {
+            let (status, message) = sql_error(&api, sql);
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{sql}: {message}");
+            assert!(message.contains("longer than 2 s"), "{message}");
+            // Nothing of it runs on: DataFusion's own tasks ended with it, and the slot is free.
+            until("no task is left", || {
+                runtime.metrics().num_alive_tasks() == 0
+            });
+            assert_eq!(api.running(), 0);
+        }
+    }
 }
