@@ -80,6 +80,8 @@ pub struct QueryApi {
     slots: Arc<Semaphore>,
     /// The longest a query may run ([`QUERY_TIMEOUT`] unless set).
     timeout: Duration,
+    /// The most requests an export carries ([`explore::MAX_EXPORT`] unless set).
+    max_export: usize,
 }
 
 impl QueryApi {
@@ -90,7 +92,14 @@ impl QueryApi {
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
             timeout: QUERY_TIMEOUT,
+            max_export: explore::MAX_EXPORT,
         }
+    }
+
+    /// Exports carry at most `n` requests instead of [`explore::MAX_EXPORT`].
+    pub fn with_max_export(mut self, n: usize) -> QueryApi {
+        self.max_export = n;
+        self
     }
 
     /// Queries run for at most `timeout` instead of [`QUERY_TIMEOUT`].
@@ -836,6 +845,129 @@ mod tests {
             Err(std::sync::mpsc::TryRecvError::Disconnected),
             "the slot was free while the query still ran"
         );
+        until("no task is left", || {
+            runtime.metrics().num_alive_tasks() == 0
+        });
+    }
+
+    /// A data directory whose store holds `n` requests of about 1.5 KB each, one a millisecond.
+    fn data_with(n: usize) -> tempfile::TempDir {
+        use kubetrail_store::{ColumnarOptions, ColumnarWriter, EventRecord, Wal, WalOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: false,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir.path().join("wal"), opts).unwrap();
+        let wal = Arc::new(wal);
+        let padding = "x".repeat(1200);
+        let payloads: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let t = jiff::Timestamp::from_millisecond(1_780_000_000_000 + i as i64).unwrap();
+                let id = format!("id-{i:06}");
+                let event = format!(
+                    r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/pods?{padding}","verb":"list","user":{{"username":"alice"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"pods","namespace":"ns","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+                );
+                let rec = EventRecord {
+                    received_us: 1,
+                    cluster: "c".into(),
+                    source: "test".into(),
+                    audit_id: id.into(),
+                    stage: "ResponseComplete".into(),
+                    variant: "".into(),
+                    event: event.into(),
+                };
+                let mut bytes = Vec::new();
+                rec.encode(&mut bytes);
+                bytes
+            })
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        wal.append(&refs).unwrap();
+        ColumnarWriter::open(&dir.path().join("store"), wal, ColumnarOptions::default())
+            .unwrap()
+            .flush()
+            .unwrap();
+        dir
+    }
+
+    /// `GET path` through the API's router.
+    async fn get(api: &QueryApi, path: &str) -> Response {
+        use tower::ServiceExt as _;
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        api.clone().router().oneshot(req).await.unwrap()
+    }
+
+    /// The body's chunks as text until its end, and the error that cut it off, if one did.
+    async fn read(response: Response) -> (String, Option<String>) {
+        use futures::StreamExt as _;
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => text.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Err(e) => return (text, Some(e.to_string())),
+            }
+        }
+        (text, None)
+    }
+
+    #[test]
+    fn exports_stream_within_the_limits_and_say_how_they_end() {
+        let data = data_with(1000);
+        let runtime = query_runtime().unwrap();
+        let api = QueryApi::new(data.path().to_path_buf(), runtime.handle().clone())
+            .with_max_export(600)
+            .with_timeout(Duration::from_secs(1));
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client.block_on(async {
+            // The answer starts while the query runs: 900 KB of events cannot all be in flight.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(api.running(), 1, "the export was made before it was answered");
+            let (text, error) = read(response).await;
+            assert_eq!(error, None);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 601);
+            assert!(lines[0].contains(r#""auditID":"id-000000""#), "{}", lines[0]);
+            assert!(lines[599].contains(r#""auditID":"id-000599""#));
+            assert_eq!(
+                lines[600],
+                r#"{"kubetrail_export":{"requests":600,"truncated":true}}"#
+            );
+            let (text, error) = read(get(&api, "/api/v1/export?format=csv").await).await;
+            assert_eq!(error, None);
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert_eq!(lines.len(), 603, "header, 600 rows, the note and the empty end");
+            assert!(lines[0].starts_with("time,audit_id,user"));
+            assert!(lines[601].starts_with("# kubetrail export truncated at 600 requests"));
+            // Under the limit: all of it and nothing more.
+            let (text, _) = read(get(&api, "/api/v1/export?where=auditid%20~%20id-0000*").await).await;
+            assert_eq!(text.lines().count(), 100);
+            assert!(!text.contains("kubetrail_export"));
+            // A client that does not read: the query waits for it, then meets the time limit; the body
+            // ends with the error, then is cut off.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            until("the export met its time limit", || api.running() == 0);
+            let (text, error) = read(response).await;
+            assert!(error.is_some(), "{text}");
+            assert!(
+                text.trim_end().ends_with(
+                    r#"{"kubetrail_export":{"error":"the query ran longer than 1 s: narrow it with since/until or a filter"}}"#
+                ),
+                "{}",
+                &text[text.len().saturating_sub(300)..]
+            );
+            // A client that hangs up: the query ends, and then its slot is free.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(api.running(), 1);
+            drop(response);
+        });
+        until("the slot is free", || api.running() == 0);
         until("no task is left", || {
             runtime.metrics().num_alive_tasks() == 0
         });
