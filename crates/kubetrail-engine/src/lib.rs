@@ -21,6 +21,7 @@
 //! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
 //! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
 
+pub mod limits;
 pub mod reports;
 
 use std::ops::ControlFlow;
@@ -39,6 +40,7 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col, lit,
 };
@@ -135,7 +137,13 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(MEMORY_LIMIT, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(limits::YieldEveryBatch))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(json_match_udf());
 
         let schema = columnar::schema();
@@ -215,6 +223,18 @@ impl Engine {
         query: RowQuery,
         mut f: impl FnMut(EventRow) -> ControlFlow<()>,
     ) -> Result<(), EngineError> {
+        self.requests_async(predicate, query, |row| std::future::ready(f(row)))
+            .await
+    }
+
+    /// [`Engine::requests`] with an async `f`: a caller that passes rows on (to a client) waits for room
+    /// there between rows.
+    pub async fn requests_async<Fut: Future<Output = ControlFlow<()>>>(
+        &self,
+        predicate: Option<&str>,
+        query: RowQuery,
+        mut f: impl FnMut(EventRow) -> Fut,
+    ) -> Result<(), EngineError> {
         let mut fetch = query.limit.map(|n| {
             if query.all_stages {
                 n
@@ -222,6 +242,19 @@ impl Engine {
                 n.saturating_mul(4)
             }
         });
+        // Hands `row` to `f` unless the limit is reached; false to stop.
+        async fn emit<Fut: Future<Output = ControlFlow<()>>>(
+            f: &mut impl FnMut(EventRow) -> Fut,
+            row: EventRow,
+            emitted: &mut usize,
+            limit: Option<usize>,
+        ) -> bool {
+            if limit.is_some_and(|n| *emitted >= n) {
+                return false;
+            }
+            *emitted += 1;
+            f(row).await.is_continue()
+        }
         loop {
             let sql = row_sql(predicate, query.with_event, fetch);
             let mut stream = self.stream(&sql).await?;
@@ -229,19 +262,12 @@ impl Engine {
             let mut fetched = 0usize;
             let mut run: Vec<EventRow> = Vec::new();
             let mut done = false;
-            let mut emit = |row: EventRow, emitted: &mut usize| -> bool {
-                if query.limit.is_some_and(|n| *emitted >= n) {
-                    return false;
-                }
-                *emitted += 1;
-                f(row).is_continue()
-            };
             'stream: while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 fetched += batch.num_rows();
                 for row in EventRow::from_batch(&batch)? {
                     if query.all_stages {
-                        if !emit(row, &mut emitted) {
+                        if !emit(&mut f, row, &mut emitted, query.limit).await {
                             done = true;
                             break 'stream;
                         }
@@ -249,7 +275,7 @@ impl Engine {
                     }
                     if run.first().is_some_and(|r| r.time_us != row.time_us) {
                         for r in one_per_request(std::mem::take(&mut run)) {
-                            if !emit(r, &mut emitted) {
+                            if !emit(&mut f, r, &mut emitted, query.limit).await {
                                 done = true;
                                 break 'stream;
                             }
@@ -264,7 +290,7 @@ impl Engine {
             let cut = fetch.is_some_and(|n| fetched >= n);
             if !cut {
                 for r in one_per_request(run) {
-                    if !emit(r, &mut emitted) {
+                    if !emit(&mut f, r, &mut emitted, query.limit).await {
                         break;
                     }
                 }

@@ -230,6 +230,10 @@ fn where_expressions_run_as_sql() {
         &["a1", "g1"],
     );
     check("cluster = dev", &["b1"]);
+    // `IS DISTINCT FROM` takes a whole expression on its right: what follows must not be read into it.
+    check("namespace != dev and verb = delete", &["a1"]);
+    check("impersonated != x and user = bob", &["b1"]);
+    check("code != 200 and verb = create or user = bob", &["b1"]);
 }
 
 #[test]
@@ -409,4 +413,91 @@ fn format_1_files_read_with_a_null_source() {
             vec!["prod".to_string(), "test".into(), "4".into()]
         ]
     );
+}
+
+#[test]
+fn the_largest_accepted_queries_fit_half_the_query_stack() {
+    use crate::limits::{MAX_SQL_TOKENS, MAX_WHERE_TERMS, QUERY_STACK_BYTES, check_sql};
+    let dir = tempfile::tempdir().unwrap();
+    let root = store(dir.path());
+    // The deepest SQL of each iterative shape the token limit accepts: one level more is refused.
+    let shapes: [fn(usize) -> String; 4] = [
+        |k| format!("SELECT {}1 AS n FROM events", "1+".repeat(k)),
+        |k| format!("SELECT 1{} AS n", "::int".repeat(k)),
+        |k| format!("SELECT 1{} AS n", " IS NULL".repeat(k)),
+        |k| {
+            format!(
+                "SELECT count(*) FROM (SELECT 1 AS x{})",
+                " UNION ALL SELECT 1".repeat(k)
+            )
+        },
+    ];
+    let mut sqls = Vec::new();
+    for shape in shapes {
+        let k = (1..MAX_SQL_TOKENS)
+            .take_while(|&k| check_sql(&shape(k)).is_ok())
+            .last()
+            .unwrap();
+        // Two to four tokens a level: hundreds of levels deep.
+        assert!(k > MAX_SQL_TOKENS / 5, "{}", shape(k));
+        sqls.push(shape(k));
+    }
+    // The longest `where` runs: `and`s come back from DataFusion as a chain.
+    let run = |term: &str, join: &str| {
+        let terms: Vec<String> = (0..MAX_WHERE_TERMS).map(|i| format!("{term}{i}")).collect();
+        kubetrail_query::parse(&terms.join(join)).unwrap().to_sql()
+    };
+    let wheres = [
+        run("user != u", " and "),
+        run("user = u", " or "),
+        run("objectRef.name != n", " and "),
+    ];
+    std::thread::Builder::new()
+        .stack_size(QUERY_STACK_BYTES / 2)
+        .spawn(move || {
+            let engine = Engine::open(&root, &Scope::default()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for sql in &sqls {
+                let (_, rows) = rt.block_on(engine.sql_rows(sql, None)).unwrap();
+                assert!(!rows.is_empty(), "{sql}");
+            }
+            for predicate in &wheres {
+                rt.block_on(engine.rows(Some(predicate), RowQuery::default()))
+                    .unwrap();
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn every_operator_yields_between_batches() {
+    // A cross join makes 100 million rows from two sources of 10,000 without reading any more input: unless
+    // its own batches yield, the task runs it all in one poll, and a time limit cannot act until it is done.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("nothing"), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        rt.spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let sql = "SELECT max(a.value + b.value) FROM generate_series(1, 10000) a, \
+               generate_series(1, 10000) b";
+    let (_, rows) = rt.block_on(engine.sql_rows(sql, None)).unwrap();
+    assert_eq!(rows, [[Cell::Int(20_000)]]);
+    ticker.abort();
+    // About one yield per 128 batches of 8,192 rows: some 80 while the join ran (1 without the rule).
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ticks > 20, "the query yielded {ticks} times");
 }

@@ -74,7 +74,7 @@
 //! | expression | SQL |
 //! | --- | --- |
 //! | `f = v`, `f in (v, w)` | `"col" = 'v'`, `"col" IN ('v', 'w')` |
-//! | `f != v` | `"col" <> 'v'` on columns that are never null (`verb`, `stage`, `level`, `audit_id`, `uri`, `cluster`), else `"col" IS DISTINCT FROM 'v'` |
+//! | `f != v` | `"col" <> 'v'` on columns that are never null (`verb`, `stage`, `level`, `audit_id`, `uri`, `cluster`), else `("col" IS DISTINCT FROM 'v')` (parenthesized: the parser reads all that follows `FROM` as its operand) |
 //! | `f ~ a*b?` | `"col" LIKE 'a%b_' ESCAPE '\'` (`%`, `_` and `\` in the value escaped with `\`) |
 //! | `code ~ 4??` | `CAST("code" AS VARCHAR) LIKE '4__' ESCAPE '\'` |
 //! | `group = v`, `group in (v, w)` | `array_has("groups", 'v')`, `array_has_any("groups", make_array('v', 'w'))` |
@@ -123,6 +123,17 @@ pub enum Expr {
         op: Op,
         values: Vec<Value>,
     },
+}
+
+impl Expr {
+    /// The terms: one per compared value (a comparison has one, `in (a, b, c)` three).
+    pub fn terms(&self) -> usize {
+        match self {
+            Expr::And(terms) | Expr::Or(terms) => terms.iter().map(Expr::terms).sum(),
+            Expr::Not(inner) => inner.terms(),
+            Expr::Cmp { values, .. } => values.len(),
+        }
+    }
 }
 
 /// A comparison operator.

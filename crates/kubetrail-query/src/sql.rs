@@ -29,7 +29,24 @@ fn write_expr(expr: &Expr, out: &mut String) {
     }
 }
 
+/// Terms joined flat up to this many; longer runs are split in halves, each parenthesized.
+const FLAT_TERMS: usize = 4;
+
+/// `a OR b OR c` parses as `(a OR b) OR c`: a run of n terms is a tree n deep, and the engine walks its trees
+/// recursively. Long runs are written as balanced trees instead, about log2(n) deep.
 fn write_joined(terms: &[Expr], separator: &str, out: &mut String) {
+    if terms.len() > FLAT_TERMS {
+        let (left, right) = terms.split_at(terms.len() / 2);
+        for (i, half) in [left, right].into_iter().enumerate() {
+            if i > 0 {
+                out.push_str(separator);
+            }
+            out.push('(');
+            write_joined(half, separator, out);
+            out.push(')');
+        }
+        return;
+    }
     for (i, term) in terms.iter().enumerate() {
         if i > 0 {
             out.push_str(separator);
@@ -86,7 +103,9 @@ fn write_cmp(field: &Field, op: Op, values: &[Value], out: &mut String) {
         (_, Op::Eq) => write!(out, "{ident} = {first}"),
         (_, Op::In) => write!(out, "{ident} IN ({})", list()),
         (ColumnKind::Text { nullable: false }, Op::Ne) => write!(out, "{ident} <> {first}"),
-        (_, Op::Ne) => write!(out, "{ident} IS DISTINCT FROM {first}"),
+        // Parenthesized: the parser reads a whole expression after `IS DISTINCT FROM`, `AND` and `OR`
+        // included (`a IS DISTINCT FROM 'x' AND b` is `a IS DISTINCT FROM ('x' AND b)`).
+        (_, Op::Ne) => write!(out, "({ident} IS DISTINCT FROM {first})"),
         (ColumnKind::Int, Op::Glob) => {
             write!(
                 out,
@@ -190,7 +209,7 @@ mod tests {
         check("verb != get", r#""verb" <> 'get'"#);
         check(
             "namespace != kube-system",
-            r#""namespace" IS DISTINCT FROM 'kube-system'"#,
+            r#"("namespace" IS DISTINCT FROM 'kube-system')"#,
         );
         check(
             "verb in (get, list, watch)",
@@ -210,7 +229,7 @@ mod tests {
         check("decision = forbid", r#""decision" = 'forbid'"#);
         check(
             "impersonated != alice",
-            r#""impersonated_user" IS DISTINCT FROM 'alice'"#,
+            r#"("impersonated_user" IS DISTINCT FROM 'alice')"#,
         );
         check("cluster = prod-eu", r#""cluster" = 'prod-eu'"#);
         check(
@@ -241,7 +260,7 @@ mod tests {
     fn code_is_an_integer() {
         check("code = 403", r#""code" = 403"#);
         check("code = '404'", r#""code" = 404"#);
-        check("code != 200", r#""code" IS DISTINCT FROM 200"#);
+        check("code != 200", r#"("code" IS DISTINCT FROM 200)"#);
         check("code in (401, 403)", r#""code" IN (401, 403)"#);
         check(
             "code ~ 4??",
@@ -358,5 +377,30 @@ mod tests {
             r#""user" = 'a' AND ("verb" = 'b' OR "verb" = 'c')"#,
         );
         check("  user\t=\n a  ", r#""user" = 'a'"#);
+    }
+
+    #[test]
+    fn long_runs_are_balanced() {
+        check(
+            "user = a or user = b or user = c or user = d or user = e",
+            r#"("user" = 'a' OR "user" = 'b') OR ("user" = 'c' OR "user" = 'd' OR "user" = 'e')"#,
+        );
+        // 1,000 terms: about log2(1000) parentheses deep, never a chain of 1,000.
+        let run = (0..1000)
+            .map(|i| format!("verb = v{i}"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let sql = parse(&run).unwrap().to_sql();
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in sql.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+        }
+        assert_eq!(deepest, 8, "{sql}");
+        assert_eq!(sql.matches(" AND ").count(), 999);
     }
 }

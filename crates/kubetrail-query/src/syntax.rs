@@ -761,6 +761,25 @@ mod tests {
         );
         assert!(parse(&format!("{}user = a{}", "(".repeat(64), ")".repeat(64))).is_ok());
         assert!(parse(&format!("{}user = a", "not ".repeat(100))).is_err());
+        // Far deeper: still an error, the recursion stops at the limit.
+        let deep = format!("{}user = a{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(parse(&deep).unwrap_err().offset, 64);
+        let nots = format!("{}user = a", "not ".repeat(100_000));
+        assert_eq!(parse(&nots).unwrap_err().offset, 256);
+        let mixed = format!("{}user = a", "not (".repeat(100_000));
+        assert!(parse(&mixed).is_err());
+    }
+
+    #[test]
+    fn terms_count_compared_values() {
+        let terms = |input: &str| parse(input).unwrap().terms();
+        assert_eq!(terms("user = a"), 1);
+        assert_eq!(
+            terms("user = a and not (verb in (get, list) or code != 200)"),
+            4
+        );
+        let run = vec!["user = a"; 10_000].join(" or ");
+        assert_eq!(terms(&run), 10_000);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! delete posted to the webhook with a bearer token, then `/api/v1/who`, `/timeline`, `/scope` and `/query`
 //! answer the forensic questions over HTTP, with the webhook's authentication and clear errors.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -32,18 +33,27 @@ fn call(port: u16, path: &str, token: Option<&str>, post: Option<&str>) -> (u16,
     if let Some(t) = token {
         cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
-    if let Some(body) = post {
+    if post.is_some() {
+        // From stdin: a body can be longer than one command-line argument may be.
         cmd.args([
             "-H",
             "Content-Type: application/json",
             "--data-binary",
-            body,
+            "@-",
         ]);
     }
-    let out = cmd
+    let mut child = cmd
         .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("curl is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(body) = post {
+        stdin.write_all(body.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.parse().unwrap(), body.to_string())
@@ -519,4 +529,156 @@ fn forensic_questions_over_the_api() {
     assert!(log.contains("api request"), "{log}");
     assert!(log.contains("identity=\"soc-analyst\""), "{log}");
     assert!(!log.contains(TOKEN) && !log.contains(INGEST_TOKEN));
+}
+
+/// Waits until `sql`'s first value is `want` (events are converted into Parquet within seconds).
+fn wait_for(port: u16, sql: &str, want: Value) {
+    let path = format!("/api/v1/query?sql={}", enc(sql));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(port, &path);
+        if v["rows"][0][0] == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {v}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The server still takes events and answers after a query: nothing took the process down.
+fn still_serving(port: u16) {
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "the webhook after the query: {body}");
+    assert_eq!(call(port, "/healthz", None, None).0, 200);
+}
+
+#[test]
+fn huge_or_deep_queries_are_refused_and_the_process_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = start(tmp.path());
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "{body}");
+    wait_for(port, "SELECT count(*) FROM events", 1.into());
+    let query = |params: Value| {
+        call(
+            port,
+            "/api/v1/query",
+            Some(TOKEN),
+            Some(&params.to_string()),
+        )
+    };
+    let run = |n: usize, op: &str, last: &str| {
+        let mut terms: Vec<String> = (1..n).map(|i| format!("user {op} u{i}")).collect();
+        terms.push(last.to_string());
+        terms.join(&format!(" {} ", if op == "=" { "or" } else { "and" }))
+    };
+
+    // Over the caps: 400 naming the cap, before anything is planned.
+    for where_ in [
+        run(10_000, "!=", "verb = delete"),
+        run(10_000, "=", "user = mallory@example.com"),
+    ] {
+        let (status, body) = query(serde_json::json!({ "where": where_ }));
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("`where` has 10000 terms; at most 1000"),
+            "{body}"
+        );
+    }
+    let (status, body) =
+        query(serde_json::json!({ "where": format!("user = '{}'", "x".repeat(300_000)) }));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("`where` is 300009 bytes; at most 262144"),
+        "{body}"
+    );
+    let deep = format!("SELECT {}1 AS n", "1+".repeat(20_000));
+    let (status, body) = query(serde_json::json!({ "sql": deep }));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("`sql` has 40004 tokens; at most 2048"),
+        "{body}"
+    );
+    let (status, body) =
+        query(serde_json::json!({ "sql": format!("SELECT '{}'", "x".repeat(70_000)) }));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("`sql` is 70009 bytes; at most 65536"),
+        "{body}"
+    );
+    // Nesting the parser refuses: an error, not a crash.
+    let parens = format!("SELECT {}1{} AS n", "(".repeat(1000), ")".repeat(1000));
+    let (status, body) = query(serde_json::json!({ "sql": parens }));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = query(
+        serde_json::json!({ "where": format!("{}user = a{}", "(".repeat(100_000), ")".repeat(100_000)) }),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nested too deeply"), "{body}");
+    still_serving(port);
+
+    // At the caps: the right answer.
+    for where_ in [
+        run(1000, "=", "user = mallory@example.com"),
+        run(1000, "!=", "verb = delete"),
+    ] {
+        let (status, body) = query(serde_json::json!({ "where": where_ }));
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["count"], 1, "{v}");
+    }
+    for sql in [
+        format!("SELECT {}1 AS n", "1+".repeat(1022)),
+        format!("SELECT 1{} AS n", "::int".repeat(1022)),
+        format!("SELECT 1{} IS NULL AS n", " IS NULL".repeat(1021)),
+    ] {
+        let (status, body) = query(serde_json::json!({ "sql": sql }));
+        assert_eq!(status, 200, "{body}");
+    }
+    still_serving(port);
+}
+
+#[test]
+fn an_event_nested_deeper_than_serde_reads_is_served_as_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = start(tmp.path());
+    // serde_json reads 128 levels into a value; the pipeline stores events without that limit.
+    let id = "0f0f0f0f-0000-4000-8000-00000000dee9";
+    let nested = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+    let deep = DELETE
+        .replace("7d1c0b8e-0000-4000-8000-00000000d31e", id)
+        .replace(r#""level":"Metadata""#, r#""level":"Request""#)
+        .replace(
+            r#""responseStatus""#,
+            &format!(r#""requestObject":{nested},"responseStatus""#),
+        );
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(&deep));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "{body}");
+    wait_for(port, "SELECT count(*) FROM events", 2.into());
+
+    // Both events of the window, the deep one as its stored text.
+    let (status, body) = call(
+        port,
+        "/api/v1/query?where=verb%20%3D%20delete",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""count":2"#), "{body}");
+    assert!(body.contains(&nested), "{body}");
+    let (status, body) = call(port, &format!("/api/v1/events/{id}"), Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&nested), "{body}");
+    let (status, body) = call(
+        port,
+        "/api/v1/export?where=verb%20%3D%20delete",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.lines().count(), 2, "{body}");
+    assert!(body.contains(&nested), "{body}");
+    still_serving(port);
 }

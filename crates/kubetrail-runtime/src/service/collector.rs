@@ -438,11 +438,7 @@ pub fn run(
         metrics,
     });
     // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
-    let queries = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("kubetrail-query")
-        .enable_all()
-        .build()?;
+    let queries = crate::service::api::query_runtime()?;
     let api = crate::service::api::QueryApi::new(dir.clone(), queries.handle().clone())
         .max_suppression_days(max_suppression_days)
         .router()

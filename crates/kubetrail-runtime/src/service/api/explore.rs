@@ -2,8 +2,8 @@
 //!
 //! - `GET /api/v1/histogram` (`where`, `since`, `until`, `cluster`): requests matching per time bucket,
 //!   about 120 buckets of a round size over the range (or over the matches' own span);
-//! - `GET /api/v1/export` (the same, plus `format=jsonl|csv`): the matching requests as a download, at most
-//!   [`MAX_EXPORT`] (`X-Kubetrail-Truncated: true` says when more matched; `kubetrail query` has no limit);
+//! - `GET /api/v1/export` (the same, plus `format=jsonl|csv`): the matching requests as a download, streamed,
+//!   at most [`MAX_EXPORT`] (a last line says when more matched; `kubetrail query` has no limit);
 //! - `GET /api/v1/events/{auditID}`: every stored stage of one request;
 //! - `GET /api/v1/volume` (`since`, `until`, `cluster`; the last 7 days by default): events and bytes per hour,
 //!   the noisy groups at three grains with the None rule `policy simulate` would suggest, the estimated
@@ -180,11 +180,46 @@ fn csv_row(r: &EventRow) -> String {
 }
 
 /// `GET /api/v1/export`: the matching requests (one per request, its last stage) as JSON lines (the stored
-/// events) or CSV (the table's columns), as an attachment.
+/// events) or CSV (the table's columns), as an attachment, streamed as the query makes them.
+///
+/// The status is decided before the first byte: an invalid query is 400 like any other. What happens after
+/// it can no longer change the status or a header, so the body's end says it: past [`MAX_EXPORT`] requests
+/// (or [`QueryApi::with_max_export`]'s limit) a last line says the export was truncated (JSON lines:
+/// `{"kubetrail_export":{"truncated":true,"requests":N}}`; CSV: `# kubetrail export truncated at N
+/// requests: ...`), and a query that fails or runs out of time midway ends with such a line naming the
+/// error, then the response is cut off (no terminating chunk), so no client takes it for a whole file. The
+/// export runs within the slot and time limits like any query, in at most a few chunks of memory: rows are
+/// sent in chunks of about [`EXPORT_CHUNK`] bytes through a channel of [`EXPORT_CHUNKS_AHEAD`], and the query
+/// waits while the client does not read.
 pub(super) async fn export(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Response {
     match export_inner(api, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    }
+}
+
+/// The bytes an export gathers before sending them.
+const EXPORT_CHUNK: usize = 64 << 10;
+/// The chunks an export may make ahead of its client.
+const EXPORT_CHUNKS_AHEAD: usize = 4;
+
+/// The last line of an export that is not all there.
+fn export_note(csv: bool, truncated_at: Option<usize>, error: Option<&str>) -> String {
+    match (csv, truncated_at, error) {
+        (false, Some(n), _) => {
+            format!(
+                "{}\n",
+                json!({ "kubetrail_export": { "truncated": true, "requests": n } })
+            )
+        }
+        (false, None, e) => format!("{}\n", json!({ "kubetrail_export": { "error": e } })),
+        (true, Some(n), _) => format!(
+            "# kubetrail export truncated at {n} requests: narrow it with since/until or a filter\r\n"
+        ),
+        (true, None, e) => format!(
+            "# kubetrail export failed: {}\r\n",
+            e.unwrap_or_default().replace(['\r', '\n'], " ")
+        ),
     }
 }
 
@@ -202,44 +237,86 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
     };
     let scope = p.scope()?;
     let predicate = where_sql(&p)?;
-    let (body, truncated) = run(&api, scope, move |engine: Engine| async move {
-        let mut out = String::new();
-        if csv {
-            out.push_str(&CSV_COLUMNS.join(","));
-            out.push_str("\r\n");
-        }
-        let mut n = 0usize;
-        let mut truncated = false;
+    let max = api.max_export;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(EXPORT_CHUNKS_AHEAD);
+    let started = start(&api, scope, move |engine: Engine| async move {
+        // What the rows' futures share: the text not sent yet, the requests written, whether more matched.
+        let state = Arc::new(std::sync::Mutex::new(ExportState {
+            out: if csv {
+                format!("{}\r\n", CSV_COLUMNS.join(","))
+            } else {
+                String::new()
+            },
+            ..ExportState::default()
+        }));
         let query = RowQuery {
             all_stages: false,
-            limit: Some(MAX_EXPORT + 1),
+            limit: Some(max + 1),
             with_event: !csv,
         };
         engine
-            .requests(predicate.as_deref(), query, |r| {
-                if n == MAX_EXPORT {
-                    truncated = true;
-                    return ControlFlow::Break(());
+            .requests_async(predicate.as_deref(), query, |r| {
+                let (state, tx) = (state.clone(), tx.clone());
+                async move {
+                    let chunk = {
+                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                        if s.written == max {
+                            s.truncated = true;
+                            return ControlFlow::Break(());
+                        }
+                        s.written += 1;
+                        if csv {
+                            s.out.push_str(&csv_row(&r));
+                        } else if let Some(e) = &r.event {
+                            s.out.push_str(e);
+                            s.out.push('\n');
+                        }
+                        (s.out.len() >= EXPORT_CHUNK).then(|| std::mem::take(&mut s.out))
+                    };
+                    if let Some(chunk) = chunk
+                        && tx.send(chunk.into()).await.is_err()
+                    {
+                        // The client is gone: stop.
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
                 }
-                n += 1;
-                if csv {
-                    out.push_str(&csv_row(&r));
-                } else if let Some(e) = &r.event {
-                    out.push_str(e);
-                    out.push('\n');
-                }
-                ControlFlow::Continue(())
             })
             .await?;
-        Ok((out, truncated))
-    })
-    .await?;
+        let rest = {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            if s.truncated {
+                s.out.push_str(&export_note(csv, Some(max), None));
+            }
+            std::mem::take(&mut s.out)
+        };
+        if !rest.is_empty() {
+            let _ = tx.send(rest.into()).await;
+        }
+        Ok(())
+    })?;
+    // The status waits for the first chunk, or for the end when there is none (an error, or nothing to send).
+    let first = rx.recv().await;
+    let (started, first) = match first {
+        Some(chunk) => (Some(started), Some(chunk)),
+        None => {
+            started.finish().await?;
+            (None, None)
+        }
+    };
+    let body = ExportBody {
+        first,
+        rx,
+        started,
+        csv,
+        failed: None,
+    };
     let (kind, ext) = if csv {
         ("text/csv; charset=utf-8", "csv")
     } else {
         ("application/x-ndjson", "jsonl")
     };
-    let mut r = (
+    Ok((
         [
             (CONTENT_TYPE, kind.to_string()),
             (
@@ -247,14 +324,51 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
                 format!("attachment; filename=\"kubetrail-export.{ext}\""),
             ),
         ],
-        body,
+        Body::from_stream(futures::stream::unfold(body, ExportBody::next)),
     )
-        .into_response();
-    r.headers_mut().insert(
-        "x-kubetrail-truncated",
-        HeaderValue::from_static(if truncated { "true" } else { "false" }),
-    );
-    Ok(r)
+        .into_response())
+}
+
+#[derive(Debug, Default)]
+struct ExportState {
+    out: String,
+    written: usize,
+    truncated: bool,
+}
+
+/// An export's body as it streams: the chunks, then the query's outcome (a failure is a last line, then an
+/// error that cuts the response off). Dropped (the client hung up), it aborts the query.
+struct ExportBody {
+    first: Option<bytes::Bytes>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    started: Option<Started<()>>,
+    csv: bool,
+    failed: Option<String>,
+}
+
+impl ExportBody {
+    async fn next(mut self) -> Option<(Result<bytes::Bytes, std::io::Error>, ExportBody)> {
+        if let Some(message) = self.failed.take() {
+            return Some((Err(std::io::Error::other(message)), self));
+        }
+        if let Some(chunk) = self.first.take() {
+            return Some((Ok(chunk), self));
+        }
+        if let Some(chunk) = self.rx.recv().await {
+            return Some((Ok(chunk), self));
+        }
+        let started = self.started.take()?;
+        let Err(e) = started.finish().await else {
+            return None;
+        };
+        let message = e.body["error"]
+            .as_str()
+            .unwrap_or("internal error")
+            .to_string();
+        let note = export_note(self.csv, None, Some(&message));
+        self.failed = Some(message);
+        Some((Ok(note.into()), self))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,7 +387,7 @@ pub(super) async fn event(
     State(api): State<Arc<QueryApi>>,
     axum::extract::Path(audit_id): axum::extract::Path<String>,
     Query(p): Query<EventParams>,
-) -> Answer {
+) -> Result<Response, ApiError> {
     if audit_id.is_empty() || audit_id.len() > 256 || audit_id.chars().any(char::is_control) {
         return Err(ApiError::bad("not an auditID"));
     }
@@ -316,15 +430,22 @@ pub(super) async fn event(
         ));
     }
     let more = rows.len() > EVENT_STAGES;
-    let stages: Vec<Box<RawValue>> = rows
-        .into_iter()
-        .take(EVENT_STAGES)
-        .filter_map(|r| r.event)
-        .filter_map(|e| RawValue::from_string(e).ok())
-        .collect();
-    Ok(Json(
-        json!({ "auditID": audit_id, "stages": stages, "more": more }),
-    ))
+    let stages = stored_events(rows.into_iter().take(EVENT_STAGES));
+    Ok(Json(StagesAnswer {
+        audit_id,
+        stages,
+        more,
+    })
+    .into_response())
+}
+
+/// `/api/v1/events/{auditID}`'s answer (the stages as stored: see [`stored_events`]).
+#[derive(Debug, serde::Serialize)]
+struct StagesAnswer {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stages: Vec<Box<RawValue>>,
+    more: bool,
 }
 
 /// Stages the event view answers at most: a request has four, and a reused auditID is rare; an attacker

@@ -11,10 +11,17 @@
 //!
 //! The server authenticates every call like the webhook before it gets here (`router_with_api`). Queries
 //! run on their own runtime so a heavy one never delays a webhook acknowledgement, at most
-//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504), each answer at most
-//! [`MAX_ROWS`] rows (`truncated` says when more matched). SQL is read-only (the engine refuses DDL, DML
-//! and statements). The store is read as the collector leaves it: the log is converted into Parquet once 5 s
-//! old (or sooner when many events wait), so an acknowledged event is found within about five seconds.
+//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504; every operator
+//! yields between batches, so the limit acts within a batch of work), each answer at most
+//! [`MAX_ROWS`] rows (`truncated` says when more matched). `sql` and `where` are bounded in size, tokens
+//! and terms (`kubetrail_engine::limits`, 400 naming the limit), and the query runtime's threads have the
+//! stack the largest accepted query needs ([`query_runtime`]), so no query overflows a stack and takes
+//! the process, webhook included, down with it. SQL is read-only (the engine refuses DDL, DML
+//! and statements). A query holds its slot until its work has ended, not until its answer is sent: a client
+//! that hangs up aborts its query, and the slot is free once the query's future (plan, streams, and with them
+//! DataFusion's own tasks) is dropped. The store is read as the collector leaves it: the log is converted
+//! into Parquet once 5 s old (or sooner when many events wait), so an acknowledged event is found within
+//! about five seconds.
 
 mod explore;
 
@@ -34,7 +41,7 @@ use axum::routing::get;
 use kubetrail_engine::reports::{
     self, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
 };
-use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope};
+use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope, limits};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -49,6 +56,18 @@ pub const MAX_ROWS: usize = 10_000;
 /// The largest `POST` body of parameters.
 const MAX_PARAMS_BYTES: usize = 1 << 20;
 
+/// The runtime queries run on: their own threads (a heavy query never delays a webhook acknowledgement) with
+/// the stack the largest accepted query needs ([`limits::QUERY_STACK_BYTES`]).
+pub fn query_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_stack_size(limits::QUERY_STACK_BYTES)
+        .thread_name("kubetrail-query")
+        .enable_all()
+        .build()
+}
+
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct QueryApi {
@@ -61,6 +80,10 @@ pub struct QueryApi {
     slots: Arc<Semaphore>,
     /// The longest suppression accepted, in days.
     max_suppression_days: u32,
+    /// The longest a query may run ([`QUERY_TIMEOUT`] unless set).
+    timeout: Duration,
+    /// The most requests an export carries ([`explore::MAX_EXPORT`] unless set).
+    max_export: usize,
 }
 
 impl QueryApi {
@@ -71,6 +94,8 @@ impl QueryApi {
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
             max_suppression_days: crate::alerting::suppress::DEFAULT_MAX_DAYS,
+            timeout: QUERY_TIMEOUT,
+            max_export: explore::MAX_EXPORT,
         }
     }
 
@@ -78,6 +103,23 @@ impl QueryApi {
     pub fn max_suppression_days(mut self, days: u32) -> QueryApi {
         self.max_suppression_days = days;
         self
+    }
+
+    /// Exports carry at most `n` requests instead of [`explore::MAX_EXPORT`].
+    pub fn with_max_export(mut self, n: usize) -> QueryApi {
+        self.max_export = n;
+        self
+    }
+
+    /// Queries run for at most `timeout` instead of [`QUERY_TIMEOUT`].
+    pub fn with_timeout(mut self, timeout: Duration) -> QueryApi {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many queries hold a slot now.
+    pub fn running(&self) -> usize {
+        CONCURRENT_QUERIES - self.slots.available_permits()
     }
 
     /// The API's routes (to be put behind the server's authentication, which lets in `reader` and above):
@@ -293,9 +335,22 @@ async fn run<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<T, ApiE
 where
     T: Send + 'static,
     F: FnOnce(Engine) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, ApiError>> + Send,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
 {
-    let Ok(_slot) = api.slots.clone().try_acquire_owned() else {
+    start(api, scope, work)?.finish().await
+}
+
+/// Starts `work` on the query runtime over an engine opened for `scope`: it takes a slot (429 when none is
+/// free), holds it until the work has ended (its future dropped: streams, plans and DataFusion's own tasks
+/// with it) and runs for at most the time limit (504). Dropping the [`Started`] before it finishes (the
+/// client hung up) aborts it.
+fn start<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<Started<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Engine) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let Ok(slot) = api.slots.clone().try_acquire_owned() else {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("{CONCURRENT_QUERIES} queries are already running: retry shortly"),
@@ -304,29 +359,71 @@ where
         return Err(e);
     };
     let store = api.store.clone();
-    let task = api.runtime.spawn(async move {
+    let timeout = api.timeout;
+    let work = async move {
         let engine = Engine::open(&store, &scope)?;
-        tokio::time::timeout(QUERY_TIMEOUT, work(engine))
+        tokio::time::timeout(timeout, work(engine))
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "the query ran longer than {} s: narrow it with since/until or a filter",
-                        QUERY_TIMEOUT.as_secs()
+                        timeout.as_secs()
                     ),
                 ))
             })
+    };
+    let task = api.runtime.spawn(Holding {
+        work: Box::pin(work),
+        _slot: slot,
     });
-    match task.await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "a query task failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-            ))
+    Ok(Started { task })
+}
+
+/// A query's work and its slot: however the future ends (done, timed out, aborted), the work is dropped
+/// first (fields drop in order), then the slot is free.
+struct Holding<F> {
+    work: std::pin::Pin<Box<F>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.work.as_mut().poll(cx)
+    }
+}
+
+/// A query running on the query runtime; aborted when dropped before it finished.
+#[derive(Debug)]
+struct Started<T> {
+    task: tokio::task::JoinHandle<Result<T, ApiError>>,
+}
+
+impl<T> Started<T> {
+    /// The query's result.
+    async fn finish(mut self) -> Result<T, ApiError> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "a query task failed");
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                ))
+            }
         }
+    }
+}
+
+impl<T> Drop for Started<T> {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -335,29 +432,29 @@ type Answer = Result<Json<serde_json::Value>, ApiError>;
 /// The most rows `offset` may skip: paging deeper means narrowing the query.
 pub const MAX_OFFSET: usize = 100_000;
 
-/// The SQL of the `where` parameter (none when absent); a syntax error answers 400 with its place.
+/// The SQL of the `where` parameter (none when absent); a syntax error answers 400 with its place, an
+/// expression over the engine's limits 400 naming the limit.
 fn where_sql(p: &Params) -> Result<Option<String>, ApiError> {
-    match p.where_.as_deref() {
-        Some(expr) => Ok(Some(
-            kubetrail_query::parse(expr)
-                .map_err(|e| ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    body: json!({
-                        "error": e.to_string(),
-                        "offset": e.offset,
-                        "len": e.len,
-                    }),
-                    retry_after: None,
-                })?
-                .to_sql(),
-        )),
-        None => Ok(None),
-    }
+    let Some(expr) = p.where_.as_deref() else {
+        return Ok(None);
+    };
+    limits::check_where_bytes(expr).map_err(|e| ApiError::bad(format!("`where` {e}")))?;
+    let expr = kubetrail_query::parse(expr).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({
+            "error": e.to_string(),
+            "offset": e.offset,
+            "len": e.len,
+        }),
+        retry_after: None,
+    })?;
+    limits::check_where_terms(&expr).map_err(|e| ApiError::bad(format!("`where` {e}")))?;
+    Ok(Some(expr.to_sql()))
 }
 
 /// `/api/v1/query`: `where` (or nothing) answers `{"events": [stored events], "count", "truncated"}`, one
 /// per request unless `all_stages`; `sql` answers `{"columns", "rows": [[...]], "count", "truncated"}`.
-async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only(
         "/api/v1/query",
@@ -371,6 +468,7 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
                 "`sql` is a whole query: give it without `where`, `offset` and `all_stages`",
             ));
         }
+        limits::check_sql(&sql).map_err(|e| ApiError::bad(format!("`sql` {e}")))?;
         return run(&api, scope, move |engine: Engine| async move {
             let (columns, mut rows) = engine.sql_rows(&sql, Some(limit + 1)).await?;
             let truncated = rows.len() > limit;
@@ -386,7 +484,8 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
                 "rows": rows,
             })))
         })
-        .await;
+        .await
+        .map(IntoResponse::into_response);
     }
     let predicate = where_sql(&p)?;
     let offset = p.offset.unwrap_or(0);
@@ -400,24 +499,37 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
         limit: Some(offset + limit + 1),
         with_event: true,
     };
-    run(&api, scope, move |engine: Engine| async move {
+    let answer = run(&api, scope, move |engine: Engine| async move {
         let rows = engine.rows(predicate.as_deref(), row_query).await?;
         let truncated = rows.len() > offset + limit;
-        let events: Vec<Box<RawValue>> = rows
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .filter_map(|r| r.event)
-            .filter_map(|e| RawValue::from_string(e).ok())
-            .collect();
-        Ok(Json(json!({
-            "count": events.len(),
-            "offset": offset,
-            "truncated": truncated,
-            "events": events,
-        })))
+        let events = stored_events(rows.into_iter().skip(offset).take(limit));
+        Ok(EventsAnswer {
+            count: events.len(),
+            offset,
+            truncated,
+            events,
+        })
     })
-    .await
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// `/api/v1/query`'s answer of events.
+#[derive(Debug, serde::Serialize)]
+struct EventsAnswer {
+    count: usize,
+    offset: usize,
+    truncated: bool,
+    events: Vec<Box<RawValue>>,
+}
+
+/// The stored events of `rows`, as stored: their text is valid JSON, but may be nested deeper than
+/// serde_json reads into a value (128 levels), so it is never parsed, and the answer holding it is serialized
+/// from a struct, never through `serde_json::Value` (`json!` would parse it, and fail).
+fn stored_events(rows: impl Iterator<Item = kubetrail_engine::EventRow>) -> Vec<Box<RawValue>> {
+    rows.filter_map(|r| r.event)
+        .filter_map(|e| RawValue::from_string(e).ok())
+        .collect()
 }
 
 async fn report(api: &QueryApi, scope: Scope, req: ReportRequest) -> Answer {
@@ -694,4 +806,224 @@ async fn suppression_lift(
     )
     .await?;
     Ok(Json(serde_json::to_value(s).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query runtime and an API over an empty store.
+    fn api(timeout: Duration) -> (tokio::runtime::Runtime, QueryApi, tempfile::TempDir) {
+        let runtime = query_runtime().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let api =
+            QueryApi::new(dir.path().to_path_buf(), runtime.handle().clone()).with_timeout(timeout);
+        (runtime, api, dir)
+    }
+
+    /// Waits (at most 30 s) until `done`.
+    fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_client_that_hangs_up_ends_its_query_and_the_slot_is_free_only_then() {
+        let (runtime, api, _dir) = api(Duration::from_secs(3600));
+        // The work holds `alive` until it is dropped; it never finishes by itself.
+        let (alive, ended) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client.block_on(async {
+            let query = run(&api, Scope::default(), move |_engine| async move {
+                let _alive = alive;
+                let _ = started.send(());
+                std::future::pending::<Result<(), ApiError>>().await
+            });
+            // The client hangs up once the query runs: its handler is dropped.
+            tokio::select! {
+                _ = query => unreachable!("the query never ends by itself"),
+                _ = has_started => {}
+            }
+        });
+        until("the slot is free", || api.running() == 0);
+        assert_eq!(
+            ended.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected),
+            "the slot was free while the query still ran"
+        );
+        until("no task is left", || {
+            runtime.metrics().num_alive_tasks() == 0
+        });
+    }
+
+    /// A data directory whose store holds `n` requests of about 1.5 KB each, one a millisecond.
+    fn data_with(n: usize) -> tempfile::TempDir {
+        use kubetrail_store::{ColumnarOptions, ColumnarWriter, EventRecord, Wal, WalOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: false,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir.path().join("wal"), opts).unwrap();
+        let wal = Arc::new(wal);
+        let padding = "x".repeat(1200);
+        let payloads: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let t = jiff::Timestamp::from_millisecond(1_780_000_000_000 + i as i64).unwrap();
+                let id = format!("id-{i:06}");
+                let event = format!(
+                    r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/pods?{padding}","verb":"list","user":{{"username":"alice"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"pods","namespace":"ns","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+                );
+                let rec = EventRecord {
+                    received_us: 1,
+                    cluster: "c".into(),
+                    source: "test".into(),
+                    audit_id: id.into(),
+                    stage: "ResponseComplete".into(),
+                    variant: "".into(),
+                    event: event.into(),
+                };
+                let mut bytes = Vec::new();
+                rec.encode(&mut bytes);
+                bytes
+            })
+            .collect();
+        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        wal.append(&refs).unwrap();
+        ColumnarWriter::open(&dir.path().join("store"), wal, ColumnarOptions::default())
+            .unwrap()
+            .flush()
+            .unwrap();
+        dir
+    }
+
+    /// `GET path` through the API's router.
+    async fn get(api: &QueryApi, path: &str) -> Response {
+        use tower::ServiceExt as _;
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        api.clone().router().oneshot(req).await.unwrap()
+    }
+
+    /// The body's chunks as text until its end, and the error that cut it off, if one did.
+    async fn read(response: Response) -> (String, Option<String>) {
+        use futures::StreamExt as _;
+        let mut body = response.into_body().into_data_stream();
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(bytes) => text.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Err(e) => return (text, Some(e.to_string())),
+            }
+        }
+        (text, None)
+    }
+
+    #[test]
+    fn exports_stream_within_the_limits_and_say_how_they_end() {
+        let data = data_with(1000);
+        let runtime = query_runtime().unwrap();
+        let api = QueryApi::new(data.path().to_path_buf(), runtime.handle().clone())
+            .with_max_export(600)
+            .with_timeout(Duration::from_secs(1));
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client.block_on(async {
+            // The answer starts while the query runs: 900 KB of events cannot all be in flight.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(api.running(), 1, "the export was made before it was answered");
+            let (text, error) = read(response).await;
+            assert_eq!(error, None);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 601);
+            assert!(lines[0].contains(r#""auditID":"id-000000""#), "{}", lines[0]);
+            assert!(lines[599].contains(r#""auditID":"id-000599""#));
+            assert_eq!(
+                lines[600],
+                r#"{"kubetrail_export":{"requests":600,"truncated":true}}"#
+            );
+            let (text, error) = read(get(&api, "/api/v1/export?format=csv").await).await;
+            assert_eq!(error, None);
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert_eq!(lines.len(), 603, "header, 600 rows, the note and the empty end");
+            assert!(lines[0].starts_with("time,audit_id,user"));
+            assert!(lines[601].starts_with("# kubetrail export truncated at 600 requests"));
+            // Under the limit: all of it and nothing more.
+            let (text, _) = read(get(&api, "/api/v1/export?where=auditid%20~%20id-0000*").await).await;
+            assert_eq!(text.lines().count(), 100);
+            assert!(!text.contains("kubetrail_export"));
+            // A client that does not read: the query waits for it, then meets the time limit; the body
+            // ends with the error, then is cut off.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(response.status(), StatusCode::OK);
+            until("the export met its time limit", || api.running() == 0);
+            let (text, error) = read(response).await;
+            assert!(error.is_some(), "{text}");
+            assert!(
+                text.trim_end().ends_with(
+                    r#"{"kubetrail_export":{"error":"the query ran longer than 1 s: narrow it with since/until or a filter"}}"#
+                ),
+                "{}",
+                &text[text.len().saturating_sub(300)..]
+            );
+            // A client that hangs up: the query ends, and then its slot is free.
+            let response = get(&api, "/api/v1/export").await;
+            assert_eq!(api.running(), 1);
+            drop(response);
+        });
+        until("the slot is free", || api.running() == 0);
+        until("no task is left", || {
+            runtime.metrics().num_alive_tasks() == 0
+        });
+    }
+
+    /// Runs `sql` through the API's limits: the error's status and message.
+    fn sql_error(api: &QueryApi, sql: &'static str) -> (StatusCode, String) {
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = client
+            .block_on(run(
+                api,
+                Scope::default(),
+                move |engine: Engine| async move { Ok(engine.sql_rows(sql, Some(10)).await?) },
+            ))
+            .expect_err(sql);
+        (
+            e.status,
+            e.body["error"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    #[test]
+    fn endless_queries_end_at_the_time_limit() {
+        let (runtime, api, _dir) = api(Duration::from_secs(2));
+        for sql in [
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+            "SELECT max(a.value + b.value) FROM generate_series(1, 100000) a, generate_series(1, 100000) b",
+        ] {
+            let (status, message) = sql_error(&api, sql);
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{sql}: {message}");
+            assert!(message.contains("longer than 2 s"), "{message}");
+            // Nothing of it runs on: DataFusion's own tasks ended with it, and the slot is free.
+            until("no task is left", || {
+                runtime.metrics().num_alive_tasks() == 0
+            });
+            assert_eq!(api.running(), 0);
+        }
+    }
 }
