@@ -547,7 +547,7 @@ fn wait_for(port: u16, sql: &str, want: Value) {
 
 /// The server still takes events and answers after a query: nothing took the process down.
 fn still_serving(port: u16) {
-    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(DELETE));
     assert_eq!(status, 200, "the webhook after the query: {body}");
     assert_eq!(call(port, "/healthz", None, None).0, 200);
 }
@@ -556,7 +556,7 @@ fn still_serving(port: u16) {
 fn huge_or_deep_queries_are_refused_and_the_process_lives() {
     let tmp = tempfile::tempdir().unwrap();
     let (_server, port) = start(tmp.path());
-    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(DELETE));
     assert_eq!(status, 200, "{body}");
     wait_for(port, "SELECT count(*) FROM events", 1.into());
     let query = |params: Value| {
@@ -652,9 +652,9 @@ fn an_event_nested_deeper_than_serde_reads_is_served_as_stored() {
             r#""responseStatus""#,
             &format!(r#""requestObject":{nested},"responseStatus""#),
         );
-    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(&deep));
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(&deep));
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(port, "/k8s-audit", Some(TOKEN), Some(DELETE));
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(DELETE));
     assert_eq!(status, 200, "{body}");
     wait_for(port, "SELECT count(*) FROM events", 2.into());
 
