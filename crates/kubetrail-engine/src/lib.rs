@@ -19,8 +19,10 @@
 //!
 //! Results stream: [`Engine::stream`] yields batches as the scan produces them, and the session's memory
 //! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
-//! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
+//! with a resources error, never holding a year in memory. Row queries with a limit are top-k. What the pool
+//! does not see, what scalar functions make, is bounded by [`capped`].
 
+pub mod capped;
 pub mod limits;
 pub mod reports;
 
@@ -145,6 +147,7 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(json_match_udf());
+        capped::install(&ctx)?;
 
         let schema = columnar::schema();
         let table: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {

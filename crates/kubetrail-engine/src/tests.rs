@@ -448,3 +448,71 @@ fn every_operator_yields_between_batches() {
     let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
     assert!(ticks > 20, "the query yielded {ticks} times");
 }
+
+#[test]
+fn functions_cannot_make_more_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let run = |sql: &str| rt.block_on(engine.sql_rows(sql, None));
+    let refused = |sql: &str, what: &str| {
+        let e = run(sql).expect_err(sql);
+        assert!(e.is_resources_exhausted(), "{sql}: {e}");
+        assert!(
+            e.to_string().contains(what) && e.to_string().contains("at most 67108864"),
+            "{sql}: {e}"
+        );
+    };
+    refused(
+        "SELECT repeat('a', 1500000000)",
+        "repeat() would make 1500000000 bytes for one batch of rows",
+    );
+    refused(
+        "SELECT length(repeat(\"user\", 100000000)) FROM events",
+        "repeat() would make",
+    );
+    // The same value many times, however it is joined.
+    let x = "WITH t AS (SELECT repeat('a', 10000000) AS x)";
+    refused(
+        &format!("{x} SELECT length(concat(x, x, x, x, x, x, x)) FROM t"),
+        "concat() would make",
+    );
+    refused(
+        &format!("{x} SELECT length(x || x || x || x || x || x || x) FROM t"),
+        "`||` would make",
+    );
+    refused(
+        &format!("{x} SELECT length(replace(x, 'a', 'bbbbbbb')) FROM t"),
+        "replace() would make",
+    );
+    refused(
+        "SELECT regexp_replace(repeat('a', 100000), '', repeat('b', 1000))",
+        "regexp_replace() would make",
+    );
+    // Under the limit they are what they were.
+    let (_, rows) = run(&format!(
+        "{x} SELECT length(concat(x, 'b')), length(x || x), length(replace(x, 'a', 'bb')), \
+         concat('a', NULL, 'b'), 'a' || NULL, repeat('ab', 2) FROM t"
+    ))
+    .unwrap();
+    assert_eq!(
+        rows,
+        [[
+            Cell::Int(10_000_001),
+            Cell::Int(20_000_000),
+            Cell::Int(20_000_000),
+            Cell::Text("ab".into()),
+            Cell::Null,
+            Cell::Text("abab".into()),
+        ]]
+    );
+    // List makers sized only by an argument are gone; the table functions stay.
+    let e = run("SELECT array_repeat(1, 1000000000)").unwrap_err();
+    assert!(e.is_invalid_query(), "{e}");
+    let e = run("SELECT range(1, 10000000000)").unwrap_err();
+    assert!(e.is_invalid_query(), "{e}");
+    let (_, rows) = run("SELECT count(*) FROM generate_series(1, 10)").unwrap();
+    assert_eq!(rows, [[Cell::Int(10)]]);
+}
