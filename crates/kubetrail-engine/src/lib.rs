@@ -587,6 +587,15 @@ impl Cell {
         }
     }
 
+    /// About the bytes the value holds (its text; 8 for a number).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Cell::Text(s) => s.len(),
+            Cell::List(items) => items.iter().map(|i| i.len() + 8).sum(),
+            _ => 8,
+        }
+    }
+
     /// The value as JSON: numbers and booleans as themselves, lists as arrays, null as null.
     pub fn into_json(self) -> serde_json::Value {
         match self {

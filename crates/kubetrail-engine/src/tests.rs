@@ -508,6 +508,18 @@ fn functions_cannot_make_more_than_the_limit() {
             Cell::Text("abab".into()),
         ]]
     );
+    // Many results under the limit do not make an answer over its own.
+    let e = run(
+        "SELECT repeat('a', 30000000) UNION ALL SELECT repeat('b', 30000000) \
+         UNION ALL SELECT repeat('c', 30000000)",
+    )
+    .unwrap_err();
+    assert!(e.is_resources_exhausted(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the answer would exceed 67108864 bytes after 2 rows"),
+        "{e}"
+    );
     // List makers sized only by an argument are gone; the table functions stay.
     let e = run("SELECT array_repeat(1, 1000000000)").unwrap_err();
     assert!(e.is_invalid_query(), "{e}");
