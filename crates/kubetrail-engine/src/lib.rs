@@ -18,9 +18,9 @@
 //! # Memory
 //!
 //! Results stream: [`Engine::stream`] yields batches as the scan produces them, and the session's memory
-//! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
-//! with a resources error, never holding a year in memory. Row queries with a limit are top-k. What the pool
-//! does not see, what scalar functions make, is bounded by [`capped`].
+//! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk (at most
+//! [`MAX_SPILL_BYTES`]) or fails with a resources error, never holding a year in memory. Row queries with a
+//! limit are top-k. What the pool does not see, what scalar functions make, is bounded by [`capped`].
 
 pub mod capped;
 pub mod limits;
@@ -53,6 +53,10 @@ use kubetrail_store::columnar::{self, PartitionFile};
 
 /// The most memory a query's operators (sorts, aggregations, joins) may hold before spilling or failing.
 pub const MEMORY_LIMIT: usize = 1 << 30;
+
+/// The most a query may spill to the temporary directory before failing with a resources error (DataFusion's
+/// own default is 100 GB).
+pub const MAX_SPILL_BYTES: u64 = 8 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -138,6 +142,7 @@ impl Engine {
             .schema_force_view_types = false;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(MEMORY_LIMIT, 1.0)
+            .with_max_temp_directory_size(MAX_SPILL_BYTES)
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -258,6 +258,15 @@ fn scope_prunes_clusters_and_time() {
     };
     let engine = Engine::open(&root, &scope).unwrap();
     assert_eq!(rows(&engine, None, RowQuery::default()).len(), 2);
+    // What a query may spill is bounded too.
+    assert_eq!(
+        engine
+            .context()
+            .runtime_env()
+            .disk_manager
+            .max_temp_directory_size(),
+        MAX_SPILL_BYTES
+    );
     // An empty or missing store is an empty table.
     let engine = Engine::open(&dir.path().join("nothing"), &Scope::default()).unwrap();
     assert!(rows(&engine, None, RowQuery::default()).is_empty());
