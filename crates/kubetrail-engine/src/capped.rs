@@ -12,7 +12,8 @@
 //! - Sized by the sum of their inputs, which the same column given many times multiplies: `concat`,
 //!   `concat_ws`, `array_to_string` (the separator once per element), `make_array`, `array_concat`,
 //!   `array_append`, `array_prepend`, the `array_replace` family (the replacement once per element):
-//!   estimated as the bytes of all arguments times (1 + the longest list among them).
+//!   estimated row by row as the bytes of all arguments, plus those that are not lists once per element of
+//!   the longest list among them.
 //! - Every result of these is measured after the call too (an estimate could be low).
 //! - `||` on strings is planned as the kernel it always was inside `kt_cap`, which measures the result: a
 //!   chain of `||` grows by one operand per step, so no step makes more than its operands, each bounded.
@@ -148,38 +149,60 @@ fn int_at(arg: &ColumnarValue, i: usize) -> i128 {
     }
 }
 
-/// The bytes of a whole argument over `rows` rows, and the length of its longest list (0 when not a list).
-fn whole(arg: &ColumnarValue, rows: usize) -> (u128, u128) {
+/// Each row's bytes of an argument, and its list's length (0 when not a list). A list row's bytes are its
+/// share of the whole list's, by length.
+fn rows_of(arg: &ColumnarValue, rows: usize) -> Vec<(u128, u128)> {
+    let list_lens = |a: &dyn Array| -> Option<Vec<u128>> {
+        let lens: Vec<u128> = match a.data_type() {
+            DataType::List(_) => a
+                .as_list::<i32>()
+                .offsets()
+                .windows(2)
+                .map(|w| (w[1] - w[0]) as u128)
+                .collect(),
+            DataType::LargeList(_) => a
+                .as_list::<i64>()
+                .offsets()
+                .windows(2)
+                .map(|w| (w[1] - w[0]) as u128)
+                .collect(),
+            _ => return None,
+        };
+        Some(lens)
+    };
     match arg {
         ColumnarValue::Scalar(s) => {
-            let longest = match s {
-                ScalarValue::List(l) => max_list_len(l.as_ref()),
-                ScalarValue::LargeList(l) => max_list_len(l.as_ref()),
-                _ => 0,
+            let len = match s {
+                ScalarValue::List(l) => list_lens(l.as_ref()).and_then(|v| v.first().copied()),
+                ScalarValue::LargeList(l) => list_lens(l.as_ref()).and_then(|v| v.first().copied()),
+                _ => None,
             };
-            (scalar_bytes(s) * rows as u128, longest)
+            vec![(scalar_bytes(s), len.unwrap_or(0)); rows]
         }
-        ColumnarValue::Array(a) => (a.get_array_memory_size() as u128, max_list_len(a.as_ref())),
+        ColumnarValue::Array(a) => match list_lens(a.as_ref()) {
+            Some(lens) => {
+                let total: u128 = lens.iter().sum::<u128>().max(1);
+                let memory = a.get_array_memory_size() as u128;
+                lens.iter().map(|&n| (memory * n / total + 8, n)).collect()
+            }
+            None if matches!(
+                a.data_type(),
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+            ) =>
+            {
+                (0..a.len()).map(|i| (bytes_at(arg, i), 0)).collect()
+            }
+            None => {
+                let each = (a.get_array_memory_size() / a.len().max(1)) as u128;
+                vec![(each, 0); a.len()]
+            }
+        },
     }
-}
-
-fn max_list_len(a: &dyn Array) -> u128 {
-    let lens: Box<dyn Iterator<Item = usize>> = match a.data_type() {
-        DataType::List(_) => Box::new(
-            a.as_list::<i32>()
-                .offsets()
-                .windows(2)
-                .map(|w| (w[1] - w[0]) as usize),
-        ),
-        DataType::LargeList(_) => Box::new(
-            a.as_list::<i64>()
-                .offsets()
-                .windows(2)
-                .map(|w| (w[1] - w[0]) as usize),
-        ),
-        _ => Box::new(std::iter::empty()),
-    };
-    lens.max().unwrap_or(0) as u128
 }
 
 /// What one call would make, at most (an estimate: see the module documentation).
@@ -213,14 +236,19 @@ fn estimate(how: Estimate, args: &ScalarFunctionArgs) -> u128 {
                 .sum(),
             _ => 0,
         },
+        // Per row: every argument's bytes, and the other arguments' once more per element of the longest
+        // list (a separator or a replacement can be written once per element).
         Estimate::Inputs => {
-            let (mut bytes, mut longest) = (0u128, 0u128);
-            for x in a {
-                let (b, l) = whole(x, rows);
-                bytes += b;
-                longest = longest.max(l);
-            }
-            bytes * (1 + longest)
+            let per_arg: Vec<Vec<(u128, u128)>> = a.iter().map(|x| rows_of(x, rows)).collect();
+            (0..rows)
+                .map(|i| {
+                    let row = per_arg.iter().filter_map(|v| v.get(i));
+                    let bytes: u128 = row.clone().map(|(b, _)| b).sum();
+                    let scalars: u128 = row.clone().filter(|(_, n)| *n == 0).map(|(b, _)| b).sum();
+                    let longest = row.map(|(_, n)| *n).max().unwrap_or(0);
+                    bytes + scalars * longest
+                })
+                .sum()
         }
     }
 }

@@ -517,6 +517,22 @@ fn functions_cannot_make_more_than_the_limit() {
             Cell::Text("abab".into()),
         ]]
     );
+    // Long lists over many rows are estimated row by row: 8,192 rows of 50 groups of 30 bytes (12 MB) joined
+    // are 13 MB, not 50 times the whole column.
+    let groups = vec!["repeat('g', 30)"; 50].join(", ");
+    let (_, rows) = run(&format!(
+        "SELECT max(length(array_to_string(l, ','))) FROM \
+         (SELECT make_array({groups}) AS l FROM generate_series(1, 8192))"
+    ))
+    .unwrap();
+    assert_eq!(rows, [[Cell::Int(50 * 31 - 1)]]);
+    refused(
+        &format!(
+            "SELECT max(length(array_to_string(l, repeat(',', 1000)))) FROM \
+             (SELECT make_array({groups}) AS l FROM generate_series(1, 8192))"
+        ),
+        "array_to_string() would make",
+    );
     // Many results under the limit do not make an answer over its own.
     let e = run(
         "SELECT repeat('a', 30000000) UNION ALL SELECT repeat('b', 30000000) \
