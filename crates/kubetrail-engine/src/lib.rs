@@ -18,9 +18,11 @@
 //! # Memory
 //!
 //! Results stream: [`Engine::stream`] yields batches as the scan produces them, and the session's memory
-//! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk or fails
-//! with a resources error, never holding a year in memory. Row queries with a limit are top-k.
+//! pool is bounded ([`MEMORY_LIMIT`]): a sort or aggregation over more than that spills to disk (at most
+//! [`MAX_SPILL_BYTES`]) or fails with a resources error, never holding a year in memory. Row queries with a
+//! limit are top-k. What the pool does not see, what scalar functions make, is bounded by [`capped`].
 
+pub mod capped;
 pub mod limits;
 pub mod reports;
 
@@ -51,6 +53,10 @@ use kubetrail_store::columnar::{self, PartitionFile};
 
 /// The most memory a query's operators (sorts, aggregations, joins) may hold before spilling or failing.
 pub const MEMORY_LIMIT: usize = 1 << 30;
+
+/// The most a query may spill to the temporary directory before failing with a resources error (DataFusion's
+/// own default is 100 GB).
+pub const MAX_SPILL_BYTES: u64 = 8 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -136,6 +142,7 @@ impl Engine {
             .schema_force_view_types = false;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(MEMORY_LIMIT, 1.0)
+            .with_max_temp_directory_size(MAX_SPILL_BYTES)
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -145,6 +152,7 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(json_match_udf());
+        capped::install(&ctx)?;
 
         let schema = columnar::schema();
         let table: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {
@@ -581,6 +589,15 @@ impl Cell {
             Cell::Float(f) => f.to_string(),
             Cell::Text(s) => s.clone(),
             Cell::List(items) => items.join(","),
+        }
+    }
+
+    /// About the bytes the value holds (its text; 8 for a number).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Cell::Text(s) => s.len(),
+            Cell::List(items) => items.iter().map(|i| i.len() + 8).sum(),
+            _ => 8,
         }
     }
 

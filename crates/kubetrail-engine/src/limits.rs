@@ -45,6 +45,10 @@ pub const MAX_SQL_TOKENS: usize = 2048;
 /// The most terms (compared values, `kubetrail_query::Expr::terms`) a `where` expression may have.
 pub const MAX_WHERE_TERMS: usize = 1000;
 
+/// The most bytes of values a collected answer (`Engine::sql_rows`) may hold: each function's result is
+/// bounded (`capped`), but a query can make many small batches.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// The stack of a thread that plans and runs queries.
 pub const QUERY_STACK_BYTES: usize = 256 << 20;
 

@@ -2,6 +2,7 @@
 //! few queries over an [`Engine`]. The CLI renders them as tables, markdown or JSON lines; the HTTP API
 //! serializes them as one JSON object. Both take the same requests, so both answer the same.
 
+use datafusion::common::DataFusionError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
@@ -120,7 +121,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// The rows of a SQL query, with its column names, at most `limit` rows.
+    /// The rows of a SQL query, with its column names, at most `limit` rows and
+    /// [`crate::limits::MAX_ANSWER_BYTES`] of values (a resources error beyond).
     pub async fn sql_rows(
         &self,
         sql: &str,
@@ -134,10 +136,21 @@ impl Engine {
             .map(|f| f.name().clone())
             .collect();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         while let Some(batch) = stream.next().await {
             for row in crate::cells(&batch?)? {
                 if limit.is_some_and(|l| out.len() >= l) {
                     return Ok((names, out));
+                }
+                bytes += row.iter().map(Cell::bytes).sum::<usize>();
+                if bytes > crate::limits::MAX_ANSWER_BYTES {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "the answer would exceed {} bytes after {} rows: ask for fewer rows or smaller \
+                         values",
+                        crate::limits::MAX_ANSWER_BYTES,
+                        out.len()
+                    ))
+                    .into());
                 }
                 out.push(row);
             }

@@ -258,6 +258,15 @@ fn scope_prunes_clusters_and_time() {
     };
     let engine = Engine::open(&root, &scope).unwrap();
     assert_eq!(rows(&engine, None, RowQuery::default()).len(), 2);
+    // What a query may spill is bounded too.
+    assert_eq!(
+        engine
+            .context()
+            .runtime_env()
+            .disk_manager
+            .max_temp_directory_size(),
+        MAX_SPILL_BYTES
+    );
     // An empty or missing store is an empty table.
     let engine = Engine::open(&dir.path().join("nothing"), &Scope::default()).unwrap();
     assert!(rows(&engine, None, RowQuery::default()).is_empty());
@@ -500,4 +509,100 @@ fn every_operator_yields_between_batches() {
     // About one yield per 128 batches of 8,192 rows: some 80 while the join ran (1 without the rule).
     let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
     assert!(ticks > 20, "the query yielded {ticks} times");
+}
+
+#[test]
+fn functions_cannot_make_more_than_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let run = |sql: &str| rt.block_on(engine.sql_rows(sql, None));
+    let refused = |sql: &str, what: &str| {
+        let e = run(sql).expect_err(sql);
+        assert!(e.is_resources_exhausted(), "{sql}: {e}");
+        assert!(
+            e.to_string().contains(what) && e.to_string().contains("at most 67108864"),
+            "{sql}: {e}"
+        );
+    };
+    refused(
+        "SELECT repeat('a', 1500000000)",
+        "repeat() would make 1500000000 bytes for one batch of rows",
+    );
+    refused(
+        "SELECT length(repeat(\"user\", 100000000)) FROM events",
+        "repeat() would make",
+    );
+    // The same value many times, however it is joined.
+    let x = "WITH t AS (SELECT repeat('a', 10000000) AS x)";
+    refused(
+        &format!("{x} SELECT length(concat(x, x, x, x, x, x, x)) FROM t"),
+        "concat() would make",
+    );
+    refused(
+        &format!("{x} SELECT length(x || x || x || x || x || x || x) FROM t"),
+        "`||` would make",
+    );
+    refused(
+        &format!("{x} SELECT length(replace(x, 'a', 'bbbbbbb')) FROM t"),
+        "replace() would make",
+    );
+    refused(
+        "SELECT regexp_replace(repeat('a', 100000), '', repeat('b', 1000))",
+        "regexp_replace() would make",
+    );
+    // Under the limit they are what they were.
+    let (_, rows) = run(&format!(
+        "{x} SELECT length(concat(x, 'b')), length(x || x), length(replace(x, 'a', 'bb')), \
+         concat('a', NULL, 'b'), 'a' || NULL, repeat('ab', 2) FROM t"
+    ))
+    .unwrap();
+    assert_eq!(
+        rows,
+        [[
+            Cell::Int(10_000_001),
+            Cell::Int(20_000_000),
+            Cell::Int(20_000_000),
+            Cell::Text("ab".into()),
+            Cell::Null,
+            Cell::Text("abab".into()),
+        ]]
+    );
+    // Long lists over many rows are estimated row by row: 8,192 rows of 50 groups of 30 bytes (12 MB) joined
+    // are 13 MB, not 50 times the whole column.
+    let groups = vec!["repeat('g', 30)"; 50].join(", ");
+    let (_, rows) = run(&format!(
+        "SELECT max(length(array_to_string(l, ','))) FROM \
+         (SELECT make_array({groups}) AS l FROM generate_series(1, 8192))"
+    ))
+    .unwrap();
+    assert_eq!(rows, [[Cell::Int(50 * 31 - 1)]]);
+    refused(
+        &format!(
+            "SELECT max(length(array_to_string(l, repeat(',', 1000)))) FROM \
+             (SELECT make_array({groups}) AS l FROM generate_series(1, 8192))"
+        ),
+        "array_to_string() would make",
+    );
+    // Many results under the limit do not make an answer over its own.
+    let e = run(
+        "SELECT repeat('a', 30000000) UNION ALL SELECT repeat('b', 30000000) \
+         UNION ALL SELECT repeat('c', 30000000)",
+    )
+    .unwrap_err();
+    assert!(e.is_resources_exhausted(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the answer would exceed 67108864 bytes after 2 rows"),
+        "{e}"
+    );
+    // List makers sized only by an argument are gone; the table functions stay.
+    let e = run("SELECT array_repeat(1, 1000000000)").unwrap_err();
+    assert!(e.is_invalid_query(), "{e}");
+    let e = run("SELECT range(1, 10000000000)").unwrap_err();
+    assert!(e.is_invalid_query(), "{e}");
+    let (_, rows) = run("SELECT count(*) FROM generate_series(1, 10)").unwrap();
+    assert_eq!(rows, [[Cell::Int(10)]]);
 }

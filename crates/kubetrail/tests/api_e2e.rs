@@ -682,3 +682,36 @@ fn an_event_nested_deeper_than_serde_reads_is_served_as_stored() {
     assert!(body.contains(&nested), "{body}");
     still_serving(port);
 }
+
+/// The most memory the process has held (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_function_cannot_take_the_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, port) = start(tmp.path());
+    let (status, body) = call(
+        port,
+        "/api/v1/query",
+        Some(TOKEN),
+        Some(r#"{"sql": "SELECT repeat('a', 1500000000) AS a"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains(
+            "repeat() would make 1500000000 bytes for one batch of rows; at most 67108864"
+        ),
+        "{body}"
+    );
+    let peak = peak_rss(server.0.id());
+    assert!(peak < 1 << 30, "serve held {peak} bytes at its peak");
+    still_serving(port);
+}
