@@ -82,7 +82,7 @@ pub struct QueryApi {
     max_suppression_days: u32,
     /// The longest a query may run ([`QUERY_TIMEOUT`] unless set).
     timeout: Duration,
-    /// The most requests an export carries ([`explore::MAX_EXPORT`] unless set).
+    /// The most requests an export carries (`MAX_EXPORT` (100,000) unless set).
     max_export: usize,
 }
 
@@ -105,7 +105,7 @@ impl QueryApi {
         self
     }
 
-    /// Exports carry at most `n` requests instead of [`explore::MAX_EXPORT`].
+    /// Exports carry at most `n` requests instead of `MAX_EXPORT` (100,000).
     pub fn with_max_export(mut self, n: usize) -> QueryApi {
         self.max_export = n;
         self
