@@ -1,5 +1,6 @@
 //! `kubetrail setup`: the files that install kubetrail, one subcommand per way of running it (`webhook`: the
-//! certificates and configs that connect kube-apiserver; `systemd`: a hardened service unit), and what they
+//! certificates and configs that connect kube-apiserver; `systemd`: a hardened service unit; `kubernetes`:
+//! a kustomize base), and what they
 //! share: refusing to overwrite without `--force`, and writing files with their mode from the start.
 
 use std::fs::{self, OpenOptions};
@@ -12,6 +13,8 @@ use clap::Subcommand;
 
 use crate::Outcome;
 
+mod kubernetes;
+mod pki;
 mod systemd;
 mod webhook;
 
@@ -31,12 +34,20 @@ pub enum SetupCommand {
   kubetrail setup systemd --out ./kubetrail-systemd --config /etc/kubetrail/kubetrail.yaml \\
       --data /srv/kubetrail --bin /usr/bin/kubetrail")]
     Systemd(systemd::SystemdArgs),
+    /// Write a kustomize base that runs kubetrail in the cluster (StatefulSet, Service, NetworkPolicy,
+    /// locked-down pods, TLS from `setup webhook`'s PKI) and the webhook kubeconfig for the control plane.
+    #[command(after_help = "Examples:
+  kubetrail setup kubernetes --out ./kubetrail-k8s && kubectl apply -k ./kubetrail-k8s
+  kubetrail setup kubernetes --out ./kubetrail-k8s --apiserver-cidr 10.0.0.0/28 --storage 200Gi \\
+      --storage-class fast-ssd --image registry.example.com/kubetrail:0.1.0 --service-monitor")]
+    Kubernetes(kubernetes::KubernetesArgs),
 }
 
 pub fn run(cmd: SetupCommand) -> anyhow::Result<Outcome> {
     match cmd {
         SetupCommand::Webhook(args) => webhook::run(args),
         SetupCommand::Systemd(args) => systemd::run(args),
+        SetupCommand::Kubernetes(args) => kubernetes::run(args),
     }
 }
 
