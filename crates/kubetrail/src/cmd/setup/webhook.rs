@@ -4,37 +4,20 @@
 //! recommended audit policy and kubetrail's matching config; then the steps to install them.
 
 use std::fmt::Write as _;
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 use kubetrail_policy::{GenerateOptions, generate};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, date_time_ymd,
-};
 
+use super::pki::{CLIENT_CN, Pki, kubeconfig};
+use super::{OutFile, prepare_out, quote, write_files};
 use crate::Outcome;
 
-/// The client certificate's CN: the identity kube-apiserver presents to kubetrail.
-pub const CLIENT_CN: &str = "kube-apiserver-audit";
 const DEFAULT_PORT: u16 = 8443;
 const WEBHOOK_PATH: &str = "/k8s-audit";
-
-#[derive(Debug, Subcommand)]
-pub enum SetupCommand {
-    /// Write the certificates, webhook kubeconfig, audit policy and kubetrail config that connect
-    /// kube-apiserver's audit webhook to kubetrail over mutual TLS, and print how to install them.
-    #[command(after_help = "Examples:
-  kubetrail setup webhook --out ./kubetrail-webhook
-  kubetrail setup webhook --out /etc/kubetrail --server-name kubetrail.internal --server-name 10.0.0.5 \\
-      --url https://kubetrail.internal:8443/k8s-audit --days 730")]
-    Webhook(WebhookArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
@@ -59,19 +42,6 @@ pub struct WebhookArgs {
     force: bool,
 }
 
-pub fn run(cmd: SetupCommand) -> anyhow::Result<Outcome> {
-    match cmd {
-        SetupCommand::Webhook(args) => webhook(args),
-    }
-}
-
-/// One file to write: its name in the output directory, whether it holds a private key, and its contents.
-struct OutFile {
-    name: &'static str,
-    private: bool,
-    contents: String,
-}
-
 /// A parsed `https://HOST[:PORT]/PATH` URL.
 #[derive(Debug)]
 struct Url {
@@ -79,7 +49,7 @@ struct Url {
     port: u16,
 }
 
-fn webhook(args: WebhookArgs) -> anyhow::Result<Outcome> {
+pub fn run(args: WebhookArgs) -> anyhow::Result<Outcome> {
     let url_arg = args.url.as_deref();
     let parsed = url_arg.map(parse_url).transpose()?;
     let server_names = server_names(&args.server_names, parsed.as_ref())?;
@@ -97,13 +67,6 @@ fn webhook(args: WebhookArgs) -> anyhow::Result<Outcome> {
     };
     let port = parsed.as_ref().map_or(DEFAULT_PORT, |u| u.port);
 
-    let dir = &args.out;
-    if dir.exists() && !dir.is_dir() {
-        bail!(
-            "`{}` exists and is not a directory; choose another --out",
-            dir.display()
-        );
-    }
     let names = [
         "ca.crt",
         "ca.key",
@@ -115,26 +78,14 @@ fn webhook(args: WebhookArgs) -> anyhow::Result<Outcome> {
         "kubetrail.yaml",
         "audit-policy.yaml",
     ];
-    if !args.force {
-        for name in names {
-            let path = dir.join(name);
-            if path.exists() || path.is_symlink() {
-                bail!(
-                    "`{}` already exists; pass --force to overwrite it (new certificates replace the old \
-                     ones: kube-apiserver's webhook kubeconfig must then be reinstalled too)",
-                    path.display()
-                );
-            }
-        }
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("failed to create `{}`", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("failed to resolve `{}`", dir.display()))?;
+    let dir = prepare_out(
+        &args.out,
+        &names,
+        args.force,
+        0o700,
+        " (new certificates replace the old ones: kube-apiserver's webhook kubeconfig must then be \
+         reinstalled too)",
+    )?;
 
     let pki = Pki::generate(&server_names, args.days)?;
     let files = [
@@ -186,9 +137,7 @@ fn webhook(args: WebhookArgs) -> anyhow::Result<Outcome> {
         },
     ];
     debug_assert!(files.iter().map(|f| f.name).eq(names));
-    for file in &files {
-        write_file(&dir.join(file.name), file)?;
-    }
+    write_files(&dir, &files)?;
     print!(
         "{}",
         instructions(&dir, &url, &server_names, &pki.not_after)
@@ -306,124 +255,6 @@ fn hostname() -> Option<String> {
         .find(|h| !h.is_empty() && is_dns_name(h))
 }
 
-/// The certificates and keys, PEM-encoded.
-struct Pki {
-    ca_cert: String,
-    ca_key: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-    /// When the certificates expire (RFC 3339 date).
-    not_after: String,
-}
-
-impl Pki {
-    fn generate(server_names: &[String], days: u32) -> anyhow::Result<Pki> {
-        let today = jiff::tz::Offset::UTC
-            .to_datetime(jiff::Timestamp::now())
-            .date();
-        let day = |offset: i64| -> anyhow::Result<jiff::civil::Date> {
-            today
-                .checked_add(jiff::Span::new().days(offset))
-                .context("--days reaches past the calendar's end; choose fewer days")
-        };
-        // From yesterday (clocks of the apiserver and kubetrail may disagree) to at least `days` from now.
-        let (start, end) = (day(-1)?, day(i64::from(days) + 1)?);
-        let ymd = |d: jiff::civil::Date| {
-            date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
-        };
-        let validity = |p: &mut CertificateParams| {
-            p.not_before = ymd(start);
-            p.not_after = ymd(end);
-        };
-
-        let ca_key = KeyPair::generate().context("failed to generate the CA key")?;
-        let mut ca = CertificateParams::default();
-        ca.distinguished_name = rcgen::DistinguishedName::new();
-        ca.distinguished_name
-            .push(DnType::CommonName, "kubetrail audit webhook CA");
-        ca.distinguished_name
-            .push(DnType::OrganizationName, "kubetrail");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        validity(&mut ca);
-        let ca_cert = ca
-            .self_signed(&ca_key)
-            .context("failed to sign the CA certificate")?;
-        let issuer = Issuer::new(ca, ca_key);
-
-        let server_key = KeyPair::generate().context("failed to generate the server key")?;
-        let mut server = CertificateParams::new(server_names.to_vec())
-            .context("a --server-name cannot go in a certificate")?;
-        server.distinguished_name = rcgen::DistinguishedName::new();
-        server
-            .distinguished_name
-            .push(DnType::CommonName, server_names[0].as_str());
-        server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        server.use_authority_key_identifier_extension = true;
-        validity(&mut server);
-        let server_cert = server
-            .signed_by(&server_key, &issuer)
-            .context("failed to sign the server certificate")?;
-
-        let client_key = KeyPair::generate().context("failed to generate the client key")?;
-        let mut client = CertificateParams::default();
-        client.distinguished_name = rcgen::DistinguishedName::new();
-        client
-            .distinguished_name
-            .push(DnType::CommonName, CLIENT_CN);
-        client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        client.use_authority_key_identifier_extension = true;
-        validity(&mut client);
-        let client_cert = client
-            .signed_by(&client_key, &issuer)
-            .context("failed to sign the client certificate")?;
-
-        Ok(Pki {
-            ca_cert: ca_cert.pem(),
-            ca_key: issuer.key().serialize_pem(),
-            server_cert: server_cert.pem(),
-            server_key: server_key.serialize_pem(),
-            client_cert: client_cert.pem(),
-            client_key: client_key.serialize_pem(),
-            not_after: end.to_string(),
-        })
-    }
-}
-
-/// The kubeconfig for `--audit-webhook-config-file`: the cluster is kubetrail, the user is kube-apiserver.
-fn kubeconfig(url: &str, pki: &Pki) -> String {
-    format!(
-        "# kube-apiserver's audit webhook configuration (--audit-webhook-config-file), written by\n\
-         # `kubetrail setup webhook`. It holds kube-apiserver's client key: keep it mode 0600.\n\
-         apiVersion: v1\n\
-         kind: Config\n\
-         clusters:\n\
-         - name: kubetrail\n\
-         \x20 cluster:\n\
-         \x20   server: {server}\n\
-         \x20   certificate-authority-data: {ca}\n\
-         users:\n\
-         - name: {CLIENT_CN}\n\
-         \x20 user:\n\
-         \x20   client-certificate-data: {cert}\n\
-         \x20   client-key-data: {key}\n\
-         contexts:\n\
-         - name: kubetrail\n\
-         \x20 context:\n\
-         \x20   cluster: kubetrail\n\
-         \x20   user: {CLIENT_CN}\n\
-         current-context: kubetrail\n",
-        server = quote(url),
-        ca = base64(pki.ca_cert.as_bytes()),
-        cert = base64(pki.client_cert.as_bytes()),
-        key = base64(pki.client_key.as_bytes()),
-    )
-}
-
 /// kubetrail's own config for this listener (keys as `kubetrail serve --config` reads them).
 fn kubetrail_config(dir: &Path, port: u16, cluster: &str) -> String {
     let path = |name: &str| quote(&dir.join(name).display().to_string());
@@ -456,51 +287,6 @@ fn kubetrail_config(dir: &Path, port: u16, cluster: &str) -> String {
         key = path("server.key"),
         ca = path("ca.crt"),
     )
-}
-
-/// A YAML double-quoted scalar (JSON's string syntax is YAML's).
-fn quote(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
-/// Standard base64 with padding, as kubeconfig `*-data` fields hold.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Writes one file; private ones are mode 0600 from their creation on (and made so if they existed).
-fn write_file(path: &Path, file: &OutFile) -> anyhow::Result<()> {
-    let mode = if file.private { 0o600 } else { 0o644 };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("failed to write `{}`", path.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(|| format!("failed to set the mode of `{}`", path.display()))?;
-    f.write_all(file.contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("failed to write `{}`", path.display()))?;
-    Ok(())
 }
 
 fn instructions(dir: &Path, url: &str, server_names: &[String], not_after: &str) -> String {
@@ -593,22 +379,6 @@ The certificates expire on {not_after}: run this again before then (with --force
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_standard_alphabet() {
-        for (input, expect) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expect, "{input}");
-        }
-        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
-    }
 
     #[test]
     fn urls() {
