@@ -345,18 +345,21 @@ fn checked_token(what: &str, path: &Path, token: &str) -> anyhow::Result<String>
     Ok(token.to_string())
 }
 
-/// Refuses a secret file that its group or others may read or write.
+/// Refuses a secret file that its group or others may read or write. One exception: a root-owned file that
+/// only its group may also read, when that group is one of this process's own, is how Kubernetes mounts a
+/// Secret for a pod with `fsGroup` (0440, whatever `defaultMode` says; kubernetes#57923); PostgreSQL accepts
+/// its key on the same terms. Nobody but root and this process's own group can read such a file.
 pub fn owner_only(what: &str, path: &Path) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let meta = std::fs::metadata(path)
             .with_context(|| format!("{what} `{}` cannot be read", path.display()))?;
         if !meta.is_file() {
             bail!("{what} `{}` is not a regular file", path.display());
         }
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if mode & 0o077 != 0 && !fs_group_secret(mode, meta.uid(), meta.gid(), &own_groups()) {
             bail!(
                 "{what} `{}` is readable or writable by others than its owner (mode {mode:03o}): `chmod 600` it \
                  (in Kubernetes: `defaultMode: 0400` on the Secret's volume)",
@@ -365,6 +368,30 @@ pub fn owner_only(what: &str, path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a file of `mode`, owner `uid` and group `gid` is a root-owned secret readable by its group only,
+/// that group being one of `groups` (see [`owner_only`]).
+fn fs_group_secret(mode: u32, uid: u32, gid: u32, groups: &[u32]) -> bool {
+    uid == 0 && mode & 0o077 == 0o040 && groups.contains(&gid)
+}
+
+/// This process's effective and supplementary group ids (from `/proc/self/status`; none when unreadable).
+fn own_groups() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("Gid:") {
+            // Real, effective, saved, filesystem: the effective one decides access.
+            out.extend(rest.split_whitespace().nth(1).and_then(|g| g.parse::<u32>().ok()));
+        } else if let Some(rest) = line.strip_prefix("Groups:") {
+            out.extend(
+                rest.split_whitespace()
+                    .filter_map(|g| g.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
 }
 
 /// A secret file's text, once [`owner_only`] passed.
@@ -393,5 +420,30 @@ pub fn load_filter(path: &Path) -> anyhow::Result<kubetrail_policy::Policy> {
                 path.display()
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_owned_secrets_readable_by_our_own_group_pass_as_kubernetes_mounts_them() {
+        let ours = [1000, 65532];
+        assert!(
+            fs_group_secret(0o440, 0, 65532, &ours),
+            "a Secret with fsGroup"
+        );
+        assert!(fs_group_secret(0o640, 0, 65532, &ours));
+        assert!(!fs_group_secret(0o440, 1001, 65532, &ours), "not root's");
+        assert!(
+            !fs_group_secret(0o440, 0, 4242, &ours),
+            "someone else's group"
+        );
+        assert!(!fs_group_secret(0o460, 0, 65532, &ours), "group-writable");
+        assert!(!fs_group_secret(0o444, 0, 65532, &ours), "world-readable");
+        assert!(!fs_group_secret(0o450, 0, 65532, &ours), "group-executable");
+        let own = own_groups();
+        assert!(!own.is_empty(), "this process has an effective group");
     }
 }
