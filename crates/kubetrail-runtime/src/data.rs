@@ -102,9 +102,8 @@ pub fn redactor(dir: &Path, extra: &kubetrail_policy::RedactionConfig) -> anyhow
             key.copy_from_slice(&buf);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut r| r.read_exact(&mut key))
-                .context("failed to read random bytes for the redaction key")?;
+            getrandom::fill(&mut key)
+                .map_err(|e| anyhow::anyhow!("failed to get random bytes for the redaction key: {e}"))?;
             let tmp = dir.join("redaction.key.tmp");
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create(true).truncate(true);

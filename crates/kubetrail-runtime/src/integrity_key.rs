@@ -1,7 +1,6 @@
 //! The installation's checkpoint signing key (`integrity.key` in the data directory), made on first use from
 //! the system's random source.
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
@@ -36,6 +35,6 @@ pub fn existing_signer(dir: &Path) -> anyhow::Result<Signer> {
 
 fn random_seed() -> std::io::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    getrandom::fill(&mut seed).map_err(std::io::Error::other)?;
     Ok(seed)
 }

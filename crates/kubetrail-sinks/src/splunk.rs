@@ -244,12 +244,10 @@ impl Splunk {
     }
 }
 
-/// A random version 4 GUID from the kernel's random source (or, failing that, from time and pid).
+/// A random version 4 GUID from the kernel's random source (`getrandom`; failing that, from time and pid).
 fn new_guid() -> String {
-    use std::io::Read as _;
     let mut b = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if read.is_err() {
+    if getrandom::fill(&mut b).is_err() {
         use sha2::Digest as _;
         let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
         b.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);

@@ -20,7 +20,7 @@
 //! [`payload`]: crate::alerting::payload
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -506,9 +506,8 @@ pub fn signing_key(alerts_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = alerts_dir.join("webhook.key");
     if !path.exists() {
         let mut key = [0u8; 32];
-        File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut key))
-            .context("failed to read /dev/urandom")?;
+        getrandom::fill(&mut key)
+            .map_err(|e| anyhow::anyhow!("failed to get random bytes for the signing key: {e}"))?;
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
