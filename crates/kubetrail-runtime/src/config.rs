@@ -383,7 +383,11 @@ fn own_groups() -> Vec<u32> {
     for line in status.lines() {
         if let Some(rest) = line.strip_prefix("Gid:") {
             // Real, effective, saved, filesystem: the effective one decides access.
-            out.extend(rest.split_whitespace().nth(1).and_then(|g| g.parse::<u32>().ok()));
+            out.extend(
+                rest.split_whitespace()
+                    .nth(1)
+                    .and_then(|g| g.parse::<u32>().ok()),
+            );
         } else if let Some(rest) = line.strip_prefix("Groups:") {
             out.extend(
                 rest.split_whitespace()

@@ -102,8 +102,9 @@ pub fn redactor(dir: &Path, extra: &kubetrail_policy::RedactionConfig) -> anyhow
             key.copy_from_slice(&buf);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            getrandom::fill(&mut key)
-                .map_err(|e| anyhow::anyhow!("failed to get random bytes for the redaction key: {e}"))?;
+            getrandom::fill(&mut key).map_err(|e| {
+                anyhow::anyhow!("failed to get random bytes for the redaction key: {e}")
+            })?;
             let tmp = dir.join("redaction.key.tmp");
             let mut opts = std::fs::OpenOptions::new();
             opts.write(true).create(true).truncate(true);
