@@ -7,8 +7,12 @@
 //! batch of rows) makes at most [`MAX_RESULT_BYTES`]**, refused with an error naming the function and the
 //! limit before it allocates anything:
 //!
-//! - Sized by an argument: `repeat` (text × count), `replace` (each match of `from` becomes `to`),
-//!   `regexp_replace` (every position may match), estimated from the arguments row by row.
+//! - Sized by an argument: `repeat` (text × count), `lpad`/`rpad` (the length, up to 4 bytes a
+//!   character), `replace` (each match of `from` becomes `to`), `regexp_replace` (every position may
+//!   match), estimated from the arguments row by row.
+//! - A call on constants only makes a constant, which projections copy into every row of a batch: it
+//!   counts 8,192 times (`SELECT repeat('a', 60000000) FROM t` would otherwise pass as 60 MB and become
+//!   491 GB, an allocation failure that aborts the process).
 //! - Sized by the sum of their inputs, which the same column given many times multiplies: `concat`,
 //!   `concat_ws`, `array_to_string` (the separator once per element), `make_array`, `array_concat`,
 //!   `array_append`, `array_prepend`, the `array_replace` family (the replacement once per element):
@@ -42,6 +46,9 @@ use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 /// The most bytes one call of a bounded function (one batch of rows) may make.
 pub const MAX_RESULT_BYTES: usize = 64 << 20;
+/// The rows a constant is copied into (DataFusion's batch size): a bounded function called on constants only
+/// makes that many copies of its result once projected.
+const BROADCAST_ROWS: u128 = 8192;
 
 /// How a bounded function's result is estimated before it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,10 +58,14 @@ enum Estimate {
     RegexpReplace,
     /// The bytes of all arguments times (1 + the longest list among them).
     Inputs,
+    /// `lpad`/`rpad`: the target length in characters, each up to 4 bytes, plus the text.
+    Pad,
 }
 
-const BOUNDED: [(&str, Estimate); 13] = [
+const BOUNDED: [(&str, Estimate); 15] = [
     ("repeat", Estimate::Repeat),
+    ("lpad", Estimate::Pad),
+    ("rpad", Estimate::Pad),
     ("replace", Estimate::Replace),
     ("regexp_replace", Estimate::RegexpReplace),
     ("concat", Estimate::Inputs),
@@ -230,6 +241,12 @@ fn estimate(how: Estimate, args: &ScalarFunctionArgs) -> u128 {
                 .sum(),
             _ => 0,
         },
+        Estimate::Pad => match (arg(0), arg(1)) {
+            (Some(s), Some(n)) => (0..rows)
+                .map(|i| bytes_at(s, i) + int_at(n, i).max(0) as u128 * 4)
+                .sum(),
+            _ => 0,
+        },
         Estimate::RegexpReplace => match (arg(0), arg(2)) {
             (Some(s), Some(replacement)) => (0..rows)
                 .map(|i| (bytes_at(s, i) + 1) * (bytes_at(replacement, i) + 1))
@@ -300,12 +317,23 @@ impl ScalarUDFImpl for Bounded {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = self.inner.name();
-        let estimate = estimate(self.estimate, &args);
+        // A result of constants only is a constant that projections and joins copy into every row of a
+        // batch (constant folding calls with one row): it counts as many times as a batch has rows.
+        let copies = if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
+            BROADCAST_ROWS
+        } else {
+            1
+        };
+        let estimate = estimate(self.estimate, &args).saturating_mul(copies);
         if estimate > MAX_RESULT_BYTES as u128 {
             return Err(too_large(name, estimate));
         }
         let result = self.inner.invoke_with_args(args)?;
-        let made = result_bytes(&result);
+        let made = result_bytes(&result).saturating_mul(copies);
         if made > MAX_RESULT_BYTES as u128 {
             return Err(too_large(name, made));
         }

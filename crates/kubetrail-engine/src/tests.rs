@@ -527,16 +527,26 @@ fn functions_cannot_make_more_than_the_limit() {
             "{sql}: {e}"
         );
     };
+    refused("SELECT repeat('a', 1500000000)", "repeat() would make");
+    // A constant is copied into every row of a batch: 60 MB made once would become 491 GB and abort the
+    // process (an allocation failure is not an error in Rust).
     refused(
-        "SELECT repeat('a', 1500000000)",
-        "repeat() would make 1500000000 bytes for one batch of rows",
+        "SELECT max(octet_length(s)) FROM (SELECT arrow_cast(repeat('a', 60000000), 'LargeUtf8') s \
+         FROM generate_series(1, 8192))",
+        "repeat() would make",
+    );
+    refused("SELECT length(lpad('a', 1000000000))", "lpad() would make");
+    refused(
+        "SELECT length(rpad('a', 20000000, '😀'))",
+        "rpad() would make",
     );
     refused(
         "SELECT length(repeat(\"user\", 100000000)) FROM events",
         "repeat() would make",
     );
     // The same value many times, however it is joined.
-    let x = "WITH t AS (SELECT repeat('a', 10000000) AS x)";
+    // A value of a column (not a constant): made once per row.
+    let x = "WITH t AS (SELECT repeat(c, 10000000) AS x FROM (VALUES ('a')) AS v(c))";
     refused(
         &format!("{x} SELECT length(concat(x, x, x, x, x, x, x)) FROM t"),
         "concat() would make",
@@ -550,7 +560,7 @@ fn functions_cannot_make_more_than_the_limit() {
         "replace() would make",
     );
     refused(
-        "SELECT regexp_replace(repeat('a', 100000), '', repeat('b', 1000))",
+        "SELECT regexp_replace(repeat(c, 100000), '', repeat(d, 1000)) FROM (VALUES ('a', 'b')) AS v(c, d)",
         "regexp_replace() would make",
     );
     // Under the limit they are what they were.
@@ -587,10 +597,9 @@ fn functions_cannot_make_more_than_the_limit() {
         "array_to_string() would make",
     );
     // Many results under the limit do not make an answer over its own.
-    let e = run(
-        "SELECT repeat('a', 30000000) UNION ALL SELECT repeat('b', 30000000) \
-         UNION ALL SELECT repeat('c', 30000000)",
-    )
+    let e = run("SELECT repeat(c, 30000000) FROM (VALUES ('a')) AS v(c) \
+         UNION ALL SELECT repeat(c, 30000000) FROM (VALUES ('b')) AS v(c) \
+         UNION ALL SELECT repeat(c, 30000000) FROM (VALUES ('c')) AS v(c)")
     .unwrap_err();
     assert!(e.is_resources_exhausted(), "{e}");
     assert!(

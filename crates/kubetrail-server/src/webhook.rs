@@ -32,6 +32,10 @@ use crate::{Ingest, Peer, Rejected, Role, ServerConfig};
 const BODIES_IN_FLIGHT: usize = 16;
 /// A body must arrive within this time once the headers did.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// An API request's body (parameters, a note) must arrive within this time, and hold at most
+/// [`API_BODY_BYTES`]: a client that sends a `Content-Length` and then nothing holds no connection for long.
+const API_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const API_BODY_BYTES: usize = 1 << 20;
 /// Retry-After when too many bodies are in flight.
 const BUSY_RETRY_AFTER_SECS: u32 = 1;
 /// The pipeline's Malformed message is cut to this many characters (it must not quote bodies anyway).
@@ -445,7 +449,12 @@ enum ReadError {
 
 /// Reads at most `limit` bytes: a larger body is refused as soon as it crosses the limit, unread beyond.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+    read_body_within(body, limit, BODY_TIMEOUT).await
+}
+
+/// [`read_body`] within `timeout`.
+async fn read_body_within(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, ReadError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
         .map_err(|_| ReadError::Timeout)?;
     match collected {
@@ -502,6 +511,25 @@ pub(crate) async fn api_guard<I: Ingest>(
     let peer = Peer::from_caller(addr, caller);
     if !peer.may(Role::Reader) {
         return refuse_role(Some(&peer), Role::Reader, req.method(), req.uri().path());
+    }
+    // The body is read here, bounded in size and time, before any handler waits on it.
+    if changes {
+        let (parts, body) = req.into_parts();
+        let bytes = match read_body_within(body, API_BODY_BYTES, API_BODY_TIMEOUT).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                let m = format!("the body exceeds {API_BODY_BYTES} bytes");
+                return error(StatusCode::PAYLOAD_TOO_LARGE, &m);
+            }
+            Err(ReadError::Timeout) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time",
+                );
+            }
+            Err(ReadError::Io) => return error(StatusCode::BAD_REQUEST, "failed to read the body"),
+        };
+        req = Request::from_parts(parts, Body::from(bytes));
     }
     let path = req.uri().path().to_string();
     req.extensions_mut().insert(peer.clone());

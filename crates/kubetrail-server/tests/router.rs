@@ -1179,3 +1179,24 @@ async fn ingest_tokens_cannot_log_in() {
     assert!(!a.headers.contains_key("set-cookie"));
     assert!(a.body.contains("ingest role"), "{}", a.body);
 }
+
+/// An API body that never arrives holds nothing for long: 408 once its time is up (the webhook's own limit
+/// is longer), and the handler never runs.
+#[tokio::test]
+async fn an_api_body_that_never_arrives_is_408() {
+    let h = console_harness(&ServerConfig::default());
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
+    tx.send_data(Bytes::from_static(b"{")).await.unwrap();
+    let req = Request::post("/api/v1/change")
+        .header("content-length", "1000")
+        .body(Body::new(body))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let a = tokio::time::timeout(Duration::from_secs(30), h.send(req))
+        .await
+        .expect("answered");
+    assert_eq!(a.status, StatusCode::REQUEST_TIMEOUT, "{}", a.body);
+    assert!(!a.body.contains("changed by"));
+    assert!(started.elapsed() < Duration::from_secs(29));
+    drop(tx);
+}

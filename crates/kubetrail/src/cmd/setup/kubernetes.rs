@@ -46,7 +46,7 @@ pub struct KubernetesArgs {
     /// The container image [default: kubetrail:VERSION].
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
-    /// The Service's name (the webhook URL is https://SERVICE.NAMESPACE.svc:8443/k8s-audit).
+    /// The Service's name (the webhook URL is `https://SERVICE.NAMESPACE.svc:8443/k8s-audit`).
     #[arg(long, value_name = "NAME", default_value = "kubetrail")]
     service: String,
     /// Addresses outside the namespace allowed to reach the console and API (CIDR) [default: none].
