@@ -19,6 +19,8 @@
 //!   estimated row by row as the bytes of all arguments, plus those that are not lists once per element of
 //!   the longest list among them.
 //! - Every result of these is measured after the call too (an estimate could be low).
+//! - Calls DataFusion's own planners build from the built-ins (`||` and `[..]` on lists) are rewritten to
+//!   the bounded functions by an analyzer rule.
 //! - `||` on strings is planned as the kernel it always was inside `kt_cap`, which measures the result: a
 //!   chain of `||` grows by one operand per step, so no step makes more than its operands, each bounded.
 //! - The list makers whose length is only an argument (`range` and `generate_series` as scalar functions,
@@ -85,11 +87,15 @@ const REMOVED: [&str; 4] = ["range", "generate_series", "array_repeat", "array_r
 /// Replaces the session's functions listed in the module documentation with bounded ones, removes the list
 /// makers, and plans `||` on strings inside `kt_cap`.
 pub fn install(ctx: &SessionContext) -> Result<()> {
+    let mut bounded = std::collections::HashMap::new();
     for (name, estimate) in BOUNDED {
         if let Some(inner) = ctx.state().scalar_functions().get(name).cloned() {
-            ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, estimate }));
+            let udf = Arc::new(ScalarUDF::new_from_impl(Bounded { inner, estimate }));
+            ctx.register_udf(udf.as_ref().clone());
+            bounded.insert(name.to_string(), udf);
         }
     }
+    ctx.add_analyzer_rule(Arc::new(UseBounded(bounded)));
     ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
         inner: Arc::new(ScalarUDF::new_from_impl(Cap::default())),
         estimate: Estimate::Inputs,
@@ -102,6 +108,45 @@ pub fn install(ctx: &SessionContext) -> Result<()> {
         .write()
         .register_expr_planner(Arc::new(CapConcat))?;
     Ok(())
+}
+
+/// Replaces every call of a bounded function's built-in with the session's bounded one: DataFusion's own
+/// planners build some calls from their built-ins rather than from the session's functions (`||` and `[..]`
+/// on lists become `array_concat`, `make_array`...), which would otherwise go unbounded (doubling a list
+/// ten times in 420 bytes of SQL took 6 GB).
+#[derive(Debug)]
+struct UseBounded(std::collections::HashMap<String, Arc<ScalarUDF>>);
+
+impl datafusion::optimizer::AnalyzerRule for UseBounded {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _: &datafusion::config::ConfigOptions,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode as _};
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::ScalarFunction(f)
+                        if f.func.inner().downcast_ref::<Bounded>().is_none() =>
+                    {
+                        match self.0.get(f.func.name()) {
+                            Some(b) => Ok(Transformed::yes(Expr::ScalarFunction(
+                                ScalarFunction::new_udf(Arc::clone(b), f.args),
+                            ))),
+                            None => Ok(Transformed::no(Expr::ScalarFunction(f))),
+                        }
+                    }
+                    e => Ok(Transformed::no(e)),
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "kt_use_bounded"
+    }
 }
 
 fn too_large(name: &str, bytes: u128) -> DataFusionError {
