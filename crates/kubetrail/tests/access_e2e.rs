@@ -4,66 +4,22 @@
 //! refused, and making or lifting a suppression or resolving a critical alert reaches a destination whose
 //! route asks for nothing of the kind.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
 
-use common::{free_port, serve};
+use common::{free_port, receiver, serve};
 
 const INGEST: &str = "access-ingest-0123456789abcdef0123456789";
 const READER: &str = "access-reader-0123456789abcdef0123456789";
 const RESPONDER: &str = "access-responder-0123456789abcdef012345";
 const ADMIN: &str = "access-admin-0123456789abcdef0123456789ab";
-
-/// A destination answering 200 to every POST, reporting each alert's rule id.
-fn receiver() -> (u16, Receiver<Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut r = BufReader::new(&stream);
-            let mut line = String::new();
-            let mut len = 0;
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                let l = line.trim_end().to_string();
-                line.clear();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-            if tx
-                .send(serde_json::from_slice(&body).unwrap_or(Value::Null))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (port, rx)
-}
 
 /// `curl` with a token: (status, body).
 fn call(port: u16, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {

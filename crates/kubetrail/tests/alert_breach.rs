@@ -5,70 +5,16 @@
 //! destination, silences delivery but keeps the alert on record; `/metrics` counts deliveries per destination with their latency.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
 
-use common::{BIN, curl, free_port};
-
-/// A receiver answering 200 to every POST /hook, reporting each alert body.
-fn receiver() -> (u16, Receiver<Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let Some(body) = read_body(&stream) else {
-                continue;
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            );
-            if tx
-                .send(serde_json::from_slice(&body).unwrap_or(Value::Null))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (port, rx)
-}
-
-fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    if !line.starts_with("POST /hook ") {
-        return None;
-    }
-    let mut len = 0;
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(body)
-}
+use common::{BIN, curl, free_port, receiver};
 
 fn next(rx: &Receiver<Value>) -> Value {
     rx.recv_timeout(Duration::from_secs(30))

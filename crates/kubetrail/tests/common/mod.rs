@@ -1,11 +1,17 @@
 //! Helpers the `serve` end-to-end tests share: free ports, `curl`, starting `kubetrail serve` and waiting
-//! until it is ready. Each test binary uses some of them.
+//! until it is ready, an alert destination that reports what it received. Each test binary uses some of
+//! them.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
 
@@ -86,4 +92,56 @@ pub fn config(dir: &Path, port: u16, rules: &Path, extra: &str) -> std::path::Pa
 /// The rules and fixtures the detection tests use.
 pub fn test_rules() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
+}
+
+/// A receiver answering 200 to every POST /hook, reporting each alert body.
+pub fn receiver() -> (u16, Receiver<Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some(body) = read_body(&stream) else {
+                continue;
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+            if tx
+                .send(serde_json::from_slice(&body).unwrap_or(Value::Null))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    if !line.starts_with("POST /hook ") {
+        return None;
+    }
+    let mut len = 0;
+    loop {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(body)
 }
