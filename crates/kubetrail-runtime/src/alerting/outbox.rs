@@ -872,6 +872,17 @@ mod tests {
         assert!(!route(Level::Low, &["kt-other"], &[]).wants(&alert));
         assert!(route(Level::Low, &[], &["prod-*"]).wants(&alert));
         assert!(!route(Level::Low, &[], &["staging", "*-prod"]).wants(&alert));
+        // Governance alerts go everywhere, whatever the route; never when suppressed.
+        for rule in crate::alerting::store::GOVERNANCE_RULES {
+            let mut g = alert.clone();
+            g.rule.id = rule.into();
+            assert!(
+                route(Level::Critical, &["kt-other"], &["staging"]).wants(&g),
+                "{rule}"
+            );
+            g.suppressed = Some("s-x".into());
+            assert!(!route(Level::Low, &[], &[]).wants(&g), "{rule}");
+        }
         assert!(
             crate::text::glob("*pay*", "prod-payments")
                 && !crate::text::glob("pay*", "prod-payments")

@@ -147,13 +147,15 @@ pub fn raise_system(
     r.is_ok()
 }
 
-/// The rules of governance alerts: a suppression made or lifted, a critical alert resolved. No suppression
+/// The rules of governance alerts: a suppression made or lifted, a critical alert resolved, a suppression on
+/// file ignored for breaking the rules. No suppression
 /// silences them and every destination receives them, whatever its route: whoever can silence detection is
 /// watched by the same people it would silence.
-pub const GOVERNANCE_RULES: [&str; 3] = [
+pub const GOVERNANCE_RULES: [&str; 4] = [
     "kt-suppression-created",
     "kt-suppression-lifted",
     "kt-critical-resolved",
+    "kt-suppression-ignored",
 ];
 
 /// Whether `rule` is one of [`GOVERNANCE_RULES`].
