@@ -38,6 +38,8 @@ pub struct Config {
     pub filter_policy: Option<PathBuf>,
     pub wal: Option<WalConfig>,
     pub limits: Option<Limits>,
+    /// The API's queries: how long and how much memory each may take.
+    pub query: Option<QueryConfig>,
     /// Detection: rule files, the built-in pack, production namespaces, exceptions, disabled rules.
     pub detection: Option<crate::alerting::rules::DetectionConfig>,
     /// Where alerts go, and which.
@@ -125,6 +127,39 @@ pub struct Limits {
     pub max_inflight_mb: Option<usize>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The longest an API query may run (default `60s`; at most `1h`): 504 past it.
+    pub timeout: Option<String>,
+    /// The most memory an API query's worker process may use, in MiB (default 4096; at least 256): 422
+    /// past it. Its threads' stacks are reserved beside it.
+    pub memory_mb: Option<u64>,
+}
+
+impl QueryConfig {
+    /// The time limit and the memory limit in bytes.
+    pub fn resolve(&self) -> anyhow::Result<(std::time::Duration, u64)> {
+        let timeout = match &self.timeout {
+            None => crate::service::api::QUERY_TIMEOUT,
+            Some(t) => {
+                let secs = crate::duration::parse_secs(t)
+                    .map_err(|e| anyhow::anyhow!("query.timeout: {e}"))?;
+                if !(1.0..=3600.0).contains(&secs) {
+                    anyhow::bail!("query.timeout must be 1s to 1h, got `{t}`");
+                }
+                std::time::Duration::from_secs_f64(secs)
+            }
+        };
+        let memory = match self.memory_mb {
+            None => crate::service::api::DEFAULT_WORKER_MEMORY,
+            Some(mb) if (256..=1 << 20).contains(&mb) => mb << 20,
+            Some(mb) => anyhow::bail!("query.memory_mb must be 256 to 1048576, got {mb}"),
+        };
+        Ok((timeout, memory))
+    }
+}
+
 impl Config {
     /// What works but deserves a look: what is on its way out, and grants wider than they may look; for
     /// `config check` and `serve` to say.
@@ -190,6 +225,9 @@ impl Config {
             owner_only("tls.key", &tls.key)?;
         }
         self.identities()?;
+        if let Some(q) = &self.query {
+            q.resolve()?;
+        }
         if let Some(p) = &self.filter_policy {
             load_filter(p)?;
         }
@@ -449,5 +487,31 @@ mod tests {
         assert!(!fs_group_secret(0o450, 0, 65532, &ours), "group-executable");
         let own = own_groups();
         assert!(!own.is_empty(), "this process has an effective group");
+    }
+
+    #[test]
+    fn query_limits_have_defaults_and_bounds() {
+        let q = |timeout: Option<&str>, memory_mb| QueryConfig {
+            timeout: timeout.map(String::from),
+            memory_mb,
+        };
+        assert_eq!(
+            q(None, None).resolve().unwrap(),
+            (std::time::Duration::from_secs(60), 4 << 30)
+        );
+        assert_eq!(
+            q(Some("90s"), Some(512)).resolve().unwrap(),
+            (std::time::Duration::from_secs(90), 512 << 20)
+        );
+        let err = |timeout, memory| q(timeout, memory).resolve().unwrap_err().to_string();
+        assert_eq!(
+            err(Some("2h"), None),
+            "query.timeout must be 1s to 1h, got `2h`"
+        );
+        assert!(err(Some("soon"), None).starts_with("query.timeout: `soon` is not a duration"));
+        assert_eq!(
+            err(None, Some(100)),
+            "query.memory_mb must be 256 to 1048576, got 100"
+        );
     }
 }

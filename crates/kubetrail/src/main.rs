@@ -76,6 +76,14 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    // `serve` runs each API query in a worker process of this binary.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            kubetrail_runtime::service::api::WORKER_ARG,
+        ))
+    {
+        return kubetrail_runtime::service::api::worker_main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),

@@ -91,6 +91,11 @@ fn section<'a>(report: &'a Value, key: &str) -> &'a Vec<Value> {
 }
 
 fn start(dir: &Path) -> (Server, u16) {
+    start_with(dir, "")
+}
+
+/// [`start`] with more configuration.
+fn start_with(dir: &Path, extra: &str) -> (Server, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -111,7 +116,7 @@ fn start(dir: &Path) -> (Server, u16) {
         format!(
             "listen: 127.0.0.1:{port}\ndata: {}\nauth:\n  identities:\n    \
              - {{name: apiserver, token_file: {}, role: ingest}}\n    \
-             - {{name: soc-analyst, token_file: {}, role: reader}}\n",
+             - {{name: soc-analyst, token_file: {}, role: reader}}\n{extra}",
             dir.join("data").display(),
             ingest.display(),
             reader.display()
@@ -712,4 +717,140 @@ fn a_function_cannot_take_the_memory() {
     let peak = peak_rss(server.0.id());
     assert!(peak < 1 << 30, "serve held {peak} bytes at its peak");
     still_serving(port);
+}
+
+/// The processes whose parent is `pid`: the query workers of a `serve`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so read after the last `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Waits (at most `secs`) until `serve` has no worker process left.
+fn no_worker_within(pid: u32, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !children(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: workers {:?} still run after {secs} s",
+            children(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ten copies of each stored event in one string (`x`) and their URIs (`y`): about 10 KB and 500 bytes per
+/// event, enough that comparing them letter by letter (levenshtein) takes hours in one call.
+const HOURS_OF_WORK: &str = "SELECT levenshtein(x, y) AS d FROM (SELECT string_agg(a.event, '') AS x, \
+                             string_agg(a.uri, '') AS y FROM events a, generate_series(1, 2000) b)";
+
+#[test]
+fn queries_that_will_not_end_or_fit_are_killed_and_the_collector_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, port) = start_with(tmp.path(), "query: {timeout: 2s, memory_mb: 512}\n");
+    let pid = server.0.id();
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "{body}");
+    wait_for(port, "SELECT count(*) FROM events", 1.into());
+    let query = |sql: &str| {
+        call(
+            port,
+            "/api/v1/query",
+            Some(TOKEN),
+            Some(&serde_json::json!({ "sql": sql }).to_string()),
+        )
+    };
+
+    // One computation that never yields: in the collector's own process no timeout could stop it.
+    let began = Instant::now();
+    let (status, body) = query(HOURS_OF_WORK);
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("the query ran longer than 2 s"), "{body}");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    no_worker_within(pid, 10, "after the time limit");
+    still_serving(port);
+
+    // Memory no pool accounts for (an aggregate of 2 GB of copies): the worker meets its limit, not the
+    // collector, whose memory stays small.
+    let (status, body) = query(
+        "SELECT length(string_agg(a.event, '')) AS n FROM events a, generate_series(1, 3000000) b",
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("the query needed more than the 512 MiB of memory a query may use"),
+        "{body}"
+    );
+    no_worker_within(pid, 10, "after the memory limit");
+    let peak = peak_rss(pid);
+    assert!(peak < 1 << 30, "serve held {peak} bytes at its peak");
+    still_serving(port);
+    two_at_once(port);
+}
+
+#[test]
+fn a_client_that_hangs_up_ends_its_query_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No time limit that could end the query first.
+    let (server, port) = start_with(tmp.path(), "query: {timeout: 1h}\n");
+    let pid = server.0.id();
+    let (status, body) = call(port, "/k8s-audit", Some(INGEST_TOKEN), Some(DELETE));
+    assert_eq!(status, 200, "{body}");
+    wait_for(port, "SELECT count(*) FROM events", 1.into());
+    let mut client = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-G"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .args(["--data-urlencode", &format!("sql={HOURS_OF_WORK}")])
+        .spawn()
+        .unwrap();
+    // The query runs (in its worker); then the client hangs up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children(pid).is_empty() {
+        assert!(Instant::now() < deadline, "no query worker started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    no_worker_within(pid, 10, "after the client hung up");
+    still_serving(port);
+    two_at_once(port);
+}
+
+/// Both query slots are free: two queries at once are answered (a slot still held would answer 429).
+fn two_at_once(port: u16) {
+    let q = || {
+        call(
+            port,
+            "/api/v1/query?sql=SELECT%20count(*)%20AS%20n%20FROM%20events",
+            Some(TOKEN),
+            None,
+        )
+    };
+    let both = std::thread::scope(|s| {
+        let (a, b) = (s.spawn(q), s.spawn(q));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    for (status, body) in both {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""rows":[[1]]"#), "{body}");
+    }
 }

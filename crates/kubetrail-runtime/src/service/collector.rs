@@ -54,6 +54,8 @@ pub struct Settings {
     pub console_url: Option<String>,
     /// The longest suppression the API accepts, in days.
     pub max_suppression_days: u32,
+    /// An API query's time limit and its worker's memory limit (bytes).
+    pub query_limits: (Duration, u64),
 }
 
 impl Settings {
@@ -180,8 +182,16 @@ impl Settings {
                 "alerts.max_suppression_days must be 1 to 365, got {max_suppression_days}"
             );
         }
+        let query_limits = match &cfg.query {
+            Some(q) => q.resolve()?,
+            None => (
+                crate::service::api::QUERY_TIMEOUT,
+                crate::service::api::DEFAULT_WORKER_MEMORY,
+            ),
+        };
         Ok(Settings {
             max_suppression_days,
+            query_limits,
             console_url: args
                 .console_url
                 .clone()
@@ -220,6 +230,7 @@ pub fn run(
         redaction,
         console_url,
         max_suppression_days,
+        query_limits: (query_timeout, query_memory),
     } = s;
     crate::data::ensure(&dir)?;
     let _writer = crate::data::lock_writer(&dir, "serve")?;
@@ -439,7 +450,13 @@ pub fn run(
     });
     // Queries get their own threads: a heavy one never delays a webhook acknowledgement.
     let queries = crate::service::api::query_runtime()?;
+    // Each query in a worker process of this very binary: killed at its time limit, bounded in memory.
     let api = crate::service::api::QueryApi::new(dir.clone(), queries.handle().clone())
+        .with_timeout(query_timeout)
+        .isolation(crate::service::api::Isolation::Worker {
+            exe: "/proc/self/exe".into(),
+            memory: query_memory,
+        })
         .max_suppression_days(max_suppression_days)
         .router()
         .merge(crate::service::console::router());

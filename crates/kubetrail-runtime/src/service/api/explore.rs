@@ -79,64 +79,74 @@ fn bucket_seconds(span_us: i64) -> i64 {
 
 /// `GET /api/v1/histogram`: `{"bucket_seconds", "buckets": [[start (RFC 3339), requests]], "total"}`, empty
 /// buckets included between the first and last.
-pub(super) async fn histogram(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+pub(super) async fn histogram(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/histogram", &["where"])?;
     let scope = p.scope()?;
-    let predicate = where_sql(&p)?;
-    let (since, until) = (scope.since, scope.until);
-    run(&api, scope, move |engine: Engine| async move {
-        let f = filter(&predicate);
-        let (mut lo, mut hi) = (
-            since.map(|t| t.as_microsecond()),
-            until.map(|t| t.as_microsecond()),
-        );
-        if lo.is_none() || hi.is_none() {
-            let sql = format!(
-                "SELECT CAST(min(\"time\") AS BIGINT), CAST(max(\"time\") AS BIGINT) FROM events{f}"
-            );
-            let (_, rows) = engine.sql_rows(&sql, Some(1)).await?;
-            let row = rows.first();
-            lo = lo.or_else(|| row.and_then(|r| int(&r[0])));
-            hi = hi.or_else(|| row.and_then(|r| int(&r[1])));
-        }
-        let (Some(lo), Some(hi)) = (lo, hi) else {
-            return Ok(Json(
-                json!({ "bucket_seconds": 60, "buckets": [], "total": 0 }),
-            ));
-        };
-        // A short or single-point range still gets a readable chart: at least the hour up to its end.
-        let lo = if since.is_none() {
-            lo.min(hi - 3_600_000_000)
-        } else {
-            lo
-        };
-        let size = bucket_seconds(hi - lo);
-        let size_us = size * 1_000_000;
+    let job = Job::Histogram {
+        predicate: where_sql(&p)?,
+        since_us: scope.since.map(|t| t.as_microsecond()),
+        until_us: scope.until.map(|t| t.as_microsecond()),
+    };
+    answer(&api, scope, job).await
+}
+
+/// The histogram's answer.
+pub(super) async fn histogram_answer(
+    engine: &Engine,
+    predicate: Option<String>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+) -> Result<Vec<u8>, ApiError> {
+    let f = filter(&predicate);
+    let (mut lo, mut hi) = (since_us, until_us);
+    if lo.is_none() || hi.is_none() {
         let sql = format!(
-            "SELECT CAST(\"time\" AS BIGINT) / {size_us} AS b, count(DISTINCT \"audit_id\") AS n \
-             FROM events{f} GROUP BY b ORDER BY b"
+            "SELECT CAST(min(\"time\") AS BIGINT), CAST(max(\"time\") AS BIGINT) FROM events{f}"
         );
-        let (_, rows) = engine.sql_rows(&sql, None).await?;
-        let counts: HashMap<i64, i64> = rows
-            .iter()
-            .filter_map(|r| Some((int(&r[0])?, int(&r[1])?)))
-            .collect();
-        let (first, last) = (lo.div_euclid(size_us), hi.div_euclid(size_us));
-        let mut buckets = Vec::new();
-        let mut total = 0;
-        for b in first..=last {
-            let n = counts.get(&b).copied().unwrap_or(0);
-            total += n;
-            buckets.push(json!([kubetrail_engine::format_time_us(b * size_us), n]));
-        }
-        Ok(Json(json!({
-            "bucket_seconds": size,
-            "buckets": buckets,
-            "total": total,
-        })))
-    })
-    .await
+        let (_, rows) = engine.sql_rows(&sql, Some(1)).await?;
+        let row = rows.first();
+        lo = lo.or_else(|| row.and_then(|r| int(&r[0])));
+        hi = hi.or_else(|| row.and_then(|r| int(&r[1])));
+    }
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(job::to_json(
+            &json!({ "bucket_seconds": 60, "buckets": [], "total": 0 }),
+        ));
+    };
+    // A short or single-point range still gets a readable chart: at least the hour up to its end.
+    let lo = if since_us.is_none() {
+        lo.min(hi - 3_600_000_000)
+    } else {
+        lo
+    };
+    let size = bucket_seconds(hi - lo);
+    let size_us = size * 1_000_000;
+    let sql = format!(
+        "SELECT CAST(\"time\" AS BIGINT) / {size_us} AS b, count(DISTINCT \"audit_id\") AS n \
+             FROM events{f} GROUP BY b ORDER BY b"
+    );
+    let (_, rows) = engine.sql_rows(&sql, None).await?;
+    let counts: HashMap<i64, i64> = rows
+        .iter()
+        .filter_map(|r| Some((int(&r[0])?, int(&r[1])?)))
+        .collect();
+    let (first, last) = (lo.div_euclid(size_us), hi.div_euclid(size_us));
+    let mut buckets = Vec::new();
+    let mut total = 0;
+    for b in first..=last {
+        let n = counts.get(&b).copied().unwrap_or(0);
+        total += n;
+        buckets.push(json!([kubetrail_engine::format_time_us(b * size_us), n]));
+    }
+    Ok(job::to_json(&json!({
+        "bucket_seconds": size,
+        "buckets": buckets,
+        "total": total,
+    })))
 }
 
 /// The columns of an export's CSV.
@@ -189,7 +199,7 @@ fn csv_row(r: &EventRow) -> String {
 /// requests: ...`), and a query that fails or runs out of time midway ends with such a line naming the
 /// error, then the response is cut off (no terminating chunk), so no client takes it for a whole file. The
 /// export runs within the slot and time limits like any query, in at most a few chunks of memory: rows are
-/// sent in chunks of about [`EXPORT_CHUNK`] bytes through a channel of [`EXPORT_CHUNKS_AHEAD`], and the query
+/// sent in chunks of about [`EXPORT_CHUNK`] bytes through a channel of a few chunks, and the query
 /// waits while the client does not read.
 pub(super) async fn export(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Response {
     match export_inner(api, req).await {
@@ -200,8 +210,6 @@ pub(super) async fn export(State(api): State<Arc<QueryApi>>, req: Request<Body>)
 
 /// The bytes an export gathers before sending them.
 const EXPORT_CHUNK: usize = 64 << 10;
-/// The chunks an export may make ahead of its client.
-const EXPORT_CHUNKS_AHEAD: usize = 4;
 
 /// The last line of an export that is not all there.
 fn export_note(csv: bool, truncated_at: Option<usize>, error: Option<&str>) -> String {
@@ -236,65 +244,12 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
         }
     };
     let scope = p.scope()?;
-    let predicate = where_sql(&p)?;
-    let max = api.max_export;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(EXPORT_CHUNKS_AHEAD);
-    let started = start(&api, scope, move |engine: Engine| async move {
-        // What the rows' futures share: the text not sent yet, the requests written, whether more matched.
-        let state = Arc::new(std::sync::Mutex::new(ExportState {
-            out: if csv {
-                format!("{}\r\n", CSV_COLUMNS.join(","))
-            } else {
-                String::new()
-            },
-            ..ExportState::default()
-        }));
-        let query = RowQuery {
-            all_stages: false,
-            limit: Some(max + 1),
-            with_event: !csv,
-        };
-        engine
-            .requests_async(predicate.as_deref(), query, |r| {
-                let (state, tx) = (state.clone(), tx.clone());
-                async move {
-                    let chunk = {
-                        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-                        if s.written == max {
-                            s.truncated = true;
-                            return ControlFlow::Break(());
-                        }
-                        s.written += 1;
-                        if csv {
-                            s.out.push_str(&csv_row(&r));
-                        } else if let Some(e) = &r.event {
-                            s.out.push_str(e);
-                            s.out.push('\n');
-                        }
-                        (s.out.len() >= EXPORT_CHUNK).then(|| std::mem::take(&mut s.out))
-                    };
-                    if let Some(chunk) = chunk
-                        && tx.send(chunk.into()).await.is_err()
-                    {
-                        // The client is gone: stop.
-                        return ControlFlow::Break(());
-                    }
-                    ControlFlow::Continue(())
-                }
-            })
-            .await?;
-        let rest = {
-            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-            if s.truncated {
-                s.out.push_str(&export_note(csv, Some(max), None));
-            }
-            std::mem::take(&mut s.out)
-        };
-        if !rest.is_empty() {
-            let _ = tx.send(rest.into()).await;
-        }
-        Ok(())
-    })?;
+    let job = Job::Export {
+        predicate: where_sql(&p)?,
+        csv,
+        max: api.max_export,
+    };
+    let (started, mut rx) = start(&api, scope, job)?;
     // The status waits for the first chunk, or for the end when there is none (an error, or nothing to send).
     let first = rx.recv().await;
     let (started, first) = match first {
@@ -329,6 +284,71 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
         .into_response())
 }
 
+/// The export's work: the matching requests, in chunks of about [`EXPORT_CHUNK`] bytes, at most `max` (then
+/// the note that says so); stops when nobody reads.
+pub(super) async fn export_rows(
+    engine: Engine,
+    predicate: Option<String>,
+    csv: bool,
+    max: usize,
+    tx: job::Out,
+) -> Result<(), ApiError> {
+    // What the rows' futures share: the text not sent yet, the requests written, whether more matched.
+    let state = Arc::new(std::sync::Mutex::new(ExportState {
+        out: if csv {
+            format!("{}\r\n", CSV_COLUMNS.join(","))
+        } else {
+            String::new()
+        },
+        ..ExportState::default()
+    }));
+    let query = RowQuery {
+        all_stages: false,
+        limit: Some(max + 1),
+        with_event: !csv,
+    };
+    engine
+        .requests_async(predicate.as_deref(), query, |r| {
+            let (state, tx) = (state.clone(), tx.clone());
+            async move {
+                let chunk = {
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    if s.written == max {
+                        s.truncated = true;
+                        return ControlFlow::Break(());
+                    }
+                    s.written += 1;
+                    if csv {
+                        s.out.push_str(&csv_row(&r));
+                    } else if let Some(e) = &r.event {
+                        s.out.push_str(e);
+                        s.out.push('\n');
+                    }
+                    (s.out.len() >= EXPORT_CHUNK).then(|| std::mem::take(&mut s.out))
+                };
+                if let Some(chunk) = chunk
+                    && tx.send(chunk.into()).await.is_err()
+                {
+                    // The client is gone: stop.
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+    let rest = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.truncated {
+            s.out.push_str(&export_note(csv, Some(max), None));
+        }
+        std::mem::take(&mut s.out)
+    };
+    if !rest.is_empty() {
+        let _ = tx.send(rest.into()).await;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default)]
 struct ExportState {
     out: String,
@@ -341,7 +361,7 @@ struct ExportState {
 struct ExportBody {
     first: Option<bytes::Bytes>,
     rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    started: Option<Started<()>>,
+    started: Option<Started>,
     csv: bool,
     failed: Option<String>,
 }
@@ -402,27 +422,34 @@ pub(super) async fn event(
         since: time("since", &p.since)?,
         until: time("until", &p.until)?,
     };
-    let predicate = format!("\"audit_id\" = '{}'", audit_id.replace('\'', "''"));
+    // The window first; when nothing is stored there, the whole store.
     let mut scopes = vec![window.clone()];
     if window != Scope::default() {
         scopes.push(Scope::default());
     }
-    let mut rows = Vec::new();
+    let mut result = Err(ApiError::new(StatusCode::NOT_FOUND, ""));
     for scope in scopes {
-        let predicate = predicate.clone();
-        rows = run(&api, scope, move |engine: Engine| async move {
-            let query = RowQuery {
-                all_stages: true,
-                limit: Some(EVENT_STAGES + 1),
-                with_event: true,
-            };
-            Ok(engine.rows(Some(&predicate), query).await?)
-        })
-        .await?;
-        if !rows.is_empty() {
-            break;
+        let job = Job::Stages {
+            audit_id: audit_id.clone(),
+        };
+        result = answer(&api, scope, job).await;
+        match &result {
+            Err(e) if e.status == StatusCode::NOT_FOUND => continue,
+            _ => break,
         }
     }
+    result
+}
+
+/// Every stored stage of the request(s) with `audit_id`: 404 when there is none.
+pub(super) async fn stages(engine: &Engine, audit_id: String) -> Result<Vec<u8>, ApiError> {
+    let predicate = format!("\"audit_id\" = '{}'", audit_id.replace('\'', "''"));
+    let query = RowQuery {
+        all_stages: true,
+        limit: Some(EVENT_STAGES + 1),
+        with_event: true,
+    };
+    let rows = engine.rows(Some(&predicate), query).await?;
     if rows.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -431,12 +458,11 @@ pub(super) async fn event(
     }
     let more = rows.len() > EVENT_STAGES;
     let stages = stored_events(rows.into_iter().take(EVENT_STAGES));
-    Ok(Json(StagesAnswer {
+    Ok(job::to_json(&StagesAnswer {
         audit_id,
         stages,
         more,
-    })
-    .into_response())
+    }))
 }
 
 /// `/api/v1/events/{auditID}`'s answer (the stages as stored: see [`stored_events`]).
@@ -464,7 +490,10 @@ struct GroupRow {
 }
 
 /// `GET /api/v1/volume`.
-pub(super) async fn volume(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+pub(super) async fn volume(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/volume", &[])?;
     let mut scope = p.scope()?;
@@ -474,120 +503,131 @@ pub(super) async fn volume(State(api): State<Arc<QueryApi>>, req: Request<Body>)
             .checked_sub(jiff::SignedDuration::from_hours(24 * VOLUME_DEFAULT_DAYS))
             .ok();
     }
-    let (since, until) = (scope.since, scope.until);
     let data = api.data.clone();
     let retention_days = kubetrail_store::retention::RetentionPolicy::load(&data)
         .map(|r| r.default_days)
         .unwrap_or(kubetrail_store::retention::DEFAULT_DAYS);
-    let sinks = sink_status(&data);
-    run(&api, scope, move |engine: Engine| async move {
-        // Stored and JSON bytes per hour from the files' footers.
-        let mut per_hour: std::collections::BTreeMap<i64, (u64, u64, u64)> = Default::default();
-        // A day file's bytes are spread over its date's hours in proportion to their events.
-        let mut per_day: HashMap<i64, (u64, u64)> = HashMap::new();
-        for f in engine.files() {
-            let stats = kubetrail_store::columnar::file_stats(&f.path).unwrap_or_default();
-            let hour = f.hour.as_second() / 3600;
-            let e = if f.day {
-                let d = per_day.entry(hour).or_default();
-                (&mut d.0, &mut d.1)
-            } else {
-                let e = per_hour.entry(hour).or_default();
-                (&mut e.1, &mut e.2)
-            };
-            *e.0 += f.bytes;
-            *e.1 += stats.event_bytes;
-        }
-        let sql = "SELECT CAST(\"time\" AS BIGINT) / 3600000000 AS h, count(*) AS n FROM events \
-                   GROUP BY h ORDER BY h";
-        let (_, rows) = engine.sql_rows(sql, None).await?;
-        for r in &rows {
-            if let (Some(h), Some(n)) = (int(&r[0]), int(&r[1])) {
-                per_hour.entry(h).or_default().0 = n.max(0) as u64;
-            }
-        }
-        for (start, (stored, json)) in per_day {
-            let hours: Vec<i64> = (start..start + 24).collect();
-            let events: u64 = hours
-                .iter()
-                .map(|h| per_hour.get(h).map_or(0, |e| e.0))
-                .sum();
-            for h in hours {
-                let e = per_hour.entry(h).or_default();
-                let share = if events == 0 {
-                    1.0 / 24.0
-                } else {
-                    e.0 as f64 / events as f64
-                };
-                e.1 += (stored as f64 * share).round() as u64;
-                e.2 += (json as f64 * share).round() as u64;
-            }
-        }
-        per_hour.retain(|_, e| *e != (0, 0, 0));
-        let events: u64 = per_hour.values().map(|v| v.0).sum();
-        let stored: u64 = per_hour.values().map(|v| v.1).sum();
-        let json_bytes: u64 = per_hour.values().map(|v| v.2).sum();
-        let hours: Vec<serde_json::Value> = per_hour
-            .iter()
-            .map(|(h, (n, stored, json))| {
-                json!({
-                    "hour": kubetrail_engine::format_time_us(h * 3_600_000_000),
-                    "events": n,
-                    "stored_bytes": stored,
-                    "json_bytes": json,
-                })
-            })
-            .collect();
-        // Days covered: from the first to the last hour with data (at least one hour).
-        let span_hours = match (per_hour.keys().next(), per_hour.keys().next_back()) {
-            (Some(a), Some(b)) => (b - a + 1) as f64,
-            _ => 0.0,
-        };
-        let per_day =
-            |bytes: u64| (span_hours > 0.0).then(|| bytes as f64 / span_hours * 24.0 / 1e9);
-        let avg_json = if events == 0 {
-            0.0
-        } else {
-            json_bytes as f64 / events as f64
-        };
+    let job = Job::Volume {
+        since: scope.since.map(|t| t.to_string()),
+        until: scope.until.map(|t| t.to_string()),
+        retention_days,
+        sinks: sink_status(&data),
+    };
+    answer(&api, scope, job).await
+}
 
-        let sql = "SELECT \"user\", \"verb\", coalesce(\"api_group\", ''), \
+/// The volume report's answer.
+pub(super) async fn volume_answer(
+    engine: &Engine,
+    since: Option<String>,
+    until: Option<String>,
+    retention_days: u32,
+    sinks: Vec<serde_json::Value>,
+) -> Result<Vec<u8>, ApiError> {
+    // Stored and JSON bytes per hour from the files' footers.
+    let mut per_hour: std::collections::BTreeMap<i64, (u64, u64, u64)> = Default::default();
+    // A day file's bytes are spread over its date's hours in proportion to their events.
+    let mut per_day: HashMap<i64, (u64, u64)> = HashMap::new();
+    for f in engine.files() {
+        let stats = kubetrail_store::columnar::file_stats(&f.path).unwrap_or_default();
+        let hour = f.hour.as_second() / 3600;
+        let e = if f.day {
+            let d = per_day.entry(hour).or_default();
+            (&mut d.0, &mut d.1)
+        } else {
+            let e = per_hour.entry(hour).or_default();
+            (&mut e.1, &mut e.2)
+        };
+        *e.0 += f.bytes;
+        *e.1 += stats.event_bytes;
+    }
+    let sql = "SELECT CAST(\"time\" AS BIGINT) / 3600000000 AS h, count(*) AS n FROM events \
+                   GROUP BY h ORDER BY h";
+    let (_, rows) = engine.sql_rows(sql, None).await?;
+    for r in &rows {
+        if let (Some(h), Some(n)) = (int(&r[0]), int(&r[1])) {
+            per_hour.entry(h).or_default().0 = n.max(0) as u64;
+        }
+    }
+    for (start, (stored, json)) in per_day {
+        let hours: Vec<i64> = (start..start + 24).collect();
+        let events: u64 = hours
+            .iter()
+            .map(|h| per_hour.get(h).map_or(0, |e| e.0))
+            .sum();
+        for h in hours {
+            let e = per_hour.entry(h).or_default();
+            let share = if events == 0 {
+                1.0 / 24.0
+            } else {
+                e.0 as f64 / events as f64
+            };
+            e.1 += (stored as f64 * share).round() as u64;
+            e.2 += (json as f64 * share).round() as u64;
+        }
+    }
+    per_hour.retain(|_, e| *e != (0, 0, 0));
+    let events: u64 = per_hour.values().map(|v| v.0).sum();
+    let stored: u64 = per_hour.values().map(|v| v.1).sum();
+    let json_bytes: u64 = per_hour.values().map(|v| v.2).sum();
+    let hours: Vec<serde_json::Value> = per_hour
+        .iter()
+        .map(|(h, (n, stored, json))| {
+            json!({
+                "hour": kubetrail_engine::format_time_us(h * 3_600_000_000),
+                "events": n,
+                "stored_bytes": stored,
+                "json_bytes": json,
+            })
+        })
+        .collect();
+    // Days covered: from the first to the last hour with data (at least one hour).
+    let span_hours = match (per_hour.keys().next(), per_hour.keys().next_back()) {
+        (Some(a), Some(b)) => (b - a + 1) as f64,
+        _ => 0.0,
+    };
+    let per_day = |bytes: u64| (span_hours > 0.0).then(|| bytes as f64 / span_hours * 24.0 / 1e9);
+    let avg_json = if events == 0 {
+        0.0
+    } else {
+        json_bytes as f64 / events as f64
+    };
+
+    let sql = "SELECT \"user\", \"verb\", coalesce(\"api_group\", ''), \
                    CASE WHEN \"resource\" IS NULL THEN split_part(\"uri\", '?', 1) \
                    WHEN \"subresource\" IS NULL THEN \"resource\" \
                    ELSE concat(\"resource\", '/', \"subresource\") END, \
                    \"resource\" IS NULL, count(*) AS n FROM events GROUP BY 1, 2, 3, 4, 5 \
                    ORDER BY n DESC";
-        let (_, rows) = engine.sql_rows(sql, Some(MAX_GROUP_ROWS)).await?;
-        let groups: Vec<GroupRow> = rows
-            .iter()
-            .map(|r| GroupRow {
-                user: text(&r[0]),
-                verb: text(&r[1]),
-                api_group: text(&r[2]),
-                resource: text(&r[3]),
-                url: matches!(r[4], Cell::Bool(true)),
-                events: int(&r[5]).unwrap_or(0).max(0) as u64,
-            })
-            .collect();
-        let noisy = noisy_groups(&groups, events, avg_json);
-        Ok(Json(json!({
-            "since": since.map(|t| t.to_string()),
-            "until": until.map(|t| t.to_string()),
-            "events": events,
-            "stored_bytes": stored,
-            "json_bytes": json_bytes,
-            "avg_event_bytes": avg_json.round(),
-            "hours": hours,
-            "json_gb_per_day": per_day(json_bytes),
-            "stored_gb_per_day": per_day(stored),
-            "retention_days": retention_days,
-            "retention_gb": per_day(stored).map(|d| d * f64::from(retention_days)),
-            "noisy_share": NOISY_SHARE,
-            "groups": noisy,
-            "sinks": sinks,
-        })))
-    })
-    .await
+    let (_, rows) = engine.sql_rows(sql, Some(MAX_GROUP_ROWS)).await?;
+    let groups: Vec<GroupRow> = rows
+        .iter()
+        .map(|r| GroupRow {
+            user: text(&r[0]),
+            verb: text(&r[1]),
+            api_group: text(&r[2]),
+            resource: text(&r[3]),
+            url: matches!(r[4], Cell::Bool(true)),
+            events: int(&r[5]).unwrap_or(0).max(0) as u64,
+        })
+        .collect();
+    let noisy = noisy_groups(&groups, events, avg_json);
+    Ok(job::to_json(&json!({
+        "since": since,
+        "until": until,
+        "events": events,
+        "stored_bytes": stored,
+        "json_bytes": json_bytes,
+        "avg_event_bytes": avg_json.round(),
+        "hours": hours,
+        "json_gb_per_day": per_day(json_bytes),
+        "stored_gb_per_day": per_day(stored),
+        "retention_days": retention_days,
+        "retention_gb": per_day(stored).map(|d| d * f64::from(retention_days)),
+        "noisy_share": NOISY_SHARE,
+        "groups": noisy,
+        "sinks": sinks,
+    })))
 }
 
 /// The top groups at each grain (user; user+verb; user+verb+resource), each with its share of the events,

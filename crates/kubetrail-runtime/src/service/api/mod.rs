@@ -24,6 +24,12 @@
 //! about five seconds.
 
 mod explore;
+mod job;
+mod worker;
+
+pub use worker::{DEFAULT_WORKER_MEMORY, WORKER_ARG, main as worker_main};
+
+use job::Job;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -84,6 +90,19 @@ pub struct QueryApi {
     timeout: Duration,
     /// The most requests an export carries (`MAX_EXPORT` (100,000) unless set).
     max_export: usize,
+    /// Where queries run.
+    isolation: Isolation,
+}
+
+/// Where queries run.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    /// Each in a worker process started from `exe` (`kubetrail`, run with [`WORKER_ARG`]), which may map at
+    /// most `memory` bytes of data beside its threads' stacks: what the collector does (see `worker`).
+    Worker { exe: PathBuf, memory: u64 },
+    /// On the query runtime, in this process: for tests and embedding. The limits of time and memory hold
+    /// only where a query yields and allocates through the engine's pool.
+    InProcess,
 }
 
 impl QueryApi {
@@ -96,7 +115,14 @@ impl QueryApi {
             max_suppression_days: crate::alerting::suppress::DEFAULT_MAX_DAYS,
             timeout: QUERY_TIMEOUT,
             max_export: explore::MAX_EXPORT,
+            isolation: Isolation::InProcess,
         }
+    }
+
+    /// Runs each query in a worker process (see [`Isolation::Worker`]).
+    pub fn isolation(mut self, isolation: Isolation) -> QueryApi {
+        self.isolation = isolation;
+        self
     }
 
     /// The longest suppression `POST /api/v1/suppressions` accepts (`alerts.max_suppression_days`).
@@ -329,27 +355,15 @@ async fn params(req: Request) -> Result<Params, ApiError> {
         .map_err(|e| ApiError::bad(e.body_text()))
 }
 
-/// Runs `work` on the query runtime over an engine opened for `scope`, within the concurrency and time
-/// limits.
-async fn run<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(Engine) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
-{
-    start(api, scope, work)?.finish().await
-}
-
-/// Starts `work` on the query runtime over an engine opened for `scope`: it takes a slot (429 when none is
-/// free), holds it until the work has ended (its future dropped: streams, plans and DataFusion's own tasks
-/// with it) and runs for at most the time limit (504). Dropping the [`Started`] before it finishes (the
-/// client hung up) aborts it.
-fn start<T, F, Fut>(api: &QueryApi, scope: Scope, work: F) -> Result<Started<T>, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(Engine) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
-{
+/// Starts `job` within the concurrency and time limits: it takes a slot (429 when none is free), holds it
+/// until the job's work has ended (in a worker: the process reaped; in process: its future dropped, streams,
+/// plans and DataFusion's own tasks with it) and runs for at most the time limit (504). The answer's chunks
+/// come through the receiver; dropping the [`Started`] before it finishes (the client hung up) aborts it.
+fn start(
+    api: &QueryApi,
+    scope: Scope,
+    job: Job,
+) -> Result<(Started, tokio::sync::mpsc::Receiver<bytes::Bytes>), ApiError> {
     let Ok(slot) = api.slots.clone().try_acquire_owned() else {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -358,11 +372,12 @@ where
         e.retry_after = Some(1);
         return Err(e);
     };
-    let store = api.store.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
     let timeout = api.timeout;
-    let work = async move {
-        let engine = Engine::open(&store, &scope)?;
-        tokio::time::timeout(timeout, work(engine))
+    let limited = move |work: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), ApiError>> + Send>,
+    >| async move {
+        tokio::time::timeout(timeout, work)
             .await
             .unwrap_or_else(|_| {
                 Err(ApiError::new(
@@ -374,12 +389,67 @@ where
                 ))
             })
     };
-    let task = api.runtime.spawn(Holding {
-        work: Box::pin(work),
-        _slot: slot,
-    });
-    Ok(Started { task })
+    let task = match &api.isolation {
+        Isolation::InProcess => {
+            let store = api.store.clone();
+            let work = async move {
+                let engine = Engine::open(&store, &scope)?;
+                job.run(engine, tx).await
+            };
+            api.runtime.spawn(Holding {
+                work: Box::pin(limited(Box::pin(work))),
+                _slot: slot,
+            })
+        }
+        Isolation::Worker { exe, memory } => {
+            let order = job::Order {
+                store: api.store.clone(),
+                scope: (&scope).into(),
+                job,
+                parent: std::process::id(),
+                memory: *memory,
+            };
+            let work = worker::run(exe.clone(), order, tx, slot, api.runtime.clone());
+            api.runtime.spawn(limited(Box::pin(work)))
+        }
+    };
+    Ok((Started { task }, rx))
 }
+
+/// Runs `job` (see [`start`]) and answers its JSON document, at most [`MAX_ANSWER_JSON`] bytes (422 past
+/// it).
+async fn answer(api: &QueryApi, scope: Scope, job: Job) -> Result<Response, ApiError> {
+    let (started, mut rx) = start(api, scope, job)?;
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        if body.len() + chunk.len() > MAX_ANSWER_JSON {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the answer is over {} MiB: narrow the query with since/until, a filter or a limit",
+                    MAX_ANSWER_JSON >> 20
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    started.finish().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The largest JSON answer (the engine bounds collected values to `limits::MAX_ANSWER_BYTES`; JSON can
+/// double them).
+const MAX_ANSWER_JSON: usize = 4 * limits::MAX_ANSWER_BYTES;
+
+/// The chunks of an answer made ahead of its reader.
+const CHUNKS_AHEAD: usize = 4;
 
 /// A query's work and its slot: however the future ends (done, timed out, aborted), the work is dropped
 /// first (fields drop in order), then the slot is free.
@@ -399,15 +469,15 @@ impl<F: Future> Future for Holding<F> {
     }
 }
 
-/// A query running on the query runtime; aborted when dropped before it finished.
+/// A query running; aborted when dropped before it finished.
 #[derive(Debug)]
-struct Started<T> {
-    task: tokio::task::JoinHandle<Result<T, ApiError>>,
+struct Started {
+    task: tokio::task::JoinHandle<Result<(), ApiError>>,
 }
 
-impl<T> Started<T> {
+impl Started {
     /// The query's result.
-    async fn finish(mut self) -> Result<T, ApiError> {
+    async fn finish(mut self) -> Result<(), ApiError> {
         match (&mut self.task).await {
             Ok(result) => result,
             Err(e) => {
@@ -421,7 +491,7 @@ impl<T> Started<T> {
     }
 }
 
-impl<T> Drop for Started<T> {
+impl Drop for Started {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -469,23 +539,7 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<R
             ));
         }
         limits::check_sql(&sql).map_err(|e| ApiError::bad(format!("`sql` {e}")))?;
-        return run(&api, scope, move |engine: Engine| async move {
-            let (columns, mut rows) = engine.sql_rows(&sql, Some(limit + 1)).await?;
-            let truncated = rows.len() > limit;
-            rows.truncate(limit);
-            let rows: Vec<Vec<serde_json::Value>> = rows
-                .into_iter()
-                .map(|r| r.into_iter().map(Cell::into_json).collect())
-                .collect();
-            Ok(Json(json!({
-                "columns": columns,
-                "count": rows.len(),
-                "truncated": truncated,
-                "rows": rows,
-            })))
-        })
-        .await
-        .map(IntoResponse::into_response);
+        return answer(&api, scope, Job::Sql { sql, limit }).await;
     }
     let predicate = where_sql(&p)?;
     let offset = p.offset.unwrap_or(0);
@@ -494,24 +548,13 @@ async fn query(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<R
             "`offset` is at most {MAX_OFFSET}: narrow the query with since/until or a filter"
         )));
     }
-    let row_query = RowQuery {
+    let job = Job::Events {
+        predicate,
         all_stages: p.all_stages.unwrap_or(false),
-        limit: Some(offset + limit + 1),
-        with_event: true,
+        offset,
+        limit,
     };
-    let answer = run(&api, scope, move |engine: Engine| async move {
-        let rows = engine.rows(predicate.as_deref(), row_query).await?;
-        let truncated = rows.len() > offset + limit;
-        let events = stored_events(rows.into_iter().skip(offset).take(limit));
-        Ok(EventsAnswer {
-            count: events.len(),
-            offset,
-            truncated,
-            events,
-        })
-    })
-    .await?;
-    Ok(Json(answer).into_response())
+    answer(&api, scope, job).await
 }
 
 /// `/api/v1/query`'s answer of events.
@@ -532,50 +575,36 @@ fn stored_events(rows: impl Iterator<Item = kubetrail_engine::EventRow>) -> Vec<
         .collect()
 }
 
-async fn report(api: &QueryApi, scope: Scope, req: ReportRequest) -> Answer {
-    run(api, scope, move |engine: Engine| async move {
-        Ok(Json(reports::build(&engine, &req).await?.to_json()))
-    })
-    .await
-}
-
 /// `/api/v1/who`: the `who` report (`verb`, `resource` as `pods` or `pods/NAME`, `namespace`, `limit`).
-async fn who(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+async fn who(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/who", &["verb", "resource", "namespace", "limit"])?;
-    let req = WhoRequest {
+    let job = Job::Who {
         verb: p.required("verb", &p.verb)?.to_string(),
         resource: p.required("resource", &p.resource)?.to_string(),
         namespace: p.namespace.clone(),
         limit: p.limit(1000)?,
     };
-    report(&api, p.scope()?, ReportRequest::Who(req)).await
+    answer(&api, p.scope()?, job).await
 }
 
 /// `/api/v1/timeline`: everything `user` did.
-async fn timeline(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+async fn timeline(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/timeline", &["user"])?;
     let user = p.required("user", &p.user)?.to_string();
-    report(
-        &api,
-        p.scope()?,
-        ReportRequest::Timeline(TimelineRequest { user }),
-    )
-    .await
+    answer(&api, p.scope()?, Job::Timeline { user }).await
 }
 
 /// `/api/v1/scope`: the incident report on a suspect `user`.
-async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Answer {
+async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/scope", &["user"])?;
     let user = p.required("user", &p.user)?.to_string();
-    report(
-        &api,
-        p.scope()?,
-        ReportRequest::Scope(ScopeRequest { user }),
-    )
-    .await
+    answer(&api, p.scope()?, Job::Scope { user }).await
 }
 
 // ---- alerts ---------------------------------------------------------------------------------------------
@@ -834,33 +863,20 @@ mod tests {
     }
 
     #[test]
-    fn a_client_that_hangs_up_ends_its_query_and_the_slot_is_free_only_then() {
+    fn a_client_that_hangs_up_ends_its_query_and_frees_its_slot() {
         let (runtime, api, _dir) = api(Duration::from_secs(3600));
-        // The work holds `alive` until it is dropped; it never finishes by itself.
-        let (alive, ended) = std::sync::mpsc::channel::<()>();
-        let (started, has_started) = tokio::sync::oneshot::channel();
-        let client = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        client.block_on(async {
-            let query = run(&api, Scope::default(), move |_engine| async move {
-                let _alive = alive;
-                let _ = started.send(());
-                std::future::pending::<Result<(), ApiError>>().await
-            });
-            // The client hangs up once the query runs: its handler is dropped.
-            tokio::select! {
-                _ = query => unreachable!("the query never ends by itself"),
-                _ = has_started => {}
-            }
-        });
+        let _guard = runtime.enter();
+        // A query that never ends by itself.
+        let job = Job::Sql {
+            sql: "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
+                .into(),
+            limit: 1,
+        };
+        let (started, answer) = start(&api, Scope::default(), job).unwrap();
+        assert_eq!(api.running(), 1);
+        // The client hangs up: its handler, and with it the query's handle, is dropped.
+        drop((started, answer));
         until("the slot is free", || api.running() == 0);
-        assert_eq!(
-            ended.try_recv(),
-            Err(std::sync::mpsc::TryRecvError::Disconnected),
-            "the slot was free while the query still ran"
-        );
         until("no task is left", || {
             runtime.metrics().num_alive_tasks() == 0
         });
@@ -995,12 +1011,12 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        let job = Job::Sql {
+            sql: sql.into(),
+            limit: 10,
+        };
         let e = client
-            .block_on(run(
-                api,
-                Scope::default(),
-                move |engine: Engine| async move { Ok(engine.sql_rows(sql, Some(10)).await?) },
-            ))
+            .block_on(answer(api, Scope::default(), job))
             .expect_err(sql);
         (
             e.status,

@@ -622,6 +622,8 @@ auth:
   identities:
     - {{name: apiserver, client_cert_cn: {CLIENT_CN}, role: ingest}}
 server_names: [{names}]
+# Each API query runs in a worker process inside the container's 2Gi: at most 1 GiB of it.
+query: {{memory_mb: 1024}}
 {metrics}",
         cluster = quote(&b.cluster),
         names = names.join(", "),

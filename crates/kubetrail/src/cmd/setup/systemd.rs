@@ -331,6 +331,8 @@ MemoryDenyWriteExecute=yes
 # A call outside the list fails with EPERM instead of killing the collector.
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
+# Except lowering a limit: each API query's worker process bounds its own memory (setrlimit).
+SystemCallFilter=setrlimit prlimit64
 SystemCallErrorNumber=EPERM
 SystemCallArchitectures=native
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
