@@ -73,13 +73,16 @@ impl EngineError {
     /// something unsupported), not the store or the engine.
     pub fn is_invalid_query(&self) -> bool {
         match self {
-            EngineError::Query(e) => matches!(
-                e.find_root(),
-                DataFusionError::SQL(..)
-                    | DataFusionError::Plan(_)
-                    | DataFusionError::SchemaError(..)
-                    | DataFusionError::NotImplemented(_)
-            ),
+            EngineError::Query(e) => {
+                matches!(
+                    e.find_root(),
+                    DataFusionError::SQL(..)
+                        | DataFusionError::Plan(_)
+                        | DataFusionError::SchemaError(..)
+                        | DataFusionError::NotImplemented(_)
+                ) || bad_pattern(&e.to_string())
+            }
+            EngineError::Arrow(e) => bad_pattern(&e.to_string()),
             _ => false,
         }
     }
@@ -93,6 +96,13 @@ impl EngineError {
             _ => false,
         }
     }
+}
+
+/// Whether an error is a pattern of the query's that does not compile (a regular expression, or a `LIKE`
+/// made into one, that is invalid or over the regex crate's size limit). It reaches us as text: the scan
+/// wraps the kernel's error into the Parquet reader's.
+fn bad_pattern(message: &str) -> bool {
+    message.contains("Regular expression did not compile") || message.contains("regex parse error")
 }
 
 /// Which part of the store a query sees: a cluster (all if `None`) and a time range (`time` between both,

@@ -1,9 +1,9 @@
 //! Bounds on what the engine plans, and the stack a thread planning it needs.
 //!
-//! DataFusion plans and runs expressions by recursion, one set of stack frames per level of nesting, and
-//! without `recursive_protection` (a cargo feature that grows the stack through `stacker` at the functions it
-//! annotates, but not in derived `Drop`, `Clone` or `Hash`, so it bounds nothing by itself) a deep enough
-//! expression overflows the thread's stack and aborts the process. Nesting comes from two places:
+//! DataFusion plans and runs expressions by recursion, one set of stack frames per level of nesting, and a
+//! deep enough expression overflows the thread's stack and aborts the process. Its `recursive_protection`
+//! feature is on: it grows the stack through `stacker` at the functions it annotates, but not in derived
+//! `Drop`, `Clone` or `Hash`, so it bounds nothing by itself. Nesting comes from two places:
 //!
 //! - Parentheses, function calls, subqueries and `CASE`: the SQL parser's recursion limit (50) refuses them.
 //! - Runs the parser builds iteratively into left-deep trees: `1+1+1...`, `x IS NULL IS NULL...`,

@@ -626,3 +626,20 @@ fn functions_cannot_make_more_than_the_limit() {
     let (_, rows) = run("SELECT count(*) FROM generate_series(1, 10)").unwrap();
     assert_eq!(rows, [[Cell::Int(10)]]);
 }
+
+#[test]
+fn a_pattern_that_does_not_compile_is_the_query_s_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&store(dir.path()), &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for sql in [
+        // Over the regex crate's size limit, compiled while the store is scanned.
+        "SELECT count(*) FROM events WHERE uri ~ '(a{1000}){1000}'",
+        "SELECT count(*) FROM events WHERE uri ~ 'x['",
+    ] {
+        let e = rt.block_on(engine.sql_rows(sql, None)).unwrap_err();
+        assert!(e.is_invalid_query(), "{sql}: {e}");
+    }
+}

@@ -29,6 +29,10 @@ pub struct ParseError {
     pub input: String,
 }
 
+/// Characters of context an error shows on each side of the offending token (a long expression is shown as
+/// a window around it, never whole).
+const CONTEXT_CHARS: usize = 60;
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let offset = self.offset.min(self.input.len());
@@ -36,7 +40,7 @@ impl fmt::Display for ParseError {
         let end = self.input[offset..]
             .find('\n')
             .map_or(self.input.len(), |i| offset + i);
-        let line: String = self.input[start..end]
+        let line: Vec<char> = self.input[start..end]
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
@@ -46,12 +50,18 @@ impl fmt::Display for ParseError {
             .input
             .get(offset..token_end)
             .map_or(0, |t| t.chars().count())
-            .max(1);
-        writeln!(f, "  {line}")?;
+            .clamp(1, CONTEXT_CHARS);
+        let from = column.saturating_sub(CONTEXT_CHARS);
+        let to = (column + carets + CONTEXT_CHARS).min(line.len());
+        let before = if from > 0 { "…" } else { "" };
+        let after = if to < line.len() { "…" } else { "" };
+        let shown: String = line[from..to.max(from)].iter().collect();
+        writeln!(f, "  {before}{shown}{after}")?;
         write!(
             f,
-            "  {}{} {}",
-            " ".repeat(column),
+            "  {}{}{} {}",
+            " ".repeat(before.chars().count()),
+            " ".repeat(column - from),
             "^".repeat(carets),
             self.message
         )
@@ -525,6 +535,30 @@ mod tests {
     fn check_err(input: &str, expect: &str) {
         let err = parse(input).expect_err(input);
         assert_eq!(err.to_string(), expect.trim_start_matches('\n'), "{input}");
+    }
+
+    #[test]
+    fn a_long_expression_is_shown_as_a_window_around_the_error() {
+        let head = "user = a or ".repeat(100);
+        let input = format!("{head}usr = b{}", " or user = c".repeat(100));
+        let err = parse(&input).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        // 60 characters each side of the token, with marks where the expression goes on.
+        let shown = format!(
+            "  …{}usr = b{}…",
+            &head[head.len() - 60..],
+            &" or user = c".repeat(100)[..56]
+        );
+        assert_eq!(lines[0], shown);
+        assert_eq!(
+            lines[1],
+            format!(
+                "   {}^^^ unknown field `usr`; did you mean `user`?",
+                " ".repeat(60)
+            )
+        );
+        assert!(err.len() < 300, "{err}");
     }
 
     #[test]

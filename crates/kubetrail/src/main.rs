@@ -84,6 +84,18 @@ fn main() -> ExitCode {
     {
         return kubetrail_runtime::service::api::worker_main();
     }
+    // Queries are planned on the thread that runs the command (`block_on`): it gets the stack the largest
+    // accepted query needs (address space: pages are used only as deep as a query goes).
+    std::thread::Builder::new()
+        .name("kubetrail".into())
+        .stack_size(kubetrail_engine::limits::QUERY_STACK_BYTES)
+        .spawn(command)
+        .map_or(ExitCode::from(2), |t| {
+            t.join().unwrap_or(ExitCode::from(101))
+        })
+}
+
+fn command() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),

@@ -252,3 +252,29 @@ fn timeline_groups_by_resource_and_verb() {
     assert!(row.contains("2026-01-01T01:02:03.456789Z"), "{row}");
     assert!(row.contains("192.0.2.66"), "{row}");
 }
+
+#[test]
+fn the_largest_accepted_queries_run_and_larger_ones_are_refused_by_name() {
+    // 1,000 terms (the cap): the answer; this overflowed a 2 MiB runtime thread's stack and aborted before.
+    let terms = |n: usize| {
+        let mut t: Vec<String> = (1..n).map(|i| format!("user != u{i}")).collect();
+        t.push("verb = delete".into());
+        t.join(" and ")
+    };
+    let (out, err, code) = run(&["query", "--where", &terms(1000), "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("payments-api-123"), "{out}");
+    let (_, err, code) = run(&["query", "--where", &terms(1001)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--where has 1001 terms; at most 1000"),
+        "{err}"
+    );
+    let deepest = format!("SELECT {}1 AS n", "1+".repeat(1022));
+    let (out, err, code) = run(&["query", "--sql", &deepest]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1023"), "{out}");
+    let (_, err, code) = run(&["query", "--sql", &format!("SELECT {}1", "1+".repeat(1100))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--sql has 2202 tokens; at most 2048"), "{err}");
+}

@@ -97,8 +97,10 @@ impl Session {
             },
         )
         .context("failed to open the store")?;
+        // Threads with the stack the largest accepted query needs to plan (see `kubetrail_engine::limits`).
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_stack_size(kubetrail_engine::limits::QUERY_STACK_BYTES)
             .enable_all()
             .build()
             .context("failed to start the query runtime")?;
@@ -189,9 +191,19 @@ pub fn spinner(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// The SQL of a `--where` expression within the engine's limits (the API's too: `--where has 1200 terms; at
+/// most 1000`).
+fn where_sql(expr: &str) -> anyhow::Result<String> {
+    use kubetrail_engine::limits;
+    limits::check_where_bytes(expr).map_err(|e| anyhow::anyhow!("--where {e}"))?;
+    let parsed = kubetrail_query::parse(expr)?;
+    limits::check_where_terms(&parsed).map_err(|e| anyhow::anyhow!("--where {e}"))?;
+    Ok(parsed.to_sql())
+}
+
 pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     let predicate = match &args.where_ {
-        Some(expr) => Some(kubetrail_query::parse(expr)?.to_sql()),
+        Some(expr) => Some(where_sql(expr)?),
         None => None,
     };
     let session = Session::open(&args.scope)?;
@@ -214,6 +226,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if let Some(sql) = &args.sql {
+        kubetrail_engine::limits::check_sql(sql).map_err(|e| anyhow::anyhow!("--sql {e}"))?;
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut names_seen: Option<Vec<String>> = None;
         let json = args.format == crate::output::RowFormat::Json;
