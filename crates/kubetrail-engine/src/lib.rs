@@ -98,6 +98,27 @@ impl EngineError {
     }
 }
 
+/// What a query may use: its operators' memory pool, and where and how much it spills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// Bytes sorts, aggregations and joins may hold before spilling or failing ([`MEMORY_LIMIT`]).
+    pub memory: usize,
+    /// The directory spill files go to (the system's temporary directory when `None`).
+    pub spill_dir: Option<PathBuf>,
+    /// The most bytes a query may spill ([`MAX_SPILL_BYTES`]).
+    pub max_spill: u64,
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources {
+            memory: MEMORY_LIMIT,
+            spill_dir: None,
+            max_spill: MAX_SPILL_BYTES,
+        }
+    }
+}
+
 /// Whether an error is a pattern of the query's that does not compile (a regular expression, or a `LIKE`
 /// made into one, that is invalid or over the regex crate's size limit). It reaches us as text: the scan
 /// wraps the kernel's error into the Parquet reader's.
@@ -134,6 +155,15 @@ impl Engine {
     /// Registers `events` over the Parquet files under `root` (the data directory's `store`) that `scope`
     /// may need. Reads directory names only; a store with no file yet is an empty table.
     pub fn open(root: &Path, scope: &Scope) -> Result<Engine, EngineError> {
+        Engine::open_with(root, scope, &Resources::default())
+    }
+
+    /// [`Engine::open`] within `resources`.
+    pub fn open_with(
+        root: &Path,
+        scope: &Scope,
+        resources: &Resources,
+    ) -> Result<Engine, EngineError> {
         let files = if root.is_dir() {
             columnar::list_files(root, scope.cluster.as_deref(), scope.since, scope.until)?
         } else {
@@ -150,10 +180,13 @@ impl Engine {
             .execution
             .parquet
             .schema_force_view_types = false;
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(MEMORY_LIMIT, 1.0)
-            .with_max_temp_directory_size(MAX_SPILL_BYTES)
-            .build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(resources.memory, 1.0)
+            .with_max_temp_directory_size(resources.max_spill);
+        if let Some(dir) = &resources.spill_dir {
+            runtime = runtime.with_temp_file_path(dir);
+        }
+        let runtime = runtime.build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

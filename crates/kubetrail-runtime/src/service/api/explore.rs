@@ -249,23 +249,12 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
         csv,
         max: api.max_export,
     };
-    let (started, mut rx) = start(&api, scope, job)?;
-    // The status waits for the first chunk, or for the end when there is none (an error, or nothing to send).
-    let first = rx.recv().await;
-    let (started, first) = match first {
-        Some(chunk) => (Some(started), Some(chunk)),
-        None => {
-            started.finish().await?;
-            (None, None)
-        }
+    let note: fn(&str) -> String = if csv {
+        |m| export_note(true, None, Some(m))
+    } else {
+        |m| export_note(false, None, Some(m))
     };
-    let body = ExportBody {
-        first,
-        rx,
-        started,
-        csv,
-        failed: None,
-    };
+    let body = Streamed::start(&api, scope, job, Some(note)).await?;
     let (kind, ext) = if csv {
         ("text/csv; charset=utf-8", "csv")
     } else {
@@ -279,7 +268,7 @@ async fn export_inner(api: Arc<QueryApi>, req: Request<Body>) -> Result<Response
                 format!("attachment; filename=\"kubetrail-export.{ext}\""),
             ),
         ],
-        Body::from_stream(futures::stream::unfold(body, ExportBody::next)),
+        body.into_body(),
     )
         .into_response())
 }
@@ -356,41 +345,6 @@ struct ExportState {
     truncated: bool,
 }
 
-/// An export's body as it streams: the chunks, then the query's outcome (a failure is a last line, then an
-/// error that cuts the response off). Dropped (the client hung up), it aborts the query.
-struct ExportBody {
-    first: Option<bytes::Bytes>,
-    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    started: Option<Started>,
-    csv: bool,
-    failed: Option<String>,
-}
-
-impl ExportBody {
-    async fn next(mut self) -> Option<(Result<bytes::Bytes, std::io::Error>, ExportBody)> {
-        if let Some(message) = self.failed.take() {
-            return Some((Err(std::io::Error::other(message)), self));
-        }
-        if let Some(chunk) = self.first.take() {
-            return Some((Ok(chunk), self));
-        }
-        if let Some(chunk) = self.rx.recv().await {
-            return Some((Ok(chunk), self));
-        }
-        let started = self.started.take()?;
-        let Err(e) = started.finish().await else {
-            return None;
-        };
-        let message = e.body["error"]
-            .as_str()
-            .unwrap_or("internal error")
-            .to_string();
-        let note = export_note(self.csv, None, Some(&message));
-        self.failed = Some(message);
-        Some((Ok(note.into()), self))
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EventParams {
@@ -423,26 +377,15 @@ pub(super) async fn event(
         until: time("until", &p.until)?,
     };
     // The window first; when nothing is stored there, the whole store.
-    let mut scopes = vec![window.clone()];
-    if window != Scope::default() {
-        scopes.push(Scope::default());
-    }
-    let mut result = Err(ApiError::new(StatusCode::NOT_FOUND, ""));
-    for scope in scopes {
-        let job = Job::Stages {
-            audit_id: audit_id.clone(),
-        };
-        result = answer(&api, scope, job).await;
-        match &result {
-            Err(e) if e.status == StatusCode::NOT_FOUND => continue,
-            _ => break,
-        }
-    }
-    result
+    let job = Job::Stages {
+        audit_id,
+        whole_store: window != Scope::default(),
+    };
+    answer(&api, window, job).await
 }
 
 /// Every stored stage of the request(s) with `audit_id`: 404 when there is none.
-pub(super) async fn stages(engine: &Engine, audit_id: String) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn stages(engine: &Engine, audit_id: &str) -> Result<Vec<u8>, ApiError> {
     let predicate = format!("\"audit_id\" = '{}'", audit_id.replace('\'', "''"));
     let query = RowQuery {
         all_stages: true,
@@ -459,7 +402,7 @@ pub(super) async fn stages(engine: &Engine, audit_id: String) -> Result<Vec<u8>,
     let more = rows.len() > EVENT_STAGES;
     let stages = stored_events(rows.into_iter().take(EVENT_STAGES));
     Ok(job::to_json(&StagesAnswer {
-        audit_id,
+        audit_id: audit_id.to_string(),
         stages,
         more,
     }))

@@ -4,6 +4,9 @@
 //! export's chunks as they are made. The job's outcome is its result: an [`ApiError`] after some bytes
 //! have been sent ends an export with a note; before, it is the answer.
 
+use std::path::Path;
+
+use kubetrail_engine::Resources;
 use serde::Serialize;
 
 use super::*;
@@ -22,6 +25,8 @@ pub(super) struct Order {
     pub parent: u32,
     /// The most bytes of data (heap and thread stacks) the worker may map.
     pub memory: u64,
+    /// The directory the query spills to, the collector's to remove once the worker has ended.
+    pub spill: PathBuf,
 }
 
 /// A [`Scope`] as it crosses into the worker.
@@ -70,9 +75,11 @@ pub(super) enum Job {
         offset: usize,
         limit: usize,
     },
-    /// `/api/v1/events/{auditID}`: 404 when no stage is stored.
+    /// `/api/v1/events/{auditID}`: the scope's stages, or with `whole_store`, when the scope has none, the
+    /// whole store's; 404 when no stage is stored.
     Stages {
         audit_id: String,
+        whole_store: bool,
     },
     Who {
         verb: String,
@@ -108,8 +115,16 @@ pub(super) enum Job {
 }
 
 impl Job {
-    /// Runs the job over `engine`, sending its answer to `out`.
-    pub(super) async fn run(self, engine: Engine, out: Out) -> Result<(), ApiError> {
+    /// Runs the job over the store at `store`, as `scope` sees it, within `resources`, sending its answer to
+    /// `out`.
+    pub(super) async fn run(
+        self,
+        store: &Path,
+        scope: Scope,
+        resources: &Resources,
+        out: Out,
+    ) -> Result<(), ApiError> {
+        let engine = Engine::open_with(store, &scope, resources)?;
         let answer: Vec<u8> = match self {
             Job::Export {
                 predicate,
@@ -123,7 +138,16 @@ impl Job {
                 offset,
                 limit,
             } => events_answer(&engine, predicate, all_stages, offset, limit).await?,
-            Job::Stages { audit_id } => explore::stages(&engine, audit_id).await?,
+            Job::Stages {
+                audit_id,
+                whole_store,
+            } => match explore::stages(&engine, &audit_id).await {
+                Err(e) if e.status == StatusCode::NOT_FOUND && whole_store => {
+                    let engine = Engine::open_with(store, &Scope::default(), resources)?;
+                    explore::stages(&engine, &audit_id).await?
+                }
+                answer => answer?,
+            },
             Job::Who {
                 verb,
                 resource,
@@ -156,6 +180,16 @@ impl Job {
                 sinks,
             } => explore::volume_answer(&engine, since, until, retention_days, sinks).await?,
         };
+        // Decided before the first byte goes out: past it, the status could not say so.
+        if answer.len() > MAX_ANSWER_JSON {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the answer is over {} MiB: narrow the query with since/until, a filter or a limit",
+                    MAX_ANSWER_JSON >> 20
+                ),
+            ));
+        }
         // A receiver that is gone has hung up: nobody waits for the answer.
         let _ = out.send(answer.into()).await;
         Ok(())

@@ -92,6 +92,8 @@ pub struct QueryApi {
     max_export: usize,
     /// Where queries run.
     isolation: Isolation,
+    /// Numbers the workers' spill directories.
+    spills: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where queries run.
@@ -116,11 +118,16 @@ impl QueryApi {
             timeout: QUERY_TIMEOUT,
             max_export: explore::MAX_EXPORT,
             isolation: Isolation::InProcess,
+            spills: Arc::default(),
         }
     }
 
-    /// Runs each query in a worker process (see [`Isolation::Worker`]).
+    /// Runs each query as `isolation` says. With workers, what the spill directory (`DATA/spill`) holds is
+    /// left by a collector that stopped without cleaning up (the data directory has one writer): removed.
     pub fn isolation(mut self, isolation: Isolation) -> QueryApi {
+        if matches!(isolation, Isolation::Worker { .. }) {
+            let _ = std::fs::remove_dir_all(self.data.join(worker::SPILL_DIR));
+        }
         self.isolation = isolation;
         self
     }
@@ -393,8 +400,8 @@ fn start(
         Isolation::InProcess => {
             let store = api.store.clone();
             let work = async move {
-                let engine = Engine::open(&store, &scope)?;
-                job.run(engine, tx).await
+                job.run(&store, scope, &kubetrail_engine::Resources::default(), tx)
+                    .await
             };
             api.runtime.spawn(Holding {
                 work: Box::pin(limited(Box::pin(work))),
@@ -402,12 +409,16 @@ fn start(
             })
         }
         Isolation::Worker { exe, memory } => {
+            let n = api
+                .spills
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let order = job::Order {
                 store: api.store.clone(),
                 scope: (&scope).into(),
                 job,
                 parent: std::process::id(),
                 memory: *memory,
+                spill: api.data.join(worker::SPILL_DIR).join(format!("query-{n}")),
             };
             let work = worker::run(exe.clone(), order, tx, slot, api.runtime.clone());
             api.runtime.spawn(limited(Box::pin(work)))
@@ -416,32 +427,89 @@ fn start(
     Ok((Started { task }, rx))
 }
 
-/// Runs `job` (see [`start`]) and answers its JSON document, at most [`MAX_ANSWER_JSON`] bytes (422 past
-/// it).
+/// Runs `job` (see [`start`]) and answers its JSON document, streamed as it comes.
 async fn answer(api: &QueryApi, scope: Scope, job: Job) -> Result<Response, ApiError> {
-    let (started, mut rx) = start(api, scope, job)?;
-    let mut body: Vec<u8> = Vec::new();
-    while let Some(chunk) = rx.recv().await {
-        if body.len() + chunk.len() > MAX_ANSWER_JSON {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "the answer is over {} MiB: narrow the query with since/until, a filter or a limit",
-                    MAX_ANSWER_JSON >> 20
-                ),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    started.finish().await?;
+    let body = Streamed::start(api, scope, job, None).await?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        body.into_body(),
     )
         .into_response())
+}
+
+/// An answer as it streams: the status waits for its first chunk (or for its end when there is none: an
+/// error, or nothing to send), so an error before any byte is the answer. After it, an error can no longer
+/// change the status: the body ends with `note`'s line (an export's) when there is one, then an error that
+/// cuts the response off (no terminating chunk), so no client takes it for a whole answer. Chunks come
+/// through a channel of [`CHUNKS_AHEAD`]: a client that does not read makes the query wait, until its time
+/// limit. Dropped (the client hung up), it aborts the query.
+struct Streamed {
+    first: Option<bytes::Bytes>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    started: Option<Started>,
+    /// The last line of an answer cut short by `message`.
+    note: Option<fn(&str) -> String>,
+    failed: Option<String>,
+}
+
+impl Streamed {
+    async fn start(
+        api: &QueryApi,
+        scope: Scope,
+        job: Job,
+        note: Option<fn(&str) -> String>,
+    ) -> Result<Streamed, ApiError> {
+        let (started, mut rx) = start(api, scope, job)?;
+        let (started, first) = match rx.recv().await {
+            Some(chunk) => (Some(started), Some(chunk)),
+            None => {
+                started.finish().await?;
+                (None, None)
+            }
+        };
+        Ok(Streamed {
+            first,
+            rx,
+            started,
+            note,
+            failed: None,
+        })
+    }
+
+    fn into_body(self) -> Body {
+        Body::from_stream(futures::stream::unfold(self, Streamed::next))
+    }
+
+    async fn next(mut self) -> Option<(Result<bytes::Bytes, std::io::Error>, Streamed)> {
+        if let Some(message) = self.failed.take() {
+            return Some((Err(std::io::Error::other(message)), self));
+        }
+        if let Some(chunk) = self.first.take() {
+            return Some((Ok(chunk), self));
+        }
+        if let Some(chunk) = self.rx.recv().await {
+            return Some((Ok(chunk), self));
+        }
+        let started = self.started.take()?;
+        let Err(e) = started.finish().await else {
+            return None;
+        };
+        let message = e.body["error"]
+            .as_str()
+            .unwrap_or("internal error")
+            .to_string();
+        match self.note {
+            Some(note) => {
+                let line = note(&message);
+                self.failed = Some(message);
+                Some((Ok(line.into()), self))
+            }
+            None => Some((Err(std::io::Error::other(message)), self)),
+        }
+    }
 }
 
 /// The largest JSON answer (the engine bounds collected values to `limits::MAX_ANSWER_BYTES`; JSON can

@@ -23,6 +23,7 @@
 //! without `K` or `E` died: killed by its memory limit or a signal.
 
 use std::io::{Read as _, Write as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::process::{ExitCode, Stdio};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -42,8 +43,14 @@ const WORKER_BLOCKING_THREADS: usize = 2;
 /// What the worker maps beside the memory it is given and its threads' stacks (the binary's writable data,
 /// the allocator's and the runtime's own).
 const WORKER_BASE_BYTES: u64 = 256 << 20;
-/// The largest frame: a collected answer is bounded well below it.
-const MAX_FRAME: usize = 512 << 20;
+/// The largest frame: the worker cuts its answer into pieces of at most this, so the collector never holds
+/// more than a few of them for a client that does not read.
+const MAX_FRAME: usize = 64 << 10;
+/// The data directory's directory of the workers' spill directories (`spill/query-N`), each removed when its
+/// worker has ended.
+pub(super) const SPILL_DIR: &str = "spill";
+/// The most a worker's query may spill.
+const WORKER_SPILL_BYTES: u64 = 2 << 30;
 /// The largest order (a `where` compiled to SQL, at most a few MiB).
 const MAX_ORDER: u64 = 16 << 20;
 /// How much of a worker's standard error is kept for the log.
@@ -66,8 +73,18 @@ pub(super) async fn run(
     runtime: tokio::runtime::Handle,
 ) -> Result<(), ApiError> {
     let memory = order.memory;
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(exe = %exe.display(), error = %e, "{what}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, what.to_string())
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&order.spill)
+        .map_err(|e| internal("could not make a query's spill directory", &e))?;
     let mut command = tokio::process::Command::new(&exe);
     command
+        .arg0("kubetrail")
         .arg(WORKER_ARG)
         .env_clear()
         .stdin(Stdio::piped())
@@ -75,39 +92,34 @@ pub(super) async fn run(
         .stderr(Stdio::piped())
         // Should the reaping task below never run (the runtime shutting down), the worker dies anyway.
         .kill_on_drop(true);
-    if let Some(tmp) = std::env::var_os("TMPDIR") {
-        command.env("TMPDIR", tmp);
-    }
-    let mut child = command.spawn().map_err(|e| {
-        tracing::error!(exe = %exe.display(), error = %e, "could not start a query worker");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not start a query worker",
-        )
-    })?;
+    let spawned = command.spawn();
+    let mut worker = Reaped {
+        child: None,
+        slot: Some(slot),
+        spill: Some(order.spill.clone()),
+        runtime,
+    };
+    let mut child = spawned.map_err(|e| internal("could not start a query worker", &e))?;
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error",
-        ));
+        return Err(internal("a query worker has no pipes", &"stdio"));
     };
-    let mut worker = Reaped {
-        child: Some(child),
-        slot: Some(slot),
-        runtime,
-    };
+    worker.child = Some(child);
     let stderr = tokio::spawn(head(stderr));
     // A worker that dies before reading its order closes stdin: what it says is read below.
     let _ = stdin.write_all(&job::to_json(&order)).await;
     drop(stdin);
     if let Some(result) = frames(stdout, &out).await {
+        // Done: the worker exits now; its slot is free once it has (not later, in the background).
+        worker.end().await;
         return result;
     }
-    // No last frame: the worker died.
+    // No last frame: the worker died, or broke the protocol.
+    worker.kill();
     let status = worker.wait().await;
     let said = stderr.await.unwrap_or_default();
+    worker.end().await;
     Err(died(status, &said, memory))
 }
 
@@ -170,11 +182,15 @@ async fn frames(stdout: tokio::process::ChildStdout, out: &Out) -> Option<Result
             }
             b'K' => return Some(Ok(())),
             b'E' => {
-                return Some(Err(serde_json::from_slice::<WireError>(&payload)
+                let e = serde_json::from_slice::<WireError>(&payload)
                     .map(ApiError::from)
                     .unwrap_or_else(|_| {
                         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-                    })));
+                    });
+                if e.status.is_server_error() {
+                    tracing::error!(status = %e.status, error = %e.body["error"], "query failed");
+                }
+                return Some(Err(e));
             }
             tag => {
                 tracing::error!(tag, "a query worker sent an unknown frame");
@@ -199,29 +215,54 @@ async fn head(mut stderr: tokio::process::ChildStderr) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-/// A worker and its query's slot: dropped, the worker is killed, and the slot is free once it is reaped.
+/// A worker, its query's slot and its spill directory: dropped, the worker is killed, and once it is reaped
+/// its spill directory is removed and the slot is free.
 struct Reaped {
     child: Option<tokio::process::Child>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    spill: Option<PathBuf>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Reaped {
+    fn kill(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+    }
+
     /// The worker's exit status, once it has exited.
     async fn wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut()?.wait().await.ok()
+    }
+
+    /// Waits for the worker to exit, removes its spill directory and frees the slot.
+    async fn end(mut self) {
+        let _ = self.wait().await;
+        self.child = None;
+        if let Some(dir) = self.spill.take() {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        self.slot = None;
     }
 }
 
 impl Drop for Reaped {
     fn drop(&mut self) {
-        let (Some(mut child), slot) = (self.child.take(), self.slot.take()) else {
+        let (child, spill, slot) = (self.child.take(), self.spill.take(), self.slot.take());
+        if child.is_none() && spill.is_none() {
             return;
-        };
+        }
         self.runtime.spawn(async move {
-            // Exited already: killing a process not yet reaped is harmless (its pid is not reused before).
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            if let Some(mut child) = child {
+                // Exited already: killing a process not yet reaped is harmless (its pid is not reused
+                // before).
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            if let Some(dir) = spill {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
             drop(slot);
         });
     }
@@ -263,6 +304,20 @@ pub fn main() -> ExitCode {
     // The first process the kernel kills when memory runs out. Best effort: a kernel without procfs has no
     // OOM scores to compare either.
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    // Its memory holds audit events: it never leaves in a core dump (one at its memory limit was 900 MB of
+    // them, outside the data directory and its retention), and no other process of the user may read it.
+    let no_core = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) =
+        rustix::process::setrlimit(rustix::process::Resource::Core, no_core).and_then(|()| {
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        })
+    {
+        eprintln!("kubetrail query worker: cannot forbid core dumps: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .max_blocking_threads(WORKER_BLOCKING_THREADS)
@@ -279,16 +334,21 @@ pub fn main() -> ExitCode {
     };
     let written = runtime.block_on(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let resources = kubetrail_engine::Resources {
+            // The pool spills or refuses well before the process meets its limit.
+            memory: (order.memory / 2).min(kubetrail_engine::MEMORY_LIMIT as u64) as usize,
+            spill_dir: Some(order.spill.clone()),
+            max_spill: WORKER_SPILL_BYTES,
+        };
         let Order {
             store, scope, job, ..
         } = order;
-        let task = tokio::spawn(async move {
-            let engine = Engine::open(&store, &scope.into())?;
-            job.run(engine, tx).await
-        });
+        let task = tokio::spawn(async move { job.run(&store, scope.into(), &resources, tx).await });
         let mut stdout = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
         while let Some(chunk) = rx.recv().await {
-            frame(&mut stdout, b'D', &chunk)?;
+            for piece in chunk.chunks(MAX_FRAME) {
+                frame(&mut stdout, b'D', piece)?;
+            }
         }
         let result = task.await.unwrap_or_else(|e| {
             eprintln!("kubetrail query worker: the query failed: {e}");

@@ -271,6 +271,8 @@ TimeoutStopSec=90s
 Restart=on-failure
 RestartSec=5s
 LimitNOFILE=65536
+# Its memory holds audit events: never in a core dump.
+LimitCORE=0
 UMask=0077
 
 # Files: the system read-only (the config, certificates and tokens under /etc stay readable), the data
