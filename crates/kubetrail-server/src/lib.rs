@@ -15,6 +15,7 @@
 //! pipeline's, reached through the [`Ingest`] trait. It never logs or echoes a request body.
 
 mod auth;
+mod conns;
 mod der;
 mod hosts;
 mod login;
@@ -34,6 +35,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use crate::auth::{Identity, Role, client_identity};
+pub use crate::conns::PER_ADDRESS;
 pub use crate::login::CSP;
 pub use crate::session::{CSRF_HEADER, SESSION_TTL};
 pub use crate::throttle::{MAX_FAILURES, WINDOW as FAILURE_WINDOW};
@@ -365,8 +367,11 @@ pub async fn serve_listener<I: Ingest>(
     let result = match rustls {
         Some(config) => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-            let mut server = axum_server::from_tcp_rustls(listener, config)
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+                .acceptor(conns::Capped::default());
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(serve_err)?
+                .acceptor(acceptor)
                 .handle(handle);
             server
                 .http_builder()
@@ -377,6 +382,7 @@ pub async fn serve_listener<I: Ingest>(
         None => {
             let mut server = axum_server::from_tcp(listener)
                 .map_err(serve_err)?
+                .acceptor(conns::Capped::default())
                 .handle(handle);
             server
                 .http_builder()

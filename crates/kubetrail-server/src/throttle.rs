@@ -23,7 +23,8 @@ pub(crate) struct Throttle {
     map: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
-fn key(ip: IpAddr) -> IpAddr {
+/// The address a client is counted by: itself, or for IPv6 its /64.
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut o = v6.octets();

@@ -448,3 +448,52 @@ async fn serve_refuses_unsafe_or_broken_configurations() {
     assert!(matches!(err, ServerError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("`--listen`"), "{err}");
 }
+
+#[tokio::test]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = start(ServerConfig::default());
+    // Connections that never send a request (a slow-headers client may hold each for 30 s).
+    let mut held = Vec::new();
+    for _ in 0..kubetrail_server::PER_ADDRESS {
+        held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    // One more from the same address is closed at once.
+    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), extra.read(&mut buf))
+        .await
+        .expect("the connection over the cap was not closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // Another address is served as before (the apiserver is not locked out).
+    let url = format!("http://{}/healthz", server.addr);
+    let reply = curl(
+        url.clone(),
+        vec!["--interface".into(), "127.0.0.2".into()],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, Some(200), "{reply:?}");
+    // Once one closes, the address may open another.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no place was freed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held);
+    server.stop().await;
+}
