@@ -107,6 +107,12 @@ impl Default for Metrics {
             detection_state_bytes: Gauge::default(),
             registry: Registry::default(),
         };
+        // Both kinds from the start: a dashboard shows no alerts as 0, not as no data.
+        for kind in ["new", "update"] {
+            let _ = m
+                .detection_alerts
+                .get_or_create(&KindLabel { kind: kind.into() });
+        }
         m.register(&mut registry);
         Metrics { registry, ..m }
     }

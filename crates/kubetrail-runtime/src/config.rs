@@ -53,7 +53,7 @@ pub struct Config {
     pub redaction: kubetrail_policy::RedactionConfig,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub cert: PathBuf,
@@ -62,7 +62,7 @@ pub struct Tls {
     pub client_ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     /// Who may call, each with one role.
@@ -73,7 +73,7 @@ pub struct Auth {
 }
 
 /// One identity: `{name: soc-lead, token_file: /etc/kubetrail/tokens/lead, role: responder}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// How logs and workflow records name it.

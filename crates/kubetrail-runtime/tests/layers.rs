@@ -23,7 +23,10 @@ const GROUPS: &[(&str, &[&str])] = &[
         &["store", "rules", "suppress", "payload", "outbox", "live"],
     ),
     ("shipping", &["archive", "worker", "config"]),
-    ("service", &["housekeeping", "api", "console", "collector"]),
+    (
+        "service",
+        &["housekeeping", "reload", "api", "console", "collector"],
+    ),
 ];
 
 fn layer(module: &str) -> usize {

@@ -111,29 +111,37 @@ pub(crate) enum Denied {
 
 impl Auth {
     pub(crate) fn new(cfg: &ServerConfig) -> Self {
+        let client_certs = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        Auth::with(&cfg.identities, client_certs)
+    }
+
+    /// `identities`, with client certificates verified by the TLS layer when `client_certs`.
+    pub(crate) fn with(identities: &[Identity], client_certs: bool) -> Self {
         let principal = |i: &Identity| Principal {
             name: i.name.clone(),
             role: i.role,
         };
-        let tokens = cfg
-            .identities
+        let tokens = identities
             .iter()
             .filter_map(|i| {
                 let t = i.token.as_deref().filter(|t| !t.is_empty())?;
                 Some((sha256(t.as_bytes()), principal(i)))
             })
             .collect();
-        let certs = cfg
-            .identities
+        let certs = identities
             .iter()
             .filter_map(|i| Some((i.client_cert_cn.clone()?, principal(i))))
             .collect();
-        let client_certs = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         Self {
             tokens,
             certs,
             client_certs,
         }
+    }
+
+    /// Whether the token of SHA-256 `digest` still names `caller` (same identity, same role).
+    pub(crate) fn still(&self, digest: &[u8; 32], caller: &Principal) -> bool {
+        self.tokens.iter().any(|(d, p)| d == digest && p == caller)
     }
 
     /// Whether any authentication is configured (otherwise every request is let in).
@@ -211,7 +219,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 

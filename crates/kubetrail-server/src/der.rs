@@ -1,5 +1,6 @@
-//! Just enough DER to read an X.509 certificate's subject common name. The certificate has already been
-//! verified by rustls; this walk is still total on any input (`None`, never a panic).
+//! Just enough DER to read an X.509 certificate's subject common name and the end of its validity. The
+//! certificate has already been verified or loaded by rustls; this walk is still total on any input (`None`,
+//! never a panic).
 
 const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
@@ -36,8 +37,8 @@ fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     (t == tag).then_some((contents, rest))
 }
 
-/// The subject's common name; with several, the last, as Go's `pkix.Name` (and so Kubernetes) reads it.
-pub(crate) fn subject_common_name(cert: &[u8]) -> Option<String> {
+/// The certificate's validity and what follows it (subject, key, extensions).
+fn validity(cert: &[u8]) -> Option<(&[u8], &[u8])> {
     let (cert, _) = expect(cert, SEQUENCE)?;
     let (tbs, _) = expect(cert, SEQUENCE)?;
     let (tag, _, mut rest) = next(tbs)?;
@@ -48,7 +49,44 @@ pub(crate) fn subject_common_name(cert: &[u8]) -> Option<String> {
     }
     (_, rest) = expect(rest, SEQUENCE)?; // signature algorithm
     (_, rest) = expect(rest, SEQUENCE)?; // issuer
-    (_, rest) = expect(rest, SEQUENCE)?; // validity
+    expect(rest, SEQUENCE)
+}
+
+/// The end of the certificate's validity (`notAfter`), in seconds since the Unix epoch.
+pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
+    let (validity, _) = validity(cert)?;
+    let (_, _, rest) = next(validity)?; // notBefore
+    let (tag, time, _) = next(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    // UTCTime YYMMDDHHMMSSZ (years 1950-2049, RFC 5280), GeneralizedTime YYYYMMDDHHMMSSZ.
+    let digits = match tag {
+        0x17 if text.len() == 13 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            let century = if yy < 50 { "20" } else { "19" };
+            format!("{century}{}", &text[..12])
+        }
+        0x18 if text.len() == 15 => text[..14].to_string(),
+        _ => return None,
+    };
+    if !text.ends_with('Z') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let d = |r: std::ops::Range<usize>| &digits[r];
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        d(0..4),
+        d(4..6),
+        d(6..8),
+        d(8..10),
+        d(10..12),
+        d(12..14)
+    );
+    Some(rfc3339.parse::<jiff::Timestamp>().ok()?.as_second())
+}
+
+/// The subject's common name; with several, the last, as Go's `pkix.Name` (and so Kubernetes) reads it.
+pub(crate) fn subject_common_name(cert: &[u8]) -> Option<String> {
+    let (_, rest) = validity(cert)?;
     let (mut subject, _) = expect(rest, SEQUENCE)?;
     let mut cn = None;
     while !subject.is_empty() {
@@ -107,6 +145,19 @@ mod tests {
         let der = cert.cert.der().to_vec();
         for cut in 0..der.len() {
             let _ = subject_common_name(&der[..cut]);
+            let _ = not_after(&der[..cut]);
+        }
+    }
+
+    #[test]
+    fn reads_the_end_of_validity_in_both_time_forms() {
+        for (year, expected) in [(2031, 1_948_492_800), (2051, 2_579_644_800)] {
+            // 2049 and before are UTCTime, 2050 and after GeneralizedTime (RFC 5280).
+            let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(year, 9, 30);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            assert_eq!(not_after(cert.der()), Some(expected), "{year}");
         }
     }
 

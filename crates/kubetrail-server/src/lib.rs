@@ -18,6 +18,7 @@ mod auth;
 mod conns;
 mod der;
 mod hosts;
+mod live;
 mod login;
 mod metrics;
 mod session;
@@ -36,6 +37,7 @@ use axum::routing::{get, post};
 
 pub use crate::auth::{Identity, Role, client_identity};
 pub use crate::conns::PER_ADDRESS;
+pub use crate::live::Live;
 pub use crate::login::CSP;
 pub use crate::session::{CSRF_HEADER, SESSION_TTL};
 pub use crate::throttle::{MAX_FAILURES, WINDOW as FAILURE_WINDOW};
@@ -257,8 +259,21 @@ pub fn router<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>) -> Router {
 /// authenticate gets 401 before `api` sees it, one whose role is not at least `reader` 403; one that does
 /// carries its [`Peer`] as a request extension (routes that need more say so with [`needs`]). Every API call
 /// is logged with the caller's identity.
+/// The TLS files are read when they load (names valid for the certificate accepted as `Host`); `serve`
+/// loads them first and refuses to start without them ([`router_with_live`]).
 pub fn router_with_api<I: Ingest>(cfg: &ServerConfig, ingest: Arc<I>, api: Router) -> Router {
-    let state = Arc::new(webhook::AppState::new(cfg, ingest));
+    let live = Live::new(cfg).unwrap_or_else(|_| Live::unloaded(cfg));
+    router_with_live(cfg, live, ingest, api)
+}
+
+/// [`router_with_api`] over identities, names and a certificate that `live` may replace while it serves.
+pub fn router_with_live<I: Ingest>(
+    cfg: &ServerConfig,
+    live: Live,
+    ingest: Arc<I>,
+    api: Router,
+) -> Router {
+    let state = Arc::new(webhook::AppState::new(cfg, live, ingest));
     let metrics = state.metrics.clone();
     let api = if api.has_routes() {
         api.route("/api/v1/session", get(webhook::session_info))
@@ -330,7 +345,21 @@ pub async fn serve<I: Ingest>(
 /// listener's address): for tests on port 0 and for socket activation.
 pub async fn serve_listener<I: Ingest>(
     listener: std::net::TcpListener,
+    cfg: ServerConfig,
+    ingest: Arc<I>,
+    api: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let live = Live::new(&cfg)?;
+    serve_live(listener, cfg, live, ingest, api, shutdown).await
+}
+
+/// [`serve_listener`] with identities and a certificate `live` may replace while it serves (made by
+/// [`Live::new`] from `cfg`).
+pub async fn serve_live<I: Ingest>(
+    listener: std::net::TcpListener,
     mut cfg: ServerConfig,
+    live: Live,
     ingest: Arc<I>,
     api: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -344,15 +373,12 @@ pub async fn serve_listener<I: Ingest>(
     if !addr.ip().is_loopback() && cfg.insecure {
         tracing::warn!(%addr, "listening off loopback with `--insecure`: TLS or authentication is missing");
     }
-    let rustls = match &cfg.tls {
-        // Client certificates are optional at the TLS layer and required per route: the webhook (and
-        // /metrics off loopback) answer 401 without one, while health probes (a kubelet's httpGet, a load
-        // balancer) need none. An unverifiable certificate still fails the handshake.
-        Some(files) => Some(tls::server_config(files, true)?),
-        None => None,
-    };
-    let app =
-        router_with_api(&cfg, ingest, api).into_make_service_with_connect_info::<SocketAddr>();
+    // Client certificates are optional at the TLS layer and required per route: the webhook (and /metrics off
+    // loopback) answer 401 without one, while health probes (a kubelet's httpGet, a load balancer) need none.
+    // An unverifiable certificate still fails the handshake.
+    let rustls = live.rustls();
+    let app = router_with_live(&cfg, live, ingest, api)
+        .into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = tokio::spawn({
         let handle = handle.clone();
@@ -366,7 +392,6 @@ pub async fn serve_listener<I: Ingest>(
     tracing::info!(%addr, tls = rustls.is_some(), "listening");
     let result = match rustls {
         Some(config) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
                 .acceptor(conns::Capped::default());
             let mut server = axum_server::from_tcp(listener)

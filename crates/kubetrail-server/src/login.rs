@@ -57,10 +57,11 @@ pub(crate) async fn page<I: Ingest>(
     let next = safe_next(q.next.as_deref().unwrap_or("/")).to_string();
     let tls = req.extensions().get::<Arc<TlsInfo>>();
     if st
-        .auth
+        .live
+        .auth()
         .authenticate(req.headers(), tls)
         .is_ok_and(|c| c.is_none_or(|c| c.role.grants(Role::Reader)))
-        || st.sessions.lookup(req.headers()).is_some()
+        || st.live.sessions().lookup(req.headers()).is_some()
     {
         return see_other(&next, None);
     }
@@ -77,7 +78,7 @@ struct LoginForm {
 /// `ingest` token logs in nowhere). Wrong tokens count against the address like the API's.
 pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Request) -> Response {
     let addr = crate::webhook::peer_addr(req.extensions());
-    if st.hosts.cross_site(req.headers()) {
+    if st.live.hosts().cross_site(req.headers()) {
         return form(
             StatusCode::FORBIDDEN,
             "/",
@@ -98,7 +99,7 @@ pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Re
         return form(StatusCode::BAD_REQUEST, "/", Some("the form is not valid"));
     };
     let next = safe_next(f.next.as_deref().unwrap_or("/")).to_string();
-    if !st.auth.required() {
+    if !st.live.auth().required() {
         // Nothing to log in with (loopback without authentication needs no login).
         return see_other(&next, None);
     }
@@ -106,12 +107,13 @@ pub(crate) async fn login<I: Ingest>(State(st): State<Arc<AppState<I>>>, req: Re
     let outcome = if token.is_empty() {
         Err(Denied::Missing)
     } else {
-        st.auth.token(token.as_bytes())
+        st.live.auth().token(token.as_bytes())
     };
     match outcome {
         Ok(caller) if caller.role.grants(Role::Reader) => {
             tracing::info!(peer = %addr, identity = caller.name, role = caller.role.as_str(), "console login");
-            let cookie = st.sessions.create(Some(caller));
+            let digest = crate::auth::sha256(token.as_bytes());
+            let cookie = st.live.sessions().create(Some(caller), Some(digest));
             see_other(&next, Some(&cookie))
         }
         Ok(caller) => {
@@ -153,14 +155,14 @@ pub(crate) async fn logout<I: Ingest>(
     State(st): State<Arc<AppState<I>>>,
     req: Request,
 ) -> Response {
-    if st.hosts.cross_site(req.headers()) {
+    if st.live.hosts().cross_site(req.headers()) {
         return (
             StatusCode::FORBIDDEN,
             "a logout from another site's page is refused",
         )
             .into_response();
     }
-    let cookie = st.sessions.remove(req.headers());
+    let cookie = st.live.sessions().remove(req.headers());
     see_other("/login", Some(&cookie))
 }
 

@@ -27,6 +27,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub(crate) caller: Option<Principal>,
+    /// SHA-256 of the token the session was opened with.
+    token: Option<[u8; 32]>,
     pub(crate) csrf: String,
     expires: Instant,
 }
@@ -58,11 +60,12 @@ impl Sessions {
         }
     }
 
-    /// A new session for `caller`: the `Set-Cookie` value.
-    pub(crate) fn create(&self, caller: Option<Principal>) -> String {
+    /// A new session for `caller`, opened with the token of SHA-256 `token`: the `Set-Cookie` value.
+    pub(crate) fn create(&self, caller: Option<Principal>, token: Option<[u8; 32]>) -> String {
         let value = random_token();
         let session = Session {
             caller,
+            token,
             csrf: random_token(),
             expires: Instant::now() + SESSION_TTL,
         };
@@ -90,6 +93,15 @@ impl Sessions {
         map.get(&digest(value))
             .filter(|s| s.expires > Instant::now())
             .cloned()
+    }
+
+    /// Keeps the sessions opened with a token for which `keep(token digest, caller)` holds, and the others.
+    pub(crate) fn retain(&self, keep: impl Fn(&[u8; 32], &Principal) -> bool) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, s| match (&s.token, &s.caller) {
+            (Some(token), Some(caller)) => keep(token, caller),
+            _ => true,
+        });
     }
 
     /// Ends the request's session; the `Set-Cookie` value that clears the cookie.
@@ -172,7 +184,7 @@ mod tests {
             name: "soc-lead".into(),
             role: crate::Role::Responder,
         };
-        let set = s.create(Some(lead.clone()));
+        let set = s.create(Some(lead.clone()), None);
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"));
         assert!(!set.contains("Secure"));
         let value = set
@@ -198,7 +210,7 @@ mod tests {
     #[test]
     fn under_tls_the_cookie_is_secure_and_host_bound() {
         let s = Sessions::new(true);
-        let set = s.create(None);
+        let set = s.create(None, None);
         assert!(set.starts_with("__Host-kubetrail_session="));
         assert!(set.contains("; Secure"));
     }

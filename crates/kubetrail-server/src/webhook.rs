@@ -20,10 +20,9 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use crate::auth::{Auth, Denied, Principal};
-use crate::hosts::Hosts;
+use crate::auth::{Denied, Principal};
 use crate::metrics::{Metrics, Reason};
-use crate::session::{CSRF_HEADER, Sessions, same_token};
+use crate::session::{CSRF_HEADER, same_token};
 use crate::throttle::Throttle;
 use crate::{Ingest, Peer, Rejected, Role, ServerConfig};
 
@@ -44,15 +43,14 @@ const MAX_ERROR_CHARS: usize = 300;
 #[derive(Debug)]
 pub(crate) struct AppState<I> {
     ingest: Arc<I>,
-    pub(crate) auth: Auth,
+    /// Identities, names, sessions and certificate, replaceable while serving.
+    pub(crate) live: crate::Live,
     max_body_bytes: usize,
     max_decompressed_bytes: usize,
     bodies: Arc<Semaphore>,
     pub(crate) metrics: Arc<Metrics>,
     /// The server's metrics and the pipeline's, encoded by `GET /metrics`.
     registry: Registry,
-    pub(crate) sessions: Sessions,
-    pub(crate) hosts: Hosts,
     throttle: Throttle,
     metrics_public: bool,
 }
@@ -66,26 +64,20 @@ pub(crate) enum Refused {
 }
 
 impl<I: Ingest> AppState<I> {
-    pub(crate) fn new(cfg: &ServerConfig, ingest: Arc<I>) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig, live: crate::Live, ingest: Arc<I>) -> Self {
         let metrics = Arc::new(Metrics::default());
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        live.register(&mut registry);
         ingest.register_metrics(&mut registry);
         Self {
             ingest,
-            auth: Auth::new(cfg),
+            live,
             max_body_bytes: cfg.max_body_bytes,
             max_decompressed_bytes: cfg.max_decompressed_bytes,
             bodies: Arc::new(Semaphore::new(BODIES_IN_FLIGHT)),
             metrics,
             registry,
-            sessions: Sessions::new(cfg.tls.is_some()),
-            hosts: Hosts::new(
-                &cfg.server_names,
-                cfg.tls
-                    .as_ref()
-                    .and_then(|t| crate::tls::leaf(&t.cert).ok()),
-            ),
             throttle: Throttle::default(),
             metrics_public: cfg.metrics_public,
         }
@@ -100,7 +92,8 @@ impl<I: Ingest> AppState<I> {
         headers: &HeaderMap,
         tls: Option<&Arc<TlsInfo>>,
     ) -> Result<Option<Principal>, Refused> {
-        self.auth
+        self.live
+            .auth()
             .authenticate(headers, tls)
             .map_err(|denied| self.failed(addr, denied))
     }
@@ -174,7 +167,7 @@ impl<I: Ingest> AppState<I> {
             StatusCode::UNAUTHORIZED,
             message,
         );
-        if self.auth.has_tokens() {
+        if self.live.auth().has_tokens() {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"kubetrail\""),
@@ -482,19 +475,19 @@ pub(crate) async fn api_guard<I: Ingest>(
         // A bearer token in a header cannot be sent by another site's page; a client certificate or an
         // installation without authentication can, so their state changes must come from this origin.
         Ok(caller) => {
-            if changes && !by_header && st.hosts.cross_site(headers) {
+            if changes && !by_header && st.live.hosts().cross_site(headers) {
                 return forbidden(addr, "a change from another site's page is refused");
             }
-            (caller, st.sessions.open_csrf.clone())
+            (caller, st.live.sessions().open_csrf.clone())
         }
-        Err(Refused::Denied(Denied::Missing)) => match st.sessions.lookup(headers) {
+        Err(Refused::Denied(Denied::Missing)) => match st.live.sessions().lookup(headers) {
             Some(session) => {
                 if changes {
                     let echoed = headers
                         .get(CSRF_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    if st.hosts.cross_site(headers) || !same_token(echoed, &session.csrf) {
+                    if st.live.hosts().cross_site(headers) || !same_token(echoed, &session.csrf) {
                         return forbidden(
                             addr,
                             "a change made with the session cookie must carry its X-CSRF-Token",
@@ -589,7 +582,7 @@ pub(crate) async fn host_guard<I: Ingest>(
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if st.hosts.misdirected(req.headers()) {
+    if st.live.hosts().misdirected(req.headers()) {
         let addr = peer_addr(req.extensions());
         tracing::warn!(peer = %addr, "request refused: its Host is not a name of this server");
         st.metrics.rejected(Reason::Misdirected);

@@ -56,6 +56,8 @@ pub struct Settings {
     pub max_suppression_days: u32,
     /// An API query's time limit and its worker's memory limit (bytes).
     pub query_limits: (Duration, u64),
+    /// Where the identities come from (the config's `auth` and `tls` only): read again while serving.
+    pub identities: Config,
 }
 
 impl Settings {
@@ -189,9 +191,15 @@ impl Settings {
                 crate::service::api::DEFAULT_WORKER_MEMORY,
             ),
         };
+        let identities = Config {
+            auth: cfg.auth.clone(),
+            tls: cfg.tls.clone(),
+            ..Config::default()
+        };
         Ok(Settings {
             max_suppression_days,
             query_limits,
+            identities,
             console_url: args
                 .console_url
                 .clone()
@@ -231,6 +239,7 @@ pub fn run(
         console_url,
         max_suppression_days,
         query_limits: (query_timeout, query_memory),
+        identities: identity_source,
     } = s;
     crate::data::ensure(&dir)?;
     let _writer = crate::data::lock_writer(&dir, "serve")?;
@@ -382,6 +391,7 @@ pub fn run(
     let housekeeping = {
         let stop = stop.clone();
         let pipeline = pipeline.clone();
+        let alerts_file = alerts_file.clone();
         std::thread::spawn(move || {
             // While the log cannot write: since when and why, and whether the alert is recorded yet (on a
             // full disk it cannot be until space frees; it is retried every second).
@@ -460,11 +470,35 @@ pub fn run(
         .max_suppression_days(max_suppression_days)
         .router()
         .merge(crate::service::console::router());
+    // Identities and the certificate, re-read while serving (token files and Secrets are rotated in place).
+    let live = kubetrail_server::Live::new(&server)?;
+    let reloading = {
+        let (live, stop, alerts_file) = (live.clone(), stop.clone(), alerts_file.clone());
+        let (identities, tls) = (server.identities.clone(), server.tls.clone());
+        std::thread::Builder::new()
+            .name("kubetrail-reload".into())
+            .spawn(move || {
+                crate::service::reload::run(
+                    &live,
+                    identity_source,
+                    identities,
+                    tls,
+                    &alerts_file,
+                    &stop,
+                )
+            })?
+    };
+    let listener = match listener {
+        Some(l) => l,
+        None => std::net::TcpListener::bind(server.listen).map_err(|source| {
+            kubetrail_server::ServerError::Bind {
+                addr: server.listen,
+                source,
+            }
+        })?,
+    };
     let result = runtime.block_on(async move {
-        match listener {
-            Some(l) => kubetrail_server::serve_listener(l, server, collector, api, shutdown).await,
-            None => kubetrail_server::serve(server, collector, api, shutdown).await,
-        }
+        kubetrail_server::serve_live(listener, server, live, collector, api, shutdown).await
     });
     queries.shutdown_timeout(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
@@ -479,6 +513,7 @@ pub fn run(
         let _ = t.join();
     }
     let _ = housekeeping.join();
+    let _ = reloading.join();
     result?;
     say("stopped");
     Ok(())

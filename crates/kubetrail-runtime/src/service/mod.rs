@@ -5,3 +5,4 @@ pub mod api;
 pub mod collector;
 pub mod console;
 pub mod housekeeping;
+pub mod reload;

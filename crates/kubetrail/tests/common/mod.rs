@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -144,4 +145,99 @@ fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
     Some(body)
+}
+
+/// `curl -k` over HTTPS (on 127.0.0.1) with a bearer token (or a cookie): (status, body).
+pub fn https(port: u16, path: &str, token: Option<&str>, cookie: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sk", "--max-time", "30", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(c) = cookie {
+        cmd.args(["-H", &format!("Cookie: {c}")]);
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.parse().unwrap_or(0), body.to_string())
+}
+
+/// A self-signed certificate for 127.0.0.1 valid for `days`, and its key, written to `cert` and `key` (by
+/// way of new files moved over the old, as the kubelet swaps a Secret's files).
+pub fn write_cert(cert: &Path, key: &Path, days: u32) {
+    let new =
+        |p: &Path| p.with_file_name(format!("{}.new", p.file_name().unwrap().to_string_lossy()));
+    let (new_cert, new_key) = (new(cert), new(key));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=kubetrail-reload-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-days", &days.to_string(), "-keyout"])
+        .arg(&new_key)
+        .arg("-out")
+        .arg(&new_cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&new_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&new_key, key).unwrap();
+    std::fs::rename(&new_cert, cert).unwrap();
+}
+
+/// `serve` under TLS: ready once `/healthz` answers over HTTPS.
+pub struct ServeOverTls(Child);
+
+impl ServeOverTls {
+    pub fn start(config: &Path, log: &Path, port: u16) -> ServeOverTls {
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = ServeOverTls(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while https(port, "/healthz", None, None).0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not become ready:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ServeOverTls {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
