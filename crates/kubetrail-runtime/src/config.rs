@@ -130,7 +130,8 @@ pub struct Limits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
-    /// The longest an API query may run (default `60s`; at most `1h`): 504 past it.
+    /// The longest an API query may run (default `60s`, `service::api::QUERY_TIMEOUT`; at most `1h`): 504
+    /// past it.
     pub timeout: Option<String>,
     /// The most memory an API query's worker process may use, in MiB (default 4096; at least 256): 422
     /// past it. Its threads' stacks are reserved beside it.
@@ -138,22 +139,22 @@ pub struct QueryConfig {
 }
 
 impl QueryConfig {
-    /// The time limit and the memory limit in bytes.
-    pub fn resolve(&self) -> anyhow::Result<(std::time::Duration, u64)> {
+    /// The time limit and the memory limit in bytes, each when given.
+    pub fn resolve(&self) -> anyhow::Result<(Option<std::time::Duration>, Option<u64>)> {
         let timeout = match &self.timeout {
-            None => crate::service::api::QUERY_TIMEOUT,
+            None => None,
             Some(t) => {
                 let secs = crate::duration::parse_secs(t)
                     .map_err(|e| anyhow::anyhow!("query.timeout: {e}"))?;
                 if !(1.0..=3600.0).contains(&secs) {
                     anyhow::bail!("query.timeout must be 1s to 1h, got `{t}`");
                 }
-                std::time::Duration::from_secs_f64(secs)
+                Some(std::time::Duration::from_secs_f64(secs))
             }
         };
         let memory = match self.memory_mb {
-            None => crate::service::api::DEFAULT_WORKER_MEMORY,
-            Some(mb) if (256..=1 << 20).contains(&mb) => mb << 20,
+            None => None,
+            Some(mb) if (256..=1 << 20).contains(&mb) => Some(mb << 20),
             Some(mb) => anyhow::bail!("query.memory_mb must be 256 to 1048576, got {mb}"),
         };
         Ok((timeout, memory))
@@ -258,10 +259,36 @@ impl Config {
     /// certificate name only with `tls.client_ca`. The deprecated `bearer_tokens_file`'s tokens are admins
     /// named `token:<line>`.
     pub fn identities(&self) -> anyhow::Result<Vec<kubetrail_server::Identity>> {
+        self.load_identities(true).map(|(ids, _)| ids)
+    }
+
+    /// The identities as [`Config::identities`] reads them, failing closed one by one: an identity whose token
+    /// file does not load (removed, exposed, too short, the same as another's) keeps no token until it loads
+    /// again, and the others are in force. For re-reading while serving, where refusing the whole set would
+    /// keep a revoked token working. With what did not load.
+    pub fn identities_failing_closed(&self) -> (Vec<kubetrail_server::Identity>, Vec<String>) {
+        self.load_identities(false)
+            .unwrap_or_else(|e| (Vec::new(), vec![format!("{e:#}")]))
+    }
+
+    /// `strict`: the first problem is the error; otherwise each identity whose token does not load loses it
+    /// and the problem is listed.
+    fn load_identities(
+        &self,
+        strict: bool,
+    ) -> anyhow::Result<(Vec<kubetrail_server::Identity>, Vec<String>)> {
         let Some(auth) = &self.auth else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let mut out = Vec::new();
+        let mut problems = Vec::new();
+        let mut failed = |e: anyhow::Error| -> anyhow::Result<()> {
+            if strict {
+                return Err(e);
+            }
+            problems.push(format!("{e:#}"));
+            Ok(())
+        };
         for (i, id) in auth.identities.iter().enumerate() {
             let at = format!("auth.identities[{i}]");
             let name = id.name.trim();
@@ -271,17 +298,12 @@ impl Config {
             let token = match &id.token_file {
                 Some(path) => {
                     let what = format!("{at} ({name}): token_file");
-                    let text = read_secret(&what, path)?;
-                    let tokens = token_lines(&text);
-                    match tokens.as_slice() {
-                        [one] => Some(checked_token(&what, path, one)?),
-                        [] => bail!("{what} `{}` holds no token", path.display()),
-                        _ => bail!(
-                            "{what} `{}` holds {} tokens: a token_file holds one (give each holder its own \
-                             identity)",
-                            path.display(),
-                            tokens.len()
-                        ),
+                    match one_token(&what, path) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            failed(e)?;
+                            None
+                        }
                     }
                 }
                 None => None,
@@ -296,7 +318,7 @@ impl Config {
                      against"
                 );
             }
-            if token.is_none() && cn.is_none() {
+            if id.token_file.is_none() && cn.is_none() {
                 bail!("{at} ({name}): give it a `token_file` or a `client_cert_cn`");
             }
             out.push(kubetrail_server::Identity {
@@ -308,31 +330,35 @@ impl Config {
         }
         if let Some(path) = &auth.bearer_tokens_file {
             let what = "auth.bearer_tokens_file";
-            let text = read_secret(what, path)?;
-            let tokens = token_lines(&text);
-            if tokens.is_empty() {
-                bail!("{what} `{}` holds no token", path.display());
-            }
-            for (i, t) in tokens.iter().enumerate() {
-                out.push(kubetrail_server::Identity {
-                    name: format!("token:{i}"),
-                    role: kubetrail_server::Role::Admin,
-                    token: Some(checked_token(what, path, t)?),
-                    client_cert_cn: None,
-                });
+            let legacy = || -> anyhow::Result<Vec<kubetrail_server::Identity>> {
+                let text = read_secret(what, path)?;
+                let tokens = token_lines(&text);
+                if tokens.is_empty() {
+                    bail!("{what} `{}` holds no token", path.display());
+                }
+                tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        Ok(kubetrail_server::Identity {
+                            name: format!("token:{i}"),
+                            role: kubetrail_server::Role::Admin,
+                            token: Some(checked_token(what, path, t)?),
+                            client_cert_cn: None,
+                        })
+                    })
+                    .collect()
+            };
+            match legacy() {
+                Ok(ids) => out.extend(ids),
+                Err(e) => failed(e)?,
             }
         }
-        for (i, a) in out.iter().enumerate() {
-            for b in &out[..i] {
+        for i in 0..out.len() {
+            for j in 0..i {
+                let (a, b) = (&out[i], &out[j]);
                 if a.name == b.name {
                     bail!("auth.identities: the name `{}` is given twice", a.name);
-                }
-                if a.token.is_some() && a.token == b.token {
-                    bail!(
-                        "auth: `{}` and `{}` have the same token: each identity needs its own",
-                        b.name,
-                        a.name
-                    );
                 }
                 if a.client_cert_cn.is_some() && a.client_cert_cn == b.client_cert_cn {
                     bail!(
@@ -341,9 +367,33 @@ impl Config {
                         a.name
                     );
                 }
+                if a.token.is_some() && a.token == b.token {
+                    failed(anyhow::anyhow!(
+                        "auth: `{}` and `{}` have the same token: each identity needs its own",
+                        b.name,
+                        a.name
+                    ))?;
+                    out[i].token = None;
+                    out[j].token = None;
+                }
             }
         }
-        Ok(out)
+        Ok((out, problems))
+    }
+}
+
+/// The one token of a token file.
+fn one_token(what: &str, path: &Path) -> anyhow::Result<String> {
+    let text = read_secret(what, path)?;
+    let tokens = token_lines(&text);
+    match tokens.as_slice() {
+        [one] => checked_token(what, path, one),
+        [] => bail!("{what} `{}` holds no token", path.display()),
+        _ => bail!(
+            "{what} `{}` holds {} tokens: a token_file holds one (give each holder its own identity)",
+            path.display(),
+            tokens.len()
+        ),
     }
 }
 
@@ -388,22 +438,24 @@ fn checked_token(what: &str, path: &Path, token: &str) -> anyhow::Result<String>
 /// Secret for a pod with `fsGroup` (0440, whatever `defaultMode` says; kubernetes#57923); PostgreSQL accepts
 /// its key on the same terms. Nobody but root and this process's own group can read such a file.
 pub fn owner_only(what: &str, path: &Path) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("{what} `{}` cannot be read", path.display()))?;
-        if !meta.is_file() {
-            bail!("{what} `{}` is not a regular file", path.display());
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 && !fs_group_secret(mode, meta.uid(), meta.gid(), &own_groups()) {
-            bail!(
-                "{what} `{}` is readable or writable by others than its owner (mode {mode:03o}): `chmod 600` it \
-                 (in Kubernetes: `defaultMode: 0400` on the Secret's volume)",
-                path.display()
-            );
-        }
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{what} `{}` cannot be read", path.display()))?;
+    if !meta.is_file() {
+        bail!("{what} `{}` is not a regular file", path.display());
+    }
+    check_mode(what, path, &meta)
+}
+
+/// [`owner_only`]'s rule on a file's metadata.
+fn check_mode(what: &str, path: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !fs_group_secret(mode, meta.uid(), meta.gid(), &own_groups()) {
+        bail!(
+            "{what} `{}` is readable or writable by others than its owner (mode {mode:03o}): `chmod 600` it \
+             (in Kubernetes: `defaultMode: 0400` on the Secret's volume)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -436,11 +488,43 @@ fn own_groups() -> Vec<u32> {
     out
 }
 
-/// A secret file's text, once [`owner_only`] passed.
+/// The most bytes a secret file (a token, a key) may hold.
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// A regular file's bytes, at most `max` (more is an error), read without blocking on a FIFO or a device:
+/// opened non-blocking, checked as opened (`fstat`: no window between the check and the read), read bounded.
+/// With its metadata.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<(Vec<u8>, std::fs::Metadata)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut out = Vec::new();
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok((out, meta))
+}
+
+/// A secret file's text: a regular file of at most 64 KiB that passes [`owner_only`]'s rule.
 fn read_secret(what: &str, path: &Path) -> anyhow::Result<String> {
-    owner_only(what, path)?;
-    std::fs::read_to_string(path)
-        .with_context(|| format!("{what} `{}` cannot be read", path.display()))
+    let (bytes, meta) = read_regular(path, MAX_SECRET_BYTES).map_err(|e| {
+        if e.to_string() == "not a regular file" {
+            anyhow::anyhow!("{what} `{}` is not a regular file", path.display())
+        } else {
+            anyhow::anyhow!("{what} `{}` cannot be read: {e}", path.display())
+        }
+    })?;
+    check_mode(what, path, &meta)?;
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{what} `{}` is not UTF-8 text", path.display()))
 }
 
 /// Loads the second-stage filter policy; it must be one kube-apiserver would accept.
@@ -490,18 +574,15 @@ mod tests {
     }
 
     #[test]
-    fn query_limits_have_defaults_and_bounds() {
+    fn query_limits_have_bounds() {
         let q = |timeout: Option<&str>, memory_mb| QueryConfig {
             timeout: timeout.map(String::from),
             memory_mb,
         };
-        assert_eq!(
-            q(None, None).resolve().unwrap(),
-            (std::time::Duration::from_secs(60), 4 << 30)
-        );
+        assert_eq!(q(None, None).resolve().unwrap(), (None, None));
         assert_eq!(
             q(Some("90s"), Some(512)).resolve().unwrap(),
-            (std::time::Duration::from_secs(90), 512 << 20)
+            (Some(std::time::Duration::from_secs(90)), Some(512 << 20))
         );
         let err = |timeout, memory| q(timeout, memory).resolve().unwrap_err().to_string();
         assert_eq!(

@@ -96,6 +96,8 @@ pub(crate) struct Auth {
     certs: HashMap<String, Principal>,
     /// Client certificates are verified by the TLS layer (a `client_ca` is configured).
     client_certs: bool,
+    /// Identities are configured (whether or not their tokens load now): every request must authenticate.
+    configured: bool,
 }
 
 /// Why a request is not authenticated.
@@ -136,7 +138,15 @@ impl Auth {
             tokens,
             certs,
             client_certs,
+            configured: !identities.is_empty(),
         }
+    }
+
+    /// This authentication, required whatever it holds when `required` (authentication never turns itself
+    /// off because a token file stopped loading).
+    pub(crate) fn required_if(mut self, required: bool) -> Self {
+        self.configured |= required;
+        self
     }
 
     /// Whether the token of SHA-256 `digest` still names `caller` (same identity, same role).
@@ -146,11 +156,21 @@ impl Auth {
 
     /// Whether any authentication is configured (otherwise every request is let in).
     pub(crate) fn required(&self) -> bool {
-        self.client_certs || self.has_tokens()
+        self.client_certs || self.configured || !self.tokens.is_empty()
+    }
+
+    /// Whether anyone can authenticate at all (a token that loaded, or client certificates).
+    pub(crate) fn usable(&self) -> bool {
+        self.client_certs || !self.tokens.is_empty()
+    }
+
+    /// Whether client certificates are verified (a `client_ca` is configured).
+    pub(crate) fn client_certs(&self) -> bool {
+        self.client_certs
     }
 
     pub(crate) fn has_tokens(&self) -> bool {
-        !self.tokens.is_empty()
+        self.configured || !self.tokens.is_empty()
     }
 
     /// The caller a verified client certificate names, if the request came with one.
@@ -302,10 +322,15 @@ mod tests {
     }
 
     #[test]
-    fn empty_tokens_are_no_authentication() {
+    fn an_identity_with_an_empty_token_lets_no_one_in() {
+        // Configured identities require authentication even when none has a token that loads.
         let auth = with_tokens(&[("", Role::Admin)]);
-        assert!(!auth.required());
-        assert_eq!(auth.authenticate(&headers("Bearer "), None), Ok(None));
+        assert!(auth.required());
+        assert_eq!(
+            auth.authenticate(&headers("Bearer "), None),
+            Err(Denied::Missing)
+        );
+        assert_eq!(auth.token(b""), Err(Denied::Wrong));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Open connections per source address: at most [`PER_ADDRESS`] at once (IPv6: per /64); one more is closed
-//! as soon as it is accepted, before TLS. Without the cap, one client opening connections and sending nothing
+//! as soon as it is accepted, before TLS (127/8 counts as one address). Without the cap, one client opening connections and sending nothing
 //! (each may wait 30 s for its headers, and be renewed) holds the process's file descriptors until the
 //! apiserver's own connections can no longer be accepted: the trail blinded without a single request. Many
 //! callers can share an address (an ingress, SNAT), so the cap is wide; the apiserver uses a few connections.
@@ -17,6 +17,15 @@ use tokio::net::TcpStream;
 /// Connections one address (an IPv6 /64) may hold open at once.
 pub const PER_ADDRESS: usize = 256;
 
+/// The address a connection counts against: IPv6 per /64, and all of 127/8 as one (every one of those
+/// addresses is this host).
+fn key(ip: IpAddr) -> IpAddr {
+    match crate::throttle::key(ip) {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        other => other,
+    }
+}
+
 /// The acceptor that counts connections per address, refusing past [`PER_ADDRESS`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Capped {
@@ -33,7 +42,7 @@ impl<S> axum_server::accept::Accept<TcpStream, S> for Capped {
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let key = match stream.peer_addr() {
-            Ok(peer) => crate::throttle::key(peer.ip()),
+            Ok(peer) => key(peer.ip()),
             Err(e) => return std::future::ready(Err(e)),
         };
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());

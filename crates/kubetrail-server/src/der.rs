@@ -57,20 +57,21 @@ pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
     let (validity, _) = validity(cert)?;
     let (_, _, rest) = next(validity)?; // notBefore
     let (tag, time, _) = next(rest)?;
-    let text = std::str::from_utf8(time).ok()?;
-    // UTCTime YYMMDDHHMMSSZ (years 1950-2049, RFC 5280), GeneralizedTime YYYYMMDDHHMMSSZ.
-    let digits = match tag {
-        0x17 if text.len() == 13 => {
-            let yy: i64 = text.get(..2)?.parse().ok()?;
-            let century = if yy < 50 { "20" } else { "19" };
-            format!("{century}{}", &text[..12])
-        }
-        0x18 if text.len() == 15 => text[..14].to_string(),
-        _ => return None,
-    };
-    if !text.ends_with('Z') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // UTCTime YYMMDDHHMMSSZ (years 1950-2049, RFC 5280), GeneralizedTime YYYYMMDDHHMMSSZ: ASCII digits and a
+    // final Z, checked before anything is cut.
+    let (last, body) = time.split_last()?;
+    if *last != b'Z' || !body.iter().all(u8::is_ascii_digit) {
         return None;
     }
+    let text = std::str::from_utf8(body).ok()?;
+    let digits = match tag {
+        0x17 if text.len() == 12 => {
+            let century = if text < "50" { "20" } else { "19" };
+            format!("{century}{text}")
+        }
+        0x18 if text.len() == 14 => text.to_string(),
+        _ => return None,
+    };
     let d = |r: std::ops::Range<usize>| &digits[r];
     let rfc3339 = format!(
         "{}-{}-{}T{}:{}:{}Z",
@@ -147,6 +148,20 @@ mod tests {
             let _ = subject_common_name(&der[..cut]);
             let _ = not_after(&der[..cut]);
         }
+        // A notAfter that is not ASCII (rustls loads such a certificate: it checks the key, not the dates).
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 9, 30);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut odd = params.self_signed(&key).unwrap().der().to_vec();
+        let at = odd
+            .windows(2)
+            .position(|w| w[0] == 0x17 && w[1] == 13)
+            .expect("a UTCTime notBefore");
+        let t = at + 2 + 13 + 2; // notAfter's value: `26121212123é` (13 bytes, no Z)
+        assert_eq!(&odd[t - 2..t], [0x17, 13]);
+        odd[t + 11] = 0xc3;
+        odd[t + 12] = 0xa9;
+        assert_eq!(not_after(&odd), None);
     }
 
     #[test]

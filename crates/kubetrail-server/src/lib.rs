@@ -228,7 +228,7 @@ pub fn check_config(cfg: &ServerConfig) -> Result<(), ServerError> {
         return Ok(());
     }
     let has_tls = cfg.tls.is_some();
-    let has_auth = auth::Auth::new(cfg).required();
+    let has_auth = auth::Auth::new(cfg).usable();
     let (missing, add) = match (has_tls, has_auth) {
         (true, true) => return Ok(()),
         (false, false) => (

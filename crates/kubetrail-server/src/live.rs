@@ -7,7 +7,8 @@
 //! same identity and role: rotating a token (or removing its identity) ends the sessions opened with it.
 //!
 //! The server certificate's end of validity is the gauge `kubetrail_tls_certificate_expiry_timestamp_seconds`
-//! (Unix seconds, as cert-manager's own `certmanager_certificate_expiration_timestamp_seconds`).
+//! (Unix seconds, as cert-manager's own `certmanager_certificate_expiration_timestamp_seconds`; 0 when the
+//! certificate does not say in a form read here).
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -59,9 +60,12 @@ impl Live {
             }
             None => (None, None),
         };
-        if let Some(t) = leaf.as_ref().and_then(|l| crate::der::not_after(l)) {
-            expiry.set(t);
-        }
+        // 0 when the certificate's end cannot be read: unknown, not 1970.
+        expiry.set(
+            leaf.as_ref()
+                .and_then(|l| crate::der::not_after(l))
+                .unwrap_or(0),
+        );
         Ok(Live {
             inner: Arc::new(Inner {
                 auth: RwLock::new(Auth::new(cfg)),
@@ -92,12 +96,13 @@ impl Live {
     /// Puts `identities` in force; ends the console sessions whose token no longer names the same identity
     /// and role.
     pub fn identities(&self, identities: &[Identity]) {
-        let client_certs = self
-            .inner
-            .tls
-            .as_ref()
-            .is_some_and(|(f, _)| f.client_ca.is_some());
-        let auth = Auth::with(identities, client_certs);
+        // Client certificates as configured; and once authentication is required it stays so, whatever loads
+        // now (a token file that stopped loading must not open the door).
+        let (client_certs, required) = {
+            let now = self.auth();
+            (now.client_certs(), now.required())
+        };
+        let auth = Auth::with(identities, client_certs).required_if(required);
         self.inner
             .sessions
             .retain(|token, caller| auth.still(token, caller));
@@ -112,18 +117,19 @@ impl Live {
         };
         let config = crate::tls::server_config(files, true)?;
         let leaf = crate::tls::leaf(&files.cert)?;
-        if let Some(t) = crate::der::not_after(&leaf) {
-            self.inner.expiry.set(t);
-        }
+        self.inner
+            .expiry
+            .set(crate::der::not_after(&leaf).unwrap_or(0));
         *self.inner.hosts.write().unwrap_or_else(|e| e.into_inner()) =
             Hosts::new(&self.inner.server_names, Some(leaf));
         rustls.reload_from_config(Arc::new(config));
         Ok(())
     }
 
-    /// When the server certificate in force stops being valid (Unix seconds), under TLS.
+    /// When the server certificate in force stops being valid (Unix seconds), under TLS, when its DER says.
     pub fn certificate_expiry(&self) -> Option<i64> {
-        self.inner.tls.as_ref().map(|_| self.inner.expiry.get())
+        self.inner.tls.as_ref()?;
+        Some(self.inner.expiry.get()).filter(|t| *t != 0)
     }
 
     pub(crate) fn auth(&self) -> RwLockReadGuard<'_, Auth> {
@@ -136,6 +142,19 @@ impl Live {
 
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    /// The request's session, while the token it was opened with still names its identity and role (checked
+    /// on every use: a login racing a rotation cannot keep a session the rotation ended).
+    pub(crate) fn session(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<crate::session::Session> {
+        let session = self.inner.sessions.lookup(headers)?;
+        match (&session.token, &session.caller) {
+            (Some(token), Some(caller)) if !self.auth().still(token, caller) => None,
+            _ => Some(session),
+        }
     }
 
     /// The configuration TLS handshakes take.
@@ -152,5 +171,62 @@ impl Live {
                 self.inner.expiry.clone(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Role;
+
+    #[test]
+    fn a_session_lives_only_while_its_token_names_its_identity() {
+        let identity = |token: &str| Identity {
+            name: "soc-lead".into(),
+            role: Role::Responder,
+            token: Some(token.into()),
+            client_cert_cn: None,
+        };
+        let live = Live::unloaded(&ServerConfig {
+            identities: vec![identity("old-token-0123456789abcdef0123456789")],
+            ..ServerConfig::default()
+        });
+        let caller = live
+            .auth()
+            .token(b"old-token-0123456789abcdef0123456789")
+            .unwrap();
+        let digest = crate::auth::sha256(b"old-token-0123456789abcdef0123456789");
+        // A login that checked the old token just before a rotation, and makes its session just after the
+        // rotation ended the old token's sessions.
+        let rotated = Auth::with(&[identity("new-token-0123456789abcdef0123456789")], false);
+        *live.inner.auth.write().unwrap() = rotated;
+        let cookie = live.sessions().create(Some(caller), Some(digest));
+        let value = cookie.split(';').next().unwrap().to_string();
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::COOKIE, value.parse().unwrap());
+        assert!(live.sessions().lookup(&headers).is_some(), "stored");
+        assert!(live.session(&headers).is_none(), "but no longer a session");
+    }
+
+    #[test]
+    fn authentication_never_turns_itself_off() {
+        let live = Live::unloaded(&ServerConfig {
+            identities: vec![Identity {
+                name: "soc-lead".into(),
+                role: Role::Responder,
+                token: Some("old-token-0123456789abcdef0123456789".into()),
+                client_cert_cn: None,
+            }],
+            ..ServerConfig::default()
+        });
+        assert!(live.auth().required());
+        // Every token file stopped loading (identities gone or without tokens): still required, nobody in.
+        live.identities(&[]);
+        assert!(live.auth().required());
+        assert!(
+            live.auth()
+                .token(b"old-token-0123456789abcdef0123456789")
+                .is_err()
+        );
     }
 }

@@ -61,7 +61,7 @@ pub(crate) async fn page<I: Ingest>(
         .auth()
         .authenticate(req.headers(), tls)
         .is_ok_and(|c| c.is_none_or(|c| c.role.grants(Role::Reader)))
-        || st.live.sessions().lookup(req.headers()).is_some()
+        || st.live.session(req.headers()).is_some()
     {
         return see_other(&next, None);
     }

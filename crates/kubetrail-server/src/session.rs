@@ -28,7 +28,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub(crate) struct Session {
     pub(crate) caller: Option<Principal>,
     /// SHA-256 of the token the session was opened with.
-    token: Option<[u8; 32]>,
+    pub(crate) token: Option<[u8; 32]>,
     pub(crate) csrf: String,
     expires: Instant,
 }

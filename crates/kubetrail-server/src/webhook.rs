@@ -480,7 +480,7 @@ pub(crate) async fn api_guard<I: Ingest>(
             }
             (caller, st.live.sessions().open_csrf.clone())
         }
-        Err(Refused::Denied(Denied::Missing)) => match st.live.sessions().lookup(headers) {
+        Err(Refused::Denied(Denied::Missing)) => match st.live.session(headers) {
             Some(session) => {
                 if changes {
                     let echoed = headers

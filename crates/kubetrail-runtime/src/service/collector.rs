@@ -184,13 +184,14 @@ impl Settings {
                 "alerts.max_suppression_days must be 1 to 365, got {max_suppression_days}"
             );
         }
-        let query_limits = match &cfg.query {
+        let (timeout, memory) = match &cfg.query {
             Some(q) => q.resolve()?,
-            None => (
-                crate::service::api::QUERY_TIMEOUT,
-                crate::service::api::DEFAULT_WORKER_MEMORY,
-            ),
+            None => (None, None),
         };
+        let query_limits = (
+            timeout.unwrap_or(crate::service::api::QUERY_TIMEOUT),
+            memory.unwrap_or(crate::service::api::DEFAULT_WORKER_MEMORY),
+        );
         let identities = Config {
             auth: cfg.auth.clone(),
             tls: cfg.tls.clone(),
