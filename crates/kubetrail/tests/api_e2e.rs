@@ -847,6 +847,19 @@ fn workers(pid: u32, n: usize) -> Vec<u32> {
     }
 }
 
+/// Waits (at most `secs`) until no spill directory is left (each goes once its worker is reaped).
+fn no_spill_within(dir: &Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !spill_dirs(dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "spill directories {:?} still there after {secs} s",
+            spill_dirs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The spill directories of running workers under the data directory.
 fn spill_dirs(dir: &Path) -> Vec<String> {
     match std::fs::read_dir(dir.join("data/spill")) {
@@ -911,7 +924,7 @@ fn clients_that_hang_up_or_read_slowly_cost_the_collector_nothing() {
     client.kill().unwrap();
     client.wait().unwrap();
     no_worker_within(pid, 10, "after the client hung up");
-    assert_eq!(spill_dirs(tmp.path()), Vec::<String>::new());
+    no_spill_within(tmp.path(), 10);
     still_serving(port);
     two_at_once(port);
 
@@ -948,11 +961,12 @@ fn clients_that_hang_up_or_read_slowly_cost_the_collector_nothing() {
         c.wait().unwrap();
     }
     no_worker_within(pid, 10, "after the slow clients hung up");
-    assert_eq!(spill_dirs(tmp.path()), Vec::<String>::new());
+    no_spill_within(tmp.path(), 10);
     two_at_once(port);
 }
 
-/// Both query slots are free: two queries at once are answered (a slot still held would answer 429).
+/// Both query slots are free (within 10 s: a slot is freed once its worker is reaped and its spill
+/// directory removed): two queries at once are answered; a slot still held would answer 429 for good.
 fn two_at_once(port: u16) {
     let q = || {
         call(
@@ -962,12 +976,20 @@ fn two_at_once(port: u16) {
             None,
         )
     };
-    let both = std::thread::scope(|s| {
-        let (a, b) = (s.spawn(q), s.spawn(q));
-        [a.join().unwrap(), b.join().unwrap()]
-    });
-    for (status, body) in both {
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains(r#""rows":[[1]]"#), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let both = std::thread::scope(|s| {
+            let (a, b) = (s.spawn(q), s.spawn(q));
+            [a.join().unwrap(), b.join().unwrap()]
+        });
+        if both.iter().any(|(status, _)| *status == 429) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        for (status, body) in both {
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(r#""rows":[[1]]"#), "{body}");
+        }
+        return;
     }
 }
