@@ -75,6 +75,8 @@ pub trait Destination: Send + 'static {
     fn replayed(&self, line: &[u8]) -> Option<Self::Item>;
     /// Items the destination accepted (latency, logs).
     fn delivered(&self, _items: &[&Self::Item]) {}
+    /// Items the destination refused for good, with why, once they are dead-lettered.
+    fn refused(&self, _items: &[(&Self::Item, String)]) {}
 }
 
 /// The counters of one kind of destination (alerts, sinks), one series per destination.
@@ -586,6 +588,7 @@ impl<I: Send, S: Source<Item = I>, D: Destination<Item = I>> Worker<S, D> {
             .map(|(item, reason)| self.destination.dead_letter(item, reason))
             .collect();
         append_lines(&self.files.dlq, &lines)?;
+        self.destination.refused(dead);
         self.stats.dead_lettered.inc_by(dead.len() as u64);
         self.stats.progressed();
         tracing::error!(destination = %self.name, items = dead.len(), reason = %dead[0].1, "refused for good; dead-lettered");

@@ -67,14 +67,50 @@ fn delivered(rx: &Receiver<Value>, rule: &str) -> Value {
     }
 }
 
+/// A destination that refuses every alert for good (HTTP 400, as a revoked or misconfigured webhook
+/// answers): its port.
+fn refusing() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let answer = r#"{"error":"invalid_payload"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    port
+}
+
 #[test]
 fn every_role_against_every_route_and_governed_suppressions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let port = free_port();
     let (hook, rx) = receiver();
+    let refuses = refusing();
     let config = dir.join("kubetrail.yaml");
-    // The destination's route asks for one rule that never fires: only governance alerts reach it.
+    // The destination's route asks for one rule that never fires: only governance alerts reach it. Another
+    // destination refuses everything for good.
     std::fs::write(
         &config,
         format!(
@@ -84,7 +120,8 @@ fn every_role_against_every_route_and_governed_suppressions() {
              \x20   - {{name: soc-lead, token_file: {s}, role: responder}}\n\
              \x20   - {{name: platform-security, token_file: {a}, role: admin}}\n\
              alerts:\n  destinations:\n    - type: webhook\n      url: http://127.0.0.1:{hook}/hook\n\
-             \x20     min_severity: critical\n      rules: [kt-never-fires]\n",
+             \x20     min_severity: critical\n      rules: [kt-never-fires]\n\
+             \x20   - type: webhook\n      url: http://127.0.0.1:{refuses}/hook\n",
             data = dir.join("data").display(),
             i = token_file(dir, "ingest", INGEST),
             r = token_file(dir, "reader", READER),
@@ -309,6 +346,16 @@ fn every_role_against_every_route_and_governed_suppressions() {
     assert_eq!(made["severity"], "high");
     assert_eq!(made["actor"]["username"], "api:platform-security");
     assert!(made["summary"].as_str().unwrap().contains(&sid), "{made}");
+    // The destination that refuses it for good is named to every other one.
+    let undelivered = delivered(&rx, "kt-governance-undelivered");
+    let summary = undelivered["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("127.0.0.1:{refuses}"))
+            && summary.contains("kt-suppression-created")
+            && summary.contains(made["id"].as_str().unwrap())
+            && summary.contains("HTTP 400"),
+        "{undelivered}"
+    );
     // Whoever made it cannot close the alert about it.
     let (status, text) = call(
         port,

@@ -60,6 +60,9 @@ const NAMES: delivery::Names = delivery::Names {
     ),
 };
 
+/// The governance alert a destination's refusal of another raises.
+const UNDELIVERED: &str = "kt-governance-undelivered";
+
 /// The delivery threads.
 pub type Started = Vec<std::thread::JoinHandle<()>>;
 
@@ -644,6 +647,8 @@ struct Destination {
     latency: Histogram,
     /// The status of the last answer (0 for none), for the dead-letter line.
     status: AtomicU16,
+    /// The data directory, where a governance alert refused for good raises `kt-governance-undelivered`.
+    data: PathBuf,
 }
 
 impl delivery::Destination for Destination {
@@ -703,6 +708,34 @@ impl delivery::Destination for Destination {
             "reason": reason,
             "alert": alert,
         })
+    }
+
+    /// A governance alert this destination refused for good is itself a governance alert, which every
+    /// destination receives: whoever watches suppressions learns that one of their channels stopped taking
+    /// them. (Not for `kt-governance-undelivered` itself: one refusal raises one alert, never a chain.)
+    fn refused(&self, items: &[(&Item, String)]) {
+        for (item, reason) in items {
+            let Ok(alert) = &item.alert else { continue };
+            let rule = alert.rule.id.as_str();
+            if !crate::alerting::store::is_governance(rule) || rule == UNDELIVERED {
+                continue;
+            }
+            let summary = format!(
+                "{} refused the governance alert {rule} ({}) for good: {}. It is in the destination's \
+                 dead letters; fix the destination, then `kubetrail alerts dlq replay`",
+                self.url, alert.id, reason
+            );
+            if let Err(e) = crate::alerting::store::raise_governance(
+                &self.data,
+                UNDELIVERED,
+                "Governance alert not delivered",
+                "kubetrail",
+                &summary,
+                &["kubetrail alerts dlq list"],
+            ) {
+                tracing::error!(error = %format!("{e:#}"), "{summary}");
+            }
+        }
     }
 
     fn replayed(&self, line: &[u8]) -> Option<Item> {
@@ -802,6 +835,7 @@ pub fn start(
                     .get_or_create(&vec![("destination".to_string(), name.clone())])
                     .clone(),
                 status: AtomicU16::new(0),
+                data: data.to_path_buf(),
             },
             files: Files::new(&outbox, &name),
             stats: metrics.delivery.stats(&labels),

@@ -148,14 +148,15 @@ pub fn raise_system(
 }
 
 /// The rules of governance alerts: a suppression made or lifted, a critical alert resolved, a suppression on
-/// file ignored for breaking the rules. No suppression
+/// file ignored for breaking the rules, a governance alert a destination refused for good. No suppression
 /// silences them and every destination receives them, whatever its route: whoever can silence detection is
 /// watched by the same people it would silence.
-pub const GOVERNANCE_RULES: [&str; 4] = [
+pub const GOVERNANCE_RULES: [&str; 5] = [
     "kt-suppression-created",
     "kt-suppression-lifted",
     "kt-critical-resolved",
     "kt-suppression-ignored",
+    "kt-governance-undelivered",
 ];
 
 /// Whether `rule` is one of [`GOVERNANCE_RULES`].
