@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{free_port, receiver, serve};
+use common::{free_port, receiver, refusing, serve};
 
 const INGEST: &str = "access-ingest-0123456789abcdef0123456789";
 const READER: &str = "access-reader-0123456789abcdef0123456789";
@@ -65,40 +65,6 @@ fn delivered(rx: &Receiver<Value>, rule: &str) -> Value {
             return a;
         }
     }
-}
-
-/// A destination that refuses every alert for good (HTTP 400, as a revoked or misconfigured webhook
-/// answers): its port.
-fn refusing() -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            let answer = r#"{"error":"invalid_payload"}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-        }
-    });
-    port
 }
 
 #[test]

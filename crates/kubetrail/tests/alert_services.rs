@@ -3,8 +3,8 @@
 //! `{"status":"success"}`, 429 when rate limited, 400 with `errors` for an invalid event; Slack 200 `ok`,
 //! 404 `no_service` for a removed webhook.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ fn receiver(path: &'static str, answer: Answer) -> (u16, Receiver<(Value, u16)>)
         let mut n = 0;
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Some((p, body)) = read(&stream) else {
+            let Some(common::Request { path: p, body, .. }) = common::read_request(&stream) else {
                 continue;
             };
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -49,30 +49,6 @@ fn receiver(path: &'static str, answer: Answer) -> (u16, Receiver<(Value, u16)>)
         }
     });
     (port, rx)
-}
-
-fn read(stream: &TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_string();
-    let mut len = 0;
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some((path, body))
 }
 
 /// PagerDuty's checks (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/): 400 with errors

@@ -3,7 +3,7 @@
 //! retried, 400 is dead-lettered, and an alert in flight when kubetrail is killed -9 is delivered after the
 //! restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -56,34 +56,11 @@ fn receiver() -> (u16, Receiver<Got>, Sender<(u16, &'static str)>) {
 }
 
 fn read_request(stream: &TcpStream) -> Option<Got> {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    if !line.starts_with("POST /hook ") {
-        return None;
-    }
-    let (mut len, mut signature, mut alert_id) = (0, String::new(), String::new());
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().ok()?,
-            "x-kubetrail-signature" => signature = v.trim().to_string(),
-            "x-kubetrail-alert-id" => alert_id = v.trim().to_string(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
+    let r = common::read_request(stream).filter(|r| r.method == "POST" && r.path == "/hook")?;
     Some(Got {
-        signature,
-        alert_id,
-        body,
+        signature: r.header("x-kubetrail-signature").to_string(),
+        alert_id: r.header("x-kubetrail-alert-id").to_string(),
+        body: r.body,
     })
 }
 

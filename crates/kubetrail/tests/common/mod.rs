@@ -103,7 +103,9 @@ pub fn receiver() -> (u16, Receiver<Value>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let Some(body) = read_body(&stream) else {
+            let Some(Request { body, .. }) =
+                read_request(&stream).filter(|r| r.method == "POST" && r.path == "/hook")
+            else {
                 continue;
             };
             let _ = write!(
@@ -121,14 +123,33 @@ pub fn receiver() -> (u16, Receiver<Value>) {
     (port, rx)
 }
 
-fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
+/// One HTTP/1.1 request as the test receivers read it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// Names in lower case, values trimmed.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of header `name` (lower case), or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request (its head and its `Content-Length` body) from `stream`; `None` when it is not one.
+pub fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     r.read_line(&mut line).ok()?;
-    if !line.starts_with("POST /hook ") {
-        return None;
-    }
-    let mut len = 0;
+    let mut first = line.split_whitespace();
+    let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+    let mut headers = Vec::new();
     loop {
         line.clear();
         r.read_line(&mut line).ok()?;
@@ -136,15 +157,45 @@ fn read_body(stream: &TcpStream) -> Option<Vec<u8>> {
         if l.is_empty() {
             break;
         }
-        if let Some((k, v)) = l.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse().ok()?;
-        }
+        let (k, v) = l.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(body)
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = match request.header("content-length") {
+        "" => 0,
+        n => n.parse().ok()?,
+    };
+    request.body = vec![0; len];
+    r.read_exact(&mut request.body).ok()?;
+    Some(request)
+}
+
+/// A destination that refuses every request for good (HTTP 400, as a revoked or misconfigured webhook
+/// answers): its port.
+pub fn refusing() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if read_request(&stream).is_none() {
+                continue;
+            }
+            let answer = r#"{"error":"invalid_payload"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    port
 }
 
 /// `curl -k` over HTTPS (on 127.0.0.1) with a bearer token (or a cookie): (status, body).

@@ -9,19 +9,19 @@
 //! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`. An unknown or misplaced
 //! parameter is an error, never ignored.
 //!
-//! The server authenticates every call like the webhook before it gets here (`router_with_api`). Queries
-//! run on their own runtime so a heavy one never delays a webhook acknowledgement, at most
-//! [`CONCURRENT_QUERIES`] at once (429 beyond), each for at most [`QUERY_TIMEOUT`] (504; every operator
-//! yields between batches, so the limit acts within a batch of work), each answer at most
-//! [`MAX_ROWS`] rows (`truncated` says when more matched). `sql` and `where` are bounded in size, tokens
-//! and terms (`kubetrail_engine::limits`, 400 naming the limit), and the query runtime's threads have the
-//! stack the largest accepted query needs ([`query_runtime`]), so no query overflows a stack and takes
-//! the process, webhook included, down with it. SQL is read-only (the engine refuses DDL, DML
-//! and statements). A query holds its slot until its work has ended, not until its answer is sent: a client
-//! that hangs up aborts its query, and the slot is free once the query's future (plan, streams, and with them
-//! DataFusion's own tasks) is dropped. The store is read as the collector leaves it: the log is converted
-//! into Parquet once 5 s old (or sooner when many events wait), so an acknowledged event is found within
-//! about five seconds.
+//! The server authenticates every call like the webhook before it gets here (`router_with_api`). Each
+//! handler checks its parameters and makes a `job::Job`; `serve` runs every job in a worker process of its
+//! own (`worker`: killed at the time limit or when the client hangs up, bounded in memory by the kernel, so
+//! no query can stall or abort the collector); [`Isolation::InProcess`] runs them on the query runtime
+//! instead, for tests and embedding. At most [`CONCURRENT_QUERIES`] run at once (429 beyond), each for at
+//! most [`QUERY_TIMEOUT`] (504), each answer at most [`MAX_ROWS`] rows (`truncated` says when more
+//! matched). `sql` and `where` are bounded in size, tokens and terms (`kubetrail_engine::limits`, 400 naming
+//! the limit), and the threads that plan have the stack the largest accepted query needs
+//! ([`query_runtime`]). SQL is read-only (the engine refuses DDL, DML and statements). A query holds its
+//! slot until its work has ended (its worker reaped), not until its answer is sent; answers stream to the
+//! client as it reads (`Streamed`), and a client that hangs up ends its query. The store is read as the
+//! collector leaves it: the log is converted into Parquet once 5 s old (or sooner when many events wait), so
+//! an acknowledged event is found within about five seconds.
 
 mod explore;
 mod job;

@@ -10,13 +10,15 @@
 //! - **Time.** The collector kills the worker at the time limit (504) or when the client hangs up; the
 //!   query's slot is free once the worker is reaped, not before.
 //! - **Memory.** The worker sets `RLIMIT_DATA` (heap, anonymous mappings, thread stacks) to the order's
-//!   `memory` before it reads the store; past it an allocation fails, the worker aborts, and the answer is
+//!   `memory` plus its threads' stacks and a base before it reads the store (the engine's pool gets half of
+//!   `memory`); past it an allocation fails, the worker aborts, and the answer is
 //!   422 naming the limit. Its OOM score is raised to the maximum, so under memory pressure the kernel
 //!   kills a query before the collector.
 //! - **Lifetime.** The worker asks for `SIGKILL` when its parent thread ends (`PR_SET_PDEATHSIG`; workers are
 //!   started from the query runtime's worker threads, which live as long as the collector's listener) and
 //!   does nothing for a parent other than the one its order names. It gets no environment but `TMPDIR`
-//!   (where DataFusion spills) and reads the store only.
+//!   and reads the store only. It spills to a directory of its own under `DATA/spill` (at most 2 GiB, and at
+//!   most a quarter of the disk's free space), removed once it is reaped; it never dumps core.
 //!
 //! The order goes in as JSON on stdin; the answer comes back on stdout as frames `[tag][u32 LE length]
 //! [payload]`: `D` a chunk of the answer, then `K` (done) or `E` (a JSON [`WireError`]). A worker that ends
@@ -49,7 +51,8 @@ const MAX_FRAME: usize = 64 << 10;
 /// The data directory's directory of the workers' spill directories (`spill/query-N`), each removed when its
 /// worker has ended.
 pub(super) const SPILL_DIR: &str = "spill";
-/// The most a worker's query may spill.
+/// The most a worker's query may spill; never more than a quarter of the disk's free space (two queries at
+/// once leave the write-ahead log at least half of it: a reader cannot fill the disk and blind the webhook).
 const WORKER_SPILL_BYTES: u64 = 2 << 30;
 /// The largest order (a `where` compiled to SQL, at most a few MiB).
 const MAX_ORDER: u64 = 16 << 20;
@@ -338,7 +341,7 @@ pub fn main() -> ExitCode {
             // The pool spills or refuses well before the process meets its limit.
             memory: (order.memory / 2).min(kubetrail_engine::MEMORY_LIMIT as u64) as usize,
             spill_dir: Some(order.spill.clone()),
-            max_spill: WORKER_SPILL_BYTES,
+            max_spill: spill_budget(&order.spill),
         };
         let Order {
             store, scope, job, ..
@@ -372,9 +375,29 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What a query spilling into `dir` may write: [`WORKER_SPILL_BYTES`], and no more than a quarter of what
+/// its file system has free (nothing when that is unknown).
+fn spill_budget(dir: &std::path::Path) -> u64 {
+    let free = rustix::fs::statvfs(dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize));
+    WORKER_SPILL_BYTES.min(free / 4)
+}
+
 fn frame(w: &mut impl std::io::Write, tag: u8, payload: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(payload.len()).map_err(std::io::Error::other)?;
     w.write_all(&[tag])?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spilling_leaves_the_disk_three_quarters_of_its_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = rustix::fs::statvfs(dir.path()).unwrap();
+        let free = s.f_bavail * s.f_frsize;
+        let budget = super::spill_budget(dir.path());
+        assert!(budget > 0 && budget <= super::WORKER_SPILL_BYTES && budget <= free / 4);
+        assert_eq!(super::spill_budget(&dir.path().join("missing")), 0);
+    }
 }
