@@ -230,6 +230,7 @@ impl Engine {
         if let Some(cluster) = &scope.cluster {
             df = df.filter(col("cluster").eq(lit(cluster.as_str())))?;
         }
+        df = df.select(view_columns())?;
         ctx.register_table("events", df.into_view())?;
         Ok(Engine {
             ctx,
@@ -706,6 +707,120 @@ pub fn cells(batch: &RecordBatch) -> Result<Vec<Vec<Cell>>, EngineError> {
         }
     }
     Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kt_event
+
+/// The `events` table's columns over the store's: the documented ones, with `event` the stored event
+/// whatever the file's format (`event` in format 1 and 2; format 3's `event_rest` written back by
+/// [`columnar::restore`]) and the format's own `event_rest` and `event_elided` left out.
+fn view_columns() -> Vec<datafusion::logical_expr::Expr> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::Expr;
+    let c = |name: &str| Expr::Column(Column::from_name(name));
+    columnar::schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|name| !matches!(*name, "event_rest" | "event_elided"))
+        .map(|name| match name {
+            "event" => ScalarUDF::from(EventUdf {
+                signature: Signature::any(7, Volatility::Immutable),
+            })
+            .call(
+                [
+                    "event",
+                    "event_rest",
+                    "event_elided",
+                    "audit_id",
+                    "time",
+                    "stage_time",
+                    "uri",
+                ]
+                .into_iter()
+                .map(c)
+                .collect(),
+            )
+            .alias("event"),
+            other => c(other),
+        })
+        .collect()
+}
+
+/// `kt_event(event, event_rest, event_elided, audit_id, time, stage_time, uri) -> Utf8`: the stored event
+/// of a row of any format; an error, never a guess, where a file does not hold what format 3 says.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EventUdf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for EventUdf {
+    fn name(&self) -> &str {
+        "kt_event"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let utf8 = |i: usize| cast(&arrays[i], &DataType::Utf8);
+        let (event, rest, audit_id, uri) = (utf8(0)?, utf8(1)?, utf8(3)?, utf8(6)?);
+        let (event, rest) = (event.as_string::<i32>(), rest.as_string::<i32>());
+        let (audit_id, uri) = (audit_id.as_string::<i32>(), uri.as_string::<i32>());
+        let elided = cast(&arrays[2], &DataType::UInt8)?;
+        let elided = elided.as_primitive::<arrow::datatypes::UInt8Type>();
+        let micros = |i: usize| {
+            cast(
+                &arrays[i],
+                &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            )
+        };
+        let (time, stage_time) = (micros(4)?, micros(5)?);
+        let time = time.as_primitive::<TimestampMicrosecondType>();
+        let stage_time = stage_time.as_primitive::<TimestampMicrosecondType>();
+        let n = event.len();
+        let mut out =
+            arrow::array::StringBuilder::with_capacity(n, rest.value_data().len() + n * 128);
+        for i in 0..n {
+            if event.is_valid(i) {
+                out.append_value(event.value(i));
+                continue;
+            }
+            if rest.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let flat = columnar::Flat {
+                audit_id: if audit_id.is_valid(i) {
+                    audit_id.value(i)
+                } else {
+                    ""
+                },
+                time: time.value(i),
+                stage_time: stage_time.is_valid(i).then(|| stage_time.value(i)),
+                uri: if uri.is_valid(i) { uri.value(i) } else { "" },
+            };
+            let bits = columnar::Elided(if elided.is_valid(i) {
+                elided.value(i)
+            } else {
+                0
+            });
+            let restored = columnar::restore(rest.value(i), bits, &flat)
+                .map_err(|e| DataFusionError::Execution(format!("a store file is damaged: {e}")))?;
+            out.append_value(restored);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -371,18 +371,37 @@ fn last_writes_of_one_object() {
     assert!(writes("pods", "dev", "job-1' OR '1'='1").is_empty());
 }
 
-/// A store holding files of format 1 (no `source` column) beside current ones answers queries over
-/// `source`: null for the old files' rows.
+/// A store holding files of format 1 (no `source` column, the whole event in `event`) beside current ones
+/// answers queries over `source` (null for the old files' rows) and gives every row's stored event the same,
+/// whichever format holds it, also to a filter on the event's JSON.
 #[test]
 fn format_1_files_read_with_a_null_source() {
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let dir = tempfile::tempdir().unwrap();
     let root = store(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let text = |sql: &str| -> Vec<Vec<String>> {
+        let engine = Engine::open(&root, &Scope::default()).unwrap();
+        let (_, rows) = rt.block_on(engine.sql_rows(sql, None)).unwrap();
+        rows.into_iter()
+            .map(|r| r.into_iter().map(|c| c.text()).collect())
+            .collect()
+    };
+    let events = "SELECT seq, event FROM events ORDER BY seq";
+    let matching =
+        "SELECT seq FROM events WHERE kt_json_match(event, 'auditID', '=', 'b1') ORDER BY seq";
+    let (all, hits) = (text(events), text(matching));
+    assert!(
+        all.iter()
+            .all(|r| r[1].starts_with('{') && r[1].contains("\"auditID\":\""))
+    );
+    assert_eq!(hits.len(), 1, "{hits:?}");
     let now = columnar::schema();
-    let old = Arc::new(arrow::datatypes::Schema::new(
-        now.fields()[..now.fields().len() - 1].to_vec(),
-    ));
+    let kept = now.index_of("source").unwrap();
+    let old = Arc::new(arrow::datatypes::Schema::new(now.fields()[..kept].to_vec()));
     for f in kubetrail_store::list_files(&root, Some("dev"), None, None).unwrap() {
         let batches: Vec<RecordBatch> =
             ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f.path).unwrap())
@@ -395,26 +414,22 @@ fn format_1_files_read_with_a_null_source() {
             ArrowWriter::try_new(std::fs::File::create(&f.path).unwrap(), old.clone(), None)
                 .unwrap();
         for b in batches {
-            let cols = b.columns()[..b.num_columns() - 1].to_vec();
+            let events: Vec<String> = (0..b.num_rows())
+                .map(|i| columnar::stored_event(&b, i).unwrap().into_owned())
+                .collect();
+            let mut cols = b.columns()[..kept].to_vec();
+            cols[now.index_of("event").unwrap()] =
+                Arc::new(arrow::array::StringArray::from(events));
             w.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
                 .unwrap();
         }
         w.close().unwrap();
     }
-    let engine = Engine::open(&root, &Scope::default()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let (_, rows) = rt
-        .block_on(engine.sql_rows(
-            "SELECT cluster, source, count(*) FROM events GROUP BY cluster, source ORDER BY cluster",
-            None,
-        ))
-        .unwrap();
-    let rows: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|r| r.into_iter().map(|c| c.text()).collect())
-        .collect();
+    assert_eq!(text(events), all, "the same events from either format");
+    assert_eq!(text(matching), hits);
+    let rows = text(
+        "SELECT cluster, source, count(*) FROM events GROUP BY cluster, source ORDER BY cluster",
+    );
     assert_eq!(
         rows,
         [

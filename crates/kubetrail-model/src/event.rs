@@ -114,9 +114,19 @@ impl fmt::Display for Stage {
 pub struct UserInfo<'a> {
     #[serde(borrow, default, skip_serializing_if = "str_is_empty")]
     pub username: Cow<'a, str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub groups: Vec<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<&'a RawValue>,
@@ -132,13 +142,23 @@ pub struct ObjectReference<'a> {
     pub namespace: Cow<'a, str>,
     #[serde(borrow, default, skip_serializing_if = "str_is_empty")]
     pub name: Cow<'a, str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub uid: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "str_is_empty")]
     pub api_group: Cow<'a, str>,
     #[serde(borrow, default, skip_serializing_if = "str_is_empty")]
     pub api_version: Cow<'a, str>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_version: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "str_is_empty")]
     pub subresource: Cow<'a, str>,
@@ -150,11 +170,26 @@ pub struct ObjectReference<'a> {
 pub struct ResponseStatus<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message: Option<Cow<'a, str>>,
 }
 
@@ -165,9 +200,19 @@ pub struct ResponseStatus<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event<'a> {
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub api_version: Option<Cow<'a, str>>,
     pub level: Level,
     #[serde(borrow, rename = "auditID")]
@@ -184,11 +229,17 @@ pub struct Event<'a> {
     #[serde(
         borrow,
         default,
+        deserialize_with = "crate::borrow::vec",
         rename = "sourceIPs",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub source_ips: Vec<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub object_ref: Option<ObjectReference<'a>>,
@@ -198,14 +249,34 @@ pub struct Event<'a> {
     pub request_object: Option<&'a RawValue>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub response_object: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_received_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stage_timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
     /// `v1beta1` only: when the event was generated.
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        borrow,
+        default,
+        deserialize_with = "crate::borrow::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timestamp: Option<Cow<'a, str>>,
     /// `v1beta1` only: `metadata.creationTimestamp` and friends, kept raw.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -308,6 +379,35 @@ mod tests {
         assert_eq!(
             ev.received_at().unwrap().to_string(),
             "2020-04-21T17:57:05.541358Z"
+        );
+    }
+
+    /// Strings inside options, lists and maps borrow too (they were each an allocation); one with an escape
+    /// is decoded into its own string; `null` is absent.
+    #[test]
+    fn strings_in_options_lists_and_maps_borrow() {
+        let json = r#"{"level":"Metadata","auditID":"a","stage":"ResponseComplete","user":{"username":"u","groups":["g1","g\u0032"]},"sourceIPs":["10.0.0.1"],"userAgent":"kubectl/v1.30","requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","stageTimestamp":null,"annotations":{"authorization.k8s.io/decision":"allow","k\u0031":"v"}}"#;
+        let ev = Event::parse(json).unwrap();
+        assert!(matches!(
+            ev.user_agent,
+            Some(Cow::Borrowed("kubectl/v1.30"))
+        ));
+        assert!(matches!(
+            ev.request_received_timestamp,
+            Some(Cow::Borrowed("2026-01-01T00:00:00.000001Z"))
+        ));
+        assert_eq!(ev.stage_timestamp, None);
+        assert!(matches!(ev.user.groups[0], Cow::Borrowed("g1")));
+        assert!(matches!(&ev.user.groups[1], Cow::Owned(g) if g == "g2"));
+        assert!(matches!(ev.source_ips[0], Cow::Borrowed("10.0.0.1")));
+        let a = ev.annotations.unwrap();
+        let (k, v) = a.iter().next().unwrap();
+        assert!(matches!((k, v), (Cow::Borrowed(_), Cow::Borrowed("allow"))));
+        assert_eq!(a.get("k1").map(|v| v.as_ref()), Some("v"));
+        // Not a string where one is expected: still an error.
+        assert!(
+            Event::parse(&json.replace(r#""userAgent":"kubectl/v1.30""#, r#""userAgent":5"#))
+                .is_err()
         );
     }
 

@@ -5,6 +5,7 @@
 //! that audit policies and rules match on; and the decoding of inputs (JSON lines, arrays, `EventList`s and
 //! the EKS, GKE and AKS export envelopes) into event records. Pure: no IO, no async, total on any input.
 
+mod borrow;
 pub mod decode;
 mod event;
 

@@ -101,9 +101,9 @@ fn rows(root: &Path) -> BTreeMap<u64, (i64, String)> {
                 .column_by_name("time")
                 .unwrap()
                 .as_primitive::<TimestampMicrosecondType>();
-            let event = b.column_by_name("event").unwrap().as_string::<i32>();
             for i in 0..b.num_rows() {
-                out.insert(seq.value(i), (time.value(i), event.value(i).to_string()));
+                let event = kubetrail_store::columnar::stored_event(&b, i).unwrap();
+                out.insert(seq.value(i), (time.value(i), event.into_owned()));
                 count += 1;
             }
         }
@@ -208,7 +208,15 @@ fn check_row(b: &RecordBatch, i: usize, cluster: &str, line: &str) {
     assert_eq!(time.value(i), requested);
     assert_eq!(stage_time.value(i), staged);
     assert_eq!(latency.value(i), staged - requested);
-    assert_eq!(str_col(b, "event", i), Some(line));
+    // Format 3: the event is stored without its auditID, timestamps and URI (they are in the columns) and
+    // written back byte for byte.
+    assert_eq!(str_col(b, "event", i), None);
+    let rest = str_col(b, "event_rest", i).unwrap();
+    assert!(
+        !rest.contains(s("/auditID").unwrap()) && rest.len() < line.len(),
+        "{rest}"
+    );
+    assert_eq!(kubetrail_store::columnar::stored_event(b, i).unwrap(), line);
 }
 
 #[test]
@@ -374,9 +382,9 @@ fn files_carry_statistics_page_indexes_bloom_filters_and_sort_order() {
         let time = rg.column(col("time"));
         assert!(time.statistics().unwrap().min_bytes_opt().is_some());
         assert!(rg.column(col("user")).statistics().is_some());
-        assert!(rg.column(col("event")).statistics().is_none());
+        assert!(rg.column(col("event_rest")).statistics().is_none());
         assert!(matches!(
-            rg.column(col("event")).compression(),
+            rg.column(col("event_rest")).compression(),
             parquet::basic::Compression::ZSTD(_)
         ));
         let group = reader.get_row_group(g).unwrap();
@@ -717,49 +725,80 @@ fn closed_days_are_merged_into_one_day_file_without_losing_or_doubling_a_row() {
     assert_eq!(rows(&root), all);
 }
 
-/// Files of format 1 (before the `source` column) stay readable and are merged by compaction, their rows
-/// getting a null `source`.
+/// Files of format 1 (before the `source` column) and 2 (the whole event in `event`) stay readable and are
+/// merged by compaction into format 3: a null `source` for format 1, the events stored without what their
+/// columns hold, every row's event the same bytes as before.
 #[test]
-fn format_1_files_without_source_are_compacted_with_a_null_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = 1000;
-    let (wal, _) = build_wal(&dir.path().join("wal"), n, 100.0);
-    let root = dir.path().join("columnar");
-    let opts = ColumnarOptions {
-        flush_rows: 200,
-        ..ColumnarOptions::default()
-    };
-    let mut w = ColumnarWriter::open(&root, Arc::clone(&wal), opts).unwrap();
-    w.flush().unwrap();
-    let before = rows(&root);
-    // Rewrite every file as format 1 wrote it: every column but the last.
+fn format_1_and_2_files_are_compacted_into_format_3() {
     let now = schema();
-    let old = Arc::new(arrow::datatypes::Schema::new(
-        now.fields()[..now.fields().len() - 1].to_vec(),
-    ));
-    assert_eq!(now.fields().last().unwrap().name(), "source");
-    for f in list_files(&root, None, None, None).unwrap() {
-        let batches = read(&f.path);
-        let mut out =
-            parquet::arrow::ArrowWriter::try_new(File::create(&f.path).unwrap(), old.clone(), None)
-                .unwrap();
-        for b in batches {
-            let cols = b.columns()[..b.num_columns() - 1].to_vec();
-            out.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
-                .unwrap();
+    let n_cols = now.fields().len();
+    assert_eq!(now.fields()[n_cols - 3].name(), "source");
+    for (format, kept) in [(1, n_cols - 3), (2, n_cols - 2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = build_wal(&dir.path().join("wal"), 1000, 100.0);
+        let root = dir.path().join("columnar");
+        let opts = ColumnarOptions {
+            flush_rows: 200,
+            ..ColumnarOptions::default()
+        };
+        let mut w = ColumnarWriter::open(&root, Arc::clone(&wal), opts).unwrap();
+        w.flush().unwrap();
+        let before = rows(&root);
+        // Rewrite every file as that format wrote it: its first columns, the whole event in `event`.
+        let old = Arc::new(arrow::datatypes::Schema::new(now.fields()[..kept].to_vec()));
+        let event_col = now.index_of("event").unwrap();
+        let mut old_bytes = 0;
+        for f in list_files(&root, None, None, None).unwrap() {
+            let batches = read(&f.path);
+            let mut out = parquet::arrow::ArrowWriter::try_new(
+                File::create(&f.path).unwrap(),
+                old.clone(),
+                None,
+            )
+            .unwrap();
+            for b in batches {
+                let events: Vec<String> = (0..b.num_rows())
+                    .map(|i| {
+                        kubetrail_store::columnar::stored_event(&b, i)
+                            .unwrap()
+                            .into_owned()
+                    })
+                    .collect();
+                let mut cols = b.columns()[..kept].to_vec();
+                cols[event_col] = Arc::new(arrow::array::StringArray::from(events));
+                out.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
+                    .unwrap();
+            }
+            out.close().unwrap();
+            old_bytes += std::fs::metadata(&f.path).unwrap().len();
         }
-        out.close().unwrap();
-    }
-    let stats = w.compact().unwrap();
-    assert_eq!(stats.merges, 2, "old files are merged, one run per cluster");
-    assert_eq!(rows(&root), before, "no row lost or doubled");
-    for f in list_files(&root, None, None, None).unwrap() {
-        for b in read(&f.path) {
-            assert_eq!(b.schema().fields(), now.fields());
-            assert_eq!(
-                b.column_by_name("source").unwrap().null_count(),
-                b.num_rows()
-            );
+        assert_eq!(rows(&root), before, "format {format} reads the same");
+        let stats = w.compact().unwrap();
+        assert_eq!(stats.merges, 2, "old files are merged, one run per cluster");
+        assert_eq!(rows(&root), before, "no row lost, doubled or changed");
+        let mut new_bytes = 0;
+        for f in list_files(&root, None, None, None).unwrap() {
+            new_bytes += std::fs::metadata(&f.path).unwrap().len();
+            for b in read(&f.path) {
+                assert_eq!(b.schema().fields(), now.fields());
+                let nulls = |name: &str| b.column_by_name(name).unwrap().null_count();
+                let source_nulls = if format == 1 { b.num_rows() } else { 0 };
+                assert_eq!(nulls("source"), source_nulls, "format {format}");
+                assert_eq!(nulls("event"), b.num_rows(), "format 3 leaves event null");
+                assert_eq!(nulls("event_rest"), 0);
+                let elided = b
+                    .column_by_name("event_elided")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::UInt8Type>();
+                assert!(
+                    elided.values().iter().all(|&bits| bits == 15),
+                    "all four elided"
+                );
+            }
         }
+        assert!(
+            new_bytes * 10 < old_bytes * 8,
+            "format 3 takes less room: {new_bytes} against {old_bytes}"
+        );
     }
 }

@@ -154,7 +154,8 @@ impl ColumnarWriter {
         let name = file_name(first_seq, last_seq);
         let out_path = dir.join(&name);
         let mut got = 0u64;
-        let bytes = write_file(dir, &name, &self.props, |w| {
+        let props = if day { &self.day_props } else { &self.props };
+        let bytes = write_file(dir, &name, props, |w| {
             let mut merge = Merge::new(readers.len());
             for (i, (path, reader)) in readers.iter_mut().enumerate() {
                 merge.load(i, next_batch(reader, path)?);

@@ -282,7 +282,8 @@ pub(super) fn split_all(
 pub struct FileStats {
     /// Rows (stored events, one per stage).
     pub rows: u64,
-    /// The uncompressed bytes of the `event` column: about the stored (redacted) JSON's size.
+    /// The uncompressed bytes of the `event` column (format 3: `event_rest`, `audit_id` and `uri`): about the
+    /// stored (redacted) JSON's size.
     pub event_bytes: u64,
 }
 
@@ -292,17 +293,19 @@ pub fn file_stats(path: &Path) -> Result<FileStats, ColumnarError> {
     let file = File::open(path).map_err(io_err(path))?;
     let reader = SerializedFileReader::new(file).map_err(pq_err(path))?;
     let meta = reader.metadata();
-    let event = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.name() == "event");
+    let columns = meta.file_metadata().schema_descr();
+    let index = |name: &str| columns.columns().iter().position(|c| c.name() == name);
+    // Format 3 keeps the event without its auditID and requestURI, which are in their own columns.
+    let event_columns: &[&str] = if index("event_rest").is_some() {
+        &["event_rest", "audit_id", "uri"]
+    } else {
+        &["event"]
+    };
     let mut stats = FileStats {
         rows: meta.file_metadata().num_rows().max(0) as u64,
         event_bytes: 0,
     };
-    if let Some(i) = event {
+    for i in event_columns.iter().filter_map(|c| index(c)) {
         for rg in meta.row_groups() {
             stats.event_bytes += rg.column(i).uncompressed_size().max(0) as u64;
         }

@@ -55,17 +55,25 @@
 //! | `decision` | Utf8 null | annotation `authorization.k8s.io/decision` (`allow`, `forbid`) |
 //! | `reason` | Utf8 null | annotation `authorization.k8s.io/reason` |
 //! | `latency_us` | Int64 null | `stageTimestamp` − `requestReceivedTimestamp` |
-//! | `event` | Utf8 | the full event JSON, as stored (redacted) |
+//! | `event` | Utf8 null | the full event JSON, as stored (redacted), in files of format 1 and 2; null in format 3 |
 //! | `source` | Utf8 null | how it arrived: `webhook:<identity>` (the authenticated sender: an event posted by any identity but the apiserver's stands out), `webhook` (no authentication), `file:<path>`, `import`; null in files of format 1, which lacked the column |
+//! | `event_rest` | Utf8 null | format 3: the event JSON with the top-level `auditID`, `requestReceivedTimestamp`, `stageTimestamp` and `requestURI` values that `audit_id`, `time`, `stage_time` and `uri` hold exactly replaced by `null` (see `elide`; half the bytes of a file); null in older files |
+//! | `event_elided` | UInt8 null | format 3: which values `event_rest` left out (bits 1, 2, 4, 8 in that order); null in older files |
+//!
+//! The stored event of a row is `event` where it is set, otherwise [`restore`] of `event_rest` (the engine's
+//! `events` table does this; [`stored_event`] for a batch read directly). Another engine (DuckDB, Athena)
+//! reading format 3 finds the elided values in those columns, exactly as they were in the event.
 //!
 //! The columns are read from the event parsed as [`kubetrail_model::Event`] (the one event model; its strings
 //! borrow from the log payload where they hold no escapes). Every list's items are non-null Utf8 named
 //! `item`. An event that does not parse as one (it cannot come from the pipeline, which parsed it) still gets
-//! a row: the log record's own fields, `time` = `received`, empty lists, nulls and the raw text in `event`.
+//! a row: the log record's own fields, `time` = `received`, empty lists, nulls and the raw text in
+//! `event_rest`.
 //!
-//! Files are zstd-compressed (level 3; `event` level 9 in pages up to 8 MiB), with dictionary encoding (the
-//! writer's default, off for `audit_id` and `event`; delta encoding for `time`, `stage_time`, `received` and
-//! `seq`), page-level statistics and a page index (none for `event`), bloom filters on `user`, `name`,
+//! Files are zstd-compressed (level 3; `event_rest` in pages up to 8 MiB, at level 3 in hour files and 9 in
+//! day files, which are kept), with dictionary encoding (the writer's default, off for `audit_id` and
+//! `event_rest`; delta encoding for `time`, `stage_time`, `received` and `seq`), page-level statistics and a
+//! page index (none for `event` and `event_rest`), bloom filters on `user`, `name`,
 //! `audit_id`, `namespace` and `ip`, rows sorted by (`user`, `time`, `seq`) and declared sorted by (`user`,
 //! `time`), pages of at most 2,048 rows and row groups of [`ColumnarOptions::row_group_rows`]. Sorting by
 //! identity does two things: an identity's rows share a few pages, so page statistics skip the rest of a file
@@ -86,6 +94,8 @@
 //! # Modules
 //!
 //! - `schema`: the Arrow schema of every file ([`schema`]) and the Parquet writer's properties;
+//! - `elide`: format 3's `event_rest`, the event without the values its columns hold, and [`restore`],
+//!   which writes them back ([`stored_event`] for one row of a batch);
 //! - `rows`: a log record and its parsed event as a row, and the column builders of a batch;
 //! - `files`: the layout on disk (partition directories, file names), listing files ([`list_files`]),
 //!   their footer statistics ([`file_stats`]) and writing one durably;
@@ -102,11 +112,13 @@ use parquet::errors::ParquetError;
 use crate::wal::WalError;
 
 mod compact;
+mod elide;
 mod files;
 mod rows;
 mod schema;
 mod writer;
 
+pub use elide::{Elided, Flat, RestoreError, elide, restore, stored_event};
 pub use files::{FileStats, PartitionFile, cluster_dir_name, file_stats, list_files};
 pub use schema::{BLOOM_FILTER_COLUMNS, schema};
 pub use writer::ColumnarWriter;

@@ -11,8 +11,9 @@ use parquet::schema::types::ColumnPath;
 
 /// Written into every file's key-value metadata, so a later format can tell the files apart.
 const FORMAT_KEY: &str = "kubetrail.columnar.version";
-/// 2 added `source` (last); version 1 files lack it and read as null there.
-const FORMAT_VERSION: &str = "2";
+/// 2 added `source`; 3 added `event_rest` and `event_elided` and leaves `event` null (`elide`). Files of an
+/// older format lack the later columns, which read as null there.
+const FORMAT_VERSION: &str = "3";
 
 /// Columns with bloom filters: the values a selective forensic query looks up.
 pub const BLOOM_FILTER_COLUMNS: [&str; 5] = ["user", "name", "audit_id", "namespace", "ip"];
@@ -58,36 +59,71 @@ pub fn schema() -> SchemaRef {
                 s("decision", true),
                 s("reason", true),
                 Field::new("latency_us", DataType::Int64, true),
-                s("event", false),
+                s("event", true),
                 s("source", true),
+                s("event_rest", true),
+                Field::new("event_elided", DataType::UInt8, true),
             ]))
         })
         .clone()
 }
 
-/// Whether `fields` are this schema's, or those of format 1 (every column but the last, `source`), whose
-/// batches [`upgrade`] brings to this schema.
+/// Columns a file of format 1 or 2 lacks: format 1 ends before `source`, format 2 before `event_rest`.
+const ADDED: [usize; 2] = [3, 2];
+
+/// Whether `fields` are this schema's, or those of format 1 or 2 (the first columns of it), whose batches
+/// [`upgrade`] brings to this schema.
 pub(super) fn readable(fields: &arrow::datatypes::Fields) -> bool {
     let now = schema();
-    fields == now.fields()
-        || fields
+    let n = now.fields().len();
+    let same = |a: &FieldRef, b: &FieldRef| a.name() == b.name() && a.data_type() == b.data_type();
+    (fields.len() == n || ADDED.iter().any(|added| fields.len() == n - added))
+        && fields
             .iter()
-            .eq(now.fields().iter().take(now.fields().len() - 1))
+            .zip(now.fields().iter())
+            .all(|(a, b)| same(a, b))
 }
 
-/// A batch of a format 1 file with the `source` column added (null); a batch of this schema as it is.
+/// A batch of this schema as it is; one of format 1 or 2 with the columns it lacks added and its events
+/// stored as format 3 stores them (`event_rest` and `event_elided`, `event` null): merged into a new file,
+/// an old file's events take the new format's room.
 pub(super) fn upgrade(
     batch: arrow::array::RecordBatch,
 ) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{Array, AsArray, StringBuilder, UInt8Builder};
+    use arrow::datatypes::TimestampMicrosecondType;
     let now = schema();
-    if batch.num_columns() == now.fields().len() {
+    let rows = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    if columns.len() == now.fields().len() {
         return Ok(batch);
     }
-    let mut columns = batch.columns().to_vec();
-    columns.push(arrow::array::new_null_array(
-        &DataType::Utf8,
-        batch.num_rows(),
-    ));
+    if columns.len() == now.fields().len() - ADDED[0] {
+        columns.push(arrow::array::new_null_array(&DataType::Utf8, rows));
+    }
+    let col = |name: &str| &batch.columns()[now.index_of(name).expect("a column of the schema")];
+    let event = col("event").as_string::<i32>();
+    let audit_id = col("audit_id").as_string::<i32>();
+    let uri = col("uri").as_string::<i32>();
+    let time = col("time").as_primitive::<TimestampMicrosecondType>();
+    let stage_time = col("stage_time").as_primitive::<TimestampMicrosecondType>();
+    let mut rest = StringBuilder::with_capacity(rows, event.value_data().len());
+    let mut elided = UInt8Builder::with_capacity(rows);
+    for i in 0..rows {
+        let flat = super::elide::Flat {
+            audit_id: audit_id.value(i),
+            time: time.value(i),
+            stage_time: stage_time.is_valid(i).then(|| stage_time.value(i)),
+            uri: uri.value(i),
+        };
+        let (r, bits) = super::elide::elide(event.value(i), &flat);
+        rest.append_value(r);
+        elided.append_value(bits.0);
+    }
+    columns[now.index_of("event").expect("a column of the schema")] =
+        arrow::array::new_null_array(&DataType::Utf8, rows);
+    columns.push(Arc::new(rest.finish()));
+    columns.push(Arc::new(elided.finish()));
     arrow::array::RecordBatch::try_new(now, columns)
 }
 
@@ -95,12 +131,19 @@ pub(super) fn list_item() -> FieldRef {
     Arc::new(Field::new("item", DataType::Utf8, false))
 }
 
-/// zstd level of the `event` column: on generated events in 8 MiB pages, level 9 stores the JSON in 16% fewer
-/// bytes than level 5 for ~1.5x its compression time (an 8 MiB page: 0.12 s against 0.08 s on one core), which
-/// conversion affords (the log absorbs bursts; `serve` converts a few thousand events per second).
-const EVENT_LEVEL: i32 = 9;
+/// zstd level of `event_rest` in hour files. They are written as events arrive (100,000 a second must convert
+/// on one core) and merged into a day file once the day is closed, so they are written fast: level 3 stores
+/// the rest of an event in ~13 bytes where level 9 needs ~9, at a third of the time (200,000 generated events,
+/// `docs/benchmarks.md`).
+pub(super) const HOUR_EVENT_LEVEL: i32 = 3;
 
-pub(super) fn writer_props(row_group_rows: usize) -> WriterProperties {
+/// zstd level of `event_rest` in day files, written once per closed day and kept for the retention period:
+/// level 9 stores it in 30% fewer bytes than level 3 (on the whole event before format 3, 16% fewer than
+/// level 5).
+pub(super) const DAY_EVENT_LEVEL: i32 = 9;
+
+/// The properties files are written with; `event_level` is the zstd level of `event_rest`.
+pub(super) fn writer_props(row_group_rows: usize, event_level: i32) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(zstd_level(3))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -124,16 +167,15 @@ pub(super) fn writer_props(row_group_rows: usize) -> WriterProperties {
             FORMAT_KEY.to_string(),
             FORMAT_VERSION.to_string(),
         )]))
-        .set_column_dictionary_enabled(ColumnPath::from("event"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("event_rest"), false)
         .set_column_dictionary_enabled(ColumnPath::from("audit_id"), false)
-        .set_column_statistics_enabled(ColumnPath::from("event"), EnabledStatistics::None);
-    // The event JSON is 90% of the bytes: zstd 5 (lazy matching) in 8 MiB pages stores it in ~1/17 of its
-    // size where level 3 in 1 MiB pages needs ~1/14, for ~25% more conversion time (measured in
-    // tests/columnar.rs); level 9 (`EVENT_LEVEL`) saves another 16%. Queries filter on the other columns and
-    // read `event` only for the rows they keep.
+        .set_column_statistics_enabled(ColumnPath::from("event"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("event_rest"), EnabledStatistics::None);
+    // The rest of the event is most of a file's bytes: in 8 MiB pages zstd finds the repeats across events.
+    // Queries filter on the other columns and read it only for the rows they keep.
     b = b
-        .set_column_compression(ColumnPath::from("event"), zstd_level(EVENT_LEVEL))
-        .set_column_data_page_size_limit(ColumnPath::from("event"), 8 << 20);
+        .set_column_compression(ColumnPath::from("event_rest"), zstd_level(event_level))
+        .set_column_data_page_size_limit(ColumnPath::from("event_rest"), 8 << 20);
     // Sorted or nearly sorted integers: deltas take a byte or two where plain values take four or five.
     for col in ["time", "stage_time", "received", "seq"] {
         b = b

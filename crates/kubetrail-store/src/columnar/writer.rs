@@ -13,7 +13,7 @@ use super::files::{
     PartitionFile, ensure_dir, file_name, partition_dir, scan, split_all, sync_dir, write_file,
 };
 use super::rows::{Columns, Row};
-use super::schema::writer_props;
+use super::schema::{DAY_EVENT_LEVEL, HOUR_EVENT_LEVEL, writer_props};
 use super::{BATCH_ROWS, CURSOR_NAME, ColumnarError, ColumnarOptions, FlushStats, io_err, pq_err};
 use crate::record::EventRecord;
 use crate::wal::{Cursor, Wal};
@@ -25,7 +25,10 @@ pub struct ColumnarWriter {
     pub(super) wal: Arc<Wal>,
     pub(super) cursor: Cursor,
     pub(super) opts: ColumnarOptions,
+    /// How hour files are written (fast: they are merged into a day file later).
     pub(super) props: WriterProperties,
+    /// How day files are written (small: they are kept).
+    pub(super) day_props: WriterProperties,
     /// Seq ranges of the files at or past the cursor, per partition directory (relative to the root): rows
     /// already stored by a flush whose cursor commit a crash prevented. Almost always empty.
     pub(super) stored: HashMap<PathBuf, Vec<(u64, u64)>>,
@@ -49,7 +52,8 @@ impl ColumnarWriter {
         let cursor = wal.cursor(CURSOR_NAME)?;
         let mut w = ColumnarWriter {
             root: root.to_path_buf(),
-            props: writer_props(opts.row_group_rows),
+            props: writer_props(opts.row_group_rows, HOUR_EVENT_LEVEL),
+            day_props: writer_props(opts.row_group_rows, DAY_EVENT_LEVEL),
             wal,
             cursor,
             opts,
@@ -92,6 +96,21 @@ impl ColumnarWriter {
         let end = self.wal.durable_seq();
         let mut stats = FlushStats::default();
         while self.cursor.position() < end {
+            self.flush_chunk(end, &mut stats)?;
+        }
+        stats.position = self.cursor.position();
+        Ok(stats)
+    }
+
+    /// Converts whole chunks only (`flush_rows` records, or `flush_bytes` of them), as long as one is durable
+    /// and waiting: for a bulk writer converting beside its writing, whose files stay as large as a chunk.
+    pub fn flush_chunks(&mut self) -> Result<FlushStats, ColumnarError> {
+        let mut stats = FlushStats::default();
+        loop {
+            let end = self.wal.durable_seq();
+            if end.saturating_sub(self.cursor.position()) < self.opts.flush_rows as u64 {
+                break;
+            }
             self.flush_chunk(end, &mut stats)?;
         }
         stats.position = self.cursor.position();
