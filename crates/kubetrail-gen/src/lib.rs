@@ -41,6 +41,9 @@ pub struct Config {
     /// Also emit RequestReceived before ResponseComplete, and ResponseStarted for long-running requests
     /// (watch, exec, attach, port-forward, logs, proxy), as an apiserver without `omitStages` does.
     pub stages: bool,
+    /// Audit every request at Metadata, as a policy of only `level: Metadata` does: no request or response
+    /// bodies (events of ~880 bytes instead of ~1,300).
+    pub metadata_only: bool,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
                 .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
             attacks: false,
             stages: false,
+            metadata_only: false,
         }
     }
 }
@@ -226,6 +230,11 @@ impl Generator {
     }
 
     fn emit(&mut self, mut req: Box<Req>, stage: Stage, now: i64, buf: &mut Vec<u8>) {
+        if self.cfg.metadata_only {
+            req.level = event::Level::Metadata;
+            req.request_object = None;
+            req.response_object = None;
+        }
         let received = *req.received_us.get_or_insert(match stage {
             Stage::RequestReceived => now,
             _ => (now - req.latency_us).max(self.start_us),

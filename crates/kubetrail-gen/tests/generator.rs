@@ -299,3 +299,31 @@ fn timestamps_increase_and_span_count_over_rate() {
         assert!((span / expected - 1.0).abs() < 0.05, "{span} vs {expected}");
     }
 }
+
+#[test]
+fn metadata_only_writes_no_bodies() {
+    let full = lines(cfg(5), 5_000);
+    let meta = lines(
+        Config {
+            metadata_only: true,
+            ..cfg(5)
+        },
+        5_000,
+    );
+    for line in &meta {
+        let ev = Event::parse(line).unwrap();
+        assert_eq!(ev.level.as_str(), "Metadata", "{line}");
+        assert!(
+            ev.request_object.is_none() && ev.response_object.is_none(),
+            "{line}"
+        );
+    }
+    let avg = |l: &[String]| l.iter().map(String::len).sum::<usize>() / l.len();
+    assert!(full.iter().any(|l| l.contains("\"requestObject\"")));
+    assert!(
+        avg(&meta) < avg(&full) * 3 / 4,
+        "{} against {}",
+        avg(&meta),
+        avg(&full)
+    );
+}

@@ -46,6 +46,18 @@ pub struct Skipped {
 }
 
 impl InputStats {
+    /// Records a value skipped after it was handed on (the consumer could not read it), at `location`.
+    pub fn skip_at(&mut self, location: &str, reason: String) {
+        self.skipped_total += 1;
+        if self.skipped.len() < KEPT_SKIPS {
+            self.skipped.push(Skipped {
+                source: String::new(),
+                location: location.to_owned(),
+                reason,
+            });
+        }
+    }
+
     fn skip(&mut self, source: &str, location: Location, reason: String) {
         self.skipped_total += 1;
         if self.skipped.len() < KEPT_SKIPS {

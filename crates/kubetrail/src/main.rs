@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: the collector makes and frees small strings for every event (parsing,
+/// detection, conversion), and glibc's malloc and free were 17% of a saturated `serve`'s CPU
+/// (docs/benchmarks.md, "Ingest").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;

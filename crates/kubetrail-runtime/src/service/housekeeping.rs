@@ -53,6 +53,12 @@ impl StoreMetrics {
     }
 }
 
+/// Whether the log uses more than its share of the disk budget: converted segments are then released.
+pub fn needs_room(wal: &Wal) -> bool {
+    let usage = wal.usage();
+    usage.bytes as f64 > usage.budget_bytes as f64 * RELEASE_AT_SHARE
+}
+
 pub struct Store {
     dir: PathBuf,
     wal: Arc<Wal>,
@@ -145,8 +151,7 @@ impl Store {
                 self.checkpoint(&[])?;
             }
         }
-        let usage = self.wal.usage();
-        if usage.bytes as f64 > usage.budget_bytes as f64 * RELEASE_AT_SHARE {
+        if needs_room(&self.wal) {
             self.release_converted()?;
         }
         self.publish();
@@ -157,14 +162,23 @@ impl Store {
     /// converts everything and releases the converted segments (recorded in a signed checkpoint first), so an
     /// import larger than the budget never fills the log.
     pub fn make_room(&mut self) -> anyhow::Result<()> {
-        let usage = self.wal.usage();
-        if usage.bytes as f64 <= usage.budget_bytes as f64 * RELEASE_AT_SHARE {
+        if !needs_room(&self.wal) {
             return Ok(());
         }
         self.columnar
             .flush()
             .context("failed to convert the log into Parquet")?;
         self.release_converted()
+    }
+
+    /// For bulk writers (`import`), beside the writing: converts the log in whole chunks while a whole chunk is
+    /// waiting (the rest is left to [`finish_compacted`](Self::finish_compacted)), so conversion overlaps the
+    /// writing instead of following it.
+    pub fn convert_chunks(&mut self) -> anyhow::Result<()> {
+        self.columnar
+            .flush_chunks()
+            .context("failed to convert the log into Parquet")?;
+        Ok(())
     }
 
     /// Everything converted, small files and closed days merged, a checkpoint signed: the end of an import,

@@ -38,6 +38,9 @@ pub struct ImportArgs {
 /// Records per log append: large enough that the fsync is amortised.
 const BATCH_BYTES: usize = 4 << 20;
 
+/// How often the converter looks for a whole chunk of the log to convert.
+const CONVERT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     let dir = kubetrail_runtime::data::resolve(args.data, None);
     kubetrail_runtime::data::ensure(&dir)?;
@@ -68,20 +71,34 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
 
     let started = Instant::now();
     let progress = crate::progress::bytes_bar(kubetrail_runtime::input::total_size(&args.files));
-    // Decoding, parsing and redacting (this thread) overlap with writing, hashing and fsyncing the previous
-    // batch (the committer): on two cores the import runs at the pace of the slower half, not their sum.
+    // Three things overlap: decoding, parsing and redacting (this thread); writing, hashing and fsyncing the
+    // previous batch (the committer); and converting whole chunks of the log into Parquet (the converter). On
+    // two cores the import runs at the pace of its slowest part, not their sum.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
-    let mut store =
-        kubetrail_runtime::service::housekeeping::Store::open(&dir, pipeline.wal().clone())?;
+    let store = std::sync::Mutex::new(kubetrail_runtime::service::housekeeping::Store::open(
+        &dir,
+        pipeline.wal().clone(),
+    )?);
+    let reading = std::sync::atomic::AtomicBool::new(true);
     let (stats, total) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let pipeline = &pipeline;
-        let store = &mut store;
+        let (pipeline, store, reading) = (&pipeline, &store, &reading);
+        let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
+        let converter = scope.spawn(move || -> anyhow::Result<()> {
+            while reading.load(std::sync::atomic::Ordering::Acquire) {
+                lock().convert_chunks()?;
+                std::thread::sleep(CONVERT_POLL);
+            }
+            Ok(())
+        });
         let committer = scope.spawn(move || -> anyhow::Result<BatchOutcome> {
             let mut total = BatchOutcome::default();
             for batch in rx {
                 let o = pipeline.commit(batch)?;
-                // An import larger than the log's budget is converted and released as it goes.
-                store.make_room()?;
+                // An import larger than the log's budget is converted and released as it goes (waiting for
+                // the converter's chunk if one is being written: the log cannot outgrow its budget).
+                if kubetrail_runtime::service::housekeeping::needs_room(pipeline.wal()) {
+                    lock().make_room()?;
+                }
                 total.events += o.events;
                 total.bytes += o.bytes;
                 total.duplicates += o.duplicates;
@@ -113,11 +130,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         drop(tx);
         let total = committer
             .join()
-            .map_err(|_| anyhow::anyhow!("the committer thread panicked"))?;
+            .map_err(|_| anyhow::anyhow!("the committer thread panicked"));
+        reading.store(false, std::sync::atomic::Ordering::Release);
+        let converted = converter
+            .join()
+            .map_err(|_| anyhow::anyhow!("the converter thread panicked"));
         // A storage error explains a stopped read better than the read's own error.
-        let total = total?;
+        let total = total??;
+        converted??;
         Ok((read?, total))
     })?;
+    let mut store = store.into_inner().unwrap_or_else(|e| e.into_inner());
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     kubetrail_runtime::input::report_skipped(&stats);
