@@ -104,6 +104,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
                 files,
                 &mut |bytes| progress.set_position(bytes),
                 &mut |record| {
+                    // What the engine could not read is skipped here, where its file and line are known.
+                    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&record.json) {
+                        return Ok(Some(format!("invalid event JSON: {e}")));
+                    }
                     chunk.push(record.json.to_string());
                     if chunk.len() >= CHUNK
                         && tx
