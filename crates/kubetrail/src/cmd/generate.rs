@@ -75,7 +75,7 @@ pub struct GenArgs {
     #[arg(long)]
     stages: bool,
     /// Audit every request at Metadata, as a policy of only `level: Metadata` does: no request or response
-    /// bodies (events of ~880 bytes instead of ~1,300).
+    /// bodies (events of ~1,000 bytes instead of ~1,300).
     #[arg(long)]
     metadata_only: bool,
     /// Write to FILE instead of standard output.
