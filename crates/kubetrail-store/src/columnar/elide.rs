@@ -158,12 +158,16 @@ fn once(entries: &[(Option<&str>, Range<usize>)], key: &str) -> Option<Range<usi
     found.next().is_none().then(|| first.1.clone())
 }
 
-/// Replaces the `ranges` of `text` (sorted, disjoint) by their replacements.
+/// Replaces the `ranges` of `text` (disjoint: each a different top-level value) by their replacements; a
+/// range overlapping an earlier one is left alone rather than trusted.
 fn splice(text: &str, mut ranges: Vec<(Range<usize>, String)>) -> String {
     ranges.sort_by_key(|(r, _)| r.start);
     let mut out = String::with_capacity(text.len() + 64);
     let mut at = 0;
     for (r, with) in ranges {
+        if r.start < at {
+            continue;
+        }
         out.push_str(&text[at..r.start]);
         out.push_str(&with);
         at = r.end;
@@ -189,12 +193,18 @@ pub(super) fn elide_at<'a>(
     flat: &Flat<'_>,
 ) -> (Cow<'a, str>, Elided) {
     let mut bits = 0;
-    let mut cuts = Vec::new();
+    let mut cuts: Vec<(Range<usize>, String)> = Vec::new();
     for ((bit, _), range) in KEYS.into_iter().zip(at) {
         let Some(range) = range else {
             continue;
         };
-        if value_text(bit, flat).is_some_and(|v| Some(v.as_str()) == event.get(range.clone())) {
+        // Ranges the caller promised disjoint are checked anyway: an overlap is not elided.
+        let overlaps = cuts
+            .iter()
+            .any(|(r, _)| range.start < r.end && r.start < range.end);
+        if !overlaps
+            && value_text(bit, flat).is_some_and(|v| Some(v.as_str()) == event.get(range.clone()))
+        {
             bits |= bit;
             cuts.push((range, "null".to_string()));
         }
@@ -282,9 +292,11 @@ pub fn stored_event(
             .map(|c| c.value(row))
     };
     let (audit_id, time, uri) = (text("audit_id"), micros("time"), text("uri"));
+    let stage_read = batch.column_by_name("stage_time").is_some();
     for (bit, present) in [
         (Elided::AUDIT_ID, audit_id.is_some()),
         (Elided::RECEIVED, time.is_some()),
+        (Elided::STAGE, stage_read),
         (Elided::URI, uri.is_some()),
     ] {
         if elided & bit != 0 && !present {
@@ -350,6 +362,20 @@ mod tests {
                 (Cow::Borrowed(not_object), Elided(0))
             );
         }
+    }
+
+    #[test]
+    fn overlapping_ranges_are_not_both_elided() {
+        let ev = r#"{"auditID":"a","requestURI":"a"}"#;
+        let f = Flat {
+            audit_id: "a",
+            time: 0,
+            stage_time: None,
+            uri: "a",
+        };
+        let (rest, bits) = elide_at(ev, [Some(11..14), None, None, Some(11..14)], &f);
+        assert_eq!(bits, Elided(Elided::AUDIT_ID));
+        assert_eq!(rest, r#"{"auditID":null,"requestURI":"a"}"#);
     }
 
     #[test]

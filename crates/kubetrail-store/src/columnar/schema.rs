@@ -110,6 +110,11 @@ pub(super) fn upgrade(
     let mut rest = StringBuilder::with_capacity(rows, event.value_data().len());
     let mut elided = UInt8Builder::with_capacity(rows);
     for i in 0..rows {
+        if event.is_null(i) {
+            rest.append_null();
+            elided.append_value(0);
+            continue;
+        }
         let flat = super::elide::Flat {
             audit_id: audit_id.value(i),
             time: time.value(i),
