@@ -13,7 +13,10 @@
 //! sorted by `time` in each file, behind a filter on `time` for the scope's exact bounds and on `cluster`.
 //! Parquet row-group statistics, page indexes and bloom filters prune the rest, filters are pushed into the
 //! scan (late materialization: the `event` column is decoded only for matching rows) and only the columns a
-//! query names are read. So `--sql` runs against the same bounded table as `--where`.
+//! query names are read. So `--sql` runs against the same bounded table as `--where`. The table's `event` is
+//! the stored event whatever the file's format: in format 3 files it is computed (`kt_event`) from
+//! `event_rest` and the columns it left values to (`kubetrail_store::columnar::restore`); the format's own
+//! `event_rest` and `event_elided` are not part of the table.
 //!
 //! # Memory
 //!
@@ -815,8 +818,13 @@ impl ScalarUDFImpl for EventUdf {
             } else {
                 0
             });
-            let restored = columnar::restore(rest.value(i), bits, &flat)
-                .map_err(|e| DataFusionError::Execution(format!("a store file is damaged: {e}")))?;
+            let restored = columnar::restore(rest.value(i), bits, &flat).map_err(|e| {
+                // The auditID is the sender's text: clipped and quoted, it names the row to look at.
+                let id: String = flat.audit_id.chars().take(64).collect();
+                DataFusionError::Execution(format!(
+                    "a store file is damaged: the row of auditID {id:?}: {e} (run `kubetrail verify`)"
+                ))
+            })?;
             out.append_value(restored);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))

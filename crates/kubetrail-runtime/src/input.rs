@@ -46,16 +46,13 @@ pub struct Skipped {
 }
 
 impl InputStats {
-    /// Records a value skipped after it was handed on (the consumer could not read it), at `location`.
-    pub fn skip_at(&mut self, location: &str, reason: String) {
-        self.skipped_total += 1;
-        if self.skipped.len() < KEPT_SKIPS {
-            self.skipped.push(Skipped {
-                source: String::new(),
-                location: location.to_owned(),
-                reason,
-            });
-        }
+    /// Records a value skipped after it was handed on (a consumer on another thread could not read it), at
+    /// `at` among `paths`, as the reader names its own skips.
+    pub fn skip_located(&mut self, paths: &[PathBuf], at: Located, reason: String) {
+        let source = paths
+            .get(at.file)
+            .map_or_else(String::new, |p| source_name(p));
+        self.skip(&source, at.at, reason);
     }
 
     fn skip(&mut self, source: &str, location: Location, reason: String) {
@@ -96,15 +93,41 @@ pub fn for_each_record(
     progress: &mut dyn FnMut(u64),
     f: &mut dyn FnMut(&Record<'_>) -> Result<Option<String>>,
 ) -> Result<InputStats> {
+    for_each_record_located(paths, progress, &mut |record, _| f(record))
+}
+
+/// Where a record is: the index of its file in the paths given, and its place in that file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located {
+    pub file: usize,
+    pub at: Location,
+}
+
+/// How a path is named in messages: `<stdin>` for `-`.
+pub fn source_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        "<stdin>".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// [`for_each_record`], also telling `f` where each record is.
+pub fn for_each_record_located(
+    paths: &[PathBuf],
+    progress: &mut dyn FnMut(u64),
+    f: &mut dyn FnMut(&Record<'_>, Located) -> Result<Option<String>>,
+) -> Result<InputStats> {
     let mut stats = InputStats::default();
     let read = Rc::new(Cell::new(0));
-    for path in paths {
-        let (source, raw): (String, Box<dyn Read>) = if path == Path::new("-") {
-            ("<stdin>".into(), Box::new(io::stdin().lock()))
+    for (index, path) in paths.iter().enumerate() {
+        let source = source_name(path);
+        let raw: Box<dyn Read> = if path == Path::new("-") {
+            Box::new(io::stdin().lock())
         } else {
             let file =
                 File::open(path).with_context(|| format!("failed to open `{}`", path.display()))?;
-            (path.display().to_string(), Box::new(file))
+            Box::new(file)
         };
         let counting = Counting {
             inner: raw,
@@ -125,6 +148,7 @@ pub fn for_each_record(
         stats.files += 1;
         let mut input = Input {
             source: &source,
+            file: index,
             stats: &mut stats,
             f: &mut *f,
         };
@@ -166,7 +190,9 @@ impl<R: Read> Read for Counting<R> {
 struct Input<'s, 'f> {
     source: &'s str,
     stats: &'s mut InputStats,
-    f: &'f mut dyn FnMut(&Record<'_>) -> Result<Option<String>>,
+    /// The index of the file in the paths given.
+    file: usize,
+    f: &'f mut dyn FnMut(&Record<'_>, Located) -> Result<Option<String>>,
 }
 
 impl Input<'_, '_> {
@@ -285,14 +311,20 @@ impl Input<'_, '_> {
             Some(index) if many || index > 0 => Location::Item { line, index },
             _ => Location::Line(line),
         };
-        let (source, stats, f) = (self.source, &mut *self.stats, &mut *self.f);
+        let (source, file, stats, f) = (self.source, self.file, &mut *self.stats, &mut *self.f);
         let mut failed = None;
         decode_value(text, &mut |result| {
             if failed.is_some() {
                 return;
             }
             match result {
-                Ok(record) => match f(&record) {
+                Ok(record) => match f(
+                    &record,
+                    Located {
+                        file,
+                        at: location(Some(record.index)),
+                    },
+                ) {
                     Ok(None) => stats.records += 1,
                     Ok(Some(reason)) => stats.skip(source, location(Some(record.index)), reason),
                     Err(e) => failed = Some(e),

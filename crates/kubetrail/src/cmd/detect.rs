@@ -94,21 +94,18 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
     let progress = crate::progress::bytes_bar(kubetrail_runtime::input::total_size(&files));
     // Reading, decompressing and decoding (a thread of its own) overlap with detection (this thread): on two
     // cores `detect` runs at the pace of the slower half. Events reach the engine in file order.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(4);
-    let mut invalid: Vec<(u64, String)> = Vec::new();
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Vec<(String, kubetrail_runtime::input::Located)>>(4);
+    let mut invalid: Vec<(kubetrail_runtime::input::Located, String)> = Vec::new();
     let mut stats = std::thread::scope(|scope| -> anyhow::Result<_> {
         let (files, progress) = (&files, &progress);
         let reader = scope.spawn(move || {
             let mut chunk = Vec::with_capacity(CHUNK);
-            let stats = kubetrail_runtime::input::for_each_record(
+            let stats = kubetrail_runtime::input::for_each_record_located(
                 files,
                 &mut |bytes| progress.set_position(bytes),
-                &mut |record| {
-                    // What the engine could not read is skipped here, where its file and line are known.
-                    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&record.json) {
-                        return Ok(Some(format!("invalid event JSON: {e}")));
-                    }
-                    chunk.push(record.json.to_string());
+                &mut |record, at| {
+                    chunk.push((record.json.to_string(), at));
                     if chunk.len() >= CHUNK
                         && tx
                             .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
@@ -122,13 +119,11 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
             let _ = tx.send(chunk);
             stats
         });
-        let mut n = 0u64;
         for chunk in rx {
-            for json in chunk {
-                n += 1;
+            for (json, at) in chunk {
                 match engine.process(&json, &mut batch) {
                     Ok(()) => keep(&mut batch),
-                    Err(e) => invalid.push((n, e.to_string())),
+                    Err(e) => invalid.push((at, e.to_string())),
                 }
             }
         }
@@ -136,10 +131,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
             .join()
             .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?
     })?;
-    // Events the engine could not read are skipped values, as the reader's own.
+    // Events the engine could not read are skipped values, named by file and line as the reader's own.
     stats.records -= invalid.len() as u64;
-    for (n, reason) in invalid {
-        stats.skip_at(&format!("event {n}"), reason);
+    for (at, reason) in invalid {
+        stats.skip_located(&files, at, reason);
     }
     engine.flush(&mut batch);
     keep(&mut batch);

@@ -80,12 +80,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         pipeline.wal().clone(),
     )?);
     let reading = std::sync::atomic::AtomicBool::new(true);
+    // Set when conversion failed: reading stops there rather than filling the log with what cannot be
+    // converted (what is in the log stays; the error is reported).
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let (stats, total) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let (pipeline, store, reading) = (&pipeline, &store, &reading);
+        let (pipeline, store, reading, failed) = (&pipeline, &store, &reading, &failed);
         let lock = || store.lock().unwrap_or_else(|e| e.into_inner());
         let converter = scope.spawn(move || -> anyhow::Result<()> {
             while reading.load(std::sync::atomic::Ordering::Acquire) {
-                lock().convert_chunks()?;
+                if let Err(e) = lock().convert_chunks() {
+                    failed.store(true, std::sync::atomic::Ordering::Release);
+                    return Err(e);
+                }
                 std::thread::sleep(CONVERT_POLL);
             }
             Ok(())
@@ -112,6 +118,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
             &args.files,
             &mut |b| progress.set_position(b),
             &mut |record, event| {
+                if failed.load(std::sync::atomic::Ordering::Acquire) {
+                    anyhow::bail!("the import stopped: conversion failed");
+                }
                 pipeline.add(
                     &mut batch,
                     record,
