@@ -138,13 +138,28 @@ impl Window {
         } else {
             Seen::Reuse(self.firsts.get(&id).cloned())
         };
+        self.evict();
+        seen
+    }
+
+    /// Adds a record known only by its keys (its log segment was released): no description of it is kept,
+    /// so a reuse of its identity is reported without one.
+    pub fn insert_undescribed(&mut self, full: u64, id: u64) {
+        if !self.stored.insert(full) {
+            return;
+        }
+        self.order.push_back((full, id));
+        *self.ids.entry(id).or_insert(0) += 1;
+        self.evict();
+    }
+
+    fn evict(&mut self) {
         while self.order.len() > self.capacity {
             if let Some((old_full, old_id)) = self.order.pop_front() {
                 self.stored.remove(&old_full);
                 self.release_id(old_id);
             }
         }
-        seen
     }
 
     fn release_id(&mut self, id: u64) {

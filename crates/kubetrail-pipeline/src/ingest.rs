@@ -9,6 +9,7 @@ use kubetrail_policy::{Policy, RedactionCounts, Redactor};
 use kubetrail_store::{EventRecord, MAX_PAYLOAD_BYTES, Wal, WalError};
 
 use crate::dedup::{self, Digester, Seen, Window};
+use crate::keys::{self, KeyEntry, KeyJournal};
 use crate::metrics::{KindLabel, Metrics, SourceLabel};
 use crate::shape;
 
@@ -27,6 +28,10 @@ pub struct PipelineConfig {
     pub filter: Option<Policy>,
     /// Recent records remembered to store apiserver retries once (and to notice a reused auditID).
     pub dedup_window: usize,
+    /// Where the window's keys are kept beside the log ([`keys`](crate::keys)), so that released log
+    /// segments do not shorten the window rebuilt after a restart. Without it the window is rebuilt from
+    /// the log alone.
+    pub dedup_keys: Option<std::path::PathBuf>,
     /// Bytes of batches processed at once; beyond it, senders are told to retry (429).
     pub max_inflight_bytes: usize,
 }
@@ -37,6 +42,7 @@ impl Default for PipelineConfig {
             cluster: "default".into(),
             filter: None,
             dedup_window: 1 << 20,
+            dedup_keys: None,
             max_inflight_bytes: 256 << 20,
         }
     }
@@ -145,6 +151,7 @@ pub struct Pipeline {
     digester: Digester,
     cfg: PipelineConfig,
     dedup: Mutex<Window>,
+    keys: Option<Arc<KeyJournal>>,
     inflight: Mutex<usize>,
     metrics: Metrics,
 }
@@ -171,7 +178,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Pipeline {
     /// Builds the pipeline over an open log, remembering its most recent records so that retries of batches
-    /// stored before a restart are recognised (and a reuse of their auditIDs too).
+    /// stored before a restart are recognised (and a reuse of their auditIDs too): from the kept keys for
+    /// records whose log segments were released, from the log for the rest.
     pub fn new(
         wal: Arc<Wal>,
         redactor: Redactor,
@@ -180,21 +188,53 @@ impl Pipeline {
         let digester = Digester::new(redactor.derive_key(b"kubetrail/dedup/v1"));
         let mut window = Window::new(cfg.dedup_window);
         let from = wal.next_seq().saturating_sub(cfg.dedup_window as u64);
+        let keys_err = |path: &std::path::Path, source| WalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let kept = match &cfg.dedup_keys {
+            Some(dir) => keys::read(dir).map_err(|e| keys_err(dir, e))?,
+            None => Vec::new(),
+        };
+        let mut inserted = Vec::new();
+        let mut kept = kept.into_iter().filter(|k| k.seq >= from).peekable();
         for item in wal.read_from(from)? {
-            let (_, payload) = item?;
+            let (seq, payload) = item?;
+            // Keys of released records come first, in seq order.
+            while let Some(k) = kept.next_if(|k| k.seq < seq) {
+                if inserted.last().is_none_or(|l: &KeyEntry| l.seq < k.seq) {
+                    window.insert_undescribed(k.full, k.id);
+                    inserted.push(k);
+                }
+            }
             if let Ok(r) = EventRecord::decode(&payload) {
                 let id = dedup::key(&r.cluster, &r.audit_id, &r.stage);
                 // A reuse was annotated after its digest was taken: its variant holds the digest.
                 let digest =
                     dedup::parse_variant(&r.variant).unwrap_or_else(|| digester.digest(&r.event));
-                window.insert(dedup::full_key(id, digest), id, || {
-                    match Event::parse(&r.event) {
-                        Ok(e) => describe(&e),
-                        Err(_) => "(unreadable)".into(),
-                    }
+                let full = dedup::full_key(id, digest);
+                window.insert(full, id, || match Event::parse(&r.event) {
+                    Ok(e) => describe(&e),
+                    Err(_) => "(unreadable)".into(),
                 });
+                inserted.push(KeyEntry { seq, full, id });
             }
         }
+        // Kept keys past the log's last record: none, unless the log lost its tail.
+        let next = wal.next_seq();
+        for k in kept.filter(|k| k.seq < next) {
+            if inserted.last().is_none_or(|l| l.seq < k.seq) {
+                window.insert_undescribed(k.full, k.id);
+                inserted.push(k);
+            }
+        }
+        let keys = match &cfg.dedup_keys {
+            Some(dir) => Some(Arc::new(
+                KeyJournal::start(dir, wal.clone(), cfg.dedup_window, &inserted)
+                    .map_err(|e| keys_err(dir, e))?,
+            )),
+            None => None,
+        };
         let metrics = Metrics::default();
         let usage = wal.usage();
         metrics.wal_bytes.set(usage.bytes as i64);
@@ -205,6 +245,7 @@ impl Pipeline {
             digester,
             cfg,
             dedup: Mutex::new(window),
+            keys,
             inflight: Mutex::new(0),
             metrics,
         })
@@ -216,6 +257,12 @@ impl Pipeline {
 
     pub fn wal(&self) -> &Arc<Wal> {
         &self.wal
+    }
+
+    /// The dedup window's kept keys, if [`PipelineConfig::dedup_keys`] names where: whoever releases log
+    /// segments syncs them first and releases only below the seq [`KeyJournal::sync`] returns.
+    pub fn dedup_keys(&self) -> Option<&Arc<KeyJournal>> {
+        self.keys.as_ref()
     }
 
     /// Tries to make a failing log write again (cut back to its last synced record, a new segment), so that
@@ -544,7 +591,12 @@ impl Pipeline {
             .collect();
         let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_ref()).collect();
         let t = Instant::now();
+        let gate = self.keys.as_ref().map(|k| k.commit_gate());
         let appended = self.wal.append(&refs);
+        if let (Some(keys), Ok(seqs)) = (&self.keys, &appended) {
+            keys.record(seqs.start, &fresh);
+        }
+        drop(gate);
         self.metrics
             .append_seconds
             .observe(t.elapsed().as_secs_f64());

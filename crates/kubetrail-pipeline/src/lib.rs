@@ -13,6 +13,7 @@
 mod dedup;
 pub mod file;
 mod ingest;
+pub mod keys;
 mod metrics;
 pub mod shape;
 

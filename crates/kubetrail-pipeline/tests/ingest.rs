@@ -170,6 +170,133 @@ fn retries_are_stored_once_even_after_a_restart() {
     assert_eq!(stored(&wal).len(), 2);
 }
 
+/// A pipeline over the log in `dir/wal` with small segments, keeping its dedup keys in `dir/dedup` or not.
+fn open_releasing(dir: &std::path::Path, keep_keys: bool) -> (Arc<Wal>, Pipeline) {
+    let opts = WalOptions {
+        segment_bytes: 4 << 10,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&dir.join("wal"), opts).unwrap();
+    let wal = Arc::new(wal);
+    let cfg = PipelineConfig {
+        dedup_keys: keep_keys.then(|| dir.join("dedup")),
+        ..Default::default()
+    };
+    let p = Pipeline::new(
+        wal.clone(),
+        Redactor::new(RedactionKey::from_bytes([7; 32])),
+        cfg,
+    );
+    (wal, p.unwrap())
+}
+
+/// Stores `first`, then enough other events to seal several segments, then releases every sealed segment
+/// below what the kept keys cover (as the housekeeping does once they are converted). Returns how many
+/// records the log still holds.
+fn store_and_release(p: &Pipeline, wal: &Wal, first: &str) -> usize {
+    assert_eq!(
+        p.ingest_body(first.as_bytes(), "webhook", 1)
+            .unwrap()
+            .events,
+        2
+    );
+    for i in 0..40 {
+        let filler = event_list(&[
+            event(&format!("f{i}"), "ResponseComplete", "u"),
+            event(&format!("g{i}"), "ResponseComplete", "u"),
+        ]);
+        p.ingest_body(filler.as_bytes(), "webhook", 2).unwrap();
+    }
+    let upto = match p.dedup_keys() {
+        Some(keys) => keys.sync().unwrap(),
+        None => wal.next_seq(),
+    };
+    wal.release_before(upto).unwrap();
+    stored(wal).len()
+}
+
+#[test]
+fn retries_are_stored_once_after_a_restart_although_their_log_segments_were_released() {
+    let first = event_list(&[
+        event("a", "ResponseComplete", "u"),
+        event("b", "ResponseComplete", "u"),
+    ]);
+    for keep_keys in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (wal, p) = open_releasing(dir.path(), keep_keys);
+            let left = store_and_release(&p, &wal, &first);
+            assert!(left < 40, "segments were released: {left} records left");
+        }
+        let (wal, p) = open_releasing(dir.path(), keep_keys);
+        assert!(
+            !stored(&wal).iter().any(|(id, ..)| id == "a"),
+            "the first batch's segment is gone"
+        );
+        let o = p.ingest_body(first.as_bytes(), "webhook", 3).unwrap();
+        if keep_keys {
+            assert_eq!(
+                (o.events, o.duplicates),
+                (0, 2),
+                "the kept keys recognise the retry"
+            );
+            // Same identity, other content: stored, and reported as a reuse (without a description of
+            // the first request: only its keys were kept).
+            let o = p
+                .ingest_body(
+                    event("a", "ResponseComplete", "mallory").as_bytes(),
+                    "webhook",
+                    4,
+                )
+                .unwrap();
+            assert_eq!((o.events, o.reused_ids), (1, 1));
+            let (_, _, _, json) = stored(&wal).pop().unwrap();
+            assert!(json.contains("no longer in memory"), "{json}");
+        } else {
+            // Without kept keys the window is rebuilt from what the log holds: the retry is stored again,
+            // which is why the collector keeps released segments only when it keeps the keys.
+            assert_eq!((o.events, o.duplicates), (2, 0));
+        }
+    }
+}
+
+#[test]
+fn keys_lost_before_a_restart_are_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = event_list(&[
+        event("a", "ResponseComplete", "u"),
+        event("b", "ResponseComplete", "u"),
+    ]);
+    {
+        let (_, p) = open_releasing(dir.path(), true);
+        assert_eq!(
+            p.ingest_body(first.as_bytes(), "webhook", 1)
+                .unwrap()
+                .events,
+            2
+        );
+    }
+    // A crash between the append and the keys' write: the records are in the log, their keys are not.
+    std::fs::remove_dir_all(dir.path().join("dedup")).unwrap();
+    {
+        let (wal, p) = open_releasing(dir.path(), true);
+        assert!(stored(&wal).iter().any(|(id, ..)| id == "a"));
+        // The restart wrote the rebuilt window as keys: releasing the log now loses nothing.
+        store_and_release(
+            &p,
+            &wal,
+            &event_list(&[
+                event("c", "ResponseComplete", "u"),
+                event("d", "ResponseComplete", "u"),
+            ]),
+        );
+    }
+    let (wal, p) = open_releasing(dir.path(), true);
+    assert!(!stored(&wal).iter().any(|(id, ..)| id == "a"));
+    let o = p.ingest_body(first.as_bytes(), "webhook", 5).unwrap();
+    assert_eq!((o.events, o.duplicates), (0, 2));
+}
+
 #[test]
 fn secrets_are_redacted_before_the_log() {
     let f = fixture(PipelineConfig::default(), WalOptions::default());

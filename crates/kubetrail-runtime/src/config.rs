@@ -115,6 +115,22 @@ pub struct WalConfig {
     pub budget_gb: Option<f64>,
 }
 
+impl WalConfig {
+    /// The log's options with these settings applied to the defaults.
+    pub fn options(cfg: Option<&WalConfig>) -> kubetrail_store::WalOptions {
+        let mut opts = kubetrail_store::WalOptions::default();
+        if let Some(w) = cfg {
+            if let Some(mb) = w.segment_mb {
+                opts.segment_bytes = mb << 20;
+            }
+            if let Some(gb) = w.budget_gb {
+                opts.budget_bytes = (gb * (1u64 << 30) as f64) as u64;
+            }
+        }
+        opts
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {

@@ -81,6 +81,11 @@ pub fn ensure(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the ingest pipeline keeps its dedup window's keys (see `kubetrail_pipeline::keys`).
+pub fn dedup_keys(dir: &Path) -> PathBuf {
+    dir.join("dedup")
+}
+
 /// The installation's redactor: its key (`redaction.key`, 32 random bytes, mode 0600, created on first use;
 /// the same key gives the same fingerprints, so an investigator can tell a value changed across a year of
 /// data) and the config's additions to the secret-like patterns.

@@ -118,17 +118,7 @@ fn import_of_every_shape_then_again_then_a_missing_file() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let thousands = |n: usize| {
-        let s = n.to_string();
-        let mut o = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i).is_multiple_of(3) {
-                o.push(',');
-            }
-            o.push(c);
-        }
-        o
-    };
+    let thousands = grouped;
     for want in [
         format!("read {} events", thousands(records)),
         format!("{} stored", thousands(expected_stored)),
@@ -236,4 +226,87 @@ fn import_of_every_shape_then_again_then_a_missing_file() {
         "the missing file is named:\n{stderr}"
     );
     assert_eq!(stored(&data).len(), expected_stored);
+}
+
+/// Segments of the log in `data`.
+fn segments(data: &Path) -> usize {
+    std::fs::read_dir(data.join("wal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count()
+}
+
+/// Once converted and checkpointed, the import's log is released (as `serve` releases it), `verify` still
+/// passes, and importing the same file again stores nothing twice: the dedup window's keys outlive the log.
+#[test]
+fn an_import_releases_its_log_and_the_same_file_again_stores_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let file = dir.join("audit.log");
+    let generated = kubetrail()
+        .args(["gen", "--count", "3000", "--seed", "7", "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let distinct: HashSet<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| key(&serde_json::from_str(l).unwrap()))
+        .collect();
+    // Segments of 1 MiB: ~4 MB of events seal several.
+    let config = dir.join("kubetrail.yaml");
+    std::fs::write(&config, "wal:\n  segment_mb: 1\n").unwrap();
+    let import = || {
+        let out = kubetrail()
+            .args(["import", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let first = import();
+    let want = format!(": {} stored", grouped(distinct.len()));
+    assert!(first.contains(&want), "`{want}` not in:\n{first}");
+    assert_eq!(segments(&data), 1, "only the active segment is left");
+    assert!(
+        stored(&data).len() < distinct.len() / 3,
+        "the log's copy is released"
+    );
+    let verify = kubetrail()
+        .args(["verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{verify:?}");
+
+    let again = import();
+    assert!(again.contains(": 0 stored (0 B)"), "{again}");
+    let want = format!("{} already stored", grouped(distinct.len()));
+    assert!(again.contains(&want), "`{want}` not in:\n{again}");
+}
+
+/// `n` with thousands separators, as the import prints it.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

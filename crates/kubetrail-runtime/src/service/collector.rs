@@ -89,7 +89,7 @@ impl Settings {
         server.identities = cfg.identities()?;
         server.server_names = cfg.server_names.clone();
         server.metrics_public = cfg.metrics.as_ref().is_some_and(|m| m.public);
-        let mut wal_opts = WalOptions::default();
+        let wal_opts = config::WalConfig::options(cfg.wal.as_ref());
         let mut pipe_cfg = PipelineConfig {
             cluster: args
                 .cluster
@@ -103,14 +103,6 @@ impl Settings {
                 .transpose()?,
             ..PipelineConfig::default()
         };
-        if let Some(w) = &cfg.wal {
-            if let Some(mb) = w.segment_mb {
-                wal_opts.segment_bytes = mb << 20;
-            }
-            if let Some(gb) = w.budget_gb {
-                wal_opts.budget_bytes = (gb * (1u64 << 30) as f64) as u64;
-            }
-        }
         if let Some(l) = &cfg.limits {
             if let Some(mb) = l.max_body_mb {
                 server.max_body_bytes = mb << 20;
@@ -265,7 +257,10 @@ pub fn run(
     let pipeline = Arc::new(Pipeline::new(
         wal,
         crate::data::redactor(&dir, &redaction)?,
-        pipe_cfg,
+        PipelineConfig {
+            dedup_keys: Some(crate::data::dedup_keys(&dir)),
+            ..pipe_cfg
+        },
     )?);
 
     let metrics = ServiceMetrics::default();
@@ -315,6 +310,9 @@ pub fn run(
     // The log becomes Parquet within seconds, checkpoints are signed every few minutes and at shutdown.
     let mut store = crate::service::housekeeping::Store::open(&dir, pipeline.wal().clone())?;
     store.report_to(&metrics.store);
+    if let Some(keys) = pipeline.dedup_keys() {
+        store.release_as_converted(keys.clone());
+    }
 
     // Every stored event goes through detection, from the log, within a second of its acknowledgement.
     let sources = crate::alerting::rules::Sources {

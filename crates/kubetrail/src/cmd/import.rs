@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use clap::Args;
 use kubetrail_pipeline::{Batch, BatchOutcome, Pipeline, PipelineConfig};
-use kubetrail_store::WalOptions;
 
 use crate::Outcome;
 use crate::report::{bytes, thousands};
@@ -57,10 +56,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
         .or(cfg_file.filter_policy.as_deref())
         .map(kubetrail_runtime::config::load_filter)
         .transpose()?;
-    let wal = kubetrail_runtime::data::open_wal(&dir, WalOptions::default())?;
+    let wal = kubetrail_runtime::data::open_wal(
+        &dir,
+        kubetrail_runtime::config::WalConfig::options(cfg_file.wal.as_ref()),
+    )?;
     let cfg = PipelineConfig {
         cluster: args.cluster,
         filter,
+        dedup_keys: Some(kubetrail_runtime::data::dedup_keys(&dir)),
         ..PipelineConfig::default()
     };
     let pipeline = Pipeline::new(
@@ -75,10 +78,12 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     // previous batch (the committer); and converting whole chunks of the log into Parquet (the converter). On
     // two cores the import runs at the pace of its slowest part, not their sum.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
-    let store = std::sync::Mutex::new(kubetrail_runtime::service::housekeeping::Store::open(
-        &dir,
-        pipeline.wal().clone(),
-    )?);
+    let mut store =
+        kubetrail_runtime::service::housekeeping::Store::open(&dir, pipeline.wal().clone())?;
+    if let Some(keys) = pipeline.dedup_keys() {
+        store.release_as_converted(keys.clone());
+    }
+    let store = std::sync::Mutex::new(store);
     let reading = std::sync::atomic::AtomicBool::new(true);
     // Set when conversion failed: reading stops there rather than filling the log with what cannot be
     // converted (what is in the log stays; the error is reported).
@@ -172,6 +177,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     let converting = Instant::now();
     eprintln!("converting into Parquet, merging closed days and signing a checkpoint...");
     store.finish_compacted()?;
+    // Converted and checkpointed: the log's copy goes, as `serve` releases it (the dedup keys stay, so
+    // importing the same file again stores nothing twice).
+    store.release_all()?;
     eprintln!(
         "done in {:.1}s; data directory: {}",
         converting.elapsed().as_secs_f64(),
