@@ -7,6 +7,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// A replica name (from `from`: the config key, variable or flag that gave it) if it is 1 to 63 lowercase
+/// letters, digits, `-`, `_` or `.`, starting with a letter or digit (it becomes part of object keys).
+pub fn check_replica(name: &str, from: &str) -> anyhow::Result<String> {
+    let ok = name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if !ok {
+        bail!(
+            "{from}: `{}` must be 1 to 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+            name.escape_debug()
+        );
+    }
+    Ok(name.to_string())
+}
+
 /// The default listen address: loopback, for a local trial.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9443";
 
@@ -19,6 +39,10 @@ pub struct Config {
     pub data: Option<PathBuf>,
     /// The cluster name stamped on events whose source names none.
     pub cluster: Option<String>,
+    /// This collector's name among replicas that share one S3 archive (an HA pair, a StatefulSet): its
+    /// archive goes under `<prefix>replica=<name>/`, so replicas never write each other's objects or
+    /// manifest chain. `KUBETRAIL_REPLICA` overrides it (a StatefulSet sets it to the pod's name).
+    pub replica: Option<String>,
     /// Allow a non-loopback listener without TLS or authentication (never in production).
     #[serde(default)]
     pub insecure: bool,
@@ -225,6 +249,18 @@ impl Config {
     }
 
     /// Checks what can be checked before starting: files exist and are readable, the filter policy loads.
+    /// The replica name: `KUBETRAIL_REPLICA` if set and not empty, else the config's `replica`.
+    pub fn replica(&self) -> anyhow::Result<Option<String>> {
+        match std::env::var("KUBETRAIL_REPLICA") {
+            Ok(v) if !v.is_empty() => check_replica(&v, "KUBETRAIL_REPLICA").map(Some),
+            _ => self
+                .replica
+                .as_deref()
+                .map(|r| check_replica(r, "replica"))
+                .transpose(),
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         let readable = |what: &str, p: &Path| -> anyhow::Result<()> {
             std::fs::File::open(p)
@@ -252,7 +288,7 @@ impl Config {
             d.webhook()
                 .with_context(|| format!("alerts.destinations[{i}]"))?;
         }
-        crate::shipping::config::build_all(&self.sinks)?;
+        crate::shipping::config::build_all(&self.sinks, self.replica()?.as_deref())?;
         if let Some(d) = &self.detection {
             let sources = crate::alerting::rules::Sources {
                 builtin: d.builtin.unwrap_or(true),
@@ -587,6 +623,31 @@ mod tests {
         assert!(!fs_group_secret(0o450, 0, 65532, &ours), "group-executable");
         let own = own_groups();
         assert!(!own.is_empty(), "this process has an effective group");
+    }
+
+    /// A replica name becomes a folder of object keys: nothing that could climb out of it or hide.
+    #[test]
+    fn replica_names_are_plain() {
+        for ok in ["a", "kubetrail-0", "eu.west_1"] {
+            assert_eq!(check_replica(ok, "replica").unwrap(), ok);
+        }
+        for bad in [
+            "",
+            "..",
+            ".a",
+            "-a",
+            "A",
+            "a/b",
+            "a b",
+            "a\n",
+            &"x".repeat(64),
+        ] {
+            let e = check_replica(bad, "replica").unwrap_err().to_string();
+            assert!(
+                e.starts_with("replica: `") && e.contains("1 to 63"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -108,6 +108,12 @@ fn base_renders_validates_and_fits_together() {
     assert_eq!(csc["allowPrivilegeEscalation"], false);
     assert_eq!(csc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert!(c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object());
+    // Each replica archives under its own name (the pod's), so replicas never share a manifest chain.
+    assert_eq!(c["env"][0]["name"], "KUBETRAIL_REPLICA");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");

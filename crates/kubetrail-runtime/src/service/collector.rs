@@ -48,6 +48,8 @@ pub struct Settings {
     pub files: Vec<PathBuf>,
     pub detection: crate::alerting::rules::DetectionConfig,
     pub sinks: Vec<crate::shipping::config::SinkConfig>,
+    /// This collector's name among replicas sharing an archive ([`Config::replica`]).
+    pub replica: Option<String>,
     pub destinations: Vec<crate::alerting::outbox::Webhook>,
     pub redaction: kubetrail_policy::RedactionConfig,
     /// The console's address as analysts reach it, for links in alerts.
@@ -203,6 +205,7 @@ impl Settings {
             pipeline: pipe_cfg,
             files,
             detection,
+            replica: cfg.replica()?,
             sinks: cfg.sinks,
             destinations: webhooks,
             redaction: cfg.redaction,
@@ -227,6 +230,7 @@ pub fn run(
         files,
         detection,
         sinks,
+        replica,
         destinations: webhooks,
         redaction,
         console_url,
@@ -329,7 +333,7 @@ pub fn run(
     .max_suppression_days(max_suppression_days)
     .report_to(pipeline.metrics());
     store.hold_for(detector.position());
-    let sinks = crate::shipping::config::build_all(&sinks)?;
+    let sinks = crate::shipping::config::build_all(&sinks, replica.as_deref())?;
     for s in &sinks {
         say(&format!(
             "shipping to {} `{}` (batches of up to {} events, flushed within {:?})",

@@ -386,13 +386,37 @@ impl Archive {
         Ok(())
     }
 
-    /// Checks the bucket has Object Lock (an error names what is wrong).
+    /// Checks the bucket has Object Lock and that the prefix is this collector's: a first manifest signed
+    /// by another key means another collector (a second replica without its own `replica:` name) writes
+    /// there, and sharing would mix two manifest chains and overwrite each other's objects (an error names
+    /// what is wrong).
     pub async fn prepare(&self) -> Result<(), String> {
-        self.s3
-            .prepare()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.s3.prepare().await.map_err(|e| e.to_string())?;
+        let ours = {
+            let g = self.ledger.lock().expect("not poisoned");
+            match g.as_ref() {
+                Some(l) => l.signer.public_key().key_id(),
+                None => return Ok(()),
+            }
+        };
+        let first = manifest_key(&self.prefix, 0);
+        let body = match self.s3.get_object(&first, None).await {
+            Ok(b) => b,
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(()),
+            Err(e) => return Err(format!("manifest `{first}`: {e}")),
+        };
+        let theirs = serde_json::from_slice::<Signed>(&body)
+            .map(|s| s.key_id)
+            .unwrap_or_else(|_| "(not a signed manifest)".into());
+        if theirs != ours {
+            return Err(format!(
+                "`{}` holds another collector's archive (its manifest `{first}` is signed by key {theirs}, this \
+                 collector's key is {ours}): give each replica its own `replica:` name (or KUBETRAIL_REPLICA), or \
+                 its own prefix; nothing was written",
+                self.prefix
+            ));
+        }
+        Ok(())
     }
 
     /// The object key of records of `cluster` received in the hour of `received_us`, first..=last.

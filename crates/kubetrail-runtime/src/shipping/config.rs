@@ -489,10 +489,15 @@ impl SinkConfig {
 }
 
 /// Every sink, with unique, file-safe names.
-pub fn build_all(configs: &[SinkConfig]) -> anyhow::Result<Vec<Sink>> {
+/// Builds every configured sink; `replica` (this collector's name among replicas sharing an archive) puts
+/// each S3 archive under `<prefix>replica=<name>/`.
+pub fn build_all(configs: &[SinkConfig], replica: Option<&str>) -> anyhow::Result<Vec<Sink>> {
     let mut out: Vec<Sink> = Vec::new();
     for c in configs {
-        let s = c.build()?;
+        let mut s = c.build()?;
+        if let (Some(r), Target::Archive(a)) = (replica, &mut s.target) {
+            a.prefix = format!("{}replica={r}/", a.prefix);
+        }
         let ok = !s.name.is_empty()
             && s.name.len() <= 60
             && s.name
@@ -522,7 +527,7 @@ mod tests {
     fn parse(yaml: &str) -> anyhow::Result<Vec<Sink>> {
         let cfg: Vec<SinkConfig> =
             serde_saphyr::from_str(yaml).map_err(|e| anyhow::anyhow!("{e}"))?;
-        build_all(&cfg)
+        build_all(&cfg, None)
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct VerifyArgs {
     /// Also download every object and check its bytes and event count (slower).
     #[arg(long)]
     pub deep: bool,
+    /// The replica whose archive to verify (under `<prefix>replica=NAME/`); default: the config's
+    /// `replica`, or KUBETRAIL_REPLICA.
+    #[arg(long, value_name = "NAME")]
+    pub replica: Option<String>,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -186,7 +190,11 @@ pub fn run(cmd: SinksCommand) -> anyhow::Result<Outcome> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<Outcome> {
     let cfg = kubetrail_runtime::config::Config::load(&a.config)?;
-    let sinks = kubetrail_runtime::shipping::config::build_all(&cfg.sinks)?;
+    let replica = match &a.replica {
+        Some(r) => Some(kubetrail_runtime::config::check_replica(r, "--replica")?),
+        None => cfg.replica()?,
+    };
+    let sinks = kubetrail_runtime::shipping::config::build_all(&cfg.sinks, replica.as_deref())?;
     let archives: Vec<&kubetrail_runtime::shipping::worker::Sink> = sinks
         .iter()
         .filter(|s| {

@@ -3,6 +3,8 @@
 //! them.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::net::TcpStream;

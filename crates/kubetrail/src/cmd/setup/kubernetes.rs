@@ -403,6 +403,12 @@ metadata:
         - name: kubetrail
           image: {image}
           args: [serve, --config, {CONFIG_DIR}/kubetrail.yaml]
+          env:
+            # Each replica's S3 archive under its own `replica=<pod>/`: replicas never share a manifest chain.
+            - name: KUBETRAIL_REPLICA
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
           ports:
             - name: https
               containerPort: {CONTAINER_PORT}

@@ -1,0 +1,153 @@
+//! Real services the end-to-end tests start on loopback (Debian's clickhouse-server, moto's S3), and what they
+//! share: a guard that kills a child when the test ends, polling until a condition holds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// A child process killed when the test ends, passed or failed (a failed assertion leaves no server behind).
+pub struct Guard(pub Child);
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn need(binary: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .chain([PathBuf::from("/usr/sbin")])
+                .map(|p| p.join(binary))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("`{binary}` is missing: install {package} (scripts/test does)"))
+}
+
+/// Polls `f` every 50 ms until it holds; panics with `what` after `secs`.
+pub fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Debian's clickhouse-server on 127.0.0.1:`port` over `dir` (restartable on the same data).
+pub fn clickhouse(dir: &Path, port: u16) -> Guard {
+    let bin = need("clickhouse-server", "clickhouse-server");
+    for sub in ["data", "tmp", "uf", "fs"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let ok = Command::new("chown")
+        .args(["-R", "clickhouse:clickhouse"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "chown for ClickHouse failed (run as root)");
+    let p = |s: &str| dir.join(s).display().to_string();
+    let child = Command::new("setpriv")
+        .args(["--reuid=clickhouse", "--regid=clickhouse", "--init-groups"])
+        .arg(bin)
+        .args([
+            "--config-file=/etc/clickhouse-server/config.xml".to_string(),
+            "--".into(),
+            format!("--path={}/", p("data")),
+            format!("--tmp_path={}/", p("tmp")),
+            format!("--user_files_path={}/", p("uf")),
+            format!("--format_schema_path={}/", p("fs")),
+            format!("--logger.log={}", p("s.log")),
+            format!("--logger.errorlog={}", p("e.log")),
+            "--logger.console=0".into(),
+            "--listen_host=127.0.0.1".into(),
+            format!("--http_port={port}"),
+            format!("--tcp_port={}", free_port()),
+            format!("--interserver_http_port={}", free_port()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Guard(child);
+    until(60, "clickhouse-server answers /ping", || {
+        ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1")
+    });
+    child
+}
+
+/// A ClickHouse query over HTTP: the body, or `None` when it did not answer 200.
+pub fn ch(port: u16, sql: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-f", "--data-binary", sql])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn count(port: u16, sql: &str) -> Option<u64> {
+    ch(port, sql).and_then(|s| s.trim().parse().ok())
+}
+
+/// The keys under `prefix` in the test bucket (ListObjectsV2 through curl, unsigned: moto allows it).
+pub fn list_keys(s3_port: u16, prefix: &str) -> Vec<String> {
+    let out = Command::new("curl")
+        .args(["-sS"])
+        .arg(format!(
+            "http://127.0.0.1:{s3_port}/audit-archive?list-type=2&prefix={prefix}"
+        ))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("<ListBucketResult"),
+        "not a bucket listing: {listing}"
+    );
+    listing
+        .split("<Key>")
+        .skip(1)
+        .map(|s| s.split("</Key>").next().unwrap().to_string())
+        .collect()
+}
+
+/// `moto_server` on 127.0.0.1 (S3 with versioning and Object Lock enforced).
+pub fn moto(dir: &Path) -> (Guard, u16) {
+    let bin = need("moto_server", "pip install 'moto[server]'");
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("moto.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("moto.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Guard(child);
+    until(60, "moto_server answers", || {
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port}/moto-api/"))
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    (child, port)
+}
