@@ -155,7 +155,13 @@ pub fn run(args: KubernetesArgs) -> anyhow::Result<Outcome> {
         "webhook-kubeconfig.yaml",
         "audit-policy.yaml",
     ];
-    let all: Vec<&str> = files.iter().map(|f| f.0).chain(fixed).collect();
+    let monitor_ca = b.service_monitor.then_some("servicemonitor-ca.yaml");
+    let all: Vec<&str> = files
+        .iter()
+        .map(|f| f.0)
+        .chain(fixed)
+        .chain(monitor_ca)
+        .collect();
     let dir = prepare_out(
         &args.out,
         &all,
@@ -200,6 +206,13 @@ pub fn run(args: KubernetesArgs) -> anyhow::Result<Outcome> {
             contents: generate(&GenerateOptions::default()),
         },
     ]);
+    if let Some(name) = monitor_ca {
+        out.push(OutFile {
+            name,
+            private: false,
+            contents: ca_config_map(&b, &pki.ca_cert),
+        });
+    }
     write_files(&dir, &out)?;
     print!(
         "\
@@ -293,25 +306,11 @@ resources:
         ns = b.ns
     );
     if b.service_monitor {
-        s.push_str("  - servicemonitor.yaml\n");
+        // The CA under a fixed name (the ServiceMonitor's): a plain resource, not a generator with
+        // per-generator options, which older kustomize (kubectl before 1.21) does not know.
+        s.push_str("  - servicemonitor.yaml\n  - servicemonitor-ca.yaml\n");
     }
-    if b.service_monitor {
-        let _ = write!(
-            s,
-            "\
-# The CA that Prometheus checks kubetrail's certificate with, under a fixed name (the ServiceMonitor's).
-configMapGenerator:
-  - name: {svc}-ca
-    options:
-      disableNameSuffixHash: true
-    files:
-      - ca.crt
-",
-            svc = b.svc
-        );
-    } else {
-        s.push_str("configMapGenerator:\n");
-    }
+    s.push_str("configMapGenerator:\n");
     let _ = write!(
         s,
         "\
@@ -577,6 +576,25 @@ metadata:
         svc = b.svc,
         labels4 = labels(b, 4),
         labels6 = labels(b, 6),
+    )
+}
+
+/// The CA that Prometheus checks kubetrail's certificate with, as the ConfigMap the ServiceMonitor names.
+fn ca_config_map(b: &Base, ca_pem: &str) -> String {
+    let pem: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "\
+# The CA that Prometheus checks kubetrail's certificate with (the ServiceMonitor's tlsConfig.ca).
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {svc}-ca
+  labels:
+{labels4}data:
+  ca.crt: |
+{pem}",
+        svc = b.svc,
+        labels4 = labels(b, 4),
     )
 }
 
