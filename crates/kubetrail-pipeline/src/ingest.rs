@@ -188,12 +188,13 @@ impl Pipeline {
         let digester = Digester::new(redactor.derive_key(b"kubetrail/dedup/v1"));
         let mut window = Window::new(cfg.dedup_window);
         let from = wal.next_seq().saturating_sub(cfg.dedup_window as u64);
-        let keys_err = |path: &std::path::Path, source| WalError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        // Kept keys that cannot be read or written leave the collector running on the log alone (as without
+        // them): converted segments are then released only when the log fills.
         let kept = match &cfg.dedup_keys {
-            Some(dir) => keys::read(dir).map_err(|e| keys_err(dir, e))?,
+            Some(dir) => keys::read(dir).unwrap_or_else(|e| {
+                tracing::error!(error = %e, dir = %dir.display(), "cannot read the dedup keys: the window is rebuilt from the log alone");
+                Vec::new()
+            }),
             None => Vec::new(),
         };
         let mut inserted = Vec::new();
@@ -228,13 +229,12 @@ impl Pipeline {
                 inserted.push(k);
             }
         }
-        let keys = match &cfg.dedup_keys {
-            Some(dir) => Some(Arc::new(
-                KeyJournal::start(dir, wal.clone(), cfg.dedup_window, &inserted)
-                    .map_err(|e| keys_err(dir, e))?,
-            )),
-            None => None,
-        };
+        let keys = cfg.dedup_keys.as_ref().and_then(|dir| {
+            KeyJournal::start(dir, wal.clone(), cfg.dedup_window, &inserted)
+                .inspect_err(|e| tracing::error!(error = %e, dir = %dir.display(), "cannot write the dedup keys: converted log segments are kept until the log fills"))
+                .ok()
+                .map(Arc::new)
+        });
         let metrics = Metrics::default();
         let usage = wal.usage();
         metrics.wal_bytes.set(usage.bytes as i64);

@@ -6,10 +6,11 @@
 //!
 //! `DATA/dedup/<generation:020>.keys`: 24-byte entries, each the little-endian `seq`, full key and identity
 //! key of one stored record (see [`dedup`](crate::dedup)); nothing else, so a torn last entry (a crash in
-//! mid-write) is simply ignored. Entries are written after their records are durable, in any order (concurrent
-//! commits), never for a record that was not stored. A file holds at most the window's capacity of entries;
-//! the previous file is kept beside the current one, so the two cover the window. On open the window is
-//! rebuilt and written to a new generation, and older files are deleted.
+//! mid-write) is simply ignored, and a failed write is cut back to the last whole entry. Entries are written
+//! after their records are durable, in any order (concurrent commits), never for a record that was not
+//! stored. A file takes new entries until it holds the window's capacity (so it may end one batch over); it
+//! is synced before the next one starts, and kept beside it, so the two cover the window. On open the window
+//! is rebuilt and written to a new generation, and older files are deleted.
 //!
 //! # Releasing
 //!
@@ -70,8 +71,10 @@ struct State {
     entries: usize,
     /// A new file was created since the last sync: the directory must be synced too.
     created: bool,
-    /// The first write error since the last sync: entries may be missing, so nothing may be released on
-    /// their strength until a new generation is written.
+    /// Bytes of whole entries in `file`: a failed write is cut back to them.
+    bytes: u64,
+    /// The first write error: entries may be missing, so nothing is released on their strength until the
+    /// next start writes a new generation.
     failed: Option<String>,
 }
 
@@ -159,6 +162,7 @@ impl KeyJournal {
                 file,
                 generation,
                 entries: window.len(),
+                bytes: buf.len() as u64,
                 created: false,
                 failed: None,
             }),
@@ -184,18 +188,22 @@ impl KeyJournal {
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = self.write(&mut st, &buf, keys.len()) {
-            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot write the dedup keys: log segments are kept until they are");
+            // A part of the batch may be on disk: cut it, so the entries after it stay aligned.
+            let _ = st.file.set_len(st.bytes);
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot write the dedup keys: converted log segments are kept (until the log fills) until the next start");
             st.failed.get_or_insert(e.to_string());
         }
     }
 
     fn write(&self, st: &mut State, buf: &[u8], n: usize) -> io::Result<()> {
         if st.entries >= self.capacity {
-            // The previous generation stays: with this one it covers the window.
+            // The previous generation stays, synced: with this one it covers the window.
+            st.file.sync_data()?;
             let next = create(&self.dir, st.generation + 1)?;
             st.file = next;
             st.generation += 1;
             st.entries = 0;
+            st.bytes = 0;
             st.created = true;
             if let Some(old) = st.generation.checked_sub(2) {
                 for (g, path) in generations(&self.dir)? {
@@ -207,6 +215,7 @@ impl KeyJournal {
         }
         st.file.write_all(buf)?;
         st.entries += n;
+        st.bytes += buf.len() as u64;
         Ok(())
     }
 
@@ -290,9 +299,16 @@ mod tests {
             seqs
         };
         assert_eq!(j.sync().unwrap(), seqs.end);
-        // A write that failed makes sync refuse until a new generation is started.
-        j.state.lock().unwrap().failed = Some("disk full".into());
+        // A write that fails (here: a handle that cannot write) makes sync refuse until the next start
+        // writes a new generation; what was written stays whole entries.
+        let path = {
+            let st = j.state.lock().unwrap();
+            tmp.path().join("dedup").join(file_name(st.generation))
+        };
+        j.state.lock().unwrap().file = File::open(&path).unwrap();
+        j.record(seqs.end, &[(3, 3)]);
         let e = j.sync().unwrap_err().to_string();
-        assert!(e.contains("incomplete") && e.contains("disk full"), "{e}");
+        assert!(e.contains("incomplete"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * ENTRY as u64);
     }
 }

@@ -23,7 +23,9 @@ pub use generate::{GenerateOptions, generate};
 pub use lint::{Finding, lint};
 pub use load::{API_VERSION, Loaded, load};
 pub use policy::{Decision, GroupResources, Policy, Rule, StageSet};
-pub use redact::{Redacted, RedactionConfig, RedactionCounts, RedactionKey, Redactor};
+pub use redact::{
+    Redacted, RedactionConfig, RedactionCounts, RedactionKey, Redactor, keyless_digest,
+};
 pub use simulate::{
     Comparison, EventRow, Grain, LevelChange, MAX_GROUPS, NOISY_SHARE, NoisyGroup, Report,
     RuleTarget, RuleVolume, RuleWho, Simulator, none_rule,

@@ -2452,6 +2452,37 @@ fn percent_decode_mapped(s: &str) -> (Vec<u8>, Vec<usize>) {
     (out, offsets)
 }
 
+/// A digest of redacted event text that every installation computes alike: the SHA-256 of the text with
+/// each marker's keyed fingerprint left out (its length stays), first 8 bytes. Two collectors that stored the
+/// same event under their own redaction keys agree on it; two different requests do not (their timestamps
+/// alone, set by kube-apiserver to the microsecond, differ). The shipping id is made of it.
+pub fn keyless_digest(text: &str) -> u64 {
+    use sha2::Digest as _;
+    let bytes = text.as_bytes();
+    let mut h = Sha256::new();
+    let mut from = 0;
+    let mut at = 0;
+    while let Some(i) = find_bytes(bytes, MARKER_PREFIX.as_bytes(), at) {
+        // `kubetrail-redacted:len=<digits>:hmac=` then 22 fingerprint characters.
+        let digits = bytes[i + MARKER_PREFIX.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let hmac = i + MARKER_PREFIX.len() + digits;
+        let end = hmac + 6 + 22;
+        if digits > 0 && end <= bytes.len() && is_marker_bytes(&bytes[i..end]) {
+            h.update(&bytes[from..hmac + 6]);
+            from = end;
+            at = end;
+        } else {
+            at = i + 1;
+        }
+    }
+    h.update(&bytes[from..]);
+    let d = h.finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
 /// Exactly the shape `marker` makes: `kubetrail-redacted:len=<digits>:hmac=<22 base64url chars>`.
 fn is_marker(s: &str) -> bool {
     is_marker_bytes(s.as_bytes())
@@ -2487,6 +2518,39 @@ mod tests {
         let (decoded, offsets) = percent_decode_mapped("-p%53x+y");
         assert_eq!(decoded, b"-pSx y");
         assert_eq!(offsets, [0, 1, 2, 5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn keyless_digests_agree_across_keys_and_tell_events_apart() {
+        let event = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"a","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets","verb":"create","user":{"username":"u"},"objectRef":{"resource":"secrets","namespace":"prod","name":"db","apiVersion":"v1"},"requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","requestObject":{"kind":"Secret","data":{"password":"aHVudGVyMg=="}}}"#;
+        let redact = |key: u8, text: &str| {
+            let r = Redactor::new(RedactionKey::from_bytes([key; 32]));
+            let e = Event::parse(text).unwrap();
+            r.redact(&e, text).0.as_str().to_string()
+        };
+        let (a, b) = (redact(1, event), redact(2, event));
+        assert_ne!(a, b, "the fingerprints differ by key");
+        assert_eq!(keyless_digest(&a), keyless_digest(&b));
+        // Another request with the same auditID: a microsecond later, or another value.
+        let later = event.replace(".000001Z", ".000002Z");
+        assert_ne!(keyless_digest(&redact(1, &later)), keyless_digest(&a));
+        let other = event.replace("aHVudGVyMg==", "aHVudGVyMw==");
+        assert_eq!(
+            keyless_digest(&redact(1, &other)),
+            keyless_digest(&a),
+            "the same length of secret: only the fingerprint told them apart"
+        );
+        let longer = event.replace("aHVudGVyMg==", "bG9uZ2VyLXNlY3JldA==");
+        assert_ne!(keyless_digest(&redact(1, &longer)), keyless_digest(&a));
+        // Markers' fingerprints are left out; text that only looks like a marker is hashed whole.
+        assert_eq!(
+            keyless_digest("x kubetrail-redacted:len=1:hmac=AAAAAAAAAAAAAAAAAAAAAA y"),
+            keyless_digest("x kubetrail-redacted:len=1:hmac=BBBBBBBBBBBBBBBBBBBBBB y"),
+        );
+        assert_ne!(
+            keyless_digest("kubetrail-redacted:len=1:hmac=AAAAAAAAAAAAAAAAAAAAA!"),
+            keyless_digest("kubetrail-redacted:len=1:hmac=BBBBBBBBBBBBBBBBBBBBB!"),
+        );
     }
 
     #[test]

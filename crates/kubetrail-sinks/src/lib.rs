@@ -43,7 +43,8 @@ pub mod tls;
 /// One event to ship: the redacted audit event JSON and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
-    /// Deterministic across re-sends: `<auditID>-<stage>`. Targets that can deduplicate do it on this.
+    /// Deterministic across re-sends and replicas: `<auditID>-<stage>-<content digest>` (the runtime makes
+    /// it). Targets that can deduplicate do it on this.
     pub id: &'a str,
     /// The cluster the event came from.
     pub cluster: &'a str,

@@ -108,20 +108,13 @@ impl EventRecord<'_> {
         1 + 8 + fields - variant + self.event.len()
     }
 
-    /// The record's id, unique in the store and the same for every retry of the same event:
-    /// `<auditID>-<stage>`, then `-<variant>` for a request that reused another's auditID. Sinks use it as
-    /// the document or row id, so a retried batch is merged while a reused auditID never is.
-    pub fn id(&self) -> String {
-        let mut id =
-            String::with_capacity(self.audit_id.len() + self.stage.len() + 2 + self.variant.len());
-        id.push_str(&self.audit_id);
-        id.push('-');
-        id.push_str(&self.stage);
-        if !self.variant.is_empty() {
-            id.push('-');
-            id.push_str(&self.variant);
-        }
-        id
+    /// The record's shipping id: `<auditID>-<stage>-<content>`, `content` being 16 hex digits of a digest
+    /// of the stored event that every installation computes alike (`kubetrail_policy::keyless_digest`).
+    /// Sinks use it as the document or row id: a retried batch, or the copy of an event that two replicas
+    /// both stored, merges; a request that reused another's auditID never does, even when another replica
+    /// stored the first one.
+    pub fn id(&self, content: u64) -> String {
+        format!("{}-{}-{content:016x}", self.audit_id, self.stage)
     }
 
     /// Reads a record, borrowing its strings from `bytes`.
@@ -268,8 +261,8 @@ mod tests {
         assert_eq!(buf2[0], RECORD_VERSION_VARIANT);
         assert_eq!(buf2.len(), reused.encoded_len());
         assert_eq!(EventRecord::decode(&buf2).unwrap(), reused);
-        assert_eq!(first.id(), "x-ResponseComplete");
-        assert_eq!(reused.id(), "x-ResponseComplete-00ff00ff00ff00ff");
+        assert_eq!(first.id(0xab), "x-ResponseComplete-00000000000000ab");
+        assert_eq!(reused.id(1), "x-ResponseComplete-0000000000000001");
     }
 
     #[test]

@@ -817,6 +817,27 @@ impl Wal {
         })
     }
 
+    /// The persisted cursors (readers' positions, also of readers that are not running now, such as
+    /// `serve`'s detection and sinks while an import runs), by name.
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>, WalError> {
+        let dir = self.dir.join("cursors");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.file_type().map_err(io_err(&path))?.is_file() {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let position =
+                decode_cursor(&bytes).ok_or_else(|| corrupt(&path, 0, "not a cursor file"))?;
+            out.push((name, position));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes the segments whose records all come before `seq` (pass the lowest position of all cursors) and
     /// returns the bytes freed. When that covers the active segment, a new empty one replaces it; when that
     /// new segment cannot be created (a full disk), the older segments are still deleted, and the failure is

@@ -298,9 +298,21 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
             v["stage"].as_str().unwrap()
         ));
     }
+    // An attacker's two requests under one chosen Audit-ID, the same identity and second, each stored by
+    // another replica (so neither replica sees a reuse): a secret read behind a harmless read.
+    let request = |uri: &str, micros: &str| {
+        format!(
+            r#"{{"level":"Metadata","auditID":"chosen-1","stage":"ResponseComplete","requestURI":"{uri}","verb":"get","user":{{"username":"mallory@corp.example"}},"sourceIPs":["203.0.113.9"],"responseStatus":{{"code":200}},"requestReceivedTimestamp":"2026-11-25T02:00:00.{micros}Z","stageTimestamp":"2026-11-25T02:00:00.{micros}Z"}}"#
+        )
+    };
+    let harmless = request("/api/v1/namespaces/default/configmaps/app", "100001");
+    let secret = request("/api/v1/namespaces/prod/secrets/db", "100002");
+    assert!(send(port_a, &event_list(&[&harmless])) && send(port_b, &event_list(&[&secret])));
+    expected.insert("chosen-1-ResponseComplete".into());
 
-    // ClickHouse: every acknowledged event, once (the table collapses the copies both replicas shipped).
-    let n = expected.len() as u64;
+    // ClickHouse: every acknowledged event, once (the table collapses the copies both replicas shipped),
+    // and both of the requests that shared an auditID.
+    let n = expected.len() as u64 + 1;
     until(90, "every acknowledged event in ClickHouse", || {
         count(ch_port, "SELECT count() FROM kubetrail.audit_events FINAL") == Some(n)
     });
@@ -308,15 +320,29 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
         count(ch_port, "SELECT uniqExact(id) FROM kubetrail.audit_events"),
         Some(n)
     );
-    let ids: HashSet<String> = ch(
+    let keys: HashSet<String> = ch(
         ch_port,
-        "SELECT id FROM kubetrail.audit_events FINAL FORMAT TabSeparated",
+        "SELECT concat(audit_id, '-', stage) FROM kubetrail.audit_events FINAL FORMAT TabSeparated",
     )
     .unwrap()
     .lines()
     .map(str::to_string)
     .collect();
-    assert_eq!(ids, expected, "exactly the acknowledged events");
+    assert_eq!(keys, expected, "exactly the acknowledged events");
+    let uris = ch(
+        ch_port,
+        "SELECT request_uri FROM kubetrail.audit_events FINAL WHERE audit_id = 'chosen-1' \
+         ORDER BY request_uri FORMAT TabSeparated",
+    )
+    .unwrap();
+    assert_eq!(
+        uris.lines().collect::<Vec<_>>(),
+        [
+            "/api/v1/namespaces/default/configmaps/app",
+            "/api/v1/namespaces/prod/secrets/db"
+        ],
+        "the secret read is not hidden behind the other request"
+    );
     // The archive: each replica under its own `replica=` folder, nothing anywhere else; each one's manifest
     // chain verifies on its own.
     until(
@@ -416,7 +442,7 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
         sink_status(&data_c, "archive").is_some_and(|s| {
             s["last_error"]
                 .as_str()
-                .is_some_and(|e| e.contains("another collector's archive") && e.contains("replica"))
+                .is_some_and(|e| e.contains("signed by another key") && e.contains("replica"))
         })
     });
     assert_eq!(list_keys(s3_port, "k8s/replica=a/"), before);

@@ -296,6 +296,47 @@ fn an_import_releases_its_log_and_the_same_file_again_stores_nothing() {
     assert!(again.contains(": 0 stored (0 B)"), "{again}");
     let want = format!("{} already stored", grouped(distinct.len()));
     assert!(again.contains(&want), "`{want}` not in:\n{again}");
+
+    // Imports append batches of 4 MiB, one segment each at most: 12,000 events are several. A later import
+    // into the same directory is released the same way.
+    let import_more = |seed: &str| {
+        let more = dir.join(format!("more-{seed}.log"));
+        let generated = kubetrail()
+            .args(["gen", "--count", "12000", "--seed", seed, "--output"])
+            .arg(&more)
+            .output()
+            .unwrap();
+        assert!(generated.status.success());
+        let out = kubetrail()
+            .args(["import", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(&data)
+            .arg(&more)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    };
+    import_more("8");
+    assert_eq!(segments(&data), 1, "a second import is released too");
+
+    // A data directory `serve` also uses: its readers' persisted positions (here a sink's, not yet past the
+    // new import) keep what they have not read.
+    let held = {
+        let (wal, _) = Wal::open(&data.join("wal"), WalOptions::default()).unwrap();
+        let mut cursor = wal.cursor("sink-siem").unwrap();
+        let next = wal.next_seq();
+        cursor.commit(next).unwrap();
+        next
+    };
+    import_more("9");
+    assert!(segments(&data) > 1, "the sink's share is kept");
+    let (wal, _) = Wal::open(&data.join("wal"), WalOptions::default()).unwrap();
+    let first = wal.read_from(0).unwrap().next().unwrap().unwrap().0;
+    assert!(
+        first <= held,
+        "records from {held} on are kept, the log starts at {first}"
+    );
 }
 
 /// `n` with thousands separators, as the import prints it.

@@ -25,10 +25,21 @@ const CHECKPOINT_RETRY: Duration = Duration::from_secs(60);
 const RELEASE_AT_SHARE: f64 = 0.5;
 
 /// With the dedup keys kept beside the log, converted segments are released as they pile up: once this many
-/// can go, or [`RELEASE_EVERY`] after the last release. Each release is a signed checkpoint, hence not every
-/// tick.
-const RELEASE_SEGMENTS: usize = 8;
-const RELEASE_EVERY: Duration = Duration::from_secs(60);
+/// can go (1 GiB of default segments), or with the periodic checkpoint. Each release is a signed checkpoint,
+/// so not every tick: at kube-apiserver's ceiling (~4,000 events/s) that is one every few minutes.
+const RELEASE_SEGMENTS: usize = 16;
+const RELEASE_EVERY: Duration = CHECKPOINT_EVERY;
+
+/// Why converted segments are being released, which decides what may stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Serving, as they pile up: only when due, and only below what the dedup keys cover.
+    Due,
+    /// The log is filling: now, even if the dedup keys cannot be synced (room for events first).
+    Room,
+    /// A bulk import is done: now, but only below what the dedup keys cover.
+    All,
+}
 
 /// The housekeeping's series: how far Parquet conversion is behind the log and how old the newest signed
 /// checkpoint is.
@@ -156,8 +167,8 @@ impl Store {
         self.readers.push(position);
     }
 
-    /// The periodic work: convert what is due, checkpoint when due, release converted log segments when the
-    /// log fills. Call it every second or so.
+    /// The periodic work: convert what is due, checkpoint when due, release converted log segments as they
+    /// pile up (with the dedup keys kept) or when the log fills. Call it every second or so.
     pub fn tick(&mut self) -> anyhow::Result<()> {
         self.columnar
             .flush_if_due()
@@ -171,9 +182,9 @@ impl Store {
             }
         }
         if needs_room(&self.wal) {
-            self.release_converted(true)?;
+            self.release_converted(Release::Room)?;
         } else if self.keys.is_some() {
-            self.release_converted(false)?;
+            self.release_converted(Release::Due)?;
         }
         self.publish();
         Ok(())
@@ -189,12 +200,14 @@ impl Store {
         self.columnar
             .flush()
             .context("failed to convert the log into Parquet")?;
-        self.release_converted(true)
+        self.release_converted(Release::Room)
     }
 
-    /// For bulk writers (`import`), at the end: releases every converted segment (the active one stays).
+    /// For bulk writers (`import`), at the end: releases every converted segment that every reader (see
+    /// [`hold_for`](Self::hold_for)) has read and the dedup keys cover (the active one stays); nothing if the
+    /// keys cannot be synced.
     pub fn release_all(&mut self) -> anyhow::Result<()> {
-        self.release_converted(true)
+        self.release_converted(Release::All)
     }
 
     /// For bulk writers (`import`), beside the writing: converts the log in whole chunks while a whole chunk is
@@ -269,17 +282,15 @@ impl Store {
     }
 
     /// Releases log segments the columnar store has converted (and every reader has read), recording their
-    /// deletion in a signed checkpoint before deleting them. Unless `now`, only once enough have piled up or
-    /// enough time has passed. Never past the dedup keys' synced position; if they cannot be synced, only
-    /// when `now` (the log is filling: room for events comes before the dedup of retries after a restart).
-    fn release_converted(&mut self, now: bool) -> anyhow::Result<()> {
+    /// deletion in a signed checkpoint before deleting them; see [`Release`] for when.
+    fn release_converted(&mut self, why: Release) -> anyhow::Result<()> {
         let mut upto = self
             .readers
             .iter()
             .map(|p| p.load(Ordering::SeqCst))
             .fold(self.columnar.position(), u64::min);
         let mut deletions = integrity::wal_retention(&self.dir, upto)?;
-        let due = now
+        let due = why != Release::Due
             || deletions.len() >= RELEASE_SEGMENTS
             || self.last_release.elapsed() >= RELEASE_EVERY;
         if deletions.is_empty() || !due {
@@ -295,7 +306,7 @@ impl Store {
                     }
                 }
                 Ok(_) => {}
-                Err(e) if now => tracing::warn!(
+                Err(e) if why == Release::Room => tracing::warn!(
                     error = %e,
                     "releasing converted log segments although the dedup keys are not synced: retries of \
                      their events after a restart may be stored twice"
@@ -393,8 +404,8 @@ mod tests {
                 store.release_as_converted(keys.clone());
             }
             let mut generator = Generator::new(Config::default());
-            // ~1,300 bytes per event: about 50 per segment, so 1,000 events seal ~20 segments.
-            for _ in 0..10 {
+            // An append never spans segments: each batch of 100 (~150 KB) seals one, 25 of them 24.
+            for _ in 0..25 {
                 let mut body = Vec::new();
                 for _ in 0..100 {
                     generator.next_into(&mut body);

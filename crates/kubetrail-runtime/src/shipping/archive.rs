@@ -84,6 +84,9 @@ struct State {
     /// The store's Parquet files already archived (paths under `DATA/store`).
     #[serde(default)]
     parquet: std::collections::BTreeSet<String>,
+    /// The prefix the manifest chain is under (absent in ledgers written before it was recorded).
+    #[serde(default)]
+    prefix: Option<String>,
 }
 
 /// The signing and the local state, set when `serve` starts the sink.
@@ -112,7 +115,13 @@ pub fn runs(seqs: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
 #[derive(Debug)]
 pub struct Archive {
     pub s3: S3,
+    /// Where this collector's archive goes: the configured prefix, and `replica=<name>/` under it when it is
+    /// one of several replicas ([`Archive::set_replica`]).
     pub prefix: String,
+    /// The configured prefix, where OCSF files go for Security Lake (its layout has no room for replicas:
+    /// their file names carry the replica instead).
+    pub lake_prefix: String,
+    pub replica: Option<String>,
     pub mode: LockMode,
     pub retain_days: u32,
     pub legal_hold: bool,
@@ -137,7 +146,9 @@ impl Archive {
     ) -> Archive {
         Archive {
             s3,
+            lake_prefix: prefix.clone(),
             prefix,
+            replica: None,
             mode,
             retain_days,
             legal_hold,
@@ -146,6 +157,13 @@ impl Archive {
             ocsf: None,
             ledger: Mutex::new(None),
         }
+    }
+
+    /// The archive of one of several replicas sharing the bucket and prefix: everything under
+    /// `<prefix>replica=<name>/` (its own manifest chain), OCSF files at the prefix with the name in theirs.
+    pub fn set_replica(&mut self, name: &str) {
+        self.prefix = format!("{}replica={name}/", self.lake_prefix);
+        self.replica = Some(name.to_string());
     }
 
     /// Signs manifests with `signer`, keeping the ledger in `DATA/sinks/<name>.archive.json`.
@@ -387,34 +405,70 @@ impl Archive {
     }
 
     /// Checks the bucket has Object Lock and that the prefix is this collector's: a first manifest signed
-    /// by another key means another collector (a second replica without its own `replica:` name) writes
-    /// there, and sharing would mix two manifest chains and overwrite each other's objects (an error names
-    /// what is wrong).
+    /// by another key means another collector (a replica without a `replica:` name of its own) writes there,
+    /// and sharing would mix two manifest chains and overwrite each other's objects (an error names what is
+    /// wrong). A chain this collector kept under another prefix (its replica name was set or changed) starts
+    /// again at manifest 0 under the new one; what was archived under the old prefix stays there.
     pub async fn prepare(&self) -> Result<(), String> {
         self.s3.prepare().await.map_err(|e| e.to_string())?;
-        let ours = {
+        let (ours, recorded, index) = {
             let g = self.ledger.lock().expect("not poisoned");
             match g.as_ref() {
-                Some(l) => l.signer.public_key().key_id(),
+                Some(l) => (
+                    l.signer.public_key().key_id(),
+                    l.state.prefix.clone(),
+                    l.state.index,
+                ),
                 None => return Ok(()),
             }
         };
         let first = manifest_key(&self.prefix, 0);
-        let body = match self.s3.get_object(&first, None).await {
-            Ok(b) => b,
-            Err(e) if e.code() == Some("NoSuchKey") => return Ok(()),
+        let found = match self.s3.get_object(&first, None).await {
+            Ok(body) => Some(
+                serde_json::from_slice::<Signed>(&body)
+                    .map(|s| s.key_id)
+                    .unwrap_or_else(|_| "(not a signed manifest)".into()),
+            ),
+            Err(e) if e.code() == Some("NoSuchKey") => None,
+            // Without s3:ListBucket, S3 answers a missing key with 403: nothing to compare with.
+            Err(e) if e.code() == Some("AccessDenied") => {
+                tracing::warn!(manifest = %first, error = %e, "cannot read the archive's first manifest to check the prefix is this collector's (grant s3:GetObject and s3:ListBucket on it)");
+                None
+            }
             Err(e) => return Err(format!("manifest `{first}`: {e}")),
         };
-        let theirs = serde_json::from_slice::<Signed>(&body)
-            .map(|s| s.key_id)
-            .unwrap_or_else(|_| "(not a signed manifest)".into());
-        if theirs != ours {
+        if let Some(theirs) = &found
+            && *theirs != ours
+        {
             return Err(format!(
-                "`{}` holds another collector's archive (its manifest `{first}` is signed by key {theirs}, this \
-                 collector's key is {ours}): give each replica its own `replica:` name (or KUBETRAIL_REPLICA), or \
-                 its own prefix; nothing was written",
+                "`{}` holds an archive signed by another key ({theirs}, in `{first}`; this collector's key is \
+                 {ours}): either another collector writes there (give each replica its own `replica:` name or \
+                 KUBETRAIL_REPLICA, or its own prefix), or this collector's data directory and its key were \
+                 lost (give it a new prefix); nothing more is written there",
                 self.prefix
             ));
+        }
+        let moved = match &recorded {
+            Some(p) => *p != self.prefix,
+            // A ledger from before prefixes were recorded: its chain is elsewhere if manifest 0 is not here.
+            None => index > 0 && found.is_none(),
+        };
+        let mut g = self.ledger.lock().expect("not poisoned");
+        if let Some(l) = g.as_mut()
+            && (moved || recorded.is_none())
+        {
+            if moved {
+                tracing::warn!(
+                    from = recorded.as_deref().unwrap_or("(not recorded)"),
+                    to = %self.prefix,
+                    manifests = l.state.index,
+                    "the archive's prefix changed: a new manifest chain starts under the new prefix; the old one stays where it is"
+                );
+                l.state.index = 0;
+                l.state.previous = None;
+            }
+            l.state.prefix = Some(self.prefix.clone());
+            save(&l.path, &l.state).map_err(|e| format!("{e:#}"))?;
         }
         Ok(())
     }
@@ -528,7 +582,11 @@ impl Archive {
                 }
                 let first = seqs[idx[0]];
                 let last = seqs[*idx.last().expect("non-empty")];
-                let key = format!("{}{}", self.prefix, ocsf::lake_key(src, &day, first, last));
+                let key = format!(
+                    "{}{}",
+                    self.lake_prefix,
+                    ocsf::lake_key(src, &day, self.replica.as_deref(), first, last)
+                );
                 match self
                     .s3
                     .put_object_verified(

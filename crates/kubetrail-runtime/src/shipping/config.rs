@@ -496,7 +496,7 @@ pub fn build_all(configs: &[SinkConfig], replica: Option<&str>) -> anyhow::Resul
     for c in configs {
         let mut s = c.build()?;
         if let (Some(r), Target::Archive(a)) = (replica, &mut s.target) {
-            a.prefix = format!("{}replica={r}/", a.prefix);
+            a.set_replica(r);
         }
         let ok = !s.name.is_empty()
             && s.name.len() <= 60

@@ -1,7 +1,8 @@
 //! Shipping off the node: one delivery worker ([`crate::delivery`]) per configured sink, each reading the
 //! write-ahead log through its own persisted cursor (`sink-<name>`), so a slow or dead sink never blocks
 //! ingestion or another sink, and a restart resumes where it stopped (at least once; every record carries the
-//! deterministic id `<auditID>-<stage>`, which targets that can deduplicate do).
+//! deterministic id `<auditID>-<stage>-<content digest>` (`EventRecord::id`), the same from every replica
+//! that stored the event, which targets that can deduplicate do).
 //!
 //! Records are batched by count and bytes and flushed at most `flush_secs` after the first one waited
 //! (default 5 s). The wire protocols are `kubetrail-sinks'`; retries, dead letters (`DATA/sinks/<name>.dlq.jsonl`,
@@ -437,7 +438,7 @@ impl delivery::Source for LogSource {
                         bytes += r.event.len();
                         batch.push(Pending {
                             seq,
-                            id: r.id(),
+                            id: r.id(kubetrail_policy::keyless_digest(&r.event)),
                             cluster: r.cluster.into_owned(),
                             received_us: r.received_us,
                             event: r.event.into_owned(),

@@ -144,10 +144,18 @@ pub fn to_parquet(records: &[Record<'_>], src: &LakeSource) -> Result<Vec<u8>, O
 }
 
 /// The object key under the archive prefix:
-/// `ext/<source_name>/region=<region>/accountId=<account>/eventDay=<YYYYMMDD>/<first:020>-<last:020>.parquet`.
-pub fn lake_key(src: &LakeSource, event_day: &str, first: u64, last: u64) -> String {
+/// `ext/<source_name>/region=<region>/accountId=<account>/eventDay=<YYYYMMDD>/[<replica>-]<first:020>-<last:020>.parquet`
+/// (`replica` names the writer when several share one Security Lake source: their log positions overlap).
+pub fn lake_key(
+    src: &LakeSource,
+    event_day: &str,
+    replica: Option<&str>,
+    first: u64,
+    last: u64,
+) -> String {
+    let tag = replica.map(|r| format!("{r}-")).unwrap_or_default();
     format!(
-        "ext/{}/region={}/accountId={}/eventDay={event_day}/{first:020}-{last:020}.parquet",
+        "ext/{}/region={}/accountId={}/eventDay={event_day}/{tag}{first:020}-{last:020}.parquet",
         src.source_name, src.region, src.account_id
     )
 }

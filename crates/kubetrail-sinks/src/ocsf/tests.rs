@@ -456,9 +456,14 @@ fn empty_batch_is_a_valid_file() {
 #[test]
 fn keys_and_event_days() {
     assert_eq!(
-        lake_key(&src(), "20240529", 7, 1234),
+        lake_key(&src(), "20240529", None, 7, 1234),
         "ext/kubetrail/region=eu-west-1/accountId=123456789012/eventDay=20240529/\
          00000000000000000007-00000000000000001234.parquet"
+    );
+    assert_eq!(
+        lake_key(&src(), "20240529", Some("kubetrail-1"), 7, 1234),
+        "ext/kubetrail/region=eu-west-1/accountId=123456789012/eventDay=20240529/\
+         kubetrail-1-00000000000000000007-00000000000000001234.parquet"
     );
     assert_eq!(event_day(&rec("a1", CREATE_POD)).unwrap(), "20240529");
     assert_eq!(

@@ -16,7 +16,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The fixture events (one JSON object per line) with their ids (`<auditID>-<stage>`).
+/// The fixture events (one JSON object per line) with ids (`<auditID>-<stage>`; the runtime adds a content
+/// digest, which the sinks do not look into).
 pub struct Events {
     pub lines: Vec<String>,
     pub ids: Vec<String>,

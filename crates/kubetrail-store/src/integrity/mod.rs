@@ -84,7 +84,8 @@ pub use write::{
 
 /// The checkpoint format version this code writes and reads.
 pub const CHECKPOINT_VERSION: u32 = 2;
-/// Every this many checkpoints (one a day at one every ten minutes) lists every file; the others list only
+/// Every this many checkpoints (one a day at one every ten minutes; more often when the log is released more
+/// often, each release being a checkpoint) lists every file; the others list only
 /// the files added since the previous one, so a year of hourly files does not make every checkpoint megabytes.
 pub const FULL_LISTING_EVERY: u64 = 144;
 /// The directory of checkpoints under the data directory.

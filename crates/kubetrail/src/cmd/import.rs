@@ -83,6 +83,19 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     if let Some(keys) = pipeline.dedup_keys() {
         store.release_as_converted(keys.clone());
     }
+    // `serve`'s readers (detection, each sink) read what is imported when it next runs: kept for them.
+    // (The conversion's own cursor is the store's position, which the release already respects.)
+    let readers = pipeline.wal().cursors()?;
+    let lowest = readers
+        .iter()
+        .filter(|(name, _)| name != kubetrail_store::columnar::CURSOR_NAME)
+        .map(|(_, position)| *position)
+        .min();
+    if let Some(lowest) = lowest {
+        store.hold_for(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            lowest,
+        )));
+    }
     let store = std::sync::Mutex::new(store);
     let reading = std::sync::atomic::AtomicBool::new(true);
     // Set when conversion failed: reading stops there rather than filling the log with what cannot be
@@ -177,8 +190,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<Outcome> {
     let converting = Instant::now();
     eprintln!("converting into Parquet, merging closed days and signing a checkpoint...");
     store.finish_compacted()?;
-    // Converted and checkpointed: the log's copy goes, as `serve` releases it (the dedup keys stay, so
-    // importing the same file again stores nothing twice).
+    // Converted and checkpointed: the log's copy goes, as `serve` releases it, except what `serve`'s readers
+    // have not read yet (the dedup keys stay, so importing the same file again, within the dedup window of
+    // 1,048,576 records, stores nothing twice).
     store.release_all()?;
     eprintln!(
         "done in {:.1}s; data directory: {}",
