@@ -5,7 +5,7 @@
 //! # On disk
 //!
 //! `DATA/dedup/<generation:020>.keys`: 24-byte entries, each the little-endian `seq`, full key and identity
-//! key of one stored record (see [`dedup`](crate::dedup)); nothing else, so a torn last entry (a crash in
+//! key of one stored record (see the `dedup` module); nothing else, so a torn last entry (a crash in
 //! mid-write) is simply ignored, and a failed write is cut back to the last whole entry. Entries are written
 //! after their records are durable, in any order (concurrent commits), never for a record that was not
 //! stored. A file takes new entries until it holds the window's capacity (so it may end one batch over); it
