@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -201,46 +201,9 @@ fn alerts_are_signed_retried_dead_lettered_and_survive_kill_9() {
 #[test]
 fn alerts_reach_a_real_alertmanager_with_routing_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    let (port, am_port, cluster_port) = (free_port(), free_port(), free_port());
-    let am_config = tmp.path().join("alertmanager.yml");
-    std::fs::write(
-        &am_config,
-        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
-    )
-    .unwrap();
-    let mut am = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", am_config.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
-        .arg(format!(
-            "--storage.path={}",
-            tmp.path().join("am").display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(tmp.path().join("am.log")).unwrap())
-        .spawn()
-        .expect("prometheus-alertmanager is installed (scripts/test installs it)");
-    let am_alerts = || -> Vec<serde_json::Value> {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "5"])
-            .arg(format!("http://127.0.0.1:{am_port}/api/v2/alerts"))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Command::new("curl")
-        .args(["-sf", "--max-time", "2"])
-        .arg(format!("http://127.0.0.1:{am_port}/-/ready"))
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "Alertmanager did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
+    let port = free_port();
+    let (am, am_port) = common::services::alertmanager(tmp.path());
+    let am_alerts = || common::services::alertmanager_alerts(am_port);
     let config = common::config(tmp.path(), port, &common::test_rules(), "");
     let am_url = format!("http://127.0.0.1:{am_port}");
     let mut server = common::serve(
@@ -286,8 +249,7 @@ fn alerts_reach_a_real_alertmanager_with_routing_labels() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let _ = am.kill();
-    let _ = am.wait();
+    drop(am);
     let labels = &alert["labels"];
     assert_eq!(labels["alertname"], "test-secrets-listed", "{alert}");
     assert_eq!(labels["severity"], "high");

@@ -17,7 +17,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::services::{Guard, ch, clickhouse, count, list_keys, moto, until};
+use common::services::{
+    Guard, alertmanager, alertmanager_alerts, archive_bucket, ch, clickhouse, count, list_keys,
+    moto, sinks_status, until,
+};
 use common::{BIN, free_port};
 
 /// A TCP balancer on loopback: each connection goes to the next backend that accepts it (a dead one is
@@ -126,54 +129,7 @@ fn replica_config(
 }
 
 fn sink_status(data: &Path, sink: &str) -> Option<Value> {
-    let out = Command::new(BIN)
-        .args(["sinks", "status", "--format", "json", "--data"])
-        .arg(data)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|s| s["name"] == sink)
-}
-
-/// Prometheus Alertmanager (Debian's) on loopback; its active alerts.
-fn alertmanager(dir: &Path) -> (Guard, u16) {
-    let (port, cluster_port) = (free_port(), free_port());
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
-    )
-    .unwrap();
-    let child = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
-        .arg(format!("--storage.path={}", dir.join("am").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("am.log")).unwrap())
-        .spawn()
-        .expect("prometheus-alertmanager is installed (scripts/test installs it)");
-    let child = Guard(child);
-    until(30, "Alertmanager is ready", || {
-        Command::new("curl")
-            .args(["-sf", "--max-time", "2"])
-            .arg(format!("http://127.0.0.1:{port}/-/ready"))
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    (child, port)
-}
-
-fn am_alerts(port: u16) -> Vec<Value> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://127.0.0.1:{port}/api/v2/alerts"))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+    sinks_status(data).into_iter().find(|s| s["name"] == sink)
 }
 
 #[test]
@@ -182,23 +138,7 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
     let ch_port = free_port();
     let _clickhouse = clickhouse(&tmp.path().join("clickhouse"), ch_port);
     let (_moto, s3_port) = moto(tmp.path());
-    {
-        use kubetrail_sinks::s3::{Credentials, S3, S3Config};
-        let s3 = S3::new(S3Config {
-            endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
-            region: "us-east-1".into(),
-            bucket: "audit-archive".into(),
-            path_style: None,
-            credentials: Some(Credentials::new("AKIDEXAMPLE", "secret-example")),
-            http: Default::default(),
-        })
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(s3.create_bucket(true)).unwrap();
-    }
+    let _bucket = archive_bucket(s3_port);
     let (_am, am_port) = alertmanager(tmp.path());
     let am_url = format!("http://127.0.0.1:{am_port}");
 
@@ -378,7 +318,7 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
 
     // Alerts: both replicas raised the breach's alerts with the same ids; Alertmanager holds each once.
     until(60, "the breach's alerts reached Alertmanager", || {
-        am_alerts(am_port)
+        alertmanager_alerts(am_port)
             .iter()
             .any(|a| a["labels"]["alertname"] == "kt-rbac-bind-cluster-admin")
     });
@@ -416,7 +356,7 @@ fn an_ha_pair_loses_nothing_acknowledged_and_stores_and_alerts_everything_once()
         from_a, from_b,
         "the same alerts, by the same ids, from either replica"
     );
-    let am = am_alerts(am_port);
+    let am = alertmanager_alerts(am_port);
     for (id, rule) in &from_a {
         let n = am
             .iter()

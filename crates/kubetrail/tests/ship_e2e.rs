@@ -2,7 +2,6 @@
 //! Debian's clickhouse-server and to an S3 bucket with Object Lock (moto), survives the target being down and
 //! a kill -9 of itself meanwhile, and never duplicates what the target deduplicates.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,7 +9,9 @@ use serde_json::Value;
 
 mod common;
 
-use common::services::{Guard, ch, clickhouse, count, list_keys, moto, until};
+use common::services::{
+    Guard, archive_bucket, ch, clickhouse, count, list_keys, moto, sinks_status, until,
+};
 use common::{BIN, free_port};
 
 /// `n` generated events (distinct auditIDs), from `kubetrail gen`.
@@ -64,18 +65,6 @@ fn post_status(port: u16, lines: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn status(data: &Path) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["sinks", "status", "--format", "json", "--data"])
-        .arg(data)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -109,7 +98,7 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
     let second = events(800, 2);
     post(port, &second);
     until(30, "the sink reports failures and lag", || {
-        status(&data)
+        sinks_status(&data)
             .first()
             .is_some_and(|s| s["failed"].as_u64() > Some(0) && s["lag_events"].as_u64() > Some(0))
     });
@@ -126,7 +115,7 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
     let ids = "SELECT uniqExact(id) FROM kubetrail.audit_events";
     assert_eq!(count(ch_port, ids), Some(2000));
     until(10, "the lag is back to 0", || {
-        status(&data)
+        sinks_status(&data)
             .first()
             .is_some_and(|s| s["lag_events"] == 0 && s["last_error"].is_null())
     });
@@ -155,23 +144,10 @@ fn clickhouse_gets_every_event_across_an_outage_and_a_kill_9_without_duplicates(
 
 #[test]
 fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
-    use kubetrail_sinks::s3::{Credentials, LockMode, S3, S3Config};
+    use kubetrail_sinks::s3::LockMode;
     let tmp = tempfile::tempdir().unwrap();
     let (mut moto, s3_port) = moto(tmp.path());
-    let s3 = S3::new(S3Config {
-        endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
-        region: "us-east-1".into(),
-        bucket: "audit-archive".into(),
-        path_style: None,
-        credentials: Some(Credentials::new("AKIDEXAMPLE", "secret-example")),
-        http: Default::default(),
-    })
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(s3.create_bucket(true)).unwrap();
+    let (s3, rt) = archive_bucket(s3_port);
 
     let port = free_port();
     let data = tmp.path().join("data");
@@ -196,7 +172,7 @@ fn the_s3_archive_holds_every_event_in_locked_partitioned_objects() {
     let sent = events(1000, 3);
     post(port, &sent);
     until(30, "the archive sink sent 1000 events", || {
-        status(&data)
+        sinks_status(&data)
             .first()
             .is_some_and(|s| s["sent"] == 1000 && s["lag_events"] == 0)
     });
@@ -390,7 +366,7 @@ fn a_dead_sink_never_blocks_ingestion_past_the_log_budget_and_says_so() {
         alerts.contains("\"kubetrail-sink-backlog\"") && alerts.contains("clickhouse"),
         "{alerts}"
     );
-    let s = &status(&data)[0];
+    let s = &sinks_status(&data)[0];
     assert!(s["failed"].as_u64() > Some(0), "{s}");
     assert!(s["last_error"].as_str().is_some(), "{s}");
     serve.kill().unwrap();
@@ -552,7 +528,7 @@ fn partial_bulk_failures_are_retried_or_dead_lettered_and_replayed() {
         .collect();
     assert_eq!(got, want, "the throttled item was sent again");
     until(10, "the status counts the dead letter", || {
-        status(&data).first().is_some_and(|s| {
+        sinks_status(&data).first().is_some_and(|s| {
             s["dead_lettered"] == 1 && s["sent"] == 3 && s["retried"].as_u64() >= Some(1)
         })
     });

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use serde_json::Value;
+
+use super::{BIN, free_port};
 
 /// A child process killed when the test ends, passed or failed (a failed assertion leaves no server behind).
 pub struct Guard(pub Child);
@@ -150,4 +152,78 @@ pub fn moto(dir: &Path) -> (Guard, u16) {
             .is_ok_and(|s| s.success())
     });
     (child, port)
+}
+
+/// The test bucket `audit-archive` on the moto server at `s3_port`, created with Object Lock: a client on it
+/// (the test's credentials) and a runtime to drive the client's calls.
+pub fn archive_bucket(s3_port: u16) -> (kubetrail_sinks::s3::S3, tokio::runtime::Runtime) {
+    use kubetrail_sinks::s3::{Credentials, S3, S3Config};
+    let s3 = S3::new(S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{s3_port}")),
+        region: "us-east-1".into(),
+        bucket: "audit-archive".into(),
+        path_style: None,
+        credentials: Some(Credentials::new("AKIDEXAMPLE", "secret-example")),
+        http: Default::default(),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(s3.create_bucket(true)).unwrap();
+    (s3, rt)
+}
+
+/// `kubetrail sinks status --format json` of the data directory: one value per sink.
+pub fn sinks_status(data: &Path) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["sinks", "status", "--format", "json", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Debian's Prometheus Alertmanager on loopback, routing to nobody, ready; its port.
+pub fn alertmanager(dir: &Path) -> (Guard, u16) {
+    let (port, cluster_port) = (free_port(), free_port());
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+    )
+    .unwrap();
+    let child = Command::new("prometheus-alertmanager")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
+        .arg(format!("--storage.path={}", dir.join("am").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("am.log")).unwrap())
+        .spawn()
+        .expect("prometheus-alertmanager is installed (scripts/test installs it)");
+    let child = Guard(child);
+    until(30, "Alertmanager is ready", || {
+        Command::new("curl")
+            .args(["-sf", "--max-time", "2"])
+            .arg(format!("http://127.0.0.1:{port}/-/ready"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    (child, port)
+}
+
+/// Alertmanager's alerts (API v2).
+pub fn alertmanager_alerts(port: u16) -> Vec<Value> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
