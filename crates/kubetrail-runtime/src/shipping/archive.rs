@@ -423,6 +423,7 @@ impl Archive {
             }
         };
         let first = manifest_key(&self.prefix, 0);
+        let mut unreadable = false;
         let found = match self.s3.get_object(&first, None).await {
             Ok(body) => Some(
                 serde_json::from_slice::<Signed>(&body)
@@ -433,6 +434,7 @@ impl Archive {
             // Without s3:ListBucket, S3 answers a missing key with 403: nothing to compare with.
             Err(e) if e.code() == Some("AccessDenied") => {
                 tracing::warn!(manifest = %first, error = %e, "cannot read the archive's first manifest to check the prefix is this collector's (grant s3:GetObject and s3:ListBucket on it)");
+                unreadable = true;
                 None
             }
             Err(e) => return Err(format!("manifest `{first}`: {e}")),
@@ -451,7 +453,8 @@ impl Archive {
         let moved = match &recorded {
             Some(p) => *p != self.prefix,
             // A ledger from before prefixes were recorded: its chain is elsewhere if manifest 0 is not here.
-            None => index > 0 && found.is_none(),
+            // (Not when it could not be read: the chain may well be here.)
+            None => index > 0 && found.is_none() && !unreadable,
         };
         let mut g = self.ledger.lock().expect("not poisoned");
         if let Some(l) = g.as_mut()
