@@ -1,4 +1,5 @@
-//! Real services the end-to-end tests start on loopback (Debian's clickhouse-server, moto's S3), and what they
+//! Real services the end-to-end tests start on loopback (Debian's clickhouse-server and Alertmanager, moto's S3),
+//! their clients (the test bucket, Alertmanager's alerts, `sinks status`), and what they
 //! share: a guard that kills a child when the test ends, polling until a condition holds.
 
 use std::path::{Path, PathBuf};
