@@ -26,6 +26,7 @@
 //! limit are top-k. What the pool does not see, what scalar functions make, is bounded by [`capped`].
 
 pub mod capped;
+pub mod clickhouse;
 pub mod limits;
 pub mod reports;
 
@@ -69,6 +70,19 @@ pub enum EngineError {
     Query(#[from] DataFusionError),
     #[error("{0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The source cannot be used as configured (a name, a file it needs).
+    #[error("{0}")]
+    Source(String),
+}
+
+/// What holds the events a query reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The local store: the Parquet files under a data directory's `store`.
+    Store(PathBuf),
+    /// A ClickHouse table filled by the `clickhouse` sink of one collector or many.
+    ClickHouse(clickhouse::ClickHouseSource),
 }
 
 impl EngineError {
@@ -167,10 +181,23 @@ impl Engine {
         scope: &Scope,
         resources: &Resources,
     ) -> Result<Engine, EngineError> {
-        let files = if root.is_dir() {
-            columnar::list_files(root, scope.cluster.as_deref(), scope.since, scope.until)?
-        } else {
-            Vec::new()
+        Engine::open_source(&Source::Store(root.to_path_buf()), scope, resources)
+    }
+
+    /// Registers `events` over `source`, as `scope` sees it, within `resources`: the same table, functions
+    /// and limits whatever holds the events.
+    pub fn open_source(
+        source: &Source,
+        scope: &Scope,
+        resources: &Resources,
+    ) -> Result<Engine, EngineError> {
+        let (root, files) = match source {
+            Source::Store(root) if root.is_dir() => (
+                root.clone(),
+                columnar::list_files(root, scope.cluster.as_deref(), scope.since, scope.until)?,
+            ),
+            Source::Store(root) => (root.clone(), Vec::new()),
+            Source::ClickHouse(_) => (PathBuf::new(), Vec::new()),
         };
         let mut config = SessionConfig::new()
             .with_information_schema(false)
@@ -201,22 +228,25 @@ impl Engine {
         capped::install(&ctx)?;
 
         let schema = columnar::schema();
-        let table: Arc<dyn datafusion::catalog::TableProvider> = if files.is_empty() {
-            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
-        } else {
-            let urls = files
-                .iter()
-                .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            // No declared sort order: files are sorted by (user, time), older ones by time; queries that
-            // need an order say so.
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(schema);
-            Arc::new(ListingTable::try_new(config)?)
-        };
+        let table: Arc<dyn datafusion::catalog::TableProvider> =
+            if let Source::ClickHouse(c) = source {
+                Arc::new(clickhouse::ClickHouseTable::new(c).map_err(EngineError::Source)?)
+            } else if files.is_empty() {
+                Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+            } else {
+                let urls = files
+                    .iter()
+                    .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
+                // No declared sort order: files are sorted by (user, time), older ones by time; queries that
+                // need an order say so.
+                let config = ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(options)
+                    .with_schema(schema);
+                Arc::new(ListingTable::try_new(config)?)
+            };
         let mut df = ctx.read_table(table)?;
         let ts = |t: jiff::Timestamp| {
             lit(ScalarValue::TimestampMicrosecond(
@@ -235,11 +265,7 @@ impl Engine {
         }
         df = df.select(view_columns())?;
         ctx.register_table("events", df.into_view())?;
-        Ok(Engine {
-            ctx,
-            files,
-            root: root.to_path_buf(),
-        })
+        Ok(Engine { ctx, files, root })
     }
 
     /// The files the table reads (after partition pruning).

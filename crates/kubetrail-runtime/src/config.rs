@@ -167,7 +167,7 @@ pub struct Limits {
     pub max_inflight_mb: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryConfig {
     /// The longest an API query may run (default `60s`, `service::api::QUERY_TIMEOUT`; at most `1h`): 504
@@ -176,9 +176,100 @@ pub struct QueryConfig {
     /// The most memory an API query's worker process may use, in MiB (default 4096; at least 256): 422
     /// past it. Its threads' stacks are reserved beside it.
     pub memory_mb: Option<u64>,
+    /// What answers queries: `embedded` (the local store, the default) or `clickhouse` (the table the
+    /// `clickhouse` sink of this collector, or of a fleet of them, fills).
+    #[serde(default)]
+    pub backend: QueryBackend,
+    /// ClickHouse's HTTP interface (`backend: clickhouse`).
+    pub url: Option<String>,
+    /// Database (default `kubetrail`, the sink's).
+    pub database: Option<String>,
+    /// Table (default `audit_events`, the sink's; the Distributed table of a ClickHouse cluster).
+    pub table: Option<String>,
+    /// A ClickHouse user; a read-only one is enough (every read runs with `readonly=1`).
+    pub user: Option<String>,
+    /// A file holding its password.
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for a self-signed server.
+    pub ca_file: Option<PathBuf>,
+    /// The most rows one ClickHouse read may return (default 1,000,000).
+    pub max_rows: Option<u64>,
+    /// The most MiB one ClickHouse read may return, as the server counts (default 256).
+    pub max_mb: Option<u64>,
+}
+
+/// What answers queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryBackend {
+    /// The local store under the data directory.
+    #[default]
+    Embedded,
+    /// A ClickHouse table.
+    Clickhouse,
 }
 
 impl QueryConfig {
+    /// The source queries read: the store under `data`, or the ClickHouse table this section names (its
+    /// password file is read now, so a bad path fails at start).
+    pub fn source(&self, data: &Path) -> anyhow::Result<kubetrail_engine::Source> {
+        use kubetrail_engine::clickhouse::ClickHouseSource;
+        let store = || kubetrail_engine::Source::Store(data.join("store"));
+        let given = [
+            ("url", self.url.is_some()),
+            ("database", self.database.is_some()),
+            ("table", self.table.is_some()),
+            ("user", self.user.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("max_rows", self.max_rows.is_some()),
+            ("max_mb", self.max_mb.is_some()),
+        ];
+        if self.backend == QueryBackend::Embedded {
+            if let Some((key, _)) = given.iter().find(|(_, set)| *set) {
+                anyhow::bail!(
+                    "query.{key} is for `backend: clickhouse`; the backend is `embedded`"
+                );
+            }
+            return Ok(store());
+        }
+        let Some(url) = &self.url else {
+            anyhow::bail!(
+                "query.url is required with `backend: clickhouse` (`http://clickhouse:8123`)"
+            );
+        };
+        let secs = match &self.timeout {
+            Some(t) => {
+                crate::duration::parse_secs(t).map_err(|e| anyhow::anyhow!("query.timeout: {e}"))?
+            }
+            None => ClickHouseSource::DEFAULT_MAX_SECONDS as f64,
+        };
+        let source = ClickHouseSource {
+            url: url.clone(),
+            database: self.database.clone().unwrap_or_else(|| "kubetrail".into()),
+            table: self.table.clone().unwrap_or_else(|| "audit_events".into()),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            max_rows: match self.max_rows {
+                None => ClickHouseSource::DEFAULT_MAX_ROWS,
+                Some(n) if n >= 1 => n,
+                Some(n) => anyhow::bail!("query.max_rows must be at least 1, got {n}"),
+            },
+            max_bytes: match self.max_mb {
+                None => ClickHouseSource::DEFAULT_MAX_BYTES,
+                Some(mb) if (1..=1 << 20).contains(&mb) => mb << 20,
+                Some(mb) => anyhow::bail!("query.max_mb must be 1 to 1048576, got {mb}"),
+            },
+            max_seconds: secs.ceil().max(1.0) as u64,
+        };
+        if self.password_file.is_some() && self.user.is_none() {
+            anyhow::bail!("query.password_file needs query.user");
+        }
+        source.client().map_err(|e| anyhow::anyhow!("query: {e}"))?;
+        Ok(kubetrail_engine::Source::ClickHouse(source))
+    }
+
     /// The time limit and the memory limit in bytes, each when given.
     pub fn resolve(&self) -> anyhow::Result<(Option<std::time::Duration>, Option<u64>)> {
         let timeout = match &self.timeout {
@@ -651,10 +742,56 @@ mod tests {
     }
 
     #[test]
+    fn query_backend_is_checked() {
+        let source = |yaml: &str| {
+            let cfg: Config = serde_saphyr::from_str(yaml).unwrap();
+            cfg.query.unwrap_or_default().source(Path::new("/d"))
+        };
+        assert_eq!(
+            source("query: {timeout: 30s}\n").unwrap(),
+            kubetrail_engine::Source::Store("/d/store".into())
+        );
+        let kubetrail_engine::Source::ClickHouse(c) = source(
+            "query: {backend: clickhouse, url: 'http://ch:8123', table: audit_all, timeout: 90s, max_mb: 64}\n",
+        )
+        .unwrap() else {
+            panic!("not ClickHouse");
+        };
+        assert_eq!(
+            (
+                c.database.as_str(),
+                c.table.as_str(),
+                c.max_seconds,
+                c.max_bytes
+            ),
+            ("kubetrail", "audit_all", 90, 64 << 20)
+        );
+        let err = |yaml: &str| source(yaml).unwrap_err().to_string();
+        assert_eq!(
+            err("query: {url: 'http://ch:8123'}\n"),
+            "query.url is for `backend: clickhouse`; the backend is `embedded`"
+        );
+        assert!(err("query: {backend: clickhouse}\n").starts_with("query.url is required"));
+        assert!(
+            err("query: {backend: clickhouse, url: 'http://ch:8123', table: 'x; DROP'}\n")
+                .contains("use letters, digits and `_`")
+        );
+        assert!(
+            err("query: {backend: clickhouse, url: 'http://ch', user: r, password_file: /nope}\n")
+                .contains("`/nope`")
+        );
+        assert!(
+            serde_saphyr::from_str::<Config>("query: {backend: duckdb}\n").is_err(),
+            "an unknown backend is refused"
+        );
+    }
+
+    #[test]
     fn query_limits_have_bounds() {
         let q = |timeout: Option<&str>, memory_mb| QueryConfig {
             timeout: timeout.map(String::from),
             memory_mb,
+            ..QueryConfig::default()
         };
         assert_eq!(q(None, None).resolve().unwrap(), (None, None));
         assert_eq!(

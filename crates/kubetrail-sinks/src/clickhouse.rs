@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 
+use bytes::Bytes;
 use hyper::http::Method;
 use serde::Serialize;
 
@@ -72,6 +73,33 @@ struct Row<'a> {
     reason: &'a str,
     event: &'a str,
 }
+
+/// What a read ([`ClickHouse::read`]) may cost: the server stops it past any of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Rows in the answer.
+    pub max_rows: u64,
+    /// Bytes of the answer, as the server counts them (its columns in memory).
+    pub max_bytes: u64,
+    /// Seconds the query may run.
+    pub max_seconds: u64,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The answer would pass a [`ReadLimits`] (the server's message says which).
+    #[error("{0}")]
+    Limit(String),
+    /// The server, the connection or the query failed.
+    #[error(transparent)]
+    Failed(Error),
+}
+
+/// `TOO_MANY_ROWS_OR_BYTES`: a result limit was passed (18.16 and current servers).
+const TOO_MANY_ROWS_OR_BYTES: u32 = 396;
+/// `TIMEOUT_EXCEEDED`: `max_execution_time` was passed.
+const TIMEOUT_EXCEEDED: u32 = 159;
 
 /// ClickHouse error codes that mean the data itself cannot be read (parse errors, type mismatches): the row is
 /// dead. Any other error (unknown table, authentication, too many parts, memory) is the server's or the
@@ -164,6 +192,49 @@ impl ClickHouse {
             status: resp.status,
             message,
         })
+    }
+
+    /// Runs a query read-only and returns its whole answer. The server enforces `limits` and read-only mode
+    /// (`readonly=1`: no writes, no `SET` or `SETTINGS`, no table functions such as `url()` or `file()`), and
+    /// holds the answer until the query has ended (`wait_end_of_query`), so a failure is an error status, never
+    /// a 200 with an error at the end of a partial answer. 64-bit integers come as JSON numbers.
+    pub async fn read(&self, sql: &str, limits: &ReadLimits) -> Result<Bytes, ReadError> {
+        let path = format!(
+            "/?readonly=1&wait_end_of_query=1&output_format_json_quote_64bit_integers=0\
+             &result_overflow_mode=throw&max_result_rows={}&max_result_bytes={}&max_execution_time={}",
+            limits.max_rows, limits.max_bytes, limits.max_seconds
+        );
+        let mut req =
+            Request::new(Method::POST, path).body(sql.to_string(), "text/plain; charset=utf-8");
+        // The server's own count of bytes is of its columns in memory; JSON text is at most a few times more.
+        req.max_response =
+            usize::try_from(limits.max_bytes.saturating_mul(4)).unwrap_or(usize::MAX);
+        let resp = self
+            .client
+            .send(req)
+            .await
+            .map_err(|why| ReadError::Failed(Error::Unavailable(why)))?;
+        if classify(resp.status) == Class::Success {
+            return Ok(resp.body);
+        }
+        let text = String::from_utf8_lossy(&resp.body);
+        match parse_error(&text) {
+            Some((code, message)) if code == TOO_MANY_ROWS_OR_BYTES || code == TIMEOUT_EXCEEDED => {
+                Err(ReadError::Limit(format!(
+                    "ClickHouse code {code}: {message}"
+                )))
+            }
+            Some((code, message)) => Err(ReadError::Failed(Error::Http {
+                target: self.client.target().to_string(),
+                status: resp.status,
+                message: format!("code {code}: {message}"),
+            })),
+            None => Err(ReadError::Failed(Error::Http {
+                target: self.client.target().to_string(),
+                status: resp.status,
+                message: crate::shorten(&text, 500),
+            })),
+        }
     }
 
     /// Drops the day partitions whose every event is older than the retention (`now` minus the retention days).

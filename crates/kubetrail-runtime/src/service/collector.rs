@@ -58,6 +58,8 @@ pub struct Settings {
     pub max_suppression_days: u32,
     /// An API query's time limit and its worker's memory limit (bytes).
     pub query_limits: (Duration, u64),
+    /// What the API and console answer from (`query.backend`): the store, or a ClickHouse table.
+    pub query_source: kubetrail_engine::Source,
     /// Where the identities come from (the config's `auth` and `tls` only): read again while serving.
     pub identities: Config,
 }
@@ -186,6 +188,10 @@ impl Settings {
             timeout.unwrap_or(crate::service::api::QUERY_TIMEOUT),
             memory.unwrap_or(crate::service::api::DEFAULT_WORKER_MEMORY),
         );
+        let query_source = match &cfg.query {
+            Some(q) => q.source(&dir)?,
+            None => kubetrail_engine::Source::Store(dir.join("store")),
+        };
         let identities = Config {
             auth: cfg.auth.clone(),
             tls: cfg.tls.clone(),
@@ -194,6 +200,7 @@ impl Settings {
         Ok(Settings {
             max_suppression_days,
             query_limits,
+            query_source,
             identities,
             console_url: args
                 .console_url
@@ -236,6 +243,7 @@ pub fn run(
         console_url,
         max_suppression_days,
         query_limits: (query_timeout, query_memory),
+        query_source,
         identities: identity_source,
     } = s;
     crate::data::ensure(&dir)?;
@@ -466,6 +474,7 @@ pub fn run(
     // Each query in a worker process of this very binary: killed at its time limit, bounded in memory.
     let api = crate::service::api::QueryApi::new(dir.clone(), queries.handle().clone())
         .with_timeout(query_timeout)
+        .source(query_source)
         .isolation(crate::service::api::Isolation::Worker {
             exe: "/proc/self/exe".into(),
             memory: query_memory,

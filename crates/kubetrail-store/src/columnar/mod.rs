@@ -120,6 +120,7 @@ mod writer;
 
 pub use elide::{Elided, Flat, RestoreError, elide, restore, stored_event};
 pub use files::{FileStats, PartitionFile, cluster_dir_name, file_stats, list_files};
+pub use rows::batch;
 pub use schema::{BLOOM_FILTER_COLUMNS, schema};
 pub use writer::ColumnarWriter;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use kubetrail_engine::{Cell, Engine, EventRow, RowQuery, Scope};
+use kubetrail_engine::{Cell, Engine, EventRow, RowQuery, Scope, Source};
 use kubetrail_store::WalOptions;
 use kubetrail_store::columnar::{ColumnarOptions, ColumnarWriter};
 
@@ -23,6 +23,10 @@ pub struct ScopeArgs {
     /// Data directory (default ./kubetrail-data).
     #[arg(long, env = "KUBETRAIL_DATA")]
     pub data: Option<PathBuf>,
+    /// Configuration file: its `data` directory, and its `query:` backend (`backend: clickhouse` asks the
+    /// ClickHouse table a fleet of collectors ships to, instead of the local store).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Only this cluster (default: all).
     #[arg(long)]
     pub cluster: Option<String>,
@@ -76,27 +80,62 @@ pub type RowSink<'a> = dyn FnMut(Vec<Cell>, &[String]) -> anyhow::Result<Control
 pub struct Session {
     pub engine: Engine,
     pub rt: tokio::runtime::Runtime,
+    /// What is read: `12 files (3.4 MB)`, or `ClickHouse kubetrail.audit_events at http://ch:8123`.
+    pub reading: String,
 }
 
 impl Session {
     pub fn open(scope: &ScopeArgs) -> anyhow::Result<Session> {
-        let dir = kubetrail_runtime::data::resolve(scope.data.clone(), None);
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "data directory `{}` does not exist: pass --data DIR, or import audit logs first (`kubetrail import`)",
-                dir.display()
-            );
+        let cfg = match &scope.config {
+            Some(path) => kubetrail_runtime::config::Config::load(path)?,
+            None => kubetrail_runtime::config::Config::default(),
+        };
+        let dir = kubetrail_runtime::data::resolve(scope.data.clone(), cfg.data.clone());
+        let source = match &cfg.query {
+            Some(q) => q.source(&dir).with_context(|| {
+                format!(
+                    "config file `{}`",
+                    scope.config.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?,
+            None => Source::Store(dir.join("store")),
+        };
+        if let Source::Store(_) = source {
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "data directory `{}` does not exist: pass --data DIR, or import audit logs first (`kubetrail import`)",
+                    dir.display()
+                );
+            }
+            flush(&dir)?;
         }
-        flush(&dir)?;
-        let engine = Engine::open(
-            &dir.join("store"),
+        let engine = Engine::open_source(
+            &source,
             &Scope {
                 cluster: scope.cluster.clone(),
                 since: scope.since,
                 until: scope.until,
             },
+            &kubetrail_engine::Resources::default(),
         )
         .context("failed to open the store")?;
+        let reading = match &source {
+            Source::Store(_) => {
+                let files = engine.files();
+                format!(
+                    "{} file{} ({})",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" },
+                    crate::report::bytes(files.iter().map(|f| f.bytes).sum())
+                )
+            }
+            Source::ClickHouse(c) => format!(
+                "ClickHouse {}.{} at {}",
+                c.database,
+                c.table,
+                kubetrail_sinks::http::redact_url(&c.url)
+            ),
+        };
         // Threads with the stack the largest accepted query needs to plan (see `kubetrail_engine::limits`).
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -104,7 +143,11 @@ impl Session {
             .enable_all()
             .build()
             .context("failed to start the query runtime")?;
-        Ok(Session { engine, rt })
+        Ok(Session {
+            engine,
+            rt,
+            reading,
+        })
     }
 
     /// Streams an arbitrary SQL query's rows to `f`, at most `limit`; returns the column names.
@@ -208,12 +251,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     };
     let session = Session::open(&args.scope)?;
     let limit = (args.limit > 0).then_some(args.limit);
-    let files = session.engine.files();
-    let scanning = format!(
-        "scanning {} files ({})",
-        files.len(),
-        crate::report::bytes(files.iter().map(|f| f.bytes).sum())
-    );
+    let scanning = format!("scanning {}", session.reading);
     let bar = spinner(&scanning);
     let found = |n: usize| {
         if n.is_multiple_of(1000) {
@@ -295,13 +333,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     out.flush()?;
     if rows.is_empty() && args.format == crate::output::RowFormat::Table {
         eprintln!(
-            "no matching events in {} file{}{}",
-            session.engine.files().len(),
-            if session.engine.files().len() == 1 {
-                ""
-            } else {
-                "s"
-            },
+            "no matching events in {}{}",
+            session.reading,
             if args.scope.since.is_none() {
                 ""
             } else {

@@ -141,7 +141,7 @@ fn run(scope: &ScopeArgs, req: ReportRequest, format: ReportFormat) -> anyhow::R
         ReportRequest::Timeline(_) => "building the timeline",
         ReportRequest::Scope(_) => "scoping",
     };
-    let bar = spinner(&format!("{what} ({} files)", session.engine.files().len()));
+    let bar = spinner(&format!("{what} ({})", session.reading));
     let report = session.rt.block_on(reports::build(&session.engine, &req));
     bar.finish_and_clear();
     write(&report?, format)?;

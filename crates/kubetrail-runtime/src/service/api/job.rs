@@ -4,8 +4,6 @@
 //! export's chunks as they are made. The job's outcome is its result: an [`ApiError`] after some bytes
 //! have been sent ends an export with a note; before, it is the answer.
 
-use std::path::Path;
-
 use kubetrail_engine::Resources;
 use serde::Serialize;
 
@@ -17,8 +15,8 @@ pub(super) type Out = tokio::sync::mpsc::Sender<bytes::Bytes>;
 /// A job with what the worker needs to run it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Order {
-    /// The data directory's `store`.
-    pub store: PathBuf,
+    /// What the job reads.
+    pub source: kubetrail_engine::Source,
     pub scope: WireScope,
     pub job: Job,
     /// The process that started the worker: the worker does nothing for another.
@@ -115,16 +113,16 @@ pub(super) enum Job {
 }
 
 impl Job {
-    /// Runs the job over the store at `store`, as `scope` sees it, within `resources`, sending its answer to
+    /// Runs the job over `source`, as `scope` sees it, within `resources`, sending its answer to
     /// `out`.
     pub(super) async fn run(
         self,
-        store: &Path,
+        source: &kubetrail_engine::Source,
         scope: Scope,
         resources: &Resources,
         out: Out,
     ) -> Result<(), ApiError> {
-        let engine = Engine::open_with(store, &scope, resources)?;
+        let engine = Engine::open_source(source, &scope, resources)?;
         let answer: Vec<u8> = match self {
             Job::Export {
                 predicate,
@@ -143,7 +141,7 @@ impl Job {
                 whole_store,
             } => match explore::stages(&engine, &audit_id).await {
                 Err(e) if e.status == StatusCode::NOT_FOUND && whole_store => {
-                    let engine = Engine::open_with(store, &Scope::default(), resources)?;
+                    let engine = Engine::open_source(source, &Scope::default(), resources)?;
                     explore::stages(&engine, &audit_id).await?
                 }
                 answer => answer?,

@@ -77,8 +77,8 @@ pub fn query_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct QueryApi {
-    /// The data directory's `store`.
-    store: PathBuf,
+    /// What queries read: the data directory's `store`, or a ClickHouse table.
+    source: kubetrail_engine::Source,
     /// The data directory (alerts and their workflow).
     data: PathBuf,
     /// The runtime queries run on.
@@ -110,7 +110,7 @@ pub enum Isolation {
 impl QueryApi {
     pub fn new(data: PathBuf, runtime: tokio::runtime::Handle) -> QueryApi {
         QueryApi {
-            store: data.join("store"),
+            source: kubetrail_engine::Source::Store(data.join("store")),
             data,
             runtime,
             slots: Arc::new(Semaphore::new(CONCURRENT_QUERIES)),
@@ -120,6 +120,12 @@ impl QueryApi {
             isolation: Isolation::InProcess,
             spills: Arc::default(),
         }
+    }
+
+    /// Answers from `source` instead of the data directory's store (`query.backend`).
+    pub fn source(mut self, source: kubetrail_engine::Source) -> QueryApi {
+        self.source = source;
+        self
     }
 
     /// Runs each query as `isolation` says. With workers, what the spill directory (`DATA/spill`) holds is
@@ -398,9 +404,9 @@ fn start(
     };
     let task = match &api.isolation {
         Isolation::InProcess => {
-            let store = api.store.clone();
+            let source = api.source.clone();
             let work = async move {
-                job.run(&store, scope, &kubetrail_engine::Resources::default(), tx)
+                job.run(&source, scope, &kubetrail_engine::Resources::default(), tx)
                     .await
             };
             api.runtime.spawn(Holding {
@@ -413,7 +419,7 @@ fn start(
                 .spills
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let order = job::Order {
-                store: api.store.clone(),
+                source: api.source.clone(),
                 scope: (&scope).into(),
                 job,
                 parent: std::process::id(),

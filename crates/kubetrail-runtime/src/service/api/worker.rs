@@ -344,9 +344,10 @@ pub fn main() -> ExitCode {
             max_spill: spill_budget(&order.spill),
         };
         let Order {
-            store, scope, job, ..
+            source, scope, job, ..
         } = order;
-        let task = tokio::spawn(async move { job.run(&store, scope.into(), &resources, tx).await });
+        let task =
+            tokio::spawn(async move { job.run(&source, scope.into(), &resources, tx).await });
         let mut stdout = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
         while let Some(chunk) = rx.recv().await {
             for piece in chunk.chunks(MAX_FRAME) {
