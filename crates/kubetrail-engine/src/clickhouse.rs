@@ -96,6 +96,7 @@ impl ClickHouseSource {
             database: self.database.clone(),
             table: self.table.clone(),
             retention_days: None,
+            cluster: None,
             http,
         })
         .map_err(|e| e.to_string())

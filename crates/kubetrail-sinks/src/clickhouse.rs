@@ -31,6 +31,9 @@ pub struct ClickHouseConfig {
     pub table: String,
     /// Days to keep rows (by event time); `None` keeps them.
     pub retention_days: Option<u32>,
+    /// A ClickHouse cluster (a `remote_servers` name, letters, digits, `_`): the rows live in `<table>_local` on
+    /// every shard, created `ON CLUSTER`, and `table` is a Distributed table over them.
+    pub cluster: Option<String>,
     /// Timeout, TLS and credentials (`Auth::Basic` with the ClickHouse user and password).
     pub http: HttpConfig,
 }
@@ -42,6 +45,7 @@ pub struct ClickHouse {
     database: String,
     table: String,
     retention_days: Option<u32>,
+    cluster: Option<String>,
 }
 
 /// One row, as JSONEachRow. Nested JSON only as text: a String column cannot take an object.
@@ -109,7 +113,11 @@ const DATA_ERRORS: &[u32] = &[6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131];
 impl ClickHouse {
     /// Checks the names and the URL; connects to nothing.
     pub fn new(cfg: ClickHouseConfig) -> Result<ClickHouse, Error> {
-        for (what, name) in [("database", &cfg.database), ("table", &cfg.table)] {
+        let cluster = cfg.cluster.as_ref();
+        for (what, name) in [("database", &cfg.database), ("table", &cfg.table)]
+            .into_iter()
+            .chain(cluster.map(|c| ("cluster", c)))
+        {
             if name.is_empty()
                 || name.starts_with(|c: char| c.is_ascii_digit())
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -124,12 +132,28 @@ impl ClickHouse {
             database: cfg.database,
             table: cfg.table,
             retention_days: cfg.retention_days,
+            cluster: cfg.cluster,
         })
     }
 
-    /// `database.table`, quoted.
+    /// `database.table`, quoted: where rows are inserted and read (the Distributed table on a cluster).
     pub fn qualified_table(&self) -> String {
         format!("`{}`.`{}`", self.database, self.table)
+    }
+
+    /// The table that stores the rows: `table` itself, or on a cluster each shard's `<table>_local`.
+    fn storage_table(&self) -> String {
+        match &self.cluster {
+            Some(_) => format!("`{}`.`{}_local`", self.database, self.table),
+            None => self.qualified_table(),
+        }
+    }
+
+    /// ` ON CLUSTER `name`` for DDL on a cluster, else nothing.
+    fn on_cluster(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!(" ON CLUSTER `{c}`"))
     }
 
     /// The table's DDL. Sorting key `(cluster, user, time, id)`, partitions by day:
@@ -144,14 +168,15 @@ impl ClickHouse {
     ///   at hundreds of millions of rows per second; 18.16 has no data-skipping indexes to do better.
     pub fn create_table_sql(&self, ttl: bool) -> String {
         let mut sql = format!(
-            "CREATE TABLE IF NOT EXISTS {} (\
+            "CREATE TABLE IF NOT EXISTS {}{} (\
              id String, cluster String, received_us UInt64, time DateTime('UTC'), time_us UInt64, \
              audit_id String, stage String, level String, verb String, user String, groups Array(String), \
              impersonated_user String, source_ips Array(String), user_agent String, resource String, \
              subresource String, namespace String, name String, api_group String, request_uri String, \
              response_code Int32, decision String, reason String, event String\
              ) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMMDD(time) ORDER BY (cluster, user, time, id)",
-            self.qualified_table()
+            self.storage_table(),
+            self.on_cluster()
         );
         if let (true, Some(days)) = (ttl, self.retention_days) {
             let _ = write!(sql, " TTL time + INTERVAL {days} DAY");
@@ -159,17 +184,38 @@ impl ClickHouse {
         sql
     }
 
-    /// Creates the database and the table if missing (idempotent). The TTL is added only on servers that have
+    /// The Distributed table over every shard's local table, on a cluster. Rows are spread by a hash of their
+    /// id: the copies of one event (an HA pair's, a retry's) land on one shard, where the ReplacingMergeTree
+    /// merges them.
+    pub fn create_distributed_sql(&self) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        Some(format!(
+            "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed('{cluster}', '{}', '{}_local', \
+             cityHash64(id))",
+            self.qualified_table(),
+            self.on_cluster(),
+            self.storage_table(),
+            self.database,
+            self.table
+        ))
+    }
+
+    /// Creates the database and the table if missing (idempotent), on every host of the cluster when there is
+    /// one (`ON CLUSTER` needs the cluster's ZooKeeper or Keeper). The TTL is added only on servers that have
     /// TTLs (19.6 and later) and only when the table is created.
     pub async fn prepare(&self) -> Result<(), Error> {
         let version = self.query("SELECT version()").await?;
         let ttl = supports_ttl(version.trim());
         self.query(&format!(
-            "CREATE DATABASE IF NOT EXISTS `{}`",
-            self.database
+            "CREATE DATABASE IF NOT EXISTS `{}`{}",
+            self.database,
+            self.on_cluster()
         ))
         .await?;
         self.query(&self.create_table_sql(ttl)).await?;
+        if let Some(sql) = self.create_distributed_sql() {
+            self.query(&sql).await?;
+        }
         Ok(())
     }
 
@@ -252,17 +298,20 @@ impl ClickHouse {
         let cutoff = cutoff.strftime("%Y%m%d").to_string();
         let list = self
             .query(&format!(
-                "SELECT DISTINCT partition FROM system.parts WHERE database = '{}' AND table = '{}' AND active \
+                "SELECT DISTINCT partition FROM system.parts WHERE database = '{}' AND table = '{}{}' AND active \
                  FORMAT TabSeparated",
-                self.database, self.table
+                self.database,
+                self.table,
+                if self.cluster.is_some() { "_local" } else { "" }
             ))
             .await?;
         let mut dropped = Vec::new();
         for p in list.lines().map(str::trim) {
             if p.len() == 8 && p.bytes().all(|b| b.is_ascii_digit()) && *p < *cutoff.as_str() {
                 self.query(&format!(
-                    "ALTER TABLE {} DROP PARTITION {p}",
-                    self.qualified_table()
+                    "ALTER TABLE {}{} DROP PARTITION {p}",
+                    self.storage_table(),
+                    self.on_cluster()
                 ))
                 .await?;
                 dropped.push(p.to_string());
@@ -289,8 +338,14 @@ impl ClickHouse {
         if sent.is_empty() {
             return Outcome::from_parts(batch.len(), vec![], dead, String::new, None);
         }
+        // On a cluster, the insert returns once every shard has its rows (not when they are queued on this host).
         let query = format!(
-            "/?query={}",
+            "/?{}query={}",
+            if self.cluster.is_some() {
+                "insert_distributed_sync=1&"
+            } else {
+                ""
+            },
             crate::http::percent_encode(&format!(
                 "INSERT INTO {} FORMAT JSONEachRow",
                 self.qualified_table()
@@ -433,6 +488,7 @@ mod tests {
             database: db.into(),
             table: "events".into(),
             retention_days: Some(400),
+            cluster: None,
             http: HttpConfig::default(),
         };
         assert!(ClickHouse::new(cfg("kubetrail")).is_ok());
@@ -445,5 +501,23 @@ mod tests {
                 .ends_with("TTL time + INTERVAL 400 DAY")
         );
         assert!(!ch.create_table_sql(false).contains("TTL"));
+        assert_eq!(ch.create_distributed_sql(), None);
+        let on = |cluster: &str| {
+            ClickHouse::new(ClickHouseConfig {
+                cluster: Some(cluster.into()),
+                ..cfg("kt")
+            })
+        };
+        assert!(on("a-b").is_err(), "cluster names are checked too");
+        let ch = on("fleet").unwrap();
+        assert!(
+            ch.create_table_sql(false)
+                .starts_with("CREATE TABLE IF NOT EXISTS `kt`.`events_local` ON CLUSTER `fleet` (")
+        );
+        assert_eq!(
+            ch.create_distributed_sql().unwrap(),
+            "CREATE TABLE IF NOT EXISTS `kt`.`events` ON CLUSTER `fleet` AS `kt`.`events_local` \
+             ENGINE = Distributed('fleet', 'kt', 'events_local', cityHash64(id))"
+        );
     }
 }

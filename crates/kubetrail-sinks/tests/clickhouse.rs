@@ -15,6 +15,7 @@ fn sink(port: u16, table: &str) -> ClickHouse {
         database: "kubetrail".into(),
         table: table.into(),
         retention_days: Some(365),
+        cluster: None,
         http: HttpConfig::default(),
     })
     .unwrap()

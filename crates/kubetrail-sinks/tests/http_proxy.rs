@@ -256,6 +256,7 @@ async fn a_proxy_that_refuses_is_a_retry_naming_it() {
             database: "kubetrail".into(),
             table: "events".into(),
             retention_days: None,
+            cluster: None,
             http: HttpConfig {
                 proxy: Proxy::Url(format!("http://bob:hunter2@127.0.0.1:{proxy_port}")),
                 ..HttpConfig::default()

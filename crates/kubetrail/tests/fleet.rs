@@ -2,7 +2,9 @@
 //! traffic, ship to one ClickHouse table and answer from it (`query.backend: clickhouse`). Either one's API,
 //! and the CLI with `--config`, answer every question as the embedded store holding all the events does; a
 //! question that would pull more than `query.max_rows` out of ClickHouse fails with a clear error, while
-//! narrow ones (their filters run in ClickHouse) still answer.
+//! narrow ones (their filters run in ClickHouse) still answer. The same over a ClickHouse cluster of two
+//! shards (a Distributed table over local tables created `ON CLUSTER` through ZooKeeper), each collector
+//! talking to its own shard.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::services::{Guard, clickhouse, count, until};
+use common::services::{Guard, clickhouse, clickhouse_with, count, sinks_status, until, zookeeper};
 use common::{BIN, free_port};
 
 /// Mallory reads a secret (in collector a's half of the traffic)...
@@ -21,7 +23,7 @@ const READ: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Me
 const DELETE: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"7d1c0b8e-0000-4000-8000-00000000d31e","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods/payments-api-123","verb":"delete","user":{"username":"mallory@example.com","groups":["oidc:contractors","system:authenticated"]},"sourceIPs":["192.0.2.66"],"userAgent":"kubectl/v1.30.1 (linux/amd64) kubernetes/abc","objectRef":{"resource":"pods","namespace":"prod","name":"payments-api-123","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-01-01T00:00:01.456789Z","stageTimestamp":"2026-01-01T00:00:01.500000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
 
 /// A collector's config: its own data directory; the shared ClickHouse table as sink and as query backend.
-fn collector_config(dir: &Path, port: u16, ch_port: u16, query: &str) -> PathBuf {
+fn collector_config(dir: &Path, port: u16, ch_port: u16, query: &str, sink: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("kubetrail.yaml");
     std::fs::write(
@@ -29,7 +31,7 @@ fn collector_config(dir: &Path, port: u16, ch_port: u16, query: &str) -> PathBuf
         format!(
             "listen: 127.0.0.1:{port}\ndata: {data}\ncluster: prod\n\
              query: {{backend: clickhouse, url: 'http://127.0.0.1:{ch_port}'{query}}}\n\
-             sinks:\n  - type: clickhouse\n    url: http://127.0.0.1:{ch_port}\n    batch: {{flush_secs: 0.2, max_events: 500}}\n",
+             sinks:\n  - type: clickhouse\n    url: http://127.0.0.1:{ch_port}\n    batch: {{flush_secs: 0.2, max_events: 500}}\n{sink}",
             data = dir.join("data").display(),
         ),
     )
@@ -97,14 +99,23 @@ fn kubetrail(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ch_port = free_port();
-    let _clickhouse = clickhouse(&tmp.path().join("clickhouse"), ch_port);
+/// One breach's traffic and the embedded store holding all of it.
+struct Breach {
+    lines: Vec<String>,
+    /// The embedded store's data directory.
+    embedded: PathBuf,
+}
 
-    // One breach's traffic: generated requests with attacks, every stage, and mallory's secret read and pod
-    // deletion, which land with different collectors below.
+/// The pod deletion the tests ask about (only collector b receives it) and who did it.
+const NS: &str = "prod";
+const POD: &str = "payments-api-123";
+const DELETER: &str = "mallory@example.com";
+
+/// Generated requests with attacks, every stage, and mallory's secret read and pod deletion (which land with
+/// different collectors); imported into an embedded store. Every data directory under `tmp` (`embedded`,
+/// `a/data`, `b/data`) gets the same redaction key, as a fleet that wants comparable fingerprints of redacted
+/// values shares it (the tokens in the traffic's TokenReviews are stored as keyed fingerprints).
+fn breach(tmp: &Path) -> Breach {
     let generated = kubetrail(&[
         "gen",
         "--count",
@@ -115,26 +126,13 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         "--stages",
     ]);
     assert!(generated.0, "{}", generated.2);
-    let mut lines: Vec<&str> = generated.1.lines().collect();
-    lines.insert(50, READ);
-    lines.insert(150, DELETE);
-    let text = lines.join("\n") + "\n";
-    let events: Vec<Value> = lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-
-    // The reference: the embedded store holding every event. Every data directory gets the same redaction key,
-    // as a fleet that wants comparable fingerprints of redacted values shares it (the tokens in the traffic's
-    // TokenReviews are stored as keyed fingerprints).
-    let all = tmp.path().join("all.jsonl");
-    std::fs::write(&all, &text).unwrap();
-    let embedded = tmp.path().join("embedded");
-    for dir in [
-        &embedded,
-        &tmp.path().join("a/data"),
-        &tmp.path().join("b/data"),
-    ] {
+    let mut lines: Vec<String> = generated.1.lines().map(String::from).collect();
+    lines.insert(50, READ.to_string());
+    lines.insert(150, DELETE.to_string());
+    let all = tmp.join("all.jsonl");
+    std::fs::write(&all, lines.join("\n") + "\n").unwrap();
+    let embedded = tmp.join("embedded");
+    for dir in [&embedded, &tmp.join("a/data"), &tmp.join("b/data")] {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("redaction.key"), [7u8; 32]).unwrap();
     }
@@ -147,60 +145,103 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         all.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    Breach { lines, embedded }
+}
 
-    // Two collectors, each fed every other batch of 100: neither holds the whole breach.
-    let (port_a, port_b) = (free_port(), free_port());
-    let config_a = collector_config(&tmp.path().join("a"), port_a, ch_port, "");
-    let config_b = collector_config(&tmp.path().join("b"), port_b, ch_port, "");
-    let _a = Guard(common::serve(
-        &config_a,
-        &[],
-        &tmp.path().join("a.log"),
-        port_a,
-    ));
-    let _b = Guard(common::serve(
-        &config_b,
-        &[],
-        &tmp.path().join("b.log"),
-        port_b,
-    ));
-    for (i, chunk) in lines.chunks(100).enumerate() {
-        post(if i % 2 == 0 { port_a } else { port_b }, chunk);
+/// Two collectors (configs under `tmp/a` and `tmp/b`, shipping to and answering from ClickHouse on the
+/// given HTTP ports), each fed every other batch of 100 of the breach: neither holds all of it.
+fn two_collectors(
+    tmp: &Path,
+    breach: &Breach,
+    ch_ports: (u16, u16),
+    sink: &str,
+) -> ((Guard, u16, PathBuf), (Guard, u16, PathBuf)) {
+    let start = |name: &str, ch_port: u16| {
+        let port = free_port();
+        let config = collector_config(&tmp.join(name), port, ch_port, "", sink);
+        let log = tmp.join(format!("{name}.log"));
+        (Guard(common::serve(&config, &[], &log, port)), port, config)
+    };
+    let a = start("a", ch_ports.0);
+    let b = start("b", ch_ports.1);
+    for (i, chunk) in breach.lines.chunks(100).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        post(if i % 2 == 0 { a.1 } else { b.1 }, &refs);
     }
-    let table = "kubetrail.audit_events";
+    (a, b)
+}
+
+/// Runs each question against the embedded store and through `config`'s query backend: the same output.
+fn same_answers(breach: &Breach, config: &Path, questions: &[Vec<&str>]) {
+    for q in questions {
+        let mut local = q.clone();
+        local.extend(["--data", breach.embedded.to_str().unwrap()]);
+        let mut fleet = q.clone();
+        fleet.extend(["--config", config.to_str().unwrap()]);
+        let (ok_l, out_l, err_l) = kubetrail(&local);
+        let (ok_f, out_f, err_f) = kubetrail(&fleet);
+        assert!(ok_l && ok_f, "{q:?}: {err_l} / {err_f}");
+        assert!(out_l.len() > 20, "{q:?} answers something: {out_l}");
+        if out_l != out_f {
+            let (l, f): (Vec<&str>, Vec<&str>) = (out_l.lines().collect(), out_f.lines().collect());
+            let at = (0..l.len().max(f.len()))
+                .find(|&i| l.get(i) != f.get(i))
+                .unwrap();
+            let cut = |s: Option<&&str>| {
+                s.map_or(String::from("(none)"), |s| s.chars().take(500).collect())
+            };
+            panic!(
+                "{q:?}: the embedded store and ClickHouse differ at line {at} of {}/{}:\n{}\n{}",
+                l.len(),
+                f.len(),
+                cut(l.get(at)),
+                cut(f.get(at))
+            );
+        }
+    }
+}
+
+/// The API's `who` of the deleted pod, from one collector.
+fn who_deleted(port: u16) -> Value {
+    let answer = api(
+        port,
+        &format!("/api/v1/who?verb=delete&resource=pods/{POD}&namespace={NS}"),
+    );
+    let rows = answer["sections"][0]["rows"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["user"] == DELETER),
+        "the deletion is found: {answer}"
+    );
+    answer
+}
+
+#[test]
+fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ch_port = free_port();
+    let _clickhouse = clickhouse(&tmp.path().join("clickhouse"), ch_port);
+    let breach = breach(tmp.path());
+    let ((_a, port_a, config_a), (_b, port_b, _)) =
+        two_collectors(tmp.path(), &breach, (ch_port, ch_port), "");
+    let n = breach.lines.len() as u64;
     until(60, "every event is in ClickHouse", || {
-        count(ch_port, &format!("SELECT count() FROM {table} FINAL")) == Some(lines.len() as u64)
+        count(ch_port, "SELECT count() FROM kubetrail.audit_events FINAL") == Some(n)
     });
 
-    // The pod deletion to ask about: only collector b received it.
-    let (ns, pod, deleter) = ("prod", "payments-api-123", "mallory@example.com");
-
-    // From either console's API: the same answer, naming who deleted it.
-    let who = format!("/api/v1/who?verb=delete&resource=pods/{pod}&namespace={ns}");
-    let from_a = api(port_a, &who);
-    let from_b = api(port_b, &who);
-    assert_eq!(from_a, from_b, "the two collectors answer alike");
-    let rows = from_a["sections"][0]["rows"].as_array().unwrap();
-    assert!(
-        rows.iter().any(|r| r["user"] == deleter),
-        "a finds the deletion only b received: {from_a}"
-    );
+    // From either console's API: the same answer, naming who deleted the pod, which only b received.
+    assert_eq!(who_deleted(port_a), who_deleted(port_b));
 
     // The CLI through ClickHouse answers every report as the embedded store with all events does.
-    let attacker = deleter.to_string();
-    assert!(events.iter().any(|e| e["user"]["username"] == deleter));
-    let data = embedded.to_str().unwrap();
-    let config = config_a.to_str().unwrap();
-    let pod_path = format!("pods/{pod}");
+    let pod_path = format!("pods/{POD}");
     let questions: Vec<Vec<&str>> = vec![
-        vec!["who", "delete", &pod_path, "-n", ns, "--format", "json"],
+        vec!["who", "delete", &pod_path, "-n", NS, "--format", "json"],
         vec![
             "who", "delete", "pods", "--limit", "500", "--format", "json",
         ],
         vec!["who", "get", "secrets", "--format", "json"],
         vec!["who", "*", "clusterrolebindings", "--format", "json"],
-        vec!["timeline", "--user", &attacker, "--format", "json"],
-        vec!["scope", "--user", &attacker, "--format", "json"],
+        vec!["timeline", "--user", DELETER, "--format", "json"],
+        vec!["scope", "--user", DELETER, "--format", "json"],
         vec![
             "query",
             "--where",
@@ -229,32 +270,7 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
             "json",
         ],
     ];
-    for q in &questions {
-        let mut local = q.clone();
-        local.extend(["--data", data]);
-        let mut fleet = q.clone();
-        fleet.extend(["--config", config]);
-        let (ok_l, out_l, err_l) = kubetrail(&local);
-        let (ok_f, out_f, err_f) = kubetrail(&fleet);
-        assert!(ok_l && ok_f, "{q:?}: {err_l} / {err_f}");
-        assert!(out_l.len() > 20, "{q:?} answers something: {out_l}");
-        if out_l != out_f {
-            let (l, f): (Vec<&str>, Vec<&str>) = (out_l.lines().collect(), out_f.lines().collect());
-            let at = (0..l.len().max(f.len()))
-                .find(|&i| l.get(i) != f.get(i))
-                .unwrap();
-            let cut = |s: Option<&&str>| {
-                s.map_or(String::from("(none)"), |s| s.chars().take(500).collect())
-            };
-            panic!(
-                "{q:?}: the embedded store and ClickHouse differ at line {at} of {}/{}:\n{}\n{}",
-                l.len(),
-                f.len(),
-                cut(l.get(at)),
-                cut(f.get(at))
-            );
-        }
-    }
+    same_answers(&breach, &config_a, &questions);
 
     // Limits: a config allowing 100 rows per ClickHouse read answers a narrow question (its filters ran in
     // ClickHouse) and refuses one that would read every row, naming the setting.
@@ -263,11 +279,12 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         free_port(),
         ch_port,
         ", max_rows: 100",
+        "",
     );
     let narrow = narrow.to_str().unwrap();
-    let (ok, out, err) = kubetrail(&["who", "delete", &pod_path, "-n", ns, "--config", narrow]);
+    let (ok, out, err) = kubetrail(&["who", "delete", &pod_path, "-n", NS, "--config", narrow]);
     assert!(ok, "{err}");
-    assert!(out.contains(deleter), "{out}");
+    assert!(out.contains(DELETER), "{out}");
     let (ok, _, err) = kubetrail(&[
         "query",
         "--sql",
@@ -285,8 +302,103 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         "--where",
         "user = \"x' OR 1=1 OR user != '\"",
         "--config",
-        config,
+        config_a.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
     assert!(err.contains("no matching events"), "{err}");
+}
+
+#[test]
+fn a_clickhouse_cluster_of_two_shards_holds_and_answers_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_zk, zk_port) = zookeeper(tmp.path());
+    let (http, native) = ([free_port(), free_port()], [free_port(), free_port()]);
+    let cluster = format!(
+        "<zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>\n\
+         <remote_servers><kt_fleet>\n\
+         <shard><replica><host>127.0.0.1</host><port>{}</port></replica></shard>\n\
+         <shard><replica><host>127.0.0.1</host><port>{}</port></replica></shard>\n\
+         </kt_fleet></remote_servers>",
+        native[0], native[1]
+    );
+    let _shards: Vec<Guard> = (0..2)
+        .map(|i| {
+            clickhouse_with(
+                &tmp.path().join(format!("shard{i}")),
+                http[i],
+                native[i],
+                Some(&cluster),
+            )
+        })
+        .collect();
+    let breach = breach(tmp.path());
+    // Each collector ships to, and answers from, its own shard.
+    let ((_a, port_a, config_a), (_b, port_b, config_b)) = two_collectors(
+        tmp.path(),
+        &breach,
+        (http[0], http[1]),
+        "    cluster: kt_fleet\n",
+    );
+    let n = breach.lines.len() as u64;
+    until(90, "every event is in the Distributed table", || {
+        count(http[0], "SELECT count() FROM kubetrail.audit_events FINAL") == Some(n)
+    });
+    // The rows are spread over both shards' local tables, each event once.
+    let local: Vec<u64> = http
+        .iter()
+        .map(|&p| count(p, "SELECT count() FROM kubetrail.audit_events_local FINAL").unwrap())
+        .collect();
+    assert!(
+        local.iter().all(|&c| c > n / 4),
+        "both shards hold rows: {local:?}"
+    );
+    assert_eq!(local.iter().sum::<u64>(), n, "{local:?}");
+
+    // A batch both collectors stored (the apiserver retried it elsewhere after a timeout) lands on the same
+    // shards as the first copies, where they merge: still each event once.
+    let first: Vec<&str> = breach.lines[..100].iter().map(String::as_str).collect();
+    let shipped = |data: &Path| {
+        sinks_status(data)
+            .iter()
+            .find(|s| s["name"] == "clickhouse")
+            .and_then(|s| s["sent"].as_u64())
+    };
+    let data_b = tmp.path().join("b/data");
+    // b's half: the odd batches (its status file is written a moment after it ships).
+    let half: u64 = breach
+        .lines
+        .chunks(100)
+        .skip(1)
+        .step_by(2)
+        .map(|c| c.len() as u64)
+        .sum();
+    until(60, "b's status shows its half shipped", || {
+        shipped(&data_b) == Some(half)
+    });
+    post(port_b, &first);
+    until(60, "b ships its copy of the first batch", || {
+        shipped(&data_b) == Some(half + 100)
+    });
+    assert_eq!(
+        count(http[0], "SELECT count() FROM kubetrail.audit_events FINAL"),
+        Some(n)
+    );
+
+    // Either collector finds the deletion only b received, from whichever shard it asks.
+    assert_eq!(who_deleted(port_a), who_deleted(port_b));
+    let pod_path = format!("pods/{POD}");
+    let questions: Vec<Vec<&str>> = vec![
+        vec!["who", "delete", &pod_path, "-n", NS, "--format", "json"],
+        vec!["timeline", "--user", DELETER, "--format", "json"],
+        vec!["scope", "--user", DELETER, "--format", "json"],
+        vec![
+            "query",
+            "--sql",
+            "SELECT verb, count(*) AS n FROM events GROUP BY verb ORDER BY n DESC, verb",
+            "--format",
+            "json",
+        ],
+    ];
+    same_answers(&breach, &config_a, &questions);
+    same_answers(&breach, &config_b, &questions);
 }

@@ -8,6 +8,7 @@
 //!     database: kubetrail
 //!     table: audit_events
 //!     retention_days: 400
+//!     # cluster: fleet            # a ClickHouse cluster: audit_events_local ON CLUSTER + a Distributed table
 //!   - type: s3
 //!     endpoint: https://s3.eu-west-1.amazonaws.com   # omit for AWS; MinIO, Ceph: their URL
 //!     bucket: audit-archive
@@ -101,6 +102,9 @@ pub enum SinkConfig {
         password_file: Option<PathBuf>,
         /// Extra CA certificates (PEM) for a self-signed server.
         ca_file: Option<PathBuf>,
+        /// A ClickHouse cluster (its `remote_servers` name): the rows go to `<table>_local` on every shard,
+        /// created `ON CLUSTER`, through the Distributed table `table`.
+        cluster: Option<String>,
         batch: Option<BatchConfig>,
     },
     S3 {
@@ -265,6 +269,7 @@ impl SinkConfig {
                 user,
                 password_file,
                 ca_file,
+                cluster,
                 batch,
                 ..
             } => {
@@ -285,6 +290,7 @@ impl SinkConfig {
                         database: database.clone(),
                         table: table.clone(),
                         retention_days: *retention_days,
+                        cluster: cluster.clone(),
                         http: h,
                     },
                 )

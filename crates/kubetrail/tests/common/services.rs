@@ -1,6 +1,6 @@
-//! Real services the end-to-end tests start on loopback (Debian's clickhouse-server and Alertmanager, moto's S3),
-//! their clients (the test bucket, Alertmanager's alerts, `sinks status`), and what they
-//! share: a guard that kills a child when the test ends, polling until a condition holds.
+//! Real services the end-to-end tests start on loopback (Debian's clickhouse-server, ZooKeeper and Alertmanager,
+//! moto's S3), their clients (the test bucket, Alertmanager's alerts, `sinks status`), and what they share: a
+//! guard that kills a child when the test ends, polling until a condition holds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,9 +55,30 @@ pub fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 
 /// Debian's clickhouse-server on 127.0.0.1:`port` over `dir` (restartable on the same data).
 pub fn clickhouse(dir: &Path, port: u16) -> Guard {
+    clickhouse_with(dir, port, free_port(), None)
+}
+
+/// [`clickhouse`] with its native protocol on `tcp_port` and, with `extra`, more configuration (the XML
+/// inside `<yandex>`: a cluster's `remote_servers`, `zookeeper`), in a copy of Debian's config whose
+/// `config.d` holds it.
+pub fn clickhouse_with(dir: &Path, port: u16, tcp_port: u16, extra: Option<&str>) -> Guard {
     let bin = need("clickhouse-server", "clickhouse-server");
     for sub in ["data", "tmp", "uf", "fs"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let mut config = PathBuf::from("/etc/clickhouse-server/config.xml");
+    if let Some(extra) = extra {
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(etc.join("config.d")).unwrap();
+        for f in ["config.xml", "users.xml"] {
+            std::fs::copy(Path::new("/etc/clickhouse-server").join(f), etc.join(f)).unwrap();
+        }
+        std::fs::write(
+            etc.join("config.d/test.xml"),
+            format!("<?xml version=\"1.0\"?>\n<yandex>\n{extra}\n</yandex>\n"),
+        )
+        .unwrap();
+        config = etc.join("config.xml");
     }
     let ok = Command::new("chown")
         .args(["-R", "clickhouse:clickhouse"])
@@ -70,7 +91,7 @@ pub fn clickhouse(dir: &Path, port: u16) -> Guard {
         .args(["--reuid=clickhouse", "--regid=clickhouse", "--init-groups"])
         .arg(bin)
         .args([
-            "--config-file=/etc/clickhouse-server/config.xml".to_string(),
+            format!("--config-file={}", config.display()),
             "--".into(),
             format!("--path={}/", p("data")),
             format!("--tmp_path={}/", p("tmp")),
@@ -81,7 +102,7 @@ pub fn clickhouse(dir: &Path, port: u16) -> Guard {
             "--logger.console=0".into(),
             "--listen_host=127.0.0.1".into(),
             format!("--http_port={port}"),
-            format!("--tcp_port={}", free_port()),
+            format!("--tcp_port={tcp_port}"),
             format!("--interserver_http_port={}", free_port()),
         ])
         .stdin(Stdio::null())
@@ -94,6 +115,50 @@ pub fn clickhouse(dir: &Path, port: u16) -> Guard {
         ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1")
     });
     child
+}
+
+/// Debian's ZooKeeper (what `ON CLUSTER` DDL of a ClickHouse cluster goes through) on a free loopback port
+/// over `dir`, once it answers `ruok`.
+pub fn zookeeper(dir: &Path) -> (Guard, u16) {
+    let server = Path::new("/usr/share/zookeeper/bin/zkServer.sh");
+    assert!(
+        server.is_file(),
+        "`{}` is missing: install zookeeper (scripts/test does)",
+        server.display()
+    );
+    let port = free_port();
+    let data = dir.join("zookeeper");
+    std::fs::create_dir_all(&data).unwrap();
+    let cfg = data.join("zoo.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(server)
+        .arg("start-foreground")
+        .arg(&cfg)
+        .env("ZOOCFGDIR", &data)
+        .env("ZOO_LOG_DIR", &data)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(data.join("out.log")).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Guard(child);
+    until(60, "ZooKeeper answers ruok", || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let mut answer = String::new();
+        s.write_all(b"ruok").is_ok() && s.read_to_string(&mut answer).is_ok() && answer == "imok"
+    });
+    (child, port)
 }
 
 /// A ClickHouse query over HTTP: the body, or `None` when it did not answer 200.
