@@ -151,17 +151,58 @@ impl ClickHouseTable {
         sql
     }
 
-    async fn read(&self, filters: &[Expr]) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let sql = self.select_sql(filters);
-        let body = self.client.read(&sql, &self.limits).await.map_err(|e| match e {
+    /// Runs `SELECT columns FROM table FINAL [WHERE conditions] tail` (an aggregate, computed there whole)
+    /// and returns its rows as JSON objects.
+    pub(crate) async fn aggregate(
+        &self,
+        columns: &str,
+        conditions: &[String],
+        tail: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, DataFusionError> {
+        let mut sql = format!(
+            "SELECT {columns} FROM {} FINAL",
+            self.client.qualified_table()
+        );
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" {tail} FORMAT JSONEachRow"));
+        let body = self
+            .client
+            .read(&sql, &self.limits)
+            .await
+            .map_err(|e| self.error(e))?;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| {
+                    DataFusionError::External(format!("ClickHouse at {}: {e}", self.url).into())
+                })
+            })
+            .collect()
+    }
+
+    fn error(&self, e: ReadError) -> DataFusionError {
+        match e {
             ReadError::Limit(why) => DataFusionError::ResourcesExhausted(format!(
                 "the question needs more of ClickHouse than the query backend allows ({why}): narrow it with \
                  --since/--until, --cluster or a filter on user, verb, resource, namespace or name, or raise \
-                 query.max_rows, max_bytes or timeout"
+                 query.max_rows, max_mb or timeout"
             )),
             // The error names the server.
             ReadError::Failed(e) => DataFusionError::External(format!("ClickHouse: {e}").into()),
-        })?;
+        }
+    }
+
+    async fn read(&self, filters: &[Expr]) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let sql = self.select_sql(filters);
+        let body = self
+            .client
+            .read(&sql, &self.limits)
+            .await
+            .map_err(|e| self.error(e))?;
         let text = std::str::from_utf8(&body).map_err(|e| {
             DataFusionError::External(
                 format!("ClickHouse at {}: answer is not UTF-8: {e}", self.url).into(),
@@ -327,13 +368,24 @@ fn held(column: &str) -> Option<Held> {
 
 /// A ClickHouse condition that keeps every row `filter` keeps, if there is one.
 pub fn compile(filter: &Expr) -> Option<String> {
+    compile_as(filter, false)
+}
+
+/// A ClickHouse condition that keeps exactly the rows `filter` keeps, if there is one: for counting there,
+/// where DataFusion does not filter again.
+pub fn compile_exact(filter: &Expr) -> Option<String> {
+    compile_as(filter, true)
+}
+
+fn compile_as(filter: &Expr, exact: bool) -> Option<String> {
+    let go = |e: &Expr| compile_as(e, exact);
     match filter {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => Some(format!("({} AND {})", compile(left)?, compile(right)?)),
-            Operator::Or => Some(format!("({} OR {})", compile(left)?, compile(right)?)),
+            Operator::And => Some(format!("({} AND {})", go(left)?, go(right)?)),
+            Operator::Or => Some(format!("({} OR {})", go(left)?, go(right)?)),
             _ => match (column(left), literal(right)) {
-                (Some(c), Some(v)) => compare(c, *op, v),
-                _ => compare(column(right)?, op.swap()?, literal(left)?),
+                (Some(c), Some(v)) => compare(c, *op, v, exact),
+                _ => compare(column(right)?, op.swap()?, literal(left)?, exact),
             },
         },
         Expr::InList(list) if !list.negated && !list.list.is_empty() && list.list.len() <= 1000 => {
@@ -341,7 +393,7 @@ pub fn compile(filter: &Expr) -> Option<String> {
             let arms = list
                 .list
                 .iter()
-                .map(|v| compare(c, Operator::Eq, literal(v)?))
+                .map(|v| compare(c, Operator::Eq, literal(v)?, exact))
                 .collect::<Option<Vec<_>>>()?;
             Some(format!("({})", arms.join(" OR ")))
         }
@@ -354,13 +406,15 @@ pub fn compile(filter: &Expr) -> Option<String> {
             let c = column(expr)?;
             Some(format!(
                 "({} AND {})",
-                compare(c, Operator::GtEq, literal(low)?)?,
-                compare(c, Operator::LtEq, literal(high)?)?
+                compare(c, Operator::GtEq, literal(low)?, exact)?,
+                compare(c, Operator::LtEq, literal(high)?, exact)?
             ))
         }
+        // An absent or empty value is null in the store and '' there: the same rows.
         Expr::IsNull(inner) => match held(column(inner)?)? {
             Held::Optional(c) => Some(format!("{c} = ''")),
-            Held::Code => Some("response_code = 0".into()),
+            // A code of 0 is stored as 0 in both.
+            Held::Code if !exact => Some("response_code = 0".into()),
             _ => None,
         },
         _ => None,
@@ -422,7 +476,7 @@ fn text(s: &str) -> String {
     out
 }
 
-fn compare(column: &str, op: Operator, value: Value<'_>) -> Option<String> {
+fn compare(column: &str, op: Operator, value: Value<'_>, exact: bool) -> Option<String> {
     let sym = match op {
         Operator::Eq => "=",
         Operator::NotEq => "!=",
@@ -433,18 +487,32 @@ fn compare(column: &str, op: Operator, value: Value<'_>) -> Option<String> {
         _ => return None,
     };
     match (held(column)?, value) {
-        // Strings only by equality: the store's nulls are ClickHouse's '', so `!=` keeps more, never fewer.
-        (Held::Text(c) | Held::Optional(c), Value::Text(v))
-            if matches!(op, Operator::Eq | Operator::NotEq) =>
+        // Strings only by equality. The store's nulls are ClickHouse's '': `= 'x'` keeps the same rows, but
+        // `!=` and `= ''` keep the empty ones there too (more, never fewer).
+        (Held::Text(c), Value::Text(v)) if matches!(op, Operator::Eq | Operator::NotEq) => {
+            Some(format!("{c} {sym} {}", text(v)))
+        }
+        (Held::Optional(c), Value::Text(v))
+            if op == Operator::Eq && (!exact || !v.is_empty())
+                || op == Operator::NotEq && !exact =>
         {
             Some(format!("{c} {sym} {}", text(v)))
         }
-        (Held::FirstIp, Value::Text(v)) if op == Operator::Eq => {
+        (Held::FirstIp, Value::Text(v)) if op == Operator::Eq && !exact => {
             Some(format!("has(source_ips, {})", text(v)))
         }
-        // A missing code is 0 there and null here: a condition that 0 meets keeps extra rows only.
+        // A missing code is 0 there and null here: a condition that 0 meets keeps extra rows, so it is not
+        // exact.
         (Held::Code, Value::Int(n)) if i32::try_from(n).is_ok() => {
-            Some(format!("response_code {sym} {n}"))
+            let zero_meets = match op {
+                Operator::Eq => n == 0,
+                Operator::NotEq => n != 0,
+                Operator::Lt => 0 < n,
+                Operator::LtEq => 0 <= n,
+                Operator::Gt => 0 > n,
+                _ => 0 >= n,
+            };
+            (!exact || !zero_meets).then(|| format!("response_code {sym} {n}"))
         }
         (Held::Micros(us_col, secs_col), Value::Micros(us)) if us >= 0 => {
             let micros = format!("{us_col} {sym} {us}");
@@ -572,6 +640,38 @@ mod tests {
             received >> 16
         );
         assert_eq!(fleet_seq("a1", "Panic", "old-format-id") & 0xFFF, 0);
+    }
+
+    #[test]
+    fn exact_conditions_keep_the_same_rows_or_are_not_made() {
+        assert_eq!(
+            compile_exact(&col("namespace").eq(lit("prod"))).unwrap(),
+            format!("namespace = {}", text("prod"))
+        );
+        assert_eq!(
+            compile_exact(&col("namespace").is_null()).unwrap(),
+            "namespace = ''"
+        );
+        // Each of these keeps more rows there than here.
+        for e in [
+            col("namespace").eq(lit("")),
+            col("namespace").not_eq(lit("prod")),
+            col("ip").eq(lit("10.0.0.1")),
+            col("code").is_null(),
+            col("code").lt(lit(400)),
+            col("code").not_eq(lit(200)),
+        ] {
+            assert!(compile(&e).is_some(), "{e}");
+            assert_eq!(compile_exact(&e), None, "{e}");
+        }
+        assert_eq!(
+            compile_exact(&col("code").gt_eq(lit(400))).unwrap(),
+            "response_code >= 400"
+        );
+        assert_eq!(
+            compile_exact(&col("verb").not_eq(lit("get"))).unwrap(),
+            format!("verb != {}", text("get"))
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 pub mod capped;
 pub mod clickhouse;
+pub mod counts;
 pub mod limits;
 pub mod reports;
 
@@ -157,6 +158,9 @@ pub struct Engine {
     ctx: SessionContext,
     files: Vec<PartitionFile>,
     root: PathBuf,
+    /// The ClickHouse table under `events`, when that is the source: aggregates go to it whole.
+    clickhouse: Option<Arc<clickhouse::ClickHouseTable>>,
+    scope: Scope,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,25 +232,30 @@ impl Engine {
         capped::install(&ctx)?;
 
         let schema = columnar::schema();
-        let table: Arc<dyn datafusion::catalog::TableProvider> =
-            if let Source::ClickHouse(c) = source {
-                Arc::new(clickhouse::ClickHouseTable::new(c).map_err(EngineError::Source)?)
-            } else if files.is_empty() {
-                Arc::new(MemTable::try_new(schema, vec![vec![]])?)
-            } else {
-                let urls = files
-                    .iter()
-                    .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                // No declared sort order: files are sorted by (user, time), older ones by time; queries that
-                // need an order say so.
-                let config = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(options)
-                    .with_schema(schema);
-                Arc::new(ListingTable::try_new(config)?)
-            };
+        let clickhouse = match source {
+            Source::ClickHouse(c) => Some(Arc::new(
+                clickhouse::ClickHouseTable::new(c).map_err(EngineError::Source)?,
+            )),
+            Source::Store(_) => None,
+        };
+        let table: Arc<dyn datafusion::catalog::TableProvider> = if let Some(c) = &clickhouse {
+            c.clone()
+        } else if files.is_empty() {
+            Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+        } else {
+            let urls = files
+                .iter()
+                .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            // No declared sort order: files are sorted by (user, time), older ones by time; queries that
+            // need an order say so.
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema);
+            Arc::new(ListingTable::try_new(config)?)
+        };
         let mut df = ctx.read_table(table)?;
         let ts = |t: jiff::Timestamp| {
             lit(ScalarValue::TimestampMicrosecond(
@@ -265,7 +274,13 @@ impl Engine {
         }
         df = df.select(view_columns())?;
         ctx.register_table("events", df.into_view())?;
-        Ok(Engine { ctx, files, root })
+        Ok(Engine {
+            ctx,
+            files,
+            root,
+            clickhouse,
+            scope: scope.clone(),
+        })
     }
 
     /// The files the table reads (after partition pruning).

@@ -183,12 +183,20 @@ pub struct ScopeRequest {
     pub user: String,
 }
 
+/// `clusters`: each cluster's events, as of `now_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClustersRequest {
+    /// Now, in microseconds since the epoch: the last hour's rate and how long each cluster has been quiet.
+    pub now_us: i64,
+}
+
 /// Any of the reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportRequest {
     Who(WhoRequest),
     Timeline(TimelineRequest),
     Scope(ScopeRequest),
+    Clusters(ClustersRequest),
 }
 
 /// Builds the report `req` asks for.
@@ -197,6 +205,7 @@ pub async fn build(engine: &Engine, req: &ReportRequest) -> Result<Report, Repor
         ReportRequest::Who(r) => who(engine, r).await,
         ReportRequest::Timeline(r) => timeline(engine, r).await,
         ReportRequest::Scope(r) => scope(engine, r).await,
+        ReportRequest::Clusters(r) => clusters(engine, r).await,
     }
 }
 
@@ -558,6 +567,55 @@ fn columns_with(extra: &'static str) -> Vec<&'static str> {
     let mut c = BASIC_COLUMNS.to_vec();
     c.push(extra);
     c
+}
+
+/// The clusters whose events the source holds (one collector's, or a fleet's through ClickHouse): events in
+/// the scope, first and last, the last hour's count and rate, and how long since the last event.
+pub async fn clusters(engine: &Engine, req: &ClustersRequest) -> Result<Report, ReportError> {
+    let list = engine.clusters(req.now_us).await?;
+    let mut report = Report::new("clusters".into());
+    let quiet = |last_us: i64| {
+        let secs = (req.now_us - last_us).max(0) / 1_000_000;
+        match secs {
+            s if s < 120 => format!("{s}s"),
+            s if s < 7200 => format!("{}m", s / 60),
+            s if s < 172_800 => format!("{}h", s / 3600),
+            s => format!("{}d", s / 86_400),
+        }
+    };
+    let rows = list
+        .iter()
+        .map(|c| {
+            vec![
+                c.cluster.clone(),
+                c.events.to_string(),
+                crate::format_time_us(c.first_us),
+                crate::format_time_us(c.last_us),
+                c.last_hour.to_string(),
+                format!("{:.2}", c.last_hour as f64 / 3600.0),
+                quiet(c.last_us),
+            ]
+        })
+        .collect();
+    report.section(
+        "clusters",
+        vec![
+            "CLUSTER",
+            "EVENTS",
+            "FIRST",
+            "LAST",
+            "LAST HOUR",
+            "PER SECOND",
+            "QUIET FOR",
+        ],
+        rows,
+        Some(
+            "EVENTS counts every stored stage in the time range; PER SECOND is the last hour's rate; a cluster \
+             quiet for longer than usual may have lost its audit trail (check its apiservers' audit flags)"
+                .into(),
+        ),
+    );
+    Ok(report)
 }
 
 /// The incident responder's first report on a suspect identity: where it came from (and who else used those

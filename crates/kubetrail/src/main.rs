@@ -54,6 +54,8 @@ enum Command {
     Timeline(cmd::report::TimelineArgs),
     /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
     Scope(cmd::report::ScopeReportArgs),
+    /// The clusters whose events are stored (a fleet's, through ClickHouse): events, rate, last event.
+    Clusters(cmd::report::ClustersArgs),
     /// Run the detection rules (built-in pack, Sigma files) over audit files: alerts with severity and runbook.
     Detect(cmd::detect::DetectArgs),
     /// List the detection rules, show one's documentation and runbook, test rules against their fixtures.
@@ -120,6 +122,7 @@ fn command() -> ExitCode {
         Command::Who(args) => cmd::report::who(args),
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
+        Command::Clusters(args) => cmd::report::clusters(args),
         Command::Retention(c) => cmd::retention::run(c),
         Command::Completion(args) => cmd::shell::completion(args, Cli::command()),
         Command::Man(args) => cmd::shell::man(args, Cli::command()),

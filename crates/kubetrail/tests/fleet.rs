@@ -231,6 +231,41 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
     // From either console's API: the same answer, naming who deleted the pod, which only b received.
     assert_eq!(who_deleted(port_a), who_deleted(port_b));
 
+    // The API over ClickHouse answers as an API over the embedded store: reports, the histogram (counted in
+    // ClickHouse when its filter compiles exactly, here otherwise) and the clusters.
+    let ref_port = free_port();
+    let ref_config = tmp.path().join("ref.yaml");
+    std::fs::write(
+        &ref_config,
+        format!(
+            "listen: 127.0.0.1:{ref_port}\ndata: {}\n",
+            breach.embedded.display()
+        ),
+    )
+    .unwrap();
+    let _reference = Guard(common::serve(
+        &ref_config,
+        &[],
+        &tmp.path().join("ref.log"),
+        ref_port,
+    ));
+    for path in [
+        format!("/api/v1/who?verb=delete&resource=pods/{POD}&namespace={NS}"),
+        format!("/api/v1/scope?user={}", DELETER.replace('@', "%40")),
+        "/api/v1/histogram".to_string(),
+        "/api/v1/histogram?where=verb%20%3D%20create%20and%20resource%20in%20(pods%2C%20secrets)"
+            .into(),
+        "/api/v1/histogram?where=namespace%20!%3D%20prod&since=2026-01-01T00:00:10Z".into(),
+        "/api/v1/clusters".into(),
+        "/api/v1/clusters?cluster=staging".into(),
+    ] {
+        assert_eq!(api(port_a, &path), api(ref_port, &path), "{path}");
+    }
+    let clusters = api(port_b, "/api/v1/clusters");
+    let rows = &clusters["sections"][0]["rows"];
+    assert_eq!(rows[0]["cluster"], "prod", "{clusters}");
+    assert_eq!(rows[0]["events"], n.to_string(), "{clusters}");
+
     // The CLI through ClickHouse answers every report as the embedded store with all events does.
     let pod_path = format!("pods/{POD}");
     let questions: Vec<Vec<&str>> = vec![
@@ -274,13 +309,39 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
 
     // Limits: a config allowing 100 rows per ClickHouse read answers a narrow question (its filters ran in
     // ClickHouse) and refuses one that would read every row, naming the setting.
+    let port_c = free_port();
     let narrow = collector_config(
         &tmp.path().join("c"),
-        free_port(),
+        port_c,
         ch_port,
         ", max_rows: 100",
         "",
     );
+    // Counting is done in ClickHouse when the filter compiles exactly: a few rows come back, whatever the
+    // number of events; a filter that does not (`!=` keeps ''-valued rows there) needs the rows here.
+    let _c = Guard(common::serve(
+        &narrow,
+        &[],
+        &tmp.path().join("c.log"),
+        port_c,
+    ));
+    let counted =
+        "/api/v1/histogram?where=verb%20%3D%20create%20and%20resource%20in%20(pods%2C%20secrets)";
+    assert_eq!(api(port_c, counted), api(ref_port, counted));
+    assert_eq!(
+        api(port_c, "/api/v1/clusters"),
+        api(ref_port, "/api/v1/clusters")
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .arg(format!(
+            "http://127.0.0.1:{port_c}/api/v1/histogram?where=namespace%20!%3D%20prod"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.ends_with("\n422"), "{text}");
+    assert!(text.contains("query.max_rows"), "{text}");
     let narrow = narrow.to_str().unwrap();
     let (ok, out, err) = kubetrail(&["who", "delete", &pod_path, "-n", NS, "--config", narrow]);
     assert!(ok, "{err}");

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::{Args, ValueEnum};
 use kubetrail_engine::reports::{
-    self, Report, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
+    self, ClustersRequest, Report, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
 };
 
 use crate::Outcome;
@@ -78,6 +78,19 @@ pub struct ScopeReportArgs {
     pub format: ReportFormat,
 }
 
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With a config whose `query.backend` is clickhouse, every cluster that ships to the fleet's \
+                  ClickHouse is listed.\n\nExamples:\n  kubetrail clusters --since 24h\n  \
+                  kubetrail clusters --config /etc/kubetrail/kubetrail.yaml --format json"
+)]
+pub struct ClustersArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
 /// Prints a report as a table, markdown or JSON lines (one object per row, with a `section` key).
 fn write(report: &Report, format: ReportFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
@@ -140,6 +153,7 @@ fn run(scope: &ScopeArgs, req: ReportRequest, format: ReportFormat) -> anyhow::R
         ReportRequest::Who(_) => "searching",
         ReportRequest::Timeline(_) => "building the timeline",
         ReportRequest::Scope(_) => "scoping",
+        ReportRequest::Clusters(_) => "counting",
     };
     let bar = spinner(&format!("{what} ({})", session.reading));
     let report = session.rt.block_on(reports::build(&session.engine, &req));
@@ -166,4 +180,11 @@ pub fn timeline(args: TimelineArgs) -> anyhow::Result<Outcome> {
 pub fn scope(args: ScopeReportArgs) -> anyhow::Result<Outcome> {
     let req = ScopeRequest { user: args.user };
     run(&args.scope, ReportRequest::Scope(req), args.format)
+}
+
+pub fn clusters(args: ClustersArgs) -> anyhow::Result<Outcome> {
+    let req = ClustersRequest {
+        now_us: jiff::Timestamp::now().as_microsecond(),
+    };
+    run(&args.scope, ReportRequest::Clusters(req), args.format)
 }

@@ -60,13 +60,6 @@ fn text(c: &Cell) -> String {
     c.text()
 }
 
-fn filter(predicate: &Option<String>) -> String {
-    predicate
-        .as_ref()
-        .map(|p| format!(" WHERE ({p})"))
-        .unwrap_or_default()
-}
-
 /// The round bucket size (seconds) giving at most about [`BUCKETS`] buckets over `span_us`.
 fn bucket_seconds(span_us: i64) -> i64 {
     let span = (span_us / 1_000_000).max(1);
@@ -101,16 +94,11 @@ pub(super) async fn histogram_answer(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Result<Vec<u8>, ApiError> {
-    let f = filter(&predicate);
     let (mut lo, mut hi) = (since_us, until_us);
     if lo.is_none() || hi.is_none() {
-        let sql = format!(
-            "SELECT CAST(min(\"time\") AS BIGINT), CAST(max(\"time\") AS BIGINT) FROM events{f}"
-        );
-        let (_, rows) = engine.sql_rows(&sql, Some(1)).await?;
-        let row = rows.first();
-        lo = lo.or_else(|| row.and_then(|r| int(&r[0])));
-        hi = hi.or_else(|| row.and_then(|r| int(&r[1])));
+        let bounds = engine.time_bounds(predicate.as_deref()).await?;
+        lo = lo.or(bounds.map(|b| b.0));
+        hi = hi.or(bounds.map(|b| b.1));
     }
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(job::to_json(
@@ -125,14 +113,10 @@ pub(super) async fn histogram_answer(
     };
     let size = bucket_seconds(hi - lo);
     let size_us = size * 1_000_000;
-    let sql = format!(
-        "SELECT CAST(\"time\" AS BIGINT) / {size_us} AS b, count(DISTINCT \"audit_id\") AS n \
-             FROM events{f} GROUP BY b ORDER BY b"
-    );
-    let (_, rows) = engine.sql_rows(&sql, None).await?;
-    let counts: HashMap<i64, i64> = rows
-        .iter()
-        .filter_map(|r| Some((int(&r[0])?, int(&r[1])?)))
+    let counts: HashMap<i64, i64> = engine
+        .counts(predicate.as_deref(), size_us, true)
+        .await?
+        .into_iter()
         .collect();
     let (first, last) = (lo.div_euclid(size_us), hi.div_euclid(size_us));
     let mut buckets = Vec::new();
@@ -484,13 +468,8 @@ pub(super) async fn volume_answer(
         *e.0 += f.bytes;
         *e.1 += stats.event_bytes;
     }
-    let sql = "SELECT CAST(\"time\" AS BIGINT) / 3600000000 AS h, count(*) AS n FROM events \
-                   GROUP BY h ORDER BY h";
-    let (_, rows) = engine.sql_rows(sql, None).await?;
-    for r in &rows {
-        if let (Some(h), Some(n)) = (int(&r[0]), int(&r[1])) {
-            per_hour.entry(h).or_default().0 = n.max(0) as u64;
-        }
+    for (h, n) in engine.counts(None, 3_600_000_000, false).await? {
+        per_hour.entry(h).or_default().0 = n.max(0) as u64;
     }
     for (start, (stored, json)) in per_day {
         let hours: Vec<i64> = (start..start + 24).collect();

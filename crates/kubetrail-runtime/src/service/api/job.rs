@@ -104,6 +104,10 @@ pub(super) enum Job {
         retention_days: u32,
         sinks: Vec<serde_json::Value>,
     },
+    /// `/api/v1/clusters`, as of `now_us`.
+    Clusters {
+        now_us: i64,
+    },
     /// `/api/v1/export`: streamed.
     Export {
         predicate: Option<String>,
@@ -165,6 +169,9 @@ impl Job {
             }
             Job::Scope { user } => {
                 report_answer(&engine, ReportRequest::Scope(ScopeRequest { user })).await?
+            }
+            Job::Clusters { now_us } => {
+                report_answer(&engine, ReportRequest::Clusters(ClustersRequest { now_us })).await?
             }
             Job::Histogram {
                 predicate,

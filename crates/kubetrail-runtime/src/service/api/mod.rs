@@ -1,5 +1,5 @@
-//! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline` and
-//! `/api/v1/scope`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
+//! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`
+//! and `/api/v1/clusters`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
 //! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
 //! reopen|assign|note}`, each change recorded with the authenticated caller; the suppressions:
 //! `GET /api/v1/suppressions`, `POST /api/v1/suppressions`, `POST /api/v1/suppressions/{id}/lift`.
@@ -45,7 +45,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kubetrail_engine::reports::{
-    self, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
+    self, ClustersRequest, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
 };
 use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope, limits};
 use serde::Deserialize;
@@ -170,6 +170,7 @@ impl QueryApi {
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
+            .route("/api/v1/clusters", get(clusters))
             .route("/api/v1/histogram", get(explore::histogram))
             .route("/api/v1/export", get(explore::export))
             .route("/api/v1/events/{audit_id}", get(explore::event))
@@ -671,6 +672,17 @@ async fn timeline(
     p.only("/api/v1/timeline", &["user"])?;
     let user = p.required("user", &p.user)?.to_string();
     answer(&api, p.scope()?, Job::Timeline { user }).await
+}
+
+/// `/api/v1/clusters`: the clusters whose events the source holds, with their counts, rate and last event.
+async fn clusters(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    p.only("/api/v1/clusters", &[])?;
+    let now_us = jiff::Timestamp::now().as_microsecond();
+    answer(&api, p.scope()?, Job::Clusters { now_us }).await
 }
 
 /// `/api/v1/scope`: the incident report on a suspect `user`.

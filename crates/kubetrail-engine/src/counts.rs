@@ -1,0 +1,214 @@
+//! Counts over many events: requests or events per bucket of time (the console's histogram and volume), the
+//! first and last time, and per cluster (`kubetrail clusters`). Over the local store they are SQL on
+//! `events`. Over ClickHouse, when the question's filter compiles exactly
+//! ([`crate::clickhouse::compile_exact`]), ClickHouse computes them whole, so a fleet's year is never pulled
+//! here to be counted; otherwise they run here on the rows its filters select, like any question.
+
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::prelude::{col, lit};
+use serde_json::Value;
+
+use crate::clickhouse::{ClickHouseTable, compile_exact};
+use crate::{Cell, Engine, EngineError};
+
+/// One cluster's events in the scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSummary {
+    pub cluster: String,
+    /// Events (stages) stored.
+    pub events: u64,
+    /// The first and last event `time`, in microseconds since the epoch.
+    pub first_us: i64,
+    pub last_us: i64,
+    /// Events whose `time` is in the hour before the `now` asked about.
+    pub last_hour: u64,
+}
+
+impl Engine {
+    /// The ClickHouse table and the exact conditions of the scope and of `predicate` (SQL over `events`), when
+    /// ClickHouse can answer alone.
+    async fn pushed(
+        &self,
+        predicate: Option<&str>,
+    ) -> Result<Option<(Arc<ClickHouseTable>, Vec<String>)>, EngineError> {
+        let Some(table) = &self.clickhouse else {
+            return Ok(None);
+        };
+        let ts = |t: jiff::Timestamp| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(t.as_microsecond()),
+                Some("UTC".into()),
+            ))
+        };
+        let mut exprs = Vec::new();
+        if let Some(since) = self.scope.since {
+            exprs.push(col("time").gt_eq(ts(since)));
+        }
+        if let Some(until) = self.scope.until {
+            exprs.push(col("time").lt_eq(ts(until)));
+        }
+        if let Some(cluster) = &self.scope.cluster {
+            exprs.push(col("cluster").eq(lit(cluster.as_str())));
+        }
+        let parsed = match predicate {
+            Some(p) => {
+                let schema = self.ctx.table("events").await?.schema().clone();
+                Some(self.ctx.parse_sql_expr(p, &schema)?)
+            }
+            None => None,
+        };
+        let mut conditions = Vec::new();
+        for e in exprs
+            .iter()
+            .chain(parsed.iter().flat_map(|p| split_conjunction(p)))
+        {
+            match compile_exact(e) {
+                Some(c) => conditions.push(c),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some((table.clone(), conditions)))
+    }
+
+    /// Requests (distinct auditIDs; with `requests` false, events) matching `predicate` (SQL over `events`;
+    /// all if `None`) per bucket of `size_us` microseconds of `time`: `(time / size_us, count)` in bucket
+    /// order, empty buckets left out.
+    pub async fn counts(
+        &self,
+        predicate: Option<&str>,
+        size_us: i64,
+        requests: bool,
+    ) -> Result<Vec<(i64, i64)>, EngineError> {
+        let size_us = size_us.max(1);
+        if let Some((table, conditions)) = self.pushed(predicate).await? {
+            let n = if requests {
+                "uniqExact(audit_id)"
+            } else {
+                "count()"
+            };
+            let rows = table
+                .aggregate(
+                    &format!("intDiv(time_us, {size_us}) AS b, {n} AS n"),
+                    &conditions,
+                    "GROUP BY b ORDER BY b",
+                )
+                .await?;
+            return Ok(rows
+                .iter()
+                .filter_map(|r| Some((number(&r["b"])?, number(&r["n"])?)))
+                .collect());
+        }
+        let n = if requests {
+            "count(DISTINCT \"audit_id\")"
+        } else {
+            "count(*)"
+        };
+        let sql = format!(
+            "SELECT CAST(\"time\" AS BIGINT) / {size_us} AS b, {n} AS n FROM events{} GROUP BY b ORDER BY b",
+            filter(predicate)
+        );
+        let (_, rows) = self.sql_rows(&sql, None).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((int(&r[0])?, int(&r[1])?)))
+            .collect())
+    }
+
+    /// The first and last `time` (microseconds) of the events matching `predicate`; `None` when there are none.
+    pub async fn time_bounds(
+        &self,
+        predicate: Option<&str>,
+    ) -> Result<Option<(i64, i64)>, EngineError> {
+        if let Some((table, conditions)) = self.pushed(predicate).await? {
+            let rows = table
+                .aggregate(
+                    "count() AS n, min(time_us) AS lo, max(time_us) AS hi",
+                    &conditions,
+                    "",
+                )
+                .await?;
+            return Ok(rows
+                .first()
+                .filter(|r| number(&r["n"]).is_some_and(|n| n > 0))
+                .and_then(|r| Some((number(&r["lo"])?, number(&r["hi"])?))));
+        }
+        let sql = format!(
+            "SELECT CAST(min(\"time\") AS BIGINT), CAST(max(\"time\") AS BIGINT) FROM events{}",
+            filter(predicate)
+        );
+        let (_, rows) = self.sql_rows(&sql, Some(1)).await?;
+        Ok(rows.first().and_then(|r| Some((int(&r[0])?, int(&r[1])?))))
+    }
+
+    /// Each cluster's events in the scope, by name, with those of the hour before `now_us`.
+    pub async fn clusters(&self, now_us: i64) -> Result<Vec<ClusterSummary>, EngineError> {
+        let hour_ago = now_us.saturating_sub(3_600_000_000);
+        if let Some((table, conditions)) = self.pushed(None).await? {
+            let rows = table
+                .aggregate(
+                    &format!(
+                        "cluster, count() AS events, min(time_us) AS lo, max(time_us) AS hi, \
+                         countIf(time_us >= {}) AS recent",
+                        hour_ago.max(0)
+                    ),
+                    &conditions,
+                    "GROUP BY cluster ORDER BY cluster",
+                )
+                .await?;
+            return Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    Some(ClusterSummary {
+                        cluster: r["cluster"].as_str()?.to_string(),
+                        events: u64::try_from(number(&r["events"])?).ok()?,
+                        first_us: number(&r["lo"])?,
+                        last_us: number(&r["hi"])?,
+                        last_hour: u64::try_from(number(&r["recent"])?).ok()?,
+                    })
+                })
+                .collect());
+        }
+        let sql = format!(
+            "SELECT \"cluster\", count(*), CAST(min(\"time\") AS BIGINT), CAST(max(\"time\") AS BIGINT), \
+             sum(CASE WHEN CAST(\"time\" AS BIGINT) >= {hour_ago} THEN 1 ELSE 0 END) \
+             FROM events GROUP BY \"cluster\" ORDER BY \"cluster\""
+        );
+        let (_, rows) = self.sql_rows(&sql, None).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let Cell::Text(cluster) = &r[0] else {
+                    return None;
+                };
+                Some(ClusterSummary {
+                    cluster: cluster.clone(),
+                    events: u64::try_from(int(&r[1])?).ok()?,
+                    first_us: int(&r[2])?,
+                    last_us: int(&r[3])?,
+                    last_hour: u64::try_from(int(&r[4])?).ok()?,
+                })
+            })
+            .collect())
+    }
+}
+
+fn filter(predicate: Option<&str>) -> String {
+    predicate.map_or(String::new(), |p| format!(" WHERE ({p})"))
+}
+
+fn int(c: &Cell) -> Option<i64> {
+    match c {
+        Cell::Int(n) => Some(*n),
+        Cell::UInt(n) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_u64().and_then(|n| i64::try_from(n).ok()))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
