@@ -39,6 +39,7 @@ use kubetrail_sinks::clickhouse::{ClickHouse, ClickHouseConfig, ReadError, ReadL
 use kubetrail_sinks::http::{Auth, HttpConfig};
 use kubetrail_store::EventRecord;
 use kubetrail_store::columnar;
+use kubetrail_store::record::clip;
 use serde::{Deserialize, Serialize};
 
 /// Rows per batch made from ClickHouse's answer.
@@ -223,12 +224,13 @@ impl ClickHouseTable {
             })?;
             chunk.push((
                 fleet_seq(&row.audit_id, &row.stage, &row.id),
+                // The store keeps these fields cut to a record's limit: the same values here.
                 EventRecord {
                     received_us: i64::try_from(row.received_us).unwrap_or(i64::MAX),
-                    cluster: row.cluster,
+                    cluster: Cow::Owned(clip(&row.cluster).to_string()),
                     source: Cow::Borrowed(""),
-                    audit_id: row.audit_id,
-                    stage: row.stage,
+                    audit_id: Cow::Owned(clip(&row.audit_id).to_string()),
+                    stage: Cow::Owned(clip(&row.stage).to_string()),
                     variant: Cow::Borrowed(""),
                     event: row.event,
                 },
@@ -316,13 +318,238 @@ impl TableProvider for ClickHouseTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let schema = columnar::schema();
+        if let Some(columns) = projection {
+            let names: Vec<&str> = columns
+                .iter()
+                .map(|&i| schema.field(i).name().as_str())
+                .collect();
+            if names.iter().all(|n| native(n).is_some()) {
+                let projected = Arc::new(schema.project(columns)?);
+                let batches = self.read_native(filters, &names, &projected).await?;
+                return Ok(MemorySourceConfig::try_new_exec(
+                    &[batches],
+                    projected,
+                    None,
+                )?);
+            }
+        }
         let batches = self.read(filters).await?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
-            columnar::schema(),
+            schema,
             projection.cloned(),
         )?)
     }
+}
+
+/// The ClickHouse columns a store column is made from when the question needs none of the event's other
+/// fields: the same values the store's writer computes, without reading the events. Columns whose empty
+/// value the store keeps as `""` but ClickHouse cannot tell from absent (user agent, decision, reason,
+/// impersonated user) are not among them.
+fn native(column: &str) -> Option<&'static [&'static str]> {
+    Some(match column {
+        "time" => &["time_us"],
+        "received" => &["received_us"],
+        "seq" => &["audit_id", "stage", "id"],
+        "cluster" => &["cluster"],
+        "audit_id" => &["audit_id"],
+        "stage" => &["stage"],
+        "level" => &["level"],
+        "verb" => &["verb"],
+        "user" => &["user"],
+        "groups" => &["groups"],
+        "source_ips" | "ip" => &["source_ips"],
+        "uri" => &["request_uri"],
+        "resource" => &["resource"],
+        "subresource" => &["subresource"],
+        "namespace" => &["namespace"],
+        "name" => &["name"],
+        "api_group" => &["api_group"],
+        "code" => &["response_code"],
+        _ => return None,
+    })
+}
+
+/// One row of a native read: the columns asked for.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NativeRow<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    time_us: u64,
+    received_us: u64,
+    #[serde(borrow)]
+    cluster: Cow<'a, str>,
+    #[serde(borrow)]
+    audit_id: Cow<'a, str>,
+    #[serde(borrow)]
+    stage: Cow<'a, str>,
+    #[serde(borrow)]
+    level: Cow<'a, str>,
+    #[serde(borrow)]
+    verb: Cow<'a, str>,
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    groups: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    source_ips: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    request_uri: Cow<'a, str>,
+    #[serde(borrow)]
+    resource: Cow<'a, str>,
+    #[serde(borrow)]
+    subresource: Cow<'a, str>,
+    #[serde(borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    api_group: Cow<'a, str>,
+    response_code: i32,
+}
+
+impl ClickHouseTable {
+    /// The rows of `filters` with only `columns` (all [`native`]), as batches of `schema`.
+    async fn read_native(
+        &self,
+        filters: &[Expr],
+        columns: &[&str],
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let mut wanted: Vec<&str> = columns
+            .iter()
+            .flat_map(|c| native(c).unwrap_or_default().iter().copied())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            // `count(*)`: rows, no column.
+            wanted.push("time_us");
+        }
+        let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
+        let mut sql = format!(
+            "SELECT {} FROM {} FINAL",
+            wanted.join(", "),
+            self.client.qualified_table()
+        );
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" FORMAT JSONEachRow");
+        let body = self
+            .client
+            .read(&sql, &self.limits)
+            .await
+            .map_err(|e| self.error(e))?;
+        let text = std::str::from_utf8(&body).map_err(|e| {
+            DataFusionError::External(
+                format!("ClickHouse at {}: answer is not UTF-8: {e}", self.url).into(),
+            )
+        })?;
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            rows.push(serde_json::from_str::<NativeRow<'_>>(line).map_err(|e| {
+                DataFusionError::External(
+                    format!(
+                        "ClickHouse at {}: row {} of the answer: {e}",
+                        self.url,
+                        i + 1
+                    )
+                    .into(),
+                )
+            })?);
+        }
+        rows.chunks(BATCH_ROWS)
+            .map(|chunk| native_batch(chunk, columns, schema))
+            .collect()
+    }
+}
+
+/// A batch of `schema` (the store's columns `columns`) from native rows, with the store's nulls.
+fn native_batch(
+    rows: &[NativeRow<'_>],
+    columns: &[&str],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, DataFusionError> {
+    use arrow::array::{
+        ArrayRef, Int32Array, ListBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
+        UInt64Array,
+    };
+    let micros = |f: fn(&NativeRow<'_>) -> u64| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX)),
+            )
+            .with_timezone("UTC"),
+        )
+    };
+    let text = |f: for<'r> fn(&'r NativeRow<'_>) -> &'r str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    // The record's own fields, which the store keeps cut to a record's limit.
+    let record = |f: for<'r> fn(&'r NativeRow<'_>) -> &'r str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| clip(f(r))),
+        ))
+    };
+    let optional = |f: for<'r> fn(&'r NativeRow<'_>) -> &'r str| -> ArrayRef {
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| Some(f(r)).filter(|s| !s.is_empty())),
+        ))
+    };
+    let list = |f: for<'r> fn(&'r NativeRow<'_>) -> &'r [Cow<'r, str>]| -> ArrayRef {
+        let mut b = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(
+            arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Utf8, false),
+        ));
+        for r in rows {
+            for item in f(r) {
+                b.values().append_value(item);
+            }
+            b.append(true);
+        }
+        Arc::new(b.finish())
+    };
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|c| match *c {
+            "time" => micros(|r| r.time_us),
+            "received" => micros(|r| r.received_us),
+            "seq" => Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| fleet_seq(&r.audit_id, &r.stage, &r.id)),
+            )) as ArrayRef,
+            "cluster" => record(|r| &r.cluster),
+            "audit_id" => record(|r| &r.audit_id),
+            "stage" => record(|r| &r.stage),
+            "level" => text(|r| &r.level),
+            "verb" => text(|r| &r.verb),
+            "user" => text(|r| &r.user),
+            "uri" => text(|r| &r.request_uri),
+            "groups" => list(|r| &r.groups),
+            "source_ips" => list(|r| &r.source_ips),
+            "ip" => Arc::new(StringArray::from_iter(
+                rows.iter()
+                    .map(|r| r.source_ips.first().map(|s| s.as_ref())),
+            )),
+            "resource" => optional(|r| &r.resource),
+            "subresource" => optional(|r| &r.subresource),
+            "namespace" => optional(|r| &r.namespace),
+            "name" => optional(|r| &r.name),
+            "api_group" => optional(|r| &r.api_group),
+            "code" => Arc::new(Int32Array::from_iter(
+                rows.iter()
+                    .map(|r| Some(r.response_code).filter(|&c| c != 0)),
+            )),
+            other => unreachable!("`{other}` is not native"),
+        })
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )?)
 }
 
 /// How a column of the store is held in ClickHouse's table.
@@ -441,6 +668,11 @@ enum Value<'a> {
     Micros(i64),
 }
 
+/// The longest string pushed into ClickHouse's SQL: hex doubles it, and ClickHouse parses at most
+/// `max_query_size` (256 KiB) of a query. A longer value (an attacker can make an Audit-ID or a user agent
+/// that long) is left to DataFusion, so the question still answers.
+const MAX_PUSHED_BYTES: usize = 16 << 10;
+
 fn literal(e: &Expr) -> Option<Value<'_>> {
     let Expr::Literal(v, _) = e else {
         return None;
@@ -448,7 +680,11 @@ fn literal(e: &Expr) -> Option<Value<'_>> {
     Some(match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Value::Text(s),
+        | ScalarValue::Utf8View(Some(s))
+            if s.len() <= MAX_PUSHED_BYTES =>
+        {
+            Value::Text(s)
+        }
         ScalarValue::Int8(Some(n)) => Value::Int(i64::from(*n)),
         ScalarValue::Int16(Some(n)) => Value::Int(i64::from(*n)),
         ScalarValue::Int32(Some(n)) => Value::Int(i64::from(*n)),
@@ -460,7 +696,8 @@ fn literal(e: &Expr) -> Option<Value<'_>> {
         ScalarValue::TimestampMicrosecond(Some(us), _) => Value::Micros(*us),
         ScalarValue::TimestampMillisecond(Some(ms), _) => Value::Micros(ms.checked_mul(1000)?),
         ScalarValue::TimestampSecond(Some(s), _) => Value::Micros(s.checked_mul(1_000_000)?),
-        ScalarValue::TimestampNanosecond(Some(ns), _) => Value::Micros(ns.div_euclid(1000)),
+        // A time between two microseconds has no exact bound on a microsecond column: not pushed.
+        ScalarValue::TimestampNanosecond(Some(ns), _) if ns % 1000 == 0 => Value::Micros(ns / 1000),
         _ => return None,
     })
 }
@@ -695,5 +932,29 @@ mod tests {
             "received_us > 5"
         );
         assert_eq!(compile(&col("time").gt(t(-5))), None);
+        let ns = |n: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(n),
+                Some("UTC".into()),
+            ))
+        };
+        assert_eq!(
+            compile(&col("time").lt(ns(1500))),
+            None,
+            "between two microseconds"
+        );
+        assert_eq!(
+            compile(&col("time").lt(ns(2000))).unwrap(),
+            "(time_us < 2 AND time <= 1)"
+        );
+    }
+
+    #[test]
+    fn values_too_long_for_a_query_are_left_to_datafusion() {
+        assert!(compile(&col("audit_id").eq(lit("a".repeat(MAX_PUSHED_BYTES)))).is_some());
+        assert_eq!(
+            compile(&col("audit_id").eq(lit("a".repeat(MAX_PUSHED_BYTES + 1)))),
+            None
+        );
     }
 }

@@ -319,13 +319,18 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// When kube-apiserver received the request (`requestReceivedTimestamp`, or `v1beta1`'s `timestamp`).
+    /// When kube-apiserver received the request (`requestReceivedTimestamp`, or `v1beta1`'s `timestamp`), else
+    /// when it wrote the stage (`stageTimestamp`), whichever first parses in that order.
     pub fn received_at(&self) -> Option<jiff::Timestamp> {
-        self.request_received_timestamp
-            .as_deref()
-            .or(self.timestamp.as_deref())
-            .or(self.stage_timestamp.as_deref())
-            .and_then(|t| t.parse().ok())
+        // The store's `time` column is computed the same way (`kubetrail_store::columnar`): a fleet's
+        // ClickHouse rows and the store agree on every event's time, even one whose first timestamp is bad.
+        let parse = |t: Option<&str>| t.and_then(|t| t.parse().ok());
+        parse(
+            self.request_received_timestamp
+                .as_deref()
+                .or(self.timestamp.as_deref()),
+        )
+        .or_else(|| parse(self.stage_timestamp.as_deref()))
     }
 
     /// The response code, if the request got that far.
@@ -380,6 +385,37 @@ mod tests {
             ev.received_at().unwrap().to_string(),
             "2020-04-21T17:57:05.541358Z"
         );
+    }
+
+    /// A first timestamp that does not parse falls back to the stage's, as the store's `time` does: the
+    /// ClickHouse sink and the store agree on when a request was received.
+    #[test]
+    fn received_at_falls_back_to_the_stage_timestamp() {
+        let ev = |fields: &str| {
+            let json = format!(
+                r#"{{"level":"Metadata","auditID":"a","stage":"ResponseComplete",{fields}}}"#
+            );
+            Event::parse(&json)
+                .unwrap()
+                .received_at()
+                .map(|t| t.to_string())
+        };
+        let stage = r#""stageTimestamp":"2026-01-01T00:00:02Z""#;
+        assert_eq!(
+            ev(&format!(
+                r#""requestReceivedTimestamp":"yesterday",{stage}"#
+            ))
+            .as_deref(),
+            Some("2026-01-01T00:00:02Z")
+        );
+        assert_eq!(
+            ev(&format!(
+                r#""requestReceivedTimestamp":"2026-01-01T00:00:01Z",{stage}"#
+            ))
+            .as_deref(),
+            Some("2026-01-01T00:00:01Z")
+        );
+        assert_eq!(ev(r#""requestReceivedTimestamp":"never""#), None);
     }
 
     /// Strings inside options, lists and maps borrow too (they were each an allocation); one with an escape

@@ -247,8 +247,13 @@ impl ClickHouse {
     pub async fn read(&self, sql: &str, limits: &ReadLimits) -> Result<Bytes, ReadError> {
         let path = format!(
             "/?readonly=1&wait_end_of_query=1&output_format_json_quote_64bit_integers=0\
-             &result_overflow_mode=throw&max_result_rows={}&max_result_bytes={}&max_execution_time={}",
-            limits.max_rows, limits.max_bytes, limits.max_seconds
+             &result_overflow_mode=throw&max_result_rows={}&max_result_bytes={}&max_execution_time={}\
+             &max_memory_usage={}",
+            limits.max_rows,
+            limits.max_bytes,
+            limits.max_seconds,
+            // What the query may hold on each server: its answer several times over, at least 2 GiB.
+            limits.max_bytes.saturating_mul(8).max(2 << 30)
         );
         let mut req =
             Request::new(Method::POST, path).body(sql.to_string(), "text/plain; charset=utf-8");

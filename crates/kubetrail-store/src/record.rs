@@ -173,7 +173,9 @@ impl EventRecord<'_> {
     }
 }
 
-fn clip(s: &str) -> &str {
+/// `s` cut to [`MAX_FIELD_BYTES`] at a character boundary, as a record's cluster, source, audit ID and stage
+/// are stored.
+pub fn clip(s: &str) -> &str {
     if s.len() <= MAX_FIELD_BYTES {
         return s;
     }

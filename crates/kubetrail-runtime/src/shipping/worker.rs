@@ -613,6 +613,44 @@ impl LogSource {
     }
 }
 
+/// What the ClickHouse sinks of the collector at `data` have not delivered, as `serve` last wrote it (events
+/// behind, dead letters, the last error): a note for answers read from ClickHouse, which lack those events.
+/// `None` when nothing is missing, or no ClickHouse sink has run here.
+pub fn clickhouse_shortfall(data: &Path) -> Option<String> {
+    let notes: Vec<String> = statuses(data)
+        .ok()?
+        .into_iter()
+        .filter(|s| s.kind == "clickhouse")
+        .filter_map(|s| {
+            let mut parts = Vec::new();
+            if s.lag_events > 0 {
+                parts.push(format!(
+                    "{} event(s) not shipped yet, {} s behind",
+                    s.lag_events, s.lag_seconds
+                ));
+            }
+            if s.dead_lettered > 0 {
+                parts.push(format!("{} dead-lettered", s.dead_lettered));
+            }
+            if parts.is_empty() {
+                return None;
+            }
+            if let Some(e) = &s.last_error {
+                parts.push(format!("last error: {e}"));
+            }
+            Some(format!("sink `{}`: {}", s.name, parts.join(", ")))
+        })
+        .collect();
+    (!notes.is_empty()).then(|| {
+        format!(
+            "this collector's events are not all in ClickHouse ({}): answers from ClickHouse lack them; \
+             the local store has them (`--data {}` without the ClickHouse backend)",
+            notes.join("; "),
+            data.display()
+        )
+    })
+}
+
 /// The status of every sink, as `serve` last wrote it.
 pub fn statuses(data: &Path) -> anyhow::Result<Vec<Status>> {
     let dir = super::sinks_dir(data);

@@ -100,6 +100,12 @@ impl Session {
             })?,
             None => Source::Store(dir.join("store")),
         };
+        if let Source::ClickHouse(_) = source {
+            // What this collector has not shipped is not in ClickHouse: say so, never answer as if complete.
+            if let Some(note) = kubetrail_runtime::shipping::worker::clickhouse_shortfall(&dir) {
+                eprintln!("note: {note}");
+            }
+        }
         if let Source::Store(_) = source {
             if !dir.is_dir() {
                 anyhow::bail!(

@@ -437,14 +437,40 @@ fn start(
 /// Runs `job` (see [`start`]) and answers its JSON document, streamed as it comes.
 async fn answer(api: &QueryApi, scope: Scope, job: Job) -> Result<Response, ApiError> {
     let body = Streamed::start(api, scope, job, None).await?;
-    Ok((
+    let mut response = (
         [(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
         body.into_body(),
     )
-        .into_response())
+        .into_response();
+    // From ClickHouse, what this collector has not shipped is missing: the answer says so in a header.
+    if let kubetrail_engine::Source::ClickHouse(_) = api.source {
+        let data = api.data.clone();
+        let note = tokio::task::spawn_blocking(move || {
+            crate::shipping::worker::clickhouse_shortfall(&data)
+        })
+        .await
+        .ok()
+        .flatten();
+        // A header takes visible ASCII only (an error's text may hold anything).
+        let ascii = |n: String| -> String {
+            n.chars()
+                .map(|c| {
+                    if c.is_ascii_graphic() || c == ' ' {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect()
+        };
+        if let Some(v) = note.and_then(|n| HeaderValue::from_str(&ascii(n)).ok()) {
+            response.headers_mut().insert("x-kubetrail-incomplete", v);
+        }
+    }
+    Ok(response)
 }
 
 /// An answer as it streams: the status waits for its first chunk (or for its end when there is none: an
