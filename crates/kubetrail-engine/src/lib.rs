@@ -28,6 +28,7 @@
 pub mod capped;
 pub mod clickhouse;
 pub mod counts;
+pub mod lake;
 pub mod limits;
 pub mod reports;
 
@@ -84,6 +85,10 @@ pub enum Source {
     Store(PathBuf),
     /// A ClickHouse table filled by the `clickhouse` sink of one collector or many.
     ClickHouse(clickhouse::ClickHouseSource),
+    /// The S3 archive's Parquet files ([`Engine::open_any`] fetches what a question needs).
+    Lake(lake::LakeSource),
+    /// Several stores' Parquet files read as one table (a fetched lake's replicas).
+    Stores(Vec<PathBuf>),
 }
 
 impl EngineError {
@@ -195,13 +200,27 @@ impl Engine {
         scope: &Scope,
         resources: &Resources,
     ) -> Result<Engine, EngineError> {
+        let list = |roots: &[PathBuf]| -> Result<Vec<PartitionFile>, EngineError> {
+            let mut files = Vec::new();
+            for root in roots.iter().filter(|r| r.is_dir()) {
+                files.extend(columnar::list_files(
+                    root,
+                    scope.cluster.as_deref(),
+                    scope.since,
+                    scope.until,
+                )?);
+            }
+            Ok(files)
+        };
         let (root, files) = match source {
-            Source::Store(root) if root.is_dir() => (
-                root.clone(),
-                columnar::list_files(root, scope.cluster.as_deref(), scope.since, scope.until)?,
-            ),
-            Source::Store(root) => (root.clone(), Vec::new()),
+            Source::Store(root) => (root.clone(), list(std::slice::from_ref(root))?),
+            Source::Stores(roots) => (roots.first().cloned().unwrap_or_default(), list(roots)?),
             Source::ClickHouse(_) => (PathBuf::new(), Vec::new()),
+            Source::Lake(_) => {
+                return Err(EngineError::Source(
+                    "the lake's files are fetched first: open it with Engine::open_any".into(),
+                ));
+            }
         };
         let mut config = SessionConfig::new()
             .with_information_schema(false)
@@ -236,7 +255,7 @@ impl Engine {
             Source::ClickHouse(c) => Some(Arc::new(
                 clickhouse::ClickHouseTable::new(c).map_err(EngineError::Source)?,
             )),
-            Source::Store(_) => None,
+            _ => None,
         };
         let table: Arc<dyn datafusion::catalog::TableProvider> = if let Some(c) = &clickhouse {
             c.clone()
@@ -281,6 +300,21 @@ impl Engine {
             clickhouse,
             scope: scope.clone(),
         })
+    }
+
+    /// [`Engine::open_source`] for any source: the lake's files a question needs are fetched first.
+    pub async fn open_any(
+        source: &Source,
+        scope: &Scope,
+        resources: &Resources,
+    ) -> Result<Engine, EngineError> {
+        match source {
+            Source::Lake(lake) => {
+                let roots = lake.fetch(scope).await.map_err(EngineError::Source)?;
+                Engine::open_source(&Source::Stores(roots), scope, resources)
+            }
+            other => Engine::open_source(other, scope, resources),
+        }
     }
 
     /// The files the table reads (after partition pruning).

@@ -196,6 +196,16 @@ pub struct QueryConfig {
     pub max_rows: Option<u64>,
     /// The most MiB one ClickHouse read may return, as the server counts (default 256).
     pub max_mb: Option<u64>,
+    /// The lake's S3 endpoint (MinIO, Ceph); AWS's when absent (`backend: lake`, whose `url` is
+    /// `s3://BUCKET/PREFIX`, the archive's).
+    pub endpoint: Option<String>,
+    /// The lake's region (default `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// The lake's credentials; the standard AWS chain without them.
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Where the lake's files are copied (default `DATA/lake-cache`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What answers queries.
@@ -207,6 +217,8 @@ pub enum QueryBackend {
     Embedded,
     /// A ClickHouse table.
     Clickhouse,
+    /// The S3 archive's Parquet files.
+    Lake,
 }
 
 impl QueryConfig {
@@ -215,23 +227,64 @@ impl QueryConfig {
     pub fn source(&self, data: &Path) -> anyhow::Result<kubetrail_engine::Source> {
         use kubetrail_engine::clickhouse::ClickHouseSource;
         let store = || kubetrail_engine::Source::Store(data.join("store"));
-        let given = [
-            ("url", self.url.is_some()),
-            ("database", self.database.is_some()),
-            ("table", self.table.is_some()),
-            ("user", self.user.is_some()),
-            ("password_file", self.password_file.is_some()),
-            ("ca_file", self.ca_file.is_some()),
-            ("max_rows", self.max_rows.is_some()),
-            ("max_mb", self.max_mb.is_some()),
+        // Each key, and the backends it is for.
+        use QueryBackend::{Clickhouse, Lake};
+        let given: [(&str, bool, &[QueryBackend]); 13] = [
+            ("url", self.url.is_some(), &[Clickhouse, Lake]),
+            ("database", self.database.is_some(), &[Clickhouse]),
+            ("table", self.table.is_some(), &[Clickhouse]),
+            ("user", self.user.is_some(), &[Clickhouse]),
+            ("password_file", self.password_file.is_some(), &[Clickhouse]),
+            ("ca_file", self.ca_file.is_some(), &[Clickhouse]),
+            ("max_rows", self.max_rows.is_some(), &[Clickhouse]),
+            ("max_mb", self.max_mb.is_some(), &[Clickhouse]),
+            ("endpoint", self.endpoint.is_some(), &[Lake]),
+            ("region", self.region.is_some(), &[Lake]),
+            ("access_key_id", self.access_key_id.is_some(), &[Lake]),
+            (
+                "secret_access_key_file",
+                self.secret_access_key_file.is_some(),
+                &[Lake],
+            ),
+            ("cache_dir", self.cache_dir.is_some(), &[Lake]),
         ];
-        if self.backend == QueryBackend::Embedded {
-            if let Some((key, _)) = given.iter().find(|(_, set)| *set) {
-                anyhow::bail!(
-                    "query.{key} is for `backend: clickhouse`; the backend is `embedded`"
-                );
+        if let Some((key, _, for_)) = given
+            .iter()
+            .find(|(_, set, for_)| *set && !for_.contains(&self.backend))
+        {
+            let name = |b: &QueryBackend| match b {
+                QueryBackend::Embedded => "embedded",
+                Clickhouse => "clickhouse",
+                Lake => "lake",
+            };
+            let for_: Vec<&str> = for_.iter().map(name).collect();
+            anyhow::bail!(
+                "query.{key} is for `backend: {}`; the backend is `{}`",
+                for_.join("` or `backend: "),
+                name(&self.backend)
+            );
+        }
+        match self.backend {
+            QueryBackend::Embedded => return Ok(store()),
+            Lake => {
+                let Some(url) = &self.url else {
+                    anyhow::bail!(
+                        "query.url is required with `backend: lake` (`s3://BUCKET/PREFIX`)"
+                    );
+                };
+                return lake_source(
+                    url,
+                    self.endpoint.clone(),
+                    self.region.clone(),
+                    self.access_key_id.clone(),
+                    self.secret_access_key_file.clone(),
+                    self.cache_dir
+                        .clone()
+                        .unwrap_or_else(|| data.join("lake-cache")),
+                )
+                .map(kubetrail_engine::Source::Lake);
             }
-            return Ok(store());
+            Clickhouse => {}
         }
         let Some(url) = &self.url else {
             anyhow::bail!(
@@ -290,6 +343,39 @@ impl QueryConfig {
         };
         Ok((timeout, memory))
     }
+}
+
+/// The lake at `url` (`s3://BUCKET/PREFIX`): the region from `AWS_REGION` (or `AWS_DEFAULT_REGION`) when
+/// not given, else `us-east-1`; the endpoint from `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` when not given.
+pub fn lake_source(
+    url: &str,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    cache: PathBuf,
+) -> anyhow::Result<kubetrail_engine::lake::LakeSource> {
+    let (bucket, prefix) = kubetrail_engine::lake::LakeSource::parse_url(url)
+        .map_err(|e| anyhow::anyhow!("query: {e}"))?;
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    if access_key_id.is_some() != secret_access_key_file.is_some() {
+        anyhow::bail!("query: give access_key_id and secret_access_key_file together");
+    }
+    Ok(kubetrail_engine::lake::LakeSource {
+        bucket,
+        prefix,
+        endpoint: endpoint.or_else(|| env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])),
+        region: region
+            .or_else(|| env(&["AWS_REGION", "AWS_DEFAULT_REGION"]))
+            .unwrap_or_else(|| "us-east-1".into()),
+        access_key_id,
+        secret_access_key_file,
+        cache,
+    })
 }
 
 impl Config {
@@ -769,7 +855,7 @@ mod tests {
         let err = |yaml: &str| source(yaml).unwrap_err().to_string();
         assert_eq!(
             err("query: {url: 'http://ch:8123'}\n"),
-            "query.url is for `backend: clickhouse`; the backend is `embedded`"
+            "query.url is for `backend: clickhouse` or `backend: lake`; the backend is `embedded`"
         );
         assert!(err("query: {backend: clickhouse}\n").starts_with("query.url is required"));
         assert!(

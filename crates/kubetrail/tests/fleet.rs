@@ -14,7 +14,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::services::{Guard, clickhouse, clickhouse_with, count, sinks_status, until, zookeeper};
+use common::services::{
+    Guard, archive_bucket, clickhouse, clickhouse_with, count, list_keys, moto, sinks_status,
+    until, zookeeper,
+};
 use common::{BIN, free_port};
 
 /// Mallory reads a secret (in collector a's half of the traffic)...
@@ -173,13 +176,37 @@ fn two_collectors(
 
 /// Runs each question against the embedded store and through `config`'s query backend: the same output.
 fn same_answers(breach: &Breach, config: &Path, questions: &[Vec<&str>]) {
+    same_answers_with(
+        breach,
+        &["--config", config.to_str().unwrap()],
+        &[],
+        questions,
+    );
+}
+
+/// [`same_answers`] with the fleet side's arguments and environment given.
+fn same_answers_with(
+    breach: &Breach,
+    fleet_args: &[&str],
+    env: &[(&str, &str)],
+    questions: &[Vec<&str>],
+) {
     for q in questions {
         let mut local = q.clone();
         local.extend(["--data", breach.embedded.to_str().unwrap()]);
         let mut fleet = q.clone();
-        fleet.extend(["--config", config.to_str().unwrap()]);
+        fleet.extend(fleet_args);
         let (ok_l, out_l, err_l) = kubetrail(&local);
-        let (ok_f, out_f, err_f) = kubetrail(&fleet);
+        let out = Command::new(BIN)
+            .args(&fleet)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let (ok_f, out_f, err_f) = (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
         assert!(ok_l && ok_f, "{q:?}: {err_l} / {err_f}");
         assert!(out_l.len() > 10, "{q:?} answers something: {out_l}");
         if out_l != out_f {
@@ -567,4 +594,160 @@ fn a_clickhouse_cluster_of_two_shards_holds_and_answers_everything() {
     ];
     same_answers(&breach, &config_a, &questions);
     same_answers(&breach, &config_b, &questions);
+}
+
+#[test]
+fn the_lake_answers_from_the_archives_parquet_as_the_store_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_moto, s3_port) = moto(tmp.path());
+    let _bucket = archive_bucket(s3_port);
+    let breach = breach(tmp.path());
+    // An HA pair archiving to one bucket, each replica under its own `replica=` prefix, each fed half.
+    let secret = tmp.path().join("s3.secret");
+    std::fs::write(&secret, "secret-example\n").unwrap();
+    let start = |name: &str| {
+        let port = free_port();
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("kubetrail.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\ndata: {}\ncluster: prod\nreplica: {name}\n\
+                 sinks:\n  - type: s3\n    endpoint: http://127.0.0.1:{s3_port}\n    bucket: audit-archive\n    \
+                 prefix: k8s\n    object_lock: {{mode: compliance, retain_days: 30}}\n    manifest_secs: 1\n    \
+                 parquet_after_secs: 0\n    access_key_id: AKIDEXAMPLE\n    secret_access_key_file: {}\n    \
+                 batch: {{flush_secs: 0.2, max_events: 500}}\n",
+                dir.join("data").display(),
+                secret.display()
+            ),
+        )
+        .unwrap();
+        let log = tmp.path().join(format!("{name}.log"));
+        (Guard(common::serve(&config, &[], &log, port)), port)
+    };
+    let (_a, port_a) = start("a");
+    let (_b, port_b) = start("b");
+    for (i, chunk) in breach.lines.chunks(100).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        post(if i % 2 == 0 { port_a } else { port_b }, &refs);
+    }
+    // Every store file of both replicas is in the archive (their hours are long over).
+    let local = |name: &str| -> usize {
+        let mut n = 0;
+        let mut dirs = vec![tmp.path().join(name).join("data/store")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    until(90, "both replicas' Parquet files are archived", || {
+        ["a", "b"].iter().all(|r| {
+            let n = local(r);
+            n > 0 && list_keys(s3_port, &format!("k8s/replica={r}/parquet/")).len() == n
+        })
+    });
+
+    let cache = tmp.path().join("analyst");
+    let env = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{s3_port}")),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "secret-example".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let lake = [
+        "--lake",
+        "s3://audit-archive/k8s",
+        "--data",
+        cache.to_str().unwrap(),
+    ];
+    let pod_path = format!("pods/{POD}");
+    let questions: Vec<Vec<&str>> = vec![
+        vec!["who", "delete", &pod_path, "-n", NS, "--format", "json"],
+        vec!["timeline", "--user", DELETER, "--format", "json"],
+        vec!["scope", "--user", DELETER, "--format", "json"],
+        vec!["who", "get", "secrets", "--format", "json"],
+        vec![
+            "query",
+            "--sql",
+            "SELECT verb, count(*) AS n, count(DISTINCT audit_id) AS requests FROM events \
+             GROUP BY verb ORDER BY n DESC, verb",
+            "--format",
+            "json",
+        ],
+    ];
+    same_answers_with(&breach, &lake, &env, &questions);
+    let fetched = |dir: &Path| -> usize {
+        let mut n = 0;
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!(
+        fetched(&cache),
+        local("a") + local("b"),
+        "every archived file, once"
+    );
+
+    // Only the partitions a question's range needs are fetched: a year with no events fetches nothing.
+    let empty = tmp.path().join("analyst2");
+    let out = Command::new(BIN)
+        .args([
+            "who",
+            "delete",
+            "pods",
+            "--since",
+            "2027-01-01T00:00:00Z",
+            "--until",
+        ])
+        .args([
+            "2027-01-31T00:00:00Z",
+            "--lake",
+            "s3://audit-archive/k8s",
+            "--data",
+        ])
+        .arg(&empty)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fetched(&empty), 0);
+    // A bucket that is not there is named.
+    let out = Command::new(BIN)
+        .args([
+            "who",
+            "delete",
+            "pods",
+            "--lake",
+            "s3://no-such-bucket/k8s",
+            "--data",
+        ])
+        .arg(&empty)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://no-such-bucket/k8s/"), "{err}");
 }

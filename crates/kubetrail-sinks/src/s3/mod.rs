@@ -182,6 +182,15 @@ pub struct S3 {
     credentials: Arc<CredentialsProvider>,
 }
 
+/// What [`S3::list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Keys and sizes in bytes.
+    pub objects: Vec<(String, u64)>,
+    /// With `directories`, the prefixes one level down, each ending with `/`.
+    pub prefixes: Vec<String>,
+}
+
 /// Empty body's SHA-256.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -461,6 +470,44 @@ impl S3 {
             .body)
     }
 
+    /// `ListObjectsV2` under `prefix`, every page: with `directories`, the common prefixes one `/` level down
+    /// (`prefix/a/`, `prefix/b/`) instead of the keys beneath them. Keys come with their sizes.
+    pub async fn list(&self, prefix: &str, directories: bool) -> Result<Listing, S3Error> {
+        let mut out = Listing::default();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, &str)> = vec![("list-type", "2"), ("prefix", prefix)];
+            if directories {
+                query.push(("delimiter", "/"));
+            }
+            if let Some(t) = &token {
+                query.push(("continuation-token", t));
+            }
+            let body = self
+                .call(Method::GET, "", &query, vec![], Bytes::new())
+                .await?
+                .body;
+            let text = String::from_utf8_lossy(&body);
+            for block in xml_blocks(&text, "Contents") {
+                if let Some(key) = xml_text(block, "Key") {
+                    let size = xml_text(block, "Size")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    out.objects.push((key, size));
+                }
+            }
+            for block in xml_blocks(&text, "CommonPrefixes") {
+                out.prefixes.extend(xml_text(block, "Prefix"));
+            }
+            match xml_text(&text, "NextContinuationToken") {
+                Some(t) if xml_text(&text, "IsTruncated").as_deref() == Some("true") => {
+                    token = Some(t)
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// `DeleteObject`. With a version, deletes that version, which a lock refuses (`AccessDenied`); GOVERNANCE
     /// yields to `bypass_governance` (and the permission for it). Without a version, adds a delete marker.
     pub async fn delete_object(
@@ -708,6 +755,21 @@ fn parse_time(s: &str) -> Option<jiff::Timestamp> {
 }
 
 /// The text of the first `<tag>` in an XML answer, entities decoded. S3's answers here are flat and small.
+/// The inside of every `<tag>...</tag>` element, in order (S3's answers are flat enough for this: no
+/// attributes, no nesting of the same tag).
+fn xml_blocks<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        let inner = &rest[i + open.len()..];
+        let Some(j) = inner.find(&close) else { break };
+        out.push(&inner[..j]);
+        rest = &inner[j + close.len()..];
+    }
+    out
+}
+
 fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");
     let start = xml.find(&open)? + open.len();
@@ -725,6 +787,27 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listings_are_read_from_their_xml() {
+        let xml = "<ListBucketResult><IsTruncated>false</IsTruncated>\
+                   <Contents><Key>k/a&amp;b.parquet</Key><Size>12</Size></Contents>\
+                   <Contents><Key>k/c</Key><Size>3</Size></Contents>\
+                   <CommonPrefixes><Prefix>k/replica=a/</Prefix></CommonPrefixes></ListBucketResult>";
+        let keys: Vec<String> = xml_blocks(xml, "Contents")
+            .into_iter()
+            .filter_map(|b| xml_text(b, "Key"))
+            .collect();
+        assert_eq!(keys, ["k/a&b.parquet", "k/c"]);
+        assert_eq!(
+            xml_blocks(xml, "CommonPrefixes"),
+            ["<Prefix>k/replica=a/</Prefix>"]
+        );
+        assert!(
+            xml_blocks("<Contents><Key>x", "Contents").is_empty(),
+            "an unclosed element is not one"
+        );
+    }
 
     fn cfg(endpoint: Option<&str>, path_style: Option<bool>) -> S3Config {
         S3Config {

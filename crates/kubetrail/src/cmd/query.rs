@@ -27,6 +27,12 @@ pub struct ScopeArgs {
     /// ClickHouse table a fleet of collectors ships to, instead of the local store).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Ask the S3 archive's Parquet files (`s3://BUCKET/PREFIX`, the `s3` sink's) instead: only the
+    /// partitions in range are fetched, into DATA/lake-cache. Region, endpoint and credentials from the
+    /// standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, ...), or the config's `query:` with
+    /// `backend: lake`.
+    #[arg(long, value_name = "URL", conflicts_with = "config")]
+    pub lake: Option<String>,
     /// Only this cluster (default: all).
     #[arg(long)]
     pub cluster: Option<String>,
@@ -91,14 +97,22 @@ impl Session {
             None => kubetrail_runtime::config::Config::default(),
         };
         let dir = kubetrail_runtime::data::resolve(scope.data.clone(), cfg.data.clone());
-        let source = match &cfg.query {
-            Some(q) => q.source(&dir).with_context(|| {
+        let source = match (&scope.lake, &cfg.query) {
+            (Some(url), _) => Source::Lake(kubetrail_runtime::config::lake_source(
+                url,
+                None,
+                None,
+                None,
+                None,
+                dir.join("lake-cache"),
+            )?),
+            (None, Some(q)) => q.source(&dir).with_context(|| {
                 format!(
                     "config file `{}`",
                     scope.config.as_deref().unwrap_or(Path::new("")).display()
                 )
             })?,
-            None => Source::Store(dir.join("store")),
+            (None, None) => Source::Store(dir.join("store")),
         };
         if let Source::ClickHouse(_) = source {
             // What this collector has not shipped is not in ClickHouse: say so, never answer as if complete.
@@ -115,33 +129,6 @@ impl Session {
             }
             flush(&dir)?;
         }
-        let engine = Engine::open_source(
-            &source,
-            &Scope {
-                cluster: scope.cluster.clone(),
-                since: scope.since,
-                until: scope.until,
-            },
-            &kubetrail_engine::Resources::default(),
-        )
-        .context("failed to open the store")?;
-        let reading = match &source {
-            Source::Store(_) => {
-                let files = engine.files();
-                format!(
-                    "{} file{} ({})",
-                    files.len(),
-                    if files.len() == 1 { "" } else { "s" },
-                    crate::report::bytes(files.iter().map(|f| f.bytes).sum())
-                )
-            }
-            Source::ClickHouse(c) => format!(
-                "ClickHouse {}.{} at {}",
-                c.database,
-                c.table,
-                kubetrail_sinks::http::redact_url(&c.url)
-            ),
-        };
         // Threads with the stack the largest accepted query needs to plan (see `kubetrail_engine::limits`).
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -149,6 +136,38 @@ impl Session {
             .enable_all()
             .build()
             .context("failed to start the query runtime")?;
+        let bar = matches!(source, Source::Lake(_)).then(|| spinner("fetching from the lake"));
+        let engine = rt
+            .block_on(Engine::open_any(
+                &source,
+                &Scope {
+                    cluster: scope.cluster.clone(),
+                    since: scope.since,
+                    until: scope.until,
+                },
+                &kubetrail_engine::Resources::default(),
+            ))
+            .context("failed to open the store")?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let files = engine.files();
+        let counted = format!(
+            "{} file{} ({})",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" },
+            crate::report::bytes(files.iter().map(|f| f.bytes).sum())
+        );
+        let reading = match &source {
+            Source::Store(_) | Source::Stores(_) => counted,
+            Source::Lake(l) => format!("{counted} of s3://{}/{}", l.bucket, l.prefix),
+            Source::ClickHouse(c) => format!(
+                "ClickHouse {}.{} at {}",
+                c.database,
+                c.table,
+                kubetrail_sinks::http::redact_url(&c.url)
+            ),
+        };
         Ok(Session {
             engine,
             rt,

@@ -126,7 +126,7 @@ impl Job {
         resources: &Resources,
         out: Out,
     ) -> Result<(), ApiError> {
-        let engine = Engine::open_source(source, &scope, resources)?;
+        let engine = Engine::open_any(source, &scope, resources).await?;
         let answer: Vec<u8> = match self {
             Job::Export {
                 predicate,
@@ -145,7 +145,7 @@ impl Job {
                 whole_store,
             } => match explore::stages(&engine, &audit_id).await {
                 Err(e) if e.status == StatusCode::NOT_FOUND && whole_store => {
-                    let engine = Engine::open_source(source, &Scope::default(), resources)?;
+                    let engine = Engine::open_any(source, &Scope::default(), resources).await?;
                     explore::stages(&engine, &audit_id).await?
                 }
                 answer => answer?,
