@@ -145,7 +145,7 @@ async function main() {
 
     // ---- every route refuses the unauthenticated ------------------------------------------------------
     log("unauthenticated requests to every console and API route are refused");
-    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/volume", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
+    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/volume", "/clusters", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
     for (const p of pages) {
       const res = await fetch(base + p, { redirect: "manual" });
       assert.equal(res.status, 303, `${p} without a session`);
@@ -154,7 +154,7 @@ async function main() {
     }
     const apiGets = ["/api/v1/session", "/api/v1/alerts", `/api/v1/alerts/${bind.id}`, "/api/v1/query", "/api/v1/who?verb=delete&resource=pods",
       "/api/v1/timeline?user=x", "/api/v1/scope?user=x", "/api/v1/histogram", "/api/v1/export", "/api/v1/events/delete-the-pod",
-      "/api/v1/volume", "/api/v1/suppressions"];
+      "/api/v1/volume", "/api/v1/clusters", "/api/v1/suppressions"];
     for (const p of apiGets) {
       const res = await fetch(base + p);
       assert.equal(res.status, 401, `GET ${p} without credentials`);
@@ -343,6 +343,34 @@ async function main() {
     assert.equal(await page.evaluate(() => window.__xss), undefined, "no injected script ran");
     assert.equal(await page.locator("main script, main img, main b").count(), 0, "no injected element exists");
     await shot("09-xss-as-text");
+
+    log("the clusters page lists the cluster; the picker scopes every question to one");
+    {
+      const clusters = (await getJson("/api/v1/clusters")).sections[0].rows;
+      assert.equal(clusters.length, 1, "one cluster posts here");
+      const name = clusters[0].cluster;
+      await page.goto(base + "/clusters");
+      await page.locator("a.cluster-link").first().waitFor();
+      assert.ok((await text()).includes(Number(clusters[0].events).toLocaleString("en-US")), "its event count");
+      await shot("10a-clusters");
+      const asked = [];
+      const seen = (r) => { if (r.url().includes("/api/v1/query")) asked.push(r.url()); };
+      page.on("request", seen);
+      await page.selectOption("#cluster", name);
+      const where = new URLSearchParams({ where: `name = "${DELETED_POD}"` });
+      await page.goto(base + "/search?" + where);
+      await page.locator("tbody tr", { hasText: DELETED_POD }).waitFor();
+      assert.ok(asked.some((u) => new URL(u).searchParams.get("cluster") === name), `the search asked within ${name}: ${asked}`);
+      // Another cluster's view: nothing of this one is in it.
+      await page.evaluate(() => sessionStorage.setItem("kubetrail-cluster", "staging"));
+      await page.goto(base + "/search?" + where);
+      await page.getByText(/^0 requests match/).waitFor();
+      assert.equal(await page.locator("#cluster").inputValue(), "staging", "the picker shows the cluster in force");
+      await page.selectOption("#cluster", "");
+      await page.goto(base + "/search?" + where);
+      await page.getByText(/^1 request matches/).waitFor();
+      page.off("request", seen);
+    }
 
     log("the volume page shows the noisy group and its None rule");
     await page.goto(base + "/volume");

@@ -90,9 +90,21 @@
 
   // ---- API ------------------------------------------------------------------------------------------
 
+  // The cluster picker's choice (this tab's): every question about events is scoped to it.
+  const CLUSTER_KEY = "kubetrail-cluster";
+  const picked = () => sessionStorage.getItem(CLUSTER_KEY) || "";
+  const SCOPED = /^\/api\/v1\/(query|who|timeline|scope|histogram|export|events\/|volume)/;
+  /** `path` with the picked cluster, for the questions about events. */
+  function scoped(path) {
+    const c = picked();
+    if (!c || !SCOPED.test(path)) return path;
+    return path + (path.includes("?") ? "&" : "?") + qs({ cluster: c });
+  }
+
   async function api(path, opts) {
     const mine = ticket;
     opts = opts || {};
+    path = scoped(path);
     const init = { method: opts.method || "GET", credentials: "same-origin", headers: { Accept: "application/json" } };
     if (init.method !== "GET") {
       init.headers["X-CSRF-Token"] = session.csrf || "";
@@ -318,7 +330,7 @@
     ]);
     const rows = res.events.map(eventRow);
     const page = (o) => "/search?" + qs(Object.assign({}, scope, { since: p.since, offset: o || null }));
-    const exp = (format) => h("a", { class: "button secondary", href: "/api/v1/export?" + qs(Object.assign({ format }, scope)), download: "kubetrail-export." + format }, "Export " + format.toUpperCase());
+    const exp = (format) => h("a", { class: "button secondary", href: scoped("/api/v1/export?" + qs(Object.assign({ format }, scope))), download: "kubetrail-export." + format }, "Export " + format.toUpperCase());
     show(h("h1", {}, "Search"), form,
       barChart("Requests matching, per " + per(hist.bucket_seconds), hist.buckets.map((b) => Date.parse(b[0]) / 1000), hist.buckets.map((b) => b[1]), "requests", hist.bucket_seconds),
       h("div", { class: "pager" },
@@ -469,6 +481,35 @@
       ], v.sinks) : h("p", { class: "muted" }, "No sink is configured (sinks: in the config ships events to ClickHouse, S3, a SIEM)."));
   }
 
+  async function clustersView() {
+    show(h("h1", {}, "Clusters"), h("p", { class: "muted" }, "Loading…"));
+    const rep = await api("/api/v1/clusters");
+    const rows = rep.sections[0].rows;
+    show(h("h1", {}, "Clusters"),
+      h("p", { class: "muted" }, "Every cluster whose events this console can see (a fleet's, when it answers from ClickHouse). " +
+        "Pick one to scope every search, timeline, scope report and volume to it."),
+      table([
+        { title: "Cluster", cell: (r) => link("/clusters?" + qs({ pick: r.cluster }), r.cluster || "(unnamed)", { class: "cluster-link" }) },
+        { title: "Events", cell: (r) => num(r.events), num: true },
+        { title: "First", cell: (r) => fmtTime(r.first) },
+        { title: "Last", cell: (r) => fmtTime(r.last) },
+        { title: "Last hour", cell: (r) => num(r.last_hour), num: true },
+        { title: "Per second", cell: (r) => r.per_second, num: true },
+        { title: "Quiet for", cell: (r) => r.quiet_for },
+      ], rows),
+      h("p", { class: "muted" }, rep.sections[0].note || ""));
+    fillPicker(rows.map((r) => r.cluster));
+  }
+
+  /** The header's cluster picker: all clusters, or one. */
+  function fillPicker(names) {
+    const sel = document.getElementById("cluster");
+    if (!sel) return;
+    const c = picked();
+    const all = Array.from(new Set(names.concat(c ? [c] : []))).sort();
+    clear(sel).append(h("option", { value: "" }, "All clusters"), ...all.map((n) => h("option", { value: n, selected: n === c }, n)));
+  }
+
   // ---- routing --------------------------------------------------------------------------------------
 
   async function route() {
@@ -488,6 +529,11 @@
       else if (path === "/timeline") await timelineView(params);
       else if (path === "/scope") await scopeView(params);
       else if (path === "/volume") await volumeView(params);
+      else if (path === "/clusters" && params.has("pick")) {
+        sessionStorage.setItem(CLUSTER_KEY, params.get("pick"));
+        history.replaceState(null, "", "/clusters");
+        await clustersView();
+      } else if (path === "/clusters") await clustersView();
       else show(h("h1", {}, "Not found"), h("p", {}, link("/alerts", "Alerts")));
       document.title = "kubetrail · " + ((main.querySelector("h1") || {}).textContent || "");
     } catch (e) {
@@ -543,6 +589,11 @@
     }
   });
   window.addEventListener("popstate", route);
+  document.getElementById("cluster").addEventListener("change", (ev) => {
+    if (ev.target.value) sessionStorage.setItem(CLUSTER_KEY, ev.target.value);
+    else sessionStorage.removeItem(CLUSTER_KEY);
+    route();
+  });
 
   (async function start() {
     try {
@@ -552,6 +603,8 @@
     } catch (e) {
       if (e.message === "not logged in") return;
     }
+    fillPicker([]);
     route();
+    api("/api/v1/clusters").then((rep) => fillPicker(rep.sections[0].rows.map((r) => r.cluster)), () => {});
   })();
 })();

@@ -54,6 +54,7 @@ pub fn router() -> Router {
         "/timeline",
         "/scope",
         "/volume",
+        "/clusters",
     ] {
         r = r.route(path, get(page));
     }
