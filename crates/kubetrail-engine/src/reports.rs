@@ -312,6 +312,7 @@ pub async fn who(engine: &Engine, req: &WhoRequest) -> Result<Report, ReportErro
         .map(|r| {
             vec![
                 r.time(),
+                r.cluster.clone(),
                 identity(r),
                 r.groups.join(","),
                 r.source_ips.join(","),
@@ -325,10 +326,13 @@ pub async fn who(engine: &Engine, req: &WhoRequest) -> Result<Report, ReportErro
         })
         .collect();
     let note = if rows.is_empty() {
-        Some(format!(
-            "no matching request in {} file(s) of the time range; widen since/until?",
-            engine.files().len(),
-        ))
+        Some(match engine.clickhouse {
+            Some(_) => "no matching request in the time range; widen since/until?".to_string(),
+            None => format!(
+                "no matching request in {} file(s) of the time range; widen since/until?",
+                engine.files().len(),
+            ),
+        })
     } else if rows.len() >= limit {
         Some(format!(
             "showing the first {} (raise the limit)",
@@ -341,6 +345,7 @@ pub async fn who(engine: &Engine, req: &WhoRequest) -> Result<Report, ReportErro
         "requests",
         vec![
             "TIME",
+            "CLUSTER",
             "USER",
             "GROUPS",
             "SOURCE IPS",
@@ -435,6 +440,7 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
         "failures",
         vec![
             "TIME",
+            "CLUSTER",
             "REQUEST",
             "OBJECT",
             "OUTCOME",
@@ -446,6 +452,7 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
             .map(|r| {
                 vec![
                     r.time(),
+                    r.cluster.clone(),
                     format!("{} {}", r.verb, r.resource_path()),
                     object(r),
                     outcome(r),
@@ -541,8 +548,9 @@ fn binding_summary(event: Option<&str>) -> Option<String> {
     ))
 }
 
-const BASIC_COLUMNS: [&str; 7] = [
+const BASIC_COLUMNS: [&str; 8] = [
     "TIME",
+    "CLUSTER",
     "USER",
     "REQUEST",
     "OBJECT",
@@ -554,6 +562,7 @@ const BASIC_COLUMNS: [&str; 7] = [
 fn basic(r: &EventRow) -> Vec<String> {
     vec![
         r.time(),
+        r.cluster.clone(),
         identity(r),
         format!("{} {}", r.verb, r.resource_path()),
         object(r),

@@ -236,8 +236,8 @@ fn who_deleted(port: u16) -> Value {
     );
     let rows = answer["sections"][0]["rows"].as_array().unwrap();
     assert!(
-        rows.iter().any(|r| r["user"] == DELETER),
-        "the deletion is found: {answer}"
+        rows.iter().any(|r| r["user"] == DELETER && r["cluster"] == "prod"),
+        "the deletion is found, with its cluster: {answer}"
     );
     answer
 }
