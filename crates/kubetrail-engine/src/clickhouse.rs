@@ -3,8 +3,12 @@
 //!
 //! ClickHouse does the scan. The filters of a question on columns its table holds (time, cluster, user, verb,
 //! stage, resource, namespace, name, code, source IP...) are compiled into its `WHERE`, where its sorting key
-//! `(cluster, user, time, id)` and day partitions prune; `FINAL` collapses the copies that replicas and
-//! retries sent (rows with one id). The matching rows come back with their stored events, and each becomes
+//! `(cluster, user, time, id)` and day partitions prune and moves them to `PREWHERE` (the events' text is read
+//! only for matching rows). The copies of one event that replicas and retries sent (rows with one id, which
+//! the table merges only in the background) are dropped here as they come, by id, rather than by `FINAL`,
+//! which merges on read and keeps ClickHouse from reading the small columns first. Counts computed there
+//! count distinct ids. The matching rows come back with their
+//! stored events, and each becomes
 //! the store's row through the store's own code ([`kubetrail_store::columnar::batch`]). DataFusion then
 //! answers every question (`who`, `timeline`, `scope`, `--where`, `--sql`, histograms, exports) exactly as
 //! it does over the local store: the same SQL and functions over the same rows, so the same answers.
@@ -140,7 +144,7 @@ impl ClickHouseTable {
     /// The read for `filters` (those [`compile`] takes; others are left to DataFusion).
     pub fn select_sql(&self, filters: &[Expr]) -> String {
         let mut sql = format!(
-            "SELECT id, cluster, received_us, audit_id, stage, event FROM {} FINAL",
+            "SELECT id, cluster, received_us, audit_id, stage, event FROM {}",
             self.client.qualified_table()
         );
         let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
@@ -152,18 +156,15 @@ impl ClickHouseTable {
         sql
     }
 
-    /// Runs `SELECT columns FROM table FINAL [WHERE conditions] tail` (an aggregate, computed there whole)
-    /// and returns its rows as JSON objects.
+    /// Runs `SELECT columns FROM table [WHERE conditions] tail` (an aggregate, computed there whole; it must
+    /// count copies of one event once, by id) and returns its rows as JSON objects.
     pub(crate) async fn aggregate(
         &self,
         columns: &str,
         conditions: &[String],
         tail: &str,
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, DataFusionError> {
-        let mut sql = format!(
-            "SELECT {columns} FROM {} FINAL",
-            self.client.qualified_table()
-        );
+        let mut sql = format!("SELECT {columns} FROM {}", self.client.qualified_table());
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
@@ -211,6 +212,7 @@ impl ClickHouseTable {
         })?;
         let mut batches = Vec::new();
         let mut chunk: Vec<(u64, EventRecord<'_>)> = Vec::with_capacity(BATCH_ROWS);
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
             let row: ChRow<'_> = serde_json::from_str(line).map_err(|e| {
                 DataFusionError::External(
@@ -222,6 +224,10 @@ impl ClickHouseTable {
                     .into(),
                 )
             })?;
+            // Another copy of an event already read (an HA pair's, a retry's, not merged yet).
+            if !seen.insert(row.id.clone()) {
+                continue;
+            }
             chunk.push((
                 fleet_seq(&row.audit_id, &row.stage, &row.id),
                 // The store keeps these fields cut to a record's limit: the same values here.
@@ -422,15 +428,13 @@ impl ClickHouseTable {
             .iter()
             .flat_map(|c| native(c).unwrap_or_default().iter().copied())
             .collect();
+        // The id tells copies of one event apart from distinct events.
+        wanted.push("id");
         wanted.sort_unstable();
         wanted.dedup();
-        if wanted.is_empty() {
-            // `count(*)`: rows, no column.
-            wanted.push("time_us");
-        }
         let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
         let mut sql = format!(
-            "SELECT {} FROM {} FINAL",
+            "SELECT {} FROM {}",
             wanted.join(", "),
             self.client.qualified_table()
         );
@@ -450,8 +454,9 @@ impl ClickHouseTable {
             )
         })?;
         let mut rows = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-            rows.push(serde_json::from_str::<NativeRow<'_>>(line).map_err(|e| {
+            let row = serde_json::from_str::<NativeRow<'_>>(line).map_err(|e| {
                 DataFusionError::External(
                     format!(
                         "ClickHouse at {}: row {} of the answer: {e}",
@@ -460,7 +465,10 @@ impl ClickHouseTable {
                     )
                     .into(),
                 )
-            })?);
+            })?;
+            if seen.insert(row.id.clone()) {
+                rows.push(row);
+            }
         }
         rows.chunks(BATCH_ROWS)
             .map(|chunk| native_batch(chunk, columns, schema))

@@ -84,10 +84,11 @@ impl Engine {
     ) -> Result<Vec<(i64, i64)>, EngineError> {
         let size_us = size_us.max(1);
         if let Some((table, conditions)) = self.pushed(predicate).await? {
+            // Distinct ids: copies of one event that the table has not merged yet count once.
             let n = if requests {
                 "uniqExact(audit_id)"
             } else {
-                "count()"
+                "uniqExact(id)"
             };
             let rows = table
                 .aggregate(
@@ -150,8 +151,8 @@ impl Engine {
             let rows = table
                 .aggregate(
                     &format!(
-                        "cluster, count() AS events, min(time_us) AS lo, max(time_us) AS hi, \
-                         countIf(time_us >= {}) AS recent",
+                        "cluster, uniqExact(id) AS events, min(time_us) AS lo, max(time_us) AS hi, \
+                         uniqExactIf(id, time_us >= {}) AS recent",
                         hour_ago.max(0)
                     ),
                     &conditions,

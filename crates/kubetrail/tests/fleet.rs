@@ -15,7 +15,7 @@ use serde_json::Value;
 mod common;
 
 use common::services::{
-    Guard, archive_bucket, clickhouse, clickhouse_with, count, list_keys, moto, sinks_status,
+    Guard, archive_bucket, ch, clickhouse, clickhouse_with, count, list_keys, moto, sinks_status,
     until, zookeeper,
 };
 use common::{BIN, free_port};
@@ -236,7 +236,8 @@ fn who_deleted(port: u16) -> Value {
     );
     let rows = answer["sections"][0]["rows"].as_array().unwrap();
     assert!(
-        rows.iter().any(|r| r["user"] == DELETER && r["cluster"] == "prod"),
+        rows.iter()
+            .any(|r| r["user"] == DELETER && r["cluster"] == "prod"),
         "the deletion is found, with its cluster: {answer}"
     );
     answer
@@ -568,6 +569,10 @@ fn a_clickhouse_cluster_of_two_shards_holds_and_answers_everything() {
     until(60, "b's status shows its half shipped", || {
         shipped(&data_b) == Some(half)
     });
+    // No background merge: the copies stay two rows in the table, and every answer must count them once.
+    for &p in &http {
+        assert!(ch(p, "SYSTEM STOP MERGES").is_some());
+    }
     post(port_b, &first);
     until(60, "b ships its copy of the first batch", || {
         shipped(&data_b) == Some(half + 100)
@@ -575,6 +580,11 @@ fn a_clickhouse_cluster_of_two_shards_holds_and_answers_everything() {
     assert_eq!(
         count(http[0], "SELECT count() FROM kubetrail.audit_events FINAL"),
         Some(n)
+    );
+    assert_eq!(
+        count(http[0], "SELECT count() FROM kubetrail.audit_events"),
+        Some(n + 100),
+        "the copies are not merged yet"
     );
 
     // Either collector finds the deletion only b received, from whichever shard it asks.
@@ -591,9 +601,29 @@ fn a_clickhouse_cluster_of_two_shards_holds_and_answers_everything() {
             "--format",
             "json",
         ],
+        vec![
+            "query",
+            "--where",
+            "verb != none",
+            "--all-stages",
+            "--limit",
+            "0",
+            "--format",
+            "json",
+        ],
+        vec![
+            "clusters",
+            "--until",
+            "2026-02-01T00:00:00Z",
+            "--format",
+            "json",
+        ],
     ];
     same_answers(&breach, &config_a, &questions);
     same_answers(&breach, &config_b, &questions);
+    // The console's histogram counts in ClickHouse: each request once.
+    let histogram = "/api/v1/histogram?where=verb%20%3D%20create";
+    assert_eq!(api(port_a, histogram), api(port_b, histogram));
 }
 
 #[test]
