@@ -126,39 +126,63 @@ pub fn zookeeper(dir: &Path) -> (Guard, u16) {
         "`{}` is missing: install zookeeper (scripts/test does)",
         server.display()
     );
-    let port = free_port();
     let data = dir.join("zookeeper");
     std::fs::create_dir_all(&data).unwrap();
-    let cfg = data.join("zoo.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(server)
-        .arg("start-foreground")
-        .arg(&cfg)
-        .env("ZOOCFGDIR", &data)
-        .env("ZOO_LOG_DIR", &data)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(data.join("out.log")).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
+    // A free port can be taken by another test's server before ZooKeeper binds it: then it exits, and
+    // another port is tried.
+    for _ in 0..3 {
+        let port = free_port();
+        let cfg = data.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=500\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+                data.display()
+            ),
+        )
         .unwrap();
-    let child = Guard(child);
-    until(60, "ZooKeeper answers ruok", || {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let mut answer = String::new();
-        s.write_all(b"ruok").is_ok() && s.read_to_string(&mut answer).is_ok() && answer == "imok"
-    });
-    (child, port)
+        let child = Command::new(server)
+            .arg("start-foreground")
+            .arg(&cfg)
+            .env("ZOOCFGDIR", &data)
+            .env("ZOO_LOG_DIR", &data)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(data.join("out.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = Guard(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            use std::io::{Read, Write};
+            if child.try_wait().is_ok_and(|s| s.is_some()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not answer ruok within 60 s: {}",
+                std::fs::read_to_string(data.join("out.log")).unwrap_or_default()
+            );
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                // Whatever else holds the port must not hold the test.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut answer = String::new();
+                if s.write_all(b"ruok").is_ok()
+                    && s.read_to_string(&mut answer).is_ok()
+                    && answer == "imok"
+                {
+                    return (child, port);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!(
+        "ZooKeeper exited three times: {}",
+        std::fs::read_to_string(data.join("out.log")).unwrap_or_default()
+    );
 }
 
 /// A ClickHouse query over HTTP: the body, or `None` when it did not answer 200.
