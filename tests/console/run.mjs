@@ -154,7 +154,7 @@ async function main() {
     }
     const apiGets = ["/api/v1/session", "/api/v1/alerts", `/api/v1/alerts/${bind.id}`, "/api/v1/query", "/api/v1/who?verb=delete&resource=pods",
       "/api/v1/timeline?user=x", "/api/v1/scope?user=x", "/api/v1/histogram", "/api/v1/export", "/api/v1/events/delete-the-pod",
-      "/api/v1/volume", "/api/v1/clusters", "/api/v1/suppressions"];
+      "/api/v1/volume", "/api/v1/clusters", "/api/v1/clusters/names", "/api/v1/suppressions"];
     for (const p of apiGets) {
       const res = await fetch(base + p);
       assert.equal(res.status, 401, `GET ${p} without credentials`);

@@ -85,10 +85,7 @@ impl ClickHouseSource {
         };
         if let Some(user) = &self.user {
             let password = match &self.password_file {
-                Some(p) => std::fs::read_to_string(p)
-                    .map_err(|e| format!("ClickHouse password file `{}`: {e}", p.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
+                Some(p) => crate::secret_file("ClickHouse password file", p)?,
                 None => String::new(),
             };
             http.auth = Auth::Basic {
@@ -141,29 +138,14 @@ impl ClickHouseTable {
         })
     }
 
-    /// The read for `filters` (those [`compile`] takes; others are left to DataFusion).
-    pub fn select_sql(&self, filters: &[Expr]) -> String {
-        let mut sql = format!(
-            "SELECT id, cluster, received_us, audit_id, stage, event FROM {}",
-            self.client.qualified_table()
-        );
-        let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" FORMAT JSONEachRow");
-        sql
-    }
-
-    /// Runs `SELECT columns FROM table [WHERE conditions] tail` (an aggregate, computed there whole; it must
-    /// count copies of one event once, by id) and returns its rows as JSON objects.
-    pub(crate) async fn aggregate(
+    /// Runs `SELECT columns FROM table [WHERE conditions] tail FORMAT JSONEachRow` within the limits and
+    /// returns the answer's text (one JSON object a line).
+    async fn select(
         &self,
         columns: &str,
         conditions: &[String],
         tail: &str,
-    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, DataFusionError> {
+    ) -> Result<String, DataFusionError> {
         let mut sql = format!("SELECT {columns} FROM {}", self.client.qualified_table());
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
@@ -175,15 +157,41 @@ impl ClickHouseTable {
             .read(&sql, &self.limits)
             .await
             .map_err(|e| self.error(e))?;
-        String::from_utf8_lossy(&body)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                serde_json::from_str(l).map_err(|e| {
-                    DataFusionError::External(format!("ClickHouse at {}: {e}", self.url).into())
+        String::from_utf8(body.into()).map_err(|e| {
+            DataFusionError::External(
+                format!("ClickHouse at {}: answer is not UTF-8: {e}", self.url).into(),
+            )
+        })
+    }
+
+    /// Each line of an answer of [`ClickHouseTable::select`] as a `T`; an error names the row.
+    fn rows<'a, T: Deserialize<'a>>(
+        &self,
+        text: &'a str,
+    ) -> impl Iterator<Item = Result<T, DataFusionError>> + 'a {
+        let url = self.url.clone();
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(move |(i, line)| {
+                serde_json::from_str(line).map_err(|e| {
+                    DataFusionError::External(
+                        format!("ClickHouse at {url}: row {} of the answer: {e}", i + 1).into(),
+                    )
                 })
             })
-            .collect()
+    }
+
+    /// An aggregate computed there whole (it must count copies of one event once, by id): its rows as JSON
+    /// objects.
+    pub(crate) async fn aggregate(
+        &self,
+        columns: &str,
+        conditions: &[String],
+        tail: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, DataFusionError> {
+        let text = self.select(columns, conditions, tail).await?;
+        self.rows(&text).collect()
     }
 
     fn error(&self, e: ReadError) -> DataFusionError {
@@ -199,31 +207,19 @@ impl ClickHouseTable {
     }
 
     async fn read(&self, filters: &[Expr]) -> Result<Vec<RecordBatch>, DataFusionError> {
-        let sql = self.select_sql(filters);
-        let body = self
-            .client
-            .read(&sql, &self.limits)
-            .await
-            .map_err(|e| self.error(e))?;
-        let text = std::str::from_utf8(&body).map_err(|e| {
-            DataFusionError::External(
-                format!("ClickHouse at {}: answer is not UTF-8: {e}", self.url).into(),
+        let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
+        let text = self
+            .select(
+                "id, cluster, received_us, audit_id, stage, event",
+                &conditions,
+                "",
             )
-        })?;
+            .await?;
         let mut batches = Vec::new();
         let mut chunk: Vec<(u64, EventRecord<'_>)> = Vec::with_capacity(BATCH_ROWS);
         let mut seen = std::collections::HashSet::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-            let row: ChRow<'_> = serde_json::from_str(line).map_err(|e| {
-                DataFusionError::External(
-                    format!(
-                        "ClickHouse at {}: row {} of the answer: {e}",
-                        self.url,
-                        i + 1
-                    )
-                    .into(),
-                )
-            })?;
+        for row in self.rows::<ChRow<'_>>(&text) {
+            let row = row?;
             // Another copy of an event already read (an HA pair's, a retry's, not merged yet).
             if !seen.insert(row.id.clone()) {
                 continue;
@@ -433,39 +429,12 @@ impl ClickHouseTable {
         wanted.sort_unstable();
         wanted.dedup();
         let conditions: Vec<String> = filters.iter().filter_map(compile).collect();
-        let mut sql = format!(
-            "SELECT {} FROM {}",
-            wanted.join(", "),
-            self.client.qualified_table()
-        );
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" FORMAT JSONEachRow");
-        let body = self
-            .client
-            .read(&sql, &self.limits)
-            .await
-            .map_err(|e| self.error(e))?;
-        let text = std::str::from_utf8(&body).map_err(|e| {
-            DataFusionError::External(
-                format!("ClickHouse at {}: answer is not UTF-8: {e}", self.url).into(),
-            )
-        })?;
+        let text = self.select(&wanted.join(", "), &conditions, "").await?;
         let mut rows = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-            let row = serde_json::from_str::<NativeRow<'_>>(line).map_err(|e| {
-                DataFusionError::External(
-                    format!(
-                        "ClickHouse at {}: row {} of the answer: {e}",
-                        self.url,
-                        i + 1
-                    )
-                    .into(),
-                )
-            })?;
+        for row in self.rows::<NativeRow<'_>>(&text) {
+            let row = row?;
+            // Another copy of an event already read.
             if seen.insert(row.id.clone()) {
                 rows.push(row);
             }

@@ -61,10 +61,8 @@ impl LakeSource {
     fn client(&self) -> Result<S3, String> {
         let credentials = match (&self.access_key_id, &self.secret_access_key_file) {
             (Some(id), Some(file)) => {
-                let secret = std::fs::read_to_string(file).map_err(|e| {
-                    format!("lake: secret access key file `{}`: {e}", file.display())
-                })?;
-                Some(kubetrail_sinks::s3::Credentials::new(id, secret.trim_end()))
+                let secret = crate::secret_file("lake: secret access key file", file)?;
+                Some(kubetrail_sinks::s3::Credentials::new(id, &secret))
             }
             (None, None) => None,
             _ => return Err("lake: give access_key_id and secret_access_key_file together".into()),

@@ -1,4 +1,6 @@
-//! The embedded query engine: Apache DataFusion over the columnar store's Parquet partitions.
+//! The embedded query engine: Apache DataFusion over the columnar store's Parquet partitions, or over the
+//! same table fed from elsewhere ([`Source`]: a fleet's ClickHouse table in [`clickhouse`], the S3 archive's
+//! Parquet in [`lake`]), so every question answers alike whatever holds the events.
 //!
 //! Owns the `events` table ([`Engine::open`]), the `kt_json_match` UDF that `kubetrail-query`'s SQL calls,
 //! running SQL as a stream of Arrow batches ([`Engine::stream`]) and reading the store's columns back into
@@ -75,6 +77,18 @@ pub enum EngineError {
     /// The source cannot be used as configured (a name, a file it needs).
     #[error("{0}")]
     Source(String),
+}
+
+/// A credential from its file (a ClickHouse password, an S3 secret key), read when a source is opened: the
+/// text without surrounding whitespace; an empty or unreadable file is an error naming it (never its content).
+fn secret_file(what: &str, path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{what} `{}` cannot be read: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{what} `{}` is empty", path.display()));
+    }
+    Ok(text.to_string())
 }
 
 /// What holds the events a query reads.
@@ -701,6 +715,15 @@ pub enum Cell {
 }
 
 impl Cell {
+    /// An integer cell's value (`None` for any other, or a `UInt` past `i64`).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Cell::Int(n) => Some(*n),
+            Cell::UInt(n) => i64::try_from(*n).ok(),
+            _ => None,
+        }
+    }
+
     /// The value as a table or CSV shows it (a list as its items joined by `,`, null as nothing).
     pub fn text(&self) -> String {
         match self {

@@ -6,9 +6,8 @@
 //! shards (a Distributed table over local tables created `ON CLUSTER` through ZooKeeper), each collector
 //! talking to its own shard.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -18,7 +17,7 @@ use common::services::{
     Guard, archive_bucket, ch, clickhouse, clickhouse_with, count, list_keys, moto, sinks_status,
     until, zookeeper,
 };
-use common::{BIN, free_port};
+use common::{BIN, event_list, free_port, send};
 
 /// Mallory reads a secret (in collector a's half of the traffic)...
 const READ: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"7d1c0b8e-0000-4000-8000-00000000a001","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/secrets/payments-db","verb":"get","user":{"username":"mallory@example.com","groups":["oidc:contractors","system:authenticated"]},"sourceIPs":["192.0.2.66"],"userAgent":"kubectl/v1.30.1 (linux/amd64) kubernetes/abc","objectRef":{"resource":"secrets","namespace":"prod","name":"payments-db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":200},"requestReceivedTimestamp":"2026-01-01T00:00:00.512345Z","stageTimestamp":"2026-01-01T00:00:00.520000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":""}}"#;
@@ -44,39 +43,37 @@ fn collector_config(dir: &Path, port: u16, ch_port: u16, query: &str, sink: &str
 
 /// POSTs JSON lines to a collector's webhook as one EventList; panics unless acknowledged.
 fn post(port: u16, lines: &[&str]) {
-    let body = format!(
-        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
-        lines.join(",")
+    assert!(
+        send(port, &event_list(lines)),
+        "the batch was not acknowledged"
     );
-    let mut child = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "30",
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/k8s-audit"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
+}
+
+/// The response headers of an API `GET`.
+fn headers(port: u16, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.stdout, b"200", "the batch was not acknowledged");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The Parquet files under `dir`, at any depth.
+fn parquet_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// `GET` an API path: its JSON, or panics with the body.
@@ -286,9 +283,15 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         "/api/v1/histogram?where=namespace%20!%3D%20prod&since=2026-01-01T00:00:10Z".into(),
         "/api/v1/clusters".into(),
         "/api/v1/clusters?cluster=staging".into(),
+        "/api/v1/clusters/names".into(),
+        "/api/v1/clusters/names?since=2030-01-01T00:00:00Z".into(),
     ] {
         assert_eq!(api(port_a, &path), api(ref_port, &path), "{path}");
     }
+    assert_eq!(
+        api(port_a, "/api/v1/clusters/names")["clusters"],
+        serde_json::json!(["prod"])
+    );
     let clusters = api(port_b, "/api/v1/clusters");
     let rows = &clusters["sections"][0]["rows"];
     assert_eq!(rows[0]["cluster"], "prod", "{clusters}");
@@ -469,25 +472,15 @@ fn two_collectors_answer_alike_through_clickhouse_and_as_the_embedded_store() {
         err.contains("not all in ClickHouse") && err.contains("not shipped yet"),
         "{err}"
     );
-    let out = Command::new("curl")
-        .args(["-sS", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("http://127.0.0.1:{port_e}/api/v1/clusters"))
-        .output()
-        .unwrap();
-    let headers = String::from_utf8(out.stdout).unwrap();
+    let incomplete = headers(port_e, "/api/v1/clusters");
     assert!(
-        headers.contains("x-kubetrail-incomplete: this collector's events are not all"),
-        "{headers}"
+        incomplete.contains("x-kubetrail-incomplete: this collector's events are not all"),
+        "{incomplete}"
     );
-    let out = Command::new("curl")
-        .args(["-sS", "-D", "-", "-o", "/dev/null"])
-        .arg(format!("http://127.0.0.1:{port_a}/api/v1/clusters"))
-        .output()
-        .unwrap();
-    let headers = String::from_utf8(out.stdout).unwrap();
+    let complete = headers(port_a, "/api/v1/clusters");
     assert!(
-        !headers.contains("x-kubetrail-incomplete"),
-        "a shipped everything: {headers}"
+        !complete.contains("x-kubetrail-incomplete"),
+        "a shipped everything: {complete}"
     );
 
     // A value is data, never SQL: a user name made to break out of a string finds nothing and breaks nothing.
@@ -663,21 +656,7 @@ fn the_lake_answers_from_the_archives_parquet_as_the_store_does() {
         post(if i % 2 == 0 { port_a } else { port_b }, &refs);
     }
     // Every store file of both replicas is in the archive (their hours are long over).
-    let local = |name: &str| -> usize {
-        let mut n = 0;
-        let mut dirs = vec![tmp.path().join(name).join("data/store")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
-    };
+    let local = |name: &str| parquet_files(&tmp.path().join(name).join("data/store"));
     until(90, "both replicas' Parquet files are archived", || {
         ["a", "b"].iter().all(|r| {
             let n = local(r);
@@ -715,23 +694,8 @@ fn the_lake_answers_from_the_archives_parquet_as_the_store_does() {
         ],
     ];
     same_answers_with(&breach, &lake, &env, &questions);
-    let fetched = |dir: &Path| -> usize {
-        let mut n = 0;
-        let mut dirs = vec![dir.to_path_buf()];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
-                    n += 1;
-                }
-            }
-        }
-        n
-    };
     assert_eq!(
-        fetched(&cache),
+        parquet_files(&cache),
         local("a") + local("b"),
         "every archived file, once"
     );
@@ -762,7 +726,7 @@ fn the_lake_answers_from_the_archives_parquet_as_the_store_does() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(fetched(&empty), 0);
+    assert_eq!(parquet_files(&empty), 0);
     // A bucket that is not there is named.
     let out = Command::new(BIN)
         .args([

@@ -5,10 +5,9 @@
 //! refused); an alert both replicas raise reaches Alertmanager once.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -21,7 +20,7 @@ use common::services::{
     Guard, alertmanager, alertmanager_alerts, archive_bucket, ch, clickhouse, count, list_keys,
     moto, sinks_status, until,
 };
-use common::{BIN, free_port};
+use common::{BIN, event_list, free_port, send};
 
 /// A TCP balancer on loopback: each connection goes to the next backend that accepts it (a dead one is
 /// skipped, as a Service skips a pod that is not ready), bytes copied both ways until either side closes.
@@ -54,46 +53,6 @@ fn balancer(backends: Vec<u16>) -> u16 {
         }
     });
     port
-}
-
-/// POSTs an EventList to `port`'s webhook: true only on 200 (an acknowledgement).
-fn send(port: u16, body: &str) -> bool {
-    let mut child = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "20",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/k8s-audit"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    out.stdout == b"200"
-}
-
-/// JSON lines as the apiserver's webhook batches them: an EventList of the items.
-fn event_list(lines: &[&str]) -> String {
-    format!(
-        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
-        lines.join(",")
-    )
 }
 
 /// A replica's config: its own data directory and name; the shared ClickHouse table and S3 archive.

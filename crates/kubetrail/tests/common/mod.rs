@@ -294,3 +294,43 @@ impl Drop for ServeOverTls {
         self.stop();
     }
 }
+
+/// POSTs an EventList to `port`'s webhook: true only on 200 (an acknowledgement).
+pub fn send(port: u16, body: &str) -> bool {
+    let mut child = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/k8s-audit"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    out.stdout == b"200"
+}
+
+/// JSON lines as the apiserver's webhook batches them: an EventList of the items.
+pub fn event_list(lines: &[&str]) -> String {
+    format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        lines.join(",")
+    )
+}

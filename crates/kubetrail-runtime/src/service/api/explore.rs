@@ -48,14 +48,6 @@ const MAX_GROUP_ROWS: usize = 200_000;
 /// The range volume covers when none is given.
 const VOLUME_DEFAULT_DAYS: i64 = 7;
 
-fn int(c: &Cell) -> Option<i64> {
-    match c {
-        Cell::Int(n) => Some(*n),
-        Cell::UInt(n) => i64::try_from(*n).ok(),
-        _ => None,
-    }
-}
-
 fn text(c: &Cell) -> String {
     c.text()
 }
@@ -530,7 +522,7 @@ pub(super) async fn volume_answer(
             api_group: text(&r[2]),
             resource: text(&r[3]),
             url: matches!(r[4], Cell::Bool(true)),
-            events: int(&r[5]).unwrap_or(0).max(0) as u64,
+            events: Cell::as_i64(&r[5]).unwrap_or(0).max(0) as u64,
         })
         .collect();
     let noisy = noisy_groups(&groups, events, avg_json);

@@ -108,6 +108,8 @@ pub(super) enum Job {
     Clusters {
         now_us: i64,
     },
+    /// `/api/v1/clusters/names`: the console's cluster picker.
+    ClusterNames,
     /// `/api/v1/export`: streamed.
     Export {
         predicate: Option<String>,
@@ -170,6 +172,9 @@ impl Job {
             Job::Scope { user } => {
                 report_answer(&engine, ReportRequest::Scope(ScopeRequest { user })).await?
             }
+            Job::ClusterNames => to_json(&serde_json::json!({
+                "clusters": engine.cluster_names().await?,
+            })),
             Job::Clusters { now_us } => {
                 report_answer(&engine, ReportRequest::Clusters(ClustersRequest { now_us })).await?
             }

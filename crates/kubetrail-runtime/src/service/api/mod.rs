@@ -1,5 +1,5 @@
 //! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`
-//! and `/api/v1/clusters`, JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
+//! and `/api/v1/clusters` (and `/clusters/names`), JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
 //! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
 //! reopen|assign|note}`, each change recorded with the authenticated caller; the suppressions:
 //! `GET /api/v1/suppressions`, `POST /api/v1/suppressions`, `POST /api/v1/suppressions/{id}/lift`.
@@ -171,6 +171,7 @@ impl QueryApi {
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
             .route("/api/v1/clusters", get(clusters))
+            .route("/api/v1/clusters/names", get(cluster_names))
             .route("/api/v1/histogram", get(explore::histogram))
             .route("/api/v1/export", get(explore::export))
             .route("/api/v1/events/{audit_id}", get(explore::event))
@@ -709,6 +710,17 @@ async fn clusters(
     p.only("/api/v1/clusters", &[])?;
     let now_us = jiff::Timestamp::now().as_microsecond();
     answer(&api, p.scope()?, Job::Clusters { now_us }).await
+}
+
+/// `/api/v1/clusters/names`: `{"clusters": [names]}` in the scope, without counting anything (the console's
+/// picker asks on every page).
+async fn cluster_names(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    p.only("/api/v1/clusters/names", &[])?;
+    answer(&api, p.scope()?, Job::ClusterNames).await
 }
 
 /// `/api/v1/scope`: the incident report on a suspect `user`.
