@@ -63,6 +63,7 @@ mod ruleset;
 pub mod triage;
 pub mod tuning;
 mod value;
+pub mod watch;
 mod yaml;
 
 pub use alert::{Actor, Alert, AlertRule, MAX_AUDIT_IDS, MAX_SOURCE_IPS, Target};

@@ -16,6 +16,7 @@ use std::collections::BinaryHeap;
 
 mod attacks;
 mod cluster;
+pub mod cut;
 mod event;
 mod json;
 mod objects;

@@ -2,8 +2,10 @@
 //!
 //! The tiers: None for the control plane's watch/list loops, kubelet heartbeats and health probes (most of the
 //! volume, none of the forensic value); Metadata for secrets, configmaps and tokens (their bodies carry values,
-//! so never Request or RequestResponse); Request for the changes an investigation has to read (RBAC, pod and
-//! workload specs, admission webhooks, certificate requests); Metadata for everything else.
+//! so never Request or RequestResponse); Metadata for the kube-apiservers' identity-lease renewals, kubetrail's
+//! heartbeat (before any rule that silences leases, so a quiet cluster still sends events and `kt-audit-silence`
+//! means a cut audit trail); Request for the changes an investigation has to read (RBAC, pod and workload
+//! specs, admission webhooks, certificate requests); Metadata for everything else.
 
 use std::fmt::Write;
 
@@ -111,7 +113,19 @@ rules:
     );
     let _ = write!(
         y,
-        r#"  # The control plane's watch/list loops: the single largest source of audit volume.
+        r#"  # kubetrail's heartbeat: every kube-apiserver renews its identity Lease (apiserver-<hash> in
+  # kube-system) every 10 s. Keeping the renewals costs one event per apiserver every 10 s (~8,640 events,
+  # about 10 MB a day per apiserver) and lets kubetrail tell a quiet cluster from a cut audit trail
+  # (kt-audit-silence). It must stay before the rules below that set leases to None.
+  - level: Metadata
+    users: ["system:apiserver"]
+    verbs: ["create", "update", "patch"]
+    resources:
+      - group: "coordination.k8s.io"
+        resources: ["leases"]
+    namespaces: ["kube-system"]
+
+  # The control plane's watch/list loops: the single largest source of audit volume.
   - level: None
     users: {cp}
     verbs: ["get", "list", "watch"]
@@ -212,7 +226,46 @@ rules:
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
+    use kubetrail_model::{Attributes, Level};
+
     use super::*;
+
+    #[test]
+    fn the_apiserver_heartbeat_is_kept_before_leases_are_silenced() {
+        let policy = crate::load(&generate(&GenerateOptions::default()))
+            .policy
+            .expect("the generated policy loads");
+        let groups = [
+            Cow::Borrowed("system:masters"),
+            Cow::Borrowed("system:authenticated"),
+        ];
+        let lease = |verb| Attributes {
+            user: Some("system:apiserver"),
+            groups: &groups,
+            verb,
+            namespace: "kube-system",
+            api_group: "coordination.k8s.io",
+            resource: "leases",
+            subresource: "",
+            name: "apiserver-07a5ea9b9b072c4a5f3d1c3702",
+            path: "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/apiserver-07a5ea9b9b072c4a5f3d1c3702",
+            is_resource_request: true,
+        };
+        let renew = policy.evaluate(&lease("update"));
+        assert_eq!(renew.level, Level::Metadata);
+        // The lease reads still fall to a later None rule: the heartbeat rule comes first.
+        let read = policy.evaluate(&lease("get"));
+        assert_eq!(read.level, Level::None);
+        assert!(renew.rule.unwrap() < read.rule.unwrap());
+        // Only kube-system's leases are the heartbeat.
+        let other = policy.evaluate(&Attributes {
+            namespace: "default",
+            ..lease("update")
+        });
+        assert_ne!(other.rule, renew.rule);
+    }
 
     #[test]
     fn options_change_the_policy() {

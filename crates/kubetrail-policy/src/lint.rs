@@ -189,6 +189,72 @@ const HIGH_VALUE: &[Probe] = &[
     )),
 ];
 
+/// A heartbeat: a Lease renewal the cluster makes every few seconds whatever else it does, so that an audit
+/// stream with none of them has been cut rather than gone quiet.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    what: &'static str,
+    user: &'static str,
+    groups: &'static [&'static str],
+    namespace: &'static str,
+    /// The Lease's name.
+    name: &'static str,
+}
+
+/// The heartbeat probes, the recommended one first: each kube-apiserver renews its identity Lease
+/// (`apiserver-<hash>`, feature APIServerIdentity, on by default since 1.26) every 10 s through its loopback
+/// client; the controller-manager and scheduler renew their leader-election Leases; kubelets their node Leases.
+const HEARTBEATS: &[Heartbeat] = &[
+    Heartbeat {
+        what: "the kube-apiservers' identity-lease renewals",
+        user: "system:apiserver",
+        groups: &["system:masters", "system:authenticated"],
+        namespace: "kube-system",
+        name: "apiserver-07a5ea9b9b072c4a5f3d1c3702",
+    },
+    Heartbeat {
+        what: "kube-controller-manager's leader-election lease renewals",
+        user: "system:kube-controller-manager",
+        groups: &["system:authenticated"],
+        namespace: "kube-system",
+        name: "kube-controller-manager",
+    },
+    Heartbeat {
+        what: "kube-scheduler's leader-election lease renewals",
+        user: "system:kube-scheduler",
+        groups: &["system:authenticated"],
+        namespace: "kube-system",
+        name: "kube-scheduler",
+    },
+    Heartbeat {
+        what: "the kubelets' node-lease renewals",
+        user: "system:node:node-1",
+        groups: &["system:nodes", "system:authenticated"],
+        namespace: "kube-node-lease",
+        name: "node-1",
+    },
+];
+
+/// The rule that keeps the recommended heartbeat, as one line of YAML for a policy's `rules`.
+const HEARTBEAT_RULE: &str = "- {level: Metadata, users: [\"system:apiserver\"], verbs: [\"create\", \"update\", \
+     \"patch\"], resources: [{group: \"coordination.k8s.io\", resources: [\"leases\"]}], namespaces: [\"kube-system\"]}";
+
+/// A heartbeat's renewal: an update of its Lease.
+fn heartbeat_attrs<'a>(h: &'a Heartbeat, groups: &'a [Cow<'a, str>]) -> Attributes<'a> {
+    Attributes {
+        user: Some(h.user),
+        groups,
+        verb: "update",
+        namespace: h.namespace,
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        subresource: "",
+        name: h.name,
+        path: "",
+        is_resource_request: true,
+    }
+}
+
 /// `resource` or `resource/subresource`.
 fn resource_name(p: &Probe) -> String {
     if p.subresource.is_empty() {
@@ -427,6 +493,49 @@ impl Linter<'_> {
         }
     }
 
+    /// Warns when every heartbeat falls to level None: `kt-audit-silence` would then fire on every quiet
+    /// cluster, or never be trusted. Reports the rule that silences the recommended heartbeat.
+    fn heartbeat(&mut self) {
+        let mut silenced = Vec::with_capacity(HEARTBEATS.len());
+        for h in HEARTBEATS {
+            let groups = groups_of(h.groups);
+            let d = self.policy.evaluate(&heartbeat_attrs(h, &groups));
+            if d.level != Level::None {
+                return;
+            }
+            silenced.push((h, d.rule));
+        }
+        let how = |rule: Option<usize>| match rule {
+            Some(i) => format!("rule {i} sets level None for them"),
+            None => "no rule matches them, so they default to None".to_string(),
+        };
+        let (apiserver, rule) = silenced[0];
+        let others: Vec<String> = silenced[1..]
+            .iter()
+            .map(|(h, r)| format!("{}: {}", h.what, how(*r)))
+            .collect();
+        let fix = match rule {
+            Some(i) => format!("insert before rule {i}: `{HEARTBEAT_RULE}`"),
+            None => format!("add to the rules: `{HEARTBEAT_RULE}`"),
+        };
+        self.push(
+            Severity::Warning,
+            "heartbeat-unaudited",
+            rule,
+            "",
+            format!(
+                "no heartbeat is audited: {} (`{}` updating `leases` in {}, every 10 s): {}; {}. Without a \
+                 heartbeat kubetrail cannot tell a quiet cluster from a cut audit trail (kt-audit-silence)",
+                apiserver.what,
+                apiserver.user,
+                apiserver.namespace,
+                how(rule),
+                others.join("; ")
+            ),
+            format!("{fix} (one event per kube-apiserver every 10 s, about 10 MB a day each)"),
+        );
+    }
+
     fn stages_and_fields(&mut self) {
         let mut received = None;
         for (i, rule) in self.policy.rules.iter().enumerate() {
@@ -515,6 +624,7 @@ pub fn lint(loaded: &Loaded) -> Vec<Finding> {
         l.sensitive();
         l.high_value();
         l.noise();
+        l.heartbeat();
         l.stages_and_fields();
         findings.extend(l.findings);
     }
@@ -527,5 +637,118 @@ fn severity_rank(s: Severity) -> u8 {
         Severity::Error => 0,
         Severity::Warning => 1,
         Severity::Info => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GenerateOptions, generate, load};
+
+    const HEADER: &str =
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n";
+
+    fn heartbeat_findings(yaml: &str) -> Vec<Finding> {
+        let loaded = load(yaml);
+        assert!(loaded.policy.is_some(), "{:?}", loaded.diagnostics);
+        lint(&loaded)
+            .into_iter()
+            .filter(|f| f.code == "heartbeat-unaudited")
+            .collect()
+    }
+
+    #[test]
+    fn silencing_every_lease_warns_and_names_the_rule_silencing_the_apiserver_lease() {
+        // Rule 1 silences the apiserver's loopback identity; rule 2 every other lease.
+        let yaml = format!(
+            "{HEADER}rules:\n\
+             - level: Metadata\n  resources: [{{group: \"\", resources: [secrets]}}]\n\
+             - level: None\n  users: [\"system:apiserver\"]\n\
+             - level: None\n  resources: [{{group: coordination.k8s.io, resources: [leases]}}]\n\
+             - level: Metadata\n"
+        );
+        let findings = heartbeat_findings(&yaml);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(
+            (f.severity, f.rule, f.line),
+            (Severity::Warning, Some(1), Some(7))
+        );
+        assert!(
+            f.message.contains("identity-lease renewals")
+                && f.message.contains("rule 1 sets level None")
+                && f.message.contains("rule 2 sets level None")
+                && f.message.contains("quiet cluster from a cut audit trail"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.fix.starts_with(
+                "insert before rule 1: `- {level: Metadata, users: [\"system:apiserver\"]"
+            ) && f.fix.contains("namespaces: [\"kube-system\"]"),
+            "{}",
+            f.fix
+        );
+        // The fix is YAML kube-apiserver accepts, and inserted where it says, it ends the finding.
+        let snippet = f.fix.split('`').nth(1).unwrap();
+        let fixed = yaml.replacen(
+            "- level: None\n  users: [\"system:apiserver\"]\n",
+            &format!("{snippet}\n- level: None\n  users: [\"system:apiserver\"]\n"),
+            1,
+        );
+        assert!(heartbeat_findings(&fixed).is_empty(), "{fixed}");
+    }
+
+    #[test]
+    fn no_rule_at_all_for_leases_is_the_default_none() {
+        let yaml = format!(
+            "{HEADER}rules:\n- level: Metadata\n  resources: [{{group: \"\", resources: [secrets]}}]\n"
+        );
+        let findings = heartbeat_findings(&yaml);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!((findings[0].rule, findings[0].line), (None, None));
+        assert!(
+            findings[0]
+                .fix
+                .starts_with("add to the rules: `- {level: Metadata"),
+            "{}",
+            findings[0].fix
+        );
+    }
+
+    #[test]
+    fn the_generated_policy_keeps_a_heartbeat() {
+        for pod_bodies in [true, false] {
+            let yaml = generate(&GenerateOptions {
+                pod_bodies,
+                ..GenerateOptions::default()
+            });
+            assert!(heartbeat_findings(&yaml).is_empty());
+        }
+    }
+
+    #[test]
+    fn node_leases_at_metadata_are_a_heartbeat() {
+        let yaml = format!(
+            "{HEADER}rules:\n\
+             - level: Metadata\n  userGroups: [\"system:nodes\"]\n  namespaces: [kube-node-lease]\n  resources: [{{group: coordination.k8s.io, resources: [leases]}}]\n\
+             - level: None\n  resources: [{{group: coordination.k8s.io, resources: [leases]}}]\n\
+             - level: Metadata\n"
+        );
+        assert!(heartbeat_findings(&yaml).is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_rule_after_the_silencing_rule_does_not_count() {
+        // First match wins: the Metadata rule for the apiserver lease is never reached.
+        let yaml = format!(
+            "{HEADER}rules:\n\
+             - level: None\n  resources: [{{group: coordination.k8s.io, resources: [leases]}}]\n\
+             {HEARTBEAT_RULE}\n\
+             - level: Metadata\n"
+        );
+        let findings = heartbeat_findings(&yaml);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].rule, Some(0));
     }
 }

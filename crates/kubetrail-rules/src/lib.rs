@@ -181,6 +181,30 @@ static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-workload-change",
 ];
 
+/// The stream rules: alerts about the audit stream as a whole (`kt-audit-silence`, `kt-audit-resumed`,
+/// `kt-policy-drift`), which `kubetrail_detect::watch` raises from what it learns of each source and kind of
+/// request rather than from one event. Their files hold the same metadata as a Sigma rule (title, id, level,
+/// tags, description, false positives, runbook) and no detection.
+static STREAM: &[BuiltinFile] = &[
+    BuiltinFile {
+        name: "kt-audit-silence.yml",
+        yaml: include_str!("../stream/kt-audit-silence.yml"),
+    },
+    BuiltinFile {
+        name: "kt-audit-resumed.yml",
+        yaml: include_str!("../stream/kt-audit-resumed.yml"),
+    },
+    BuiltinFile {
+        name: "kt-policy-drift.yml",
+        yaml: include_str!("../stream/kt-policy-drift.yml"),
+    },
+];
+
+/// The stream rules' files (see [`STREAM`]).
+pub fn stream() -> &'static [BuiltinFile] {
+    STREAM
+}
+
 /// Every rule file of the pack, in file-name order.
 pub fn builtin() -> &'static [BuiltinFile] {
     FILES

@@ -58,6 +58,8 @@ pub struct Detector {
     /// without an event).
     firsts: std::collections::HashMap<String, Alert>,
     tracker: Tracker,
+    /// The stream as a whole: silent sources (on this process's clock) and policy drift.
+    watch: Option<kubetrail_detect::watch::Watch>,
     /// `DATA/alerts/seen.jsonl`: the tracker's first-seen facts, appended as they change.
     seen: File,
     seen_lines: usize,
@@ -82,6 +84,13 @@ pub struct Detector {
         (String, String, String, String),
         Option<kubetrail_engine::EventRow>,
     >,
+}
+
+/// Whether `rule` is one the stream watch raises (about sources and policies, not one identity's requests).
+fn is_stream_rule(rule: &str) -> bool {
+    kubetrail_rules::stream()
+        .iter()
+        .any(|f| f.name.strip_suffix(".yml") == Some(rule))
 }
 
 /// How long one store lookup of a workload's writer may take (detection waits for it).
@@ -131,6 +140,7 @@ impl Detector {
             position: Arc::new(AtomicU64::new(position)),
             firsts: std::collections::HashMap::new(),
             tracker,
+            watch: None,
             seen,
             seen_lines,
             resolved: crate::alerting::store::Resolved::new(dir),
@@ -152,6 +162,13 @@ impl Detector {
     /// Applies only suppressions that last at most `days` (`alerts.max_suppression_days`).
     pub fn max_suppression_days(mut self, days: u32) -> Self {
         self.suppressions = crate::alerting::suppress::Live::new(&self.dir, days);
+        self
+    }
+
+    /// Watches the stream as a whole too: sources are judged silent on this process's clock once the log
+    /// is read to its end (a backlog read after a restart is not a silence).
+    pub fn watching(mut self, watch: kubetrail_detect::watch::Watch) -> Self {
+        self.watch = Some(watch);
         self
     }
 
@@ -277,6 +294,11 @@ impl Detector {
     /// One round: at most [`ROUND`] records, their alerts written and fsynced, then the cursor committed.
     /// Returns how many records were read.
     fn round(&mut self) -> anyhow::Result<usize> {
+        self.round_at(jiff::Timestamp::now())
+    }
+
+    /// [`Detector::round`] at the wall-clock time `now`.
+    fn round_at(&mut self, now: jiff::Timestamp) -> anyhow::Result<usize> {
         let from = self.cursor.position();
         let mut out = Vec::new();
         let mut sightings = Vec::new();
@@ -307,6 +329,10 @@ impl Detector {
                     }
                     if let Some(e) = &event {
                         sightings.extend(self.tracker.observe(e));
+                        if let Some(w) = &mut self.watch {
+                            let received = rec.received_us.div_euclid(1000);
+                            w.observe(&rec.cluster, &rec.source, Some(received), e, &mut out);
+                        }
                     }
                     let mut fresh = out.split_off(before);
                     for a in &mut fresh {
@@ -330,7 +356,12 @@ impl Detector {
             self.unreadable(reason, count, seq, &error);
         }
         let mut fresh = Vec::new();
-        self.engine.advance(jiff::Timestamp::now(), &mut fresh);
+        self.engine.advance(now, &mut fresh);
+        if n < ROUND
+            && let Some(w) = &mut self.watch
+        {
+            w.advance(now, &mut fresh);
+        }
         fresh.retain(|a| !self.dropped.contains(&a.id));
         for a in &mut fresh {
             self.enrich(a, &Prior::default());
@@ -504,11 +535,19 @@ impl Detector {
             a.suppressed = self.suppressions.silencing(a);
         }
         let user = crate::text::shell_word(&a.actor.username);
-        a.investigate = vec![
-            format!("kubetrail scope --user {user} --since 7d"),
-            format!("kubetrail timeline --user {user} --since 24h"),
-            format!("kubetrail alerts show {}", a.id),
-        ];
+        a.investigate = if is_stream_rule(&a.rule.id) {
+            vec![
+                "kubetrail gaps --since 24h".to_string(),
+                "kubetrail policy observed --since 24h".to_string(),
+                format!("kubetrail alerts show {}", a.id),
+            ]
+        } else {
+            vec![
+                format!("kubetrail scope --user {user} --since 7d"),
+                format!("kubetrail timeline --user {user} --since 24h"),
+                format!("kubetrail alerts show {}", a.id),
+            ]
+        };
         if let Some(base) = &self.console {
             a.console = Some(format!("{base}/alerts/{}", a.id));
         }
@@ -752,5 +791,99 @@ mod tests {
         assert_eq!(d.round().unwrap(), 1);
         let after = std::fs::read(crashed.path().join("alerts/alerts.jsonl")).unwrap();
         assert_eq!(String::from_utf8_lossy(&after).lines().count(), 2);
+    }
+
+    /// Replayed traffic with a cut, as `serve` receives it (each record's receipt is its event's time): 30
+    /// minutes of nothing from its one source, and secret writes that fall from Request to Metadata. Live
+    /// detection raises exactly the silence, its end and the drift; read to its end, the log is not a silence.
+    #[test]
+    fn a_cut_trail_raises_silence_resumed_and_drift_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: false,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open(&dir.path().join("wal"), opts).unwrap();
+        let events = kubetrail_gen::cut::cut_trail(
+            kubetrail_gen::Config {
+                nodes: 5,
+                rate: 1.0,
+                ..kubetrail_gen::Config::default()
+            },
+            &kubetrail_gen::cut::Cut {
+                length_s: 4 * 3600,
+                silent_s: 2 * 3600..2 * 3600 + 1800,
+                drift_at_s: 2 * 3600 + 2700,
+            },
+        );
+        for (at, line) in &events {
+            let e = Event::parse(line).unwrap();
+            let rec = EventRecord {
+                received_us: *at,
+                cluster: "c1".into(),
+                source: "webhook:apiserver-1".into(),
+                audit_id: e.audit_id.clone(),
+                stage: e.stage.as_str().into(),
+                variant: "".into(),
+                event: line.as_str().into(),
+            };
+            let mut bytes = Vec::new();
+            rec.encode(&mut bytes);
+            wal.append(&[bytes.as_slice()]).unwrap();
+        }
+        let rules = crate::alerting::rules::load_rules(&crate::alerting::rules::Sources {
+            builtin: true,
+            paths: Vec::new(),
+        })
+        .unwrap();
+        let engine = Engine::new(&rules, kubetrail_detect::Config::default()).unwrap();
+        let cfg = crate::alerting::rules::DetectionConfig::default();
+        let mut d = Detector::open(dir.path(), Arc::new(wal), engine, None)
+            .unwrap()
+            .watching(cfg.watch(true).unwrap());
+        let caught_up =
+            jiff::Timestamp::from_microsecond(events.last().unwrap().0 + 10_000_000).unwrap();
+        while d.round_at(caught_up).unwrap() > 0 {}
+        let stream: Vec<Alert> = lines(dir.path())
+            .iter()
+            .map(|l| serde_json::from_str::<Alert>(l).unwrap())
+            .filter(|a| is_stream_rule(&a.rule.id))
+            .collect();
+        let ids: Vec<&str> = stream.iter().map(|a| a.rule.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["kt-audit-silence", "kt-audit-resumed", "kt-policy-drift"],
+            "{:#?}",
+            stream.iter().map(|a| &a.summary).collect::<Vec<_>>()
+        );
+        assert_eq!(stream[0].cluster.as_deref(), Some("c1"));
+        assert!(
+            stream[0].summary.contains("webhook:apiserver-1"),
+            "{}",
+            stream[0].summary
+        );
+        assert_eq!(stream[0].investigate[0], "kubetrail gaps --since 24h");
+        assert!(
+            stream[1].summary.contains("after 30m"),
+            "{}",
+            stream[1].summary
+        );
+        assert!(
+            stream[2]
+                .summary
+                .contains("`create secrets` in namespace `prod`")
+                && stream[2].summary.contains("recorded at Request"),
+            "{}",
+            stream[2].summary
+        );
+        // Later, on the collector's own clock, the source that stopped is silent now.
+        let later =
+            jiff::Timestamp::from_microsecond(events.last().unwrap().0 + 20 * 60_000_000).unwrap();
+        d.round_at(later).unwrap();
+        let silences = lines(dir.path())
+            .iter()
+            .filter(|l| l.contains("\"kt-audit-silence\""))
+            .count();
+        assert_eq!(silences, 2, "the live clock judges the source that stopped");
     }
 }

@@ -30,6 +30,9 @@ pub struct DetectionConfig {
     /// Rule ids that run even if a tag of theirs is disabled.
     #[serde(default)]
     pub enabled: Vec<String>,
+    /// The shortest pause of a source that is a silence (`kt-audit-silence`), default `5m`; a source that
+    /// normally idles is allowed more (see `kubetrail_detect::watch`).
+    pub silence_after: Option<String>,
 }
 
 /// Where the rules come from.
@@ -52,6 +55,49 @@ impl DetectionConfig {
             enabled: self.enabled.clone(),
         };
         cfg
+    }
+}
+
+impl DetectionConfig {
+    /// `silence_after`, checked: at least a minute.
+    pub fn silence_after(&self) -> anyhow::Result<std::time::Duration> {
+        let Some(text) = &self.silence_after else {
+            return Ok(std::time::Duration::from_secs(300));
+        };
+        let d = crate::duration::parse(text)
+            .map_err(|e| anyhow::anyhow!("`detection.silence_after`: {e}"))?;
+        if d.as_secs() < 60 {
+            bail!(
+                "`detection.silence_after` is `{text}`: it must be at least 1m (a webhook batches events for up \
+                 to 30 s, so shorter pauses are routine)"
+            );
+        }
+        Ok(d.unsigned_abs())
+    }
+
+    /// The stream watch (`kt-audit-silence`, `kt-audit-resumed`, `kt-policy-drift`): its rules come with the
+    /// built-in pack (none when `builtin` is off) and obey `disabled`, `disabled_tags` and `enabled` as the
+    /// pack's other rules do.
+    pub fn watch(&self, builtin: bool) -> anyhow::Result<kubetrail_detect::watch::Watch> {
+        use kubetrail_detect::watch::{StreamRules, Watch, WatchConfig};
+        let rules = if builtin {
+            StreamRules::load(
+                kubetrail_rules::stream().iter().map(|f| (f.name, f.yaml)),
+                |r| {
+                    self.enabled.contains(&r.id)
+                        || !(self.disabled.contains(&r.id)
+                            || r.tags.iter().any(|t| self.disabled_tags.contains(t)))
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("the stream rules do not load: {e}"))?
+        } else {
+            StreamRules::default()
+        };
+        let cfg = WatchConfig {
+            silence_after_ms: i64::try_from(self.silence_after()?.as_millis()).unwrap_or(i64::MAX),
+            ..WatchConfig::default()
+        };
+        Ok(Watch::new(cfg, rules))
     }
 }
 

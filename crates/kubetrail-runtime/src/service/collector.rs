@@ -339,6 +339,7 @@ pub fn run(
         console_url.or(default_console),
     )?
     .max_suppression_days(max_suppression_days)
+    .watching(detection.watch(sources.builtin)?)
     .report_to(pipeline.metrics());
     store.hold_for(detector.position());
     let sinks = crate::shipping::config::build_all(&sinks, replica.as_deref())?;

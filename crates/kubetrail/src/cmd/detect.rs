@@ -77,6 +77,8 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
         paths,
     };
     let (_, mut engine) = kubetrail_runtime::alerting::rules::engine(&sources, &cfg)?;
+    // The input as one stream, judged on event time: a pause inside it is a silence, its end is not.
+    let mut watch = cfg.watch(sources.builtin)?;
     let files = if args.files.is_empty() {
         vec![PathBuf::from("-")]
     } else {
@@ -122,7 +124,12 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
         for chunk in rx {
             for (json, at) in chunk {
                 match engine.process(&json, &mut batch) {
-                    Ok(()) => keep(&mut batch),
+                    Ok(()) => {
+                        if let Ok(event) = kubetrail_model::Event::parse(&json) {
+                            watch.observe("", "", None, &event, &mut batch);
+                        }
+                        keep(&mut batch)
+                    }
                     Err(e) => invalid.push((at, e.to_string())),
                 }
             }

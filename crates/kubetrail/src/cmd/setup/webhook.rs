@@ -352,6 +352,11 @@ The certificates expire on {not_after}: run this again before then (with --force
    apiserver is back (`kubectl get --raw /readyz`), kubetrail's log shows the batches arriving. To keep a
    local copy as well, add --audit-log-path; kubetrail can follow that file too (`files:` in its config).
 
+   kubetrail raises kt-audit-silence when a source stops sending. Keep the heartbeat rule of
+   audit-policy.yaml (Metadata for system:apiserver's lease renewals in kube-system; `kubetrail policy
+   generate` has it too) when you edit the policy: with it a quiet cluster still sends about 1 event every
+   10 s per apiserver, so silence means a cut audit trail (`kubetrail policy lint` warns when it is gone).
+
 3. Managed control planes (no apiserver flags): export the audit log and import it.
    - EKS: turn on control-plane logging of type `audit`
        aws eks update-cluster-config --name CLUSTER \\

@@ -1,0 +1,1103 @@
+//! The audit stream watched as a whole, beside the rules: a source that stops sending
+//! (`kt-audit-silence`, then `kt-audit-resumed` naming the gap) and what the apiserver records dropping
+//! (`kt-policy-drift`). Rules judge the events that arrive; these judge what no longer does, so they learn each
+//! source's rhythm and each kind of request's level first.
+//!
+//! Time is the caller's, and the clock moves with what is observed. `kubetrail detect` feeds event time
+//! ([`Watch::observe`] with no receipt): a gap inside a file alerts, its end does not. `serve` feeds each
+//! record's receipt (so a gap in a backlog it reads late is judged as when it happened) and, once it has read
+//! the log to its end, calls [`Watch::advance`] with its own clock, so a source is silent now whether or not
+//! anything else arrives.
+//!
+//! - **Silence**, per (cluster, source). Each source keeps 24 hourly slots: events, and the longest pause that
+//!   ended in the hour. From the full hours before its last event (after one hour of learning; hours of an
+//!   alerted gap excluded) the allowed pause is the largest of `silence_after`, twice the median hourly
+//!   longest pause (a source that sends every ten minutes is allowed twenty), and twenty median intervals
+//!   (`20 h / median events per hour`: a Poisson source that quiet is a chance of e⁻²⁰). A source with an empty
+//!   median hour never alerts: it idles. Excluding alerted gaps means a cut cannot teach the baseline to
+//!   tolerate the next one; moving a median takes pauses just under the limit in half of a day's hours.
+//! - **Level drift**, per (cluster, API group, resource, subresource, verb, namespace, identity class): the
+//!   lowest level of the first 20 requests is the kind's floor; three requests in a row below it raise the
+//!   alert (the floor moves down, so it alerts once).
+//! - **Vanished kinds**, per (cluster, API group, resource, identity class) for the control plane, nodes,
+//!   service accounts and the cloud's components (people come and go): present every hour for six hours, at
+//!   least 20 an hour, then none for a whole hour while the cluster sent at least half its usual volume.
+//!
+//! Bounded: sources and kinds are capped ([`WatchConfig`]); past a cap new ones are not learned and
+//! [`WatchStats`] counts them. Pure, like the rest of the crate.
+
+use std::collections::HashMap;
+
+use kubetrail_model::{Event, Stage};
+use saphyr::LoadableYamlNode;
+use serde::Serialize;
+
+use crate::alert::{alert_id, hash64, parse_time, rfc3339};
+use crate::enrich::IdentityClass;
+use crate::error::{LoadError, LoadErrors};
+use crate::rule::Level;
+use crate::{Actor, Alert, AlertRule, Target};
+
+const HOUR: i64 = 3_600_000;
+/// Slots of hourly history each source and kind keeps.
+const HOURS: usize = 24;
+/// Requests of a kind seen before its floor is trusted.
+const LEARN: u32 = 20;
+/// Requests in a row below the floor that make a drift.
+const RUN: u32 = 3;
+/// Hours a kind must have been present, and its least count in each, before its absence is a drift.
+const PRESENT_HOURS: i64 = 6;
+const PRESENT_MIN: u32 = 20;
+/// How often [`Watch::advance`] looks for silent sources (milliseconds of its clock).
+const CHECK_EVERY: i64 = 1_000;
+
+/// What the watch allows and holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// The shortest pause that is a silence (`detection.silence_after`), in milliseconds.
+    pub silence_after_ms: i64,
+    /// Sources learned at most.
+    pub max_sources: usize,
+    /// Kinds of request learned at most (level floors and presence each).
+    pub max_kinds: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> WatchConfig {
+        WatchConfig {
+            silence_after_ms: 5 * 60_000,
+            max_sources: 10_000,
+            max_kinds: 200_000,
+        }
+    }
+}
+
+/// Counters: when a bound bites, and what was raised.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchStats {
+    pub silences: u64,
+    pub resumptions: u64,
+    pub drifts: u64,
+    /// New sources not learned because `max_sources` was reached.
+    pub sources_over_limit: u64,
+    /// New kinds not learned because `max_kinds` was reached.
+    pub kinds_over_limit: u64,
+}
+
+/// A stream rule's metadata (the files of `kubetrail_rules::stream()`): what its alerts carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRule {
+    pub id: String,
+    pub title: String,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub runbook: Option<String>,
+}
+
+impl StreamRule {
+    /// Reads a stream rule file: Sigma's metadata keys (`id`, `title` and `level` required), no detection.
+    pub fn parse(file: &str, yaml: &str) -> Result<StreamRule, LoadErrors> {
+        let fail = |reason: String| LoadErrors(vec![LoadError::new(file, 1, 1, reason)]);
+        let docs = crate::yaml::Node::load_from_str(yaml)
+            .map_err(|e| fail(format!("invalid YAML: {}", e.info())))?;
+        let doc = docs
+            .first()
+            .map(crate::yaml::to_json)
+            .ok_or_else(|| fail("the file is empty".into()))?;
+        let text = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let need = |key: &str| text(key).ok_or_else(|| fail(format!("`{key}` is required")));
+        let level = need("level")?;
+        Ok(StreamRule {
+            id: need("id")?,
+            title: need("title")?,
+            level: level.parse::<Level>().map_err(fail)?,
+            tags: doc
+                .get("tags")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            description: text("description"),
+            runbook: text("runbook"),
+        })
+    }
+}
+
+/// The three rules the watch raises; `None` where the rule is disabled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamRules {
+    pub silence: Option<StreamRule>,
+    pub resumed: Option<StreamRule>,
+    pub drift: Option<StreamRule>,
+}
+
+impl StreamRules {
+    /// The rules of `files` (name, YAML), keeping those `enabled` accepts by id.
+    pub fn load<'a>(
+        files: impl IntoIterator<Item = (&'a str, &'a str)>,
+        enabled: impl Fn(&StreamRule) -> bool,
+    ) -> Result<StreamRules, LoadErrors> {
+        let mut out = StreamRules::default();
+        for (name, yaml) in files {
+            let rule = StreamRule::parse(name, yaml)?;
+            if !enabled(&rule) {
+                continue;
+            }
+            let slot = match rule.id.as_str() {
+                "kt-audit-silence" => &mut out.silence,
+                "kt-audit-resumed" => &mut out.resumed,
+                "kt-policy-drift" => &mut out.drift,
+                other => {
+                    return Err(LoadErrors(vec![LoadError::new(
+                        name,
+                        1,
+                        1,
+                        format!("`{other}` is not a stream rule this build raises"),
+                    )]));
+                }
+            };
+            *slot = Some(rule);
+        }
+        Ok(out)
+    }
+}
+
+/// One hour of a rhythm.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    hour: i64,
+    count: u32,
+    /// The longest pause that ended in this hour (ms).
+    max_gap: i64,
+    /// Part of an alerted gap: left out of the baseline.
+    cut: bool,
+}
+
+/// The last [`HOURS`] hours, by hour number modulo the ring.
+#[derive(Debug, Clone, Default)]
+struct Hours([Slot; HOURS]);
+
+impl Hours {
+    fn slot(&mut self, hour: i64) -> &mut Slot {
+        let s = &mut self.0[hour.rem_euclid(HOURS as i64) as usize];
+        if s.hour != hour {
+            *s = Slot {
+                hour,
+                ..Slot::default()
+            };
+        }
+        s
+    }
+
+    fn get(&self, hour: i64) -> Option<Slot> {
+        let s = self.0[hour.rem_euclid(HOURS as i64) as usize];
+        (s.hour == hour).then_some(s)
+    }
+
+    fn count(&self, hour: i64) -> u32 {
+        self.get(hour).map_or(0, |s| s.count)
+    }
+}
+
+/// The first hour that starts at or after `ms`.
+fn ceil_hour(ms: i64) -> i64 {
+    (ms + HOUR - 1).div_euclid(HOUR)
+}
+
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
+    v.sort_unstable();
+    // The lower median: with two hours, the quieter one.
+    v.get(v.len().saturating_sub(1) / 2).copied()
+}
+
+#[derive(Debug, Clone)]
+struct Source {
+    first: i64,
+    last: i64,
+    last_audit_id: String,
+    hours: Hours,
+    /// Alerted silent (since `last`).
+    silent: bool,
+}
+
+impl Source {
+    /// The longest pause allowed after `last`, from the full hours before it; `None` while learning or for a
+    /// source that idles.
+    fn allowed(&self, silence_after: i64) -> Option<i64> {
+        let end = self.last.div_euclid(HOUR);
+        // Hours that began at or after the first event: whole hours of history.
+        let start = ceil_hour(self.first).max(end - HOURS as i64 + 1);
+        let (mut counts, mut gaps) = (Vec::new(), Vec::new());
+        for h in start..end {
+            let s = self.hours.get(h);
+            if s.is_some_and(|s| s.cut) {
+                continue;
+            }
+            let (c, g) = s.map_or((0, HOUR), |s| (s.count, s.max_gap));
+            counts.push(c);
+            gaps.push(g);
+        }
+        let count = median(counts)?;
+        if count == 0 {
+            return None;
+        }
+        let gap = median(gaps)?;
+        Some(silence_after.max(2 * gap).max(20 * HOUR / i64::from(count)))
+    }
+}
+
+/// What was recorded of one kind of request.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    seen: u32,
+    floor: kubetrail_model::Level,
+    run: u32,
+    since: i64,
+}
+
+/// A kind of request by an identity class, hour by hour.
+#[derive(Debug, Clone)]
+struct Presence {
+    cluster: String,
+    group: String,
+    resource: String,
+    class: IdentityClass,
+    hours: Hours,
+    last: i64,
+    alerted: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClusterRhythm {
+    hour: i64,
+    hours: Hours,
+}
+
+/// The watch: see the module docs.
+#[derive(Debug)]
+pub struct Watch {
+    cfg: WatchConfig,
+    rules: StreamRules,
+    sources: HashMap<(String, String), Source>,
+    floors: HashMap<u64, Floor>,
+    presence: HashMap<u64, Presence>,
+    clusters: HashMap<String, ClusterRhythm>,
+    clock: i64,
+    checked: i64,
+    stats: WatchStats,
+}
+
+impl Watch {
+    pub fn new(cfg: WatchConfig, rules: StreamRules) -> Watch {
+        Watch {
+            cfg,
+            rules,
+            sources: HashMap::new(),
+            floors: HashMap::new(),
+            presence: HashMap::new(),
+            clusters: HashMap::new(),
+            clock: i64::MIN,
+            checked: i64::MIN,
+            stats: WatchStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &WatchStats {
+        &self.stats
+    }
+
+    /// Takes in one stored event of `cluster` from `source`. `received` is when the collector received it
+    /// (ms since the epoch; `serve`); without it the event's own time is used and moves the clock (`detect`).
+    pub fn observe(
+        &mut self,
+        cluster: &str,
+        source: &str,
+        received: Option<i64>,
+        event: &Event<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let event_time = event
+            .request_received_timestamp
+            .as_deref()
+            .or(event.stage_timestamp.as_deref())
+            .or(event.timestamp.as_deref())
+            .and_then(parse_time);
+        let Some(at) = received.or(event_time) else {
+            return;
+        };
+        // Receipts come in the log's order and event times in the file's: either moves the clock, so a gap
+        // in a backlog read late is judged as when it happened.
+        self.advance_ms(at, out);
+        self.source(cluster, source, at, event, out);
+        if event.stage == Stage::RequestReceived {
+            return;
+        }
+        let class = IdentityClass::of(
+            &event.user.username,
+            event.user.groups.iter().map(|g| g.as_ref()),
+        );
+        self.floor(cluster, class, at, event, out);
+        self.presence(cluster, class, at, event, out);
+    }
+
+    /// Moves the clock to `now` (`serve`: its wall clock, every second or so, once it has read what the log
+    /// holds): sources silent for longer than they are allowed alert.
+    pub fn advance(&mut self, now: jiff::Timestamp, out: &mut Vec<Alert>) {
+        self.advance_ms(now.as_millisecond(), out);
+    }
+
+    fn advance_ms(&mut self, now: i64, out: &mut Vec<Alert>) {
+        if now <= self.clock {
+            return;
+        }
+        self.clock = now;
+        if now < self.checked.saturating_add(CHECK_EVERY) {
+            return;
+        }
+        self.checked = now;
+        let mut found: Vec<(&(String, String), &mut Source, i64)> = self
+            .sources
+            .iter_mut()
+            .filter(|(_, s)| !s.silent)
+            .filter_map(|(k, s)| {
+                let allowed = s.allowed(self.cfg.silence_after_ms)?;
+                (now - s.last > allowed).then_some((k, s, allowed))
+            })
+            .collect();
+        found.sort_by(|a, b| (a.1.last, a.0).cmp(&(b.1.last, b.0)));
+        for ((cluster, source), s, allowed) in found {
+            s.silent = true;
+            self.stats.silences += 1;
+            let Some(rule) = &self.rules.silence else {
+                continue;
+            };
+            let per_hour = s.allowed(i64::MAX).map_or(0, |_| {
+                let end = s.last.div_euclid(HOUR);
+                median(
+                    ((end - HOURS as i64 + 1).max(ceil_hour(s.first))..end)
+                        .map(|h| s.hours.count(h))
+                        .collect(),
+                )
+                .unwrap_or(0)
+            });
+            let summary = format!(
+                "{} sent no audit event since {} (over {}; it allows {} of quiet, and sent about {per_hour} events \
+                 an hour): its audit trail may be cut",
+                who(cluster, source),
+                rfc3339(s.last),
+                span(now - s.last),
+                span(allowed),
+            );
+            out.push(stream_alert(
+                rule,
+                &["kt-audit-silence", cluster, source, &s.last.to_string()],
+                cluster,
+                source,
+                vec![s.last_audit_id.clone()],
+                s.last,
+                now,
+                summary,
+            ));
+        }
+    }
+
+    fn source(
+        &mut self,
+        cluster: &str,
+        source: &str,
+        at: i64,
+        event: &Event<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let key = (cluster.to_string(), source.to_string());
+        let s = match self.sources.get_mut(&key) {
+            Some(s) => s,
+            None => {
+                if self.sources.len() >= self.cfg.max_sources {
+                    self.stats.sources_over_limit += 1;
+                    return;
+                }
+                self.sources.entry(key.clone()).or_insert(Source {
+                    first: at,
+                    last: at,
+                    last_audit_id: String::new(),
+                    hours: Hours::default(),
+                    silent: false,
+                })
+            }
+        };
+        let hour = at.div_euclid(HOUR);
+        if at < s.last {
+            // Out of order (a late stage, a replayed batch): counted, never a pause.
+            if s.hours.get(hour).is_some() {
+                s.hours.slot(hour).count += 1;
+            }
+            return;
+        }
+        let gap = at - s.last;
+        let from = s.last;
+        if s.silent {
+            s.silent = false;
+            for h in from.div_euclid(HOUR)..=hour {
+                s.hours.slot(h).cut = true;
+            }
+            self.stats.resumptions += 1;
+            if let Some(rule) = &self.rules.resumed {
+                let summary = format!(
+                    "{} sent audit events again at {} after {} without any (since {}): nothing that happened in \
+                     between is in the trail",
+                    who(cluster, source),
+                    rfc3339(at),
+                    span(gap),
+                    rfc3339(from),
+                );
+                out.push(stream_alert(
+                    rule,
+                    &["kt-audit-resumed", cluster, source, &from.to_string()],
+                    cluster,
+                    source,
+                    vec![s.last_audit_id.clone(), event.audit_id.to_string()],
+                    at,
+                    at,
+                    summary,
+                ));
+            }
+        } else {
+            let slot = s.hours.slot(hour);
+            slot.max_gap = slot.max_gap.max(gap);
+        }
+        s.hours.slot(hour).count += 1;
+        s.last = at;
+        s.last_audit_id.clear();
+        s.last_audit_id.push_str(&event.audit_id);
+    }
+
+    fn floor(
+        &mut self,
+        cluster: &str,
+        class: IdentityClass,
+        at: i64,
+        event: &Event<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let (group, resource, sub, ns) = match event.object_ref.as_ref() {
+            Some(o) => (&*o.api_group, &*o.resource, &*o.subresource, &*o.namespace),
+            None => ("", "", "", ""),
+        };
+        let key = hash64(
+            &[
+                cluster,
+                group,
+                resource,
+                sub,
+                &event.verb,
+                ns,
+                class.as_str(),
+            ]
+            .join("\u{1f}"),
+        );
+        let level = event.level;
+        let f = match self.floors.get_mut(&key) {
+            Some(f) => f,
+            None => {
+                if self.floors.len() >= self.cfg.max_kinds {
+                    self.stats.kinds_over_limit += 1;
+                    return;
+                }
+                self.floors.entry(key).or_insert(Floor {
+                    seen: 0,
+                    floor: level,
+                    run: 0,
+                    since: at,
+                })
+            }
+        };
+        if f.seen < LEARN {
+            f.seen += 1;
+            f.floor = f.floor.min(level);
+            return;
+        }
+        f.seen = f.seen.saturating_add(1);
+        if level >= f.floor {
+            f.run = 0;
+            return;
+        }
+        if f.run == 0 {
+            f.since = at;
+        }
+        f.run += 1;
+        if f.run < RUN {
+            return;
+        }
+        let (was, since, seen) = (f.floor, f.since, f.seen - RUN);
+        f.floor = level;
+        f.run = 0;
+        self.stats.drifts += 1;
+        let Some(rule) = &self.rules.drift else {
+            return;
+        };
+        let what = kind(&event.verb, group, resource, sub, ns, class);
+        let lost = match (was, level) {
+            (kubetrail_model::Level::RequestResponse, kubetrail_model::Level::Request) => {
+                "the response bodies are no longer recorded"
+            }
+            (_, kubetrail_model::Level::Metadata) => "the request bodies are no longer recorded",
+            _ => "less of each request is recorded",
+        };
+        let summary = format!(
+            "{what} in cluster `{cluster}` was recorded at {} ({seen} requests), and at {} since {}: {lost}",
+            was.as_str(),
+            level.as_str(),
+            rfc3339(since),
+        );
+        let mut a = stream_alert(
+            rule,
+            &[
+                "kt-policy-drift",
+                cluster,
+                &key.to_string(),
+                &since.to_string(),
+            ],
+            cluster,
+            &event.user.username,
+            vec![event.audit_id.to_string()],
+            since,
+            at,
+            summary,
+        );
+        a.actor.groups = event.user.groups.iter().map(|g| g.to_string()).collect();
+        a.target = Some(Target {
+            verb: event.verb.to_string(),
+            resource: (!resource.is_empty()).then(|| resource.to_string()),
+            subresource: (!sub.is_empty()).then(|| sub.to_string()),
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: None,
+            request_uri: event.request_uri.to_string(),
+        });
+        out.push(a);
+    }
+
+    fn presence(
+        &mut self,
+        cluster: &str,
+        class: IdentityClass,
+        at: i64,
+        event: &Event<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let hour = at.div_euclid(HOUR);
+        // The cluster's hour turns: judge the hour that just ended.
+        let rhythm = self.clusters.entry(cluster.to_string()).or_default();
+        let turned = (hour > rhythm.hour).then_some(rhythm.hour);
+        if turned.is_some() {
+            rhythm.hour = hour;
+        }
+        rhythm.hours.slot(hour).count += 1;
+        if let Some(ended) = turned
+            && ended == hour - 1
+        {
+            self.vanished(cluster, ended, out);
+        }
+        if !matches!(
+            class,
+            IdentityClass::ControlPlane
+                | IdentityClass::Node
+                | IdentityClass::ServiceAccount
+                | IdentityClass::CloudManaged
+        ) {
+            return;
+        }
+        let Some(o) = event.object_ref.as_ref().filter(|o| !o.resource.is_empty()) else {
+            return;
+        };
+        let key = hash64(&[cluster, &o.api_group, &o.resource, class.as_str()].join("\u{1f}"));
+        if !self.presence.contains_key(&key) && self.presence.len() >= self.cfg.max_kinds {
+            self.stats.kinds_over_limit += 1;
+            return;
+        }
+        let p = self.presence.entry(key).or_insert_with(|| Presence {
+            cluster: cluster.to_string(),
+            group: o.api_group.to_string(),
+            resource: o.resource.to_string(),
+            class,
+            hours: Hours::default(),
+            last: at,
+            alerted: false,
+        });
+        p.hours.slot(hour).count += 1;
+        p.last = p.last.max(at);
+        p.alerted = false;
+    }
+
+    /// Kinds of `cluster` that were present every hour and are absent in `ended`, while the cluster was not.
+    fn vanished(&mut self, cluster: &str, ended: i64, out: &mut Vec<Alert>) {
+        let Some(rhythm) = self.clusters.get(cluster) else {
+            return;
+        };
+        let before = ended - PRESENT_HOURS..ended;
+        let usual = median(before.clone().map(|h| rhythm.hours.count(h)).collect()).unwrap_or(0);
+        let sent = rhythm.hours.count(ended);
+        if usual == 0 || sent < usual / 2 {
+            return;
+        }
+        let mut gone: Vec<&mut Presence> = self
+            .presence
+            .values_mut()
+            .filter(|p| {
+                !p.alerted
+                    && p.cluster == cluster
+                    && p.hours.count(ended) == 0
+                    && before.clone().all(|h| p.hours.count(h) >= PRESENT_MIN)
+            })
+            .collect();
+        gone.sort_by(|a, b| {
+            (&a.group, &a.resource, a.class.as_str()).cmp(&(
+                &b.group,
+                &b.resource,
+                b.class.as_str(),
+            ))
+        });
+        for p in gone {
+            p.alerted = true;
+            self.stats.drifts += 1;
+            let Some(rule) = &self.rules.drift else {
+                continue;
+            };
+            let usual_kind =
+                median(before.clone().map(|h| p.hours.count(h)).collect()).unwrap_or(0);
+            let resource = match p.group.as_str() {
+                "" => p.resource.clone(),
+                g => format!("{}.{g}", p.resource),
+            };
+            let summary = format!(
+                "`{resource}` requests by {} identities in cluster `{cluster}` are no longer recorded: about \
+                 {usual_kind} an hour for {PRESENT_HOURS} hours, the last at {}, then none in the hour from {} \
+                 while the cluster sent {sent} events",
+                p.class.as_str(),
+                rfc3339(p.last),
+                rfc3339(ended * HOUR),
+            );
+            let mut a = stream_alert(
+                rule,
+                &[
+                    "kt-policy-drift",
+                    cluster,
+                    &resource,
+                    p.class.as_str(),
+                    &ended.to_string(),
+                ],
+                cluster,
+                &format!("({} identities)", p.class.as_str()),
+                Vec::new(),
+                p.last,
+                (ended + 1) * HOUR,
+                summary,
+            );
+            a.target = Some(Target {
+                verb: String::new(),
+                resource: Some(p.resource.clone()),
+                ..Target::default()
+            });
+            out.push(a);
+        }
+    }
+}
+
+fn who(cluster: &str, source: &str) -> String {
+    match (cluster, source) {
+        ("", "") => "the audit input".to_string(),
+        ("", s) => format!("source `{s}`"),
+        (c, "") => format!("cluster `{c}`"),
+        (c, s) => format!("cluster `{c}`'s source `{s}`"),
+    }
+}
+
+fn kind(
+    verb: &str,
+    group: &str,
+    resource: &str,
+    sub: &str,
+    ns: &str,
+    class: IdentityClass,
+) -> String {
+    let mut r = resource.to_string();
+    if !sub.is_empty() {
+        r = format!("{r}/{sub}");
+    }
+    if !group.is_empty() {
+        r = format!("{r}.{group}");
+    }
+    let place = if ns.is_empty() {
+        String::new()
+    } else {
+        format!(" in namespace `{ns}`")
+    };
+    format!("`{verb} {r}`{place} by {} identities", class.as_str())
+}
+
+/// A length of time as people read it: `32m 10s`, `2h 5m`, `45s`.
+pub fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m {s}s"),
+        (h, m) => format!("{h}h {m}m"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_alert(
+    rule: &StreamRule,
+    id: &[&str],
+    cluster: &str,
+    actor: &str,
+    audit_ids: Vec<String>,
+    from: i64,
+    to: i64,
+    summary: String,
+) -> Alert {
+    Alert {
+        id: alert_id(id),
+        rule: AlertRule {
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+        },
+        severity: rule.level,
+        audit_ids: audit_ids.into_iter().filter(|a| !a.is_empty()).collect(),
+        time: rfc3339(from),
+        actor: Actor {
+            username: if actor.is_empty() {
+                "(audit input)".to_string()
+            } else {
+                actor.to_string()
+            },
+            ..Actor::default()
+        },
+        source_ips: Vec::new(),
+        summary,
+        count: 1,
+        last_time: rfc3339(to),
+        update: false,
+        target: None,
+        user_agent: None,
+        attack: rule
+            .tags
+            .iter()
+            .filter_map(|t| {
+                let t = t.strip_prefix("attack.t")?;
+                Some(format!("T{}", t.to_ascii_uppercase()))
+            })
+            .collect(),
+        tags: rule.tags.clone(),
+        runbook: rule.runbook.clone(),
+        cluster: (!cluster.is_empty()).then(|| cluster.to_string()),
+        resolved: None,
+        detected: None,
+        context: None,
+        console: None,
+        investigate: Vec::new(),
+        suppressed: None,
+        owner: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    fn rules() -> StreamRules {
+        StreamRules::load(
+            kubetrail_rules::stream().iter().map(|f| (f.name, f.yaml)),
+            |_| true,
+        )
+        .expect("the stream rules load")
+    }
+
+    fn watch() -> Watch {
+        Watch::new(WatchConfig::default(), rules())
+    }
+
+    struct Req<'a> {
+        user: &'a str,
+        groups: &'a str,
+        verb: &'a str,
+        resource: &'a str,
+        ns: &'a str,
+        level: &'a str,
+    }
+
+    const LEASE: Req<'static> = Req {
+        user: "system:node:n1",
+        groups: r#""system:nodes""#,
+        verb: "update",
+        resource: "leases",
+        ns: "kube-node-lease",
+        level: "Metadata",
+    };
+
+    fn json(at: i64, id: u64, r: &Req<'_>) -> String {
+        format!(
+            r#"{{"kind":"Event","level":"{}","auditID":"a{id}","stage":"ResponseComplete","verb":"{}","requestURI":"/x","user":{{"username":"{}","groups":[{}]}},"objectRef":{{"resource":"{}","namespace":"{}"}},"requestReceivedTimestamp":"{}","stageTimestamp":"{}"}}"#,
+            r.level,
+            r.verb,
+            r.user,
+            r.groups,
+            r.resource,
+            r.ns,
+            rfc3339(at),
+            rfc3339(at)
+        )
+    }
+
+    fn feed(w: &mut Watch, at: i64, id: u64, r: &Req<'_>, received: bool, out: &mut Vec<Alert>) {
+        let text = json(at, id, r);
+        let e = Event::parse(&text).expect("event");
+        w.observe("c1", "webhook:apiserver", received.then_some(at), &e, out);
+    }
+
+    fn ids(out: &[Alert]) -> Vec<&str> {
+        out.iter().map(|a| a.rule.id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_gap_inside_the_stream_alerts_and_its_end_does_not() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut id = 0;
+        // Two hours every 10 s, 30 minutes of nothing, an hour more.
+        for at in (T0..T0 + 2 * HOUR)
+            .step_by(10_000)
+            .chain((T0 + 2 * HOUR + 30 * 60_000..T0 + 3 * HOUR).step_by(10_000))
+        {
+            id += 1;
+            feed(&mut w, at, id, &LEASE, false, &mut out);
+        }
+        assert_eq!(
+            ids(&out),
+            ["kt-audit-silence", "kt-audit-resumed"],
+            "{out:#?}"
+        );
+        let last = T0 + 2 * HOUR - 10_000;
+        assert_eq!(
+            out[0].time,
+            rfc3339(last),
+            "the silence starts at the last event"
+        );
+        assert_eq!(out[0].severity, Level::Critical);
+        assert!(out[1].summary.contains("30m 10s"), "{}", out[1].summary);
+        assert_eq!(out[0].cluster.as_deref(), Some("c1"));
+        assert!(
+            out[0]
+                .runbook
+                .as_deref()
+                .unwrap_or("")
+                .contains("kubetrail gaps")
+        );
+    }
+
+    #[test]
+    fn a_cut_does_not_teach_the_baseline_to_tolerate_the_next() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut at = T0;
+        let mut id = 0;
+        for cut in 0..3 {
+            let end = at + 2 * HOUR;
+            while at < end {
+                id += 1;
+                feed(&mut w, at, id, &LEASE, false, &mut out);
+                at += 10_000;
+            }
+            at += (20 + cut * 10) * 60_000;
+        }
+        let silences = out
+            .iter()
+            .filter(|a| a.rule.id == "kt-audit-silence")
+            .count();
+        assert_eq!(
+            silences,
+            2,
+            "both cuts followed by traffic alert: {:?}",
+            ids(&out)
+        );
+    }
+
+    #[test]
+    fn a_source_that_idles_never_pages() {
+        // A quiet cluster: a request now and then (exponential pauses, mean 100 s) for two days.
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut seed: u64 = 7;
+        let mut at = T0;
+        for id in 0..1800 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let u = ((seed >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            at += (-u.ln() * 100_000.0) as i64;
+            feed(&mut w, at, id, &LEASE, false, &mut out);
+        }
+        assert!(
+            out.is_empty(),
+            "{:?}",
+            out.iter().map(|a| &a.summary).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn serve_judges_silence_on_its_own_clock_after_learning() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        // Half an hour of history is still learning: silence is not judged.
+        for (id, at) in (T0..T0 + HOUR / 2).step_by(10_000).enumerate() {
+            feed(&mut w, at, id as u64, &LEASE, true, &mut out);
+        }
+        w.advance_ms(T0 + 3 * HOUR, &mut out);
+        assert!(out.is_empty(), "{:?}", ids(&out));
+        let mut w = watch();
+        for (id, at) in (T0..T0 + 3 * HOUR).step_by(10_000).enumerate() {
+            feed(&mut w, at, id as u64, &LEASE, true, &mut out);
+        }
+        let last = T0 + 3 * HOUR - 10_000;
+        w.advance_ms(last + 4 * 60_000, &mut out);
+        assert!(out.is_empty(), "four minutes is within silence_after");
+        w.advance_ms(last + 6 * 60_000, &mut out);
+        assert_eq!(ids(&out), ["kt-audit-silence"]);
+        w.advance_ms(last + 60 * 60_000, &mut out);
+        assert_eq!(out.len(), 1, "a silence alerts once");
+        feed(&mut w, last + 61 * 60_000, 9_999, &LEASE, true, &mut out);
+        assert_eq!(ids(&out), ["kt-audit-silence", "kt-audit-resumed"]);
+        assert!(out[1].summary.contains("1h 1m"), "{}", out[1].summary);
+    }
+
+    #[test]
+    fn disabled_stream_rules_raise_nothing() {
+        let rules = StreamRules::load(
+            kubetrail_rules::stream().iter().map(|f| (f.name, f.yaml)),
+            |r| r.id != "kt-audit-silence",
+        )
+        .expect("load");
+        let mut w = Watch::new(WatchConfig::default(), rules);
+        let mut out = Vec::new();
+        for (id, at) in (T0..T0 + 3 * HOUR).step_by(10_000).enumerate() {
+            feed(&mut w, at, id as u64, &LEASE, true, &mut out);
+        }
+        w.advance_ms(T0 + 5 * HOUR, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(w.stats().silences, 1, "still counted");
+    }
+
+    #[test]
+    fn a_level_that_drops_is_a_drift_once() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut create = Req {
+            user: "alice",
+            groups: r#""system:authenticated""#,
+            verb: "create",
+            resource: "secrets",
+            ns: "prod",
+            level: "Request",
+        };
+        let mut at = T0;
+        for id in 0..30 {
+            feed(&mut w, at, id, &create, false, &mut out);
+            at += 60_000;
+        }
+        // A lone lower request is not a drift; three in a row are, once.
+        create.level = "Metadata";
+        feed(&mut w, at, 100, &create, false, &mut out);
+        create.level = "Request";
+        feed(&mut w, at + 1, 101, &create, false, &mut out);
+        assert!(out.is_empty(), "{:?}", ids(&out));
+        create.level = "Metadata";
+        for id in 200..210 {
+            at += 60_000;
+            feed(&mut w, at, id, &create, false, &mut out);
+        }
+        assert_eq!(ids(&out), ["kt-policy-drift"]);
+        let s = &out[0].summary;
+        assert!(
+            s.contains("`create secrets` in namespace `prod` by human identities")
+                && s.contains("recorded at Request")
+                && s.contains("at Metadata since"),
+            "{s}"
+        );
+        assert_eq!(out[0].time, rfc3339(T0 + 31 * 60_000));
+        assert_eq!(
+            out[0].target.as_ref().map(|t| t.verb.as_str()),
+            Some("create")
+        );
+    }
+
+    #[test]
+    fn mixed_levels_while_learning_set_the_floor() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut r = Req {
+            user: "alice",
+            groups: "",
+            verb: "update",
+            resource: "configmaps",
+            ns: "prod",
+            level: "Request",
+        };
+        for id in 0..100 {
+            r.level = if id % 4 == 0 { "Metadata" } else { "Request" };
+            feed(&mut w, T0 + id as i64 * 1000, id, &r, false, &mut out);
+        }
+        assert!(out.is_empty(), "{:?}", ids(&out));
+    }
+
+    #[test]
+    fn a_kind_that_vanishes_while_the_cluster_sends_is_a_drift() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let pods = Req {
+            user: "system:kube-controller-manager",
+            groups: "",
+            verb: "list",
+            resource: "pods",
+            ns: "",
+            level: "Metadata",
+        };
+        let human = Req {
+            user: "bob",
+            groups: "",
+            verb: "get",
+            resource: "deployments",
+            ns: "prod",
+            level: "Metadata",
+        };
+        let mut id = 0;
+        // Eight hours: node leases, people and the controller manager; then a policy that drops leases.
+        for at in (T0..T0 + 10 * HOUR).step_by(30_000) {
+            let hour = (at - T0) / HOUR;
+            let mut reqs = vec![&pods, &pods, &pods];
+            if hour < 8 {
+                reqs.push(&LEASE);
+                reqs.push(&human);
+            }
+            for r in reqs {
+                id += 1;
+                feed(&mut w, at, id, r, false, &mut out);
+            }
+        }
+        assert_eq!(ids(&out), ["kt-policy-drift"], "{out:#?}");
+        let s = &out[0].summary;
+        assert!(
+            s.contains("`leases.coordination.k8s.io`") || s.contains("`leases`"),
+            "{s}"
+        );
+        assert!(
+            s.contains("node identities"),
+            "people come and go: only the node's lease: {s}"
+        );
+    }
+}
