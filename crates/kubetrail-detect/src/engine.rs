@@ -326,6 +326,9 @@ impl Engine {
                 verb: core.verb,
                 source_ips: core.source_ips,
                 owner: core.owner,
+                name: core.name,
+                reuse: core.reuse,
+                stage_time: core.stage_time,
             },
             NamespacePatterns::new(&cfg.production_namespaces),
         );
@@ -545,6 +548,19 @@ impl Engine {
         json: &str,
         out: &mut Vec<Alert>,
     ) -> Result<(), EventError> {
+        self.process_received(cluster, None, json, out)
+    }
+
+    /// [`Engine::process_from`] for an event kubetrail received at `received` (ms since the epoch; `serve`
+    /// knows it): `kubetrail.stream.delaySeconds` is computed from it.
+    pub fn process_received(
+        &mut self,
+        cluster: &str,
+        received: Option<i64>,
+        json: &str,
+        out: &mut Vec<Alert>,
+    ) -> Result<(), EventError> {
+        self.enricher.received = received;
         self.stats.events += 1;
         let f = match self.fields(json) {
             Ok(f) => f,
@@ -1365,5 +1381,55 @@ mod tests {
             matched += full.len();
         }
         assert!(matched > 300, "{matched}");
+    }
+
+    /// The stream signs: an event received ten minutes after its stage time, one claiming a time ahead of its
+    /// receipt, and the apiserver's identity Lease created; unknown receipt (files) computes no delay.
+    #[test]
+    fn stream_signs_are_enrichment_fields() {
+        let mut rules = RuleSet::new();
+        rules
+            .add_file(
+                "t.yml",
+                "title: Late\nid: t-late\nlevel: medium\nlogsource: {product: kubernetes, service: audit}\n\
+                 detection:\n  s: {kubetrail.stream.delaySeconds|gte: 300}\n  condition: s\n---\n\
+                 title: Future\nid: t-future\nlevel: medium\nlogsource: {product: kubernetes, service: audit}\n\
+                 detection:\n  s: {kubetrail.stream.delaySeconds|lte: -300}\n  condition: s\n---\n\
+                 title: Start\nid: t-start\nlevel: low\nlogsource: {product: kubernetes, service: audit}\n\
+                 detection:\n  s: {kubetrail.stream.apiserverStart: true}\n  condition: s\n",
+            )
+            .unwrap();
+        let mut e = Engine::new(&rules, Config::default()).unwrap();
+        let event = |id: &str, verb: &str| {
+            format!(
+                r#"{{"auditID":"{id}","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"system:apiserver"}},"objectRef":{{"resource":"leases","namespace":"kube-system","name":"apiserver-abc"}},"requestReceivedTimestamp":"2026-11-25T02:00:00Z","stageTimestamp":"2026-11-25T02:00:00Z"}}"#
+            )
+        };
+        let stage = 1_795_572_000_000; // 2026-11-25T02:00:00Z
+        let mut out = Vec::new();
+        let mut fired = |e: &mut Engine, json: &str, received: Option<i64>| {
+            out.clear();
+            e.process_received("c", received, json, &mut out).unwrap();
+            let mut ids: Vec<String> = out.iter().map(|a| a.rule.id.clone()).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            fired(&mut e, &event("1", "update"), Some(stage + 600_000)),
+            ["t-late"]
+        );
+        assert_eq!(
+            fired(&mut e, &event("2", "update"), Some(stage - 600_000)),
+            ["t-future"]
+        );
+        assert!(fired(&mut e, &event("3", "update"), Some(stage + 20_000)).is_empty());
+        assert!(
+            fired(&mut e, &event("4", "update"), None).is_empty(),
+            "no receipt, no delay"
+        );
+        assert_eq!(
+            fired(&mut e, &event("5", "create"), Some(stage)),
+            ["t-start"]
+        );
     }
 }

@@ -15,6 +15,9 @@
 //! | `kubetrail.pod.capabilities` | every `securityContext.capabilities.add` entry of any container |
 //! | `kubetrail.pod.images` | every container's `image` |
 //! | `kubetrail.request.publicSourceIPs` | every address of `sourceIPs` outside the private, loopback, link-local, CGNAT and unique-local ranges; absent when there is none. Any one counts: the first entries come from `X-Forwarded-For`, which the client writes, so "every address is private" is no proof of an inside caller |
+//! | `kubetrail.stream.apiserverStart` | `true` for the create of a kube-apiserver's identity Lease (`apiserver-*` in `kube-system`, by `system:apiserver`): an apiserver (re)started, perhaps with other audit flags |
+//! | `kubetrail.stream.auditIdReuse` | `true` when the request reused an earlier request's auditID (kubetrail's `kubetrail.io/audit-id-reuse` mark), else `false` |
+//! | `kubetrail.stream.delaySeconds` | when the event reached kubetrail minus its `stageTimestamp`, in seconds: minutes mean buffering or replay, a negative value a time in the future (a skewed clock, or a forged event that time-bounded searches would miss). Only where the receipt is known (`serve`; absent in `detect` over files) |
 //! | `kubetrail.pod.owner` | for a pod the control plane creates for a workload, that workload as `Kind/name` (`Deployment/web`, `CronJob/backup`); absent otherwise (see [`crate::Owner`]) |
 //!
 //! The pod spec is read from `requestObject` wherever it is: a Pod (`spec`), a PodTemplate (`template.spec`),
@@ -81,6 +84,18 @@ pub const FIELDS: &[EnrichField] = &[
     EnrichField {
         name: "kubetrail.pod.owner",
         doc: "the workload (Kind/name) a control-plane controller created this pod for",
+    },
+    EnrichField {
+        name: "kubetrail.stream.apiserverStart",
+        doc: "a kube-apiserver created its identity Lease: it (re)started",
+    },
+    EnrichField {
+        name: "kubetrail.stream.auditIdReuse",
+        doc: "the request reused an earlier request's auditID",
+    },
+    EnrichField {
+        name: "kubetrail.stream.delaySeconds",
+        doc: "receipt minus stageTimestamp in seconds (serve only; negative: a time in the future)",
     },
 ];
 
@@ -254,6 +269,9 @@ pub(crate) struct Inputs {
     pub(crate) verb: Slot,
     pub(crate) source_ips: Slot,
     pub(crate) owner: crate::owner::OwnerSlots,
+    pub(crate) name: Slot,
+    pub(crate) reuse: Slot,
+    pub(crate) stage_time: Slot,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -273,18 +291,21 @@ struct PodInputs {
 pub(crate) struct Enricher {
     inputs: Inputs,
     /// Output slot per entry of [`FIELDS`], when requested.
-    out: [Option<Slot>; 12],
+    out: [Option<Slot>; 15],
     pod: Option<PodInputs>,
     production: NamespacePatterns,
+    /// When the event being computed reached kubetrail (ms), when the caller knows.
+    pub(crate) received: Option<i64>,
 }
 
 impl Enricher {
     pub(crate) fn new(inputs: Inputs, production: NamespacePatterns) -> Enricher {
         Enricher {
             inputs,
-            out: [None; 12],
+            out: [None; 15],
             pod: None,
             production,
+            received: None,
         }
     }
 
@@ -321,8 +342,29 @@ impl Enricher {
             images,
             public_ips,
             owner,
+            apiserver_start,
+            reuse,
+            delay,
         ] = self.out;
         let i = self.inputs;
+        if let Some(out) = apiserver_start {
+            let yes = f.first_str(i.resource) == Some("leases")
+                && f.first_str(i.verb) == Some("create")
+                && f.first_str(i.namespace) == Some("kube-system")
+                && f.first_str(i.username) == Some("system:apiserver")
+                && f.first_str(i.name)
+                    .is_some_and(|n| n.starts_with("apiserver-"));
+            f.push(out, Val::Bool(yes));
+        }
+        if let Some(out) = reuse {
+            let yes = f.has(i.reuse);
+            f.push(out, Val::Bool(yes));
+        }
+        if let (Some(out), Some(received)) = (delay, self.received)
+            && let Some(at) = f.first_str(i.stage_time).and_then(crate::alert::parse_time)
+        {
+            f.push(out, Val::Num(((received - at) / 1000) as f64));
+        }
         if let Some(out) = public_ips {
             let public: Vec<Val<'a>> = f
                 .get(i.source_ips)

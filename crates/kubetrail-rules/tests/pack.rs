@@ -446,14 +446,38 @@ fn levels_page_only_for_what_matters() {
 fn runbook_commands_are_valid() {
     let set = load();
     let mut queries = 0;
-    for d in set.documents() {
-        let id = &d.meta().id;
-        let runbook = d.meta().extra_str("runbook").unwrap_or("");
+    // The stream rules' runbooks too (they have no detection, so they are not in the rule set).
+    let stream: Vec<(String, String)> = kubetrail_rules::stream()
+        .iter()
+        .map(|f| {
+            let r = kubetrail_detect::watch::StreamRule::parse(f.name, f.yaml).unwrap();
+            (r.id, r.runbook.unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(stream.len(), 3);
+    let runbooks = set
+        .documents()
+        .iter()
+        .map(|d| {
+            (
+                d.meta().id.clone(),
+                d.meta().extra_str("runbook").unwrap_or("").to_string(),
+            )
+        })
+        .chain(stream);
+    for (id, runbook) in runbooks {
         for line in runbook.lines().filter(|l| l.contains("kubetrail ")) {
             let cmd = &line[line.find("kubetrail ").unwrap() + "kubetrail ".len()..];
             let sub = cmd.split_whitespace().next().unwrap_or("");
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            if words.len() > 1 && words[0] == "policy" {
+                assert_eq!(words[1], "observed", "{id}: {line}");
+            }
             assert!(
-                ["who", "timeline", "scope", "query"].contains(&sub),
+                [
+                    "who", "timeline", "scope", "query", "gaps", "policy", "coverage"
+                ]
+                .contains(&sub),
                 "{id}: unknown command `kubetrail {sub}` in: {line}"
             );
             match sub {

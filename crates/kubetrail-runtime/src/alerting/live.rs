@@ -324,7 +324,12 @@ impl Detector {
                         .as_ref()
                         .map(|e| self.tracker.prior(e))
                         .unwrap_or_default();
-                    if let Err(e) = self.engine.process_from(&rec.cluster, &rec.event, &mut out) {
+                    if let Err(e) = self.engine.process_received(
+                        &rec.cluster,
+                        Some(rec.received_us.div_euclid(1000)),
+                        &rec.event,
+                        &mut out,
+                    ) {
                         fail(1, seq, e.to_string());
                     }
                     if let Some(e) = &event {
