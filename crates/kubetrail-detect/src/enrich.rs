@@ -123,7 +123,7 @@ pub const SYSTEM_NAMESPACES: &[&str] = &[
 pub const DEFAULT_PRODUCTION_NAMESPACES: &[&str] = &["prod", "prod-*", "*-prod", "production*"];
 
 /// Who is making a request, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdentityClass {
     Human,

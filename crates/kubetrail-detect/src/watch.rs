@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use kubetrail_model::{Event, Stage};
 use saphyr::LoadableYamlNode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alert::{alert_id, hash64, parse_time, rfc3339};
 use crate::enrich::IdentityClass;
@@ -168,7 +168,7 @@ impl StreamRules {
 }
 
 /// One hour of a rhythm.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Slot {
     hour: i64,
     count: u32,
@@ -179,7 +179,7 @@ struct Slot {
 }
 
 /// The last [`HOURS`] hours, by hour number modulo the ring.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Hours([Slot; HOURS]);
 
 impl Hours {
@@ -215,7 +215,7 @@ fn median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
     v.get(v.len().saturating_sub(1) / 2).copied()
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Source {
     first: i64,
     last: i64,
@@ -252,7 +252,7 @@ impl Source {
 }
 
 /// What was recorded of one kind of request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Floor {
     seen: u32,
     floor: kubetrail_model::Level,
@@ -261,7 +261,7 @@ struct Floor {
 }
 
 /// A kind of request by an identity class, hour by hour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Presence {
     cluster: String,
     group: String,
@@ -272,10 +272,21 @@ struct Presence {
     alerted: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct ClusterRhythm {
     hour: i64,
     hours: Hours,
+}
+
+/// What a [`Watch`] has learned, to carry it across a restart of `serve` ([`Watch::state`],
+/// [`Watch::restore`]): without it, a restart would start learning again and miss a source that stays silent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WatchState {
+    sources: Vec<((String, String), Source)>,
+    floors: Vec<(u64, Floor)>,
+    presence: Vec<(u64, Presence)>,
+    clusters: Vec<(String, ClusterRhythm)>,
+    clock: i64,
 }
 
 /// The watch: see the module docs.
@@ -305,6 +316,36 @@ impl Watch {
             checked: i64::MIN,
             stats: WatchStats::default(),
         }
+    }
+
+    /// What the watch has learned (see [`WatchState`]).
+    pub fn state(&self) -> WatchState {
+        WatchState {
+            sources: self
+                .sources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            floors: self.floors.iter().map(|(k, v)| (*k, *v)).collect(),
+            presence: self.presence.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            clusters: self
+                .clusters
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            clock: self.clock,
+        }
+    }
+
+    /// Takes back what an earlier watch learned, within this watch's limits.
+    pub fn restore(&mut self, state: WatchState) {
+        let max = self.cfg.max_sources;
+        self.sources.extend(state.sources.into_iter().take(max));
+        let max = self.cfg.max_kinds;
+        self.floors.extend(state.floors.into_iter().take(max));
+        self.presence.extend(state.presence.into_iter().take(max));
+        self.clusters.extend(state.clusters);
+        self.clock = self.clock.max(state.clock);
     }
 
     pub fn stats(&self) -> &WatchStats {

@@ -60,6 +60,7 @@ pub struct Detector {
     tracker: Tracker,
     /// The stream as a whole: silent sources (on this process's clock) and policy drift.
     watch: Option<kubetrail_detect::watch::Watch>,
+    watch_saved: Option<std::time::Instant>,
     /// `DATA/alerts/seen.jsonl`: the tracker's first-seen facts, appended as they change.
     seen: File,
     seen_lines: usize,
@@ -92,6 +93,11 @@ fn is_stream_rule(rule: &str) -> bool {
         .iter()
         .any(|f| f.name.strip_suffix(".yml") == Some(rule))
 }
+
+/// What the stream watch learned, under `DATA/alerts/`.
+const WATCH_STATE: &str = "watch.json";
+/// How often it is written while events arrive.
+const WATCH_SAVE: Duration = Duration::from_secs(30);
 
 /// How long one store lookup of a workload's writer may take (detection waits for it).
 const LOOKUP: Duration = Duration::from_secs(3);
@@ -141,6 +147,7 @@ impl Detector {
             firsts: std::collections::HashMap::new(),
             tracker,
             watch: None,
+            watch_saved: None,
             seen,
             seen_lines,
             resolved: crate::alerting::store::Resolved::new(dir),
@@ -167,9 +174,43 @@ impl Detector {
 
     /// Watches the stream as a whole too: sources are judged silent on this process's clock once the log
     /// is read to its end (a backlog read after a restart is not a silence).
-    pub fn watching(mut self, watch: kubetrail_detect::watch::Watch) -> Self {
+    /// What it learned before a restart is taken back from `DATA/alerts/watch.json`.
+    pub fn watching(mut self, mut watch: kubetrail_detect::watch::Watch) -> Self {
+        let path = self.dir.join("alerts").join(WATCH_STATE);
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(state) => watch.restore(state),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot read what the stream watch learned; it learns again (an hour before silence is judged)"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the stream watch's state")
+            }
+        }
         self.watch = Some(watch);
         self
+    }
+
+    /// Writes what the stream watch learned (whole, then renamed), at most every [`WATCH_SAVE`] unless `now`.
+    fn save_watch(&mut self, force: bool) {
+        let Some(w) = &self.watch else { return };
+        if !force && self.watch_saved.is_some_and(|t| t.elapsed() < WATCH_SAVE) {
+            return;
+        }
+        self.watch_saved = Some(std::time::Instant::now());
+        let path = self.dir.join("alerts").join(WATCH_STATE);
+        let tmp = path.with_extension("json.tmp");
+        let r = serde_json::to_vec(&w.state())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the stream watch's state");
+        }
     }
 
     /// Publishes detection's counters (unreadable events, the engine's `Stats`) in `metrics`, the registry
@@ -289,6 +330,7 @@ impl Detector {
         if let Err(e) = self.write(&out) {
             tracing::error!(error = %format!("{e:#}"), "failed to write the last alerts");
         }
+        self.save_watch(true);
     }
 
     /// One round: at most [`ROUND`] records, their alerts written and fsynced, then the cursor committed.
@@ -377,6 +419,7 @@ impl Detector {
         if next > from {
             self.cursor.commit(next)?;
             self.position.store(next, Ordering::SeqCst);
+            self.save_watch(false);
         }
         self.publish();
         Ok(n)
@@ -881,6 +924,20 @@ mod tests {
             "{}",
             stream[2].summary
         );
+        // A restart keeps what was learned: the new detector judges the source silent too, without an hour
+        // of learning (the last state is written when the detector stops; here, by hand).
+        d.save_watch(true);
+        let wal = d.wal.clone();
+        drop(d);
+        let rules = crate::alerting::rules::load_rules(&crate::alerting::rules::Sources {
+            builtin: true,
+            paths: Vec::new(),
+        })
+        .unwrap();
+        let engine = Engine::new(&rules, kubetrail_detect::Config::default()).unwrap();
+        let mut d = Detector::open(dir.path(), wal, engine, None)
+            .unwrap()
+            .watching(cfg.watch(true).unwrap());
         // Later, on the collector's own clock, the source that stopped is silent now.
         let later =
             jiff::Timestamp::from_microsecond(events.last().unwrap().0 + 20 * 60_000_000).unwrap();
