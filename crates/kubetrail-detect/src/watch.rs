@@ -93,6 +93,7 @@ pub struct StreamRule {
     pub level: Level,
     pub tags: Vec<String>,
     pub description: Option<String>,
+    pub falsepositives: Vec<String>,
     pub runbook: Option<String>,
 }
 
@@ -109,19 +110,22 @@ impl StreamRule {
         let text = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let need = |key: &str| text(key).ok_or_else(|| fail(format!("`{key}` is required")));
         let level = need("level")?;
-        Ok(StreamRule {
-            id: need("id")?,
-            title: need("title")?,
-            level: level.parse::<Level>().map_err(fail)?,
-            tags: doc
-                .get("tags")
+        let list = |key: &str| -> Vec<String> {
+            doc.get(key)
                 .and_then(|v| v.as_array())
                 .map(|a| {
                     a.iter()
                         .filter_map(|t| t.as_str().map(str::to_string))
                         .collect()
                 })
-                .unwrap_or_default(),
+                .unwrap_or_default()
+        };
+        Ok(StreamRule {
+            id: need("id")?,
+            title: need("title")?,
+            level: level.parse::<Level>().map_err(fail)?,
+            tags: list("tags"),
+            falsepositives: list("falsepositives"),
             description: text("description"),
             runbook: text("runbook"),
         })

@@ -159,3 +159,39 @@ fn silence_after_is_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_stream_rules_are_listed_and_shown_with_their_runbooks() {
+    let out = kubetrail()
+        .args(["rules", "list", "--format", "json"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for id in STREAM_RULES {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} listed"));
+        assert_eq!(row["kind"], "stream");
+    }
+    let out = kubetrail()
+        .args(["rules", "show", "kt-policy-drift"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("severity: high")
+            && text.contains("runbook:")
+            && text.contains("policy observed"),
+        "{text}"
+    );
+    let out = kubetrail()
+        .args(["rules", "list", "--no-builtin", "--rules", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kt-audit-silence"));
+}

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use kubetrail_detect::{Document, Engine, RuleMeta, RuleSet};
 
 use crate::Outcome;
+use kubetrail_detect::watch::StreamRule;
 use kubetrail_runtime::alerting::rules::{DetectionConfig, Sources};
 
 #[derive(Debug, Subcommand)]
@@ -85,11 +86,47 @@ fn techniques(m: &RuleMeta) -> String {
     m.attack_techniques().collect::<Vec<_>>().join(",")
 }
 
+/// The stream rules of the built-in pack (`kubetrail_detect::watch`), when it is loaded.
+fn stream_rules(source: &SourceArgs) -> anyhow::Result<Vec<StreamRule>> {
+    if source.no_builtin {
+        return Ok(Vec::new());
+    }
+    kubetrail_rules::stream()
+        .iter()
+        .map(|f| StreamRule::parse(&format!("builtin/stream/{}", f.name), f.yaml))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("the stream rules do not load: {e}"))
+}
+
 fn list(args: ListArgs) -> anyhow::Result<Outcome> {
     let rules = kubetrail_runtime::alerting::rules::load_rules(&args.source.sources())?;
+    let stream = stream_rules(&args.source)?;
+    let stream_attack = |r: &StreamRule| -> Vec<String> {
+        r.tags
+            .iter()
+            .filter_map(|t| {
+                t.strip_prefix("attack.t")
+                    .map(|t| format!("T{}", t.to_ascii_uppercase()))
+            })
+            .collect()
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         crate::output::RowFormat::Json => {
+            for r in &stream {
+                let v = serde_json::json!({
+                    "id": r.id,
+                    "title": r.title,
+                    "severity": r.level.as_str(),
+                    "kind": "stream",
+                    "attack": stream_attack(r),
+                    "tags": r.tags,
+                    "file": format!("builtin/stream/{}.yml", r.id),
+                    "line": 1,
+                });
+                serde_json::to_writer(&mut out, &v)?;
+                writeln!(out)?;
+            }
             for d in rules.documents() {
                 let m = d.meta();
                 let v = serde_json::json!({
@@ -111,10 +148,19 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            let rows: Vec<Vec<String>> = rules
-                .documents()
+            let rows: Vec<Vec<String>> = stream
                 .iter()
-                .map(|d| {
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.level.as_str().to_string(),
+                        "stream".to_string(),
+                        r.title.clone(),
+                        stream_attack(r).join(","),
+                        format!("builtin/stream/{}.yml:1", r.id),
+                    ]
+                })
+                .chain(rules.documents().iter().map(|d| {
                     let m = d.meta();
                     vec![
                         m.id.clone(),
@@ -124,7 +170,7 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                         techniques(m),
                         format!("{}:{}", m.location.file, m.location.line),
                     ]
-                })
+                }))
                 .collect();
             if args.format == crate::output::RowFormat::Csv {
                 crate::cmd::query::write_csv(&mut out, &names, &rows)?;
@@ -140,6 +186,33 @@ fn list(args: ListArgs) -> anyhow::Result<Outcome> {
 
 fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
     let rules = kubetrail_runtime::alerting::rules::load_rules(&args.source.sources())?;
+    if let Some(r) = stream_rules(&args.source)?
+        .into_iter()
+        .find(|r| r.id == args.id)
+    {
+        let mut s = format!("{}  {}\n", r.id, r.title);
+        s += &format!(
+            "severity: {}   kind: stream (raised from the stream as a whole, not from one event)\n",
+            r.level.as_str()
+        );
+        if !r.tags.is_empty() {
+            s += &format!("tags: {}\n", r.tags.join(", "));
+        }
+        if let Some(desc) = &r.description {
+            s += &format!("\n{}\n", desc.trim_end());
+        }
+        if !r.falsepositives.is_empty() {
+            s += "\nfalse positives:\n";
+            for f in &r.falsepositives {
+                s += &format!("  - {f}\n");
+            }
+        }
+        if let Some(rb) = &r.runbook {
+            s += &format!("\nrunbook:\n{}\n", indent(rb.trim_end()));
+        }
+        print!("{s}");
+        return Ok(Outcome::Ok);
+    }
     let Some(d) = rules.get(&args.id) else {
         anyhow::bail!(
             "no rule `{}`: `kubetrail rules list` shows the ids",
