@@ -472,6 +472,7 @@ impl Config {
                 paths: d.rules.clone(),
             };
             crate::alerting::rules::engine(&sources, d).context("detection:")?;
+            d.watch(sources.builtin)?;
         }
         if let Some(c) = &self.cluster
             && (c.is_empty() || c.len() > 253)

@@ -286,3 +286,18 @@ fn identities_refuse_weak_or_exposed_tokens_and_warn_on_wide_grants() {
         "{text}"
     );
 }
+
+#[test]
+fn a_silence_shorter_than_a_minute_is_refused_by_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(&tmp.path().join("webhook"), free_port());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, format!("{text}\ndetection:\n  silence_after: 30s\n")).unwrap();
+    let (code, out) = check(&bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("`detection.silence_after` is `30s`"), "{out}");
+    std::fs::write(&bad, format!("{text}\ndetection:\n  silence_after: 15m\n")).unwrap();
+    let (code, out) = check(&bad);
+    assert_eq!(code, Some(0), "{out}");
+}
