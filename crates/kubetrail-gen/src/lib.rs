@@ -45,6 +45,9 @@ pub struct Config {
     /// Audit every request at Metadata, as a policy of only `level: Metadata` does: no request or response
     /// bodies (events of ~1,000 bytes instead of ~1,300).
     pub metadata_only: bool,
+    /// Quiet nights: from 00:00 to 06:00 UTC the rate falls to a quarter and people, CI and the pods they
+    /// create all but stop, while the control plane, nodes and operators go on (a real cluster's night).
+    pub nights: bool,
 }
 
 impl Default for Config {
@@ -58,8 +61,14 @@ impl Default for Config {
             attacks: false,
             stages: false,
             metadata_only: false,
+            nights: false,
         }
     }
+}
+
+/// Whether `us` (since the epoch) falls between 00:00 and 06:00 UTC.
+fn is_night(us: i64) -> bool {
+    us.div_euclid(3_600_000_000).rem_euclid(24) < 6
 }
 
 /// A request waiting for its next stage (or an attack step or follow-up waiting for its time).
@@ -192,7 +201,13 @@ impl Generator {
 
     /// Appends the next event (one JSON object, no newline) to `buf`.
     pub fn next_into(&mut self, buf: &mut Vec<u8>) {
-        self.clock += self.rng.exp(self.mean_gap_us);
+        let night = self.cfg.nights && is_night(self.start_us + self.clock as i64);
+        let gap = if night {
+            4.0 * self.mean_gap_us
+        } else {
+            self.mean_gap_us
+        };
+        self.clock += self.rng.exp(gap);
         let now = self.start_us + self.clock as i64;
         if self.cfg.attacks && self.lines >= self.next_attack_at {
             self.start_scenario(now);
@@ -208,6 +223,7 @@ impl Generator {
                     c: &mut self.cluster,
                     now,
                     follow: &mut self.follow,
+                    night,
                 };
                 let req = traffic::next(&mut ctx);
                 let first = self.first_stage();

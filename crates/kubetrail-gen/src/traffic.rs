@@ -15,6 +15,8 @@ pub(crate) struct Ctx<'a> {
     pub now: i64,
     /// Requests this one causes a little later (binding after a pod create), with their delay in µs.
     pub follow: &'a mut Vec<(i64, Req)>,
+    /// A quiet night ([`crate::Config::nights`]): people's requests are rare.
+    pub night: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -337,7 +339,23 @@ fn pss_level(ns: &str) -> &'static str {
 }
 
 pub(crate) fn next(ctx: &mut Ctx<'_>) -> Req {
-    let kind = weighted(ctx.rng, MIX, |(_, w)| *w).0;
+    let mut kind = weighted(ctx.rng, MIX, |(_, w)| *w).0;
+    // At night people, CI and the pods they make (and their discovery, 403s and 404s) are rare: drawn again
+    // 29 times in 30.
+    while ctx.night
+        && matches!(
+            kind,
+            Kind::Human
+                | Kind::Ci
+                | Kind::PodCreate
+                | Kind::Discovery
+                | Kind::Forbidden
+                | Kind::NotFound
+        )
+        && ctx.rng.below(30) > 0
+    {
+        kind = weighted(ctx.rng, MIX, |(_, w)| *w).0;
+    }
     match kind {
         Kind::KcmWatchPods => {
             let kcm = ctx.c.kcm.clone();

@@ -327,3 +327,52 @@ fn metadata_only_writes_no_bodies() {
         avg(&full)
     );
 }
+
+/// Quiet nights: between 00:00 and 06:00 UTC a quarter of the events, and people's requests all but gone;
+/// the control plane and nodes go on.
+#[test]
+fn nights_are_quiet_for_people_not_for_the_control_plane() {
+    let start = jiff::Timestamp::from_second(1_767_225_600).unwrap(); // 2026-01-01T00:00:00Z
+    let events: Vec<String> = Generator::new(Config {
+        rate: 2.0,
+        start,
+        nights: true,
+        ..Config::default()
+    })
+    .take(120_000)
+    .collect();
+    let (mut night, mut day, mut night_people, mut day_people, mut night_nodes) = (0, 0, 0, 0, 0);
+    for l in &events {
+        let e = Event::parse(l).unwrap();
+        let hour = e
+            .received_at()
+            .unwrap()
+            .as_second()
+            .div_euclid(3600)
+            .rem_euclid(24);
+        let person = kubetrail_detect_class(&e.user.username);
+        let is_night = hour < 6;
+        if is_night {
+            night += 1;
+            night_people += usize::from(person);
+            night_nodes += usize::from(e.user.username.starts_with("system:node:"));
+        } else {
+            day += 1;
+            day_people += usize::from(person);
+        }
+    }
+    // Six hours of night against eighteen of day, at a quarter of the rate: about a twelfth of the events.
+    let share = night as f64 / (night + day) as f64;
+    assert!((0.05..0.12).contains(&share), "{share}");
+    let (np, dp) = (
+        night_people as f64 / night as f64,
+        day_people as f64 / day as f64,
+    );
+    assert!(np < dp / 5.0, "people at night {np} vs by day {dp}");
+    assert!(night_nodes as f64 / night as f64 > 0.1, "kubelets go on");
+}
+
+/// A person or CI (not `system:` and not a service account).
+fn kubetrail_detect_class(user: &str) -> bool {
+    !user.starts_with("system:")
+}

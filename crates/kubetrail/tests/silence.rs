@@ -113,11 +113,12 @@ fn a_cut_in_the_middle_of_a_file_raises_exactly_silence_resumed_and_drift() {
 #[test]
 fn generated_days_busy_and_quiet_raise_no_stream_alert() {
     let dir = tempfile::tempdir().unwrap();
-    // A day at half an event a second, and two quiet days (a request every 50 s on average, pauses of many
-    // minutes among them): neither is a cut trail.
-    for (rate, duration, seed) in [("0.5", "24h", "3"), ("0.02", "48h", "4")] {
+    // Two days at half an event a second with quiet nights (a quarter of the rate, people gone), and two
+    // quiet days (a request every 50 s on average, pauses of many minutes among them): none is a cut trail.
+    for (rate, duration, seed, nights) in [("0.5", "48h", "3", true), ("0.02", "48h", "4", false)] {
         let file = dir.path().join(format!("traffic-{rate}.log"));
-        kubetrail()
+        let mut traffic = kubetrail();
+        traffic
             .args([
                 "gen",
                 "--nodes",
@@ -130,9 +131,11 @@ fn generated_days_busy_and_quiet_raise_no_stream_alert() {
                 seed,
             ])
             .args(["--start", "2026-01-01T00:00:00Z", "--metadata-only", "-o"])
-            .arg(&file)
-            .assert()
-            .success();
+            .arg(&file);
+        if nights {
+            traffic.arg("--nights");
+        }
+        traffic.assert().success();
         assert_eq!(
             stream_alerts(&file),
             Vec::<serde_json::Value>::new(),

@@ -78,6 +78,10 @@ pub struct GenArgs {
     /// bodies (events of ~1,000 bytes instead of ~1,300).
     #[arg(long)]
     metadata_only: bool,
+    /// Quiet nights: from 00:00 to 06:00 UTC a quarter of the rate, and people, CI and their pods all but
+    /// stop while the control plane and nodes go on.
+    #[arg(long)]
+    nights: bool,
     /// Write to FILE instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -159,6 +163,7 @@ pub fn run(args: GenArgs) -> anyhow::Result<Outcome> {
         attacks: args.attacks,
         stages: args.stages,
         metadata_only: args.metadata_only,
+        nights: args.nights,
     });
     if let Some(url) = &args.post {
         return post(&args, url, generator, count);
