@@ -379,7 +379,14 @@ impl Watch {
         // in a backlog read late is judged as when it happened.
         self.advance_ms(at, out);
         self.source(cluster, source, at, event, out);
-        if event.stage == Stage::RequestReceived {
+        // Levels are learned from requests that did something: a refused or failed request's resource and
+        // namespace are the caller's to choose, so they would let anyone fill the kinds with names.
+        let failed = event
+            .response_status
+            .as_ref()
+            .and_then(|s| s.code)
+            .is_some_and(|c| c >= 400);
+        if event.stage == Stage::RequestReceived || failed {
             return;
         }
         let class = IdentityClass::of(
@@ -1144,5 +1151,35 @@ mod tests {
             s.contains("node identities"),
             "people come and go: only the node's lease: {s}"
         );
+    }
+
+    #[test]
+    fn refused_requests_teach_nothing_and_the_kinds_are_bounded() {
+        let mut w = Watch::new(
+            WatchConfig {
+                max_kinds: 10,
+                ..WatchConfig::default()
+            },
+            rules(),
+        );
+        let mut out = Vec::new();
+        // A flood of 404s to made-up namespaces learns nothing.
+        for id in 0..1000 {
+            let ns = format!("ns-{id}");
+            let text = json(T0 + id as i64, id, &Req { ns: &ns, ..LEASE })
+                .replace(r#""stage":"#, r#""responseStatus":{"code":404},"stage":"#);
+            let e = Event::parse(&text).unwrap();
+            w.observe("c1", "s", None, &e, &mut out);
+        }
+        assert_eq!(w.state().floors.len(), 0);
+        // Successful ones fill the kinds up to the bound, and the rest are counted.
+        for id in 0..20 {
+            let ns = format!("ns-{id}");
+            let text = json(T0 + 2000 + id as i64, id, &Req { ns: &ns, ..LEASE });
+            let e = Event::parse(&text).unwrap();
+            w.observe("c1", "s", None, &e, &mut out);
+        }
+        assert_eq!(w.state().floors.len(), 10);
+        assert_eq!(w.stats().kinds_over_limit, 10);
     }
 }

@@ -220,8 +220,8 @@ impl Metrics {
         );
         registry.register(
             "detection_evictions",
-            "Detection state forgotten early because its bound was reached, by state (requests, groups, \
-             correlation_keys, workloads): alerts may have been missed or split",
+            "Detection state forgotten early (or not learned) because its bound was reached, by state (requests, groups, \
+             correlation_keys, workloads, stream_sources, stream_kinds): alerts may have been missed or split",
             self.detection_evictions.clone(),
         );
         registry.register(

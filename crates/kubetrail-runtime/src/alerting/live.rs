@@ -73,6 +73,8 @@ pub struct Detector {
     metrics: DetectionMetrics,
     /// The engine's counters when last published.
     published: kubetrail_detect::Stats,
+    /// The stream watch's, likewise.
+    published_watch: kubetrail_detect::watch::WatchStats,
     /// For store lookups (started on first use).
     runtime: Option<tokio::runtime::Runtime>,
     /// Alerts dropped because the platform wrote their workload: their updates are dropped too.
@@ -159,6 +161,7 @@ impl Detector {
             dir: dir.to_path_buf(),
             metrics: DetectionMetrics::default(),
             published: kubetrail_detect::Stats::default(),
+            published_watch: Default::default(),
             runtime: None,
             dropped: std::collections::HashSet::new(),
             writers: std::collections::HashMap::new(),
@@ -231,6 +234,11 @@ impl Detector {
     fn publish(&mut self) {
         let now = self.engine.stats();
         let was = std::mem::replace(&mut self.published, now.clone());
+        let watch = self
+            .watch
+            .as_ref()
+            .map(|w| w.stats().clone())
+            .unwrap_or_default();
         let m = &self.metrics;
         m.events.inc_by(now.events.saturating_sub(was.events));
         for (state, n, w) in [
@@ -242,6 +250,16 @@ impl Detector {
                 was.correlation_evictions,
             ),
             ("workloads", now.workload_evictions, was.workload_evictions),
+            (
+                "stream_sources",
+                watch.sources_over_limit,
+                self.published_watch.sources_over_limit,
+            ),
+            (
+                "stream_kinds",
+                watch.kinds_over_limit,
+                self.published_watch.kinds_over_limit,
+            ),
         ] {
             let label = StateLabel {
                 state: state.into(),
@@ -271,6 +289,7 @@ impl Detector {
         }
         m.state_bytes
             .set(i64::try_from(self.engine.state_bytes()).unwrap_or(i64::MAX));
+        self.published_watch = watch;
     }
 
     fn unreadable(&self, reason: &str, n: u64, seq: u64, error: &str) {
