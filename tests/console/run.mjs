@@ -4,7 +4,8 @@
 // and an admin's) on a free loopback port with a fresh data directory, sends it the generator's traffic with its attack scenarios, the seed breach and a few
 // hand-made events (a pod deletion to find, an attacker whose user agent and object name hold <script>),
 // then drives Debian's /usr/bin/chromium through playwright-core: as a reader (no action is offered, and
-// the API refuses them), then as an admin: log in, work the alert of the breach, go to the scope report, search for the pod deletion, open the event, read the volume page.
+// the API refuses them), then as an admin: log in, work the alert of the breach, go to the scope report, search for the pod deletion, open the event, read the volume page
+// (and the gaps under its chart: a second apiserver identity sends two events a few seconds apart).
 // It checks every console and API route refuses unauthenticated requests, and that attacker text is shown
 // as text and never run. Screenshots of each page go to $SCREENSHOTS (default tests/console/screenshots).
 //
@@ -34,6 +35,11 @@ const TOKEN = "console-admin-" + random();
 const READER_TOKEN = "console-reader-" + random();
 /** The apiserver's token: events only. */
 const INGEST_TOKEN = "console-ingest-" + random();
+/** A second apiserver's token (source `webhook:apiserver-b`): two events with a silence between them. */
+const GAP_TOKEN = "console-gap-" + random();
+const GAP_SOURCE = "webhook:apiserver-b";
+/** The silence between apiserver-b's two events, in ms: over the 2s threshold the volume page is asked for. */
+const GAP_MS = 4000;
 const XSS_AGENT = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">';
 const XSS_NAME = '<script>window.__xss=3</script>';
 const XSS_USER = "system:serviceaccount:tools:<b>x</b>";
@@ -86,6 +92,7 @@ async function main() {
   writeFileSync(join(dir, "kubetrail.yaml"),
     `listen: 127.0.0.1:${port}\ndata: ${join(dir, "data")}\nauth:\n  identities:\n` +
     `    - {name: apiserver, token_file: ${tokenFile("ingest.token", INGEST_TOKEN)}, role: ingest}\n` +
+    `    - {name: apiserver-b, token_file: ${tokenFile("gap.token", GAP_TOKEN)}, role: ingest}\n` +
     `    - {name: soc-analyst, token_file: ${tokenFile("reader.token", READER_TOKEN)}, role: reader}\n` +
     `    - {name: platform-security, token_file: ${tokenFile("admin.token", TOKEN)}, role: admin}\n`);
   const logFile = openSync(join(dir, "serve.log"), "w");
@@ -132,6 +139,21 @@ async function main() {
     });
     assert.equal(r.status, 200, "the webhook takes the breach");
 
+    log(`a second apiserver sends one event, nothing for ${GAP_MS / 1000} s, then another: a gap in what it delivered`);
+    const postGap = async (id) => {
+      const before = Date.now();
+      const res = await fetch(base + "/k8s-audit", {
+        method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + GAP_TOKEN },
+        body: JSON.stringify({ kind: "EventList", apiVersion: "audit.k8s.io/v1", items: [
+          event({ id, user: "system:kube-scheduler", verb: "list", resource: "nodes", namespace: "", at: before, uri: "/api/v1/nodes" })] }),
+      });
+      assert.equal(res.status, 200, `apiserver-b's ${id}`);
+      return { before, after: Date.now() };
+    };
+    const gapStart = await postGap("gap-before");
+    await new Promise((ok) => setTimeout(ok, GAP_MS));
+    const gapEnd = await postGap("gap-after");
+
     await until("the breach's alerts and the deletion to be queryable", async () => {
       const a = await getJson("/api/v1/alerts?all=true");
       const q = await getJson("/api/v1/query?" + new URLSearchParams({ where: `name = "${DELETED_POD}"` }));
@@ -154,7 +176,7 @@ async function main() {
     }
     const apiGets = ["/api/v1/session", "/api/v1/alerts", `/api/v1/alerts/${bind.id}`, "/api/v1/query", "/api/v1/who?verb=delete&resource=pods",
       "/api/v1/timeline?user=x", "/api/v1/scope?user=x", "/api/v1/histogram", "/api/v1/export", "/api/v1/events/delete-the-pod",
-      "/api/v1/volume", "/api/v1/clusters", "/api/v1/clusters/names", "/api/v1/suppressions"];
+      "/api/v1/volume", "/api/v1/clusters", "/api/v1/clusters/names", "/api/v1/gaps", "/api/v1/coverage", "/api/v1/suppressions"];
     for (const p of apiGets) {
       const res = await fetch(base + p);
       assert.equal(res.status, 401, `GET ${p} without credentials`);
@@ -380,6 +402,39 @@ async function main() {
     assert.ok((await noisy.first().innerText()).includes("level: None"), "a suggested None rule for the noisy group");
     assert.ok((await page.locator("main .uplot").count()) >= 2, "charts of events and bytes per hour");
     await shot("10-volume");
+
+    log("the volume page lists the gaps of its range under its chart: apiserver-b's silence, exactly as the API says");
+    {
+      // What the API answers for the silence between apiserver-b's two events: within when each was posted.
+      const rows = (await getJson("/api/v1/gaps?longer_than=2s")).sections[0].rows.filter((g) => g.source === GAP_SOURCE);
+      const closed = rows.filter((g) => g.ongoing === "no");
+      assert.equal(closed.length, 1, `one closed gap of ${GAP_SOURCE}: ${JSON.stringify(rows)}`);
+      const gap = closed[0];
+      const from = Date.parse(gap.from), to = Date.parse(gap.to);
+      assert.ok(from >= gapStart.before - 1 && from <= gapStart.after + 1, `the gap starts when the first event arrived: ${gap.from}`);
+      assert.ok(to >= gapEnd.before - 1 && to <= gapEnd.after + 1, `the gap ends when the second arrived: ${gap.to}`);
+      const secs = Number((gap.length.match(/^(\d+)s$/) || [])[1]);
+      assert.ok(secs >= GAP_MS / 1000 && secs < 60, `its length: ${gap.length}`);
+      assert.ok(rows.some((g) => g.ongoing === "yes" && g.from === gap.to), "and the silence since its last event, ongoing");
+      // The page, asked for gaps over 2s.
+      const fmt = (t) => t.replace("T", " ").replace(/\.\d+Z$/, "Z");
+      const want = [gap.cluster, GAP_SOURCE, fmt(gap.from), fmt(gap.to), gap.length, "no"];
+      const tableRows = () => page.locator("#gaps tbody tr").evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+      await page.goto(base + "/volume?" + new URLSearchParams({ longer_than: "2s" }));
+      await page.locator("#gaps tbody tr").first().waitFor();
+      const shown = await tableRows();
+      assert.ok(shown.some((r) => JSON.stringify(r) === JSON.stringify(want)), `the gap's row ${JSON.stringify(want)} in ${JSON.stringify(shown)}`);
+      assert.ok(shown.some((r) => r[1] === GAP_SOURCE && r[2] === fmt(gap.to) && r[5] === "yes"), "and the ongoing silence's");
+      assert.equal(await page.locator("#v-longer").inputValue(), "2s", "the form keeps the threshold");
+      assert.match(await page.locator("#gaps").innerText(), /gaps longer than 2s/);
+      await shot("10b-volume-gaps");
+      // The default threshold (5m): a few seconds' silence is no gap.
+      await page.goto(base + "/volume");
+      await page.locator("#gaps p").first().waitFor();
+      assert.match(await page.locator("#gaps").innerText(), /gaps longer than 5m/);
+      const byDefault = await tableRows();
+      assert.ok(!byDefault.some((r) => r[1] === GAP_SOURCE && r[5] === "no"), `no closed gap over 5m: ${JSON.stringify(byDefault)}`);
+    }
 
     log("keyboard: j and Enter open an alert from the queue");
     await page.goto(base + "/alerts");

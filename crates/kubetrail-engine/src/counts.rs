@@ -2,13 +2,18 @@
 //! first and last time, and per cluster (`kubetrail clusters`). Over the local store they are SQL on
 //! `events`. Over ClickHouse, when the question's filter compiles exactly
 //! ([`crate::clickhouse::compile_exact`]), ClickHouse computes them whole, so a fleet's year is never pulled
-//! here to be counted; otherwise they run here on the rows its filters select, like any question.
+//! here to be counted; otherwise they run here on the rows its filters select, like any question. The events
+//! received per source and bucket of the collector's clock (`kubetrail gaps`, `coverage`) are counted the
+//! same way.
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::{col, lit};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::clickhouse::{ClickHouseTable, compile_exact};
@@ -33,6 +38,15 @@ impl Engine {
     async fn pushed(
         &self,
         predicate: Option<&str>,
+    ) -> Result<Option<(Arc<ClickHouseTable>, Vec<String>)>, EngineError> {
+        self.pushed_with(predicate, &[]).await
+    }
+
+    /// [`Engine::pushed`] with more conditions, as expressions over `events`.
+    async fn pushed_with(
+        &self,
+        predicate: Option<&str>,
+        extra: &[Expr],
     ) -> Result<Option<(Arc<ClickHouseTable>, Vec<String>)>, EngineError> {
         let Some(table) = &self.clickhouse else {
             return Ok(None);
@@ -63,6 +77,7 @@ impl Engine {
         let mut conditions = Vec::new();
         for e in exprs
             .iter()
+            .chain(extra)
             .chain(parsed.iter().flat_map(|p| split_conjunction(p)))
         {
             match compile_exact(e) {
@@ -213,6 +228,214 @@ impl Engine {
                 })
             })
             .collect())
+    }
+}
+
+/// The events of one cluster and source received in one bucket of time ([`Engine::received_buckets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedBucket {
+    pub cluster: String,
+    /// How the events arrived (`webhook:<identity>`, `file:<path>`, `import`); `""` where the store has none
+    /// (ClickHouse, files of format 1).
+    pub source: String,
+    /// `received` (microseconds) divided by the bucket size.
+    pub bucket: i64,
+    /// Events (stages) stored.
+    pub events: u64,
+    /// The first and last `received`, in microseconds since the epoch.
+    pub first_us: i64,
+    pub last_us: i64,
+}
+
+/// Which events of the scope are counted by the time they were received: those of `cluster` (all when
+/// `None`) received between `since_us` and `until_us` (microseconds, inclusive; open when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Received<'a> {
+    pub cluster: Option<&'a str>,
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+}
+
+impl Received<'_> {
+    /// The conditions over `events`, as plan literals (never SQL text: a cluster's name is anyone's).
+    fn exprs(&self) -> Vec<Expr> {
+        let ts = |us: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(us),
+                Some("UTC".into()),
+            ))
+        };
+        let mut out = Vec::new();
+        if let Some(c) = self.cluster {
+            out.push(col("cluster").eq(lit(c)));
+        }
+        if let Some(us) = self.since_us {
+            out.push(col("received").gt_eq(ts(us)));
+        }
+        if let Some(us) = self.until_us {
+            out.push(col("received").lt_eq(ts(us)));
+        }
+        out
+    }
+}
+
+/// A column [`Engine::received_tally`] counts events by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    Level,
+    Stage,
+}
+
+impl Tally {
+    fn column(self) -> &'static str {
+        match self {
+            Tally::Level => "level",
+            Tally::Stage => "stage",
+        }
+    }
+}
+
+impl Engine {
+    /// The events `range` selects per cluster, source and bucket of `size_us` microseconds of `received` (the
+    /// collector's clock), handed to `f` in (cluster, source, bucket) order, empty buckets left out. One row
+    /// per bucket, never per event: a month of minutes is 43,200 rows a source, whatever the events.
+    pub async fn received_buckets(
+        &self,
+        range: Received<'_>,
+        size_us: i64,
+        mut f: impl FnMut(ReceivedBucket),
+    ) -> Result<(), EngineError> {
+        let size_us = size_us.max(1);
+        let conditions = range.exprs();
+        if let Some((table, conditions)) = self.pushed_with(None, &conditions).await? {
+            // Distinct ids: copies of one event that the table has not merged yet count once.
+            let rows = table
+                .aggregate(
+                    &format!(
+                        "cluster, intDiv(received_us, {size_us}) AS b, uniqExact(id) AS n, \
+                         min(received_us) AS lo, max(received_us) AS hi"
+                    ),
+                    &conditions,
+                    "GROUP BY cluster, b ORDER BY cluster, b",
+                )
+                .await?;
+            for r in &rows {
+                let (Some(cluster), Some(bucket), Some(n), Some(lo), Some(hi)) = (
+                    r.get("cluster").and_then(Value::as_str),
+                    number(&r["b"]),
+                    number(&r["n"]),
+                    number(&r["lo"]),
+                    number(&r["hi"]),
+                ) else {
+                    continue;
+                };
+                f(ReceivedBucket {
+                    cluster: cluster.to_string(),
+                    source: String::new(),
+                    bucket,
+                    events: u64::try_from(n).unwrap_or(0),
+                    first_us: lo,
+                    last_us: hi,
+                });
+            }
+            return Ok(());
+        }
+        let received = cast(col("received"), DataType::Int64);
+        let mut df = self.ctx.table("events").await?;
+        for c in conditions {
+            df = df.filter(c)?;
+        }
+        use datafusion::functions_aggregate::expr_fn::{count, max, min};
+        let df = df
+            .aggregate(
+                vec![
+                    col("cluster"),
+                    col("source"),
+                    (received.clone() / lit(size_us)).alias("bucket"),
+                ],
+                vec![
+                    count(lit(1)).alias("n"),
+                    min(received.clone()).alias("lo"),
+                    max(received).alias("hi"),
+                ],
+            )?
+            .sort(vec![
+                col("cluster").sort(true, true),
+                col("source").sort(true, true),
+                col("bucket").sort(true, true),
+            ])?;
+        let mut stream = df.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            for r in crate::cells(&batch?)? {
+                let (Some(bucket), Some(n), Some(lo), Some(hi)) =
+                    (r[2].as_i64(), r[3].as_i64(), r[4].as_i64(), r[5].as_i64())
+                else {
+                    continue;
+                };
+                f(ReceivedBucket {
+                    cluster: r[0].text(),
+                    source: r[1].text(),
+                    bucket,
+                    events: u64::try_from(n).unwrap_or(0),
+                    first_us: lo,
+                    last_us: hi,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The events `range` selects per cluster and value of `by` (a level, a stage): `(cluster, value,
+    /// events)` in that order.
+    pub async fn received_tally(
+        &self,
+        range: Received<'_>,
+        by: Tally,
+    ) -> Result<Vec<(String, String, u64)>, EngineError> {
+        let column = by.column();
+        let conditions = range.exprs();
+        if let Some((table, conditions)) = self.pushed_with(None, &conditions).await? {
+            let rows = table
+                .aggregate(
+                    &format!("cluster, {column} AS v, uniqExact(id) AS n"),
+                    &conditions,
+                    "GROUP BY cluster, v ORDER BY cluster, v",
+                )
+                .await?;
+            return Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        r.get("cluster")?.as_str()?.to_string(),
+                        r.get("v")?.as_str()?.to_string(),
+                        u64::try_from(number(&r["n"])?).ok()?,
+                    ))
+                })
+                .collect());
+        }
+        let mut df = self.ctx.table("events").await?;
+        for c in conditions {
+            df = df.filter(c)?;
+        }
+        use datafusion::functions_aggregate::expr_fn::count;
+        let df = df
+            .aggregate(
+                vec![col("cluster"), col(column)],
+                vec![count(lit(1)).alias("n")],
+            )?
+            .sort(vec![
+                col("cluster").sort(true, true),
+                col(column).sort(true, true),
+            ])?;
+        let mut out = Vec::new();
+        for batch in df.collect().await? {
+            for r in crate::cells(&batch)? {
+                if let Some(n) = r[2].as_i64() {
+                    out.push((r[0].text(), r[1].text(), u64::try_from(n).unwrap_or(0)));
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

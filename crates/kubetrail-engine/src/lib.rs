@@ -32,6 +32,7 @@ pub mod clickhouse;
 pub mod counts;
 pub mod lake;
 pub mod limits;
+pub mod observed;
 pub mod reports;
 
 use std::ops::ControlFlow;

@@ -1,12 +1,14 @@
-//! The task-shaped reports (`who`, `timeline`, `scope`) as data: titled sections of rows, each built from a
-//! few queries over an [`Engine`]. The CLI renders them as tables, markdown or JSON lines; the HTTP API
-//! serializes them as one JSON object. Both take the same requests, so both answer the same.
+//! The task-shaped reports (`who`, `timeline`, `scope`, `clusters`, and the audit trail's own silences:
+//! `gaps` and `coverage`) as data: titled sections of rows, each built from a few queries over an
+//! [`Engine`]. The CLI renders them as tables, markdown or JSON lines; the HTTP API serializes them as one
+//! JSON object. Both take the same requests, so both answer the same.
 
 use datafusion::common::DataFusionError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use crate::{Cell, Engine, EngineError, EventRow, RowQuery};
+use crate::counts::{Received, ReceivedBucket, Tally};
+use crate::{Cell, Engine, EngineError, EventRow, RowQuery, Scope};
 use futures::StreamExt;
 
 /// Why a report could not be made.
@@ -190,6 +192,109 @@ pub struct ClustersRequest {
     pub now_us: i64,
 }
 
+/// `gaps` (and `coverage`, which asks the same): the silences of each cluster's sources, measured on
+/// `received` (the collector's clock, when an event arrived), in the events received between `since` and
+/// `until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapsRequest {
+    /// From this time; from the first event stored when `None`.
+    pub since: Option<jiff::Timestamp>,
+    /// Up to this time (inclusive); `now_us` when `None`.
+    pub until: Option<jiff::Timestamp>,
+    /// Only this cluster (all when `None`).
+    pub cluster: Option<String>,
+    /// A silence is a gap when it is longer than this: [`GapsRequest::DEFAULT_LONGER_THAN`] unless asked, at
+    /// least a second.
+    pub longer_than: jiff::SignedDuration,
+    /// Now, in microseconds since the epoch: the end of a range without `until`, and when the report was
+    /// made.
+    pub now_us: i64,
+}
+
+/// How far before its range a gaps report looks for each source's last event, so that a source silent since
+/// before the range (or all through it) is seen as silent, not as absent.
+pub const GAPS_LOOKBACK: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// How far past the end of its range a gaps report reads events by their own `time`: an apiserver's clock
+/// ahead of the collector's.
+const GAPS_CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// The most gaps a report lists (the counts and totals are of all of them).
+pub const MAX_GAPS_LISTED: usize = 10_000;
+
+impl GapsRequest {
+    /// `detection.silence_after`'s default: a source quiet for longer than five minutes is silent.
+    pub const DEFAULT_LONGER_THAN: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+    /// The part of the store to open an [`Engine`] over for this request. The store is partitioned by each
+    /// event's `time` (when it happened) and the range is of `received` (when it arrived), which is later:
+    /// the scope starts a [`GAPS_LOOKBACK`] before the range (the events before it it reads, and those that
+    /// happened before it and arrived in it, such as a collector catching up) and ends an hour after it (an
+    /// apiserver's clock ahead). Events that happened more than that before their arrival (an import of
+    /// older logs) are not read.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            cluster: self.cluster.clone(),
+            since: self
+                .since
+                .and_then(|t| t.checked_sub(GAPS_LOOKBACK).ok())
+                .or(self.since),
+            until: self
+                .until
+                .map(|t| t.checked_add(GAPS_CLOCK_SKEW).unwrap_or(t)),
+        }
+    }
+
+    /// Refuses what makes no report: a threshold under a second, an empty range.
+    pub fn check(&self) -> Result<(), ReportError> {
+        if self.longer_than < jiff::SignedDuration::from_secs(1) {
+            return Err(ReportError::Invalid(
+                "a gap is at least a second long: give `longer_than` as `1s` or more (`5m`)".into(),
+            ));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(ReportError::Invalid(format!(
+                "the range is empty: `since` ({since}) is not before `until` ({until})"
+            )));
+        }
+        if self.until.is_none()
+            && self
+                .since
+                .is_some_and(|s| s.as_microsecond() >= self.now_us)
+        {
+            return Err(ReportError::Invalid(
+                "the range is empty: `since` is not in the past".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The end of the range, in microseconds.
+    fn end_us(&self) -> i64 {
+        self.until.map_or(self.now_us, |t| t.as_microsecond())
+    }
+
+    /// `from X to Y` of the title.
+    fn range_text(&self) -> String {
+        let since = self
+            .since
+            .map_or("the first event stored".to_string(), |t| {
+                crate::format_time_us(t.as_microsecond())
+            });
+        let until = match self.until {
+            Some(t) => crate::format_time_us(t.as_microsecond()),
+            None => format!("now ({})", crate::format_time_us(self.now_us)),
+        };
+        let cluster = match &self.cluster {
+            Some(c) => format!("cluster {c}"),
+            None => "every cluster".to_string(),
+        };
+        format!("{cluster}, events received from {since} to {until}")
+    }
+}
+
 /// Any of the reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportRequest {
@@ -197,6 +302,9 @@ pub enum ReportRequest {
     Timeline(TimelineRequest),
     Scope(ScopeRequest),
     Clusters(ClustersRequest),
+    Gaps(GapsRequest),
+    /// The coverage of the range: the same request as `gaps`.
+    Coverage(GapsRequest),
 }
 
 /// Builds the report `req` asks for.
@@ -206,6 +314,8 @@ pub async fn build(engine: &Engine, req: &ReportRequest) -> Result<Report, Repor
         ReportRequest::Timeline(r) => timeline(engine, r).await,
         ReportRequest::Scope(r) => scope(engine, r).await,
         ReportRequest::Clusters(r) => clusters(engine, r).await,
+        ReportRequest::Gaps(r) => gaps(engine, r).await,
+        ReportRequest::Coverage(r) => coverage(engine, r).await,
     }
 }
 
@@ -621,6 +731,416 @@ pub async fn clusters(engine: &Engine, req: &ClustersRequest) -> Result<Report, 
         Some(
             "EVENTS counts every stored stage in the time range; PER SECOND is the last hour's rate; a cluster \
              quiet for longer than usual may have lost its audit trail (check its apiservers' audit flags)"
+                .into(),
+        ),
+    );
+    Ok(report)
+}
+
+/// A length of time for people, in whole seconds (rounded down), zero units left out: `45s`, `32m 10s`,
+/// `30m`, `2h 5s`, `3d 4h`; `0s` for less than a second.
+pub fn human_length(us: i64) -> String {
+    let s = us.max(0) / 1_000_000;
+    let parts: Vec<String> = [
+        (s / 86_400, "d"),
+        (s % 86_400 / 3600, "h"),
+        (s % 3600 / 60, "m"),
+        (s % 60, "s"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, unit)| format!("{n}{unit}"))
+    .collect();
+    if parts.is_empty() {
+        "0s".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// One silence of a source: no event received from `from_us` to `to_us`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Gap {
+    from_us: i64,
+    to_us: i64,
+    /// No event since: the silence runs to the end of the range.
+    ongoing: bool,
+}
+
+/// What a report knows of one (cluster, source) in the range.
+#[derive(Debug, Default)]
+struct Trail {
+    cluster: String,
+    source: String,
+    /// Its last event in the [`GAPS_LOOKBACK`] before the range.
+    before_us: Option<i64>,
+    /// Its first and last event in the range.
+    first_us: Option<i64>,
+    last_us: Option<i64>,
+    events: u64,
+    /// Events per clock hour (the hour's number since the epoch) of the range.
+    hours: BTreeMap<i64, u64>,
+    gaps: Vec<Gap>,
+}
+
+const HOUR_US: i64 = 3_600_000_000;
+
+impl Trail {
+    /// The silences longer than `longer_us` between buckets of events, in order.
+    fn bucket(&mut self, b: &ReceivedBucket, longer_us: i64) {
+        if let Some(prev) = self.last_us.or(self.before_us)
+            && b.first_us - prev > longer_us
+        {
+            self.gaps.push(Gap {
+                from_us: prev,
+                to_us: b.first_us,
+                ongoing: false,
+            });
+        }
+        self.first_us = Some(self.first_us.map_or(b.first_us, |f| f.min(b.first_us)));
+        self.last_us = Some(self.last_us.map_or(b.last_us, |l| l.max(b.last_us)));
+        self.events += b.events;
+        // A bucket divides an hour: its events are all of one hour.
+        *self
+            .hours
+            .entry(b.first_us.div_euclid(HOUR_US))
+            .or_default() += b.events;
+    }
+
+    /// The silence from the last event to `end_us`, when it is longer than `longer_us`.
+    fn end(&mut self, end_us: i64, longer_us: i64) {
+        if let Some(last) = self.last_us.or(self.before_us)
+            && end_us - last > longer_us
+        {
+            self.gaps.push(Gap {
+                from_us: last,
+                to_us: end_us,
+                ongoing: true,
+            });
+        }
+    }
+
+    fn gap_row(&self, g: &Gap) -> Vec<String> {
+        vec![
+            self.cluster.clone(),
+            source_text(&self.source),
+            crate::format_time_us(g.from_us),
+            crate::format_time_us(g.to_us),
+            human_length(g.to_us - g.from_us),
+            if g.ongoing { "yes" } else { "no" }.to_string(),
+        ]
+    }
+}
+
+/// A source as a report shows it: `unknown` where the store does not say (ClickHouse, files of format 1).
+fn source_text(source: &str) -> String {
+    if source.is_empty() {
+        "unknown".to_string()
+    } else {
+        source.to_string()
+    }
+}
+
+/// The largest bucket of `received` (a divisor of a minute, in seconds) no longer than `longer_than`: two
+/// events of one bucket are less than a bucket apart, so every silence longer than `longer_than` lies
+/// between two buckets, and is measured exactly (the next bucket's first event minus the previous one's
+/// last); and a bucket never straddles an hour.
+fn bucket_secs(longer_than: jiff::SignedDuration) -> i64 {
+    const DIVISORS: [i64; 12] = [60, 30, 20, 15, 12, 10, 6, 5, 4, 3, 2, 1];
+    let secs = longer_than.as_secs();
+    DIVISORS.into_iter().find(|d| *d <= secs).unwrap_or(1)
+}
+
+/// The trail of (cluster, source) in `trails`, made when first met.
+fn trail<'a>(
+    trails: &'a mut BTreeMap<(String, String), Trail>,
+    cluster: &str,
+    source: &str,
+) -> &'a mut Trail {
+    trails
+        .entry((cluster.to_string(), source.to_string()))
+        .or_insert_with(|| Trail {
+            cluster: cluster.to_string(),
+            source: source.to_string(),
+            ..Trail::default()
+        })
+}
+
+/// Each (cluster, source)'s events received in the range of `req` and its silences longer than
+/// `req.longer_than` among them, in (cluster, source) order: a walk over counts per bucket of `received`
+/// (never over the events themselves, nor a sort of them). A source that had not started is not silent: the
+/// range's start is a gap only for a source that had events in the [`GAPS_LOOKBACK`] before it.
+async fn trails(engine: &Engine, req: &GapsRequest) -> Result<Vec<Trail>, ReportError> {
+    req.check()?;
+    let longer_us = i64::try_from(req.longer_than.as_micros()).unwrap_or(i64::MAX);
+    let since_us = req.since.map(|t| t.as_microsecond());
+    let end_us = req.end_us();
+    let cluster = req.cluster.as_deref();
+    let mut trails: BTreeMap<(String, String), Trail> = BTreeMap::new();
+    // Each source's last event before the range: the silence it was in when the range began.
+    if let Some(since_us) = since_us {
+        let lookback = i64::try_from(GAPS_LOOKBACK.as_micros()).unwrap_or(i64::MAX);
+        let before = Received {
+            cluster,
+            since_us: Some(since_us.saturating_sub(lookback)),
+            until_us: Some(since_us - 1),
+        };
+        engine
+            .received_buckets(before, HOUR_US, |b| {
+                let t = trail(&mut trails, &b.cluster, &b.source);
+                t.before_us = Some(t.before_us.map_or(b.last_us, |l| l.max(b.last_us)));
+            })
+            .await?;
+    }
+    let range = Received {
+        cluster,
+        since_us,
+        until_us: Some(end_us),
+    };
+    let size_us = bucket_secs(req.longer_than) * 1_000_000;
+    engine
+        .received_buckets(range, size_us, |b| {
+            trail(&mut trails, &b.cluster, &b.source).bucket(&b, longer_us);
+        })
+        .await?;
+    let mut out: Vec<Trail> = trails.into_values().collect();
+    // An import is a load that ended, not a sender that went quiet (its events' own times are judged by
+    // `kubetrail detect` over the files).
+    for t in out.iter_mut().filter(|t| t.source != "import") {
+        t.end(end_us, longer_us);
+    }
+    Ok(out)
+}
+
+const GAP_COLUMNS: [&str; 6] = ["CLUSTER", "SOURCE", "FROM", "TO", "LENGTH", "ONGOING"];
+
+/// The gaps section of `trails`: every gap in (cluster, source, time) order, at most [`MAX_GAPS_LISTED`].
+fn gap_section(report: &mut Report, title: &str, trails: &[Trail], longer: &str) {
+    let all: Vec<(&Trail, &Gap)> = trails
+        .iter()
+        .flat_map(|t| t.gaps.iter().map(move |g| (t, g)))
+        .collect();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .take(MAX_GAPS_LISTED)
+        .map(|(t, g)| t.gap_row(g))
+        .collect();
+    let mut note = format!(
+        "a gap is a silence longer than {longer} in the events a source delivered, on the collector's clock \
+         (`received`); ONGOING: no event since, to the end of the range; a source that had not started is not \
+         silent"
+    );
+    if all.len() > rows.len() {
+        note = format!(
+            "showing the first {} of {} gaps (ask for a longer threshold or a shorter range); {note}",
+            rows.len(),
+            all.len()
+        );
+    }
+    report.section(title, GAP_COLUMNS.to_vec(), rows, Some(note));
+}
+
+/// The periods with no event received, per cluster and source: each silence longer than `longer_than`
+/// between two events, and the one from the last event to the end of the range (ongoing).
+pub async fn gaps(engine: &Engine, req: &GapsRequest) -> Result<Report, ReportError> {
+    let trails = trails(engine, req).await?;
+    let longer = human_length(i64::try_from(req.longer_than.as_micros()).unwrap_or(i64::MAX));
+    let mut report = Report::new(format!(
+        "gaps longer than {longer} in the audit trail: {}",
+        req.range_text()
+    ));
+    gap_section(&mut report, "gaps", &trails, &longer);
+    Ok(report)
+}
+
+/// `part` of `whole` as a percentage with one decimal (`-` of nothing).
+fn share(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// What the audit trail of each cluster and source holds in a range, as evidence: first and last event, the
+/// hours with events and their share, the gaps (count, total, each listed), events per hour (average, the
+/// lowest full hour, the highest), and per cluster the audit levels and stages recorded.
+pub async fn coverage(engine: &Engine, req: &GapsRequest) -> Result<Report, ReportError> {
+    let trails = trails(engine, req).await?;
+    let end_us = req.end_us();
+    let longer = human_length(i64::try_from(req.longer_than.as_micros()).unwrap_or(i64::MAX));
+    // The range's clock hours: those it overlaps. Without `since`, from the first event's.
+    let start_us = req
+        .since
+        .map(|t| t.as_microsecond())
+        .or_else(|| {
+            trails
+                .iter()
+                .filter_map(|t| t.first_us.or(t.before_us))
+                .min()
+        })
+        .unwrap_or(end_us);
+    let first_hour = start_us.div_euclid(HOUR_US);
+    // The hour holding the range's last microsecond (an end on the hour does not start another).
+    let last_hour = (end_us - 1).div_euclid(HOUR_US).max(first_hour);
+    let hours = u64::try_from(last_hour - first_hour + 1).unwrap_or(0);
+    let mut report = Report::new(format!(
+        "coverage of the audit trail: {}; {hours} hour(s), gaps longer than {longer}; produced {}",
+        req.range_text(),
+        crate::format_time_us(req.now_us)
+    ));
+    let rows = trails
+        .iter()
+        .map(|t| {
+            let with_events = t
+                .hours
+                .keys()
+                .filter(|h| (first_hour..=last_hour).contains(h))
+                .count() as u64;
+            // Within the range: a silence that began before it counts from its start.
+            let gap_total: i64 = t
+                .gaps
+                .iter()
+                .map(|g| g.to_us - g.from_us.max(start_us))
+                .sum();
+            // The source's own hours: from the hour of its first event (a source that had not started is not
+            // silent), or the whole range for one that was silent all through it.
+            let from_hour = t.first_us.map_or(first_hour, |f| {
+                f.div_euclid(HOUR_US).clamp(first_hour, last_hour)
+            });
+            let active = (last_hour - from_hour + 1).max(1);
+            // Full hours: wholly inside the range, and after the source's first event.
+            let full = (from_hour..=last_hour).filter(|h| {
+                h * HOUR_US >= start_us
+                    && t.first_us.is_none_or(|f| h * HOUR_US >= f)
+                    && (h + 1) * HOUR_US <= end_us + 1
+            });
+            let lowest = full
+                .map(|h| (t.hours.get(&h).copied().unwrap_or(0), h))
+                .min_by_key(|(n, h)| (*n, *h));
+            let highest = t
+                .hours
+                .iter()
+                .filter(|(h, _)| (first_hour..=last_hour).contains(h))
+                .max_by_key(|(h, n)| (**n, -**h));
+            let at = |n: u64, h: i64| format!("{n} at {}", crate::format_time_us(h * HOUR_US));
+            vec![
+                t.cluster.clone(),
+                source_text(&t.source),
+                t.first_us.map(crate::format_time_us).unwrap_or_default(),
+                t.last_us.map(crate::format_time_us).unwrap_or_default(),
+                t.events.to_string(),
+                hours.to_string(),
+                with_events.to_string(),
+                share(with_events, hours),
+                t.gaps.len().to_string(),
+                human_length(gap_total),
+                format!("{:.1}", t.events as f64 / active as f64),
+                lowest.map_or("-".to_string(), |(n, h)| at(n, h)),
+                highest.map_or("-".to_string(), |(h, n)| at(*n, *h)),
+            ]
+        })
+        .collect::<Vec<_>>();
+    let note = if rows.is_empty() {
+        "no event was received in the range".to_string()
+    } else {
+        "HOURS are the clock hours (UTC) the range overlaps, WITH EVENTS those in which the source delivered \
+         at least one; PER HOUR is the average from the hour of the source's first event (a source that had not \
+         started is not silent), LOWEST FULL HOUR the fewest events in an hour wholly inside the range and \
+         after that first event, HIGHEST HOUR the most; GAP TOTAL is the gaps' length within the range"
+            .to_string()
+    };
+    report.section(
+        "sources",
+        vec![
+            "CLUSTER",
+            "SOURCE",
+            "FIRST",
+            "LAST",
+            "EVENTS",
+            "HOURS",
+            "WITH EVENTS",
+            "SHARE",
+            "GAPS",
+            "GAP TOTAL",
+            "PER HOUR",
+            "LOWEST FULL HOUR",
+            "HIGHEST HOUR",
+        ],
+        rows,
+        Some(note),
+    );
+    gap_section(&mut report, "gaps", &trails, &longer);
+
+    let range = Received {
+        cluster: req.cluster.as_deref(),
+        since_us: req.since.map(|t| t.as_microsecond()),
+        until_us: Some(end_us),
+    };
+    // Per cluster: the levels every policy may record, with their share, and any other value stored.
+    let levels = engine.received_tally(range, Tally::Level).await?;
+    let clusters: BTreeSet<&str> = levels.iter().map(|(c, _, _)| c.as_str()).collect();
+    let mut level_rows = Vec::new();
+    for c in &clusters {
+        let mine: Vec<&(String, String, u64)> =
+            levels.iter().filter(|(lc, _, _)| lc == c).collect();
+        let total: u64 = mine.iter().map(|(_, _, n)| n).sum();
+        let known = ["Metadata", "Request", "RequestResponse"];
+        for level in known {
+            let n = mine
+                .iter()
+                .find(|(_, l, _)| l == level)
+                .map_or(0, |(_, _, n)| *n);
+            level_rows.push(vec![
+                c.to_string(),
+                level.to_string(),
+                n.to_string(),
+                share(n, total),
+            ]);
+        }
+        for (_, l, n) in mine.iter().filter(|(_, l, _)| !known.contains(&l.as_str())) {
+            let name = if l.is_empty() { "(none given)" } else { l };
+            level_rows.push(vec![
+                c.to_string(),
+                name.to_string(),
+                n.to_string(),
+                share(*n, total),
+            ]);
+        }
+    }
+    report.section(
+        "levels",
+        vec!["CLUSTER", "LEVEL", "EVENTS", "SHARE"],
+        level_rows,
+        Some(
+            "level None is never recorded (what a policy drops leaves no event); Metadata records no body, \
+             Request the request's, RequestResponse both"
+                .into(),
+        ),
+    );
+    let stages = engine.received_tally(range, Tally::Stage).await?;
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (c, _, n) in &stages {
+        *totals.entry(c).or_default() += n;
+    }
+    let stage_rows = stages
+        .iter()
+        .map(|(c, st, n)| {
+            vec![
+                c.clone(),
+                st.clone(),
+                n.to_string(),
+                share(*n, totals.get(c.as_str()).copied().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    report.section(
+        "stages",
+        vec!["CLUSTER", "STAGE", "EVENTS", "SHARE"],
+        stage_rows,
+        Some(
+            "a stage missing here is omitted by the policy (omitStages) or never reached: RequestReceived and \
+             ResponseStarted are often omitted; ResponseComplete is the request's outcome"
                 .into(),
         ),
     );

@@ -658,3 +658,338 @@ fn a_pattern_that_does_not_compile_is_the_query_s_fault() {
         assert!(e.is_invalid_query(), "{sql}: {e}");
     }
 }
+
+// ---- gaps and coverage ------------------------------------------------------------------------------------
+
+/// 2026-03-01T10:00:00Z in microseconds.
+const T0: i64 = 1_772_359_200_000_000;
+const SEC: i64 = 1_000_000;
+
+/// A store of one Metadata `ResponseComplete` event per `(cluster, source, received_us)`, each happening
+/// (`requestReceivedTimestamp`) when it was received.
+fn store_received(dir: &Path, events: &[(&str, &str, i64)]) -> PathBuf {
+    let opts = WalOptions {
+        fsync: false,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(&dir.join("wal"), opts).unwrap();
+    let wal = Arc::new(wal);
+    let mut payloads = Vec::new();
+    for (i, (cluster, source, received_us)) in events.iter().enumerate() {
+        let t = format_time_us(*received_us);
+        let line = format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"id-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/pods","verb":"list","user":{{"username":"system:kube-controller-manager"}},"sourceIPs":["10.0.0.1"],"objectRef":{{"resource":"pods","namespace":"ns","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+        );
+        let rec = EventRecord {
+            received_us: *received_us,
+            cluster: (*cluster).into(),
+            source: (*source).into(),
+            audit_id: format!("id-{i}").into(),
+            stage: "ResponseComplete".into(),
+            variant: "".into(),
+            event: line.as_str().into(),
+        };
+        let mut bytes = Vec::new();
+        rec.encode(&mut bytes);
+        payloads.push(bytes);
+    }
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    wal.append(&refs).unwrap();
+    let root = dir.join("store");
+    ColumnarWriter::open(&root, wal, ColumnarOptions::default())
+        .unwrap()
+        .flush()
+        .unwrap();
+    root
+}
+
+const STEADY: &str = "webhook:apiserver";
+const HOLED: &str = "file:/var/log/kubernetes/audit.log";
+
+/// Two hours from [`T0`] of cluster `prod`: the webhook's event every 30 s (at .000123 s), and the log file's
+/// 7 s after each, except from 10:40:37 to 10:69:37: its last event before the hole is at 10:40:07.000123 and
+/// its first after it at 11:10:07.000123, thirty minutes later.
+fn two_sources() -> Vec<(&'static str, &'static str, i64)> {
+    let mut out = Vec::new();
+    for k in 0..240 {
+        out.push(("prod", STEADY, T0 + k * 30 * SEC + 123));
+        if !(81..=139).contains(&k) {
+            out.push(("prod", HOLED, T0 + (k * 30 + 7) * SEC + 123));
+        }
+    }
+    out
+}
+
+fn gaps_request(since: Option<i64>, until: Option<i64>) -> reports::GapsRequest {
+    let t = |us: i64| jiff::Timestamp::from_microsecond(us).unwrap();
+    reports::GapsRequest {
+        since: since.map(t),
+        until: until.map(t),
+        cluster: None,
+        longer_than: reports::GapsRequest::DEFAULT_LONGER_THAN,
+        now_us: T0 + 24 * 3600 * SEC,
+    }
+}
+
+/// The report `req` asks for over the store at `root`, opened as the request says.
+fn report(root: &Path, req: reports::ReportRequest) -> reports::Report {
+    let scope = match &req {
+        reports::ReportRequest::Gaps(r) | reports::ReportRequest::Coverage(r) => r.scope(),
+        _ => Scope::default(),
+    };
+    let engine = Engine::open(root, &scope).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(reports::build(&engine, &req)).unwrap()
+}
+
+#[test]
+fn gaps_a_thirty_minute_hole_is_one_gap_with_exact_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = store_received(dir.path(), &two_sources());
+    // From an hour before the first event (a source that had not started is not silent) to the hour after it:
+    // the webhook's last event is 30 s before the end, the file's 23 s.
+    let req = gaps_request(Some(T0 - 3600 * SEC), Some(T0 + 2 * 3600 * SEC));
+    let r = report(&root, reports::ReportRequest::Gaps(req.clone()));
+    assert_eq!(
+        r.title,
+        "gaps longer than 5m in the audit trail: every cluster, events received from \
+         2026-03-01T09:00:00.000000Z to 2026-03-01T12:00:00.000000Z"
+    );
+    assert_eq!(r.sections.len(), 1);
+    assert_eq!(
+        r.sections[0].rows,
+        [[
+            "prod",
+            HOLED,
+            "2026-03-01T10:40:07.000123Z",
+            "2026-03-01T11:10:07.000123Z",
+            "30m",
+            "no"
+        ]]
+    );
+    assert_eq!(
+        r.sections[0].json_keys(),
+        ["cluster", "source", "from", "to", "length", "ongoing"]
+    );
+    // A threshold over the hole: no gap. Under a second: refused.
+    let longer = reports::GapsRequest {
+        longer_than: jiff::SignedDuration::from_mins(31),
+        ..req.clone()
+    };
+    let r = report(&root, reports::ReportRequest::Gaps(longer));
+    assert!(r.sections[0].rows.is_empty(), "{:?}", r.sections[0].rows);
+    let tiny = reports::GapsRequest {
+        longer_than: jiff::SignedDuration::from_millis(500),
+        ..req
+    };
+    let engine = Engine::open(&root, &tiny.scope()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let e = rt.block_on(reports::gaps(&engine, &tiny)).unwrap_err();
+    assert!(matches!(e, reports::ReportError::Invalid(_)), "{e}");
+}
+
+#[test]
+fn gaps_none_for_a_steady_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let steady: Vec<_> = two_sources()
+        .into_iter()
+        .filter(|(_, s, _)| *s == STEADY)
+        .collect();
+    let root = store_received(dir.path(), &steady);
+    for (since, until) in [
+        (Some(T0 - 3600 * SEC), Some(T0 + 2 * 3600 * SEC)),
+        (Some(T0), Some(T0 + 7200 * SEC)),
+        (None, Some(T0 + 7200 * SEC)),
+    ] {
+        let r = report(
+            &root,
+            reports::ReportRequest::Gaps(gaps_request(since, until)),
+        );
+        assert!(r.sections[0].rows.is_empty(), "{:?}", r.sections[0].rows);
+    }
+    // Every 30 s is a gap of a 20 s threshold, exactly: the buckets are smaller than the threshold.
+    let fine = reports::GapsRequest {
+        longer_than: jiff::SignedDuration::from_secs(20),
+        ..gaps_request(Some(T0), Some(T0 + 7200 * SEC))
+    };
+    let r = report(&root, reports::ReportRequest::Gaps(fine));
+    assert_eq!(r.sections[0].rows.len(), 239 + 1);
+    assert_eq!(
+        r.sections[0].rows[0][2..],
+        [
+            "2026-03-01T10:00:00.000123Z",
+            "2026-03-01T10:00:30.000123Z",
+            "30s",
+            "no"
+        ]
+    );
+}
+
+#[test]
+fn gaps_ongoing_at_the_end_and_silent_since_before_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = two_sources();
+    // A third source stopped an hour before the range: silent all through it.
+    for k in 0..10 {
+        events.push(("dev", "webhook:old-apiserver", T0 - 3600 * SEC + k * SEC));
+    }
+    let root = store_received(dir.path(), &events);
+    let req = gaps_request(Some(T0), Some(T0 + 2 * 3600 * SEC + 10 * 60 * SEC));
+    let r = report(&root, reports::ReportRequest::Gaps(req.clone()));
+    let rows: Vec<Vec<&str>> = r.sections[0]
+        .rows
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "dev",
+                "webhook:old-apiserver",
+                "2026-03-01T09:00:09.000000Z",
+                "2026-03-01T12:10:00.000000Z",
+                "3h 9m 51s",
+                "yes"
+            ],
+            vec![
+                "prod",
+                HOLED,
+                "2026-03-01T10:40:07.000123Z",
+                "2026-03-01T11:10:07.000123Z",
+                "30m",
+                "no"
+            ],
+            vec![
+                "prod",
+                HOLED,
+                "2026-03-01T11:59:37.000123Z",
+                "2026-03-01T12:10:00.000000Z",
+                "10m 22s",
+                "yes"
+            ],
+            vec![
+                "prod",
+                STEADY,
+                "2026-03-01T11:59:30.000123Z",
+                "2026-03-01T12:10:00.000000Z",
+                "10m 29s",
+                "yes"
+            ],
+        ]
+    );
+    // One cluster.
+    let prod = reports::GapsRequest {
+        cluster: Some("prod".into()),
+        ..req
+    };
+    let r = report(&root, reports::ReportRequest::Gaps(prod));
+    assert_eq!(r.sections[0].rows.len(), 3);
+    assert!(r.sections[0].rows.iter().all(|r| r[0] == "prod"));
+}
+
+#[test]
+fn gaps_and_coverage_of_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = store_received(dir.path(), &two_sources());
+    let req = gaps_request(Some(T0), Some(T0 + 2 * 3600 * SEC));
+    let r = report(&root, reports::ReportRequest::Coverage(req));
+    assert_eq!(
+        r.title,
+        "coverage of the audit trail: every cluster, events received from 2026-03-01T10:00:00.000000Z to \
+         2026-03-01T12:00:00.000000Z; 2 hour(s), gaps longer than 5m; produced 2026-03-02T10:00:00.000000Z"
+    );
+    let keys: Vec<&str> = r.sections.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["sources", "gaps", "levels", "stages"]);
+    assert_eq!(
+        r.sections[0].rows,
+        [
+            vec![
+                "prod",
+                HOLED,
+                "2026-03-01T10:00:07.000123Z",
+                "2026-03-01T11:59:37.000123Z",
+                "181",
+                "2",
+                "2",
+                "100.0%",
+                "1",
+                "30m",
+                "90.5",
+                "100 at 2026-03-01T11:00:00.000000Z",
+                "100 at 2026-03-01T11:00:00.000000Z"
+            ],
+            vec![
+                "prod",
+                STEADY,
+                "2026-03-01T10:00:00.000123Z",
+                "2026-03-01T11:59:30.000123Z",
+                "240",
+                "2",
+                "2",
+                "100.0%",
+                "0",
+                "0s",
+                "120.0",
+                "120 at 2026-03-01T11:00:00.000000Z",
+                "120 at 2026-03-01T10:00:00.000000Z"
+            ],
+        ]
+    );
+    assert_eq!(
+        r.sections[1].rows,
+        [[
+            "prod",
+            HOLED,
+            "2026-03-01T10:40:07.000123Z",
+            "2026-03-01T11:10:07.000123Z",
+            "30m",
+            "no"
+        ]]
+    );
+    assert_eq!(
+        r.sections[2].rows,
+        [
+            ["prod", "Metadata", "421", "100.0%"],
+            ["prod", "Request", "0", "0.0%"],
+            ["prod", "RequestResponse", "0", "0.0%"],
+        ]
+    );
+    assert_eq!(
+        r.sections[3].rows,
+        [["prod", "ResponseComplete", "421", "100.0%"]]
+    );
+    // A range with a silent hour: the share and the lowest full hour say so.
+    let wide = gaps_request(Some(T0), Some(T0 + 3 * 3600 * SEC));
+    let r = report(&root, reports::ReportRequest::Coverage(wide));
+    let steady = &r.sections[0].rows[1];
+    assert_eq!(steady[5..8], ["3", "2", "66.7%"]);
+    assert_eq!(steady[11], "0 at 2026-03-01T12:00:00.000000Z");
+    // The ongoing gap counts within the range, to its end.
+    assert_eq!(steady[8..10], ["1", "1h 29s"]);
+}
+
+/// An import is a load that ended: no ongoing silence after its last event (a sender's would be one).
+#[test]
+fn gaps_an_import_is_not_silent_after_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<_> = (0..10)
+        .flat_map(|k| {
+            [
+                ("prod", "import", T0 + k * SEC),
+                ("prod", STEADY, T0 + k * SEC),
+            ]
+        })
+        .collect();
+    let root = store_received(dir.path(), &events);
+    let r = report(
+        &root,
+        reports::ReportRequest::Gaps(gaps_request(Some(T0), Some(T0 + 3600 * SEC))),
+    );
+    let sources: Vec<&str> = r.sections[0].rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(sources, [STEADY], "{:?}", r.sections[0].rows);
+}

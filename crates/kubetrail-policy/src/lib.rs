@@ -2,7 +2,8 @@
 //!
 //! Owns loading (YAML with line numbers; unknown and misplaced fields dropped with a warning, as the apiserver
 //! does), validation, evaluation (first matching rule wins), and the tools built on them: lint, simulate,
-//! generate and explain. Pure: no IO, no async; evaluation never fails.
+//! generate, explain, and `observed` (the policy a cluster applied, read back from what it recorded). Pure:
+//! no IO, no async; evaluation never fails.
 
 mod coverage;
 mod diagnostic;
@@ -11,6 +12,7 @@ mod explain;
 mod generate;
 mod lint;
 mod load;
+pub mod observed;
 mod policy;
 mod redact;
 mod simulate;

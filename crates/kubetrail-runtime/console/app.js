@@ -93,7 +93,7 @@
   // The cluster picker's choice (this tab's): every question about events is scoped to it.
   const CLUSTER_KEY = "kubetrail-cluster";
   const picked = () => sessionStorage.getItem(CLUSTER_KEY) || "";
-  const SCOPED = /^\/api\/v1\/(query|who|timeline|scope|histogram|export|events\/|volume)/;
+  const SCOPED = /^\/api\/v1\/(query|who|timeline|scope|histogram|export|events\/|volume|gaps|coverage)/;
   /** `path` with the picked cluster, for the questions about events. */
   function scoped(path) {
     const c = picked();
@@ -440,14 +440,37 @@
       print, reportTables(rep));
   }
 
+  /** The gaps of a range (`/api/v1/gaps`'s report): a table of each silence, or why there is none. */
+  function gapsTable(g) {
+    if (g.error) return h("div", { id: "gaps" }, errorBox(g.error));
+    const s = g.sections[0];
+    return h("div", { id: "gaps" },
+      h("p", { class: "muted" }, g.title),
+      s.rows.length ? table([
+        { title: "Cluster", cell: (r) => r.cluster || "(unnamed)" },
+        { title: "Source", cell: (r) => r.source },
+        { title: "From", cell: (r) => fmtTime(r.from) },
+        { title: "To", cell: (r) => fmtTime(r.to) },
+        { title: "Length", cell: (r) => r.length, num: true },
+        { title: "Ongoing", cell: (r) => r.ongoing },
+      ], s.rows) : h("p", {}, "No gap: every source delivered events all through the range."),
+      s.note ? h("p", { class: "muted" }, s.note) : null);
+  }
+
   async function volumeView(params) {
     const p = { since: params.get("since") || "", until: params.get("until") || "" };
+    const longer = params.get("longer_than") || "";
     const form = h("form", { class: "search", "data-filter": "volume" },
       h("label", { for: "v-since" }, "Since", h("input", { id: "v-since", name: "since", value: p.since, placeholder: "7d", size: 12 })),
       h("label", { for: "v-until" }, "Until", h("input", { id: "v-until", name: "until", value: p.until, placeholder: "now", size: 12 })),
+      h("label", { for: "v-longer" }, "Gaps over", h("input", { id: "v-longer", name: "longer_than", value: longer, placeholder: "5m", size: 6 })),
       h("button", { type: "submit" }, "Show"));
     show(h("h1", {}, "Volume"), form, h("p", { class: "muted" }, "Loading…"));
-    const v = await api("/api/v1/volume?" + qs(p));
+    // The gaps' own error (a threshold that is not a duration) is shown in their place, not instead of the page.
+    const [v, g] = await Promise.all([
+      api("/api/v1/volume?" + qs(p)),
+      api("/api/v1/gaps?" + qs(Object.assign({ longer_than: longer }, p))).catch((e) => { if (e === STALE) throw e; return { error: e }; }),
+    ]);
     const t = v.hours.map((x) => Date.parse(x.hour) / 1000);
     const stat = (label, value) => h("div", { class: "stat" }, label, h("b", {}, value));
     const gb = (x) => (x === null || x === undefined ? "–" : x.toFixed(x < 10 ? 2 : 1) + " GB");
@@ -468,6 +491,8 @@
       h("h2", {}, "Per hour"),
       barChart("Events per hour", t, v.hours.map((x) => x.events), "events", 3600),
       barChart("Stored JSON bytes per hour", t, v.hours.map((x) => x.json_bytes), "bytes", 3600),
+      h("h2", {}, "Gaps"),
+      gapsTable(g),
       groupTable("Top users", v.groups.user, "user"),
       groupTable("Top users and verbs", v.groups.user_verb, "user_verb"),
       groupTable("Top users, verbs and resources", v.groups.user_verb_resource, "user_verb_resource"),

@@ -56,6 +56,10 @@ enum Command {
     Scope(cmd::report::ScopeReportArgs),
     /// The clusters whose events are stored (a fleet's, through ClickHouse): events, rate, last event.
     Clusters(cmd::report::ClustersArgs),
+    /// The periods each cluster's audit sources delivered no event (exit 1 when there is one).
+    Gaps(cmd::gaps::GapsArgs),
+    /// Evidence of what the audit trail holds: per source hours with events, gaps, rate; levels and stages.
+    Coverage(cmd::gaps::CoverageArgs),
     /// Run the detection rules (built-in pack, Sigma files) over audit files: alerts with severity and runbook.
     Detect(cmd::detect::DetectArgs),
     /// List the detection rules, show one's documentation and runbook, test rules against their fixtures.
@@ -123,6 +127,8 @@ fn command() -> ExitCode {
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
         Command::Clusters(args) => cmd::report::clusters(args),
+        Command::Gaps(args) => cmd::gaps::gaps(args),
+        Command::Coverage(args) => cmd::gaps::coverage(args),
         Command::Retention(c) => cmd::retention::run(c),
         Command::Completion(args) => cmd::shell::completion(args, Cli::command()),
         Command::Man(args) => cmd::shell::man(args, Cli::command()),

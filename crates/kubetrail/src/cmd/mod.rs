@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod checkpoint;
 pub mod config;
 pub mod detect;
+pub mod gaps;
 pub mod generate;
 pub mod import;
 pub mod policy;

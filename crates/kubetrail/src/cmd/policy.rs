@@ -1,4 +1,4 @@
-//! `kubetrail policy ...`: check, lint, simulate, generate, explain.
+//! `kubetrail policy ...`: check, lint, simulate, generate, explain, observed.
 //!
 //! One `Args` struct and one `fn` per subcommand; [`run`] only dispatches. Shared here: reading a policy file
 //! and printing its diagnostics.
@@ -44,7 +44,9 @@ pub enum PolicyCommand {
     /// (secret reads, RBAC changes, pod creates, exec/attach/port-forward, nodes/proxy, token requests,
     /// admission webhooks, CSRs) that fall through to level None. Warnings: pod creates at Metadata (the spec
     /// privileged-pod detection needs is not recorded), controller watch/list loops or health probes not
-    /// silenced, RequestReceived or managedFields kept. Exit 1 if any error.
+    /// silenced, RequestReceived or managedFields kept, no heartbeat audited (every lease renewal, the
+    /// kube-apiservers' identity leases included, at level None: `kt-audit-silence` could not tell a quiet
+    /// cluster from a cut audit trail). Exit 1 if any error.
     #[command(
         after_help = "Examples:\n  kubetrail policy lint /etc/kubernetes/audit-policy.yaml\n  kubetrail policy lint --format json policy.yaml | jq -r 'select(.severity==\"error\") | .fix'"
     )]
@@ -70,6 +72,25 @@ pub enum PolicyCommand {
         after_help = "Examples:\n  kubetrail policy generate > /etc/kubernetes/audit-policy.yaml\n  kubetrail policy generate --production-namespace prod --production-namespace payments --noisy-user system:serviceaccount:argocd:argocd-application-controller"
     )]
     Generate(GenerateArgs),
+    /// The audit policy a cluster's kube-apiserver actually applied, read back from the stored events.
+    ///
+    /// Groups the events of the range by cluster, identity class (the control plane's users, nodes, service
+    /// accounts, anonymous requests, everyone else), API group, resource and subresource (or URL) and verb,
+    /// with every level and stage recorded, and prints the AuditPolicy that reproduces them: the level
+    /// recorded (the lowest, with a comment, when there were several), the stages never recorded omitted.
+    /// What was never observed is unknown, and the policy says so. With --against POLICY, prints where
+    /// POLICY disagrees instead: the level it gives each group of requests (their namespace, a sample
+    /// identity) against the level recorded and since when, and the stages it omits that were recorded or
+    /// keeps that never were. Exit 1 when --against finds a difference, 0 otherwise.
+    #[command(
+        after_help = "Formats: yaml (default) prints the policy, or with --against the differences as text, like \
+                      table; table prints the groups observed (or the differences); json prints one object per \
+                      group (or per difference) per line.\n\nExamples:\n  \
+                      kubetrail policy observed --since 7d --cluster prod > observed-policy.yaml\n  \
+                      kubetrail policy observed --since 30d --cluster prod --against /etc/kubernetes/audit-policy.yaml\n  \
+                      kubetrail policy observed --since 2026-11-01T00:00:00Z --until 2026-11-02T00:00:00Z --format table"
+    )]
+    Observed(ObservedArgs),
 }
 
 pub fn run(c: PolicyCommand) -> anyhow::Result<Outcome> {
@@ -79,6 +100,7 @@ pub fn run(c: PolicyCommand) -> anyhow::Result<Outcome> {
         PolicyCommand::Lint(args) => lint(args),
         PolicyCommand::Simulate(args) => simulate(args),
         PolicyCommand::Generate(args) => generate(args),
+        PolicyCommand::Observed(args) => observed(args),
     }
 }
 
@@ -385,6 +407,236 @@ fn generate(args: GenerateArgs) -> anyhow::Result<Outcome> {
     });
     print!("{yaml}");
     Ok(Outcome::Ok)
+}
+
+/// `policy observed --format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ObservedFormat {
+    /// The policy (with --against, the differences as text).
+    #[default]
+    Yaml,
+    /// The groups observed as a table (with --against, the differences as text).
+    #[value(alias = "text")]
+    Table,
+    /// One object per group (with --against, per difference) per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(mut_arg("since", |a| a.default_value("7d")))]
+pub struct ObservedArgs {
+    #[command(flatten)]
+    pub scope: crate::cmd::query::ScopeArgs,
+    /// Compare with this policy file: print only where it disagrees with what was recorded (exit 1 if
+    /// anywhere).
+    #[arg(long, value_name = "POLICY")]
+    pub against: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ObservedFormat::Yaml)]
+    pub format: ObservedFormat,
+}
+
+fn observed(args: ObservedArgs) -> anyhow::Result<Outcome> {
+    use kubetrail_policy::observed::{self as obs, Observed};
+    use std::io::Write as _;
+    let against = args.against.as_deref().map(read_valid_policy).transpose()?;
+    let session = crate::cmd::query::Session::open(&args.scope)?;
+    let bar =
+        crate::cmd::query::spinner(&format!("reading what was recorded ({})", session.reading));
+    // Usernames a rule can tell apart are read one by one (the control plane's for the classes, and every
+    // one POLICY names); any other username decides nothing, so the query lets one stand for its peers.
+    let mut named: std::collections::BTreeSet<&str> =
+        obs::CONTROL_PLANE_USERS.into_iter().collect();
+    for rule in against.iter().flat_map(|p| &p.rules) {
+        named.extend(rule.users.iter().map(String::as_str));
+    }
+    let named: Vec<&str> = named.into_iter().collect();
+    let found = session.rt.block_on(kubetrail_engine::observed::observed(
+        &session.engine,
+        &named,
+        kubetrail_engine::observed::MAX_ROWS,
+    ));
+    bar.finish_and_clear();
+    let found = found.context("failed to read the stored events")?;
+    if found.truncated {
+        eprintln!(
+            "note: the range holds more than {} kinds of requests: the least frequent were left out; narrow it \
+             (--since, --until, --cluster) to see them all",
+            crate::report::thousands(found.rows.len() as u64)
+        );
+    }
+    let mut unknown = 0u64;
+    let rows: Vec<obs::ObservedRow> = found
+        .rows
+        .into_iter()
+        .filter_map(|r| {
+            let row = observed_row(r);
+            if row.is_none() {
+                unknown += 1;
+            }
+            row
+        })
+        .collect();
+    if unknown > 0 {
+        eprintln!(
+            "note: {unknown} kinds of requests with a level or stage kube-apiserver does not write were left out"
+        );
+    }
+    let observed = Observed::from_rows(&rows);
+    let clusters: Vec<&str> = observed.clusters().collect();
+    let Some(seen) = observed.seen(None) else {
+        let cluster = args
+            .scope
+            .cluster
+            .as_deref()
+            .map(|c| format!(" of cluster `{c}`"))
+            .unwrap_or_default();
+        bail!(
+            "no event{cluster} is stored from {} to {}: nothing to read a policy from; widen --since, or check \
+             --cluster and --data",
+            args.scope
+                .since
+                .map_or("the first event".to_string(), |t| format!("{t:.0}")),
+            args.scope
+                .until
+                .map_or("now".to_string(), |t| format!("{t:.0}")),
+        );
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let (Some(policy), Some(file)) = (&against, &args.against) {
+        let differences = obs::diff(&observed, policy);
+        let name = file.display().to_string();
+        for d in &differences {
+            let message = d.describe(&name, clusters.len() > 1);
+            match args.format {
+                ObservedFormat::Json => {
+                    let mut v = serde_json::to_value(d)?;
+                    v["message"] = message.into();
+                    writeln!(out, "{v}")?;
+                }
+                ObservedFormat::Yaml | ObservedFormat::Table => writeln!(out, "{message}")?,
+            }
+        }
+        out.flush()?;
+        if args.format != ObservedFormat::Json {
+            eprintln!(
+                "{name}: {} with what was recorded ({} event{} from {} to {})",
+                match differences.len() {
+                    0 => "no difference".to_string(),
+                    1 => "1 difference".to_string(),
+                    n => format!("{n} differences"),
+                },
+                crate::report::thousands(seen.events),
+                plural(seen.events as usize),
+                seen.first,
+                seen.last
+            );
+        }
+        return Ok(if differences.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Findings
+        });
+    }
+    match args.format {
+        ObservedFormat::Yaml => {
+            let [cluster] = clusters.as_slice() else {
+                bail!(
+                    "events of {} clusters are stored ({}): an audit policy is one cluster's; pass --cluster NAME",
+                    clusters.len(),
+                    clusters.join(", ")
+                );
+            };
+            let yaml = obs::render(
+                &observed,
+                &obs::RenderOptions {
+                    cluster,
+                    since: args.scope.since,
+                    until: args.scope.until,
+                    truncated: found.truncated,
+                },
+            );
+            out.write_all(yaml.as_bytes())?;
+        }
+        ObservedFormat::Json => {
+            for g in observed.summaries() {
+                // Text first: an error writing it stays an io::Error (a closed pipe is not reported).
+                writeln!(out, "{}", serde_json::to_string(&g)?)?;
+            }
+        }
+        ObservedFormat::Table => {
+            let names: Vec<String> = [
+                "CLUSTER",
+                "CLASS",
+                "RESOURCE",
+                "VERB",
+                "LEVEL",
+                "STAGES",
+                "NAMESPACES",
+                "EVENTS",
+                "FIRST",
+                "LAST",
+            ]
+            .map(String::from)
+            .to_vec();
+            let rows: Vec<Vec<String>> = observed
+                .summaries()
+                .into_iter()
+                .map(|g| {
+                    let levels = if g.levels.len() == 1 {
+                        g.levels.keys().map(|l| l.to_string()).collect()
+                    } else {
+                        g.levels
+                            .iter()
+                            .map(|(l, s)| format!("{l} ({})", crate::report::thousands(s.events)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    vec![
+                        g.cluster,
+                        g.class.to_string(),
+                        g.target.to_string(),
+                        g.verb,
+                        levels,
+                        g.stages
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        g.namespaces.to_string(),
+                        crate::report::thousands(g.events),
+                        g.first.to_string(),
+                        g.last.to_string(),
+                    ]
+                })
+                .collect();
+            crate::cmd::query::write_table(&mut out, &names, &rows)?;
+        }
+    }
+    out.flush()?;
+    Ok(Outcome::Ok)
+}
+
+/// The engine's row as the policy crate's; `None` for a level or stage kube-apiserver does not write.
+fn observed_row(
+    r: kubetrail_engine::observed::ObservedRow,
+) -> Option<kubetrail_policy::observed::ObservedRow> {
+    let time = |us: i64| jiff::Timestamp::from_microsecond(us).ok();
+    Some(kubetrail_policy::observed::ObservedRow {
+        level: kubetrail_model::Level::parse(&r.level)?,
+        stage: kubetrail_model::Stage::parse(&r.stage)?,
+        first: time(r.first_us)?,
+        last: time(r.last_us)?,
+        cluster: r.cluster,
+        api_group: r.api_group,
+        resource: r.resource,
+        subresource: r.subresource,
+        path: r.path,
+        verb: r.verb,
+        namespace: r.namespace,
+        user: r.user,
+        groups: r.groups,
+        count: r.count,
+    })
 }
 
 /// Reads and loads a policy file; an unreadable file is an error (exit 2) naming the path.

@@ -148,18 +148,30 @@ fn write(report: &Report, format: ReportFormat) -> anyhow::Result<()> {
 
 /// Opens the store for `scope`, builds the report under a progress spinner, prints it.
 fn run(scope: &ScopeArgs, req: ReportRequest, format: ReportFormat) -> anyhow::Result<Outcome> {
+    print(scope, req, format)?;
+    Ok(Outcome::Ok)
+}
+
+/// [`run`], handing the report back (for a command whose exit code depends on it).
+pub(crate) fn print(
+    scope: &ScopeArgs,
+    req: ReportRequest,
+    format: ReportFormat,
+) -> anyhow::Result<Report> {
     let session = Session::open(scope)?;
     let what = match &req {
         ReportRequest::Who(_) => "searching",
         ReportRequest::Timeline(_) => "building the timeline",
         ReportRequest::Scope(_) => "scoping",
         ReportRequest::Clusters(_) => "counting",
+        ReportRequest::Gaps(_) | ReportRequest::Coverage(_) => "looking for silences",
     };
     let bar = spinner(&format!("{what} ({})", session.reading));
     let report = session.rt.block_on(reports::build(&session.engine, &req));
     bar.finish_and_clear();
-    write(&report?, format)?;
-    Ok(Outcome::Ok)
+    let report = report?;
+    write(&report, format)?;
+    Ok(report)
 }
 
 pub fn who(args: WhoArgs) -> anyhow::Result<Outcome> {

@@ -110,12 +110,52 @@ pub(super) enum Job {
     },
     /// `/api/v1/clusters/names`: the console's cluster picker.
     ClusterNames,
+    /// `/api/v1/gaps` (the range of `received`, in microseconds; the engine's scope is
+    /// `GapsRequest::scope`'s, wider).
+    Gaps(Silences),
+    /// `/api/v1/coverage`: the same request.
+    Coverage(Silences),
     /// `/api/v1/export`: streamed.
     Export {
         predicate: Option<String>,
         csv: bool,
         max: usize,
     },
+}
+
+/// The request of `gaps` and `coverage` as it crosses into the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Silences {
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub cluster: Option<String>,
+    pub longer_than_us: i64,
+    pub now_us: i64,
+}
+
+impl From<&GapsRequest> for Silences {
+    fn from(r: &GapsRequest) -> Silences {
+        Silences {
+            since_us: r.since.map(|t| t.as_microsecond()),
+            until_us: r.until.map(|t| t.as_microsecond()),
+            cluster: r.cluster.clone(),
+            longer_than_us: i64::try_from(r.longer_than.as_micros()).unwrap_or(i64::MAX),
+            now_us: r.now_us,
+        }
+    }
+}
+
+impl From<Silences> for GapsRequest {
+    fn from(s: Silences) -> GapsRequest {
+        let time = |us: Option<i64>| us.and_then(|us| jiff::Timestamp::from_microsecond(us).ok());
+        GapsRequest {
+            since: time(s.since_us),
+            until: time(s.until_us),
+            cluster: s.cluster,
+            longer_than: jiff::SignedDuration::from_micros(s.longer_than_us),
+            now_us: s.now_us,
+        }
+    }
 }
 
 impl Job {
@@ -178,6 +218,8 @@ impl Job {
             Job::Clusters { now_us } => {
                 report_answer(&engine, ReportRequest::Clusters(ClustersRequest { now_us })).await?
             }
+            Job::Gaps(s) => report_answer(&engine, ReportRequest::Gaps(s.into())).await?,
+            Job::Coverage(s) => report_answer(&engine, ReportRequest::Coverage(s.into())).await?,
             Job::Histogram {
                 predicate,
                 since_us,

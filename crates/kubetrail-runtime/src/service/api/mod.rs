@@ -1,12 +1,14 @@
-//! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`
-//! and `/api/v1/clusters` (and `/clusters/names`), JSON, with the CLI's semantics (the same parameters as the flags, the same reports); and
+//! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`,
+//! `/api/v1/clusters` (and `/clusters/names`), `/api/v1/gaps` and `/api/v1/coverage`, JSON, with the CLI's
+//! semantics (the same parameters as the flags, the same reports); and
 //! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
 //! reopen|assign|note}`, each change recorded with the authenticated caller; the suppressions:
 //! `GET /api/v1/suppressions`, `POST /api/v1/suppressions`, `POST /api/v1/suppressions/{id}/lift`.
 //!
 //! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
 //! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
-//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`. An unknown or misplaced
+//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`; `longer_than` for `gaps`
+//! and `coverage` (whose `since` and `until` bound when events were received). An unknown or misplaced
 //! parameter is an error, never ignored.
 //!
 //! The server authenticates every call like the webhook before it gets here (`router_with_api`). Each
@@ -45,7 +47,8 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kubetrail_engine::reports::{
-    self, ClustersRequest, ReportError, ReportRequest, ScopeRequest, TimelineRequest, WhoRequest,
+    self, ClustersRequest, GapsRequest, ReportError, ReportRequest, ScopeRequest, TimelineRequest,
+    WhoRequest,
 };
 use kubetrail_engine::{Cell, Engine, EngineError, RowQuery, Scope, limits};
 use serde::Deserialize;
@@ -172,6 +175,8 @@ impl QueryApi {
             .route("/api/v1/scope", get(scope).post(scope))
             .route("/api/v1/clusters", get(clusters))
             .route("/api/v1/clusters/names", get(cluster_names))
+            .route("/api/v1/gaps", get(gaps))
+            .route("/api/v1/coverage", get(coverage))
             .route("/api/v1/histogram", get(explore::histogram))
             .route("/api/v1/export", get(explore::export))
             .route("/api/v1/events/{audit_id}", get(explore::event))
@@ -214,6 +219,7 @@ struct Params {
     user: Option<String>,
     offset: Option<usize>,
     format: Option<String>,
+    longer_than: Option<String>,
 }
 
 impl Params {
@@ -238,6 +244,7 @@ impl Params {
         note("user", self.user.is_some());
         note("offset", self.offset.is_some());
         note("format", self.format.is_some());
+        note("longer_than", self.longer_than.is_some());
         out
     }
 
@@ -712,6 +719,66 @@ async fn clusters(
     answer(&api, p.scope()?, Job::Clusters { now_us }).await
 }
 
+/// The range `gaps` covers without `since`, as `kubetrail gaps`.
+const GAPS_SINCE: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
+/// The range `coverage` covers without `since`, as `kubetrail coverage`.
+const COVERAGE_SINCE: jiff::SignedDuration = jiff::SignedDuration::from_hours(30 * 24);
+
+/// The `gaps` and `coverage` request of `p` (`since` `default` before `until` or now when not given), and
+/// the scope the engine opens for it (wider: `GapsRequest::scope`).
+fn silences(
+    p: &Params,
+    endpoint: &str,
+    default: jiff::SignedDuration,
+) -> Result<(Scope, job::Silences), ApiError> {
+    p.only(endpoint, &["longer_than"])?;
+    let scope = p.scope()?;
+    let now = jiff::Timestamp::now();
+    let longer_than = match p.longer_than.as_deref() {
+        None => GapsRequest::DEFAULT_LONGER_THAN,
+        Some(d) => {
+            crate::duration::parse(d).map_err(|e| ApiError::bad(format!("`longer_than`: {e}")))?
+        }
+    };
+    let since = match scope.since {
+        Some(t) => t,
+        None => scope
+            .until
+            .unwrap_or(now)
+            .checked_sub(default)
+            .map_err(|e| ApiError::bad(format!("`until`: {e}")))?,
+    };
+    let req = GapsRequest {
+        since: Some(since),
+        until: scope.until,
+        cluster: scope.cluster,
+        longer_than,
+        now_us: now.as_microsecond(),
+    };
+    // Refused here, before a slot is taken: an empty range, a threshold under a second.
+    req.check()?;
+    Ok((req.scope(), (&req).into()))
+}
+
+/// `/api/v1/gaps`: the periods longer than `longer_than` (default 5m) in which a cluster's source delivered
+/// no event, in the events received from `since` (default: 7 days before `until`) to `until` (default now).
+async fn gaps(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    let (scope, s) = silences(&p, "/api/v1/gaps", GAPS_SINCE)?;
+    answer(&api, scope, Job::Gaps(s)).await
+}
+
+/// `/api/v1/coverage`: what the audit trail holds in the range (default: the 30 days before `until`), per
+/// cluster and source, with its gaps, levels and stages.
+async fn coverage(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    let (scope, s) = silences(&p, "/api/v1/coverage", COVERAGE_SINCE)?;
+    answer(&api, scope, Job::Coverage(s)).await
+}
+
 /// `/api/v1/clusters/names`: `{"clusters": [names]}` in the scope, without counting anything (the console's
 /// picker asks on every page).
 async fn cluster_names(
@@ -1126,6 +1193,77 @@ mod tests {
         until("the slot is free", || api.running() == 0);
         until("no task is left", || {
             runtime.metrics().num_alive_tasks() == 0
+        });
+    }
+
+    #[test]
+    fn gaps_and_coverage_check_their_parameters_and_answer_reports() {
+        let data = data_with(10);
+        let runtime = query_runtime().unwrap();
+        let api = QueryApi::new(data.path().to_path_buf(), runtime.handle().clone());
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        client.block_on(async {
+            let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+            for (path, error) in [
+                (
+                    "/api/v1/gaps?user=x",
+                    "`user` is not a parameter of /api/v1/gaps",
+                ),
+                (
+                    "/api/v1/coverage?where=x",
+                    "`where` is not a parameter of /api/v1/coverage",
+                ),
+                (
+                    "/api/v1/gaps?longer_than=often",
+                    "`longer_than`: `often` is not a duration",
+                ),
+                ("/api/v1/gaps?longer_than=500ms", "at least a second"),
+                ("/api/v1/coverage?since=1h&until=2h", "the range is empty"),
+                (
+                    "/api/v1/gaps?since=yesterday",
+                    "`since`: `yesterday` is not a time",
+                ),
+            ] {
+                let response = get(&api, path).await;
+                assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+                let (text, _) = read(response).await;
+                let message = json(&text)["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(message.contains(error), "{path}: {message}");
+            }
+            // The store's events were received in 1970 (and happened in 2026): none in the last week.
+            let (text, _) = read(get(&api, "/api/v1/gaps?longer_than=1h&cluster=c").await).await;
+            let report = json(&text);
+            assert!(
+                report["title"].as_str().unwrap().starts_with(
+                    "gaps longer than 1h in the audit trail: cluster c, events received from "
+                ),
+                "{report}"
+            );
+            assert_eq!(
+                report["sections"][0]["columns"],
+                json!(["cluster", "source", "from", "to", "length", "ongoing"])
+            );
+            assert_eq!(report["sections"][0]["rows"], json!([]));
+            let (text, _) = read(get(&api, "/api/v1/coverage?since=30d").await).await;
+            let report = json(&text);
+            let keys: Vec<&str> = report["sections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["key"].as_str().unwrap())
+                .collect();
+            assert_eq!(keys, ["sources", "gaps", "levels", "stages"]);
+            assert_eq!(
+                report["sections"][0]["note"],
+                "no event was received in the range"
+            );
+            assert!(report["title"].as_str().unwrap().contains("; produced "));
         });
     }
 
