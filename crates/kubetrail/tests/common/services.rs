@@ -87,34 +87,64 @@ pub fn clickhouse_with(dir: &Path, port: u16, tcp_port: u16, extra: Option<&str>
         .unwrap();
     assert!(ok.success(), "chown for ClickHouse failed (run as root)");
     let p = |s: &str| dir.join(s).display().to_string();
-    let child = Command::new("setpriv")
-        .args(["--reuid=clickhouse", "--regid=clickhouse", "--init-groups"])
-        .arg(bin)
-        .args([
-            format!("--config-file={}", config.display()),
-            "--".into(),
-            format!("--path={}/", p("data")),
-            format!("--tmp_path={}/", p("tmp")),
-            format!("--user_files_path={}/", p("uf")),
-            format!("--format_schema_path={}/", p("fs")),
-            format!("--logger.log={}", p("s.log")),
-            format!("--logger.errorlog={}", p("e.log")),
-            "--logger.console=0".into(),
-            "--listen_host=127.0.0.1".into(),
-            format!("--http_port={port}"),
-            format!("--tcp_port={tcp_port}"),
-            format!("--interserver_http_port={}", free_port()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = Guard(child);
-    until(60, "clickhouse-server answers /ping", || {
-        ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1")
-    });
-    child
+    // A port another test's server took between `free_port` and the bind makes it exit at once: then it is
+    // started again (a fresh interserver port), and its error log is shown if it never answers.
+    for attempt in 1..=3 {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=clickhouse", "--regid=clickhouse", "--init-groups"])
+            .arg(&bin)
+            .args([
+                format!("--config-file={}", config.display()),
+                "--".into(),
+                format!("--path={}/", p("data")),
+                format!("--tmp_path={}/", p("tmp")),
+                format!("--user_files_path={}/", p("uf")),
+                format!("--format_schema_path={}/", p("fs")),
+                format!("--logger.log={}", p("s.log")),
+                format!("--logger.errorlog={}", p("e.log")),
+                "--logger.console=0".into(),
+                "--listen_host=127.0.0.1".into(),
+                format!("--http_port={port}"),
+                format!("--tcp_port={tcp_port}"),
+                format!("--interserver_http_port={}", free_port()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if ch(port, "SELECT 1").is_some_and(|b| b.trim() == "1") {
+                return Guard(child);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!(
+                    "clickhouse-server exited ({status}) on start {attempt} of 3: {}",
+                    log_tail(&dir.join("e.log"))
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "not within 90 s: clickhouse-server answers /ping on {port}: {}",
+                    log_tail(&dir.join("e.log"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("clickhouse-server did not start in 3 tries on {port}");
+}
+
+/// The last lines of a server's log, for a failure message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 /// Debian's ZooKeeper (what `ON CLUSTER` DDL of a ClickHouse cluster goes through) on a free loopback port
