@@ -124,6 +124,12 @@ pub const MAX_SOURCE_IPS: usize = 32;
 
 /// FNV-1a over the parts: a short, deterministic alert id (replaying the same events gives the same ids).
 pub(crate) fn alert_id(parts: &[&str]) -> String {
+    format!("{:016x}", hash_parts(parts))
+}
+
+/// FNV-1a over the parts, each followed by a separator no name holds (0x1f), so no two lists of parts hash
+/// from the same bytes.
+pub(crate) fn hash_parts(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.bytes().chain(std::iter::once(0x1f)) {
@@ -131,7 +137,7 @@ pub(crate) fn alert_id(parts: &[&str]) -> String {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    format!("{h:016x}")
+    h
 }
 
 /// Hashes an auditID for the per-request de-duplication set (8 bytes instead of the UUID).

@@ -15,7 +15,7 @@
 //! | `kubetrail.pod.capabilities` | every `securityContext.capabilities.add` entry of any container |
 //! | `kubetrail.pod.images` | every container's `image` |
 //! | `kubetrail.request.publicSourceIPs` | every address of `sourceIPs` outside the private, loopback, link-local, CGNAT and unique-local ranges; absent when there is none. Any one counts: the first entries come from `X-Forwarded-For`, which the client writes, so "every address is private" is no proof of an inside caller |
-//! | `kubetrail.stream.apiserverStart` | `true` for the create of a kube-apiserver's identity Lease (`apiserver-*` in `kube-system`, by `system:apiserver`): an apiserver (re)started, perhaps with other audit flags |
+//! | `kubetrail.stream.apiserverStart` | `true` for the create of a kube-apiserver's identity Lease (`apiserver-*` in `kube-system`, by `system:apiserver`): a new apiserver identity (a new host, or one back after its Lease expired; a quick restart renews the Lease instead) |
 //! | `kubetrail.stream.auditIdReuse` | `true` when the request reused an earlier request's auditID (kubetrail's `kubetrail.io/audit-id-reuse` mark), else `false` |
 //! | `kubetrail.stream.delaySeconds` | when the event reached kubetrail minus its `stageTimestamp`, in seconds: minutes mean buffering or replay, a negative value a time in the future (a skewed clock, or a forged event that time-bounded searches would miss). Only where the receipt is known (`serve`; absent in `detect` over files) |
 //! | `kubetrail.pod.owner` | for a pod the control plane creates for a workload, that workload as `Kind/name` (`Deployment/web`, `CronJob/backup`); absent otherwise (see [`crate::Owner`]) |
@@ -87,7 +87,7 @@ pub const FIELDS: &[EnrichField] = &[
     },
     EnrichField {
         name: "kubetrail.stream.apiserverStart",
-        doc: "a kube-apiserver created its identity Lease: it (re)started",
+        doc: "a kube-apiserver created its identity Lease: a new apiserver identity",
     },
     EnrichField {
         name: "kubetrail.stream.auditIdReuse",

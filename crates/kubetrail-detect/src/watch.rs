@@ -32,7 +32,7 @@ use kubetrail_model::{Event, Stage};
 use saphyr::LoadableYamlNode;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{alert_id, hash64, parse_time, rfc3339};
+use crate::alert::{alert_id, hash_parts, parse_time, rfc3339};
 use crate::enrich::IdentityClass;
 use crate::error::{LoadError, LoadErrors};
 use crate::rule::Level;
@@ -50,6 +50,20 @@ const PRESENT_HOURS: i64 = 6;
 const PRESENT_MIN: u32 = 20;
 /// How often [`Watch::advance`] looks for silent sources (milliseconds of its clock).
 const CHECK_EVERY: i64 = 1_000;
+/// A source that sent at least this many events in its median hour is busy: however its pauses grew, it is
+/// never allowed more than [`BUSY_CEILING`] of quiet (a baseline trained by pauses just under the limit
+/// cannot make it an idler).
+const BUSY_PER_HOUR: u32 = 60;
+const BUSY_CEILING: i64 = 2 * HOUR;
+/// What has not been seen for this long is forgotten first when a bound is reached.
+const STALE: i64 = 7 * 24 * HOUR;
+/// Clusters followed at most.
+const MAX_CLUSTERS: usize = 1_000;
+/// The source name of `kubetrail import`: a load, not a sender (its receipts are the import's own time).
+const IMPORT: &str = "import";
+/// Each kube-apiserver's identity Lease is a source of its own (`apiserver-lease:<name>`), so one apiserver of
+/// several whose trail is cut is seen while the others go on.
+const LEASE_SOURCE: &str = "apiserver-lease:";
 
 /// What the watch allows and holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +74,9 @@ pub struct WatchConfig {
     pub max_sources: usize,
     /// Kinds of request learned at most (level floors and presence each).
     pub max_kinds: usize,
+    /// Event times after this (ms) are not believed (`detect` sets a little past its own clock): one event
+    /// dated in the future would otherwise move the clock past everything after it.
+    pub latest_ms: Option<i64>,
 }
 
 impl Default for WatchConfig {
@@ -68,6 +85,7 @@ impl Default for WatchConfig {
             silence_after_ms: 5 * 60_000,
             max_sources: 10_000,
             max_kinds: 200_000,
+            latest_ms: None,
         }
     }
 }
@@ -83,6 +101,8 @@ pub struct WatchStats {
     pub sources_over_limit: u64,
     /// New kinds not learned because `max_kinds` was reached.
     pub kinds_over_limit: u64,
+    /// Events dated after `latest_ms`, not believed.
+    pub future_events: u64,
 }
 
 /// A stream rule's metadata (the files of `kubetrail_rules::stream()`): what its alerts carry.
@@ -187,15 +207,26 @@ struct Slot {
 struct Hours([Slot; HOURS]);
 
 impl Hours {
-    fn slot(&mut self, hour: i64) -> &mut Slot {
+    /// The slot of `hour`, started afresh when it held an older hour; `None` for an hour older than the one
+    /// it holds (a late event of a day ago must not wipe this hour's count).
+    fn slot(&mut self, hour: i64) -> Option<&mut Slot> {
         let s = &mut self.0[hour.rem_euclid(HOURS as i64) as usize];
+        if s.hour > hour {
+            return None;
+        }
         if s.hour != hour {
             *s = Slot {
                 hour,
                 ..Slot::default()
             };
         }
-        s
+        Some(s)
+    }
+
+    fn add(&mut self, hour: i64) {
+        if let Some(s) = self.slot(hour) {
+            s.count = s.count.saturating_add(1);
+        }
     }
 
     fn get(&self, hour: i64) -> Option<Slot> {
@@ -210,7 +241,7 @@ impl Hours {
 
 /// The first hour that starts at or after `ms`.
 fn ceil_hour(ms: i64) -> i64 {
-    (ms + HOUR - 1).div_euclid(HOUR)
+    ms.saturating_add(HOUR - 1).div_euclid(HOUR)
 }
 
 fn median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
@@ -227,6 +258,9 @@ struct Source {
     hours: Hours,
     /// Alerted silent (since `last`).
     silent: bool,
+    /// Once sent at least [`BUSY_PER_HOUR`] in its median hour (see [`BUSY_CEILING`]).
+    #[serde(default)]
+    busy: bool,
 }
 
 impl Source {
@@ -246,12 +280,40 @@ impl Source {
             counts.push(c);
             gaps.push(g);
         }
-        let count = median(counts)?;
-        if count == 0 {
-            return None;
+        let count = median(counts);
+        let learned = match count {
+            None | Some(0) => None,
+            Some(count) => {
+                let gap = median(gaps).unwrap_or(HOUR);
+                Some(
+                    silence_after
+                        .max(gap.saturating_mul(2))
+                        .max(20 * HOUR / i64::from(count)),
+                )
+            }
+        };
+        if self.busy {
+            // Learning again (or trained into idling) is no excuse for a source that was busy.
+            return Some(
+                learned
+                    .unwrap_or(BUSY_CEILING)
+                    .min(BUSY_CEILING)
+                    .max(silence_after),
+            );
         }
-        let gap = median(gaps)?;
-        Some(silence_after.max(2 * gap).max(20 * HOUR / i64::from(count)))
+        learned
+    }
+
+    /// The median events of its full hours before `last`.
+    fn per_hour(&self) -> u32 {
+        let end = self.last.div_euclid(HOUR);
+        median(
+            ((end - HOURS as i64 + 1).max(ceil_hour(self.first))..end)
+                .filter(|h| !self.hours.get(*h).is_some_and(|s| s.cut))
+                .map(|h| self.hours.count(h))
+                .collect(),
+        )
+        .unwrap_or(0)
     }
 }
 
@@ -262,6 +324,8 @@ struct Floor {
     floor: kubetrail_model::Level,
     run: u32,
     since: i64,
+    #[serde(default)]
+    last: i64,
 }
 
 /// A kind of request by an identity class, hour by hour.
@@ -341,15 +405,28 @@ impl Watch {
         }
     }
 
-    /// Takes back what an earlier watch learned, within this watch's limits.
-    pub fn restore(&mut self, state: WatchState) {
+    /// Takes back what an earlier watch learned, within this watch's limits and never later than `now`
+    /// (ms; a clock that ran ahead before the restart must not blind the watch until it is caught up).
+    pub fn restore(&mut self, state: WatchState, now: i64) {
         let max = self.cfg.max_sources;
-        self.sources.extend(state.sources.into_iter().take(max));
+        self.sources
+            .extend(state.sources.into_iter().take(max).map(|(k, mut s)| {
+                s.last = s.last.min(now);
+                s.first = s.first.min(s.last);
+                (k, s)
+            }));
         let max = self.cfg.max_kinds;
         self.floors.extend(state.floors.into_iter().take(max));
         self.presence.extend(state.presence.into_iter().take(max));
-        self.clusters.extend(state.clusters);
-        self.clock = self.clock.max(state.clock);
+        self.clusters
+            .extend(state.clusters.into_iter().take(MAX_CLUSTERS));
+        self.clock = self.clock.max(state.clock.min(now));
+    }
+
+    /// Event times after `latest` (ms) are not believed (see [`WatchConfig::latest_ms`]).
+    pub fn believing_until(mut self, latest: i64) -> Self {
+        self.cfg.latest_ms = Some(latest);
+        self
     }
 
     pub fn stats(&self) -> &WatchStats {
@@ -372,21 +449,44 @@ impl Watch {
             .or(event.stage_timestamp.as_deref())
             .or(event.timestamp.as_deref())
             .and_then(parse_time);
+        // An import's receipts are the import's own time: its events are judged on their own, and it is no
+        // sender that can fall silent.
+        let import = source == IMPORT;
+        let received = received.filter(|_| !import);
         let Some(at) = received.or(event_time) else {
             return;
         };
-        // Receipts come in the log's order and event times in the file's: either moves the clock, so a gap
-        // in a backlog read late is judged as when it happened.
-        self.advance_ms(at, out);
-        self.source(cluster, source, at, event, out);
-        // Levels are learned from requests that did something: a refused or failed request's resource and
-        // namespace are the caller's to choose, so they would let anyone fill the kinds with names.
+        if received.is_none() && self.cfg.latest_ms.is_some_and(|l| at > l) {
+            self.stats.future_events += 1;
+            return;
+        }
         let failed = event
             .response_status
             .as_ref()
             .and_then(|s| s.code)
             .is_some_and(|c| c >= 400);
-        if event.stage == Stage::RequestReceived || failed {
+        if !import {
+            // Receipts come in the log's order and event times in the file's: either moves the clock, so a
+            // gap in a backlog read late is judged as when it happened.
+            self.advance_ms(at, out);
+            self.source(cluster, source, at, event, out);
+            if let Some(name) = apiserver_lease(event).filter(|_| !failed) {
+                let sub = format!("{LEASE_SOURCE}{name}");
+                if event.verb == "delete" {
+                    // An apiserver removed for good (its Lease collected) is not a silence.
+                    self.sources.remove(&(cluster.to_string(), sub));
+                } else {
+                    self.source(cluster, &sub, at, event, out);
+                }
+            }
+        }
+        // Levels are learned from requests that did something: a refused or failed request's resource and
+        // namespace are the caller's to choose, so they would let anyone fill the kinds with names. An event
+        // the apiserver (or kubetrail) cut for size is recorded at a lower level than its rule says.
+        let truncated = event.annotations.as_ref().is_some_and(|a| {
+            a.contains_key("audit.k8s.io/truncated") || a.contains_key("kubetrail.io/truncated")
+        });
+        if event.stage == Stage::RequestReceived || failed || truncated {
             return;
         }
         let class = IdentityClass::of(
@@ -404,52 +504,63 @@ impl Watch {
     }
 
     fn advance_ms(&mut self, now: i64, out: &mut Vec<Alert>) {
-        if now <= self.clock {
-            return;
-        }
-        self.clock = now;
-        if now < self.checked.saturating_add(CHECK_EVERY) {
+        self.clock = self.clock.max(now);
+        // Checked every second of the clock; a clock set back by more than an hour checks again at once.
+        if now < self.checked.saturating_add(CHECK_EVERY) && now > self.checked.saturating_sub(HOUR)
+        {
             return;
         }
         self.checked = now;
-        let mut found: Vec<(&(String, String), &mut Source, i64)> = self
+        // An apiserver's Lease is silent only while its cluster's other sources go on: when the whole
+        // stream stops, that is the one alert.
+        let mut latest: HashMap<&str, i64> = HashMap::new();
+        for ((cluster, source), s) in &self.sources {
+            if !source.starts_with(LEASE_SOURCE) {
+                let l = latest.entry(cluster.as_str()).or_insert(i64::MIN);
+                *l = (*l).max(s.last);
+            }
+        }
+        let silence_after = self.cfg.silence_after_ms;
+        let mut found: Vec<(&(String, String), i64)> = self
             .sources
-            .iter_mut()
+            .iter()
             .filter(|(_, s)| !s.silent)
             .filter_map(|(k, s)| {
-                let allowed = s.allowed(self.cfg.silence_after_ms)?;
-                (now - s.last > allowed).then_some((k, s, allowed))
+                let allowed = s.allowed(silence_after)?;
+                let quiet = now.saturating_sub(s.last) > allowed;
+                let others_go_on = !k.1.starts_with(LEASE_SOURCE)
+                    || latest
+                        .get(k.0.as_str())
+                        .is_some_and(|l| l.saturating_sub(s.last) > allowed);
+                (quiet && others_go_on).then_some((k, allowed))
             })
             .collect();
-        found.sort_by(|a, b| (a.1.last, a.0).cmp(&(b.1.last, b.0)));
-        for ((cluster, source), s, allowed) in found {
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        let found: Vec<((String, String), i64)> =
+            found.into_iter().map(|(k, a)| (k.clone(), a)).collect();
+        for ((cluster, source), allowed) in found {
+            let Some(s) = self.sources.get_mut(&(cluster.clone(), source.clone())) else {
+                continue;
+            };
             s.silent = true;
             self.stats.silences += 1;
             let Some(rule) = &self.rules.silence else {
                 continue;
             };
-            let per_hour = s.allowed(i64::MAX).map_or(0, |_| {
-                let end = s.last.div_euclid(HOUR);
-                median(
-                    ((end - HOURS as i64 + 1).max(ceil_hour(s.first))..end)
-                        .map(|h| s.hours.count(h))
-                        .collect(),
-                )
-                .unwrap_or(0)
-            });
             let summary = format!(
-                "{} sent no audit event since {} (over {}; it allows {} of quiet, and sent about {per_hour} events \
-                 an hour): its audit trail may be cut",
-                who(cluster, source),
+                "{} sent no audit event since {} (over {}; it allows {} of quiet, and sent about {} events an \
+                 hour): its audit trail may be cut",
+                who(&cluster, &source),
                 rfc3339(s.last),
-                span(now - s.last),
+                span(now.saturating_sub(s.last)),
                 span(allowed),
+                s.per_hour(),
             );
             out.push(stream_alert(
                 rule,
-                &["kt-audit-silence", cluster, source, &s.last.to_string()],
-                cluster,
-                source,
+                &["kt-audit-silence", &cluster, &source, &s.last.to_string()],
+                &cluster,
+                &source,
                 vec![s.last_audit_id.clone()],
                 s.last,
                 now,
@@ -467,36 +578,44 @@ impl Watch {
         out: &mut Vec<Alert>,
     ) {
         let key = (cluster.to_string(), source.to_string());
-        let s = match self.sources.get_mut(&key) {
-            Some(s) => s,
-            None => {
-                if self.sources.len() >= self.cfg.max_sources {
-                    self.stats.sources_over_limit += 1;
-                    return;
-                }
-                self.sources.entry(key.clone()).or_insert(Source {
-                    first: at,
-                    last: at,
-                    last_audit_id: String::new(),
-                    hours: Hours::default(),
-                    silent: false,
-                })
+        if !self.sources.contains_key(&key) && self.sources.len() >= self.cfg.max_sources {
+            // Full: what has not sent for a week goes first.
+            let clock = self.clock;
+            self.sources
+                .retain(|_, s| clock.saturating_sub(s.last) < STALE);
+            if self.sources.len() >= self.cfg.max_sources {
+                self.stats.sources_over_limit += 1;
+                return;
             }
-        };
+        }
+        let s = self.sources.entry(key).or_insert_with(|| Source {
+            first: at,
+            last: at,
+            last_audit_id: String::new(),
+            hours: Hours::default(),
+            silent: false,
+            busy: false,
+        });
         let hour = at.div_euclid(HOUR);
         if at < s.last {
             // Out of order (a late stage, a replayed batch): counted, never a pause.
             if s.hours.get(hour).is_some() {
-                s.hours.slot(hour).count += 1;
+                s.hours.add(hour);
             }
             return;
         }
         let gap = at - s.last;
         let from = s.last;
+        if hour > from.div_euclid(HOUR) && !s.busy {
+            // A new hour: judge whether the source is busy from the hours it completed.
+            s.busy = s.per_hour() >= BUSY_PER_HOUR;
+        }
         if s.silent {
             s.silent = false;
-            for h in from.div_euclid(HOUR)..=hour {
-                s.hours.slot(h).cut = true;
+            for h in from.div_euclid(HOUR).max(hour - HOURS as i64)..=hour {
+                if let Some(slot) = s.hours.slot(h) {
+                    slot.cut = true;
+                }
             }
             self.stats.resumptions += 1;
             if let Some(rule) = &self.rules.resumed {
@@ -519,11 +638,10 @@ impl Watch {
                     summary,
                 ));
             }
-        } else {
-            let slot = s.hours.slot(hour);
+        } else if let Some(slot) = s.hours.slot(hour) {
             slot.max_gap = slot.max_gap.max(gap);
         }
-        s.hours.slot(hour).count += 1;
+        s.hours.add(hour);
         s.last = at;
         s.last_audit_id.clear();
         s.last_audit_id.push_str(&event.audit_id);
@@ -541,34 +659,34 @@ impl Watch {
             Some(o) => (&*o.api_group, &*o.resource, &*o.subresource, &*o.namespace),
             None => ("", "", "", ""),
         };
-        let key = hash64(
-            &[
-                cluster,
-                group,
-                resource,
-                sub,
-                &event.verb,
-                ns,
-                class.as_str(),
-            ]
-            .join("\u{1f}"),
-        );
+        let key = hash_parts(&[
+            cluster,
+            group,
+            resource,
+            sub,
+            &event.verb,
+            ns,
+            class.as_str(),
+        ]);
         let level = event.level;
-        let f = match self.floors.get_mut(&key) {
-            Some(f) => f,
-            None => {
-                if self.floors.len() >= self.cfg.max_kinds {
-                    self.stats.kinds_over_limit += 1;
-                    return;
-                }
-                self.floors.entry(key).or_insert(Floor {
-                    seen: 0,
-                    floor: level,
-                    run: 0,
-                    since: at,
-                })
+        if !self.floors.contains_key(&key) && self.floors.len() >= self.cfg.max_kinds {
+            // Full: kinds not seen for a week go first.
+            let clock = self.clock;
+            self.floors
+                .retain(|_, f| clock.saturating_sub(f.last) < STALE);
+            if self.floors.len() >= self.cfg.max_kinds {
+                self.stats.kinds_over_limit += 1;
+                return;
             }
-        };
+        }
+        let f = self.floors.entry(key).or_insert(Floor {
+            seen: 0,
+            floor: level,
+            run: 0,
+            since: at,
+            last: at,
+        });
+        f.last = f.last.max(at);
         if f.seen < LEARN {
             f.seen += 1;
             f.floor = f.floor.min(level);
@@ -644,33 +762,38 @@ impl Watch {
     ) {
         let hour = at.div_euclid(HOUR);
         // The cluster's hour turns: judge the hour that just ended.
+        if !self.clusters.contains_key(cluster) && self.clusters.len() >= MAX_CLUSTERS {
+            self.stats.kinds_over_limit += 1;
+            return;
+        }
         let rhythm = self.clusters.entry(cluster.to_string()).or_default();
         let turned = (hour > rhythm.hour).then_some(rhythm.hour);
         if turned.is_some() {
             rhythm.hour = hour;
         }
-        rhythm.hours.slot(hour).count += 1;
+        rhythm.hours.add(hour);
         if let Some(ended) = turned
             && ended == hour - 1
         {
             self.vanished(cluster, ended, out);
         }
-        if !matches!(
-            class,
-            IdentityClass::ControlPlane
-                | IdentityClass::Node
-                | IdentityClass::ServiceAccount
-                | IdentityClass::CloudManaged
-        ) {
+        // The control plane and the nodes never sleep; people, workloads and operators come and go (and
+        // anyone who runs a workload could page by stopping one).
+        if !matches!(class, IdentityClass::ControlPlane | IdentityClass::Node) {
             return;
         }
         let Some(o) = event.object_ref.as_ref().filter(|o| !o.resource.is_empty()) else {
             return;
         };
-        let key = hash64(&[cluster, &o.api_group, &o.resource, class.as_str()].join("\u{1f}"));
+        let key = hash_parts(&[cluster, &o.api_group, &o.resource, class.as_str()]);
         if !self.presence.contains_key(&key) && self.presence.len() >= self.cfg.max_kinds {
-            self.stats.kinds_over_limit += 1;
-            return;
+            let clock = self.clock;
+            self.presence
+                .retain(|_, p| clock.saturating_sub(p.last) < STALE);
+            if self.presence.len() >= self.cfg.max_kinds {
+                self.stats.kinds_over_limit += 1;
+                return;
+            }
         }
         let p = self.presence.entry(key).or_insert_with(|| Presence {
             cluster: cluster.to_string(),
@@ -681,22 +804,23 @@ impl Watch {
             last: at,
             alerted: false,
         });
-        p.hours.slot(hour).count += 1;
+        p.hours.add(hour);
         p.last = p.last.max(at);
         p.alerted = false;
     }
 
-    /// Kinds of `cluster` that were present every hour and are absent in `ended`, while the cluster was not.
+    /// Kinds of `cluster` present every hour that are absent in `ended`, while the cluster was not silent.
+    /// The hour before `ended` may be partly present (a kind cut early in an hour is judged in the next one);
+    /// the six before it must each hold [`PRESENT_MIN`].
     fn vanished(&mut self, cluster: &str, ended: i64, out: &mut Vec<Alert>) {
         let Some(rhythm) = self.clusters.get(cluster) else {
             return;
         };
-        let before = ended - PRESENT_HOURS..ended;
-        let usual = median(before.clone().map(|h| rhythm.hours.count(h)).collect()).unwrap_or(0);
         let sent = rhythm.hours.count(ended);
-        if usual == 0 || sent < usual / 2 {
-            return;
+        if sent == 0 {
+            return; // the whole cluster was silent: that is kt-audit-silence's
         }
+        let before = ended - 1 - PRESENT_HOURS..ended - 1;
         let mut gone: Vec<&mut Presence> = self
             .presence
             .values_mut()
@@ -704,6 +828,7 @@ impl Watch {
                 !p.alerted
                     && p.cluster == cluster
                     && p.hours.count(ended) == 0
+                    && p.hours.count(ended - 1) > 0
                     && before.clone().all(|h| p.hours.count(h) >= PRESENT_MIN)
             })
             .collect();
@@ -760,7 +885,30 @@ impl Watch {
     }
 }
 
+/// The name of the kube-apiserver identity Lease an event writes (by `system:apiserver`, in kube-system,
+/// named `apiserver-*`), if it does.
+fn apiserver_lease<'e>(event: &'e Event<'_>) -> Option<&'e str> {
+    let o = event.object_ref.as_ref()?;
+    (o.resource == "leases"
+        && o.namespace == "kube-system"
+        && o.name.starts_with("apiserver-")
+        && event.user.username == "system:apiserver"
+        && matches!(&*event.verb, "create" | "update" | "patch" | "delete"))
+    .then_some(&*o.name)
+}
+
 fn who(cluster: &str, source: &str) -> String {
+    if let Some(lease) = source.strip_prefix(LEASE_SOURCE) {
+        let of = if cluster.is_empty() {
+            String::new()
+        } else {
+            format!(" of cluster `{cluster}`")
+        };
+        return format!(
+            "kube-apiserver `{lease}`{of} (the renewals of its identity Lease, while the cluster's other \
+             requests go on)"
+        );
+    }
     match (cluster, source) {
         ("", "") => "the audit input".to_string(),
         ("", s) => format!("source `{s}`"),
@@ -1181,5 +1329,225 @@ mod tests {
         }
         assert_eq!(w.state().floors.len(), 10);
         assert_eq!(w.stats().kinds_over_limit, 10);
+    }
+
+    fn apiserver_renewal(name: &str) -> Req<'_> {
+        Req {
+            user: "system:apiserver",
+            groups: r#""system:masters""#,
+            verb: "update",
+            resource: "leases",
+            ns: "kube-system",
+            level: "Metadata",
+        }
+        .named(name)
+    }
+
+    impl<'a> Req<'a> {
+        /// The request with an object name (through the namespace field's JSON, which `json` prints raw).
+        fn named(self, name: &'a str) -> Req<'a> {
+            Req {
+                resource: "leases",
+                ns: leak(format!(r#"kube-system","name":"{name}"#)),
+                ..self
+            }
+        }
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    /// Three apiservers behind one webhook identity: when one's trail is cut (its Lease renewals stop while
+    /// the others go on) that apiserver alone is silent; when the whole stream stops, only the source is.
+    #[test]
+    fn one_apiserver_of_several_cut_is_seen_and_a_whole_cut_alerts_once() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let names = ["apiserver-aaa", "apiserver-bbb", "apiserver-ccc"];
+        let mut id = 0;
+        let mut feed_all = |w: &mut Watch, at: i64, with: &[&str], out: &mut Vec<Alert>| {
+            for n in with {
+                id += 1;
+                feed(w, at, id, &apiserver_renewal(n), true, out);
+            }
+            id += 1;
+            feed(w, at + 1, id, &LEASE, true, out);
+        };
+        for at in (T0..T0 + 3 * HOUR).step_by(10_000) {
+            feed_all(&mut w, at, &names, &mut out);
+        }
+        // apiserver-bbb's audit output is cut; the other two go on.
+        for at in (T0 + 3 * HOUR..T0 + 4 * HOUR).step_by(10_000) {
+            feed_all(&mut w, at, &[names[0], names[2]], &mut out);
+        }
+        assert_eq!(ids(&out), ["kt-audit-silence"], "{out:#?}");
+        assert!(
+            out[0].summary.contains("kube-apiserver `apiserver-bbb`"),
+            "{}",
+            out[0].summary
+        );
+        // Then everything stops: one alert for the source, none for the apiservers' Leases.
+        out.clear();
+        w.advance_ms(T0 + 5 * HOUR, &mut out);
+        assert_eq!(ids(&out), ["kt-audit-silence"]);
+        assert!(
+            out[0].summary.contains("webhook:apiserver"),
+            "{}",
+            out[0].summary
+        );
+    }
+
+    /// A line dated in the future (a skewed clock, a forged line) in `detect` is not believed: the cut
+    /// after it is still seen.
+    #[test]
+    fn a_future_event_does_not_blind_detect() {
+        let mut w = watch().believing_until(T0 + 10 * HOUR);
+        let mut out = Vec::new();
+        let mut id = 0;
+        for at in (T0..T0 + 2 * HOUR).step_by(10_000) {
+            id += 1;
+            feed(&mut w, at, id, &LEASE, false, &mut out);
+        }
+        feed(&mut w, T0 + 1000 * HOUR, 0, &LEASE, false, &mut out);
+        assert!(out.is_empty(), "{:?}", ids(&out));
+        assert_eq!(w.stats().future_events, 1);
+        for at in (T0 + 2 * HOUR + 30 * 60_000..T0 + 3 * HOUR).step_by(10_000) {
+            id += 1;
+            feed(&mut w, at, id, &LEASE, false, &mut out);
+        }
+        assert_eq!(ids(&out), ["kt-audit-silence", "kt-audit-resumed"]);
+    }
+
+    /// A late event of a day ago must not wipe the hour that now uses its slot.
+    #[test]
+    fn an_old_hour_never_wipes_the_current_one() {
+        let mut h = Hours::default();
+        for _ in 0..5 {
+            h.add(100);
+        }
+        h.add(100 - HOURS as i64);
+        assert_eq!(h.count(100), 5);
+        assert!(h.slot(100 - HOURS as i64).is_none());
+    }
+
+    /// Events the apiserver cut for size are recorded at a lower level than their rule: they teach no floor
+    /// and raise no drift (else three big objects would lower the floor for good).
+    #[test]
+    fn truncated_events_are_no_drift() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let mut r = Req {
+            user: "alice",
+            groups: "",
+            verb: "create",
+            resource: "pods",
+            ns: "prod",
+            level: "Request",
+        };
+        for id in 0..30 {
+            feed(&mut w, T0 + id as i64 * 1000, id, &r, false, &mut out);
+        }
+        r.level = "Metadata";
+        for id in 30..40 {
+            let text = json(T0 + id as i64 * 1000, id, &r).replace(
+                r#""stage":"#,
+                r#""annotations":{"audit.k8s.io/truncated":"true"},"stage":"#,
+            );
+            w.observe("c1", "s", None, &Event::parse(&text).unwrap(), &mut out);
+        }
+        assert!(out.is_empty(), "{:?}", ids(&out));
+    }
+
+    /// A busy source whose pauses were trained to grow (or that learns again) is never allowed more than
+    /// two hours of quiet.
+    #[test]
+    fn a_busy_source_has_a_ceiling() {
+        let mut s = Source {
+            first: T0,
+            last: T0 + 30 * HOUR,
+            last_audit_id: String::new(),
+            hours: Hours::default(),
+            silent: false,
+            busy: false,
+        };
+        // Every hour: a pause of 90 minutes ended in it, and few events.
+        for h in T0 / HOUR..T0 / HOUR + 30 {
+            let slot = s.hours.slot(h).unwrap();
+            slot.count = 2;
+            slot.max_gap = 90 * 60_000;
+        }
+        assert_eq!(
+            s.allowed(300_000),
+            Some(10 * HOUR),
+            "trained: twenty of its intervals"
+        );
+        s.busy = true;
+        assert_eq!(s.allowed(300_000), Some(BUSY_CEILING));
+        s.hours = Hours::default();
+        assert_eq!(
+            s.allowed(300_000),
+            Some(BUSY_CEILING),
+            "idling is no excuse"
+        );
+    }
+
+    /// What was learned comes back after a restart, but a clock that ran ahead does not.
+    #[test]
+    fn restore_takes_back_what_was_learned_but_not_a_clock_ahead() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        for (id, at) in (T0..T0 + 3 * HOUR).step_by(10_000).enumerate() {
+            feed(&mut w, at, id as u64, &LEASE, true, &mut out);
+        }
+        w.advance_ms(T0 + 100 * HOUR, &mut out);
+        out.clear();
+        let state: WatchState =
+            serde_json::from_str(&serde_json::to_string(&w.state()).unwrap()).unwrap();
+        let mut back = watch();
+        back.restore(state, T0 + 3 * HOUR);
+        assert!(back.clock <= T0 + 3 * HOUR);
+        back.sources.values_mut().for_each(|s| s.silent = false);
+        back.advance_ms(T0 + 3 * HOUR + 10 * 60_000, &mut out);
+        assert_eq!(
+            ids(&out),
+            ["kt-audit-silence"],
+            "judged at once, without learning again"
+        );
+    }
+
+    /// Node leases cut a minute into an hour, being most of the cluster's volume: still a drift, judged in
+    /// the next hour (a cut early in an hour, or a cut of most of the traffic, must not hide it).
+    #[test]
+    fn a_kind_cut_early_in_an_hour_and_most_of_the_volume_is_a_drift() {
+        let mut w = watch();
+        let mut out = Vec::new();
+        let pods = Req {
+            user: "system:kube-controller-manager",
+            groups: "",
+            verb: "list",
+            resource: "pods",
+            ns: "",
+            level: "Metadata",
+        };
+        let cut = T0 + 8 * HOUR + 60_000;
+        let mut id = 0;
+        for at in (T0..T0 + 11 * HOUR).step_by(10_000) {
+            let reqs: &[&Req<'_>] = if at < cut {
+                &[&LEASE, &LEASE, &LEASE, &LEASE, &pods]
+            } else {
+                &[&pods]
+            };
+            for r in reqs {
+                id += 1;
+                feed(&mut w, at, id, r, false, &mut out);
+            }
+        }
+        assert_eq!(ids(&out), ["kt-policy-drift"], "{out:#?}");
+        assert!(
+            out[0].summary.contains("node identities"),
+            "{}",
+            out[0].summary
+        );
     }
 }

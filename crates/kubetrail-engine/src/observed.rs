@@ -57,7 +57,9 @@ fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The SQL of [`observed`]: at most `limit + 1` rows, the most frequent first.
+/// The SQL of [`observed`]: at most `limit + 1` rows, the most frequent first. Refused and failed requests
+/// are left out: their namespaces, resources and paths are the caller's to choose, and a flood of made-up
+/// ones would push a real kind past the limit.
 fn observed_sql(named_users: &[&str], limit: usize) -> String {
     let mut named = String::from("\"user\" = ''");
     if !named_users.is_empty() {
@@ -72,7 +74,8 @@ fn observed_sql(named_users: &[&str], limit: usize) -> String {
          coalesce(subresource, '') AS subresource, \
          CASE WHEN resource IS NULL THEN split_part(uri, '?', 1) ELSE '' END AS path, verb, \
          coalesce(namespace, '') AS namespace, \"user\", \
-         CASE WHEN {named} THEN \"user\" END AS named, groups, level, stage, \"time\" FROM events) AS e \
+         CASE WHEN {named} THEN \"user\" END AS named, groups, level, stage, \"time\" FROM events \
+         WHERE code IS NULL OR code < 400) AS e \
          GROUP BY cluster, api_group, resource, subresource, path, verb, namespace, named, groups, level, stage \
          ORDER BY n DESC, cluster, api_group, resource, subresource, path, verb, namespace, \"user\", level, stage \
          LIMIT {}",

@@ -271,9 +271,10 @@ impl GapsRequest {
         Ok(())
     }
 
-    /// The end of the range, in microseconds.
+    /// The end of the range, in microseconds: never after now (a source is not silent in the future).
     fn end_us(&self) -> i64 {
-        self.until.map_or(self.now_us, |t| t.as_microsecond())
+        self.until
+            .map_or(self.now_us, |t| t.as_microsecond().min(self.now_us))
     }
 
     /// `from X to Y` of the title.

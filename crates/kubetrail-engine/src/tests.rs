@@ -993,3 +993,19 @@ fn gaps_an_import_is_not_silent_after_it_ends() {
     let sources: Vec<&str> = r.sections[0].rows.iter().map(|r| r[1].as_str()).collect();
     assert_eq!(sources, [STEADY], "{:?}", r.sections[0].rows);
 }
+
+/// A range that ends in the future ends now: nobody is silent in the future.
+#[test]
+fn gaps_a_range_ending_in_the_future_ends_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<_> = (0..60)
+        .map(|k| ("prod", STEADY, T0 + k * 10 * SEC))
+        .collect();
+    let root = store_received(dir.path(), &events);
+    let req = reports::GapsRequest {
+        now_us: T0 + 600 * SEC,
+        ..gaps_request(Some(T0), Some(T0 + 24 * 3600 * SEC))
+    };
+    let r = report(&root, reports::ReportRequest::Gaps(req));
+    assert!(r.sections[0].rows.is_empty(), "{:?}", r.sections[0].rows);
+}

@@ -587,9 +587,23 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
-/// A double-quoted YAML string (JSON's quoting is YAML's).
+/// A double-quoted YAML string: JSON's quoting, with every character outside printable ASCII escaped
+/// (`\uXXXX`), since YAML 1.1 parsers (kube-apiserver's) break lines at U+0085, U+2028 and U+2029 even inside
+/// quotes, and names in it come from requests.
 fn yaml_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xffff => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A YAML flow sequence of double-quoted strings.
@@ -619,8 +633,10 @@ fn namespaces_text<'n>(names: impl IntoIterator<Item = &'n str>) -> String {
 
 /// A comment's text on one line: control characters (a line break would end the comment) as spaces.
 fn comment_safe(s: &str) -> String {
+    // Printable ASCII only: a YAML 1.1 parser ends a comment at U+0085, U+2028 or U+2029 too, and what
+    // follows would be read as rules.
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
         .collect()
 }
 
@@ -1614,5 +1630,22 @@ rules:
         assert_eq!(policy.rules.len(), 1);
         assert_eq!(policy.rules[0].verbs, [r.verb.clone()]);
         assert!(diff(&o, &policy).is_empty());
+    }
+
+    /// Names come from requests: no character a YAML 1.1 parser breaks lines at survives into the output,
+    /// in values or comments, and escaped values read back as they were.
+    #[test]
+    fn names_cannot_break_out_of_strings_or_comments() {
+        let evil = "x\u{2028}  - level: None\u{2029}\u{85}#\"\\😀";
+        let quoted = yaml_string(evil);
+        assert!(quoted.is_ascii(), "{quoted}");
+        assert_eq!(
+            quoted,
+            r#""x\u2028  - level: None\u2029\u0085#\"\\\U0001f600""#
+        );
+        let back: Vec<saphyr::Yaml> = saphyr::LoadableYamlNode::load_from_str(&quoted).unwrap();
+        assert_eq!(back[0].as_str(), Some(evil));
+        assert!(comment_safe(evil).is_ascii());
+        assert!(!comment_safe(evil).contains('\u{2028}'));
     }
 }

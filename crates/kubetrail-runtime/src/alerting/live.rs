@@ -182,7 +182,7 @@ impl Detector {
         let path = self.dir.join("alerts").join(WATCH_STATE);
         match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(state) => watch.restore(state),
+                Ok(state) => watch.restore(state, jiff::Timestamp::now().as_millisecond()),
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     error = %e,
@@ -209,7 +209,11 @@ impl Detector {
         let tmp = path.with_extension("json.tmp");
         let r = serde_json::to_vec(&w.state())
             .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|bytes| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
             .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = r {
             tracing::warn!(path = %path.display(), error = %e, "cannot save the stream watch's state");
@@ -438,6 +442,9 @@ impl Detector {
         if next > from {
             self.cursor.commit(next)?;
             self.position.store(next, Ordering::SeqCst);
+        }
+        // What the watch learned, and a silence it raised (no record moved for it), survive a restart.
+        if next > from || out.iter().any(|a| is_stream_rule(&a.rule.id)) {
             self.save_watch(false);
         }
         self.publish();

@@ -531,6 +531,13 @@ fn observed(args: ObservedArgs) -> anyhow::Result<Outcome> {
                 seen.last
             );
         }
+        if differences.is_empty() && found.truncated {
+            bail!(
+                "no difference among the {} most frequent kinds of requests, but the range holds more: the \
+                 comparison is incomplete; narrow it (--since, --until, --cluster)",
+                crate::report::thousands(kubetrail_engine::observed::MAX_ROWS as u64)
+            );
+        }
         return Ok(if differences.is_empty() {
             Outcome::Ok
         } else {
