@@ -183,10 +183,7 @@ static FIXTURES: &[Fixture] = fixture_dirs![
     "kt-workload-change",
 ];
 
-/// The stream rules: alerts about the audit stream as a whole (`kt-audit-silence`, `kt-audit-resumed`,
-/// `kt-policy-drift`), which `kubetrail_detect::watch` raises from what it learns of each source and kind of
-/// request rather than from one event. Their files hold the same metadata as a Sigma rule (title, id, level,
-/// tags, description, false positives, runbook) and no detection.
+/// Every file of `stream/` (see [`stream`]).
 static STREAM: &[BuiltinFile] = &[
     BuiltinFile {
         name: "kt-audit-silence.yml",
@@ -202,7 +199,10 @@ static STREAM: &[BuiltinFile] = &[
     },
 ];
 
-/// The stream rules' files (see [`STREAM`]).
+/// The stream rules: alerts about the audit stream as a whole (`kt-audit-silence`, `kt-audit-resumed`,
+/// `kt-policy-drift`), which `kubetrail_detect::watch` raises from what it learns of each source and kind of
+/// request rather than from one event. Their files hold the same metadata as a Sigma rule (title, id, level,
+/// tags, description, false positives, runbook) and no detection.
 pub fn stream() -> &'static [BuiltinFile] {
     STREAM
 }
