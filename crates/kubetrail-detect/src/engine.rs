@@ -139,6 +139,11 @@ struct Core {
     timestamp: Slot,
     images: Option<Slot>,
     owner: OwnerSlots,
+    /// What the stream watch reads besides the above ([`Engine::process_seen`]).
+    level: Slot,
+    api_group: Slot,
+    truncated: Slot,
+    cut: Slot,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +319,10 @@ impl Engine {
             stage: ins("stage"),
             timestamp: ins("timestamp"),
             images: None,
+            level: ins("level"),
+            api_group: ins("objectRef.apiGroup"),
+            truncated: ins("annotations.audit.k8s.io/truncated"),
+            cut: ins("annotations.kubetrail.io/truncated"),
             owner: OwnerSlots::new(&mut trie),
         };
         let mut enricher = Enricher::new(
@@ -560,6 +569,56 @@ impl Engine {
         json: &str,
         out: &mut Vec<Alert>,
     ) -> Result<(), EventError> {
+        self.process_inner(cluster, received, json, out, None)
+    }
+
+    /// [`Engine::process_received`], handing `seen` what the stream watch reads of the event, taken from the
+    /// fields extracted for the rules: one pass over the event's JSON for both.
+    pub fn process_seen(
+        &mut self,
+        cluster: &str,
+        received: Option<i64>,
+        json: &str,
+        out: &mut Vec<Alert>,
+        seen: &mut dyn FnMut(&crate::watch::Seen<'_>),
+    ) -> Result<(), EventError> {
+        self.process_inner(cluster, received, json, out, Some(seen))
+    }
+
+    /// What the watch reads of an event, from its extracted fields.
+    fn seen<'f>(&self, f: &'f Fields<'_>) -> crate::watch::Seen<'f> {
+        let c = self.core;
+        let s = |slot| f.first_str(slot).unwrap_or("");
+        crate::watch::Seen {
+            audit_id: s(c.audit_id),
+            level: kubetrail_model::Level::parse(s(c.level))
+                .unwrap_or(kubetrail_model::Level::Metadata),
+            stage: kubetrail_model::Stage::parse(s(c.stage)),
+            verb: s(c.verb),
+            request_uri: s(c.request_uri),
+            username: s(c.username),
+            groups: f.get(c.groups).filter_map(Val::as_str).collect(),
+            api_group: s(c.api_group),
+            resource: s(c.resource),
+            subresource: s(c.subresource),
+            namespace: s(c.namespace),
+            name: s(c.name),
+            code: f.get(c.code).find_map(Val::number).map(|n| n as i64),
+            time: [c.received, c.stage_time, c.timestamp]
+                .into_iter()
+                .find_map(|slot| f.first_str(slot).and_then(parse_time)),
+            truncated: f.has(c.truncated) || f.has(c.cut),
+        }
+    }
+
+    fn process_inner(
+        &mut self,
+        cluster: &str,
+        received: Option<i64>,
+        json: &str,
+        out: &mut Vec<Alert>,
+        seen: Option<&mut dyn FnMut(&crate::watch::Seen<'_>)>,
+    ) -> Result<(), EventError> {
         self.enricher.received = received;
         self.stats.events += 1;
         let f = match self.fields(json) {
@@ -569,6 +628,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        if let Some(seen) = seen {
+            seen(&self.seen(&f));
+        }
         let c = self.core;
         let time = [c.received, c.stage_time, c.timestamp]
             .into_iter()
@@ -1431,5 +1493,24 @@ mod tests {
             fired(&mut e, &event("5", "create"), Some(stage)),
             ["t-start"]
         );
+    }
+
+    /// What the watch reads of an event is the same from the engine's fields (one parse in `detect`) as
+    /// from a parsed event (`serve`).
+    #[test]
+    fn the_watch_sees_the_same_from_fields_as_from_the_event() {
+        let rules = RuleSet::new();
+        let mut e = Engine::new(&rules, Config::default()).unwrap();
+        let json = r#"{"kind":"Event","level":"Request","auditID":"a-1","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/prod/deployments/web/scale","verb":"patch","user":{"username":"alice","groups":["devs","system:authenticated"]},"objectRef":{"resource":"deployments","subresource":"scale","namespace":"prod","name":"web","apiGroup":"apps"},"responseStatus":{"code":403},"annotations":{"audit.k8s.io/truncated":"true"},"requestReceivedTimestamp":"2026-11-25T02:00:00.5Z","stageTimestamp":"2026-11-25T02:00:01Z"}"#;
+        let mut got = None;
+        e.process_seen("c", None, json, &mut Vec::new(), &mut |s| {
+            got = Some(format!("{s:?}"));
+        })
+        .unwrap();
+        let event = kubetrail_model::Event::parse(json).unwrap();
+        let mut want = crate::watch::Seen::from(&event);
+        // The fields hold a list's values last first; the order of groups means nothing to the watch.
+        want.groups.reverse();
+        assert_eq!(got.unwrap(), format!("{want:?}"));
     }
 }

@@ -35,7 +35,7 @@ impl Val<'_> {
         }
     }
 
-    fn number(&self) -> Option<f64> {
+    pub(crate) fn number(&self) -> Option<f64> {
         match self {
             Val::Num(n) => Some(*n),
             Val::Str(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),

@@ -105,6 +105,65 @@ pub struct WatchStats {
     pub future_events: u64,
 }
 
+/// What the watch reads of one event: from a parsed [`Event`] (`serve` has one) or from the fields the rules
+/// engine extracted anyway ([`crate::Engine::process_seen`], so `detect` parses each event once).
+#[derive(Debug, Clone)]
+pub struct Seen<'a> {
+    pub audit_id: &'a str,
+    pub level: kubetrail_model::Level,
+    pub stage: Option<Stage>,
+    pub verb: &'a str,
+    pub request_uri: &'a str,
+    pub username: &'a str,
+    pub groups: Vec<&'a str>,
+    pub api_group: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub code: Option<i64>,
+    /// The event's own time (ms): `requestReceivedTimestamp`, else `stageTimestamp`, else `timestamp`.
+    pub time: Option<i64>,
+    /// Cut for size by the apiserver (`audit.k8s.io/truncated`) or by kubetrail (`kubetrail.io/truncated`).
+    pub truncated: bool,
+}
+
+impl<'a> From<&'a Event<'a>> for Seen<'a> {
+    fn from(e: &'a Event<'a>) -> Seen<'a> {
+        let o = e.object_ref.as_ref();
+        let part =
+            |f: for<'o> fn(&'o kubetrail_model::ObjectReference<'a>) -> &'o str| o.map_or("", f);
+        Seen {
+            audit_id: &e.audit_id,
+            level: e.level,
+            stage: Some(e.stage),
+            verb: &e.verb,
+            request_uri: &e.request_uri,
+            username: &e.user.username,
+            groups: e.user.groups.iter().map(|g| g.as_ref()).collect(),
+            api_group: part(|o| &o.api_group),
+            resource: part(|o| &o.resource),
+            subresource: part(|o| &o.subresource),
+            namespace: part(|o| &o.namespace),
+            name: part(|o| &o.name),
+            code: e
+                .response_status
+                .as_ref()
+                .and_then(|s| s.code)
+                .map(i64::from),
+            time: e
+                .request_received_timestamp
+                .as_deref()
+                .or(e.stage_timestamp.as_deref())
+                .or(e.timestamp.as_deref())
+                .and_then(parse_time),
+            truncated: e.annotations.as_ref().is_some_and(|a| {
+                a.contains_key("audit.k8s.io/truncated") || a.contains_key("kubetrail.io/truncated")
+            }),
+        }
+    }
+}
+
 /// A stream rule's metadata (the files of `kubetrail_rules::stream()`): what its alerts carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamRule {
@@ -440,15 +499,10 @@ impl Watch {
         cluster: &str,
         source: &str,
         received: Option<i64>,
-        event: &Event<'_>,
+        event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
-        let event_time = event
-            .request_received_timestamp
-            .as_deref()
-            .or(event.stage_timestamp.as_deref())
-            .or(event.timestamp.as_deref())
-            .and_then(parse_time);
+        let event_time = event.time;
         // An import's receipts are the import's own time: its events are judged on their own, and it is no
         // sender that can fall silent.
         let import = source == IMPORT;
@@ -460,11 +514,7 @@ impl Watch {
             self.stats.future_events += 1;
             return;
         }
-        let failed = event
-            .response_status
-            .as_ref()
-            .and_then(|s| s.code)
-            .is_some_and(|c| c >= 400);
+        let failed = event.code.is_some_and(|c| c >= 400);
         if !import {
             // Receipts come in the log's order and event times in the file's: either moves the clock, so a
             // gap in a backlog read late is judged as when it happened.
@@ -483,16 +533,10 @@ impl Watch {
         // Levels are learned from requests that did something: a refused or failed request's resource and
         // namespace are the caller's to choose, so they would let anyone fill the kinds with names. An event
         // the apiserver (or kubetrail) cut for size is recorded at a lower level than its rule says.
-        let truncated = event.annotations.as_ref().is_some_and(|a| {
-            a.contains_key("audit.k8s.io/truncated") || a.contains_key("kubetrail.io/truncated")
-        });
-        if event.stage == Stage::RequestReceived || failed || truncated {
+        if event.stage == Some(Stage::RequestReceived) || failed || event.truncated {
             return;
         }
-        let class = IdentityClass::of(
-            &event.user.username,
-            event.user.groups.iter().map(|g| g.as_ref()),
-        );
+        let class = IdentityClass::of(event.username, event.groups.iter().copied());
         self.floor(cluster, class, at, event, out);
         self.presence(cluster, class, at, event, out);
     }
@@ -574,7 +618,7 @@ impl Watch {
         cluster: &str,
         source: &str,
         at: i64,
-        event: &Event<'_>,
+        event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
         let key = (cluster.to_string(), source.to_string());
@@ -644,7 +688,7 @@ impl Watch {
         s.hours.add(hour);
         s.last = at;
         s.last_audit_id.clear();
-        s.last_audit_id.push_str(&event.audit_id);
+        s.last_audit_id.push_str(event.audit_id);
     }
 
     fn floor(
@@ -652,19 +696,21 @@ impl Watch {
         cluster: &str,
         class: IdentityClass,
         at: i64,
-        event: &Event<'_>,
+        event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
-        let (group, resource, sub, ns) = match event.object_ref.as_ref() {
-            Some(o) => (&*o.api_group, &*o.resource, &*o.subresource, &*o.namespace),
-            None => ("", "", "", ""),
-        };
+        let (group, resource, sub, ns) = (
+            event.api_group,
+            event.resource,
+            event.subresource,
+            event.namespace,
+        );
         let key = hash_parts(&[
             cluster,
             group,
             resource,
             sub,
-            &event.verb,
+            event.verb,
             ns,
             class.as_str(),
         ]);
@@ -711,7 +757,7 @@ impl Watch {
         let Some(rule) = &self.rules.drift else {
             return;
         };
-        let what = kind(&event.verb, group, resource, sub, ns, class);
+        let what = kind(event.verb, group, resource, sub, ns, class);
         let lost = match (was, level) {
             (kubetrail_model::Level::RequestResponse, kubetrail_model::Level::Request) => {
                 "the response bodies are no longer recorded"
@@ -734,13 +780,13 @@ impl Watch {
                 &since.to_string(),
             ],
             cluster,
-            &event.user.username,
+            event.username,
             vec![event.audit_id.to_string()],
             since,
             at,
             summary,
         );
-        a.actor.groups = event.user.groups.iter().map(|g| g.to_string()).collect();
+        a.actor.groups = event.groups.iter().map(|g| g.to_string()).collect();
         a.target = Some(Target {
             verb: event.verb.to_string(),
             resource: (!resource.is_empty()).then(|| resource.to_string()),
@@ -757,7 +803,7 @@ impl Watch {
         cluster: &str,
         class: IdentityClass,
         at: i64,
-        event: &Event<'_>,
+        event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
         let hour = at.div_euclid(HOUR);
@@ -782,10 +828,10 @@ impl Watch {
         if !matches!(class, IdentityClass::ControlPlane | IdentityClass::Node) {
             return;
         }
-        let Some(o) = event.object_ref.as_ref().filter(|o| !o.resource.is_empty()) else {
+        if event.resource.is_empty() {
             return;
-        };
-        let key = hash_parts(&[cluster, &o.api_group, &o.resource, class.as_str()]);
+        }
+        let key = hash_parts(&[cluster, event.api_group, event.resource, class.as_str()]);
         if !self.presence.contains_key(&key) && self.presence.len() >= self.cfg.max_kinds {
             let clock = self.clock;
             self.presence
@@ -797,8 +843,8 @@ impl Watch {
         }
         let p = self.presence.entry(key).or_insert_with(|| Presence {
             cluster: cluster.to_string(),
-            group: o.api_group.to_string(),
-            resource: o.resource.to_string(),
+            group: event.api_group.to_string(),
+            resource: event.resource.to_string(),
             class,
             hours: Hours::default(),
             last: at,
@@ -887,14 +933,13 @@ impl Watch {
 
 /// The name of the kube-apiserver identity Lease an event writes (by `system:apiserver`, in kube-system,
 /// named `apiserver-*`), if it does.
-fn apiserver_lease<'e>(event: &'e Event<'_>) -> Option<&'e str> {
-    let o = event.object_ref.as_ref()?;
-    (o.resource == "leases"
-        && o.namespace == "kube-system"
-        && o.name.starts_with("apiserver-")
-        && event.user.username == "system:apiserver"
-        && matches!(&*event.verb, "create" | "update" | "patch" | "delete"))
-    .then_some(&*o.name)
+fn apiserver_lease<'e>(event: &Seen<'e>) -> Option<&'e str> {
+    (event.resource == "leases"
+        && event.namespace == "kube-system"
+        && event.name.starts_with("apiserver-")
+        && event.username == "system:apiserver"
+        && matches!(event.verb, "create" | "update" | "patch" | "delete"))
+    .then_some(event.name)
 }
 
 fn who(cluster: &str, source: &str) -> String {
@@ -1060,7 +1105,13 @@ mod tests {
     fn feed(w: &mut Watch, at: i64, id: u64, r: &Req<'_>, received: bool, out: &mut Vec<Alert>) {
         let text = json(at, id, r);
         let e = Event::parse(&text).expect("event");
-        w.observe("c1", "webhook:apiserver", received.then_some(at), &e, out);
+        w.observe(
+            "c1",
+            "webhook:apiserver",
+            received.then_some(at),
+            &Seen::from(&e),
+            out,
+        );
     }
 
     fn ids(out: &[Alert]) -> Vec<&str> {
@@ -1317,7 +1368,7 @@ mod tests {
             let text = json(T0 + id as i64, id, &Req { ns: &ns, ..LEASE })
                 .replace(r#""stage":"#, r#""responseStatus":{"code":404},"stage":"#);
             let e = Event::parse(&text).unwrap();
-            w.observe("c1", "s", None, &e, &mut out);
+            w.observe("c1", "s", None, &Seen::from(&e), &mut out);
         }
         assert_eq!(w.state().floors.len(), 0);
         // Successful ones fill the kinds up to the bound, and the rest are counted.
@@ -1325,7 +1376,7 @@ mod tests {
             let ns = format!("ns-{id}");
             let text = json(T0 + 2000 + id as i64, id, &Req { ns: &ns, ..LEASE });
             let e = Event::parse(&text).unwrap();
-            w.observe("c1", "s", None, &e, &mut out);
+            w.observe("c1", "s", None, &Seen::from(&e), &mut out);
         }
         assert_eq!(w.state().floors.len(), 10);
         assert_eq!(w.stats().kinds_over_limit, 10);
@@ -1454,7 +1505,8 @@ mod tests {
                 r#""stage":"#,
                 r#""annotations":{"audit.k8s.io/truncated":"true"},"stage":"#,
             );
-            w.observe("c1", "s", None, &Event::parse(&text).unwrap(), &mut out);
+            let e = Event::parse(&text).unwrap();
+            w.observe("c1", "s", None, &Seen::from(&e), &mut out);
         }
         assert!(out.is_empty(), "{:?}", ids(&out));
     }

@@ -401,7 +401,8 @@ impl Detector {
                         sightings.extend(self.tracker.observe(e));
                         if let Some(w) = &mut self.watch {
                             let received = rec.received_us.div_euclid(1000);
-                            w.observe(&rec.cluster, &rec.source, Some(received), e, &mut out);
+                            let seen = kubetrail_detect::watch::Seen::from(e);
+                            w.observe(&rec.cluster, &rec.source, Some(received), &seen, &mut out);
                         }
                     }
                     let mut fresh = out.split_off(before);

@@ -127,13 +127,13 @@ pub fn run(args: DetectArgs) -> anyhow::Result<Outcome> {
         });
         for chunk in rx {
             for (json, at) in chunk {
-                match engine.process(&json, &mut batch) {
-                    Ok(()) => {
-                        if let Ok(event) = kubetrail_model::Event::parse(&json) {
-                            watch.observe("", "", None, &event, &mut batch);
-                        }
-                        keep(&mut batch)
-                    }
+                let mut stream = Vec::new();
+                let r = engine.process_seen("", None, &json, &mut batch, &mut |seen| {
+                    watch.observe("", "", None, seen, &mut stream)
+                });
+                batch.append(&mut stream);
+                match r {
+                    Ok(()) => keep(&mut batch),
                     Err(e) => invalid.push((at, e.to_string())),
                 }
             }
