@@ -422,6 +422,8 @@ pub struct Watch {
     cfg: WatchConfig,
     rules: StreamRules,
     sources: HashMap<(String, String), Source>,
+    /// The (cluster, source) of the last event: [`Watch::source`]'s key without an allocation per event.
+    key: (String, String),
     floors: HashMap<u64, Floor>,
     presence: HashMap<u64, Presence>,
     clusters: HashMap<String, ClusterRhythm>,
@@ -436,6 +438,7 @@ impl Watch {
             cfg,
             rules,
             sources: HashMap::new(),
+            key: Default::default(),
             floors: HashMap::new(),
             presence: HashMap::new(),
             clusters: HashMap::new(),
@@ -544,14 +547,19 @@ impl Watch {
     /// Moves the clock to `now` (`serve`: its wall clock, every second or so, once it has read what the log
     /// holds): sources silent for longer than they are allowed alert.
     pub fn advance(&mut self, now: jiff::Timestamp, out: &mut Vec<Alert>) {
-        self.advance_ms(now.as_millisecond(), out);
+        let now = now.as_millisecond();
+        // A wall clock set back by more than an hour checks again at once (event times going back, a watch's
+        // late stage, never do: that would be a check per such event).
+        if now < self.checked.saturating_sub(HOUR) {
+            self.checked = i64::MIN;
+        }
+        self.advance_ms(now, out);
     }
 
     fn advance_ms(&mut self, now: i64, out: &mut Vec<Alert>) {
         self.clock = self.clock.max(now);
-        // Checked every second of the clock; a clock set back by more than an hour checks again at once.
-        if now < self.checked.saturating_add(CHECK_EVERY) && now > self.checked.saturating_sub(HOUR)
-        {
+        // Checked every second of the clock.
+        if now < self.checked.saturating_add(CHECK_EVERY) {
             return;
         }
         self.checked = now;
@@ -621,8 +629,12 @@ impl Watch {
         event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
-        let key = (cluster.to_string(), source.to_string());
-        if !self.sources.contains_key(&key) && self.sources.len() >= self.cfg.max_sources {
+        // Events come in runs from one source: its key is made once per run, not per event.
+        if self.key.0 != cluster || self.key.1 != source {
+            self.key = (cluster.to_string(), source.to_string());
+        }
+        let key = &self.key;
+        if !self.sources.contains_key(key) && self.sources.len() >= self.cfg.max_sources {
             // Full: what has not sent for a week goes first.
             let clock = self.clock;
             self.sources
@@ -632,14 +644,22 @@ impl Watch {
                 return;
             }
         }
-        let s = self.sources.entry(key).or_insert_with(|| Source {
-            first: at,
-            last: at,
-            last_audit_id: String::new(),
-            hours: Hours::default(),
-            silent: false,
-            busy: false,
-        });
+        if !self.sources.contains_key(key) {
+            self.sources.insert(
+                key.clone(),
+                Source {
+                    first: at,
+                    last: at,
+                    last_audit_id: String::new(),
+                    hours: Hours::default(),
+                    silent: false,
+                    busy: false,
+                },
+            );
+        }
+        let Some(s) = self.sources.get_mut(&self.key) else {
+            return;
+        };
         let hour = at.div_euclid(HOUR);
         if at < s.last {
             // Out of order (a late stage, a replayed batch): counted, never a pause.
@@ -812,7 +832,13 @@ impl Watch {
             self.stats.kinds_over_limit += 1;
             return;
         }
-        let rhythm = self.clusters.entry(cluster.to_string()).or_default();
+        if !self.clusters.contains_key(cluster) {
+            self.clusters
+                .insert(cluster.to_string(), ClusterRhythm::default());
+        }
+        let Some(rhythm) = self.clusters.get_mut(cluster) else {
+            return;
+        };
         let turned = (hour > rhythm.hour).then_some(rhythm.hour);
         if turned.is_some() {
             rhythm.hour = hour;
