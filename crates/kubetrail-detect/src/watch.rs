@@ -634,17 +634,17 @@ impl Watch {
             self.key = (cluster.to_string(), source.to_string());
         }
         let key = &self.key;
-        if !self.sources.contains_key(key) && self.sources.len() >= self.cfg.max_sources {
-            // Full: what has not sent for a week goes first.
-            let clock = self.clock;
-            self.sources
-                .retain(|_, s| clock.saturating_sub(s.last) < STALE);
-            if self.sources.len() >= self.cfg.max_sources {
-                self.stats.sources_over_limit += 1;
-                return;
-            }
-        }
         if !self.sources.contains_key(key) {
+            if self.sources.len() >= self.cfg.max_sources {
+                // Full: what has not sent for a week goes first.
+                let clock = self.clock;
+                self.sources
+                    .retain(|_, s| clock.saturating_sub(s.last) < STALE);
+                if self.sources.len() >= self.cfg.max_sources {
+                    self.stats.sources_over_limit += 1;
+                    return;
+                }
+            }
             self.sources.insert(
                 key.clone(),
                 Source {
@@ -828,11 +828,11 @@ impl Watch {
     ) {
         let hour = at.div_euclid(HOUR);
         // The cluster's hour turns: judge the hour that just ended.
-        if !self.clusters.contains_key(cluster) && self.clusters.len() >= MAX_CLUSTERS {
-            self.stats.kinds_over_limit += 1;
-            return;
-        }
         if !self.clusters.contains_key(cluster) {
+            if self.clusters.len() >= MAX_CLUSTERS {
+                self.stats.kinds_over_limit += 1;
+                return;
+            }
             self.clusters
                 .insert(cluster.to_string(), ClusterRhythm::default());
         }
