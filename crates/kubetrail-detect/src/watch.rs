@@ -311,6 +311,10 @@ fn median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Source {
+    #[serde(default)]
+    cluster: String,
+    #[serde(default)]
+    name: String,
     first: i64,
     last: i64,
     last_audit_id: String,
@@ -412,7 +416,7 @@ pub struct WatchState {
     sources: Vec<((String, String), Source)>,
     floors: Vec<(u64, Floor)>,
     presence: Vec<(u64, Presence)>,
-    clusters: Vec<(String, ClusterRhythm)>,
+    clusters: Vec<(u64, ClusterRhythm)>,
     clock: i64,
 }
 
@@ -421,12 +425,12 @@ pub struct WatchState {
 pub struct Watch {
     cfg: WatchConfig,
     rules: StreamRules,
-    sources: HashMap<(String, String), Source>,
-    /// The (cluster, source) of the last event: [`Watch::source`]'s key without an allocation per event.
-    key: (String, String),
+    /// By [`hash_parts`] of (cluster, source): a lookup per event compares no strings.
+    sources: HashMap<u64, Source>,
     floors: HashMap<u64, Floor>,
     presence: HashMap<u64, Presence>,
-    clusters: HashMap<String, ClusterRhythm>,
+    /// By [`hash_parts`] of the cluster's name.
+    clusters: HashMap<u64, ClusterRhythm>,
     clock: i64,
     checked: i64,
     stats: WatchStats,
@@ -438,7 +442,6 @@ impl Watch {
             cfg,
             rules,
             sources: HashMap::new(),
-            key: Default::default(),
             floors: HashMap::new(),
             presence: HashMap::new(),
             clusters: HashMap::new(),
@@ -453,16 +456,12 @@ impl Watch {
         WatchState {
             sources: self
                 .sources
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .values()
+                .map(|v| ((v.cluster.clone(), v.name.clone()), v.clone()))
                 .collect(),
             floors: self.floors.iter().map(|(k, v)| (*k, *v)).collect(),
             presence: self.presence.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            clusters: self
-                .clusters
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            clusters: self.clusters.iter().map(|(k, v)| (*k, v.clone())).collect(),
             clock: self.clock,
         }
     }
@@ -471,12 +470,18 @@ impl Watch {
     /// (ms; a clock that ran ahead before the restart must not blind the watch until it is caught up).
     pub fn restore(&mut self, state: WatchState, now: i64) {
         let max = self.cfg.max_sources;
-        self.sources
-            .extend(state.sources.into_iter().take(max).map(|(k, mut s)| {
-                s.last = s.last.min(now);
-                s.first = s.first.min(s.last);
-                (k, s)
-            }));
+        self.sources.extend(
+            state
+                .sources
+                .into_iter()
+                .take(max)
+                .map(|((cluster, name), mut s)| {
+                    s.last = s.last.min(now);
+                    s.first = s.first.min(s.last);
+                    (s.cluster, s.name) = (cluster, name);
+                    (hash_parts(&[&s.cluster, &s.name]), s)
+                }),
+        );
         let max = self.cfg.max_kinds;
         self.floors.extend(state.floors.into_iter().take(max));
         self.presence.extend(state.presence.into_iter().take(max));
@@ -527,7 +532,7 @@ impl Watch {
                 let sub = format!("{LEASE_SOURCE}{name}");
                 if event.verb == "delete" {
                     // An apiserver removed for good (its Lease collected) is not a silence.
-                    self.sources.remove(&(cluster.to_string(), sub));
+                    self.sources.remove(&hash_parts(&[cluster, &sub]));
                 } else {
                     self.source(cluster, &sub, at, event, out);
                 }
@@ -566,34 +571,39 @@ impl Watch {
         // An apiserver's Lease is silent only while its cluster's other sources go on: when the whole
         // stream stops, that is the one alert.
         let mut latest: HashMap<&str, i64> = HashMap::new();
-        for ((cluster, source), s) in &self.sources {
-            if !source.starts_with(LEASE_SOURCE) {
-                let l = latest.entry(cluster.as_str()).or_insert(i64::MIN);
+        for s in self.sources.values() {
+            if !s.name.starts_with(LEASE_SOURCE) {
+                let l = latest.entry(s.cluster.as_str()).or_insert(i64::MIN);
                 *l = (*l).max(s.last);
             }
         }
         let silence_after = self.cfg.silence_after_ms;
-        let mut found: Vec<(&(String, String), i64)> = self
+        let mut found: Vec<(&str, &str, u64, i64)> = self
             .sources
             .iter()
             .filter(|(_, s)| !s.silent)
             .filter_map(|(k, s)| {
                 let allowed = s.allowed(silence_after)?;
                 let quiet = now.saturating_sub(s.last) > allowed;
-                let others_go_on = !k.1.starts_with(LEASE_SOURCE)
+                let others_go_on = !s.name.starts_with(LEASE_SOURCE)
                     || latest
-                        .get(k.0.as_str())
+                        .get(s.cluster.as_str())
                         .is_some_and(|l| l.saturating_sub(s.last) > allowed);
-                (quiet && others_go_on).then_some((k, allowed))
+                (quiet && others_go_on).then_some((
+                    s.cluster.as_str(),
+                    s.name.as_str(),
+                    *k,
+                    allowed,
+                ))
             })
             .collect();
-        found.sort_by(|a, b| a.0.cmp(b.0));
-        let found: Vec<((String, String), i64)> =
-            found.into_iter().map(|(k, a)| (k.clone(), a)).collect();
-        for ((cluster, source), allowed) in found {
-            let Some(s) = self.sources.get_mut(&(cluster.clone(), source.clone())) else {
+        found.sort();
+        let found: Vec<(u64, i64)> = found.into_iter().map(|(_, _, k, a)| (k, a)).collect();
+        for (key, allowed) in found {
+            let Some(s) = self.sources.get_mut(&key) else {
                 continue;
             };
+            let (cluster, source) = (s.cluster.clone(), s.name.clone());
             s.silent = true;
             self.stats.silences += 1;
             let Some(rule) = &self.rules.silence else {
@@ -629,12 +639,8 @@ impl Watch {
         event: &Seen<'_>,
         out: &mut Vec<Alert>,
     ) {
-        // Events come in runs from one source: its key is made once per run, not per event.
-        if self.key.0 != cluster || self.key.1 != source {
-            self.key = (cluster.to_string(), source.to_string());
-        }
-        let key = &self.key;
-        if !self.sources.contains_key(key) {
+        let key = hash_parts(&[cluster, source]);
+        if !self.sources.contains_key(&key) {
             if self.sources.len() >= self.cfg.max_sources {
                 // Full: what has not sent for a week goes first.
                 let clock = self.clock;
@@ -646,8 +652,10 @@ impl Watch {
                 }
             }
             self.sources.insert(
-                key.clone(),
+                key,
                 Source {
+                    cluster: cluster.to_string(),
+                    name: source.to_string(),
                     first: at,
                     last: at,
                     last_audit_id: String::new(),
@@ -657,7 +665,7 @@ impl Watch {
                 },
             );
         }
-        let Some(s) = self.sources.get_mut(&self.key) else {
+        let Some(s) = self.sources.get_mut(&key) else {
             return;
         };
         let hour = at.div_euclid(HOUR);
@@ -828,15 +836,15 @@ impl Watch {
     ) {
         let hour = at.div_euclid(HOUR);
         // The cluster's hour turns: judge the hour that just ended.
-        if !self.clusters.contains_key(cluster) {
+        let cluster_key = hash_parts(&[cluster]);
+        if !self.clusters.contains_key(&cluster_key) {
             if self.clusters.len() >= MAX_CLUSTERS {
                 self.stats.kinds_over_limit += 1;
                 return;
             }
-            self.clusters
-                .insert(cluster.to_string(), ClusterRhythm::default());
+            self.clusters.insert(cluster_key, ClusterRhythm::default());
         }
-        let Some(rhythm) = self.clusters.get_mut(cluster) else {
+        let Some(rhythm) = self.clusters.get_mut(&cluster_key) else {
             return;
         };
         let turned = (hour > rhythm.hour).then_some(rhythm.hour);
@@ -885,7 +893,7 @@ impl Watch {
     /// The hour before `ended` may be partly present (a kind cut early in an hour is judged in the next one);
     /// the six before it must each hold [`PRESENT_MIN`].
     fn vanished(&mut self, cluster: &str, ended: i64, out: &mut Vec<Alert>) {
-        let Some(rhythm) = self.clusters.get(cluster) else {
+        let Some(rhythm) = self.clusters.get(&hash_parts(&[cluster])) else {
             return;
         };
         let sent = rhythm.hours.count(ended);
@@ -1542,6 +1550,8 @@ mod tests {
     #[test]
     fn a_busy_source_has_a_ceiling() {
         let mut s = Source {
+            cluster: String::new(),
+            name: String::new(),
             first: T0,
             last: T0 + 30 * HOUR,
             last_audit_id: String::new(),
