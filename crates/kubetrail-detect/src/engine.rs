@@ -585,8 +585,8 @@ impl Engine {
         self.process_inner(cluster, received, json, out, Some(seen))
     }
 
-    /// What the watch reads of an event, from its extracted fields.
-    fn seen<'f>(&self, f: &'f Fields<'_>) -> crate::watch::Seen<'f> {
+    /// What the watch reads of an event, from its extracted fields and its `time` (computed once, for both).
+    fn seen<'f>(&self, f: &'f Fields<'_>, time: Option<i64>) -> crate::watch::Seen<'f> {
         let c = self.core;
         let s = |slot| f.first_str(slot).unwrap_or("");
         crate::watch::Seen {
@@ -604,9 +604,7 @@ impl Engine {
             namespace: s(c.namespace),
             name: s(c.name),
             code: f.get(c.code).find_map(Val::number).map(|n| n as i64),
-            time: [c.received, c.stage_time, c.timestamp]
-                .into_iter()
-                .find_map(|slot| f.first_str(slot).and_then(parse_time)),
+            time,
             truncated: f.has(c.truncated) || f.has(c.cut),
         }
     }
@@ -628,13 +626,13 @@ impl Engine {
                 return Err(e);
             }
         };
-        if let Some(seen) = seen {
-            seen(&self.seen(&f));
-        }
         let c = self.core;
         let time = [c.received, c.stage_time, c.timestamp]
             .into_iter()
             .find_map(|s| f.first_str(s).and_then(parse_time));
+        if let Some(seen) = seen {
+            seen(&self.seen(&f, time));
+        }
         let now = time.unwrap_or(self.clock.max(0));
         if now > self.clock {
             self.clock = now;

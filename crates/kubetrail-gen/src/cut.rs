@@ -17,6 +17,18 @@ pub struct Cut {
     pub drift_at_s: i64,
 }
 
+impl Cut {
+    /// The scenario the tests of silence and drift replay: four hours, nothing from 2:00 to 2:30, the bot's
+    /// Secret creates at Metadata from 2:45.
+    pub fn four_hours() -> Cut {
+        Cut {
+            length_s: 4 * 3600,
+            silent_s: 2 * 3600..2 * 3600 + 1800,
+            drift_at_s: 2 * 3600 + 2700,
+        }
+    }
+}
+
 /// The events of `cfg`'s traffic with `cut` applied, each with its time (µs since the epoch), in time order.
 pub fn cut_trail(cfg: Config, cut: &Cut) -> Vec<(i64, String)> {
     let t0 = cfg.start.as_microsecond();

@@ -38,11 +38,7 @@ fn a_cut_in_the_middle_of_a_file_raises_exactly_silence_resumed_and_drift() {
             rate: 1.0,
             ..kubetrail_gen::Config::default()
         },
-        &kubetrail_gen::cut::Cut {
-            length_s: 4 * 3600,
-            silent_s: 2 * 3600..2 * 3600 + 1800,
-            drift_at_s: 2 * 3600 + 2700,
-        },
+        &kubetrail_gen::cut::Cut::four_hours(),
     );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");

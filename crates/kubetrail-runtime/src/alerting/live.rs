@@ -885,11 +885,7 @@ mod tests {
                 rate: 1.0,
                 ..kubetrail_gen::Config::default()
             },
-            &kubetrail_gen::cut::Cut {
-                length_s: 4 * 3600,
-                silent_s: 2 * 3600..2 * 3600 + 1800,
-                drift_at_s: 2 * 3600 + 2700,
-            },
+            &kubetrail_gen::cut::Cut::four_hours(),
         );
         for (at, line) in &events {
             let e = Event::parse(line).unwrap();
