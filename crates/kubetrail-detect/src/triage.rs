@@ -1,7 +1,8 @@
 //! Triage context for an alert, so a tier-1 analyst can decide without opening a second tool: the actor's
-//! activity in the hour before (requests and failures by verb and resource), whether the identity, source IP
-//! and user agent were seen in the 30 days before (first-seen), the actor's other alerts, and what the audit
-//! policy's level hid from the rule.
+//! activity in the hour before (requests and failures by verb and resource), the objects it changed and the
+//! exec/attach/port-forward sessions it opened in that hour, whether the identity, source IP and user agent
+//! were seen in the 30 days before (first-seen), the actor's other alerts, and what the audit policy's level
+//! hid from the rule.
 //!
 //! [`Tracker`] watches every event in order (it is fed by the caller beside [`crate::Engine`]). Its memory is
 //! bounded: per-actor activity in 60 one-minute slots for at most [`MAX_ACTORS`] actors, first-seen days for
@@ -27,6 +28,8 @@ const MAX_PAIRS: usize = 64;
 const MAX_ACTOR_ALERTS: usize = 20;
 /// The most (verb, resource) lines an alert's activity lists.
 const TOP: usize = 10;
+/// Objects changed and sessions opened remembered per actor (the latest).
+const MAX_TOUCHED: usize = 10;
 
 /// The actor's requests in the hour up to the alert's request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,36 @@ pub struct OtherAlert {
     pub time: String,
 }
 
+/// An object the actor wrote successfully in the hour up to the alert's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedObject {
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The verbs, in the order first used (`create`, `patch`).
+    pub verbs: Vec<String>,
+    /// Its last write by the actor (RFC 3339).
+    pub last: String,
+    /// The command that shows each change, by anyone (`kubetrail history deployments/api -n prod`).
+    pub history: String,
+}
+
+/// An exec, attach or port-forward the actor opened in the hour up to the alert's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLine {
+    /// `exec`, `attach` or `portforward`.
+    pub kind: String,
+    /// `namespace/pod`.
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The command line (exec; passwords redacted), or the ports (port-forward).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+    pub time: String,
+}
+
 /// Everything [`Tracker::context`] adds to an alert.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Triage {
@@ -95,6 +128,16 @@ pub struct Triage {
     /// What the audit policy's level hid (at Metadata the pod spec was not logged, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// The objects the actor changed in the hour, the latest first.
+    #[serde(
+        default,
+        rename = "changedObjects",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub changed_objects: Vec<ChangedObject>,
+    /// The sessions the actor opened in the hour, the latest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionLine>,
 }
 
 /// What a value is.
@@ -125,11 +168,75 @@ pub struct Prior {
     resource: String,
 }
 
-/// One actor's last hour: per (verb, resource), requests and failures in 60 one-minute slots.
+/// One actor's last hour: per (verb, resource), requests and failures in 60 one-minute slots; the latest
+/// objects it changed and sessions it opened, with their times.
 #[derive(Debug, Default)]
 struct Window {
     minute: i64,
     pairs: HashMap<(String, String), Slots>,
+    changed: VecDeque<(i64, ChangedObject)>,
+    sessions: VecDeque<(i64, SessionLine)>,
+}
+
+impl Window {
+    /// Remembers what `ev` (at `t`, by this actor) changed or opened, if anything.
+    fn touch(&mut self, ev: &Event<'_>, t: i64) {
+        let Some(o) = &ev.object_ref else { return };
+        if o.resource.is_empty() || o.name.is_empty() || ev.code().is_some_and(|c| c >= 400) {
+            return;
+        }
+        let time = jiff::Timestamp::from_microsecond(t)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let namespace = (!o.namespace.is_empty()).then(|| o.namespace.to_string());
+        if o.resource == "pods" && matches!(&*o.subresource, "exec" | "attach" | "portforward") {
+            let session = kubetrail_history::session::parse(&o.subresource, &ev.request_uri);
+            let line = SessionLine {
+                kind: o.subresource.to_string(),
+                pod: format!("{}/{}", o.namespace, o.name),
+                container: session.as_ref().and_then(|s| s.container.clone()),
+                command: session.map(|s| s.command_line()).unwrap_or_default(),
+                time,
+            };
+            // Each stage of one request is the same session.
+            if self.sessions.iter().any(|(at, l)| *at == t && *l == line) {
+                return;
+            }
+            if self.sessions.len() >= MAX_TOUCHED {
+                self.sessions.pop_back();
+            }
+            self.sessions.push_front((t, line));
+            return;
+        }
+        if !matches!(&*ev.verb, "create" | "update" | "patch" | "delete") {
+            return;
+        }
+        let same = |c: &ChangedObject| {
+            c.resource == o.resource
+                && c.namespace.as_deref() == namespace.as_deref()
+                && c.name == o.name
+        };
+        let mut entry = match self.changed.iter().position(|(_, c)| same(c)) {
+            Some(i) => self.changed.remove(i).map(|(_, c)| c),
+            None => None,
+        }
+        .unwrap_or_else(|| ChangedObject {
+            resource: o.resource.to_string(),
+            history: kubetrail_history::history_command(&o.resource, &o.namespace, &o.name),
+            namespace,
+            name: o.name.to_string(),
+            verbs: Vec::new(),
+            last: String::new(),
+        });
+        if !entry.verbs.iter().any(|v| v == &*ev.verb) {
+            entry.verbs.push(ev.verb.to_string());
+        }
+        entry.last = time;
+        if self.changed.len() >= MAX_TOUCHED {
+            self.changed.pop_back();
+        }
+        self.changed.push_front((t, entry));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +446,7 @@ impl Tracker {
                     .entry(key)
                     .or_insert_with(|| Slots::new(minute))
                     .add(minute, failed);
+                w.touch(ev, t);
             }
         }
 
@@ -447,6 +555,26 @@ impl Tracker {
         a
     }
 
+    /// The objects the actor changed and the sessions it opened in the hour ending at `time_us`.
+    fn touched(&self, actor: &str, time_us: i64) -> (Vec<ChangedObject>, Vec<SessionLine>) {
+        let Some(w) = self.windows.get(actor) else {
+            return (Vec::new(), Vec::new());
+        };
+        let hour = |t: i64| t <= time_us && time_us - t < 60 * MICROS_PER_MINUTE;
+        (
+            w.changed
+                .iter()
+                .filter(|(t, _)| hour(*t))
+                .map(|(_, c)| c.clone())
+                .collect(),
+            w.sessions
+                .iter()
+                .filter(|(t, _)| hour(*t))
+                .map(|(_, s)| s.clone())
+                .collect(),
+        )
+    }
+
     /// The triage context of `alert`, raised by the event whose facts `prior` holds (a default [`Prior`]
     /// for alerts raised without one, such as a group's later update). `still_open` says whether another
     /// alert id is not resolved; `body` is what the rule reads of the request, when known.
@@ -474,7 +602,10 @@ impl Tracker {
                     .collect()
             })
             .unwrap_or_default();
+        let (changed_objects, sessions) = self.touched(&alert.actor.username, time_us);
         Triage {
+            changed_objects,
+            sessions,
             activity: self.activity(&alert.actor.username, time_us),
             first_seen: FirstSeen {
                 since: self.first_day.map(day_string).unwrap_or_default(),
@@ -608,6 +739,164 @@ mod tests {
         let ev = Event::parse(json).expect("valid event");
         let p = t.prior(&ev);
         (p, t.observe(&ev))
+    }
+
+    /// A write or a session of `user` on one named object at `time`.
+    /// (verb, resource, subresource, name, URI query, code, time).
+    type Touch<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, i32, &'a str);
+
+    fn touch(user: &str, (verb, resource, sub, name, query, code, time): Touch<'_>) -> String {
+        serde_json::json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+            "auditID": format!("{user}-{time}-{verb}-{name}"), "stage": "ResponseComplete",
+            "requestURI": format!("/apis/apps/v1/namespaces/prod/{resource}/{name}{query}"), "verb": verb,
+            "user": {"username": user}, "sourceIPs": ["10.0.0.9"],
+            "objectRef": {"resource": resource, "subresource": sub, "namespace": "prod", "name": name},
+            "responseStatus": {"code": code},
+            "requestReceivedTimestamp": time, "stageTimestamp": time,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn context_names_the_objects_changed_and_the_sessions_opened_in_the_hour() {
+        let mut t = Tracker::new();
+        let q = "?command=mysql&command=-uroot&command=-pkubetrail-redacted%3Alen%3D7%3Ahmac%3DAAAAAAAAAAAAAAAAAAAAAA&container=db&stdin=true&tty=true";
+        for (verb, resource, sub, name, query, code, time) in [
+            // Two hours before: out of the window.
+            (
+                "patch",
+                "deployments",
+                "",
+                "old",
+                "",
+                200,
+                "2026-11-25T08:00:00Z",
+            ),
+            (
+                "patch",
+                "deployments",
+                "",
+                "api",
+                "",
+                200,
+                "2026-11-25T09:20:00Z",
+            ),
+            // Refused: nothing changed.
+            (
+                "delete",
+                "deployments",
+                "",
+                "refused",
+                "",
+                403,
+                "2026-11-25T09:21:00Z",
+            ),
+            // Reads change nothing.
+            (
+                "get",
+                "deployments",
+                "",
+                "read-only",
+                "",
+                200,
+                "2026-11-25T09:22:00Z",
+            ),
+            (
+                "update",
+                "deployments",
+                "",
+                "api",
+                "",
+                200,
+                "2026-11-25T09:25:00Z",
+            ),
+            (
+                "create",
+                "pods",
+                "exec",
+                "db-0",
+                q,
+                101,
+                "2026-11-25T09:30:00Z",
+            ),
+        ] {
+            watch(
+                &mut t,
+                &touch("eve", (verb, resource, sub, name, query, code, time)),
+            );
+        }
+        // Someone else's write is not eve's.
+        watch(
+            &mut t,
+            &touch(
+                "bob",
+                (
+                    "delete",
+                    "deployments",
+                    "",
+                    "bobs",
+                    "",
+                    200,
+                    "2026-11-25T09:31:00Z",
+                ),
+            ),
+        );
+        let ctx = t.context(
+            &alert("a", "eve", "2026-11-25T09:40:00Z"),
+            &Prior::default(),
+            None,
+            |_| true,
+        );
+        assert_eq!(ctx.changed_objects.len(), 1, "{:?}", ctx.changed_objects);
+        let api = &ctx.changed_objects[0];
+        assert_eq!(
+            (api.name.as_str(), api.verbs.clone()),
+            ("api", vec!["patch".to_string(), "update".to_string()])
+        );
+        assert_eq!(api.history, "kubetrail history deployments/api -n prod");
+        assert_eq!(api.last, "2026-11-25T09:25:00Z");
+        assert_eq!(ctx.sessions.len(), 1);
+        assert_eq!(ctx.sessions[0].pod, "prod/db-0");
+        assert_eq!(ctx.sessions[0].container.as_deref(), Some("db"));
+        assert_eq!(ctx.sessions[0].command, "mysql -uroot '-p[redacted]'");
+        // An alert before them sees none of them.
+        let early = t.context(
+            &alert("b", "eve", "2026-11-25T09:00:00Z"),
+            &Prior::default(),
+            None,
+            |_| true,
+        );
+        assert!(
+            early.changed_objects.is_empty() && early.sessions.is_empty(),
+            "{early:?}"
+        );
+        // Bounded: the latest ten objects.
+        for i in 0..30 {
+            watch(
+                &mut t,
+                &touch(
+                    "eve",
+                    (
+                        "patch",
+                        "configmaps",
+                        "",
+                        &format!("cm-{i}"),
+                        "",
+                        200,
+                        "2026-11-25T09:35:00Z",
+                    ),
+                ),
+            );
+        }
+        let many = t.context(
+            &alert("c", "eve", "2026-11-25T09:40:00Z"),
+            &Prior::default(),
+            None,
+            |_| true,
+        );
+        assert_eq!(many.changed_objects.len(), MAX_TOUCHED);
+        assert_eq!(many.changed_objects[0].name, "cm-29", "the latest first");
     }
 
     #[test]

@@ -30,6 +30,7 @@
 pub mod capped;
 pub mod clickhouse;
 pub mod counts;
+pub mod history;
 pub mod lake;
 pub mod limits;
 pub mod observed;

@@ -306,6 +306,7 @@ pub enum ReportRequest {
     Gaps(GapsRequest),
     /// The coverage of the range: the same request as `gaps`.
     Coverage(GapsRequest),
+    Sessions(crate::history::SessionsRequest),
 }
 
 /// Builds the report `req` asks for.
@@ -317,6 +318,7 @@ pub async fn build(engine: &Engine, req: &ReportRequest) -> Result<Report, Repor
         ReportRequest::Clusters(r) => clusters(engine, r).await,
         ReportRequest::Gaps(r) => gaps(engine, r).await,
         ReportRequest::Coverage(r) => coverage(engine, r).await,
+        ReportRequest::Sessions(r) => crate::history::sessions(engine, r).await,
     }
 }
 
@@ -592,6 +594,23 @@ const PERSISTENT: [&str; 12] = [
     "serviceaccounts",
     "secrets",
 ];
+
+/// The most objects the scope report's "objects changed" lists.
+const MAX_CHANGED_OBJECTS: usize = 1000;
+
+/// The command that shows an object's history.
+pub fn history_command(resource: &str, namespace: &str, name: &str) -> String {
+    let quote = |s: &str| kubetrail_history::shell_word(s);
+    if namespace.is_empty() {
+        format!("kubetrail history {}", quote(&format!("{resource}/{name}")))
+    } else {
+        format!(
+            "kubetrail history {} -n {}",
+            quote(&format!("{resource}/{name}")),
+            quote(namespace)
+        )
+    }
+}
 
 /// Privilege flags of a created workload from its recorded body: `None` when the body was not recorded.
 fn privilege(event: Option<&str>) -> Option<Vec<&'static str>> {
@@ -1279,20 +1298,64 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
         None,
     );
 
-    // Exec, attach, port-forward.
-    let sessions = engine
-        .rows(
-            Some(&format!(
-                "{me} AND \"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')"
-            )),
-            all,
+    // Exec, attach, port-forward: each session with its command and length.
+    let sessions = crate::history::sessions(
+        engine,
+        &crate::history::SessionsRequest {
+            user: Some(req.user.clone()),
+            namespace: None,
+            limit: 1000,
+        },
+    )
+    .await?;
+    for mut s in sessions.sections {
+        s.title = "exec/attach/port-forward sessions".into();
+        s.key = "sessions".into();
+        report.sections.push(s);
+    }
+
+    // Every object it wrote, with the command that shows each change (`history`).
+    let (_, changed) = engine
+        .sql_rows(
+            &format!(
+                "SELECT \"resource\", \"namespace\", \"name\", count(DISTINCT \"audit_id\") AS writes, \
+                 array_to_string(array_agg(DISTINCT \"verb\"), ',') AS verbs, min(\"time\") AS first_seen, \
+                 max(\"time\") AS last_seen FROM events WHERE {me} AND \"verb\" IN ('create', 'update', \
+                 'patch', 'delete') AND \"name\" IS NOT NULL AND \"resource\" IS NOT NULL AND \"code\" < 400 \
+                 GROUP BY 1, 2, 3 ORDER BY 6, 1, 2, 3 LIMIT {MAX_CHANGED_OBJECTS}"
+            ),
+            None,
         )
         .await?;
+    let listed = changed.len();
     report.section(
-        "exec/attach sessions",
-        BASIC_COLUMNS.to_vec(),
-        sessions.iter().map(basic).collect(),
-        None,
+        "objects changed",
+        vec![
+            "RESOURCE",
+            "NAMESPACE",
+            "NAME",
+            "WRITES",
+            "VERBS",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "HISTORY",
+        ],
+        changed
+            .iter()
+            .map(|r| {
+                let mut row: Vec<String> = r.iter().map(Cell::text).collect();
+                row.push(history_command(&row[0], &row[1], &row[2]));
+                row
+            })
+            .collect(),
+        Some(if listed >= MAX_CHANGED_OBJECTS {
+            format!(
+                "the first {MAX_CHANGED_OBJECTS} objects the identity wrote successfully; `kubetrail history` shows \
+                 each change"
+            )
+        } else {
+            "every object the identity wrote successfully; `kubetrail history` shows each change, by anyone".into()
+        }),
     );
 
     // Tokens and certificates.

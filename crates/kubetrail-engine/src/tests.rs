@@ -90,6 +90,12 @@ fn events() -> Vec<(&'static str, String)> {
 }
 
 fn store(dir: &Path) -> PathBuf {
+    let lines: Vec<(&str, String)> = events();
+    store_lines(dir, &lines)
+}
+
+/// A store of `lines` (cluster, event JSON), converted into Parquet.
+fn store_lines(dir: &Path, lines: &[(&str, String)]) -> PathBuf {
     let opts = WalOptions {
         fsync: false,
         ..WalOptions::default()
@@ -97,11 +103,11 @@ fn store(dir: &Path) -> PathBuf {
     let (wal, _) = Wal::open(&dir.join("wal"), opts).unwrap();
     let wal = Arc::new(wal);
     let mut payloads = Vec::new();
-    for (cluster, line) in events() {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for (cluster, line) in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let rec = EventRecord {
             received_us: 1,
-            cluster: cluster.into(),
+            cluster: (*cluster).into(),
             source: "test".into(),
             audit_id: v["auditID"].as_str().unwrap().to_string().into(),
             stage: v["stage"].as_str().unwrap().to_string().into(),
@@ -1008,4 +1014,382 @@ fn gaps_a_range_ending_in_the_future_ends_now() {
     };
     let r = report(&root, reports::ReportRequest::Gaps(req));
     assert!(r.sections[0].rows.is_empty(), "{:?}", r.sections[0].rows);
+}
+
+/// One write of `deployments/api` (or `name`) as stored: `body` is the event's bodies (`"requestObject":{..}`)
+/// or empty.
+#[allow(clippy::too_many_arguments)] // an event's fields, as the tests list them
+fn write_event(
+    id: &str,
+    verb: &str,
+    user: &str,
+    level: &str,
+    ns: &str,
+    name: &str,
+    code: u32,
+    t: &str,
+    body: &str,
+) -> String {
+    let body = if body.is_empty() {
+        String::new()
+    } else {
+        format!(",{body}")
+    };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"{level}","auditID":"{id}","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/{ns}/deployments/{name}?fieldManager=kubectl-patch","verb":"{verb}","user":{{"username":"{user}","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.9"],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"deployments","namespace":"{ns}","name":"{name}","apiGroup":"apps","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":{code}}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"{body}}}"#
+    )
+}
+
+fn deployment(containers: &str) -> String {
+    format!(
+        r#"{{"kind":"Deployment","apiVersion":"apps/v1","metadata":{{"name":"api","namespace":"prod"}},"spec":{{"replicas":3,"template":{{"spec":{{"containers":[{containers}]}}}}}}}}"#
+    )
+}
+
+const API: &str = r#"{"name":"api","image":"corp/api:2","env":[{"name":"DB_PASSWORD","value":"kubetrail-redacted:len=12:hmac=AAAAAAAAAAAAAAAAAAAAAA"}]}"#;
+
+fn history_of(root: &Path, object: &str, ns: Option<&str>) -> history::History {
+    let engine = Engine::open(root, &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let req = history::HistoryRequest::parse(object, ns.map(String::from), 100).unwrap();
+    rt.block_on(history::history(&engine, &req)).unwrap()
+}
+
+#[test]
+fn history_shows_each_write_with_its_author_and_the_fields_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = deployment(API);
+    let swapped = API.replace("corp/api:2", "evil/api:2");
+    let sidecar = deployment(&format!(
+        r#"{swapped},{{"name":"shipper","image":"alpine:3.19","securityContext":{{"privileged":true}}}}"#
+    ));
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            write_event(
+                "w1",
+                "create",
+                "ci",
+                "Request",
+                "prod",
+                "api",
+                201,
+                "2026-03-01T09:00:00.000001Z",
+                &format!(r#""requestObject":{created}"#),
+            ),
+        ),
+        // The same name in another namespace is another object.
+        (
+            "c1",
+            write_event(
+                "x1",
+                "patch",
+                "eve",
+                "Request",
+                "staging",
+                "api",
+                200,
+                "2026-03-01T09:30:00.000001Z",
+                r#""requestObject":{"spec":{"replicas":9}}"#,
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w2",
+                "patch",
+                "mallory@corp.example",
+                "Request",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:00:00.000001Z",
+                r#""requestObject":{"spec":{"template":{"spec":{"containers":[{"name":"api","image":"evil/api:2"}]}}}}"#,
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w3",
+                "patch",
+                "mallory@corp.example",
+                "Request",
+                "prod",
+                "api",
+                403,
+                "2026-03-01T10:01:00.000001Z",
+                r#""requestObject":{"spec":{"replicas":0}}"#,
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w4",
+                "update",
+                "mallory@corp.example",
+                "Request",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:02:00.000001Z",
+                &format!(r#""requestObject":{sidecar}"#),
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w5",
+                "patch",
+                "bob",
+                "Metadata",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:03:00.000001Z",
+                "",
+            ),
+        ),
+        // The controller reporting progress: counted, not shown unless asked.
+        (
+            "c1",
+            write_event(
+                "st",
+                "update",
+                "system:kube-controller-manager",
+                "Request",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:03:30.000001Z",
+                r#""requestObject":{"status":{"replicas":3}}"#,
+            )
+            .replace(
+                r#""apiVersion":"v1"}"#,
+                r#""apiVersion":"v1","subresource":"status"}"#,
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w6",
+                "delete",
+                "bob",
+                "Metadata",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:04:00.000001Z",
+                "",
+            ),
+        ),
+    ];
+    let root = store_lines(dir.path(), &lines);
+    let h = history_of(&root, "deploy/api", Some("prod"));
+    assert_eq!(h.object, "deployments/api -n prod");
+    let ids: Vec<&str> = h.entries.iter().map(|e| e.audit_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["w1", "w2", "w3", "w4", "w5", "w6"],
+        "in order, this namespace's only"
+    );
+    assert!(
+        h.notes
+            .iter()
+            .any(|n| n.starts_with("1 write(s) of its status")),
+        "{:?}",
+        h.notes
+    );
+    let text =
+        |i: usize| -> Vec<String> { h.entries[i].changes.iter().map(|c| c.to_string()).collect() };
+
+    // The create: the fields it set.
+    assert!(
+        text(0).contains(&"spec.replicas: (absent) -> 3".to_string()),
+        "{:?}",
+        text(0)
+    );
+    // The patch, against the state the create recorded: before and after.
+    let swap = &h.entries[1];
+    assert_eq!(swap.user, "mallory@corp.example");
+    assert_eq!(swap.source_ips, ["203.0.113.9"]);
+    assert_eq!(
+        swap.patch,
+        Some(kubetrail_history::PatchType::StrategicMerge)
+    );
+    assert!(swap.before_known);
+    assert_eq!(
+        text(1),
+        ["spec.template.spec.containers[0].image: corp/api:2 -> evil/api:2"],
+        "one field changed; the redacted env value is the same marker, so unchanged"
+    );
+    // Refused: nothing changed.
+    assert!(h.entries[2].changes.is_empty());
+    assert!(
+        h.entries[2].notes.iter().any(|n| n.contains("403")),
+        "{:?}",
+        h.entries[2].notes
+    );
+    // The update, diffed against the patched state: only the sidecar is new.
+    let added = text(3);
+    assert!(
+        added.contains(
+            &"spec.template.spec.containers[1].securityContext.privileged: (absent) -> true"
+                .to_string()
+        ),
+        "{added:?}"
+    );
+    assert!(
+        added.iter().all(|c| c.contains("containers[1]")),
+        "nothing else changed: {added:?}"
+    );
+    // Metadata: said so, no guess.
+    assert!(h.entries[4].changes.is_empty());
+    assert!(
+        h.entries[4]
+            .notes
+            .iter()
+            .any(|n| n.contains("logged at Metadata")),
+        "{:?}",
+        h.entries[4].notes
+    );
+    assert_eq!(h.entries[5].action, kubetrail_history::Action::Deleted);
+    // Never a marker in the answer.
+    let json = serde_json::to_string(&h).unwrap();
+    assert!(!json.contains("kubetrail-redacted"), "{json}");
+
+    // Without the namespace, each namespace's object is replayed on its own.
+    let all = history_of(&root, "deployments/api", None);
+    assert_eq!(all.entries.len(), 7);
+    // With the status writes.
+    let engine = Engine::open(&root, &Scope::default()).unwrap();
+    let mut req =
+        history::HistoryRequest::parse("deployments/api", Some("prod".into()), 100).unwrap();
+    req.with_status = true;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let with = rt.block_on(history::history(&engine, &req)).unwrap();
+    let st = with
+        .entries
+        .iter()
+        .find(|e| e.audit_id == "st")
+        .unwrap_or_else(|| panic!("no status write in {:?}", with.entries));
+    assert_eq!(st.subresource.as_deref(), Some("status"));
+    assert!(
+        with.notes.iter().all(|n| !n.contains("status")),
+        "{:?}",
+        with.notes
+    );
+    let staging = all.entries.iter().find(|e| e.audit_id == "x1").unwrap();
+    assert!(
+        !staging.before_known,
+        "no earlier state of the staging object"
+    );
+    // Nothing stored: said so.
+    let none = history_of(&root, "deployments/other", Some("prod"));
+    assert!(none.entries.is_empty());
+    assert!(none.notes[0].contains("no write"), "{:?}", none.notes);
+    assert!(
+        history::HistoryRequest::parse("deployments", None, 10).is_err(),
+        "RESOURCE/NAME is required"
+    );
+}
+
+#[test]
+fn sessions_have_their_command_terminal_and_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = |id: &str, user: &str, uri_query: &str, stage: &str, start: &str, end: &str| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"{stage}","requestURI":"/api/v1/namespaces/prod/pods/db-0/exec?{uri_query}","verb":"create","user":{{"username":"{user}","groups":["system:authenticated"]}},"sourceIPs":["198.51.100.7"],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"pods","namespace":"prod","name":"db-0","subresource":"exec","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":101}},"requestReceivedTimestamp":"{start}","stageTimestamp":"{end}"}}"#
+        )
+    };
+    let q = "command=mysql&command=-uroot&command=-pkubetrail-redacted%3Alen%3D7%3Ahmac%3DAAAAAAAAAAAAAAAAAAAAAA&container=db&stdin=true&stdout=true&tty=true";
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            exec(
+                "s1",
+                "mallory",
+                q,
+                "ResponseStarted",
+                "2026-03-01T10:00:00.000001Z",
+                "2026-03-01T10:00:00.200000Z",
+            ),
+        ),
+        (
+            "c1",
+            exec(
+                "s1",
+                "mallory",
+                q,
+                "ResponseComplete",
+                "2026-03-01T10:00:00.000001Z",
+                "2026-03-01T10:04:12.500000Z",
+            ),
+        ),
+        (
+            "c1",
+            exec(
+                "s2",
+                "bob",
+                "command=ls&container=db&stdout=true",
+                "ResponseStarted",
+                "2026-03-01T11:00:00.000001Z",
+                "2026-03-01T11:00:00.100000Z",
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w1",
+                "patch",
+                "mallory",
+                "Metadata",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:05:00.000001Z",
+                "",
+            ),
+        ),
+    ];
+    let root = store_lines(dir.path(), &lines);
+    let all = report(
+        &root,
+        reports::ReportRequest::Sessions(history::SessionsRequest {
+            limit: 100,
+            ..Default::default()
+        }),
+    );
+    let s = &all.sections[0];
+    let col = |row: &Vec<String>, name: &str| {
+        row[s.columns.iter().position(|c| *c == name).unwrap()].clone()
+    };
+    assert_eq!(s.rows.len(), 2, "one row per session, the patch is none");
+    let m = &s.rows[0];
+    assert_eq!(col(m, "USER"), "mallory");
+    assert_eq!(col(m, "POD"), "prod/db-0");
+    assert_eq!(col(m, "CONTAINER"), "db");
+    assert_eq!(col(m, "COMMAND"), "mysql -uroot '-p[redacted]'");
+    assert_eq!(
+        (col(m, "STDIN"), col(m, "TTY")),
+        ("yes".into(), "yes".into())
+    );
+    assert_eq!(col(m, "DURATION"), "4m 12s");
+    assert_eq!(col(m, "END"), "2026-03-01T10:04:12.500000Z");
+    let b = &s.rows[1];
+    assert_eq!(col(b, "END"), "", "no ResponseComplete: no end");
+    assert!(col(b, "NOTE").contains("no end recorded"), "{b:?}");
+    let mine = report(
+        &root,
+        reports::ReportRequest::Sessions(history::SessionsRequest {
+            user: Some("bob".into()),
+            limit: 100,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(mine.sections[0].rows.len(), 1);
+    assert!(!format!("{all:?}").contains("kubetrail-redacted"));
 }

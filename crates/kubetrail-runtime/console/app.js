@@ -93,7 +93,7 @@
   // The cluster picker's choice (this tab's): every question about events is scoped to it.
   const CLUSTER_KEY = "kubetrail-cluster";
   const picked = () => sessionStorage.getItem(CLUSTER_KEY) || "";
-  const SCOPED = /^\/api\/v1\/(query|who|timeline|scope|histogram|export|events\/|volume|gaps|coverage)/;
+  const SCOPED = /^\/api\/v1\/(query|who|timeline|scope|history|sessions|histogram|export|events\/|volume|gaps|coverage)/;
   /** `path` with the picked cluster, for the questions about events. */
   function scoped(path) {
     const c = picked();
@@ -279,11 +279,23 @@
     if (ctx.otherAlerts && ctx.otherAlerts.length) {
       sections.push(h("h2", {}, "The actor's other alerts"), h("ul", {}, ctx.otherAlerts.map((o) => h("li", {}, link("/alerts/" + encodeURIComponent(o.id), o.rule + " (" + o.severity + ") · " + fmtTime(o.time))))));
     }
+    if (ctx.changedObjects && ctx.changedObjects.length) {
+      sections.push(h("h2", {}, "Objects the actor changed in the hour"), table([
+        { title: "Object", cell: (c) => link(historyHref(c.resource, c.name, c.namespace), c.resource + "/" + c.name + (c.namespace ? " in " + c.namespace : ""), { class: "history-link" }) },
+        { title: "Verbs", cell: (c) => (c.verbs || []).join(", ") }, { title: "Last", cell: (c) => fmtTime(c.last) }], ctx.changedObjects));
+    }
+    if (ctx.sessions && ctx.sessions.length) {
+      sections.push(h("h2", {}, "Sessions the actor opened in the hour"), table([
+        { title: "When", cell: (c) => fmtTime(c.time) }, { title: "Kind", cell: (c) => c.kind }, { title: "Pod", cell: (c) => c.pod },
+        { title: "Container", cell: (c) => c.container || "" }, { title: "Command", cell: (c) => h("code", {}, c.command || "") }], ctx.sessions),
+        h("p", {}, link("/sessions?" + qs({ user }), "Every session of " + user, { class: "sessions-link" })));
+    }
     if (ctx.policy) sections.push(h("h2", {}, "What the audit policy hid"), h("p", {}, ctx.policy));
     if (a.runbook) sections.push(h("h2", {}, "Runbook"), h("pre", { class: "runbook" }, a.runbook));
     sections.push(h("h2", {}, "Investigate"), h("ul", {},
       h("li", {}, link("/scope?" + qs({ user }), "Scope report for " + user, { class: "scope-link" })),
       h("li", {}, link("/timeline?" + qs({ user }), "Timeline of " + user)),
+      a.target && a.target.resource && a.target.name && !SESSION_KINDS.includes(a.target.subresource) ? h("li", {}, link(historyHref(a.target.resource, a.target.name, a.target.namespace), "History of " + a.target.resource + "/" + a.target.name, { class: "history-link" })) : null,
       h("li", {}, link("/search?" + qs({ where: "user = " + q(user) }), "Everything " + user + " did"))),
       (a.investigate || []).length ? h("pre", {}, a.investigate.join("\n")) : null);
     if (a.history && a.history.length) {
@@ -368,6 +380,8 @@
       const w = ["resource = " + q(o.resource)].concat(o.namespace ? ["namespace = " + q(o.namespace)] : [], o.name ? ["name = " + q(o.name)] : []).join(" and ");
       links.push(h("li", {}, link("/search?" + qs({ where: w }), "Everything done to " + (r.nsname || o.resource))));
     }
+    if (o.resource && o.name && !SESSION_KINDS.includes(o.subresource)) links.push(h("li", {}, link(historyHref(o.resource, o.name, o.namespace), "History of " + o.resource + "/" + o.name + (o.namespace ? " in " + o.namespace : ""), { class: "history-link" })));
+    if (o.resource === "pods" && SESSION_KINDS.includes(o.subresource) && r.user) links.push(h("li", {}, link("/sessions?" + qs({ user: r.user }), "Sessions " + r.user + " opened", { class: "sessions-link" })));
     if (r.ip) links.push(h("li", {}, link("/search?" + qs({ where: "ip = " + q(r.ip) }), "Everything from " + r.ip)));
     // A client chooses its Audit-ID header: several requests can share one. Each is shown, and named.
     const requestOf = (s) => (s.verb || "") + " " + (s.requestURI || "") + " at " + (s.requestReceivedTimestamp || "");
@@ -379,10 +393,11 @@
       data.stages.map((s) => [h("h2", {}, "Stage " + s.stage + (requests.size > 1 ? ": " + requestOf(s) : "")), h("pre", { class: "event-json" }, JSON.stringify(s, null, 2))]));
   }
 
-  /** A report cell: times shortened, auditIDs and users linked. */
-  function reportCell(column, v) {
+  /** A report cell: times shortened, auditIDs and users linked, an object's history command linked to its page. */
+  function reportCell(column, v, row) {
     if (v === null || v === undefined) return "";
     const text = String(v);
+    if (column === "history" && row && row.resource && row.name) return link(historyHref(row.resource, row.name, row.namespace), text, { class: "history-link" });
     if (/^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(text)) return fmtTime(text);
     if ((column === "audit_id" || column === "audit_ids") && text) return link("/events/" + encodeURIComponent(text.split(",")[0]), text);
     if (column === "user" && text) return link("/timeline?" + qs({ user: text }), text);
@@ -392,7 +407,7 @@
   function reportTables(report) {
     return report.sections.map((s) => [
       h("h2", {}, s.title),
-      s.rows.length ? table(s.columns.map((c) => ({ title: c.replace(/_/g, " "), cell: (r) => reportCell(c, r[c]) })), s.rows) : h("p", { class: "muted" }, "none"),
+      s.rows.length ? table(s.columns.map((c) => ({ title: c.replace(/_/g, " "), cell: (r) => reportCell(c, r[c], r) })), s.rows) : h("p", { class: "muted" }, "none"),
       s.note ? h("p", { class: "muted" }, s.note) : null,
     ]);
   }
@@ -438,6 +453,76 @@
     show(h("h1", {}, rep.title || "Scope report: " + p.user), form,
       h("p", { class: "muted" }, "Generated " + fmtTime(new Date().toISOString()) + " by kubetrail" + (session.identity ? " for " + session.identity : "") + (p.since ? " · since " + p.since : "") + (p.until ? " · until " + p.until : "")),
       print, reportTables(rep));
+  }
+
+  // ---- object history and sessions ------------------------------------------------------------------
+
+  const SESSION_KINDS = ["exec", "attach", "portforward"];
+  function historyHref(resource, name, namespace) {
+    return "/history?" + qs({ object: resource + "/" + name, namespace: namespace || "" });
+  }
+
+  /** One side of a change (`{state, value}`): never a redaction marker, which the server never sends. */
+  function sideText(v) {
+    if (!v) return "?";
+    if (v.state === "absent") return "(absent)";
+    if (v.state === "unknown") return "?";
+    if (v.state === "redacted") return "[redacted]";
+    const x = v.value;
+    return typeof x === "string" ? x : JSON.stringify(x);
+  }
+  function changeText(c) {
+    const redacted = c.before && c.after && c.before.state === "redacted" && c.after.state === "redacted";
+    return [h("code", { class: "path" }, c.path), ": ", sideText(c.before), " → ", redacted ? "[redacted, changed]" : sideText(c.after)];
+  }
+
+  function historyForm(p) {
+    return h("form", { class: "search", "data-filter": "history" },
+      h("label", { for: "h-object" }, "Object", h("input", { id: "h-object", name: "object", value: p.object || "", required: true, size: 36, placeholder: "deployments/payments-api" })),
+      h("label", { for: "h-ns" }, "Namespace", h("input", { id: "h-ns", name: "namespace", value: p.namespace || "", size: 16, placeholder: "cluster-scoped: empty" })),
+      h("label", { for: "h-since" }, "Since", h("input", { id: "h-since", name: "since", value: p.since || "", placeholder: "30d, all or RFC 3339", size: 16 })),
+      h("label", { for: "h-until" }, "Until", h("input", { id: "h-until", name: "until", value: p.until || "", placeholder: "now", size: 12 })),
+      h("button", { type: "submit" }, "Show"));
+  }
+
+  async function historyView(params) {
+    const p = { object: params.get("object") || "", namespace: params.get("namespace") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
+    const form = historyForm(p);
+    if (!p.object) return show(h("h1", {}, "Object history"), form, h("p", { class: "muted" }, "Every write of one object, change by change: give RESOURCE/NAME (deployments/payments-api) and its namespace."));
+    show(h("h1", {}, "History of " + p.object), form, h("p", { class: "muted" }, "Loading…"));
+    const hist = await api("/api/v1/history?" + qs(Object.assign({ resource: p.object, namespace: p.namespace }, apiRange(p))));
+    const entries = hist.entries.map((e) => h("article", { class: "card history-entry" },
+      h("p", { class: "history-head" },
+        link(eventHref(e.audit_id, e.time), fmtTime(e.time), { class: "event-link" }), " · ",
+        h("b", {}, e.verb + (e.subresource ? " (" + e.subresource + ")" : "")),
+        e.patch ? " · " + e.patch.replace(/_/g, " ") + " patch" + (e.patch_assumed ? " (inferred)" : "") : "",
+        " · by ", link("/timeline?" + qs({ user: e.user }), e.user, { class: "user-link" }),
+        e.impersonated_user ? " as " + e.impersonated_user : "",
+        (e.source_ips || []).length ? " from " + e.source_ips.join(", ") : "",
+        " · code " + (e.code ?? "none"), hist.namespace ? "" : (e.namespace ? " · in " + e.namespace : "")),
+      e.user_agent ? h("p", { class: "muted" }, "user agent: " + e.user_agent) : null,
+      e.changes.length ? h("ul", { class: "changes" }, e.changes.map((c) => h("li", { class: "change" }, changeText(c)))) : null,
+      e.more ? h("p", { class: "muted" }, "… and " + e.more + " more change(s)") : null,
+      (e.notes || []).map((n) => h("p", { class: "muted note" }, n))));
+    show(h("h1", {}, "History of " + hist.object), form,
+      h("p", { class: "muted", id: "history-count" }, hist.entries.length + (hist.entries.length === 1 ? " write" : " writes") + (hist.truncated ? " (the first ones)" : "")),
+      (hist.notes || []).map((n) => h("p", { class: "warning" }, n)),
+      entries);
+  }
+
+  async function sessionsView(params) {
+    const p = { user: params.get("user") || "", namespace: params.get("namespace") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
+    const form = h("form", { class: "search", "data-filter": "sessions" },
+      h("label", { for: "x-user" }, "User", h("input", { id: "x-user", name: "user", value: p.user, size: 32, placeholder: "anyone" })),
+      h("label", { for: "x-ns" }, "Namespace", h("input", { id: "x-ns", name: "namespace", value: p.namespace, size: 16, placeholder: "any" })),
+      h("label", { for: "x-since" }, "Since", h("input", { id: "x-since", name: "since", value: p.since, placeholder: "30d, all or RFC 3339", size: 16 })),
+      h("label", { for: "x-until" }, "Until", h("input", { id: "x-until", name: "until", value: p.until, placeholder: "now", size: 12 })),
+      h("button", { type: "submit" }, "Show"));
+    show(h("h1", {}, "Sessions"), form, h("p", { class: "muted" }, "Loading…"));
+    const rep = await api("/api/v1/sessions?" + qs(Object.assign({ user: p.user, namespace: p.namespace }, apiRange(p))));
+    show(h("h1", {}, rep.title ? rep.title.charAt(0).toUpperCase() + rep.title.slice(1) : "Sessions"), form,
+      h("p", { class: "muted" }, "Every exec, attach and port-forward: the command as sent (passwords redacted), with stdin and terminal, start, end and duration."),
+      reportTables(rep));
   }
 
   /** The gaps of a range (`/api/v1/gaps`'s report): a table of each silence, or why there is none. */
@@ -542,7 +627,7 @@
     const path = location.pathname;
     const params = new URLSearchParams(location.search);
     for (const a of document.querySelectorAll(".top nav a")) {
-      const on = path === a.getAttribute("href") || (path.startsWith(a.getAttribute("href") + "/")) || (path === "/" && a.getAttribute("href") === "/alerts") || (path.startsWith("/events/") && a.getAttribute("href") === "/search") || (path === "/scope" && a.getAttribute("href") === "/timeline");
+      const on = path === a.getAttribute("href") || (path.startsWith(a.getAttribute("href") + "/")) || (path === "/" && a.getAttribute("href") === "/alerts") || (path.startsWith("/events/") && a.getAttribute("href") === "/search") || (path === "/scope" && a.getAttribute("href") === "/timeline") || (path === "/history" && a.getAttribute("href") === "/search");
       if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     try {
@@ -553,6 +638,8 @@
       else if ((m = path.match(/^\/events\/([^/]+)$/))) await eventView(decodeURIComponent(m[1]), params);
       else if (path === "/timeline") await timelineView(params);
       else if (path === "/scope") await scopeView(params);
+      else if (path === "/history") await historyView(params);
+      else if (path === "/sessions") await sessionsView(params);
       else if (path === "/volume") await volumeView(params);
       else if (path === "/clusters" && params.has("pick")) {
         sessionStorage.setItem(CLUSTER_KEY, params.get("pick"));
@@ -588,7 +675,7 @@
     const data = new FormData(form);
     const o = {};
     for (const [k, v] of data.entries()) o[k] = v;
-    const to = { alerts: "/alerts", search: "/search", timeline: "/timeline", scope: "/scope", volume: "/volume" }[form.dataset.filter];
+    const to = { alerts: "/alerts", search: "/search", timeline: "/timeline", scope: "/scope", volume: "/volume", history: "/history", sessions: "/sessions" }[form.dataset.filter];
     go(to + "?" + qs(o));
   });
   // Keyboard: j/k move through table rows, Enter opens the selected one, / focuses the first search box.

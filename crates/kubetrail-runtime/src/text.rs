@@ -18,16 +18,10 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-/// A value quoted for a shell when it needs to be.
-pub fn shell_word(s: &str) -> String {
-    if s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "@._:-/".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
+/// A value quoted for a shell when it needs to be (control and invisible characters escaped, so a command
+/// printed for an analyst shows what would run): `kubetrail_history`'s, the one quoting every command
+/// kubetrail prints goes through.
+pub use kubetrail_history::shell_word;
 
 /// `*` matches any run of characters; everything else is literal.
 pub fn glob(pattern: &str, s: &str) -> bool {

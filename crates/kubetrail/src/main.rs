@@ -54,6 +54,10 @@ enum Command {
     Timeline(cmd::report::TimelineArgs),
     /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
     Scope(cmd::report::ScopeReportArgs),
+    /// Every write of one object, in order: who, from where, and each field it changed.
+    History(cmd::history::HistoryArgs),
+    /// Every exec, attach and port-forward: pod, container, command, terminal, who, start, end, duration.
+    Sessions(cmd::history::SessionsArgs),
     /// The clusters whose events are stored (a fleet's, through ClickHouse): events, rate, last event.
     Clusters(cmd::report::ClustersArgs),
     /// The periods each cluster's audit sources delivered no event (exit 1 when there is one).
@@ -126,6 +130,8 @@ fn command() -> ExitCode {
         Command::Who(args) => cmd::report::who(args),
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
+        Command::History(args) => cmd::history::history(args),
+        Command::Sessions(args) => cmd::history::sessions(args),
         Command::Clusters(args) => cmd::report::clusters(args),
         Command::Gaps(args) => cmd::gaps::gaps(args),
         Command::Coverage(args) => cmd::gaps::coverage(args),

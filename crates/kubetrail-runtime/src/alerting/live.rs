@@ -617,11 +617,33 @@ impl Detector {
                 format!("kubetrail alerts show {}", a.id),
             ]
         } else {
-            vec![
+            let mut commands = vec![
                 format!("kubetrail scope --user {user} --since 7d"),
                 format!("kubetrail timeline --user {user} --since 24h"),
-                format!("kubetrail alerts show {}", a.id),
-            ]
+            ];
+            // The object the alert is about, change by change; the sessions, for an exec or attach.
+            if let Some(t) = &a.target
+                && let Some(resource) = t.resource.as_deref().filter(|r| !r.is_empty())
+                && let Some(name) = t.name.as_deref().filter(|n| !n.is_empty())
+            {
+                if matches!(
+                    t.subresource.as_deref(),
+                    Some("exec" | "attach" | "portforward")
+                ) {
+                    commands.push(format!("kubetrail sessions --user {user} --since 24h"));
+                } else {
+                    commands.push(format!(
+                        "{} --since 30d",
+                        kubetrail_history::history_command(
+                            resource,
+                            t.namespace.as_deref().unwrap_or(""),
+                            name
+                        )
+                    ));
+                }
+            }
+            commands.push(format!("kubetrail alerts show {}", a.id));
+            commands
         };
         if let Some(base) = &self.console {
             a.console = Some(format!("{base}/alerts/{}", a.id));

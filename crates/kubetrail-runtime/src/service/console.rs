@@ -1,6 +1,6 @@
 //! The web console, served by `kubetrail serve` at `/`: one HTML page and its script, style and chart
 //! library, embedded in the binary at build time (`crates/kubetrail-runtime/console/`), no CDN. The page routes
-//! (`/`, `/alerts`, `/alerts/{id}`, `/search`, `/events/{auditID}`, `/timeline`, `/scope`, `/volume`) all
+//! (`/`, `/alerts`, `/alerts/{id}`, `/search`, `/events/{auditID}`, `/timeline`, `/scope`, `/history`, `/sessions`, `/volume`) all
 //! answer the same page, which reads its route from the URL and everything else from the API, so a link
 //! such as an alert's `console` URL opens straight on its view.
 //!
@@ -53,6 +53,8 @@ pub fn router() -> Router {
         "/events/{id}",
         "/timeline",
         "/scope",
+        "/history",
+        "/sessions",
         "/volume",
         "/clusters",
     ] {

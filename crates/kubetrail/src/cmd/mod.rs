@@ -6,6 +6,7 @@ pub mod config;
 pub mod detect;
 pub mod gaps;
 pub mod generate;
+pub mod history;
 pub mod import;
 pub mod policy;
 pub mod query;

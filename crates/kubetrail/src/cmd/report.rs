@@ -165,6 +165,7 @@ pub(crate) fn print(
         ReportRequest::Scope(_) => "scoping",
         ReportRequest::Clusters(_) => "counting",
         ReportRequest::Gaps(_) | ReportRequest::Coverage(_) => "looking for silences",
+        ReportRequest::Sessions(_) => "listing sessions",
     };
     let bar = spinner(&format!("{what} ({})", session.reading));
     let report = session.rt.block_on(reports::build(&session.engine, &req));

@@ -91,6 +91,20 @@ pub(super) enum Job {
     Scope {
         user: String,
     },
+    /// `/api/v1/history`: one object's writes.
+    History {
+        resource: String,
+        name: String,
+        namespace: Option<String>,
+        limit: usize,
+        with_status: bool,
+    },
+    /// `/api/v1/sessions`.
+    Sessions {
+        user: Option<String>,
+        namespace: Option<String>,
+        limit: usize,
+    },
     /// `/api/v1/histogram` (the scope's own range, in microseconds).
     Histogram {
         predicate: Option<String>,
@@ -211,6 +225,34 @@ impl Job {
             }
             Job::Scope { user } => {
                 report_answer(&engine, ReportRequest::Scope(ScopeRequest { user })).await?
+            }
+            Job::History {
+                resource,
+                name,
+                namespace,
+                limit,
+                with_status,
+            } => {
+                let req = kubetrail_engine::history::HistoryRequest {
+                    resource,
+                    name,
+                    namespace,
+                    limit,
+                    with_status,
+                };
+                to_json(&kubetrail_engine::history::history(&engine, &req).await?)
+            }
+            Job::Sessions {
+                user,
+                namespace,
+                limit,
+            } => {
+                let req = kubetrail_engine::history::SessionsRequest {
+                    user,
+                    namespace,
+                    limit,
+                };
+                report_answer(&engine, ReportRequest::Sessions(req)).await?
             }
             Job::ClusterNames => to_json(&serde_json::json!({
                 "clusters": engine.cluster_names().await?,

@@ -1,5 +1,6 @@
 //! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`,
-//! `/api/v1/clusters` (and `/clusters/names`), `/api/v1/gaps` and `/api/v1/coverage`, JSON, with the CLI's
+//! `/api/v1/history` (one object's writes and what each changed), `/api/v1/sessions` (exec, attach,
+//! port-forward), `/api/v1/clusters` (and `/clusters/names`), `/api/v1/gaps` and `/api/v1/coverage`, JSON, with the CLI's
 //! semantics (the same parameters as the flags, the same reports); and
 //! the alerts: `GET /api/v1/alerts`, `GET /api/v1/alerts/{id}`, `POST /api/v1/alerts/{id}/{ack|resolve|
 //! reopen|assign|note}`, each change recorded with the authenticated caller; the suppressions:
@@ -7,7 +8,8 @@
 //!
 //! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
 //! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
-//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`; `longer_than` for `gaps`
+//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`; `resource` (as
+//! `deployments/NAME`), `namespace`, `limit`, `with_status` for `history`; `user`, `namespace`, `limit` for `sessions`; `longer_than` for `gaps`
 //! and `coverage` (whose `since` and `until` bound when events were received). An unknown or misplaced
 //! parameter is an error, never ignored.
 //!
@@ -173,6 +175,8 @@ impl QueryApi {
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
+            .route("/api/v1/history", get(history))
+            .route("/api/v1/sessions", get(sessions))
             .route("/api/v1/clusters", get(clusters))
             .route("/api/v1/clusters/names", get(cluster_names))
             .route("/api/v1/gaps", get(gaps))
@@ -220,6 +224,7 @@ struct Params {
     offset: Option<usize>,
     format: Option<String>,
     longer_than: Option<String>,
+    with_status: Option<bool>,
 }
 
 impl Params {
@@ -245,6 +250,7 @@ impl Params {
         note("offset", self.offset.is_some());
         note("format", self.format.is_some());
         note("longer_than", self.longer_than.is_some());
+        note("with_status", self.with_status.is_some());
         out
     }
 
@@ -788,6 +794,49 @@ async fn cluster_names(
     let p = params(req).await?;
     p.only("/api/v1/clusters/names", &[])?;
     answer(&api, p.scope()?, Job::ClusterNames).await
+}
+
+/// `/api/v1/history`: every write of the object `resource` (`deployments/NAME`) in `namespace`, with what
+/// each changed.
+async fn history(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    p.only(
+        "/api/v1/history",
+        &["resource", "namespace", "limit", "with_status"],
+    )?;
+    let object = p.required("resource", &p.resource)?;
+    let limit = match p.limit {
+        None => kubetrail_engine::history::DEFAULT_HISTORY_LIMIT,
+        Some(n) => n,
+    };
+    // Checked here, before a slot is taken.
+    let req = kubetrail_engine::history::HistoryRequest::parse(object, p.namespace.clone(), limit)?;
+    let job = Job::History {
+        resource: req.resource,
+        name: req.name,
+        namespace: req.namespace,
+        limit: req.limit,
+        with_status: p.with_status.unwrap_or(false),
+    };
+    answer(&api, p.scope()?, job).await
+}
+
+/// `/api/v1/sessions`: every exec, attach and port-forward (by `user`, into `namespace`), as a report.
+async fn sessions(
+    State(api): State<Arc<QueryApi>>,
+    req: Request<Body>,
+) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    p.only("/api/v1/sessions", &["user", "namespace", "limit"])?;
+    let job = Job::Sessions {
+        user: p.user.clone().filter(|u| !u.trim().is_empty()),
+        namespace: p.namespace.clone().filter(|n| !n.trim().is_empty()),
+        limit: p.limit(1000)?,
+    };
+    answer(&api, p.scope()?, job).await
 }
 
 /// `/api/v1/scope`: the incident report on a suspect `user`.

@@ -1,0 +1,663 @@
+//! `history`: every request that wrote one object, in order, with what each changed (the create body, a
+//! patch's fields, an update's diff against the state known before it), read from the stored events and
+//! interpreted by [`kubetrail_history`]; and `sessions`: every exec, attach and port-forward, with its
+//! command, terminal, start, end and duration, as a [`Report`].
+//!
+//! Both read only the requests they are about (the object's name has a bloom filter; sessions are a
+//! subresource of `pods`), one row per request, streamed: an object's history is replayed as its rows
+//! arrive, and only what it changed is kept.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use kubetrail_history::{Action, FieldChange, PatchType, Replay, Val, Write};
+use serde::Serialize;
+
+use crate::reports::{Report, ReportError};
+use crate::{Engine, EventRow, RowQuery};
+
+/// The most requests a history lists unless asked for fewer.
+pub const DEFAULT_HISTORY_LIMIT: usize = 1000;
+/// The most requests a history or a session list may be asked for.
+pub const MAX_LIMIT: usize = 10_000;
+/// The longest value a change shows (longer strings end in `…`; longer objects are shown as their JSON
+/// cut there): a changed ConfigMap of megabytes must not make the answer megabytes.
+const MAX_VALUE_CHARS: usize = 2000;
+
+/// Short names and singulars of the common kinds, as `kubectl` takes them, to their resource.
+const ALIASES: [(&str, &str); 44] = [
+    ("po", "pods"),
+    ("pod", "pods"),
+    ("deploy", "deployments"),
+    ("deployment", "deployments"),
+    ("rs", "replicasets"),
+    ("replicaset", "replicasets"),
+    ("sts", "statefulsets"),
+    ("statefulset", "statefulsets"),
+    ("ds", "daemonsets"),
+    ("daemonset", "daemonsets"),
+    ("job", "jobs"),
+    ("cj", "cronjobs"),
+    ("cronjob", "cronjobs"),
+    ("svc", "services"),
+    ("service", "services"),
+    ("cm", "configmaps"),
+    ("configmap", "configmaps"),
+    ("secret", "secrets"),
+    ("sa", "serviceaccounts"),
+    ("serviceaccount", "serviceaccounts"),
+    ("ns", "namespaces"),
+    ("namespace", "namespaces"),
+    ("no", "nodes"),
+    ("node", "nodes"),
+    ("ing", "ingresses"),
+    ("ingress", "ingresses"),
+    ("netpol", "networkpolicies"),
+    ("networkpolicy", "networkpolicies"),
+    ("pvc", "persistentvolumeclaims"),
+    ("persistentvolumeclaim", "persistentvolumeclaims"),
+    ("pv", "persistentvolumes"),
+    ("persistentvolume", "persistentvolumes"),
+    ("role", "roles"),
+    ("rolebinding", "rolebindings"),
+    ("clusterrole", "clusterroles"),
+    ("clusterrolebinding", "clusterrolebindings"),
+    ("crd", "customresourcedefinitions"),
+    ("customresourcedefinition", "customresourcedefinitions"),
+    (
+        "mutatingwebhookconfiguration",
+        "mutatingwebhookconfigurations",
+    ),
+    (
+        "validatingwebhookconfiguration",
+        "validatingwebhookconfigurations",
+    ),
+    ("hpa", "horizontalpodautoscalers"),
+    ("pdb", "poddisruptionbudgets"),
+    ("lease", "leases"),
+    ("ep", "endpoints"),
+];
+
+/// The resource `kind` names: a plural resource as is, a `kubectl` short name or singular of a common kind
+/// as its resource; `deployments.apps` as `deployments` (the group is not a column of its own here).
+pub fn resource_name(kind: &str) -> String {
+    let kind = kind.trim().to_ascii_lowercase();
+    let base = kind.split('.').next().unwrap_or("").to_string();
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == base)
+        .map_or(base, |(_, r)| r.to_string())
+}
+
+/// `history RESOURCE/NAME [-n NAMESPACE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// The resource (`deployments`; short names and singulars are taken, see [`resource_name`]).
+    pub resource: String,
+    pub name: String,
+    /// `None` for a cluster-scoped object (and for an object of any namespace: then each namespace's object
+    /// is replayed on its own).
+    pub namespace: Option<String>,
+    /// At most this many requests, the first ones in time.
+    pub limit: usize,
+    /// Also the writes of its `status` subresource (controllers reporting progress: many, and rarely what a
+    /// responder looks for; counted and left out otherwise).
+    pub with_status: bool,
+}
+
+impl HistoryRequest {
+    /// `RESOURCE/NAME`, as the CLI and API take it.
+    pub fn parse(
+        object: &str,
+        namespace: Option<String>,
+        limit: usize,
+    ) -> Result<HistoryRequest, ReportError> {
+        let Some((kind, name)) = object.split_once('/') else {
+            return Err(ReportError::Invalid(format!(
+                "`{object}` names no object: give RESOURCE/NAME (`deployments/payments-api`)"
+            )));
+        };
+        let resource = resource_name(kind);
+        if resource.is_empty() || name.trim().is_empty() || name.contains('/') {
+            return Err(ReportError::Invalid(format!(
+                "`{object}` names no object: give RESOURCE/NAME (`deployments/payments-api`)"
+            )));
+        }
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ReportError::Invalid(format!(
+                "the limit is 1 to {MAX_LIMIT} requests, not {limit}"
+            )));
+        }
+        Ok(HistoryRequest {
+            resource,
+            name: name.trim().to_string(),
+            namespace: namespace.filter(|n| !n.is_empty()),
+            limit,
+            with_status: false,
+        })
+    }
+
+    /// The object as `kubectl` names it: `deployments/payments-api -n prod`.
+    pub fn object(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{} -n {ns}", self.resource, self.name),
+            None => format!("{}/{}", self.resource, self.name),
+        }
+    }
+}
+
+/// One object's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// `deployments/payments-api -n prod`.
+    pub object: String,
+    pub resource: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    /// The requests that wrote it, in time order.
+    pub entries: Vec<Entry>,
+    /// More requests are stored than the limit let through.
+    pub truncated: bool,
+    /// What the reader must know about the whole answer (nothing found, a limit).
+    pub notes: Vec<String>,
+}
+
+/// One request that wrote the object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    pub time: String,
+    pub cluster: String,
+    pub namespace: Option<String>,
+    pub user: String,
+    pub impersonated_user: Option<String>,
+    pub source_ips: Vec<String>,
+    pub user_agent: Option<String>,
+    pub verb: String,
+    pub subresource: Option<String>,
+    pub code: Option<i32>,
+    pub level: String,
+    pub audit_id: String,
+    pub action: Action,
+    pub patch: Option<PatchType>,
+    pub patch_assumed: bool,
+    /// Whether each change's `before` comes from a state recorded earlier.
+    pub before_known: bool,
+    pub changes: Vec<FieldChange>,
+    /// Changes not listed (past the cap of one request's).
+    pub more: usize,
+    pub notes: Vec<String>,
+}
+
+impl Entry {
+    /// `mallory@corp.example (as admin)` and where from: `from 203.0.113.9 (kubectl/v1.30)`.
+    pub fn who(&self) -> String {
+        let mut s = match &self.impersonated_user {
+            Some(u) => format!("{} as {u}", self.user),
+            None => self.user.clone(),
+        };
+        if !self.source_ips.is_empty() {
+            s.push_str(&format!(" from {}", self.source_ips.join(",")));
+        }
+        s
+    }
+
+    /// `patch` (`patch deployments/scale`), with the patch type when known.
+    pub fn request(&self) -> String {
+        let mut s = self.verb.clone();
+        if let Some(sub) = &self.subresource {
+            s.push_str(&format!(" ({sub})"));
+        }
+        if let Some(p) = self.patch {
+            s.push_str(&format!(
+                ", {}{}",
+                p.as_str(),
+                if self.patch_assumed {
+                    " (inferred)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        s
+    }
+}
+
+/// A value shown at most [`MAX_VALUE_CHARS`] long.
+fn clip(v: Val) -> Val {
+    match v {
+        Val::Value(serde_json::Value::String(s)) if s.chars().count() > MAX_VALUE_CHARS => {
+            let mut cut: String = s.chars().take(MAX_VALUE_CHARS).collect();
+            cut.push('…');
+            Val::Value(serde_json::Value::String(cut))
+        }
+        Val::Value(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            let text = v.to_string();
+            if text.chars().count() > MAX_VALUE_CHARS {
+                let mut cut: String = text.chars().take(MAX_VALUE_CHARS).collect();
+                cut.push('…');
+                Val::Value(serde_json::Value::String(cut))
+            } else {
+                Val::Value(v)
+            }
+        }
+        v => v,
+    }
+}
+
+/// A SQL string literal.
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The body under `key` of a stored event, when recorded.
+fn body<'a>(event: Option<&'a serde_json::Value>, key: &str) -> Option<&'a serde_json::Value> {
+    event?.get(key).filter(|v| !v.is_null())
+}
+
+/// Every request that wrote the object of `req`, replayed in order (per cluster and namespace: an object's
+/// name is only unique there).
+pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, ReportError> {
+    let ns = match &req.namespace {
+        Some(ns) => format!("\"namespace\" = {}", sql_str(ns)),
+        None => "TRUE".to_string(),
+    };
+    let object = format!(
+        "\"resource\" = {r} AND {ns} AND \"name\" = {n} AND \"verb\" IN ('create', 'update', 'patch', 'delete')",
+        r = sql_str(&req.resource),
+        n = sql_str(&req.name),
+    );
+    let status = if req.with_status {
+        "TRUE"
+    } else {
+        "(\"subresource\" IS NULL OR \"subresource\" <> 'status')"
+    };
+    let predicate = format!(
+        "({object} AND {status}) OR (\"resource\" = {r} AND {ns} AND \"verb\" = 'deletecollection' AND \
+         \"name\" IS NULL AND \"subresource\" IS NULL)",
+        r = sql_str(&req.resource),
+    );
+    let mut replays: BTreeMap<(String, Option<String>), Replay> = BTreeMap::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut truncated = false;
+    let limit = req.limit.clamp(1, MAX_LIMIT);
+    let mut failure: Option<ReportError> = None;
+    engine
+        .requests(
+            Some(&predicate),
+            RowQuery {
+                with_event: true,
+                limit: Some(limit + 1),
+                ..RowQuery::default()
+            },
+            |row| {
+                if entries.len() >= limit {
+                    truncated = true;
+                    return ControlFlow::Break(());
+                }
+                match entry(&mut replays, row) {
+                    Ok(Some(e)) => entries.push(e),
+                    Ok(None) => {}
+                    Err(e) => {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut notes = Vec::new();
+    if entries.is_empty() {
+        notes.push(format!(
+            "no write of {} is stored in the time range: widen since/until, or check the name and \
+             namespace (`kubetrail who '*' {}/{}`)",
+            req.object(),
+            req.resource,
+            req.name
+        ));
+    } else if entries.iter().all(|e| e.level == "Metadata") {
+        notes.push(
+            "every write was logged at Metadata: who and when are known, what changed is not (the audit \
+             policy records this kind without bodies; `kubetrail policy lint`)"
+                .to_string(),
+        );
+    }
+    if truncated {
+        notes.push(format!(
+            "showing the first {limit} writes: narrow since/until or raise the limit"
+        ));
+    }
+    if !req.with_status {
+        let (_, rows) = engine
+            .sql_rows(
+                &format!(
+                    "SELECT count(DISTINCT \"audit_id\") FROM events WHERE {object} AND \"subresource\" = 'status'"
+                ),
+                None,
+            )
+            .await?;
+        let n = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|c| c.as_i64())
+            .unwrap_or(0);
+        if n > 0 {
+            notes.push(format!(
+                "{n} write(s) of its status (controllers reporting progress) not shown: ask with status \
+                 (`--with-status`)"
+            ));
+        }
+    }
+    Ok(History {
+        object: req.object(),
+        resource: req.resource.clone(),
+        name: req.name.clone(),
+        namespace: req.namespace.clone(),
+        entries,
+        truncated,
+        notes,
+    })
+}
+
+/// The entry of one stored request, replayed on its object's state.
+fn entry(
+    replays: &mut BTreeMap<(String, Option<String>), Replay>,
+    row: EventRow,
+) -> Result<Option<Entry>, ReportError> {
+    let event: Option<serde_json::Value> = row
+        .event
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok());
+    let key = (row.cluster.clone(), row.namespace.clone());
+    let replay = replays.entry(key).or_default();
+    let collection = row.verb == "deletecollection";
+    let step = if collection {
+        // A delete of every object of the kind in the namespace (or those its selector matched): this one
+        // may be among them. What it deleted is not in the event.
+        None
+    } else {
+        let write = Write {
+            verb: &row.verb,
+            subresource: row.subresource.as_deref(),
+            api_group: row.api_group.as_deref(),
+            resource: row.resource.as_deref().unwrap_or(""),
+            uri: &row.uri,
+            level: &row.level,
+            code: row.code,
+            request_object: body(event.as_ref(), "requestObject"),
+            response_object: body(event.as_ref(), "responseObject"),
+        };
+        Some(replay.step(&write))
+    };
+    let (action, patch, patch_assumed, before_known, changes, more, notes) = match step {
+        Some(s) => (
+            s.action,
+            s.patch,
+            s.patch_assumed,
+            s.before_known,
+            s.changes,
+            s.more,
+            s.notes,
+        ),
+        None => (
+            Action::Deleted,
+            None,
+            false,
+            false,
+            Vec::new(),
+            0,
+            vec![format!(
+                "a deletecollection of {} in the namespace{}: this object may have been among those deleted",
+                row.resource.as_deref().unwrap_or("the kind"),
+                match row.code {
+                    Some(c) if c >= 400 => format!(" (refused, {c})"),
+                    _ => String::new(),
+                }
+            )],
+        ),
+    };
+    let changes = changes
+        .into_iter()
+        .map(|c| FieldChange {
+            path: c.path,
+            before: clip(c.before),
+            after: clip(c.after),
+        })
+        .collect();
+    Ok(Some(Entry {
+        time: row.time(),
+        cluster: row.cluster,
+        namespace: row.namespace,
+        user: row.user,
+        impersonated_user: row.impersonated_user,
+        source_ips: row.source_ips,
+        user_agent: row.user_agent,
+        verb: row.verb,
+        subresource: row.subresource,
+        code: row.code,
+        level: row.level,
+        audit_id: row.audit_id,
+        action,
+        patch,
+        patch_assumed,
+        before_known,
+        changes,
+        more,
+        notes,
+    }))
+}
+
+/// `sessions [--user U] [-n NAMESPACE]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionsRequest {
+    pub user: Option<String>,
+    pub namespace: Option<String>,
+    /// At most this many sessions, the first ones in time.
+    pub limit: usize,
+}
+
+/// The columns of the sessions section.
+const SESSION_COLUMNS: [&str; 17] = [
+    "START",
+    "END",
+    "DURATION",
+    "CLUSTER",
+    "USER",
+    "AS",
+    "SOURCE IPS",
+    "USER AGENT",
+    "KIND",
+    "POD",
+    "CONTAINER",
+    "COMMAND",
+    "STDIN",
+    "TTY",
+    "OUTCOME",
+    "AUDIT ID",
+    "NOTE",
+];
+
+/// Every exec, attach and port-forward (by `req.user`, in `req.namespace`) as a session: its pod and
+/// container, its command, whether it had stdin and a terminal, who and from where, its start (the
+/// request's receipt), end (its `ResponseComplete` stage: when the stream closed) and duration, and its
+/// outcome.
+pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, ReportError> {
+    if req.limit == 0 || req.limit > MAX_LIMIT {
+        return Err(ReportError::Invalid(format!(
+            "the limit is 1 to {MAX_LIMIT} sessions, not {}",
+            req.limit
+        )));
+    }
+    let limit = req.limit;
+    let mut terms = vec![
+        "\"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')"
+            .to_string(),
+    ];
+    if let Some(u) = &req.user {
+        terms.push(format!(
+            "(\"user\" = {u} OR \"impersonated_user\" = {u})",
+            u = sql_str(u)
+        ));
+    }
+    if let Some(ns) = &req.namespace {
+        terms.push(format!("\"namespace\" = {}", sql_str(ns)));
+    }
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut truncated = false;
+    engine
+        .requests(
+            Some(&terms.join(" AND ")),
+            RowQuery {
+                with_event: true,
+                limit: Some(limit + 1),
+                ..RowQuery::default()
+            },
+            |row| {
+                if rows.len() >= limit {
+                    truncated = true;
+                    return ControlFlow::Break(());
+                }
+                rows.push(session_row(&row));
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+    let mut title = "sessions".to_string();
+    if let Some(u) = &req.user {
+        title.push_str(&format!(" of {u}"));
+    }
+    if let Some(ns) = &req.namespace {
+        title.push_str(&format!(" in namespace {ns}"));
+    }
+    let note = if rows.is_empty() {
+        Some("no exec, attach or port-forward in the time range".to_string())
+    } else if truncated {
+        Some(format!(
+            "showing the first {limit}: narrow since/until or raise the limit"
+        ))
+    } else {
+        Some(
+            "START is when the apiserver received the request, END its ResponseComplete stage (the stream \
+             closed); the command is as the client sent it, passwords redacted"
+                .to_string(),
+        )
+    };
+    let mut report = Report {
+        title,
+        sections: Vec::new(),
+    };
+    report.sections.push(crate::reports::Section {
+        title: "sessions".into(),
+        key: "sessions".into(),
+        columns: SESSION_COLUMNS.to_vec(),
+        rows,
+        note,
+    });
+    Ok(report)
+}
+
+/// One session's row.
+fn session_row(row: &EventRow) -> Vec<String> {
+    let event: Option<serde_json::Value> = row
+        .event
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok());
+    let session = row
+        .subresource
+        .as_deref()
+        .and_then(|s| kubetrail_history::session::parse(s, &row.uri));
+    let end_us = event
+        .as_ref()
+        .and_then(|e| e.get("stageTimestamp"))
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_microsecond());
+    let complete = row.stage == "ResponseComplete";
+    let (end, duration, mut note) = match end_us {
+        Some(end) if complete => (
+            crate::format_time_us(end),
+            crate::reports::human_length(end - row.time_us),
+            String::new(),
+        ),
+        _ => (
+            String::new(),
+            String::new(),
+            format!(
+                "no end recorded (latest stage {}): still open, or the policy omits ResponseComplete",
+                row.stage
+            ),
+        ),
+    };
+    let (kind, container, command, stdin, tty) = match &session {
+        Some(s) => (
+            match s.kind {
+                kubetrail_history::SessionKind::Exec => "exec",
+                kubetrail_history::SessionKind::Attach => "attach",
+                kubetrail_history::SessionKind::PortForward => "portforward",
+            }
+            .to_string(),
+            s.container.clone().unwrap_or_default(),
+            if s.kind == kubetrail_history::SessionKind::PortForward {
+                s.ports
+                    .iter()
+                    .map(|p| format!("port {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                s.command_line()
+            },
+            yes_no(s.stdin),
+            yes_no(s.tty),
+        ),
+        None => (
+            row.subresource.clone().unwrap_or_default(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
+    };
+    if command.is_empty() && kind == "exec" {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str("no command in the request URI");
+    }
+    let pod = match (&row.namespace, &row.name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.clone(),
+        _ => String::new(),
+    };
+    let outcome = match row.code {
+        Some(101) => "101 ok (stream opened)".to_string(),
+        Some(c) if c < 400 => format!("{c} ok"),
+        Some(c) => format!("{c} refused"),
+        None => format!("no response recorded ({})", row.stage),
+    };
+    vec![
+        row.time(),
+        end,
+        duration,
+        row.cluster.clone(),
+        row.user.clone(),
+        row.impersonated_user.clone().unwrap_or_default(),
+        row.source_ips.join(","),
+        row.user_agent.clone().unwrap_or_default(),
+        kind,
+        pod,
+        container,
+        command,
+        stdin,
+        tty,
+        outcome,
+        row.audit_id.clone(),
+        note,
+    ]
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}

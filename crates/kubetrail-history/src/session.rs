@@ -1,0 +1,267 @@
+//! Exec, attach and port-forward sessions from their request URIs: the container, the command (exec), the
+//! streams and terminal, the ports (port-forward), read from the query as kube-apiserver reads it.
+//!
+//! The query is split and decoded by `form_urlencoded` (Go's `url.ParseQuery` rules: `&`-separated pairs,
+//! `+` is a space, percent escapes; an invalid escape is kept as written where Go would drop the pair).
+//! Options are converted as kube-apiserver converts them (`runtime.Convert_Slice_string_To_bool`: the first
+//! value counts; only `false` (any case) and `0` are false, any other value, an empty one too, is true).
+
+use crate::marker;
+
+/// The most command arguments kept (then a final `…`).
+pub const MAX_ARGS: usize = 256;
+/// The most bytes of command arguments kept (then a final `…`).
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// The most `ports` values kept.
+pub const MAX_PORTS: usize = 64;
+/// The longest container name or port value kept.
+const MAX_NAME: usize = 256;
+
+/// What a session streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    Exec,
+    Attach,
+    PortForward,
+}
+
+/// One exec, attach or port-forward request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Session {
+    pub kind: SessionKind,
+    pub container: Option<String>,
+    /// The command and its arguments as given (exec only), each argument percent-decoded; a redacted argument
+    /// (containing a kubetrail marker) shown with the marker replaced by `[redacted]` (e.g. `-p[redacted]`).
+    /// At most [`MAX_ARGS`] arguments and [`MAX_COMMAND_BYTES`] bytes, then a final `…`.
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+    /// Port-forward `ports=` values, as given.
+    pub ports: Vec<String>,
+}
+
+/// The session of a request to the pod subresource `subresource` (`exec`, `attach` or `portforward`; else
+/// `None`) with the request URI `uri` (its query read).
+pub fn parse(subresource: &str, uri: &str) -> Option<Session> {
+    let kind = match subresource {
+        "exec" => SessionKind::Exec,
+        "attach" => SessionKind::Attach,
+        "portforward" => SessionKind::PortForward,
+        _ => return None,
+    };
+    let mut s = Session {
+        kind,
+        container: None,
+        command: Vec::new(),
+        stdin: false,
+        stdout: false,
+        stderr: false,
+        tty: false,
+        ports: Vec::new(),
+    };
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let mut bools: [Option<bool>; 4] = [None; 4];
+    let mut bytes = 0usize;
+    let mut cut = false;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "command" if kind == SessionKind::Exec => {
+                if cut {
+                    continue;
+                }
+                if s.command.len() >= MAX_ARGS || bytes + value.len() > MAX_COMMAND_BYTES {
+                    s.command.push("…".to_string());
+                    cut = true;
+                    continue;
+                }
+                bytes += value.len();
+                s.command
+                    .push(marker::replace(&value, "[redacted]").into_owned());
+            }
+            "container" if s.container.is_none() => s.container = Some(bounded(&value)),
+            "ports" if kind == SessionKind::PortForward && s.ports.len() < MAX_PORTS => {
+                s.ports.push(bounded(&value));
+            }
+            "stdin" | "stdout" | "stderr" | "tty" => {
+                let i = ["stdin", "stdout", "stderr", "tty"]
+                    .iter()
+                    .position(|k| *k == key)
+                    .unwrap_or(0);
+                bools[i].get_or_insert(!(value == "0" || value.eq_ignore_ascii_case("false")));
+            }
+            _ => {}
+        }
+    }
+    [s.stdin, s.stdout, s.stderr, s.tty] = bools.map(|b| b.unwrap_or(false));
+    Some(s)
+}
+
+/// A name or port from the URI: at most [`MAX_NAME`] characters, markers replaced.
+fn bounded(v: &str) -> String {
+    let v = marker::replace(v, "[redacted]");
+    let mut out: String = v.chars().take(MAX_NAME).collect();
+    if v.chars().nth(MAX_NAME).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+impl Session {
+    /// The command as one line, each argument quoted as a POSIX shell would need it ([`shell_word`]).
+    pub fn command_line(&self) -> String {
+        self.command
+            .iter()
+            .map(|a| if a == "…" { a.clone() } else { shell_word(a) })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Characters that may go unquoted in a shell word.
+fn plain(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '_' | '@' | '%' | '+' | '=' | ':' | ',' | '.' | '/' | '-')
+}
+
+/// Characters that must not reach a terminal as they are: control characters, and the invisible and
+/// direction-changing ones that make displayed text differ from what runs.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `s` as one POSIX shell word: as is when it needs no quoting, else in single quotes, or in ANSI-C quotes
+/// (`$'…'`, bash and zsh) with escapes when it holds control or invisible characters, so a command shown in
+/// a terminal is the command that ran.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_string();
+    }
+    if !s.chars().any(hidden) {
+        return format!("'{}'", s.replace('\'', r"'\''"));
+    }
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str(r"\n"),
+            '\t' => out.push_str(r"\t"),
+            '\r' => out.push_str(r"\r"),
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            c if hidden(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECTL_EXEC: &str = "/api/v1/namespaces/prod/pods/db-0/exec?command=mysql&command=-uroot&command=-pkubetrail-redacted%3Alen%3D7%3Ahmac%3DAAAAAAAAAAAAAAAAAAAAAA&container=db&stdin=true&stdout=true&tty=true";
+
+    #[test]
+    fn reads_a_kubectl_exec() {
+        let s = parse("exec", KUBECTL_EXEC).unwrap();
+        assert_eq!(s.kind, SessionKind::Exec);
+        assert_eq!(s.command, ["mysql", "-uroot", "-p[redacted]"]);
+        assert_eq!(s.container.as_deref(), Some("db"));
+        assert!(s.stdin && s.stdout && s.tty && !s.stderr);
+        assert_eq!(s.command_line(), "mysql -uroot '-p[redacted]'");
+        assert!(s.ports.is_empty());
+        // The marker as the redactor writes it into a URI, unescaped, reads the same.
+        let raw = "/x/exec?command=sh&command=-c&command=psql%20-p%20kubetrail-redacted:len=7:hmac=AAAAAAAAAAAAAAAAAAAAAA";
+        let s = parse("exec", raw).unwrap();
+        assert_eq!(s.command, ["sh", "-c", "psql -p [redacted]"]);
+        assert_eq!(s.command_line(), "sh -c 'psql -p [redacted]'");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("hmac"), "{json}");
+    }
+
+    #[test]
+    fn reads_attach_and_port_forward() {
+        let s = parse("attach", "/api/v1/namespaces/a/pods/p/attach?container=app&stdin=1&stdout=true&stderr=false&tty=0")
+            .unwrap();
+        assert_eq!(s.kind, SessionKind::Attach);
+        assert_eq!(s.container.as_deref(), Some("app"));
+        assert!(s.stdin && s.stdout && !s.stderr && !s.tty);
+        assert!(s.command.is_empty());
+        let s = parse(
+            "portforward",
+            "/api/v1/namespaces/a/pods/p/portforward?ports=5432&ports=8080",
+        )
+        .unwrap();
+        assert_eq!(s.kind, SessionKind::PortForward);
+        assert_eq!(s.ports, ["5432", "8080"]);
+        assert_eq!(serde_json::to_value(s.kind).unwrap(), "portforward");
+        assert_eq!(parse("log", KUBECTL_EXEC), None);
+        // No query: a session with nothing set.
+        let s = parse("exec", "/api/v1/namespaces/a/pods/p/exec").unwrap();
+        assert!(s.command.is_empty() && s.container.is_none() && !s.stdin);
+    }
+
+    #[test]
+    fn decodes_as_go_does() {
+        let s = parse("exec", "/x?command=echo&command=a+b&command=100%25&command=%zz&command=%E2%9C%93&tty=TRUE&stdin=&stdout=False&container=c1&container=c2").unwrap();
+        assert_eq!(s.command, ["echo", "a b", "100%", "%zz", "✓"]);
+        assert!(s.tty, "any value but false and 0 is true");
+        assert!(s.stdin, "an empty value is true");
+        assert!(!s.stdout);
+        assert_eq!(s.container.as_deref(), Some("c1"), "the first value counts");
+        // Repeated booleans: the first counts.
+        assert!(!parse("exec", "/x?stdin=false&stdin=true").unwrap().stdin);
+        // `command` is exec's only.
+        assert!(parse("attach", "/x?command=sh").unwrap().command.is_empty());
+    }
+
+    #[test]
+    fn long_commands_are_cut() {
+        let uri = format!("/x?{}", vec!["command=a"; 1000].join("&"));
+        let s = parse("exec", &uri).unwrap();
+        assert_eq!(s.command.len(), MAX_ARGS + 1);
+        assert_eq!(s.command.last().map(String::as_str), Some("…"));
+        assert!(s.command_line().ends_with(" a …"));
+        let big = "x".repeat(40_000);
+        let s = parse("exec", &format!("/x?command={big}&command={big}&command=y")).unwrap();
+        assert_eq!(s.command.len(), 2);
+        assert_eq!(s.command[1], "…");
+        let s = parse("exec", &format!("/x?container={big}")).unwrap();
+        assert_eq!(s.container.unwrap().chars().count(), MAX_NAME + 1);
+    }
+
+    #[test]
+    fn shell_words_are_quoted_safely() {
+        assert_eq!(shell_word("ls"), "ls");
+        assert_eq!(shell_word("/bin/sh"), "/bin/sh");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$(id)"), "'$(id)'");
+        assert_eq!(shell_word("a\nb"), r"$'a\nb'");
+        assert_eq!(shell_word("\u{1b}[31mred"), r"$'\x1b[31mred'");
+        assert_eq!(shell_word("evil\u{202E}txt.exe"), r"$'evil\u202etxt.exe'");
+        assert_eq!(shell_word("it's\t"), r"$'it\'s\t'");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_uri_parses_without_panic(uri in ".{0,300}", sub in "(exec|attach|portforward|x)") {
+            if let Some(s) = parse(&sub, &uri) {
+                let _ = s.command_line();
+                proptest::prop_assert!(s.command.len() <= MAX_ARGS + 1);
+            }
+        }
+
+        #[test]
+        fn shell_words_never_carry_raw_control_characters(s in "\\PC{0,20}[\\x00-\\x1f\\x7f]?\\PC{0,20}") {
+            let w = shell_word(&s);
+            proptest::prop_assert!(!w.chars().any(char::is_control), "{w:?}");
+        }
+    }
+}
