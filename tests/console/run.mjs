@@ -4,7 +4,9 @@
 // and an admin's) on a free loopback port with a fresh data directory, sends it the generator's traffic with its attack scenarios, the seed breach and a few
 // hand-made events (a pod deletion to find, an attacker whose user agent and object name hold <script>),
 // then drives Debian's /usr/bin/chromium through playwright-core: as a reader (no action is offered, and
-// the API refuses them), then as an admin: log in, work the alert of the breach, go to the scope report, search for the pod deletion, open the event, read the volume page
+// the API refuses them), then as an admin: log in, work the alert of the breach, go to the scope report, search for the pod deletion, open the event,
+// follow the tampered Deployment's history (from its patch's event and from the sidecar's alert) and the sessions (the exec with a
+// password argument, to its actor's timeline), read the volume page
 // (and the gaps under its chart: a second apiserver identity sends two events a few seconds apart).
 // It checks every console and API route refuses unauthenticated requests, and that attacker text is shown
 // as text and never run. Screenshots of each page go to $SCREENSHOTS (default tests/console/screenshots).
@@ -167,7 +169,7 @@ async function main() {
 
     // ---- every route refuses the unauthenticated ------------------------------------------------------
     log("unauthenticated requests to every console and API route are refused");
-    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/volume", "/clusters", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
+    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/history", "/sessions", "/volume", "/clusters", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
     for (const p of pages) {
       const res = await fetch(base + p, { redirect: "manual" });
       assert.equal(res.status, 303, `${p} without a session`);
@@ -175,7 +177,7 @@ async function main() {
       assert.ok(!(await res.text()).includes("app.js"), `${p} leaks nothing`);
     }
     const apiGets = ["/api/v1/session", "/api/v1/alerts", `/api/v1/alerts/${bind.id}`, "/api/v1/query", "/api/v1/who?verb=delete&resource=pods",
-      "/api/v1/timeline?user=x", "/api/v1/scope?user=x", "/api/v1/histogram", "/api/v1/export", "/api/v1/events/delete-the-pod",
+      "/api/v1/timeline?user=x", "/api/v1/scope?user=x", "/api/v1/history?resource=deployments/x", "/api/v1/sessions", "/api/v1/histogram", "/api/v1/export", "/api/v1/events/delete-the-pod",
       "/api/v1/volume", "/api/v1/clusters", "/api/v1/clusters/names", "/api/v1/gaps", "/api/v1/coverage", "/api/v1/suppressions"];
     for (const p of apiGets) {
       const res = await fetch(base + p);
@@ -307,6 +309,7 @@ async function main() {
     const scopeText = await text();
     assert.ok(scopeText.includes(bind.actor.username), "the scope report names the actor");
     assert.ok((await page.locator("main table").count()) >= 1, "the scope report has its tables");
+    assert.ok((await page.locator("a.history-link").count()) >= 1, "the scope report links the history of each object the actor changed");
     await shot("05-scope");
 
     log("the actor's timeline: chart and grouped table");
@@ -336,6 +339,58 @@ async function main() {
     assert.ok((await text()).includes('"auditID": "delete-the-pod"'), "the event view shows the stored JSON");
     assert.ok(await page.getByRole("link", { name: "Everything " + DELETER + " did" }).count() === 1);
     await shot("08-event");
+
+    log("the tampered Deployment's history: the image swap by patch and the privileged sidecar, each with its author");
+    {
+      const hist = await getJson("/api/v1/history?" + new URLSearchParams({ resource: "deployments/payments-api", namespace: "prod-payments" }));
+      const swap = hist.entries.find((e) => e.verb === "patch" && e.changes.some((c) => c.path.endsWith(".image") && String(c.after.value).startsWith("evil.example/")));
+      const side = hist.entries.find((e) => e.verb === "update" && e.changes.some((c) => c.path.endsWith("securityContext.privileged") && c.after.value === true));
+      assert.ok(swap && side, `the API's history has the swap and the sidecar: ${JSON.stringify(hist).slice(0, 2000)}`);
+      const image = swap.changes.find((c) => c.path.endsWith(".image"));
+      assert.equal(image.before.state, "value", "the image before the swap is known from the deploy bot's update");
+      // From the patch's event to the object's history.
+      await page.goto(base + "/events/" + encodeURIComponent(swap.audit_id) + "?" + new URLSearchParams({ at: swap.time }));
+      await page.locator("a.history-link").first().click();
+      await page.waitForURL(/\/history\?object=deployments%2Fpayments-api/);
+      const change = page.locator("li.change", { hasText: image.path + ": " + image.before.value + " → " + image.after.value });
+      await change.first().waitFor();
+      const entry = page.locator("article.history-entry", { has: change });
+      assert.ok((await entry.first().innerText()).includes(swap.user), "the change names its author");
+      assert.ok((await entry.first().innerText()).includes(swap.source_ips[0]), "and where it came from");
+      await page.locator("li.change", { hasText: "securityContext.privileged: (absent) → true" }).first().waitFor();
+      assert.ok(!(await text()).includes("kubetrail-redacted"), "a redacted value is never shown as its marker");
+      await shot("08b-history");
+      // The alert on the sidecar names the objects its actor changed in the hour, each linked to its history.
+      const priv = await until("the privileged sidecar's alert", async () => (await getJson("/api/v1/alerts?all=true")).alerts
+        .find((x) => x.rule.id === "kt-pod-privileged" && x.actor.username === side.user));
+      assert.ok((priv.context.changedObjects || []).some((c) => c.name === "payments-api" && c.history === "kubetrail history deployments/payments-api -n prod-payments"),
+        `the triage context names the Deployment: ${JSON.stringify(priv.context)}`);
+      assert.ok(priv.investigate.some((c) => c.startsWith("kubetrail history deployments/payments-api -n prod-payments")), `and how to see its history: ${priv.investigate}`);
+      await page.goto(base + "/alerts/" + priv.id);
+      await page.getByText("Objects the actor changed in the hour").waitFor();
+      await page.locator("a.history-link", { hasText: "deployments/payments-api in prod-payments" }).first().click();
+      await page.waitForURL(/\/history\?object=deployments%2Fpayments-api/);
+      await page.locator("li.change").first().waitFor();
+    }
+
+    log("sessions: the exec into the payments pod with its command, the password redacted, linked to the actor's timeline");
+    {
+      const rows = (await getJson("/api/v1/sessions")).sections[0].rows;
+      const exec = rows.find((r) => r.command.startsWith("mysql"));
+      assert.ok(exec, `an exec running mysql: ${JSON.stringify(rows).slice(0, 2000)}`);
+      assert.ok(exec.command.includes("[redacted]") && !exec.command.includes("S3cr3t"), `the password redacted: ${exec.command}`);
+      assert.equal(exec.stdin, "yes");
+      assert.equal(exec.tty, "yes");
+      assert.ok(exec.duration && exec.end, `a start, an end and a duration: ${JSON.stringify(exec)}`);
+      await page.goto(base + "/sessions");
+      const row = page.locator("tbody tr", { hasText: exec.command }).first();
+      await row.waitFor();
+      assert.ok((await row.innerText()).includes(exec.duration), "the duration is shown");
+      await shot("08c-sessions");
+      await row.locator("a", { hasText: exec.user }).first().click();
+      await page.waitForURL(/\/timeline\?user=/);
+      assert.equal(new URL(page.url()).searchParams.get("user"), exec.user, "the session links to its actor's timeline");
+    }
 
     log("paging over a large result");
     await page.goto(base + "/search?" + new URLSearchParams({ where: "verb = watch" }));

@@ -560,7 +560,9 @@ impl Tracker {
         let Some(w) = self.windows.get(actor) else {
             return (Vec::new(), Vec::new());
         };
-        let hour = |t: i64| t <= time_us && time_us - t < 60 * MICROS_PER_MINUTE;
+        // An alert's time is in milliseconds; the request that raised it is in its millisecond.
+        let end = time_us.saturating_add(999);
+        let hour = |t: i64| t <= end && end - t < 60 * MICROS_PER_MINUTE;
         (
             w.changed
                 .iter()
@@ -860,6 +862,29 @@ mod tests {
         assert_eq!(ctx.sessions[0].pod, "prod/db-0");
         assert_eq!(ctx.sessions[0].container.as_deref(), Some("db"));
         assert_eq!(ctx.sessions[0].command, "mysql -uroot '-p[redacted]'");
+        // The alert raised by a write names it: alerts carry milliseconds, events microseconds.
+        watch(
+            &mut t,
+            &touch(
+                "eve",
+                (
+                    "patch",
+                    "deployments",
+                    "",
+                    "now",
+                    "",
+                    200,
+                    "2026-11-25T09:41:00.000400Z",
+                ),
+            ),
+        );
+        let own = t.context(
+            &alert("n", "eve", "2026-11-25T09:41:00.000Z"),
+            &Prior::default(),
+            None,
+            |_| true,
+        );
+        assert_eq!(own.changed_objects[0].name, "now", "{own:?}");
         // An alert before them sees none of them.
         let early = t.context(
             &alert("b", "eve", "2026-11-25T09:00:00Z"),

@@ -1344,6 +1344,9 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
             .iter()
             .map(|r| {
                 let mut row: Vec<String> = r.iter().map(Cell::text).collect();
+                let mut verbs: Vec<&str> = row[4].split(',').collect();
+                verbs.sort_unstable();
+                row[4] = verbs.join(",");
                 row.push(history_command(&row[0], &row[1], &row[2]));
                 row
             })

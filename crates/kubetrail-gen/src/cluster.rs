@@ -95,6 +95,12 @@ pub(crate) struct Cluster {
     pub ci_pod: Pod,
     pub rv: u64,
     pub ci_job: u64,
+    /// `metadata.generation` of the prod payments API's Deployment as the workload-tamper scenario last left
+    /// it (each of its runs goes on from there).
+    pub payments_generation: i64,
+    /// Until when (µs since the epoch) a run of that scenario is still under way: the next waits for it, so
+    /// that the Deployment's history stays one story (at high rates scenarios come back within minutes).
+    pub payments_busy_until: i64,
 }
 
 /// (namespace, app, image, replicas per 50 nodes, service account, secrets, configmaps, env vars, sidecar, init)
@@ -797,6 +803,8 @@ impl Cluster {
             ci_pod: build_pod,
             rv: 48_000_000 + rng.below(10_000_000) as u64,
             ci_job: 7_000_000 + rng.below(1_000_000) as u64,
+            payments_generation: 41,
+            payments_busy_until: i64::MIN,
         }
     }
 

@@ -124,6 +124,8 @@ pub struct Generator {
     next_attack_at: u64,
     scenario: usize,
     scenario_order: Vec<attacks::Scenario>,
+    /// The draws of [`attacks::SLOW_SCENARIO`].
+    slow_rng: Rand,
 }
 
 impl Generator {
@@ -142,6 +144,7 @@ impl Generator {
             scenario_order.swap(i, attack_rng.below(i + 1));
         }
         let next_attack_at = attack_rng.range(200, 1_500);
+        let slow_rng = Rand::new(cfg.seed, 2);
         Generator {
             start_us: cfg.start.as_microsecond(),
             mean_gap_us: 1e6 / cfg.rate,
@@ -159,6 +162,7 @@ impl Generator {
             next_attack_at,
             scenario: 0,
             scenario_order,
+            slow_rng,
         }
     }
 
@@ -237,13 +241,36 @@ impl Generator {
     }
 
     fn start_scenario(&mut self, now: i64) {
-        let s = self.scenario_order[self.scenario % self.scenario_order.len()];
-        self.scenario += 1;
-        let first = self.first_stage();
-        for (delay, req) in attacks::steps(s, &mut self.attack_rng, &mut self.cluster) {
-            self.push(now + delay, first, Box::new(req));
+        let n = self.scenario_order.len();
+        if self.scenario.is_multiple_of(n) {
+            let steps = attacks::steps(
+                attacks::SLOW_SCENARIO,
+                &mut self.slow_rng,
+                &mut self.cluster,
+                now,
+            );
+            self.schedule(now, steps);
         }
+        let s = self.scenario_order[self.scenario % n];
+        self.scenario += 1;
+        let steps = attacks::steps(s, &mut self.attack_rng, &mut self.cluster, now);
+        self.schedule(now, steps);
         self.next_attack_at = self.lines + self.attack_rng.range(1_500, 4_500);
+    }
+
+    /// Queues a scenario's steps, started at `now`.
+    fn schedule(&mut self, now: i64, steps: Vec<(i64, Req)>) {
+        let first = self.first_stage();
+        for (delay, req) in steps {
+            // A step's delay is when kube-apiserver receives it. Its first line is RequestReceived then, or
+            // (stages off) ResponseComplete, its latency later: an exec session of minutes starts after the
+            // step before it either way.
+            let due = match first {
+                Stage::RequestReceived => now + delay,
+                _ => now + delay + req.latency_us,
+            };
+            self.push(due, first, Box::new(req));
+        }
     }
 
     fn emit(&mut self, mut req: Box<Req>, stage: Stage, now: i64, buf: &mut Vec<u8>) {

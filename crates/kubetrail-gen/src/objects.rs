@@ -828,3 +828,289 @@ pub(crate) fn host_pod(name: &str, ns: &str, node: &str, image: &str, command: &
 pub(crate) fn literal(json: &str) -> Vec<u8> {
     json.as_bytes().to_vec()
 }
+
+/// The prod payments API's Deployment as the workload-tamper scenario writes and reads it: the manifest CI
+/// deploys (one container, `payments-api`, its database password a literal env value), optionally as stored
+/// (uid, resourceVersion, generation, status) and with a second, privileged container.
+#[derive(Debug, Clone)]
+pub(crate) struct PaymentsDeployment<'a> {
+    pub ns: &'a str,
+    pub name: &'a str,
+    pub image: &'a str,
+    pub replicas: i64,
+    pub sidecar: Option<Sidecar<'a>>,
+    pub stored: Option<Stored<'a>>,
+}
+
+/// A container added next to the application's.
+#[derive(Debug, Clone)]
+pub(crate) struct Sidecar<'a> {
+    pub name: &'a str,
+    pub image: &'a str,
+    pub command: &'a [&'a str],
+}
+
+/// What kube-apiserver keeps of an object besides what was sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored<'a> {
+    pub uid: &'a str,
+    pub resource_version: u64,
+    pub generation: i64,
+    pub created: &'a str,
+    /// `deployment.kubernetes.io/revision`.
+    pub revision: i64,
+    /// The generation the deployment controller has seen last.
+    pub observed_generation: i64,
+    /// When the controller last reported progress, and the ReplicaSet it rolled out (`NAME-HASH`).
+    pub progressed: &'a str,
+    pub replica_set: &'a str,
+}
+
+/// The Deployment's database password, set as a literal in its manifest (kubetrail's collector redacts env
+/// values under secret-like names).
+pub(crate) const PAYMENTS_DB_PASSWORD: &str = "pay-Db!7qLw29xVz";
+
+pub(crate) fn payments_deployment(d: &PaymentsDeployment<'_>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4 * 1024);
+    let version = d.image.rsplit(':').next().unwrap_or("latest");
+    let labels = |w: &mut Jw<'_>| {
+        w.obj("labels", |w| {
+            w.str("app.kubernetes.io/name", d.name);
+            w.str("app.kubernetes.io/instance", d.name);
+            w.str("app.kubernetes.io/part-of", "payments");
+            w.str("app.kubernetes.io/version", version);
+            w.str("team", "payments");
+        });
+    };
+    Jw::object(&mut buf, |w| {
+        w.str("kind", "Deployment");
+        w.str("apiVersion", "apps/v1");
+        w.obj("metadata", |w| {
+            w.str("name", d.name);
+            w.str("namespace", d.ns);
+            match &d.stored {
+                Some(s) => {
+                    w.str("uid", s.uid);
+                    w.str("resourceVersion", &s.resource_version.to_string());
+                    w.num("generation", s.generation);
+                    w.str("creationTimestamp", s.created);
+                }
+                None => w.raw("creationTimestamp", b"null"),
+            }
+            labels(w);
+            if let Some(s) = &d.stored {
+                w.obj("annotations", |w| {
+                    w.str("deployment.kubernetes.io/revision", &s.revision.to_string());
+                });
+            }
+        });
+        w.obj("spec", |w| {
+            w.num("replicas", d.replicas);
+            w.obj("selector", |w| {
+                w.obj("matchLabels", |w| w.str("app.kubernetes.io/name", d.name));
+            });
+            w.obj("template", |w| {
+                w.obj("metadata", |w| {
+                    w.raw("creationTimestamp", b"null");
+                    w.obj("labels", |w| {
+                        w.str("app.kubernetes.io/name", d.name);
+                        w.str("app.kubernetes.io/version", version);
+                    });
+                    w.obj("annotations", |w| {
+                        w.str("prometheus.io/scrape", "true");
+                        w.str("prometheus.io/port", "9090");
+                    });
+                });
+                w.obj("spec", |w| payments_pod_spec(w, d));
+            });
+            w.obj("strategy", |w| {
+                w.str("type", "RollingUpdate");
+                w.obj("rollingUpdate", |w| {
+                    w.str("maxUnavailable", "25%");
+                    w.str("maxSurge", "25%");
+                });
+            });
+            w.num("revisionHistoryLimit", 10);
+            w.num("progressDeadlineSeconds", 600);
+        });
+        w.obj("status", |w| {
+            let Some(s) = &d.stored else { return };
+            w.num("observedGeneration", s.observed_generation);
+            for k in [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ] {
+                w.num(k, d.replicas);
+            }
+            w.arr("conditions", |w| {
+                for (kind, reason, message, at) in [
+                    (
+                        "Available",
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.".to_string(),
+                        s.created,
+                    ),
+                    (
+                        "Progressing",
+                        "NewReplicaSetAvailable",
+                        format!(
+                            "ReplicaSet \"{}\" has successfully progressed.",
+                            s.replica_set
+                        ),
+                        s.progressed,
+                    ),
+                ] {
+                    w.el_obj(|w| {
+                        w.str("type", kind);
+                        w.str("status", "True");
+                        w.str("lastUpdateTime", at);
+                        w.str("lastTransitionTime", at);
+                        w.str("reason", reason);
+                        w.str("message", &message);
+                    });
+                }
+            });
+        });
+    });
+    buf
+}
+
+fn payments_pod_spec(w: &mut Jw<'_>, d: &PaymentsDeployment<'_>) {
+    w.arr("volumes", |w| {
+        w.el_obj(|w| {
+            w.str("name", "config");
+            w.obj("configMap", |w| {
+                w.str("name", "payments-api-config");
+                w.num("defaultMode", 420);
+            });
+        });
+        w.el_obj(|w| {
+            w.str("name", "tls");
+            w.obj("secret", |w| {
+                w.str("secretName", "payments-api-tls");
+                w.num("defaultMode", 420);
+            });
+        });
+        w.el_obj(|w| {
+            w.str("name", "tmp");
+            w.obj("emptyDir", |w| w.str("sizeLimit", "256Mi"));
+        });
+        if d.sidecar.is_some() {
+            w.el_obj(|w| {
+                w.str("name", "host-root");
+                w.obj("hostPath", |w| {
+                    w.str("path", "/");
+                    w.str("type", "");
+                });
+            });
+        }
+    });
+    w.arr("containers", |w| {
+        w.el_obj(|w| {
+            // The generator's own model of the workload names its container `app`.
+            w.str("name", "app");
+            w.str("image", d.image);
+            w.strs("args", &["serve", "--config=/etc/payments/config.yaml"]);
+            w.arr("ports", |w| {
+                for (name, port) in [("http", 8080), ("metrics", 9090)] {
+                    w.el_obj(|w| {
+                        w.str("name", name);
+                        w.num("containerPort", port);
+                        w.str("protocol", "TCP");
+                    });
+                }
+            });
+            w.arr("env", |w| {
+                for (name, value) in [
+                    ("DB_HOST", "payments-db.prod-payments.svc.cluster.local"),
+                    ("DB_PORT", "3306"),
+                    ("DB_NAME", "payments"),
+                    ("DB_USER", "payments_api"),
+                    ("DB_PASSWORD", PAYMENTS_DB_PASSWORD),
+                    ("LOG_LEVEL", "info"),
+                    ("OTEL_SERVICE_NAME", "payments-api"),
+                ] {
+                    w.el_obj(|w| {
+                        w.str("name", name);
+                        w.str("value", value);
+                    });
+                }
+                w.el_obj(|w| {
+                    w.str("name", "STRIPE_API_KEY");
+                    w.obj("valueFrom", |w| {
+                        w.obj("secretKeyRef", |w| {
+                            w.str("name", "stripe-api-key");
+                            w.str("key", "api-key");
+                        });
+                    });
+                });
+                w.el_obj(|w| field_env(w, "POD_NAME", "metadata.name"));
+            });
+            resources(w, "500m", "512Mi", "1", "512Mi");
+            w.arr("volumeMounts", |w| {
+                for (name, path, ro) in [
+                    ("config", "/etc/payments", true),
+                    ("tls", "/var/run/secrets/payments-api-tls", true),
+                    ("tmp", "/tmp", false),
+                ] {
+                    w.el_obj(|w| {
+                        w.str("name", name);
+                        w.str("mountPath", path);
+                        if ro {
+                            w.bool("readOnly", true);
+                        }
+                    });
+                }
+            });
+            for (probe, path, delay) in [
+                ("livenessProbe", "/healthz", 15),
+                ("readinessProbe", "/readyz", 5),
+            ] {
+                w.obj(probe, |w| {
+                    w.obj("httpGet", |w| {
+                        w.str("path", path);
+                        w.str("port", "http");
+                        w.str("scheme", "HTTP");
+                    });
+                    w.num("initialDelaySeconds", delay);
+                    w.num("timeoutSeconds", 2);
+                    w.num("periodSeconds", 10);
+                    w.num("successThreshold", 1);
+                    w.num("failureThreshold", 3);
+                });
+            }
+            defaults(w);
+            restricted(w);
+        });
+        if let Some(s) = &d.sidecar {
+            w.el_obj(|w| {
+                w.str("name", s.name);
+                w.str("image", s.image);
+                w.strs("command", s.command);
+                w.obj("resources", |_| {});
+                w.arr("volumeMounts", |w| {
+                    w.el_obj(|w| {
+                        w.str("name", "host-root");
+                        w.str("mountPath", "/host");
+                    });
+                });
+                defaults(w);
+                w.obj("securityContext", |w| w.bool("privileged", true));
+            });
+        }
+    });
+    w.str("restartPolicy", "Always");
+    w.num("terminationGracePeriodSeconds", 30);
+    w.str("dnsPolicy", "ClusterFirst");
+    w.str("serviceAccountName", d.name);
+    w.str("serviceAccount", d.name);
+    w.obj("securityContext", |w| {
+        w.num("runAsUser", 10001);
+        w.num("runAsGroup", 10001);
+        w.num("fsGroup", 10001);
+        w.obj("seccompProfile", |w| w.str("type", "RuntimeDefault"));
+    });
+    w.str("schedulerName", "default-scheduler");
+}

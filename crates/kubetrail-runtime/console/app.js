@@ -501,7 +501,10 @@
         (e.source_ips || []).length ? " from " + e.source_ips.join(", ") : "",
         " · code " + (e.code ?? "none"), hist.namespace ? "" : (e.namespace ? " · in " + e.namespace : "")),
       e.user_agent ? h("p", { class: "muted" }, "user agent: " + e.user_agent) : null,
-      e.changes.length ? h("ul", { class: "changes" }, e.changes.map((c) => h("li", { class: "change" }, changeText(c)))) : null,
+      // A create sets every field: folded, the changes after it are what the page is about.
+      e.changes.length && e.action === "created" && e.changes.length > 8
+        ? h("details", {}, h("summary", {}, e.changes.length + (e.more ? "+" : "") + " fields set"), h("ul", { class: "changes" }, e.changes.map((c) => h("li", { class: "change" }, changeText(c)))))
+        : e.changes.length ? h("ul", { class: "changes" }, e.changes.map((c) => h("li", { class: "change" }, changeText(c)))) : null,
       e.more ? h("p", { class: "muted" }, "… and " + e.more + " more change(s)") : null,
       (e.notes || []).map((n) => h("p", { class: "muted note" }, n))));
     show(h("h1", {}, "History of " + hist.object), form,

@@ -993,3 +993,116 @@ fn two_at_once(port: u16) {
         return;
     }
 }
+
+/// One planted write of `deployments/api` in `prod` (its body as the event's `requestObject`).
+fn planted_write(id: &str, verb: &str, user: &str, t: &str, body: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"{id}","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/prod/deployments/api","verb":"{verb}","user":{{"username":"{user}","groups":["system:authenticated"]}},"sourceIPs":["203.0.113.9"],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"deployments","namespace":"prod","name":"api","apiGroup":"apps","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestObject":{body},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+    )
+}
+
+#[test]
+fn history_and_sessions_over_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_server, port) = start(tmp.path());
+    let deployment = |image: &str| {
+        format!(
+            r#"{{"kind":"Deployment","apiVersion":"apps/v1","metadata":{{"name":"api","namespace":"prod"}},"spec":{{"template":{{"spec":{{"containers":[{{"name":"api","image":"{image}","env":[{{"name":"DB_PASSWORD","value":"hunter2-prod-secret"}}]}}]}}}}}}}}"#
+        )
+    };
+    let exec = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"exec-1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods/db-0/exec?command=mysql&command=-uroot&command=-pS3cr3t-Hunter2&container=db&stdin=true&stdout=true&tty=true","verb":"create","user":{"username":"mallory@corp.example","groups":["system:authenticated"]},"sourceIPs":["203.0.113.9"],"userAgent":"kubectl/v1.31","objectRef":{"resource":"pods","namespace":"prod","name":"db-0","subresource":"exec","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":101},"requestReceivedTimestamp":"2026-01-01T03:05:00.000000Z","stageTimestamp":"2026-01-01T03:09:30.000000Z"}"#;
+    let lines = [
+        planted_write(
+            "create-1",
+            "create",
+            "ci",
+            "2026-01-01T01:00:00.000000Z",
+            &deployment("corp/api:2"),
+        ),
+        planted_write(
+            "patch-1",
+            "patch",
+            "mallory@corp.example",
+            "2026-01-01T03:02:11.000000Z",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"api","image":"evil/api:2"}]}}}}"#,
+        ),
+        exec.to_string(),
+    ];
+    let (status, body) = call(
+        port,
+        "/k8s-audit",
+        Some(INGEST_TOKEN),
+        Some(&format!("{}\n", lines.join("\n"))),
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let h = get(
+            port,
+            "/api/v1/history?resource=deploy/api&namespace=prod&since=2026-01-01T00:00:00Z",
+        );
+        if h["entries"].as_array().unwrap().len() == 2 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "the writes never showed: {h}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(history["object"], "deployments/api -n prod");
+    let swap = &history["entries"][1];
+    assert_eq!(swap["user"], "mallory@corp.example");
+    assert_eq!(swap["source_ips"][0], "203.0.113.9");
+    assert_eq!(swap["patch"], "strategic_merge");
+    assert_eq!(
+        swap["changes"],
+        serde_json::json!([{
+            "path": "spec.template.spec.containers[0].image",
+            "before": {"state": "value", "value": "corp/api:2"},
+            "after": {"state": "value", "value": "evil/api:2"},
+        }]),
+        "the image swap, and nothing else: the redacted password is the same marker"
+    );
+    let created = history["entries"][0]["changes"].to_string();
+    assert!(created.contains(r#""state":"redacted""#), "{created}");
+    assert!(!history.to_string().contains("hunter2"), "{history}");
+    assert!(
+        !history.to_string().contains("kubetrail-redacted"),
+        "{history}"
+    );
+
+    let sessions = get(port, "/api/v1/sessions?user=mallory@corp.example");
+    let rows = section(&sessions, "sessions");
+    assert_eq!(rows.len(), 1, "{sessions}");
+    assert_eq!(rows[0]["command"], "mysql -uroot '-p[redacted]'");
+    assert_eq!(rows[0]["pod"], "prod/db-0");
+    assert_eq!(rows[0]["container"], "db");
+    assert_eq!(rows[0]["duration"], "4m 30s");
+    assert_eq!(
+        (&rows[0]["stdin"], &rows[0]["tty"]),
+        (&"yes".into(), &"yes".into())
+    );
+    assert!(!sessions.to_string().contains("S3cr3t"), "{sessions}");
+
+    // Clear refusals: what is missing or wrong, by name.
+    let (status, body) = call(port, "/api/v1/history", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(body.contains("`resource` is required"), "{body}");
+    let (status, body) = call(
+        port,
+        "/api/v1/history?resource=deployments",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("RESOURCE/NAME"), "{body}");
+    let (status, body) = call(port, "/api/v1/sessions?verb=get", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("`verb` is not a parameter of /api/v1/sessions"),
+        "{body}"
+    );
+    assert_eq!(
+        call(port, "/api/v1/history?resource=deploy/api", None, None).0,
+        401
+    );
+    assert_eq!(call(port, "/api/v1/sessions", None, None).0, 401);
+}
