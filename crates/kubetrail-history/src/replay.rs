@@ -345,6 +345,9 @@ impl Replay {
                     let after = merged_part(&before, &applied, scope);
                     (step.changes, step.more) = diff::changes_in(&before, &after, scope);
                     type_note(step, kind, assumed, doc);
+                    if assumed && kind == PatchType::StrategicMerge {
+                        other_reading(step, &before, &after, doc, scope);
+                    }
                     self.state = Some(after);
                 }
                 Err(e) => {
@@ -470,6 +473,62 @@ fn type_note(step: &mut Step, kind: PatchType, assumed: bool, doc: &Value) {
         _ => return,
     };
     step.notes.push(note.to_string());
+}
+
+/// The most changes a note on the other reading of a patch lists.
+const OTHER_READING_LINES: usize = 10;
+
+/// When a patch read as a strategic merge would have done more as a JSON merge patch (the audit log cannot
+/// tell them apart: a client chooses the content type, and a merge patch of a list of containers replaces the
+/// list, so it can remove a security sidecar while reading as an image change), a note with what else it
+/// would have changed.
+fn other_reading(step: &mut Step, before: &Value, after: &Value, doc: &Value, scope: Scope) {
+    let Ok(merged) = patch::apply(PatchType::Merge, before, doc) else {
+        return;
+    };
+    let alt = merged_part(before, &merged, scope);
+    if alt == *after {
+        return;
+    }
+    let (extra, more) = diff::changes_in(after, &alt, scope);
+    if extra.is_empty() {
+        return;
+    }
+    // By list item (`...containers[1]`), or by field outside lists: a removed container is one line.
+    let mut groups: Vec<(String, usize, bool)> = Vec::new();
+    for c in &extra {
+        let prefix = match c.path.find(']') {
+            Some(i) => c.path[..=i].to_string(),
+            None => c.path.clone(),
+        };
+        let removed = c.after == Val::Absent;
+        match groups.iter_mut().find(|(p, ..)| *p == prefix) {
+            Some(g) => {
+                g.1 += 1;
+                g.2 &= removed;
+            }
+            None => groups.push((prefix, 1, removed)),
+        }
+    }
+    let mut lines: Vec<String> = groups
+        .iter()
+        .take(OTHER_READING_LINES)
+        .map(|(p, n, removed)| {
+            let what = if *removed { "removed" } else { "changed" };
+            if *n == 1 {
+                format!("{p} {what}")
+            } else {
+                format!("{p}: {n} fields {what}")
+            }
+        })
+        .collect();
+    if groups.len() > lines.len() || more > 0 {
+        lines.push("and more".to_string());
+    }
+    step.notes.push(format!(
+        "sent as a JSON merge patch instead (the log cannot tell), it would also have: {}",
+        lines.join("; ")
+    ));
 }
 
 /// Whether a stored body is the object (not a `Status`, not a patch).

@@ -471,3 +471,42 @@ fn odd_bodies_never_panic() {
     }
     assert_eq!(Replay::new().step(&Write::default()).action, Action::Other);
 }
+
+#[test]
+fn a_patch_read_as_strategic_merge_says_what_a_merge_patch_would_also_have_done() {
+    // A client may send the same document as a JSON merge patch: the containers list is then replaced, and
+    // the sidecar it does not name is gone. The log cannot tell which; the note says what else it would be.
+    let mut r = Replay::new();
+    let mut created = deployment("corp/api:2");
+    created["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "falco-sidecar", "image": "falco:0.38"}));
+    r.step(&write("create", "Request", Some(&created), None));
+    let doc = json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "evil/api:2"}]}}}});
+    let step = r.step(&write("patch", "Request", Some(&doc), None));
+    assert_eq!(step.patch, Some(PatchType::StrategicMerge));
+    assert_eq!(
+        lines(&step),
+        ["spec.template.spec.containers[0].image: corp/api:2 -> evil/api:2"]
+    );
+    let note = step
+        .notes
+        .iter()
+        .find(|n| n.starts_with("sent as a JSON merge patch instead"))
+        .unwrap_or_else(|| panic!("{:?}", step.notes));
+    assert!(
+        note.ends_with("it would also have: spec.template.spec.containers[1]: 2 fields removed"),
+        "{note}"
+    );
+    // A patch with no list reads the same either way: no such note.
+    let doc = json!({"spec": {"replicas": 5}});
+    let step = r.step(&write("patch", "Request", Some(&doc), None));
+    assert!(
+        step.notes
+            .iter()
+            .all(|n| !n.starts_with("sent as a JSON merge patch")),
+        "{:?}",
+        step.notes
+    );
+}
