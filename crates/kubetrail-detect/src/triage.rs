@@ -208,7 +208,9 @@ impl Window {
             self.sessions.push_front((t, line));
             return;
         }
-        if !matches!(&*ev.verb, "create" | "update" | "patch" | "delete") {
+        if !matches!(&*ev.verb, "create" | "update" | "patch" | "delete")
+            || kubetrail_history::replay::dry_run(&ev.request_uri)
+        {
             return;
         }
         let same = |c: &ChangedObject| {

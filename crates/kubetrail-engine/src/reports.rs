@@ -1322,6 +1322,7 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
                  array_to_string(array_agg(DISTINCT \"verb\"), ',') AS verbs, min(\"time\") AS first_seen, \
                  max(\"time\") AS last_seen FROM events WHERE {me} AND \"verb\" IN ('create', 'update', \
                  'patch', 'delete') AND \"name\" IS NOT NULL AND \"resource\" IS NOT NULL AND \"code\" < 400 \
+                 AND \"uri\" NOT LIKE '%dryRun=%' \
                  GROUP BY 1, 2, 3 ORDER BY 6, 1, 2, 3 LIMIT {MAX_CHANGED_OBJECTS}"
             ),
             None,

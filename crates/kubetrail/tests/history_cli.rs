@@ -289,3 +289,53 @@ fn history_says_what_it_cannot_know() {
         "{with}"
     );
 }
+
+#[test]
+fn the_watched_cannot_forge_lines_of_the_text_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("forged.jsonl");
+    let forged =
+        "x)\n\n2026-11-25T09:00:00Z  patch  by ci-bot@corp.example from 10.0.0.5  code 200";
+    let patch = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Request", "auditID": "forge-1",
+        "stage": "ResponseComplete", "verb": "patch",
+        "requestURI": "/apis/apps/v1/namespaces/prod/deployments/api",
+        "user": {"username": "mallory@corp.example", "groups": ["system:authenticated"]},
+        "sourceIPs": ["203.0.113.9"], "userAgent": "kubectl/v1.31\u{202e}",
+        "objectRef": {"resource": "deployments", "namespace": "prod", "name": "api", "apiGroup": "apps",
+                      "apiVersion": "v1"},
+        "responseStatus": {"code": 200},
+        "requestObject": {"spec": {"strategy": {"$retainKeys": ["type", forged]},
+                                    "template": {"metadata": {"annotations": {forged: "y"}}}}},
+        "requestReceivedTimestamp": "2026-11-25T10:00:00.000000Z",
+        "stageTimestamp": "2026-11-25T10:00:00.000000Z",
+    });
+    std::fs::write(&file, format!("{patch}\n")).unwrap();
+    let data = tmp.path().join("data");
+    kubetrail()
+        .args(["import", "--data"])
+        .arg(&data)
+        .arg(&file)
+        .assert()
+        .success();
+    let out = kubetrail()
+        .args(["history", "deployments/api", "-n", "prod", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-11-25T09:00:00Z")),
+        "a forged line: {text}"
+    );
+    assert!(
+        !text.contains('\u{202e}'),
+        "a direction change reaches the terminal: {text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("2026-")).count(),
+        1,
+        "one request, one head line: {text}"
+    );
+}

@@ -510,3 +510,74 @@ fn a_patch_read_as_strategic_merge_says_what_a_merge_patch_would_also_have_done(
         step.notes
     );
 }
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    // The attacker's change, then a dry run "reverting" it: answered 200 with the object as it would be.
+    let mut r = Replay::new();
+    r.step(&write(
+        "create",
+        "Request",
+        Some(&deployment("corp/api:2")),
+        None,
+    ));
+    let swap = json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "evil/api:2"}]}}}});
+    r.step(&write("patch", "Request", Some(&swap), None));
+    let back = json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "corp/api:2"}]}}}});
+    let clean = deployment("corp/api:2");
+    let mut dry = write("patch", "RequestResponse", Some(&back), Some(&clean));
+    dry.uri = "/apis/apps/v1/namespaces/prod/deployments/api?dryRun=All&fieldManager=kubectl-patch";
+    let step = r.step(&dry);
+    assert_eq!(step.action, Action::Other);
+    assert!(step.changes.is_empty());
+    assert!(step.notes[0].starts_with("dry run"), "{:?}", step.notes);
+    assert_eq!(
+        r.state().unwrap()["spec"]["template"]["spec"]["containers"][0]["image"],
+        "evil/api:2",
+        "the state is the real one"
+    );
+}
+
+#[test]
+fn a_directive_does_not_make_a_patch_a_strategic_merge() {
+    // A JSON merge patch may carry a directive the apiserver drops as an unknown field: still a guess, and
+    // what the merge patch would have removed is said.
+    let mut r = Replay::new();
+    let mut created = deployment("corp/api:2");
+    created["spec"]["template"]["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "falco-sidecar", "image": "falco:0.38"}));
+    r.step(&write("create", "Request", Some(&created), None));
+    let doc = json!({"spec": {"template": {"spec": {
+        "containers": [{"name": "api", "image": "evil/api:2"}], "$setElementOrder/zz": []}}}});
+    let step = r.step(&write("patch", "Request", Some(&doc), None));
+    assert!(step.patch_assumed);
+    assert!(
+        step.notes
+            .iter()
+            .any(|n| n.contains("containers[1]: 2 fields removed")),
+        "{:?}",
+        step.notes
+    );
+}
+
+#[test]
+fn a_body_that_is_not_json_is_not_applied() {
+    let mut r = Replay::new();
+    r.step(&write(
+        "create",
+        "Request",
+        Some(&deployment("corp/api:2")),
+        None,
+    ));
+    let yaml = Value::String("apiVersion: apps/v1\nkind: Deployment\n".into());
+    let step = r.step(&write("patch", "Request", Some(&yaml), None));
+    assert!(step.changes.is_empty(), "{:?}", lines(&step));
+    assert!(r.state().is_none(), "the state after it is unknown");
+    assert!(
+        step.notes.iter().any(|n| n.contains("not a JSON object")),
+        "{:?}",
+        step.notes
+    );
+}

@@ -6,6 +6,7 @@ use std::io::Write;
 use clap::{Args, ValueEnum};
 use kubetrail_engine::history::{self, DEFAULT_HISTORY_LIMIT, History, HistoryRequest};
 use kubetrail_engine::reports::ReportRequest;
+use kubetrail_history::printable;
 
 use crate::Outcome;
 use crate::cmd::query::{ScopeArgs, Session, spinner};
@@ -101,19 +102,21 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// The history as text: a line per request, then its changes indented.
+/// The history as text: a line per request, then its changes indented. Every value goes through
+/// [`printable`]: names, keys, user agents and notes are the watched's text, and a newline or a direction
+/// change in them must not forge a line.
 fn write_text(out: &mut impl Write, h: &History) -> std::io::Result<()> {
     writeln!(
         out,
         "history of {} ({} write(s))",
-        h.object,
+        printable(&h.object),
         h.entries.len()
     )?;
     let clusters: std::collections::BTreeSet<&str> =
         h.entries.iter().map(|e| e.cluster.as_str()).collect();
     for e in &h.entries {
         let code = e.code.map_or("no response".to_string(), |c| c.to_string());
-        let mut line = format!("\n{}  {}  by {}", e.time, e.request(), e.who());
+        let mut line = format!("{}  {}  by {}", e.time, e.request(), e.who());
         if h.namespace.is_none()
             && let Some(ns) = &e.namespace
         {
@@ -122,22 +125,23 @@ fn write_text(out: &mut impl Write, h: &History) -> std::io::Result<()> {
         if clusters.len() > 1 {
             line.push_str(&format!("  cluster {}", e.cluster));
         }
-        writeln!(out, "{line}  code {code}  audit {}", e.audit_id)?;
+        line.push_str(&format!("  code {code}  audit {}", e.audit_id));
+        writeln!(out, "\n{}", printable(&line))?;
         if let Some(ua) = &e.user_agent {
-            writeln!(out, "    user agent: {ua}")?;
+            writeln!(out, "    user agent: {}", printable(ua))?;
         }
         for c in &e.changes {
-            writeln!(out, "    {c}")?;
+            writeln!(out, "    {}", printable(&c.to_string()))?;
         }
         if e.more > 0 {
             writeln!(out, "    … and {} more change(s)", e.more)?;
         }
         for n in &e.notes {
-            writeln!(out, "    ({n})")?;
+            writeln!(out, "    ({})", printable(n))?;
         }
     }
     for n in &h.notes {
-        writeln!(out, "\n{n}")?;
+        writeln!(out, "\n{}", printable(n))?;
     }
     Ok(())
 }
