@@ -351,7 +351,7 @@ async function main() {
       // From the patch's event to the object's history.
       await page.goto(base + "/events/" + encodeURIComponent(swap.audit_id) + "?" + new URLSearchParams({ at: swap.time }));
       await page.locator("a.history-link").first().click();
-      await page.waitForURL(/\/history\?object=deployments%2Fpayments-api/);
+      await page.waitForURL(/\/history\?object=deployments(\.apps)?%2Fpayments-api/);
       const change = page.locator("li.change", { hasText: image.path + ": " + image.before.value + " → " + image.after.value });
       await change.first().waitFor();
       const entry = page.locator("article.history-entry", { has: change });
@@ -369,7 +369,7 @@ async function main() {
       await page.goto(base + "/alerts/" + priv.id);
       await page.getByText("Objects the actor changed in the hour").waitFor();
       await page.locator("a.history-link", { hasText: "deployments/payments-api in prod-payments" }).first().click();
-      await page.waitForURL(/\/history\?object=deployments%2Fpayments-api/);
+      await page.waitForURL(/\/history\?object=deployments(\.apps)?%2Fpayments-api/);
       await page.locator("li.change").first().waitFor();
     }
 

@@ -91,6 +91,9 @@ pub struct OtherAlert {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangedObject {
     pub resource: String,
+    /// Its API group (empty: the core group).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub name: String,
@@ -215,6 +218,7 @@ impl Window {
         }
         let same = |c: &ChangedObject| {
             c.resource == o.resource
+                && c.group == o.api_group
                 && c.namespace.as_deref() == namespace.as_deref()
                 && c.name == o.name
         };
@@ -224,7 +228,13 @@ impl Window {
         }
         .unwrap_or_else(|| ChangedObject {
             resource: o.resource.to_string(),
-            history: kubetrail_history::history_command(&o.resource, &o.namespace, &o.name),
+            group: o.api_group.to_string(),
+            history: kubetrail_history::history_command(
+                &o.resource,
+                &o.api_group,
+                &o.namespace,
+                &o.name,
+            ),
             namespace,
             name: o.name.to_string(),
             verbs: Vec::new(),

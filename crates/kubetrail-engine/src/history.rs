@@ -78,15 +78,21 @@ const ALIASES: [(&str, &str); 44] = [
     ("ep", "endpoints"),
 ];
 
-/// The resource `kind` names: a plural resource as is, a `kubectl` short name or singular of a common kind
-/// as its resource; `deployments.apps` as `deployments` (the group is not a column of its own here).
-pub fn resource_name(kind: &str) -> String {
+/// The resource and API group `kind` names: a plural resource as is, a `kubectl` short name or singular
+/// of a common kind as its resource; a group after the first dot (`services.serving.knative.dev`); without
+/// one, the built-in kind's group (`deployments`: `apps`), or `None` for a plural no built-in kind has.
+pub fn resource_name(kind: &str) -> (String, Option<String>) {
     let kind = kind.trim().to_ascii_lowercase();
-    let base = kind.split('.').next().unwrap_or("").to_string();
-    ALIASES
+    let (base, group) = match kind.split_once('.') {
+        Some((b, g)) => (b.to_string(), Some(g.to_string())),
+        None => (kind, None),
+    };
+    let resource = ALIASES
         .iter()
         .find(|(alias, _)| *alias == base)
-        .map_or(base, |(_, r)| r.to_string())
+        .map_or(base, |(_, r)| r.to_string());
+    let group = group.or_else(|| kubetrail_history::builtin_group(&resource).map(String::from));
+    (resource, group)
 }
 
 /// `history RESOURCE/NAME [-n NAMESPACE]`.
@@ -94,6 +100,9 @@ pub fn resource_name(kind: &str) -> String {
 pub struct HistoryRequest {
     /// The resource (`deployments`; short names and singulars are taken, see [`resource_name`]).
     pub resource: String,
+    /// Its API group (`""`: the core group); `None`: any (a plural no built-in kind has, given without
+    /// its group), each group's object replayed on its own.
+    pub group: Option<String>,
     pub name: String,
     /// `None` for a cluster-scoped object (and for an object of any namespace: then each namespace's object
     /// is replayed on its own).
@@ -117,7 +126,7 @@ impl HistoryRequest {
                 "`{object}` names no object: give RESOURCE/NAME (`deployments/payments-api`)"
             )));
         };
-        let resource = resource_name(kind);
+        let (resource, group) = resource_name(kind);
         if resource.is_empty() || name.trim().is_empty() || name.contains('/') {
             return Err(ReportError::Invalid(format!(
                 "`{object}` names no object: give RESOURCE/NAME (`deployments/payments-api`)"
@@ -130,6 +139,7 @@ impl HistoryRequest {
         }
         Ok(HistoryRequest {
             resource,
+            group,
             name: name.trim().to_string(),
             namespace: namespace.filter(|n| !n.is_empty()),
             limit,
@@ -137,11 +147,20 @@ impl HistoryRequest {
         })
     }
 
-    /// The object as `kubectl` names it: `deployments/payments-api -n prod`.
+    /// The object as `kubectl` names it: `deployments/payments-api -n prod`, the group written out when it
+    /// is not the built-in kind's (`services.serving.knative.dev/api`).
     pub fn object(&self) -> String {
+        let kind = match self.group.as_deref() {
+            Some(g)
+                if !g.is_empty() && kubetrail_history::builtin_group(&self.resource) != Some(g) =>
+            {
+                format!("{}.{g}", self.resource)
+            }
+            _ => self.resource.clone(),
+        };
         match &self.namespace {
-            Some(ns) => format!("{}/{} -n {ns}", self.resource, self.name),
-            None => format!("{}/{}", self.resource, self.name),
+            Some(ns) => format!("{kind}/{} -n {ns}", self.name),
+            None => format!("{kind}/{}", self.name),
         }
     }
 }
@@ -172,6 +191,7 @@ pub struct Entry {
     pub impersonated_user: Option<String>,
     pub source_ips: Vec<String>,
     pub user_agent: Option<String>,
+    pub api_group: Option<String>,
     pub verb: String,
     pub subresource: Option<String>,
     pub code: Option<i32>,
@@ -257,10 +277,17 @@ fn body<'a>(event: Option<&'a serde_json::Value>, key: &str) -> Option<&'a serde
 /// Every request that wrote the object of `req`, replayed in order (per cluster and namespace: an object's
 /// name is only unique there).
 pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, ReportError> {
-    let ns = match &req.namespace {
+    let mut ns = match &req.namespace {
         Some(ns) => format!("\"namespace\" = {}", sql_str(ns)),
         None => "TRUE".to_string(),
     };
+    // The group too: a custom resource may share a built-in plural (Knative's `services`).
+    if let Some(g) = &req.group {
+        ns.push_str(&format!(
+            " AND COALESCE(\"api_group\", '') = {}",
+            sql_str(g)
+        ));
+    }
     let object = format!(
         "\"resource\" = {r} AND {ns} AND \"name\" = {n} AND \"verb\" IN ('create', 'update', 'patch', 'delete')",
         r = sql_str(&req.resource),
@@ -276,7 +303,7 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
          \"name\" IS NULL AND \"subresource\" IS NULL)",
         r = sql_str(&req.resource),
     );
-    let mut replays: BTreeMap<(String, Option<String>), Replay> = BTreeMap::new();
+    let mut replays: BTreeMap<(String, Option<String>, String), Replay> = BTreeMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut truncated = false;
     let limit = req.limit.clamp(1, MAX_LIMIT);
@@ -310,6 +337,20 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
         return Err(e);
     }
     let mut notes = Vec::new();
+    let groups: std::collections::BTreeSet<&str> =
+        replays.keys().map(|(_, _, g)| g.as_str()).collect();
+    if groups.len() > 1 {
+        notes.push(format!(
+            "objects of {} API groups share this name ({}): each is replayed on its own; give \
+             RESOURCE.GROUP/NAME for one",
+            groups.len(),
+            groups
+                .iter()
+                .map(|g| if g.is_empty() { "core" } else { g })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if entries.is_empty() {
         notes.push(format!(
             "no write of {} is stored in the time range: widen since/until, or check the name and \
@@ -364,14 +405,18 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
 
 /// The entry of one stored request, replayed on its object's state.
 fn entry(
-    replays: &mut BTreeMap<(String, Option<String>), Replay>,
+    replays: &mut BTreeMap<(String, Option<String>, String), Replay>,
     row: EventRow,
 ) -> Result<Option<Entry>, ReportError> {
     let event: Option<serde_json::Value> = row
         .event
         .as_deref()
         .and_then(|e| serde_json::from_str(e).ok());
-    let key = (row.cluster.clone(), row.namespace.clone());
+    let key = (
+        row.cluster.clone(),
+        row.namespace.clone(),
+        row.api_group.clone().unwrap_or_default(),
+    );
     let replay = replays.entry(key).or_default();
     let collection = row.verb == "deletecollection";
     let step = if collection {
@@ -435,6 +480,7 @@ fn entry(
         impersonated_user: row.impersonated_user,
         source_ips: row.source_ips,
         user_agent: row.user_agent,
+        api_group: row.api_group,
         verb: row.verb,
         subresource: row.subresource,
         code: row.code,

@@ -598,20 +598,6 @@ const PERSISTENT: [&str; 12] = [
 /// The most objects the scope report's "objects changed" lists.
 const MAX_CHANGED_OBJECTS: usize = 1000;
 
-/// The command that shows an object's history.
-pub fn history_command(resource: &str, namespace: &str, name: &str) -> String {
-    let quote = |s: &str| kubetrail_history::shell_word(s);
-    if namespace.is_empty() {
-        format!("kubetrail history {}", quote(&format!("{resource}/{name}")))
-    } else {
-        format!(
-            "kubetrail history {} -n {}",
-            quote(&format!("{resource}/{name}")),
-            quote(namespace)
-        )
-    }
-}
-
 /// Privilege flags of a created workload from its recorded body: `None` when the body was not recorded.
 fn privilege(event: Option<&str>) -> Option<Vec<&'static str>> {
     let v: serde_json::Value = serde_json::from_str(event?).ok()?;
@@ -1318,12 +1304,13 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
     let (_, changed) = engine
         .sql_rows(
             &format!(
-                "SELECT \"resource\", \"namespace\", \"name\", count(DISTINCT \"audit_id\") AS writes, \
+                "SELECT \"resource\", \"namespace\", \"name\", COALESCE(\"api_group\", '') AS api_group, \
+                 count(DISTINCT \"audit_id\") AS writes, \
                  array_to_string(array_agg(DISTINCT \"verb\"), ',') AS verbs, min(\"time\") AS first_seen, \
                  max(\"time\") AS last_seen FROM events WHERE {me} AND \"verb\" IN ('create', 'update', \
                  'patch', 'delete') AND \"name\" IS NOT NULL AND \"resource\" IS NOT NULL AND \"code\" < 400 \
                  AND \"uri\" NOT LIKE '%dryRun=%' \
-                 GROUP BY 1, 2, 3 ORDER BY 6, 1, 2, 3 LIMIT {MAX_CHANGED_OBJECTS}"
+                 GROUP BY 1, 2, 3, 4 ORDER BY 7, 1, 2, 3 LIMIT {MAX_CHANGED_OBJECTS}"
             ),
             None,
         )
@@ -1335,6 +1322,7 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
             "RESOURCE",
             "NAMESPACE",
             "NAME",
+            "API GROUP",
             "WRITES",
             "VERBS",
             "FIRST SEEN",
@@ -1345,10 +1333,12 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
             .iter()
             .map(|r| {
                 let mut row: Vec<String> = r.iter().map(Cell::text).collect();
-                let mut verbs: Vec<&str> = row[4].split(',').collect();
+                let mut verbs: Vec<&str> = row[5].split(',').collect();
                 verbs.sort_unstable();
-                row[4] = verbs.join(",");
-                row.push(history_command(&row[0], &row[1], &row[2]));
+                row[5] = verbs.join(",");
+                row.push(kubetrail_history::history_command(
+                    &row[0], &row[3], &row[1], &row[2],
+                ));
                 row
             })
             .collect(),

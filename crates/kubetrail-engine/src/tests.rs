@@ -1393,3 +1393,63 @@ fn sessions_have_their_command_terminal_and_length() {
     assert_eq!(mine.sections[0].rows.len(), 1);
     assert!(!format!("{all:?}").contains("kubetrail-redacted"));
 }
+
+#[test]
+fn history_keeps_a_custom_resource_apart_from_the_built_in_kind_of_its_plural() {
+    // A tenant who may write Knative's `services` writes one named like the core Service.
+    let dir = tempfile::tempdir().unwrap();
+    let svc = |id: &str, group: &str, user: &str, t: &str| {
+        let g = if group.is_empty() {
+            String::new()
+        } else {
+            format!(r#","apiGroup":"{group}""#)
+        };
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"{id}","stage":"ResponseComplete","requestURI":"/x","verb":"patch","user":{{"username":"{user}"}},"objectRef":{{"resource":"services","namespace":"prod","name":"api"{g}}},"responseStatus":{{"code":200}},"requestObject":{{"spec":{{"x":"{id}"}}}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+        )
+    };
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            svc("core-1", "", "admin", "2026-03-01T10:00:00.000001Z"),
+        ),
+        (
+            "c1",
+            svc(
+                "kn-1",
+                "serving.knative.dev",
+                "tenant",
+                "2026-03-01T10:01:00.000001Z",
+            ),
+        ),
+    ];
+    let root = store_lines(dir.path(), &lines);
+    let ids = |h: &history::History| -> Vec<String> {
+        h.entries.iter().map(|e| e.audit_id.clone()).collect()
+    };
+    let core = history_of(&root, "svc/api", Some("prod"));
+    assert_eq!(ids(&core), ["core-1"], "the core Service only");
+    let knative = history_of(&root, "services.serving.knative.dev/api", Some("prod"));
+    assert_eq!(ids(&knative), ["kn-1"]);
+    assert_eq!(knative.object, "services.serving.knative.dev/api -n prod");
+    // A plural no built-in kind has, without its group: every group's, said so.
+    let dir2 = tempfile::tempdir().unwrap();
+    let crd = |id: &str, group: &str| {
+        svc(id, group, "x", "2026-03-01T10:00:00.000001Z")
+            .replace(r#""resource":"services""#, r#""resource":"certificates""#)
+    };
+    let root2 = store_lines(
+        dir2.path(),
+        &[
+            ("c1", crd("a", "cert-manager.io")),
+            ("c1", crd("b", "example.com")),
+        ],
+    );
+    let both = history_of(&root2, "certificates/api", Some("prod"));
+    assert_eq!(both.entries.len(), 2);
+    assert!(
+        both.notes.iter().any(|n| n.contains("2 API groups")),
+        "{:?}",
+        both.notes
+    );
+}

@@ -24,10 +24,83 @@ pub use patch::PatchType;
 pub use replay::{Action, Replay, Step, Write};
 pub use session::{Session, SessionKind, printable, shell_word};
 
+/// The API group of the built-in kinds' resources (`""`: the core group), for telling a built-in object
+/// from a custom resource of the same plural (`services` and Knative's `services.serving.knative.dev`).
+const BUILTIN_GROUPS: [(&str, &str); 40] = [
+    ("pods", ""),
+    ("services", ""),
+    ("configmaps", ""),
+    ("secrets", ""),
+    ("serviceaccounts", ""),
+    ("namespaces", ""),
+    ("nodes", ""),
+    ("endpoints", ""),
+    ("persistentvolumeclaims", ""),
+    ("persistentvolumes", ""),
+    ("replicationcontrollers", ""),
+    ("resourcequotas", ""),
+    ("limitranges", ""),
+    ("podtemplates", ""),
+    ("deployments", "apps"),
+    ("replicasets", "apps"),
+    ("statefulsets", "apps"),
+    ("daemonsets", "apps"),
+    ("controllerrevisions", "apps"),
+    ("jobs", "batch"),
+    ("cronjobs", "batch"),
+    ("roles", "rbac.authorization.k8s.io"),
+    ("rolebindings", "rbac.authorization.k8s.io"),
+    ("clusterroles", "rbac.authorization.k8s.io"),
+    ("clusterrolebindings", "rbac.authorization.k8s.io"),
+    ("ingresses", "networking.k8s.io"),
+    ("ingressclasses", "networking.k8s.io"),
+    ("networkpolicies", "networking.k8s.io"),
+    ("poddisruptionbudgets", "policy"),
+    ("horizontalpodautoscalers", "autoscaling"),
+    (
+        "mutatingwebhookconfigurations",
+        "admissionregistration.k8s.io",
+    ),
+    (
+        "validatingwebhookconfigurations",
+        "admissionregistration.k8s.io",
+    ),
+    (
+        "validatingadmissionpolicies",
+        "admissionregistration.k8s.io",
+    ),
+    (
+        "validatingadmissionpolicybindings",
+        "admissionregistration.k8s.io",
+    ),
+    ("customresourcedefinitions", "apiextensions.k8s.io"),
+    ("leases", "coordination.k8s.io"),
+    ("certificatesigningrequests", "certificates.k8s.io"),
+    ("storageclasses", "storage.k8s.io"),
+    ("priorityclasses", "scheduling.k8s.io"),
+    ("runtimeclasses", "node.k8s.io"),
+];
+
+/// The API group of the built-in resource `resource` (`""` for the core group), `None` when no built-in
+/// kind has that plural.
+pub fn builtin_group(resource: &str) -> Option<&'static str> {
+    BUILTIN_GROUPS
+        .iter()
+        .find(|(r, _)| *r == resource)
+        .map(|(_, g)| *g)
+}
+
 /// The command that shows an object's history: `kubetrail history deployments/api -n prod` (`namespace`
-/// empty for a cluster-scoped object), each argument quoted for a shell ([`shell_word`]).
-pub fn history_command(resource: &str, namespace: &str, name: &str) -> String {
-    let object = shell_word(&format!("{resource}/{name}"));
+/// empty for a cluster-scoped object; the group written out, `services.serving.knative.dev/api`, when it is
+/// not the built-in kind's), each argument quoted for a shell ([`shell_word`]).
+pub fn history_command(resource: &str, group: &str, namespace: &str, name: &str) -> String {
+    // An empty group is the core group, or not known (an alert's target does not carry it).
+    let kind = if group.is_empty() || builtin_group(resource) == Some(group) {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    };
+    let object = shell_word(&format!("{kind}/{name}"));
     if namespace.is_empty() {
         format!("kubetrail history {object}")
     } else {
@@ -42,16 +115,25 @@ mod tests {
     #[test]
     fn history_commands_are_quoted() {
         assert_eq!(
-            history_command("deployments", "prod", "api"),
+            history_command("deployments", "apps", "prod", "api"),
             "kubetrail history deployments/api -n prod"
         );
         assert_eq!(
-            history_command("nodes", "", "n1"),
+            history_command("nodes", "", "", "n1"),
             "kubetrail history nodes/n1"
         );
         assert_eq!(
-            history_command("configmaps", "a b", "x;rm"),
+            history_command("configmaps", "", "a b", "x;rm"),
             "kubetrail history 'configmaps/x;rm' -n 'a b'"
+        );
+        assert_eq!(
+            history_command("services", "serving.knative.dev", "prod", "api"),
+            "kubetrail history services.serving.knative.dev/api -n prod",
+            "a custom resource with a built-in plural names its group"
+        );
+        assert_eq!(
+            history_command("certificates", "cert-manager.io", "prod", "tls"),
+            "kubetrail history certificates.cert-manager.io/tls -n prod"
         );
     }
 }

@@ -281,7 +281,7 @@
     }
     if (ctx.changedObjects && ctx.changedObjects.length) {
       sections.push(h("h2", {}, "Objects the actor changed in the hour"), table([
-        { title: "Object", cell: (c) => link(historyHref(c.resource, c.name, c.namespace), c.resource + "/" + c.name + (c.namespace ? " in " + c.namespace : ""), { class: "history-link" }) },
+        { title: "Object", cell: (c) => link(historyHref(c.resource, c.name, c.namespace, c.group), c.resource + "/" + c.name + (c.namespace ? " in " + c.namespace : ""), { class: "history-link" }) },
         { title: "Verbs", cell: (c) => (c.verbs || []).join(", ") }, { title: "Last", cell: (c) => fmtTime(c.last) }], ctx.changedObjects));
     }
     if (ctx.sessions && ctx.sessions.length) {
@@ -380,7 +380,7 @@
       const w = ["resource = " + q(o.resource)].concat(o.namespace ? ["namespace = " + q(o.namespace)] : [], o.name ? ["name = " + q(o.name)] : []).join(" and ");
       links.push(h("li", {}, link("/search?" + qs({ where: w }), "Everything done to " + (r.nsname || o.resource))));
     }
-    if (o.resource && o.name && !SESSION_KINDS.includes(o.subresource)) links.push(h("li", {}, link(historyHref(o.resource, o.name, o.namespace), "History of " + o.resource + "/" + o.name + (o.namespace ? " in " + o.namespace : ""), { class: "history-link" })));
+    if (o.resource && o.name && !SESSION_KINDS.includes(o.subresource)) links.push(h("li", {}, link(historyHref(o.resource, o.name, o.namespace, o.apiGroup), "History of " + o.resource + "/" + o.name + (o.namespace ? " in " + o.namespace : ""), { class: "history-link" })));
     if (o.resource === "pods" && SESSION_KINDS.includes(o.subresource) && r.user) links.push(h("li", {}, link("/sessions?" + qs({ user: r.user }), "Sessions " + r.user + " opened", { class: "sessions-link" })));
     if (r.ip) links.push(h("li", {}, link("/search?" + qs({ where: "ip = " + q(r.ip) }), "Everything from " + r.ip)));
     // A client chooses its Audit-ID header: several requests can share one. Each is shown, and named.
@@ -397,7 +397,7 @@
   function reportCell(column, v, row) {
     if (v === null || v === undefined) return "";
     const text = String(v);
-    if (column === "history" && row && row.resource && row.name) return link(historyHref(row.resource, row.name, row.namespace), text, { class: "history-link" });
+    if (column === "history" && row && row.resource && row.name) return link(historyHref(row.resource, row.name, row.namespace, row.api_group), text, { class: "history-link" });
     if (/^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(text)) return fmtTime(text);
     if ((column === "audit_id" || column === "audit_ids") && text) return link("/events/" + encodeURIComponent(text.split(",")[0]), text);
     if (column === "user" && text) return link("/timeline?" + qs({ user: text }), text);
@@ -458,8 +458,9 @@
   // ---- object history and sessions ------------------------------------------------------------------
 
   const SESSION_KINDS = ["exec", "attach", "portforward"];
-  function historyHref(resource, name, namespace) {
-    return "/history?" + qs({ object: resource + "/" + name, namespace: namespace || "" });
+  /** An object's history page; with its API group, so a custom resource is not taken for the built-in kind of its plural. */
+  function historyHref(resource, name, namespace, group) {
+    return "/history?" + qs({ object: resource + (group ? "." + group : "") + "/" + name, namespace: namespace || "" });
   }
 
   /** One side of a change (`{state, value}`): never a redaction marker, which the server never sends. */

@@ -636,6 +636,7 @@ impl Detector {
                         "{} --since 30d",
                         kubetrail_history::history_command(
                             resource,
+                            "",
                             t.namespace.as_deref().unwrap_or(""),
                             name
                         )

@@ -94,6 +94,7 @@ pub(super) enum Job {
     /// `/api/v1/history`: one object's writes.
     History {
         resource: String,
+        group: Option<String>,
         name: String,
         namespace: Option<String>,
         limit: usize,
@@ -228,6 +229,7 @@ impl Job {
             }
             Job::History {
                 resource,
+                group,
                 name,
                 namespace,
                 limit,
@@ -235,6 +237,7 @@ impl Job {
             } => {
                 let req = kubetrail_engine::history::HistoryRequest {
                     resource,
+                    group,
                     name,
                     namespace,
                     limit,

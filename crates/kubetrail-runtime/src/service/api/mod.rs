@@ -816,6 +816,7 @@ async fn history(
     let req = kubetrail_engine::history::HistoryRequest::parse(object, p.namespace.clone(), limit)?;
     let job = Job::History {
         resource: req.resource,
+        group: req.group,
         name: req.name,
         namespace: req.namespace,
         limit: req.limit,
