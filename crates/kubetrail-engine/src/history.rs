@@ -411,7 +411,7 @@ fn entry(
     let event: Option<serde_json::Value> = row
         .event
         .as_deref()
-        .and_then(|e| serde_json::from_str(e).ok());
+        .and_then(kubetrail_history::parse_event);
     let key = (
         row.cluster.clone(),
         row.namespace.clone(),
@@ -610,7 +610,7 @@ fn session_row(row: &EventRow) -> Vec<String> {
     let event: Option<serde_json::Value> = row
         .event
         .as_deref()
-        .and_then(|e| serde_json::from_str(e).ok());
+        .and_then(kubetrail_history::parse_event);
     let session = row
         .subresource
         .as_deref()
@@ -666,6 +666,15 @@ fn session_row(row: &EventRow) -> Vec<String> {
             String::new(),
         ),
     };
+    if let Some(s) = session.as_ref().filter(|s| s.dropped > 0) {
+        if !note.is_empty() {
+            note.push_str("; ");
+        }
+        note.push_str(&format!(
+            "{} query pair(s) the apiserver ignores (a `;` or a bad escape) left out of the command",
+            s.dropped
+        ));
+    }
     if command.is_empty() && kind == "exec" {
         if !note.is_empty() {
             note.push_str("; ");

@@ -104,7 +104,7 @@ fn store_lines(dir: &Path, lines: &[(&str, String)]) -> PathBuf {
     let wal = Arc::new(wal);
     let mut payloads = Vec::new();
     for (cluster, line) in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let v = kubetrail_history::parse_event(line).unwrap();
         let rec = EventRecord {
             received_us: 1,
             cluster: (*cluster).into(),
@@ -1392,6 +1392,55 @@ fn sessions_have_their_command_terminal_and_length() {
     );
     assert_eq!(mine.sections[0].rows.len(), 1);
     assert!(!format!("{all:?}").contains("kubetrail-redacted"));
+}
+
+#[test]
+fn history_reads_a_change_hidden_beside_a_body_nested_too_deep_for_serde() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            write_event(
+                "w1",
+                "create",
+                "ci",
+                "Request",
+                "prod",
+                "api",
+                201,
+                "2026-03-01T09:00:00.000001Z",
+                &format!(r#""requestObject":{}"#, deployment(API)),
+            ),
+        ),
+        (
+            "c1",
+            write_event(
+                "w2",
+                "patch",
+                "mallory",
+                "Request",
+                "prod",
+                "api",
+                200,
+                "2026-03-01T10:00:00.000001Z",
+                &format!(
+                    r#""requestObject":{{"x":{deep},"spec":{{"template":{{"spec":{{"containers":[{{"name":"api","image":"evil/api:2"}}]}}}}}}}}"#
+                ),
+            ),
+        ),
+    ];
+    let root = store_lines(dir.path(), &lines);
+    let h = history_of(&root, "deployments/api", Some("prod"));
+    let swap = &h.entries[1];
+    let lines: Vec<String> = swap.changes.iter().map(|c| c.to_string()).collect();
+    assert!(
+        lines.contains(
+            &"spec.template.spec.containers[0].image: corp/api:2 -> evil/api:2".to_string()
+        ),
+        "{lines:?} {:?}",
+        swap.notes
+    );
 }
 
 #[test]

@@ -24,6 +24,85 @@ pub use patch::PatchType;
 pub use replay::{Action, Replay, Step, Write};
 pub use session::{Session, SessionKind, printable, shell_word};
 
+/// How deep [`parse_event`] keeps a stored event: below serde_json's limit of 128 levels.
+pub const MAX_EVENT_DEPTH: usize = 100;
+
+/// A stored event as JSON, even one nested deeper than serde_json reads (kube-apiserver accepts 10,000
+/// levels, and a body may carry an unknown field nested so deep only to make the event unreadable): a
+/// subtree deeper than [`MAX_EVENT_DEPTH`] is replaced by the string `"[nested too deep]"`, so the rest of
+/// the body, the change it hides among, is still read. `None` for text that is not JSON.
+pub fn parse_event(text: &str) -> Option<serde_json::Value> {
+    match serde_json::from_str(text) {
+        Ok(v) => Some(v),
+        Err(_) => serde_json::from_str(&cut_deep(text, MAX_EVENT_DEPTH)).ok(),
+    }
+}
+
+/// `text` (JSON) with each object or list that starts deeper than `max` levels replaced by
+/// `"[nested too deep]"`: a byte scan that follows strings and their escapes, no recursion.
+fn cut_deep(text: &str, max: usize) -> String {
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let end = string_end(b, i);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+                continue;
+            }
+            b'{' | b'[' if depth >= max => {
+                // Skip the whole value.
+                let mut d = 0usize;
+                let mut j = i;
+                while j < b.len() {
+                    match b[j] {
+                        b'"' => {
+                            j = string_end(b, j);
+                            continue;
+                        }
+                        b'{' | b'[' => d += 1,
+                        b'}' | b']' => {
+                            d -= 1;
+                            if d == 0 {
+                                j += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                out.extend_from_slice(b"\"[nested too deep]\"");
+                i = j;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    // Cut only at ASCII bytes: still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The index just past the string that starts with the quote at `start` (or the end of `b`).
+fn string_end(b: &[u8], start: usize) -> usize {
+    let mut j = start + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    b.len()
+}
+
 /// The API group of the built-in kinds' resources (`""`: the core group), for telling a built-in object
 /// from a custom resource of the same plural (`services` and Knative's `services.serving.knative.dev`).
 const BUILTIN_GROUPS: [(&str, &str); 40] = [
@@ -111,6 +190,30 @@ pub fn history_command(resource: &str, group: &str, namespace: &str, name: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_nested_deeper_than_serde_reads_are_read_with_the_deep_part_cut() {
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        let text = format!(
+            r#"{{"requestObject":{{"x":{deep},"s":"a \"[{{\" b","spec":{{"image":"evil/api:2"}}}}}}"#
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+        let v = parse_event(&text).expect("read");
+        assert_eq!(v["requestObject"]["spec"]["image"], "evil/api:2");
+        assert_eq!(
+            v["requestObject"]["s"], "a \"[{\" b",
+            "strings are not scanned as structure"
+        );
+        let mut x = &v["requestObject"]["x"];
+        let mut levels = 0;
+        while let Some(inner) = x.get(0) {
+            x = inner;
+            levels += 1;
+        }
+        assert_eq!(x, "[nested too deep]");
+        assert!(levels < MAX_EVENT_DEPTH);
+        assert_eq!(parse_event("not json"), None);
+    }
 
     #[test]
     fn history_commands_are_quoted() {

