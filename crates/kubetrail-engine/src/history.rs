@@ -242,20 +242,22 @@ impl Entry {
     }
 }
 
-/// A value shown at most [`MAX_VALUE_CHARS`] long.
+/// A value shown at most [`MAX_VALUE_CHARS`] long: a longer string (or object, as its JSON text) as its head
+/// and tail around `…` with its length, so what follows padding is still seen.
 fn clip(v: Val) -> Val {
+    let cut = |s: &str| {
+        let (text, _) = kubetrail_history::diff::head_tail(s, MAX_VALUE_CHARS);
+        Val::Value(serde_json::Value::String(format!(
+            "{text} ({} characters)",
+            s.chars().count()
+        )))
+    };
     match v {
-        Val::Value(serde_json::Value::String(s)) if s.chars().count() > MAX_VALUE_CHARS => {
-            let mut cut: String = s.chars().take(MAX_VALUE_CHARS).collect();
-            cut.push('…');
-            Val::Value(serde_json::Value::String(cut))
-        }
+        Val::Value(serde_json::Value::String(s)) if s.chars().count() > MAX_VALUE_CHARS => cut(&s),
         Val::Value(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
             let text = v.to_string();
             if text.chars().count() > MAX_VALUE_CHARS {
-                let mut cut: String = text.chars().take(MAX_VALUE_CHARS).collect();
-                cut.push('…');
-                Val::Value(serde_json::Value::String(cut))
+                cut(&text)
             } else {
                 Val::Value(v)
             }
@@ -306,6 +308,8 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
     let mut replays: BTreeMap<(String, Option<String>, String), Replay> = BTreeMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut truncated = false;
+    let mut too_big = false;
+    let mut bytes = 0usize;
     let limit = req.limit.clamp(1, MAX_LIMIT);
     let mut failure: Option<ReportError> = None;
     engine
@@ -322,7 +326,16 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
                     return ControlFlow::Break(());
                 }
                 match entry(&mut replays, row) {
-                    Ok(Some(e)) => entries.push(e),
+                    Ok(Some(e)) => {
+                        // The answer's size: a flood of big changes must not make it unbounded.
+                        bytes += serde_json::to_vec(&e).map_or(0, |v| v.len());
+                        entries.push(e);
+                        if bytes > crate::limits::MAX_ANSWER_BYTES {
+                            truncated = true;
+                            too_big = true;
+                            return ControlFlow::Break(());
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         failure = Some(e);
@@ -366,7 +379,13 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
                 .to_string(),
         );
     }
-    if truncated {
+    if too_big {
+        notes.push(format!(
+            "showing the first {} writes, {} MiB of changes: narrow since/until",
+            entries.len(),
+            crate::limits::MAX_ANSWER_BYTES >> 20
+        ));
+    } else if truncated {
         notes.push(format!(
             "showing the first {limit} writes: narrow since/until or raise the limit"
         ));

