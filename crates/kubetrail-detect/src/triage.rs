@@ -192,11 +192,35 @@ impl Window {
             .map(|t| t.to_string())
             .unwrap_or_default();
         let namespace = (!o.namespace.is_empty()).then(|| o.namespace.to_string());
-        if o.resource == "pods" && matches!(&*o.subresource, "exec" | "attach" | "portforward") {
-            let session = kubetrail_history::session::parse(&o.subresource, &ev.request_uri);
+        let proxied = (o.resource == "nodes" && o.subresource == "proxy")
+            .then(|| kubetrail_history::session::parse_node_proxy(&ev.request_uri))
+            .flatten();
+        let direct =
+            o.resource == "pods" && matches!(&*o.subresource, "exec" | "attach" | "portforward");
+        if direct || proxied.is_some() {
+            let (pod, session, kind) = match proxied {
+                // Straight on the node's kubelet.
+                Some((ns, pod, s)) => {
+                    let kind = match s.kind {
+                        kubetrail_history::SessionKind::Exec => "exec",
+                        kubetrail_history::SessionKind::Attach => "attach",
+                        kubetrail_history::SessionKind::PortForward => "portforward",
+                    };
+                    (
+                        format!("{ns}/{pod}"),
+                        Some(s),
+                        format!("{kind} via nodes/proxy"),
+                    )
+                }
+                None => (
+                    format!("{}/{}", o.namespace, o.name),
+                    kubetrail_history::session::parse(&o.subresource, &ev.request_uri),
+                    o.subresource.to_string(),
+                ),
+            };
             let line = SessionLine {
-                kind: o.subresource.to_string(),
-                pod: format!("{}/{}", o.namespace, o.name),
+                kind,
+                pod,
                 container: session.as_ref().and_then(|s| s.container.clone()),
                 command: session.map(|s| s.command_line()).unwrap_or_default(),
                 time,

@@ -557,8 +557,12 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
         )));
     }
     let limit = req.limit;
+    // Through the pod, or straight on its node's kubelet (`nodes/proxy`, which skips the pod's own
+    // authorization: the exec an attacker with node access would choose).
     let mut terms = vec![
-        "\"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')"
+        "((\"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')) OR \
+         (\"resource\" = 'nodes' AND \"subresource\" = 'proxy' AND (\"uri\" LIKE '%/proxy/exec/%' OR \
+         \"uri\" LIKE '%/proxy/run/%' OR \"uri\" LIKE '%/proxy/attach/%' OR \"uri\" LIKE '%/proxy/portForward/%')))"
             .to_string(),
     ];
     if let Some(u) = &req.user {
@@ -568,7 +572,11 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
         ));
     }
     if let Some(ns) = &req.namespace {
-        terms.push(format!("\"namespace\" = {}", sql_str(ns)));
+        // A node's proxy names the namespace in its path: checked once parsed.
+        terms.push(format!(
+            "(\"namespace\" = {} OR \"resource\" = 'nodes')",
+            sql_str(ns)
+        ));
     }
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut truncated = false;
@@ -584,6 +592,13 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
                 if rows.len() >= limit {
                     truncated = true;
                     return ControlFlow::Break(());
+                }
+                if let Some(ns) = &req.namespace
+                    && row.resource.as_deref() == Some("nodes")
+                    && kubetrail_history::session::parse_node_proxy(&row.uri)
+                        .is_none_or(|(n, ..)| n != *ns)
+                {
+                    return ControlFlow::Continue(());
                 }
                 rows.push(session_row(&row));
                 ControlFlow::Continue(())
@@ -630,10 +645,16 @@ fn session_row(row: &EventRow) -> Vec<String> {
         .event
         .as_deref()
         .and_then(kubetrail_history::parse_event);
-    let session = row
-        .subresource
-        .as_deref()
-        .and_then(|s| kubetrail_history::session::parse(s, &row.uri));
+    let proxied = (row.resource.as_deref() == Some("nodes"))
+        .then(|| kubetrail_history::session::parse_node_proxy(&row.uri))
+        .flatten();
+    let session = match &proxied {
+        Some((.., s)) => Some(s.clone()),
+        None => row
+            .subresource
+            .as_deref()
+            .and_then(|s| kubetrail_history::session::parse(s, &row.uri)),
+    };
     let end_us = event
         .as_ref()
         .and_then(|e| e.get("stageTimestamp"))
@@ -700,9 +721,19 @@ fn session_row(row: &EventRow) -> Vec<String> {
         }
         note.push_str("no command in the request URI");
     }
-    let pod = match (&row.namespace, &row.name) {
-        (Some(ns), Some(n)) => format!("{ns}/{n}"),
-        (None, Some(n)) => n.clone(),
+    let pod = match (&proxied, &row.namespace, &row.name) {
+        (Some((ns, pod, _)), ..) => {
+            if !note.is_empty() {
+                note.push_str("; ");
+            }
+            note.push_str(&format!(
+                "straight on the kubelet of node {} (nodes/proxy): not authorized or audited as the pod's exec",
+                row.name.as_deref().unwrap_or("?")
+            ));
+            format!("{ns}/{pod}")
+        }
+        (None, Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, None, Some(n)) => n.clone(),
         _ => String::new(),
     };
     let outcome = match row.code {

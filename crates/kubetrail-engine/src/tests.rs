@@ -1354,6 +1354,11 @@ fn sessions_have_their_command_terminal_and_length() {
                 "",
             ),
         ),
+        // Straight on the kubelet: no pods/exec request at all.
+        (
+            "c1",
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"p1","stage":"ResponseComplete","requestURI":"/api/v1/nodes/n1/proxy/exec/prod/db-0/db?command=sh&input=1&output=1&tty=1","verb":"create","user":{"username":"system:node:n1"},"objectRef":{"resource":"nodes","name":"n1","subresource":"proxy","apiVersion":"v1"},"responseStatus":{"code":101},"requestReceivedTimestamp":"2026-03-01T12:00:00.000001Z","stageTimestamp":"2026-03-01T12:01:00.000001Z"}"#.to_string(),
+        ),
     ];
     let root = store_lines(dir.path(), &lines);
     let all = report(
@@ -1367,7 +1372,32 @@ fn sessions_have_their_command_terminal_and_length() {
     let col = |row: &Vec<String>, name: &str| {
         row[s.columns.iter().position(|c| *c == name).unwrap()].clone()
     };
-    assert_eq!(s.rows.len(), 2, "one row per session, the patch is none");
+    assert_eq!(s.rows.len(), 3, "one row per session, the patch is none");
+    let proxied = &s.rows[2];
+    assert_eq!(col(proxied, "POD"), "prod/db-0");
+    assert_eq!(col(proxied, "CONTAINER"), "db");
+    assert_eq!(col(proxied, "COMMAND"), "sh");
+    assert_eq!(col(proxied, "STDIN"), "yes");
+    assert!(col(proxied, "NOTE").contains("nodes/proxy"), "{proxied:?}");
+    let in_ns = |ns: &str| {
+        report(
+            &root,
+            reports::ReportRequest::Sessions(history::SessionsRequest {
+                namespace: Some(ns.into()),
+                limit: 100,
+                ..Default::default()
+            }),
+        )
+        .sections[0]
+            .rows
+            .len()
+    };
+    assert_eq!(
+        in_ns("prod"),
+        3,
+        "the proxied session is in the namespace of its pod"
+    );
+    assert_eq!(in_ns("other"), 0);
     let m = &s.rows[0];
     assert_eq!(col(m, "USER"), "mallory");
     assert_eq!(col(m, "POD"), "prod/db-0");

@@ -108,6 +108,47 @@ pub fn parse(subresource: &str, uri: &str) -> Option<Session> {
     Some(s)
 }
 
+/// A session opened straight on a kubelet through the `nodes/proxy` subresource
+/// (`/api/v1/nodes/N/proxy/exec/NS/POD/CONTAINER?command=...`, `attach`, `run`, `portForward`): the pod it
+/// reached (`namespace`, `pod`) and the session, read as the kubelet reads it (`input`, `output`, `error`,
+/// `tty`; the container from the path). `None` for any other proxied path.
+pub fn parse_node_proxy(uri: &str) -> Option<(String, String, Session)> {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let rest = path.split_once("/proxy/")?.1;
+    let mut parts = rest.split('/').filter(|p| !p.is_empty());
+    let kind = match parts.next()? {
+        "exec" | "run" => SessionKind::Exec,
+        "attach" => SessionKind::Attach,
+        "portForward" | "portforward" => SessionKind::PortForward,
+        _ => return None,
+    };
+    let namespace = unescape(parts.next()?)?;
+    let pod = unescape(parts.next()?)?;
+    let container = parts.next().and_then(unescape);
+    let mut s = parse(
+        match kind {
+            SessionKind::Exec => "exec",
+            SessionKind::Attach => "attach",
+            SessionKind::PortForward => "portforward",
+        },
+        &format!("?{query}"),
+    )?;
+    s.container = container.map(|c| bounded(&c)).or(s.container);
+    // The kubelet's own names of the streams.
+    for pair in query.split('&') {
+        if let Some((k, v)) = go_pair(pair) {
+            let on = !(v == "0" || v.eq_ignore_ascii_case("false"));
+            match &*k {
+                "input" => s.stdin = on,
+                "output" => s.stdout = on,
+                "error" => s.stderr = on,
+                _ => {}
+            }
+        }
+    }
+    Some((bounded(&namespace), bounded(&pod), s))
+}
+
 /// One `key=value` pair of a query, decoded as Go's `url.ParseQuery` decodes it; `None` when Go drops it
 /// (a `;` in it, an invalid percent escape, text that is not UTF-8 once decoded).
 fn go_pair(pair: &str) -> Option<(String, String)> {
@@ -298,6 +339,23 @@ mod tests {
         assert_eq!(s.command[1], "…");
         let s = parse("exec", &format!("/x?container={big}")).unwrap();
         assert_eq!(s.container.unwrap().chars().count(), MAX_NAME + 1);
+    }
+
+    #[test]
+    fn sessions_straight_on_a_kubelet_through_nodes_proxy() {
+        let (ns, pod, s) = parse_node_proxy(
+            "/api/v1/nodes/n1/proxy/exec/prod/db-0/db?command=sh&command=-c&command=id&input=1&output=1&tty=1",
+        )
+        .unwrap();
+        assert_eq!((ns.as_str(), pod.as_str()), ("prod", "db-0"));
+        assert_eq!(s.container.as_deref(), Some("db"));
+        assert_eq!(s.command, ["sh", "-c", "id"]);
+        assert!(s.stdin && s.stdout && s.tty);
+        assert!(parse_node_proxy("/api/v1/nodes/n1/proxy/metrics").is_none());
+        assert!(parse_node_proxy("/api/v1/nodes/n1/proxy/exec/only-ns").is_none());
+        let (_, _, pf) =
+            parse_node_proxy("/api/v1/nodes/n1/proxy/portForward/prod/db-0?port=5432").unwrap();
+        assert_eq!(pf.kind, SessionKind::PortForward);
     }
 
     #[test]

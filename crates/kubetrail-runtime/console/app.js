@@ -470,7 +470,11 @@
     if (v.state === "unknown") return "?";
     if (v.state === "redacted") return "[redacted]";
     const x = v.value;
-    return typeof x === "string" ? x : JSON.stringify(x);
+    // A string that could read as something else (a number, "(absent)", "[redacted]", empty, spaces) in quotes,
+    // as the CLI writes it: a value the watched chose must not pass for kubetrail's own words.
+    const bare = typeof x === "string" && x !== "" && !/[\s\p{Cc}]/u.test(x) && !/^(true|false|null|\?)$/.test(x) &&
+      !/^[(\[{"]/.test(x) && !isFinite(Number(x));
+    return bare ? x : JSON.stringify(x);
   }
   function changeText(c) {
     const redacted = c.before && c.after && c.before.state === "redacted" && c.after.state === "redacted";
