@@ -372,7 +372,14 @@ pub async fn history(engine: &Engine, req: &HistoryRequest) -> Result<History, R
             req.resource,
             req.name
         ));
-    } else if entries.iter().all(|e| e.level == "Metadata") {
+    } else if entries.first().is_some_and(|e| e.action != Action::Created) && !truncated {
+        notes.push(
+            "its creation is not in the time range, or it was created with generateName (the create request \
+             does not carry the name it got): the first writes are compared with no earlier state"
+                .to_string(),
+        );
+    }
+    if !entries.is_empty() && entries.iter().all(|e| e.level == "Metadata") {
         notes.push(
             "every write was logged at Metadata: who and when are known, what changed is not (the audit \
              policy records this kind without bodies; `kubetrail policy lint`)"
