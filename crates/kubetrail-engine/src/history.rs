@@ -568,8 +568,8 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
     // authorization: the exec an attacker with node access would choose).
     let mut terms = vec![
         "((\"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')) OR \
-         (\"resource\" = 'nodes' AND \"subresource\" = 'proxy' AND (\"uri\" LIKE '%/proxy/exec/%' OR \
-         \"uri\" LIKE '%/proxy/run/%' OR \"uri\" LIKE '%/proxy/attach/%' OR \"uri\" LIKE '%/proxy/portForward/%')))"
+         (\"resource\" = 'nodes' AND \"subresource\" = 'proxy' AND \
+         regexp_like(\"uri\", '/proxy/(exec|run|attach|portForward|portforward)/')))"
             .to_string(),
     ];
     if let Some(u) = &req.user {

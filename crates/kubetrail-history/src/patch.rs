@@ -141,11 +141,8 @@ pub fn guess(doc: &Value, api_group: Option<&str>, resource: &str, uri: &str) ->
 
 /// Whether the request URI's query reads as server-side apply's.
 fn applied(uri: &str) -> bool {
-    let Some((_, query)) = uri.split_once('?') else {
-        return false;
-    };
     let mut manager = None;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    for (k, v) in crate::session::go_query(uri) {
         match &*k {
             "force" => return true,
             "fieldManager" if manager.is_none() => manager = Some(v),

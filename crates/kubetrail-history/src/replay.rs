@@ -494,11 +494,9 @@ fn type_note(step: &mut Step, kind: PatchType, assumed: bool, doc: &Value) {
 }
 
 /// Whether the request URI asks for a dry run (`dryRun=All`, any value: the apiserver refuses the others).
+/// Read as the apiserver reads it: `dryRun=All;` is a pair Go drops, so not a dry run.
 pub fn dry_run(uri: &str) -> bool {
-    let Some((_, query)) = uri.split_once('?') else {
-        return false;
-    };
-    form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "dryRun" && !v.is_empty())
+    crate::session::go_query(uri).any(|(k, v)| k == "dryRun" && !v.is_empty())
 }
 
 /// The most changes a note on the other reading of a patch lists.

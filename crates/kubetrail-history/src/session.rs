@@ -149,6 +149,16 @@ pub fn parse_node_proxy(uri: &str) -> Option<(String, String, Session)> {
     Some((bounded(&namespace), bounded(&pod), s))
 }
 
+/// The pairs of a request URI's query that kube-apiserver reads (Go's `url.ParseQuery`: the others dropped),
+/// decoded. Every reading of a query here goes through it: a pair Go drops (`dryRun=All;`) must not count.
+pub(crate) fn go_query(uri: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    uri.split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(go_pair)
+}
+
 /// One `key=value` pair of a query, decoded as Go's `url.ParseQuery` decodes it; `None` when Go drops it
 /// (a `;` in it, an invalid percent escape, text that is not UTF-8 once decoded).
 fn go_pair(pair: &str) -> Option<(String, String)> {

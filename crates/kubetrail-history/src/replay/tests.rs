@@ -536,6 +536,21 @@ fn a_dry_run_changes_nothing() {
         "evil/api:2",
         "the state is the real one"
     );
+    // A pair the apiserver drops (Go's ParseQuery refuses a `;`) does not make a real change a dry run.
+    for uri in [
+        "/apis/apps/v1/namespaces/prod/deployments/api?dryRun=All;",
+        "/apis/apps/v1/namespaces/prod/deployments/api?dryRun=All%zz",
+    ] {
+        let mut real = write("patch", "Request", Some(&back), None);
+        real.uri = uri;
+        let step = r.step(&real);
+        assert_eq!(step.action, Action::Patched, "{uri}");
+        assert_eq!(
+            lines(&step),
+            ["spec.template.spec.containers[0].image: evil/api:2 -> corp/api:2"]
+        );
+        r.step(&write("patch", "Request", Some(&swap), None));
+    }
 }
 
 #[test]
