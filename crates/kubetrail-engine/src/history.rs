@@ -569,7 +569,7 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
     let mut terms = vec![
         "((\"resource\" = 'pods' AND \"subresource\" IN ('exec', 'attach', 'portforward')) OR \
          (\"resource\" = 'nodes' AND \"subresource\" = 'proxy' AND \
-         regexp_like(\"uri\", '/proxy/(exec|run|attach|portForward|portforward)/')))"
+         regexp_like(\"uri\", 'proxy[^?]*(%|/\\.|exec|run|attach|portforward)', 'i')))"
             .to_string(),
     ];
     if let Some(u) = &req.user {
@@ -590,22 +590,29 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
     engine
         .requests(
             Some(&terms.join(" AND ")),
+            // No row limit: the proxied paths the SQL keeps may be no session (a padded `/proxy/x%2F..`),
+            // and must not use up the sessions' limit; the limit is of sessions.
             RowQuery {
                 with_event: true,
-                limit: Some(limit + 1),
                 ..RowQuery::default()
             },
             |row| {
+                let proxied = row.resource.as_deref() == Some("nodes");
+                let reached = proxied
+                    .then(|| kubetrail_history::session::parse_node_proxy(&row.uri))
+                    .flatten();
+                if proxied
+                    && (reached.is_none()
+                        || req
+                            .namespace
+                            .as_ref()
+                            .is_some_and(|ns| reached.as_ref().is_some_and(|(n, ..)| n != ns)))
+                {
+                    return ControlFlow::Continue(());
+                }
                 if rows.len() >= limit {
                     truncated = true;
                     return ControlFlow::Break(());
-                }
-                if let Some(ns) = &req.namespace
-                    && row.resource.as_deref() == Some("nodes")
-                    && kubetrail_history::session::parse_node_proxy(&row.uri)
-                        .is_none_or(|(n, ..)| n != *ns)
-                {
-                    return ControlFlow::Continue(());
                 }
                 rows.push(session_row(&row));
                 ControlFlow::Continue(())

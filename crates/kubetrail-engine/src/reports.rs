@@ -1308,8 +1308,9 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
                  count(DISTINCT \"audit_id\") AS writes, \
                  array_to_string(array_agg(DISTINCT \"verb\"), ',') AS verbs, min(\"time\") AS first_seen, \
                  max(\"time\") AS last_seen FROM events WHERE {me} AND \"verb\" IN ('create', 'update', \
-                 'patch', 'delete') AND \"name\" IS NOT NULL AND \"resource\" IS NOT NULL AND \"code\" < 400 \
-                 AND \"uri\" NOT LIKE '%dryRun=%' \
+                 'patch', 'delete') AND \"name\" IS NOT NULL AND \"resource\" IS NOT NULL \
+                 AND COALESCE(\"code\", 0) < 400 \
+                 AND NOT regexp_like(\"uri\", '[?&]dryRun=[A-Za-z]+(&|$)') \
                  GROUP BY 1, 2, 3, 4 ORDER BY 7, 1, 2, 3 LIMIT {MAX_CHANGED_OBJECTS}"
             ),
             None,

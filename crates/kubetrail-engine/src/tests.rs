@@ -1359,6 +1359,15 @@ fn sessions_have_their_command_terminal_and_length() {
             "c1",
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"p1","stage":"ResponseComplete","requestURI":"/api/v1/nodes/n1/proxy/exec/prod/db-0/db?command=sh&input=1&output=1&tty=1","verb":"create","user":{"username":"system:node:n1"},"objectRef":{"resource":"nodes","name":"n1","subresource":"proxy","apiVersion":"v1"},"responseStatus":{"code":101},"requestReceivedTimestamp":"2026-03-01T12:00:00.000001Z","stageTimestamp":"2026-03-01T12:01:00.000001Z"}"#.to_string(),
         ),
+        // The same, its path encoded as the apiserver decodes it; and a scrape of metrics, no session.
+        (
+            "c1",
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"p2","stage":"ResponseComplete","requestURI":"/api/v1/nodes/n1/proxy/exec%2Fprod%2Fdb-0%2Fdb?command=id","verb":"create","user":{"username":"system:node:n1"},"objectRef":{"resource":"nodes","name":"n1","subresource":"proxy","apiVersion":"v1"},"responseStatus":{"code":101},"requestReceivedTimestamp":"2026-03-01T12:10:00.000001Z","stageTimestamp":"2026-03-01T12:11:00.000001Z"}"#.to_string(),
+        ),
+        (
+            "c1",
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"m1","stage":"ResponseComplete","requestURI":"/api/v1/nodes/n1/proxy/metrics","verb":"get","user":{"username":"system:serviceaccount:monitoring:prometheus"},"objectRef":{"resource":"nodes","name":"n1","subresource":"proxy","apiVersion":"v1"},"responseStatus":{"code":200},"requestReceivedTimestamp":"2026-03-01T12:20:00.000001Z","stageTimestamp":"2026-03-01T12:20:00.000001Z"}"#.to_string(),
+        ),
     ];
     let root = store_lines(dir.path(), &lines);
     let all = report(
@@ -1372,7 +1381,16 @@ fn sessions_have_their_command_terminal_and_length() {
     let col = |row: &Vec<String>, name: &str| {
         row[s.columns.iter().position(|c| *c == name).unwrap()].clone()
     };
-    assert_eq!(s.rows.len(), 3, "one row per session, the patch is none");
+    assert_eq!(
+        s.rows.len(),
+        4,
+        "one row per session; the patch and the metrics scrape are none"
+    );
+    assert_eq!(
+        col(&s.rows[3], "COMMAND"),
+        "id",
+        "the encoded path read as the apiserver reads it"
+    );
     let proxied = &s.rows[2];
     assert_eq!(col(proxied, "POD"), "prod/db-0");
     assert_eq!(col(proxied, "CONTAINER"), "db");
@@ -1394,7 +1412,7 @@ fn sessions_have_their_command_terminal_and_length() {
     };
     assert_eq!(
         in_ns("prod"),
-        3,
+        4,
         "the proxied session is in the namespace of its pod"
     );
     assert_eq!(in_ns("other"), 0);

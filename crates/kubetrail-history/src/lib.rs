@@ -27,10 +27,11 @@ pub use session::{Session, SessionKind, printable, shell_word};
 /// How deep [`parse_event`] keeps a stored event: below serde_json's limit of 128 levels.
 pub const MAX_EVENT_DEPTH: usize = 100;
 
-/// A stored event as JSON, even one nested deeper than serde_json reads (kube-apiserver accepts 10,000
-/// levels, and a body may carry an unknown field nested so deep only to make the event unreadable): a
-/// subtree deeper than [`MAX_EVENT_DEPTH`] is replaced by the string `"[nested too deep]"`, so the rest of
-/// the body, the change it hides among, is still read. `None` for text that is not JSON.
+/// A stored event as JSON, even one serde_json would refuse where Go's reader, and so kube-apiserver, takes
+/// it (a body may carry an unknown field only to make the event unreadable): a subtree nested deeper than
+/// [`MAX_EVENT_DEPTH`] (Go takes 10,000 levels) is replaced by the string `"[nested too deep]"`, and a lone
+/// UTF-16 surrogate escape (`"\ud800"`) by U+FFFD, as Go reads it; the rest of the body, the change it
+/// hides among, is still read. `None` for text that is not JSON.
 pub fn parse_event(text: &str) -> Option<serde_json::Value> {
     match serde_json::from_str(text) {
         Ok(v) => Some(v),
@@ -49,7 +50,7 @@ fn cut_deep(text: &str, max: usize) -> String {
         match b[i] {
             b'"' => {
                 let end = string_end(b, i);
-                out.extend_from_slice(&b[i..end]);
+                push_string(&mut out, &b[i..end]);
                 i = end;
                 continue;
             }
@@ -88,6 +89,43 @@ fn cut_deep(text: &str, max: usize) -> String {
     }
     // Cut only at ASCII bytes: still UTF-8.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// A JSON string (with its quotes) with each `\uXXXX` escape of a lone surrogate written `\ufffd`.
+fn push_string(out: &mut Vec<u8>, s: &[u8]) {
+    let unit = |at: usize| -> Option<u32> {
+        if s.get(at) == Some(&b'\\') && s.get(at + 1) == Some(&b'u') {
+            std::str::from_utf8(s.get(at + 2..at + 6)?)
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+        } else {
+            None
+        }
+    };
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            match unit(i) {
+                Some(hi @ 0xD800..=0xDBFF) if matches!(unit(i + 6), Some(0xDC00..=0xDFFF)) => {
+                    let _ = hi;
+                    out.extend_from_slice(&s[i..i + 12]);
+                    i += 12;
+                }
+                Some(0xD800..=0xDFFF) => {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                }
+                _ => {
+                    // Any other escape, whole (`\\`, `\"`): the next byte is not a structure.
+                    out.extend_from_slice(&s[i..(i + 2).min(s.len())]);
+                    i += 2;
+                }
+            }
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
 }
 
 /// The index just past the string that starts with the quote at `start` (or the end of `b`).
@@ -213,6 +251,19 @@ mod tests {
         assert_eq!(x, "[nested too deep]");
         assert!(levels < MAX_EVENT_DEPTH);
         assert_eq!(parse_event("not json"), None);
+        // A lone surrogate escape, which Go reads as U+FFFD and serde_json refuses: the change beside it read.
+        let lone = r#"{"requestObject":{"metadata":{"annotations":{"x":"\ud800"}},"spec":{"image":"evil/api:2"},"ok":"\ud83d\ude00"}}"#;
+        assert!(serde_json::from_str::<serde_json::Value>(lone).is_err());
+        let v = parse_event(lone).expect("read");
+        assert_eq!(v["requestObject"]["spec"]["image"], "evil/api:2");
+        assert_eq!(
+            v["requestObject"]["metadata"]["annotations"]["x"],
+            "\u{fffd}"
+        );
+        assert_eq!(
+            v["requestObject"]["ok"], "\u{1f600}",
+            "a valid pair is kept"
+        );
     }
 
     #[test]

@@ -363,7 +363,7 @@ impl Replay {
                     let after = merged_part(&before, &applied, scope);
                     (step.changes, step.more) = diff::changes_in(&before, &after, scope);
                     type_note(step, kind, assumed, doc);
-                    if assumed && kind == PatchType::StrategicMerge {
+                    if assumed && matches!(kind, PatchType::StrategicMerge | PatchType::Apply) {
                         other_reading(step, &before, &after, doc, scope);
                     }
                     self.state = Some(after);

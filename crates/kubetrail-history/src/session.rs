@@ -110,43 +110,106 @@ pub fn parse(subresource: &str, uri: &str) -> Option<Session> {
 
 /// A session opened straight on a kubelet through the `nodes/proxy` subresource
 /// (`/api/v1/nodes/N/proxy/exec/NS/POD/CONTAINER?command=...`, `attach`, `run`, `portForward`): the pod it
-/// reached (`namespace`, `pod`) and the session, read as the kubelet reads it (`input`, `output`, `error`,
-/// `tty`; the container from the path). `None` for any other proxied path.
+/// reached (`namespace`, `pod`) and the session, read as the kubelet reads it. The path is decoded and
+/// cleaned first, as kube-apiserver does before it proxies (`exec%2Fprod%2Fdb-0`, `%65xec`, `x/../exec` all
+/// reach the kubelet's exec); the kubelet's routes are `{ns}/{pod}[/{uid}]/{container}` (`portForward`:
+/// `{ns}/{pod}[/{uid}]`); `run` takes its command as `cmd`, split at spaces; its streams are `input`,
+/// `output`, `error` and `tty`, on only when the first value is `1`. `None` for any other proxied path.
 pub fn parse_node_proxy(uri: &str) -> Option<(String, String, Session)> {
-    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
-    let rest = path.split_once("/proxy/")?.1;
-    let mut parts = rest.split('/').filter(|p| !p.is_empty());
-    let kind = match parts.next()? {
-        "exec" | "run" => SessionKind::Exec,
-        "attach" => SessionKind::Attach,
-        "portForward" | "portforward" => SessionKind::PortForward,
-        _ => return None,
-    };
-    let namespace = unescape(parts.next()?)?;
-    let pod = unescape(parts.next()?)?;
-    let container = parts.next().and_then(unescape);
-    let mut s = parse(
-        match kind {
-            SessionKind::Exec => "exec",
-            SessionKind::Attach => "attach",
-            SessionKind::PortForward => "portforward",
-        },
-        &format!("?{query}"),
-    )?;
-    s.container = container.map(|c| bounded(&c)).or(s.container);
-    // The kubelet's own names of the streams.
-    for pair in query.split('&') {
-        if let Some((k, v)) = go_pair(pair) {
-            let on = !(v == "0" || v.eq_ignore_ascii_case("false"));
-            match &*k {
-                "input" => s.stdin = on,
-                "output" => s.stdout = on,
-                "error" => s.stderr = on,
-                _ => {}
+    let (raw, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let path = path_unescape(raw)?;
+    let decoded = path.split_once("/proxy/")?.1;
+    // `path.Clean`: empty and `.` segments gone, `..` takes the one before.
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
             }
+            s => parts.push(s),
         }
     }
-    Some((bounded(&namespace), bounded(&pod), s))
+    let (verb, args) = parts.split_first()?;
+    let kind = match *verb {
+        "exec" | "run" => SessionKind::Exec,
+        "attach" => SessionKind::Attach,
+        "portForward" => SessionKind::PortForward,
+        _ => return None,
+    };
+    let (namespace, pod) = (args.first()?, args.get(1)?);
+    let container = match (kind, args.len()) {
+        (SessionKind::PortForward, _) => None,
+        (_, 3) => Some(args[2]),
+        (_, n) if n >= 4 => Some(args[3]),
+        _ => None,
+    };
+    let first = |key: &str| go_query(uri).find(|(k, _)| k == key).map(|(_, v)| v);
+    let on = |key: &str| first(key).as_deref() == Some("1");
+    let mut s = Session {
+        kind,
+        container: container.map(bounded),
+        command: Vec::new(),
+        stdin: on("input"),
+        stdout: on("output"),
+        stderr: on("error"),
+        tty: on("tty"),
+        ports: Vec::new(),
+        dropped: query
+            .split('&')
+            .filter(|p| !p.is_empty() && go_pair(p).is_none())
+            .count(),
+    };
+    let args: Vec<String> = if *verb == "run" {
+        first("cmd")
+            .map(|c| c.split(' ').map(String::from).collect())
+            .unwrap_or_default()
+    } else if kind == SessionKind::Exec {
+        go_query(uri)
+            .filter(|(k, _)| k == "command")
+            .map(|(_, v)| v)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut bytes = 0usize;
+    for a in args {
+        if s.command.len() >= MAX_ARGS || bytes + a.len() > MAX_COMMAND_BYTES {
+            s.command.push("…".to_string());
+            break;
+        }
+        bytes += a.len();
+        s.command
+            .push(marker::replace(&a, "[redacted]").into_owned());
+    }
+    if kind == SessionKind::PortForward {
+        s.ports = go_query(uri)
+            .filter(|(k, _)| k == "port")
+            .take(MAX_PORTS)
+            .map(|(_, v)| bounded(&v))
+            .collect();
+    }
+    Some((bounded(namespace), bounded(pod), s))
+}
+
+/// Go's `PathUnescape`: `%XX` a byte (`+` stays a `+`), any other `%` an error; bytes that are not UTF-8
+/// replaced.
+fn path_unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let (hi, lo) = (hex(*b.get(i + 1)?)?, hex(*b.get(i + 2)?)?);
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The pairs of a request URI's query that kube-apiserver reads (Go's `url.ParseQuery`: the others dropped),
@@ -160,7 +223,7 @@ pub(crate) fn go_query(uri: &str) -> impl Iterator<Item = (String, String)> + '_
 }
 
 /// One `key=value` pair of a query, decoded as Go's `url.ParseQuery` decodes it; `None` when Go drops it
-/// (a `;` in it, an invalid percent escape, text that is not UTF-8 once decoded).
+/// (a `;` in it, an invalid percent escape).
 fn go_pair(pair: &str) -> Option<(String, String)> {
     if pair.contains(';') {
         return None;
@@ -169,7 +232,8 @@ fn go_pair(pair: &str) -> Option<(String, String)> {
     Some((unescape(k)?, unescape(v)?))
 }
 
-/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte, any other `%` an error.
+/// Go's `QueryUnescape`: `+` is a space, `%XX` a byte, any other `%` an error. Go does not check the
+/// bytes are UTF-8 (the apiserver passes them on): they are shown with U+FFFD for what is not.
 fn unescape(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -187,7 +251,7 @@ fn unescape(s: &str) -> Option<String> {
         }
         i += 1;
     }
-    String::from_utf8(out).ok()
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A name or port from the URI: at most [`MAX_NAME`] characters, markers replaced.
@@ -221,7 +285,8 @@ fn plain(c: char) -> bool {
 /// direction-changing ones that make displayed text differ from what runs.
 fn hidden(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
 }
 
 /// `s` for a terminal: its control, invisible and direction-changing characters written as escapes
@@ -362,6 +427,30 @@ mod tests {
         assert_eq!(s.command, ["sh", "-c", "id"]);
         assert!(s.stdin && s.stdout && s.tty);
         assert!(parse_node_proxy("/api/v1/nodes/n1/proxy/metrics").is_none());
+        // The path as the apiserver decodes and cleans it before it proxies.
+        for hidden in [
+            "/api/v1/nodes/n1/proxy/exec%2Fprod%2Fdb-0%2Fdb?command=sh",
+            "/api/v1/nodes/n1/proxy/%65xec/prod/db-0/db?command=sh",
+            "/api/v1/nodes/n1/proxy/metrics/../exec/prod/db-0/db?command=sh",
+            "/api/v1/nodes/n1/proxy/./exec//prod/db-0/db?command=sh",
+            "/api/v1/nodes/n1/proxy%2Fexec/prod/db-0/db?command=sh",
+        ] {
+            let (ns, pod, s) = parse_node_proxy(hidden).unwrap_or_else(|| panic!("{hidden}"));
+            assert_eq!(
+                (ns.as_str(), pod.as_str(), s.container.as_deref()),
+                ("prod", "db-0", Some("db")),
+                "{hidden}"
+            );
+            assert_eq!(s.command, ["sh"]);
+        }
+        // `run` takes `cmd`; four segments name the pod's uid, then the container; streams only on `1`.
+        let (_, _, run) = parse_node_proxy(
+            "/api/v1/nodes/n1/proxy/run/prod/db-0/uid-1/db?command=true&cmd=cat%20/etc/shadow&input=true&tty=1",
+        )
+        .unwrap();
+        assert_eq!(run.command, ["cat", "/etc/shadow"]);
+        assert_eq!(run.container.as_deref(), Some("db"));
+        assert!(!run.stdin && run.tty);
         assert!(parse_node_proxy("/api/v1/nodes/n1/proxy/exec/only-ns").is_none());
         let (_, _, pf) =
             parse_node_proxy("/api/v1/nodes/n1/proxy/portForward/prod/db-0?port=5432").unwrap();

@@ -411,16 +411,19 @@ fn row_cells(r: &EventRow) -> Vec<String> {
     ]
 }
 
-/// Columns padded to their widest value (control characters shown as spaces).
+/// Columns padded to their widest value (control characters shown as spaces; invisible and
+/// direction-changing ones escaped, `kubetrail_history::printable`: a user agent must not reorder a line).
 pub fn write_table(
     out: &mut dyn Write,
     names: &[String],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
     let clean = |s: &str| -> String {
-        s.chars()
+        let spaced: String = s
+            .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
+            .collect();
+        kubetrail_history::printable(&spaced).into_owned()
     };
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
     for row in rows {
