@@ -1330,22 +1330,15 @@ impl RuleIndex {
     }
 }
 
-/// Removes the oldest tenth (at least one) of a map by a time key, exactly that many even when times tie.
-/// Returns how many were removed.
-/// A server-side dry run: a `dryRun` query parameter (the API server accepts only `All`). Read as a parameter,
-/// not a substring: `?fieldManager=dryRun=All` is a real write.
+/// A server-side dry run: a `dryRun` query parameter read as kube-apiserver reads it
+/// (`kubetrail_history::replay::dry_run`): `?fieldManager=dryRun=All` and `?dryRun=All;` (a pair Go drops)
+/// are real writes.
 pub(crate) fn dry_run(uri: &str) -> bool {
-    let Some((_, query)) = uri.split_once('?') else {
-        return false;
-    };
-    query
-        .split('#')
-        .next()
-        .unwrap_or("")
-        .split('&')
-        .any(|p| p.strip_prefix("dryRun=").is_some_and(|v| !v.is_empty()))
+    kubetrail_history::replay::dry_run(uri)
 }
 
+/// Removes the oldest tenth (at least one) of a map by a time key, exactly that many even when times tie.
+/// Returns how many were removed.
 pub(crate) fn evict_oldest<K: std::hash::Hash + Eq, V>(
     map: &mut HashMap<K, V>,
     time: impl Fn(&V) -> i64,
