@@ -382,4 +382,13 @@ fn dry_runs_are_not_writes() {
         api_pod("p", 10),
     ];
     assert_eq!(run(&events)[0].actor.username, "mallory");
+    // A pair Go's query parser drops (a `;`, a bad escape) is no dry run to kube-apiserver: a real write.
+    for query in ["?dryRun=All;", "?dryRun=All%zz"] {
+        let events = vec![
+            write("w", 0, "alice", "Deployment", "api", None),
+            dry("d", 5, "mallory", query),
+            api_pod("p", 10),
+        ];
+        assert_eq!(run(&events)[0].actor.username, "mallory", "{query}");
+    }
 }
