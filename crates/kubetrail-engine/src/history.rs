@@ -585,40 +585,56 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
             sql_str(ns)
         ));
     }
+    let predicate = terms.join(" AND ");
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut truncated = false;
-    engine
-        .requests(
-            Some(&terms.join(" AND ")),
-            // No row limit: the proxied paths the SQL keeps may be no session (a padded `/proxy/x%2F..`),
-            // and must not use up the sessions' limit; the limit is of sessions.
-            RowQuery {
-                with_event: true,
-                ..RowQuery::default()
-            },
-            |row| {
-                let proxied = row.resource.as_deref() == Some("nodes");
-                let reached = proxied
-                    .then(|| kubetrail_history::session::parse_node_proxy(&row.uri))
-                    .flatten();
-                if proxied
-                    && (reached.is_none()
-                        || req
-                            .namespace
-                            .as_ref()
-                            .is_some_and(|ns| reached.as_ref().is_some_and(|(n, ..)| n != ns)))
-                {
-                    return ControlFlow::Continue(());
-                }
-                if rows.len() >= limit {
-                    truncated = true;
-                    return ControlFlow::Break(());
-                }
-                rows.push(session_row(&row));
-                ControlFlow::Continue(())
-            },
-        )
-        .await?;
+    let mut truncated;
+    // The limit is of sessions: a proxied path the SQL keeps may be no session (`/proxy/exec-not`), and a
+    // flood of them must not use up the limit. Read with the limit first (the usual case: none is refused,
+    // and the engine keeps only the first rows); when refused rows filled it, read again without one.
+    let mut fetch = Some(limit + 1);
+    loop {
+        rows.clear();
+        truncated = false;
+        let (mut handed, mut refused) = (0usize, 0usize);
+        engine
+            .requests(
+                Some(&predicate),
+                RowQuery {
+                    with_event: true,
+                    limit: fetch,
+                    ..RowQuery::default()
+                },
+                |row| {
+                    handed += 1;
+                    let proxied = row.resource.as_deref() == Some("nodes");
+                    let reached = proxied
+                        .then(|| kubetrail_history::session::parse_node_proxy(&row.uri))
+                        .flatten();
+                    if proxied
+                        && (reached.is_none()
+                            || req
+                                .namespace
+                                .as_ref()
+                                .is_some_and(|ns| reached.as_ref().is_some_and(|(n, ..)| n != ns)))
+                    {
+                        refused += 1;
+                        return ControlFlow::Continue(());
+                    }
+                    if rows.len() >= limit {
+                        truncated = true;
+                        return ControlFlow::Break(());
+                    }
+                    rows.push(session_row(&row));
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+        let cut = fetch.is_some_and(|n| handed >= n);
+        if refused == 0 || !cut || truncated || fetch.is_none() {
+            break;
+        }
+        fetch = None;
+    }
     let mut title = "sessions".to_string();
     if let Some(u) = &req.user {
         title.push_str(&format!(" of {u}"));

@@ -1416,6 +1416,32 @@ fn sessions_have_their_command_terminal_and_length() {
         "the proxied session is in the namespace of its pod"
     );
     assert_eq!(in_ns("other"), 0);
+    // Paths the SQL keeps that are no session, earlier than every session, do not use up the limit.
+    let mut flooded = lines.clone();
+    for i in 0..5 {
+        flooded.push((
+            "c1",
+            format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"f{i}","stage":"ResponseComplete","requestURI":"/api/v1/nodes/n1/proxy/exec-not-really/{i}","verb":"get","user":{{"username":"mallory"}},"objectRef":{{"resource":"nodes","name":"n1","subresource":"proxy","apiVersion":"v1"}},"responseStatus":{{"code":404}},"requestReceivedTimestamp":"2026-03-01T09:0{i}:00.000001Z","stageTimestamp":"2026-03-01T09:0{i}:00.000001Z"}}"#
+            ),
+        ));
+    }
+    let dir2 = tempfile::tempdir().unwrap();
+    let root2 = store_lines(dir2.path(), &flooded);
+    let first = report(
+        &root2,
+        reports::ReportRequest::Sessions(history::SessionsRequest {
+            limit: 1,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(first.sections[0].rows.len(), 1);
+    assert_eq!(
+        col(&first.sections[0].rows[0], "USER"),
+        "mallory",
+        "the first session, not nothing"
+    );
+    assert_eq!(col(&first.sections[0].rows[0], "POD"), "prod/db-0");
     let m = &s.rows[0];
     assert_eq!(col(m, "USER"), "mallory");
     assert_eq!(col(m, "POD"), "prod/db-0");
