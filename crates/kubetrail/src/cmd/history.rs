@@ -29,14 +29,16 @@ pub enum HistoryFormat {
                   the fields it set; a patch the fields its document sets (JSON patch, JSON merge patch, strategic \
                   merge patch: the audit log does not record which, so it is inferred and marked so); an update \
                   the fields that differ from the state recorded before it. A request logged at Metadata says \
-                  so: its change was not recorded. Secret values show as [redacted], changed or not.\n\n\
+                  so: its change was not recorded; a dry run changed nothing. Secret values show as [redacted], \
+                  changed or not. Writes of the status subresource are counted, shown with --with-status.\n\n\
                   Examples:\n  kubetrail history deployments/payments-api -n prod --since 7d\n  \
                   kubetrail history clusterrolebinding/cluster-admin-2 --format json\n  \
                   kubetrail history cm/app-config -n prod --since 2026-11-01T00:00:00Z"
 )]
 pub struct HistoryArgs {
     /// The object: RESOURCE/NAME (`deployments/payments-api`; `deploy/payments-api` and other kubectl
-    /// short names work).
+    /// short names work; RESOURCE.GROUP/NAME for a custom resource whose plural a built-in kind has,
+    /// `services.serving.knative.dev/api`).
     pub object: String,
     /// Its namespace (leave out for a cluster-scoped object).
     #[arg(short = 'n', long)]
