@@ -18,13 +18,23 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kubetrail");
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and never handed out before in this process: the kernel may give a
+/// port back as soon as its probe closed, and two servers of one test (a ClickHouse cluster's shards, one's
+/// interserver port the other's native port) would then race for it, one failing on every retry.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `curl` on loopback: the HTTP status (0 when there was no answer); `body` is POSTed as JSON.
