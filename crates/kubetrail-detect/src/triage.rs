@@ -188,15 +188,21 @@ impl Window {
         if o.resource.is_empty() || o.name.is_empty() || ev.code().is_some_and(|c| c >= 400) {
             return;
         }
+        // Every event passes here: reads (most of them) leave before anything is formatted.
+        let write = matches!(&*ev.verb, "create" | "update" | "patch" | "delete");
+        let direct =
+            o.resource == "pods" && matches!(&*o.subresource, "exec" | "attach" | "portforward");
+        let via_node = o.resource == "nodes" && o.subresource == "proxy";
+        if !(write || direct || via_node) {
+            return;
+        }
         let time = jiff::Timestamp::from_microsecond(t)
             .map(|t| t.to_string())
             .unwrap_or_default();
         let namespace = (!o.namespace.is_empty()).then(|| o.namespace.to_string());
-        let proxied = (o.resource == "nodes" && o.subresource == "proxy")
+        let proxied = via_node
             .then(|| kubetrail_history::session::parse_node_proxy(&ev.request_uri))
             .flatten();
-        let direct =
-            o.resource == "pods" && matches!(&*o.subresource, "exec" | "attach" | "portforward");
         if direct || proxied.is_some() {
             let (pod, session, kind) = match proxied {
                 // Straight on the node's kubelet.
@@ -235,9 +241,7 @@ impl Window {
             self.sessions.push_front((t, line));
             return;
         }
-        if !matches!(&*ev.verb, "create" | "update" | "patch" | "delete")
-            || kubetrail_history::replay::dry_run(&ev.request_uri)
-        {
+        if !write || kubetrail_history::replay::dry_run(&ev.request_uri) {
             return;
         }
         let same = |c: &ChangedObject| {

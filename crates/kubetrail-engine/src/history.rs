@@ -96,7 +96,7 @@ pub fn resource_name(kind: &str) -> (String, Option<String>) {
 }
 
 /// `history RESOURCE/NAME [-n NAMESPACE]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct HistoryRequest {
     /// The resource (`deployments`; short names and singulars are taken, see [`resource_name`]).
     pub resource: String,
@@ -523,7 +523,7 @@ fn entry(
 }
 
 /// `sessions [--user U] [-n NAMESPACE]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct SessionsRequest {
     pub user: Option<String>,
     pub namespace: Option<String>,

@@ -92,20 +92,9 @@ pub(super) enum Job {
         user: String,
     },
     /// `/api/v1/history`: one object's writes.
-    History {
-        resource: String,
-        group: Option<String>,
-        name: String,
-        namespace: Option<String>,
-        limit: usize,
-        with_status: bool,
-    },
+    History(kubetrail_engine::history::HistoryRequest),
     /// `/api/v1/sessions`.
-    Sessions {
-        user: Option<String>,
-        namespace: Option<String>,
-        limit: usize,
-    },
+    Sessions(kubetrail_engine::history::SessionsRequest),
     /// `/api/v1/histogram` (the scope's own range, in microseconds).
     Histogram {
         predicate: Option<String>,
@@ -227,36 +216,8 @@ impl Job {
             Job::Scope { user } => {
                 report_answer(&engine, ReportRequest::Scope(ScopeRequest { user })).await?
             }
-            Job::History {
-                resource,
-                group,
-                name,
-                namespace,
-                limit,
-                with_status,
-            } => {
-                let req = kubetrail_engine::history::HistoryRequest {
-                    resource,
-                    group,
-                    name,
-                    namespace,
-                    limit,
-                    with_status,
-                };
-                to_json(&kubetrail_engine::history::history(&engine, &req).await?)
-            }
-            Job::Sessions {
-                user,
-                namespace,
-                limit,
-            } => {
-                let req = kubetrail_engine::history::SessionsRequest {
-                    user,
-                    namespace,
-                    limit,
-                };
-                report_answer(&engine, ReportRequest::Sessions(req)).await?
-            }
+            Job::History(req) => to_json(&kubetrail_engine::history::history(&engine, &req).await?),
+            Job::Sessions(req) => report_answer(&engine, ReportRequest::Sessions(req)).await?,
             Job::ClusterNames => to_json(&serde_json::json!({
                 "clusters": engine.cluster_names().await?,
             })),

@@ -813,15 +813,10 @@ async fn history(
         Some(n) => n,
     };
     // Checked here, before a slot is taken.
-    let req = kubetrail_engine::history::HistoryRequest::parse(object, p.namespace.clone(), limit)?;
-    let job = Job::History {
-        resource: req.resource,
-        group: req.group,
-        name: req.name,
-        namespace: req.namespace,
-        limit: req.limit,
-        with_status: p.with_status.unwrap_or(false),
-    };
+    let mut req =
+        kubetrail_engine::history::HistoryRequest::parse(object, p.namespace.clone(), limit)?;
+    req.with_status = p.with_status.unwrap_or(false);
+    let job = Job::History(req);
     answer(&api, p.scope()?, job).await
 }
 
@@ -832,11 +827,11 @@ async fn sessions(
 ) -> Result<Response, ApiError> {
     let p = params(req).await?;
     p.only("/api/v1/sessions", &["user", "namespace", "limit"])?;
-    let job = Job::Sessions {
+    let job = Job::Sessions(kubetrail_engine::history::SessionsRequest {
         user: p.user.clone().filter(|u| !u.trim().is_empty()),
         namespace: p.namespace.clone().filter(|n| !n.trim().is_empty()),
         limit: p.limit(1000)?,
-    };
+    });
     answer(&api, p.scope()?, job).await
 }
 
