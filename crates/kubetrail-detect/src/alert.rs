@@ -25,6 +25,10 @@ pub struct Actor {
         skip_serializing_if = "Option::is_none"
     )]
     pub impersonated_user: Option<String>,
+    /// Who is behind the username, as its authenticator said (`kubetrail_model::Principal::summary`): an EKS
+    /// identity's AWS role and session, the pod and node of a service account's bound token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// What the first request was done to.

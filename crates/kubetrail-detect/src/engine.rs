@@ -144,7 +144,20 @@ struct Core {
     api_group: Slot,
     truncated: Slot,
     cut: Slot,
+    /// `user.extra` values of [`PRINCIPAL_KEYS`], in order: who is behind the username.
+    principal: [Slot; PRINCIPAL_KEYS.len()],
 }
+
+/// The `user.extra` keys [`kubetrail_model::Principal`] reads for an alert's actor.
+const PRINCIPAL_KEYS: [&str; 7] = [
+    "arn",
+    "canonicalArn",
+    "sessionName",
+    "accessKeyId",
+    kubetrail_model::principal::CREDENTIAL_ID,
+    kubetrail_model::principal::POD_NAME,
+    kubetrail_model::principal::NODE_NAME,
+];
 
 #[derive(Debug, Clone)]
 struct CompiledRule {
@@ -182,6 +195,7 @@ struct Group {
 #[derive(Debug, Clone, Default)]
 struct Context {
     groups: Vec<String>,
+    principal: Option<String>,
     impersonated: Option<String>,
     user_agent: Option<String>,
     target: Option<crate::alert::Target>,
@@ -323,6 +337,7 @@ impl Engine {
             api_group: ins("objectRef.apiGroup"),
             truncated: ins("annotations.audit.k8s.io/truncated"),
             cut: ins("annotations.kubetrail.io/truncated"),
+            principal: PRINCIPAL_KEYS.map(|k| ins(&format!("user.extra.{k}"))),
             owner: OwnerSlots::new(&mut trie),
         };
         let mut enricher = Enricher::new(
@@ -1063,8 +1078,19 @@ impl Engine {
             .collect();
         groups.reverse();
         groups.truncate(64);
+        let principal = kubetrail_model::Principal::from_lookup(|key| {
+            let i = PRINCIPAL_KEYS.iter().position(|k| *k == key)?;
+            let v = f.first_str(c.principal[i])?;
+            Some(
+                v.chars()
+                    .take(kubetrail_model::principal::MAX_VALUE)
+                    .collect(),
+            )
+        })
+        .summary(s(c.username));
         let context = Context {
             groups,
+            principal,
             impersonated: opt(c.impersonated),
             user_agent: opt(c.user_agent),
             target: Some(crate::alert::Target {
@@ -1247,6 +1273,7 @@ impl Engine {
                 username: g.actor.to_string(),
                 groups: g.context.groups.clone(),
                 impersonated_user: g.context.impersonated.clone(),
+                principal: g.context.principal.clone(),
             },
             source_ips: g.source_ips.clone(),
             summary,

@@ -448,33 +448,7 @@ impl Enricher {
     }
 }
 
-/// An address outside the private (RFC 1918), loopback, link-local, CGNAT (100.64/10), unspecified and IPv6
-/// unique-local ranges; text that is not an address is not public.
-pub(crate) fn is_public(ip: &str) -> bool {
-    use std::net::IpAddr;
-    let v4 = |a: std::net::Ipv4Addr| {
-        let [o1, o2, ..] = a.octets();
-        !(a.is_private()
-            || a.is_loopback()
-            || a.is_link_local()
-            || a.is_unspecified()
-            || (o1 == 100 && (64..128).contains(&o2)))
-    };
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => v4(a),
-        Ok(IpAddr::V6(a)) => match a.to_ipv4_mapped() {
-            Some(m) => v4(m),
-            None => {
-                let first = a.segments()[0];
-                !(a.is_loopback()
-                    || a.is_unspecified()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
-            }
-        },
-        Err(_) => false,
-    }
-}
+pub(crate) use kubetrail_model::principal::is_public;
 
 fn pod_inputs(trie: &mut Trie) -> PodInputs {
     let p = PodInputs {

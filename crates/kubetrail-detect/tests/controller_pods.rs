@@ -392,3 +392,48 @@ fn dry_runs_are_not_writes() {
         assert_eq!(run(&events)[0].actor.username, "mallory", "{query}");
     }
 }
+
+/// The alert's actor says who is behind the username: an EKS session's role and session name, a bound
+/// token's pod and node (from `user.extra`, as the authenticator set it).
+#[test]
+fn the_actor_carries_the_principal_behind_the_username() {
+    let eks = write("e1", 1, "kubernetes-admin", "Deployment", "api", Some(true)).replace(
+        r#""user":{"username":"kubernetes-admin"}"#,
+        r#""user":{"username":"kubernetes-admin","extra":{"arn":["arn:aws:sts::111122223333:assumed-role/Admin/dana@example.com"],"canonicalArn":["arn:aws:iam::111122223333:role/Admin"],"sessionName":["dana@example.com"],"accessKeyId":["ASIAEXAMPLE"]}}"#,
+    );
+    let token = write("t1", 2, "system:serviceaccount:web:deployer", "Deployment", "web", Some(true)).replace(
+        r#""user":{"username":"system:serviceaccount:web:deployer"}"#,
+        r#""user":{"username":"system:serviceaccount:web:deployer","extra":{"authentication.kubernetes.io/pod-name":["ci-7f9c"],"authentication.kubernetes.io/node-name":["node-3"],"authentication.kubernetes.io/credential-id":["JTI=1"]}}"#,
+    );
+    let plain = write("p1", 3, "alice", "Deployment", "db", Some(true));
+    let alerts = run(&[eks, token, plain]);
+    let principal = |user: &str| {
+        alerts
+            .iter()
+            .find(|a| a.actor.username == user)
+            .unwrap_or_else(|| panic!("no alert of {user}: {alerts:?}"))
+            .actor
+            .principal
+            .clone()
+    };
+    assert_eq!(
+        principal("kubernetes-admin").as_deref(),
+        Some("AWS role Admin (account 111122223333), session dana@example.com")
+    );
+    assert_eq!(
+        principal("system:serviceaccount:web:deployer").as_deref(),
+        Some("token of pod web/ci-7f9c on node node-3")
+    );
+    assert_eq!(principal("alice"), None);
+    let line = serde_json::to_value(
+        alerts
+            .iter()
+            .find(|a| a.actor.username == "kubernetes-admin")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        line["actor"]["principal"],
+        "AWS role Admin (account 111122223333), session dana@example.com"
+    );
+}

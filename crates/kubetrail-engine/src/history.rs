@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use kubetrail_history::{Action, FieldChange, PatchType, Replay, Val, Write};
 use serde::Serialize;
 
-use crate::reports::{Report, ReportError};
+use crate::reports::{Report, ReportError, sql_str};
 use crate::{Engine, EventRow, RowQuery};
 
 /// The most requests a history lists unless asked for fewer.
@@ -264,11 +264,6 @@ fn clip(v: Val) -> Val {
         }
         v => v,
     }
-}
-
-/// A SQL string literal.
-fn sql_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The body under `key` of a stored event, when recorded.
@@ -526,6 +521,9 @@ fn entry(
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct SessionsRequest {
     pub user: Option<String>,
+    /// Only sessions opened with this credential (`JTI=…`, `X509SHA256=…`, an access key id).
+    #[serde(default)]
+    pub credential: Option<String>,
     pub namespace: Option<String>,
     /// At most this many sessions, the first ones in time.
     pub limit: usize,
@@ -577,6 +575,9 @@ pub async fn sessions(engine: &Engine, req: &SessionsRequest) -> Result<Report, 
             "(\"user\" = {u} OR \"impersonated_user\" = {u})",
             u = sql_str(u)
         ));
+    }
+    if let Some(c) = &req.credential {
+        terms.push(crate::whois::credential_predicate(c));
     }
     if let Some(ns) = &req.namespace {
         // A node's proxy names the namespace in its path: checked once parsed.

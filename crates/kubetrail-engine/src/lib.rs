@@ -34,7 +34,9 @@ pub mod history;
 pub mod lake;
 pub mod limits;
 pub mod observed;
+pub mod rbac;
 pub mod reports;
+pub mod whois;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@
 
 use futures::StreamExt;
 
+use crate::reports::sql_str;
 use crate::{Cell, Engine, EngineError};
 
 /// The most rows [`observed`] returns by default.
@@ -50,11 +51,6 @@ pub struct ObservedRows {
     pub rows: Vec<ObservedRow>,
     /// The range holds more kinds of requests than `limit`: the least frequent were left out.
     pub truncated: bool,
-}
-
-/// A SQL string literal.
-fn sql_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The SQL of [`observed`]: at most `limit + 1` rows, the most frequent first. Refused and failed requests

@@ -51,14 +51,14 @@ impl Section {
 }
 
 impl Report {
-    fn new(title: String) -> Report {
+    pub(crate) fn new(title: String) -> Report {
         Report {
             title,
             sections: Vec::new(),
         }
     }
 
-    fn section(
+    pub(crate) fn section(
         &mut self,
         title: &str,
         columns: Vec<&'static str>,
@@ -173,16 +173,32 @@ pub struct WhoRequest {
     pub limit: usize,
 }
 
-/// `timeline --user U`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `timeline --user U [--credential-id C]`: one identity, one credential of it, or (user empty) whoever
+/// presented one credential.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineRequest {
+    #[serde(default)]
     pub user: String,
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
-/// `scope --user U`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `scope --user U [--credential-id C]`, as [`TimelineRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScopeRequest {
+    #[serde(default)]
     pub user: String,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// Who a timeline or scope is of: `alice`, `credential JTI=…`, `alice with credential JTI=…`.
+fn subject_title(user: &str, credential: Option<&str>) -> String {
+    match (user, credential) {
+        ("", Some(c)) => format!("credential {c}"),
+        (u, Some(c)) => format!("{u} with credential {c}"),
+        (u, None) => u.to_string(),
+    }
 }
 
 /// `clusters`: each cluster's events, as of `now_us`.
@@ -307,6 +323,7 @@ pub enum ReportRequest {
     /// The coverage of the range: the same request as `gaps`.
     Coverage(GapsRequest),
     Sessions(crate::history::SessionsRequest),
+    Whois(crate::whois::WhoisRequest),
 }
 
 /// Builds the report `req` asks for.
@@ -319,6 +336,7 @@ pub async fn build(engine: &Engine, req: &ReportRequest) -> Result<Report, Repor
         ReportRequest::Gaps(r) => gaps(engine, r).await,
         ReportRequest::Coverage(r) => coverage(engine, r).await,
         ReportRequest::Sessions(r) => crate::history::sessions(engine, r).await,
+        ReportRequest::Whois(r) => crate::whois::whois(engine, r).await,
     }
 }
 
@@ -330,7 +348,7 @@ fn cmp(field: &str, value: &str) -> String {
 }
 
 /// A SQL string literal.
-fn sql_str(s: &str) -> String {
+pub(crate) fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -475,17 +493,33 @@ pub async fn who(engine: &Engine, req: &WhoRequest) -> Result<Report, ReportErro
     Ok(report)
 }
 
-fn identity_predicate(user: &str) -> String {
-    format!(
-        "(\"user\" = {u} OR \"impersonated_user\" = {u})",
-        u = sql_str(user)
-    )
+/// The requests of an identity (also as impersonated), of one credential of it, or (no user) of one
+/// credential whoever presented it.
+pub(crate) fn identity_predicate(user: &str, credential: Option<&str>) -> String {
+    let mut terms = Vec::new();
+    if !user.is_empty() {
+        terms.push(format!(
+            "(\"user\" = {u} OR \"impersonated_user\" = {u})",
+            u = sql_str(user)
+        ));
+    }
+    if let Some(c) = credential {
+        terms.push(crate::whois::credential_predicate(c));
+    }
+    format!("({})", terms.join(" AND "))
 }
 
-fn require_user(user: &str) -> Result<(), ReportError> {
-    if user.trim().is_empty() {
+fn require_user(user: &str, credential: Option<&str>) -> Result<(), ReportError> {
+    if credential.is_some_and(|c| c.trim().is_empty()) {
         return Err(ReportError::Invalid(
-            "give the identity: a username as the apiserver authenticated it".into(),
+            "the credential id is empty: give it as whois lists it (JTI=..., X509SHA256=..., an access key id)"
+                .into(),
+        ));
+    }
+    if user.trim().is_empty() && credential.is_none() {
+        return Err(ReportError::Invalid(
+            "give the identity: a username as the apiserver authenticated it, or a credential id"
+                .into(),
         ));
     }
     Ok(())
@@ -494,7 +528,7 @@ fn require_user(user: &str) -> Result<(), ReportError> {
 /// Everything an identity did (also through impersonation), grouped by resource and verb, with first and
 /// last seen, IPs, user agents and failures.
 pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, ReportError> {
-    require_user(&req.user)?;
+    require_user(&req.user, req.credential.as_deref())?;
     let sql = format!(
         "SELECT COALESCE(\"resource\" || CASE WHEN \"subresource\" IS NULL THEN '' ELSE '/' || \"subresource\" END, \
          \"uri\") AS res, \"verb\", \
@@ -505,8 +539,12 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
          array_to_string(array_agg(DISTINCT \"ip\"), ',') AS ips, \
          array_to_string(array_agg(DISTINCT \"user_agent\"), ' | ') AS user_agents \
          FROM events WHERE {pred} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        u = sql_str(&req.user),
-        pred = identity_predicate(&req.user)
+        u = if req.user.is_empty() {
+            "\"user\"".to_string()
+        } else {
+            sql_str(&req.user)
+        },
+        pred = identity_predicate(&req.user, req.credential.as_deref())
     );
     let (_, rows) = engine.sql_rows(&sql, None).await?;
     let total_failures: u64 = rows
@@ -514,7 +552,10 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
         .filter_map(|r| r.get(6))
         .map(|c| c.text().parse::<u64>().unwrap_or(0))
         .sum();
-    let mut report = Report::new(format!("timeline of {}", req.user));
+    let mut report = Report::new(format!(
+        "timeline of {}",
+        subject_title(&req.user, req.credential.as_deref())
+    ));
     let note = if rows.is_empty() {
         "no request by this identity in range".to_string()
     } else {
@@ -541,7 +582,7 @@ pub async fn timeline(engine: &Engine, req: &TimelineRequest) -> Result<Report, 
         .rows(
             Some(&format!(
                 "{} AND \"code\" >= 400",
-                identity_predicate(&req.user)
+                identity_predicate(&req.user, req.credential.as_deref())
             )),
             RowQuery {
                 limit: Some(50),
@@ -1157,14 +1198,17 @@ pub async fn coverage(engine: &Engine, req: &GapsRequest) -> Result<Report, Repo
 /// addresses), secrets read, RBAC changed, workloads created (privileged or not), exec/attach sessions,
 /// tokens minted, impersonation, and what it created that still exists as far as the store knows.
 pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, ReportError> {
-    require_user(&req.user)?;
-    let me = identity_predicate(&req.user);
+    require_user(&req.user, req.credential.as_deref())?;
+    let me = identity_predicate(&req.user, req.credential.as_deref());
     let all = RowQuery::default();
     let with_body = RowQuery {
         with_event: true,
         ..RowQuery::default()
     };
-    let mut report = Report::new(format!("scope of {}", req.user));
+    let mut report = Report::new(format!(
+        "scope of {}",
+        subject_title(&req.user, req.credential.as_deref())
+    ));
 
     // Where it came from: its source IPs, and who else used them.
     let (_, ip_rows) = engine
@@ -1288,7 +1332,8 @@ pub async fn scope(engine: &Engine, req: &ScopeRequest) -> Result<Report, Report
     let sessions = crate::history::sessions(
         engine,
         &crate::history::SessionsRequest {
-            user: Some(req.user.clone()),
+            user: (!req.user.is_empty()).then(|| req.user.clone()),
+            credential: req.credential.clone(),
             namespace: None,
             limit: 1000,
         },

@@ -1576,3 +1576,455 @@ fn history_keeps_a_custom_resource_apart_from_the_built_in_kind_of_its_plural() 
         both.notes
     );
 }
+
+/// A `get pods` by `user` (a JSON `user` object, with `impersonated` as `"impersonatedUser":{..}` or empty)
+/// from `ips`.
+fn identity_event(id: &str, user: &str, impersonated: &str, ips: &str, t: &str) -> String {
+    let imp = if impersonated.is_empty() {
+        String::new()
+    } else {
+        format!(",\"impersonatedUser\":{impersonated}")
+    };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/prod/pods","verb":"list","user":{user}{imp},"sourceIPs":[{ips}],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"pods","namespace":"prod","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+    )
+}
+
+const DANA: &str = r#"{"username":"arn:aws:sts::111122223333:assumed-role/eks-admins/dana@example.com","uid":"aws-iam-authenticator:111122223333:AROAEXAMPLE","groups":["eks-admins","system:authenticated"],"extra":{"accessKeyId":["ASIAEXAMPLEDANA00001"],"arn":["arn:aws:sts::111122223333:assumed-role/eks-admins/dana@example.com"],"canonicalArn":["arn:aws:iam::111122223333:role/eks-admins"],"sessionName":["dana@example.com"],"principalId":["AROAEXAMPLE:dana@example.com"]}}"#;
+const ERIN: &str = r#"{"username":"arn:aws:sts::111122223333:assumed-role/eks-admins/erin@example.com","groups":["eks-admins","system:authenticated"],"extra":{"accessKeyId":["ASIAEXAMPLEERIN00001"],"arn":["arn:aws:sts::111122223333:assumed-role/eks-admins/erin@example.com"],"canonicalArn":["arn:aws:iam::111122223333:role/eks-admins"],"sessionName":["erin@example.com"]}}"#;
+const WEB_TOKEN: &str = r#"{"username":"system:serviceaccount:staging:web","uid":"sa-uid","groups":["system:serviceaccounts","system:serviceaccounts:staging","system:authenticated"],"extra":{"authentication.kubernetes.io/credential-id":["JTI=7f3e-stolen"],"authentication.kubernetes.io/node-name":["node-a"],"authentication.kubernetes.io/pod-name":["web-5d8f-x2x4q"],"authentication.kubernetes.io/pod-uid":["pod-uid-1"]}}"#;
+const WEB_OTHER_TOKEN: &str = r#"{"username":"system:serviceaccount:staging:web","groups":["system:authenticated"],"extra":{"authentication.kubernetes.io/credential-id":["JTI=0a0a-other"],"authentication.kubernetes.io/node-name":["node-b"],"authentication.kubernetes.io/pod-name":["web-5d8f-77777"]}}"#;
+
+fn identities_store(dir: &Path) -> PathBuf {
+    let kubelet = r#"{"username":"system:node:node-b","groups":["system:nodes"]}"#;
+    let alice = r#"{"username":"alice@example.com","groups":["dev"]}"#;
+    let bob = r#"{"username":"bob@example.com","groups":["ops"]}"#;
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            identity_event("k1", kubelet, "", r#""10.0.0.11""#, "2026-03-01T09:00:00Z"),
+        ),
+        (
+            "c1",
+            identity_event("d1", DANA, "", r#""192.0.2.10""#, "2026-03-01T10:00:00Z"),
+        ),
+        (
+            "c1",
+            identity_event("d2", DANA, "", r#""192.0.2.10""#, "2026-03-01T10:05:00Z"),
+        ),
+        (
+            "c1",
+            identity_event("e1", ERIN, "", r#""192.0.2.11""#, "2026-03-01T10:07:00Z"),
+        ),
+        (
+            "c1",
+            identity_event(
+                "w1",
+                WEB_TOKEN,
+                "",
+                r#""10.244.1.7""#,
+                "2026-03-01T11:00:00Z",
+            ),
+        ),
+        (
+            "c1",
+            identity_event(
+                "w2",
+                WEB_TOKEN,
+                "",
+                r#""203.0.113.66""#,
+                "2026-03-01T12:00:00Z",
+            ),
+        ),
+        (
+            "c1",
+            identity_event(
+                "w3",
+                WEB_TOKEN,
+                "",
+                r#""10.0.0.11""#,
+                "2026-03-01T12:01:00Z",
+            ),
+        ),
+        (
+            "c1",
+            identity_event(
+                "o1",
+                WEB_OTHER_TOKEN,
+                "",
+                r#""10.244.2.9""#,
+                "2026-03-01T12:30:00Z",
+            ),
+        ),
+        (
+            "c1",
+            identity_event("i1", alice, bob, r#""10.0.0.7""#, "2026-03-01T13:00:00Z"),
+        ),
+    ];
+    store_lines(dir, &lines)
+}
+
+fn section<'r>(r: &'r reports::Report, key: &str) -> &'r reports::Section {
+    r.sections
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no section {key} in {r:?}"))
+}
+
+fn whois_of(root: &Path, identity: &str) -> reports::Report {
+    report(
+        root,
+        reports::ReportRequest::Whois(whois::WhoisRequest {
+            identity: identity.into(),
+        }),
+    )
+}
+
+#[test]
+fn whois_resolves_an_eks_session_to_its_role_and_the_human_named_by_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = identities_store(dir.path());
+    // By the human's name: the session named after her, not another session of the role.
+    let r = whois_of(&root, "dana@example.com");
+    let ids = section(&r, "identities");
+    assert_eq!(ids.rows.len(), 1, "{:?}", ids.rows);
+    let row = &ids.rows[0];
+    assert_eq!(
+        row[0],
+        "arn:aws:sts::111122223333:assumed-role/eks-admins/dana@example.com"
+    );
+    assert_eq!(row[1], "AWS IAM principal (EKS)");
+    assert_eq!(
+        row[2],
+        "AWS role eks-admins (account 111122223333), session dana@example.com"
+    );
+    assert_eq!(row[3], "AWS session name");
+    assert_eq!(row[8], "2", "two requests");
+    let cloud = section(&r, "cloud_principals");
+    assert_eq!(
+        cloud.rows[0][1],
+        "arn:aws:iam::111122223333:role/eks-admins"
+    );
+    assert_eq!(cloud.rows[0][3], "dana@example.com");
+    assert_eq!(cloud.rows[0][4], "ASIAEXAMPLEDANA00001");
+    assert!(cloud.note.as_deref().unwrap().contains("sts:AssumeRole"));
+    // The role is shared: erin's session of it.
+    let shared = section(&r, "shared_credentials");
+    assert_eq!(shared.rows.len(), 1, "{:?}", shared.rows);
+    assert_eq!(
+        shared.rows[0][0],
+        "AWS role arn:aws:iam::111122223333:role/eks-admins"
+    );
+    assert!(shared.rows[0][1].ends_with("/erin@example.com"));
+    // By the role's ARN: both sessions; by the access key: dana's only.
+    let r = whois_of(&root, "arn:aws:iam::111122223333:role/eks-admins");
+    assert_eq!(section(&r, "identities").rows.len(), 2);
+    let r = whois_of(&root, "ASIAEXAMPLEDANA00001");
+    let ids = section(&r, "identities");
+    assert_eq!(ids.rows.len(), 1);
+    assert_eq!(ids.rows[0][3], "AWS access key");
+}
+
+#[test]
+fn whois_resolves_a_stolen_token_to_its_pod_node_and_the_addresses_it_was_used_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = identities_store(dir.path());
+    let r = whois_of(&root, "JTI=7f3e-stolen");
+    let ids = section(&r, "identities");
+    assert_eq!(ids.rows.len(), 1);
+    assert_eq!(ids.rows[0][0], "system:serviceaccount:staging:web");
+    assert_eq!(ids.rows[0][1], "service account web in staging");
+    assert_eq!(ids.rows[0][3], "credential id");
+    let creds = section(&r, "credentials");
+    assert_eq!(
+        creds.rows.len(),
+        1,
+        "the other token of the account is not this one"
+    );
+    let c = &creds.rows[0];
+    assert_eq!(c[1], "service-account token");
+    assert_eq!(
+        c[3],
+        "pod staging/web-5d8f-x2x4q on node node-a (pod uid pod-uid-1)"
+    );
+    assert_eq!(c[4], "2026-03-01T11:00:00.000000Z");
+    assert_eq!(c[5], "2026-03-01T12:01:00.000000Z");
+    assert_eq!(c[6], "3");
+    assert!(
+        c[8].contains("public address (203.0.113.66)") && c[8].contains("kt-sa-token-external"),
+        "{}",
+        c[8]
+    );
+    assert!(
+        c[8].contains("node(s) node-b it was not bound to"),
+        "{}",
+        c[8]
+    );
+    let addrs = section(&r, "source_addresses");
+    let what: std::collections::BTreeMap<&str, &str> = addrs
+        .rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[1].as_str()))
+        .collect();
+    assert_eq!(what["203.0.113.66"], "public: outside the cluster network");
+    assert_eq!(what["10.0.0.11"], "node node-b");
+    assert_eq!(what["10.244.1.7"], "private");
+    // By the account's name: both tokens, each with its pod.
+    let r = whois_of(&root, "system:serviceaccount:staging:web");
+    assert_eq!(section(&r, "credentials").rows.len(), 2);
+    // Following the one token: its requests only.
+    let t = report(
+        &root,
+        reports::ReportRequest::Timeline(reports::TimelineRequest {
+            user: String::new(),
+            credential: Some("JTI=7f3e-stolen".into()),
+        }),
+    );
+    assert_eq!(t.title, "timeline of credential JTI=7f3e-stolen");
+    let rows = &t.sections[0].rows;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0][5], "3",
+        "three requests of the token, not the fourth of the other"
+    );
+}
+
+#[test]
+fn whois_shows_impersonation_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = identities_store(dir.path());
+    let r = whois_of(&root, "bob@example.com");
+    let imp = section(&r, "impersonation");
+    assert_eq!(imp.rows.len(), 1);
+    assert_eq!(imp.rows[0][..2], ["impersonated by", "alice@example.com"]);
+    assert_eq!(
+        section(&r, "identities").rows[0][3],
+        "impersonated username"
+    );
+    let r = whois_of(&root, "alice@example.com");
+    assert_eq!(
+        section(&r, "impersonation").rows[0][..2],
+        ["impersonated", "bob@example.com"]
+    );
+    // Nothing: said so.
+    let r = whois_of(&root, "nobody");
+    assert!(section(&r, "identities").rows.is_empty());
+    assert!(
+        section(&r, "identities")
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("widen")
+    );
+}
+
+/// An RBAC write as stored: `body` is the event's bodies (`"requestObject":{..}`) or empty.
+fn rbac_write(id: &str, verb: &str, level: &str, name: &str, t: &str, body: &str) -> String {
+    let body = if body.is_empty() {
+        String::new()
+    } else {
+        format!(",{body}")
+    };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"{level}","auditID":"{id}","stage":"ResponseComplete","requestURI":"/apis/rbac.authorization.k8s.io/v1/namespaces/prod/rolebindings/{name}","verb":"{verb}","user":{{"username":"dana@example.com","groups":["admins"]}},"sourceIPs":["192.0.2.10"],"userAgent":"kubectl/v1.31","objectRef":{{"resource":"rolebindings","namespace":"prod","name":"{name}","apiGroup":"rbac.authorization.k8s.io","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"{body}}}"#
+    )
+}
+
+const RBAC_BASE: &str = r#"{"kind":"List","apiVersion":"v1","items":[
+ {"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"secret-reader"},"rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]}]},
+ {"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"cluster-admin"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"Group","name":"system:masters","apiGroup":"rbac.authorization.k8s.io"}]},
+ {"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"cluster-admin"},"rules":[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]},{"nonResourceURLs":["*"],"verbs":["*"]}]}
+]}"#;
+
+fn rbac_binding(subjects: &str) -> String {
+    format!(
+        r#""requestObject":{{"kind":"RoleBinding","apiVersion":"rbac.authorization.k8s.io/v1","metadata":{{"name":"contractor","namespace":"prod"}},"roleRef":{{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"secret-reader"}},"subjects":[{subjects}]}}"#
+    )
+}
+
+#[test]
+fn rbac_at_any_moment_replays_grants_revocations_and_uncertainty() {
+    let dir = tempfile::tempdir().unwrap();
+    let eve =
+        r#"{"kind":"User","name":"eve@contractor.example","apiGroup":"rbac.authorization.k8s.io"}"#;
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "c1",
+            rbac_write(
+                "g1",
+                "create",
+                "RequestResponse",
+                "contractor",
+                "2026-03-01T10:00:00Z",
+                &rbac_binding(eve),
+            ),
+        ),
+        (
+            "c1",
+            rbac_write(
+                "d1",
+                "delete",
+                "Metadata",
+                "contractor",
+                "2026-03-01T12:00:00Z",
+                "",
+            ),
+        ),
+        (
+            "c1",
+            rbac_write(
+                "m1",
+                "create",
+                "Metadata",
+                "mystery",
+                "2026-03-01T13:00:00Z",
+                "",
+            ),
+        ),
+        (
+            "c1",
+            identity_event(
+                "u1",
+                r#"{"username":"eve@contractor.example","groups":["contractors"]}"#,
+                "",
+                r#""198.51.100.4""#,
+                "2026-03-01T11:00:00Z",
+            ),
+        ),
+    ];
+    let root = store_lines(dir.path(), &lines);
+    let base = rbac::Base {
+        cluster: None,
+        taken_us: T0 - 3600 * SEC,
+        snapshot: kubetrail_rbac::parse_snapshot(RBAC_BASE.as_bytes()).unwrap(),
+    };
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_microsecond();
+    let run = |at_us: i64| {
+        let engine = Engine::open(&root, &base.scope(at_us)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let access = kubetrail_rbac::parse_access("get", "secrets", Some("prod")).unwrap();
+        rt.block_on(rbac::who_can(&engine, &base, &access, at_us))
+            .unwrap()
+    };
+    let subjects = |w: &rbac::WhoCanAnswer| {
+        w.allowed
+            .iter()
+            .map(|a| a.subject.clone())
+            .collect::<Vec<_>>()
+    };
+    // Before the grant: the masters only (the bypass, and cluster-admin's binding to the same group).
+    let before = run(at("2026-03-01T09:59:59Z"));
+    assert_eq!(subjects(&before), ["system:masters", "system:masters"]);
+    // Between grant and revocation: eve, through the binding, as the apiserver words it.
+    let during = run(at("2026-03-01T11:00:00Z"));
+    assert_eq!(
+        subjects(&during),
+        ["system:masters", "system:masters", "eve@contractor.example"]
+    );
+    let eve_row = &during.allowed[2];
+    assert_eq!(
+        eve_row.why,
+        r#"RBAC: allowed by RoleBinding "contractor/prod" of ClusterRole "secret-reader" to User "eve@contractor.example""#
+    );
+    assert!(!eve_row.uncertain);
+    assert_eq!(during.writes, 1);
+    // After the delete (a delete needs no body): gone; the Metadata create of another binding makes the
+    // answer uncertain from then on, and it says so.
+    let after = run(at("2026-03-01T12:30:00Z"));
+    assert_eq!(subjects(&after), ["system:masters", "system:masters"]);
+    assert!(after.uncertain.is_empty());
+    let later = run(at("2026-03-01T14:00:00Z"));
+    assert_eq!(later.uncertain.len(), 1, "{:?}", later.notes);
+    assert!(
+        later
+            .notes
+            .iter()
+            .any(|n| n.contains("uncertain") && n.contains("mystery")),
+        "{:?}",
+        later.notes
+    );
+
+    // The diff of the day: the grant and the revocation, by whom and from where.
+    let until = at("2026-03-01T23:00:00Z");
+    let engine = Engine::open(&root, &base.scope(until)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let d = rt
+        .block_on(rbac::diff(
+            &engine,
+            &base,
+            at("2026-03-01T00:00:00Z"),
+            until,
+        ))
+        .unwrap();
+    assert!(
+        d.notes[0].contains("before the RBAC snapshot"),
+        "{:?}",
+        d.notes
+    );
+    assert_eq!(d.since, base.taken(), "from the snapshot on");
+    let grants: Vec<(bool, String, &str)> = d
+        .changes
+        .iter()
+        .flat_map(|c| {
+            c.grants
+                .iter()
+                .map(move |g| (g.added, g.subject.username(), c.by.as_str()))
+        })
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            (
+                true,
+                "eve@contractor.example".to_string(),
+                "dana@example.com"
+            ),
+            (
+                false,
+                "eve@contractor.example".to_string(),
+                "dana@example.com"
+            ),
+        ]
+    );
+    assert_eq!(d.changes[0].source_ips, ["192.0.2.10"]);
+    assert!(
+        d.changes.iter().any(|c| c.uncertain),
+        "the Metadata create is listed as uncertain"
+    );
+
+    // Eve's grants and their changes; what she used against it.
+    let eve_ref = kubetrail_rbac::UserRef {
+        name: "eve@contractor.example".into(),
+        groups: rt
+            .block_on(rbac::groups_of(&engine, "eve@contractor.example"))
+            .unwrap(),
+    };
+    assert_eq!(eve_ref.groups, ["contractors"]);
+    let g = rt
+        .block_on(rbac::grants(
+            &engine,
+            &base,
+            &eve_ref,
+            None,
+            at("2026-03-01T11:00:00Z"),
+        ))
+        .unwrap();
+    assert_eq!(g.changes.len(), 2, "{:?}", g.changes);
+    assert!(g.grants.is_empty(), "revoked by the end of the replay");
+    let u = rt
+        .block_on(rbac::used(
+            &engine,
+            "eve@contractor.example",
+            at("2026-03-01T00:00:00Z"),
+        ))
+        .unwrap();
+    assert_eq!(u.len(), 1);
+    assert_eq!(
+        (u[0].verb.as_str(), u[0].resource.as_str(), u[0].count),
+        ("list", "pods", 1)
+    );
+}

@@ -8,9 +8,11 @@
 mod borrow;
 pub mod decode;
 mod event;
+pub mod principal;
 
 pub use decode::{DecodeError, Envelope, Location, Record, decode_value};
 pub use event::{
     Attributes, EVENT_KEYS, Event, Level, ObjectReference, ParseError, ResponseStatus, Stage,
     UserInfo,
 };
+pub use principal::Principal;

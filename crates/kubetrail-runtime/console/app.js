@@ -200,7 +200,7 @@
     const rows = table([
       { title: "Severity", cell: (a) => sev(a.severity) },
       { title: "Alert", cell: (a) => link("/alerts/" + encodeURIComponent(a.id), a.rule.title, { class: "alert-link" }) },
-      { title: "Actor", cell: (a) => a.actor.username },
+      { title: "Actor", cell: (a) => a.actor.principal ? [a.actor.username, h("br"), h("span", { class: "muted principal" }, a.actor.principal)] : a.actor.username },
       { title: "Target", cell: (a) => target(a.target) },
       { title: "Age", cell: (a) => age(a.time), num: true },
       { title: "Status", cell: (a) => status(a.status) },
@@ -255,7 +255,8 @@
     const sections = [];
     sections.push(h("div", { class: "card" }, kv([
       ["Rule", a.rule.id], ["Summary", a.summary], ["When", fmtTime(a.time) + (a.count > 1 ? " (" + a.count + " times, last " + fmtTime(a.lastTime) + ")" : "")],
-      ["Actor", link("/timeline?" + qs({ user }), user)],
+      ["Actor", [link("/timeline?" + qs({ user }), user), " · ", link("/identity?" + qs({ identity: user }), "who is this?", { class: "identity-link" })]],
+      ["Behind", a.actor.principal],
       ["Impersonating", a.actor.impersonatedUser], ["Groups", (a.actor.groups || []).join(", ")],
       ["Target", a.target ? [a.target.verb, a.target.resource + (a.target.subresource ? "/" + a.target.subresource : ""), target(a.target)].filter(Boolean).join(" ") : ""],
       ["Source IPs", (a.sourceIPs || []).join(", ")], ["User agent", a.userAgent], ["Cluster", a.cluster],
@@ -401,6 +402,9 @@
     if (/^\d{4}-\d\d-\d\dT[\d:.]+Z$/.test(text)) return fmtTime(text);
     if ((column === "audit_id" || column === "audit_ids") && text) return link("/events/" + encodeURIComponent(text.split(",")[0]), text);
     if (column === "user" && text) return link("/timeline?" + qs({ user: text }), text);
+    if (column === "credential" && text) return link("/timeline?" + qs({ credential_id: text }), text, { class: "credential-link" });
+    if ((column === "identity" || column === "other_identity" || column === "users") && text) return text.split(",").flatMap((u, i) => [i ? ", " : "", link("/identity?" + qs({ identity: u }), u)]);
+    if (column === "subject" && row && row.user) return link("/identity?" + qs({ identity: row.user }), text);
     return text;
   }
 
@@ -414,7 +418,8 @@
 
   function userForm(path, p) {
     return h("form", { class: "search", "data-filter": path },
-      h("label", { for: "u-user" }, "User", h("input", { id: "u-user", name: "user", value: p.user || "", required: true, size: 40 })),
+      h("label", { for: "u-user" }, "User", h("input", { id: "u-user", name: "user", value: p.user || "", size: 40 })),
+      h("label", { for: "u-cred" }, "Credential", h("input", { id: "u-cred", name: "credential_id", value: p.credential_id || "", size: 24, placeholder: "JTI=…, optional" })),
       h("label", { for: "u-since" }, "Since", h("input", { id: "u-since", name: "since", value: p.since || "", placeholder: "30d, all or RFC 3339", size: 16 })),
       h("label", { for: "u-until" }, "Until", h("input", { id: "u-until", name: "until", value: p.until || "", placeholder: "now", size: 12 })),
       h("button", { type: "submit" }, "Show"));
@@ -422,37 +427,110 @@
 
   /** The identity pages' range: the last 30 days unless asked (`all`: everything stored). */
   function userParams(params) {
-    return { user: params.get("user") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
+    return { user: params.get("user") || "", credential_id: params.get("credential_id") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
   }
+  /** Whose report: the user and/or the credential, as the API takes them. */
+  const subject = (p) => Object.assign(p.user ? { user: p.user } : {}, p.credential_id ? { credential_id: p.credential_id } : {});
+  const subjectText = (p) => p.user && p.credential_id ? p.user + " with credential " + p.credential_id : p.user || "credential " + p.credential_id;
   const apiRange = (p) => ({ since: p.since === "all" ? "" : p.since, until: p.until });
 
   async function timelineView(params) {
     const p = userParams(params);
     const form = userForm("timeline", p);
-    if (!p.user) return show(h("h1", {}, "Timeline"), form, h("p", { class: "muted" }, "Whose activity? Give a user name (a service account is system:serviceaccount:NAMESPACE:NAME)."));
-    show(h("h1", {}, "Timeline of " + p.user), form, h("p", { class: "muted" }, "Loading…"));
+    if (!p.user && !p.credential_id) return show(h("h1", {}, "Timeline"), form, h("p", { class: "muted" }, "Whose activity? Give a user name (a service account is system:serviceaccount:NAMESPACE:NAME), or a credential id to follow one token."));
+    show(h("h1", {}, "Timeline of " + subjectText(p)), form, h("p", { class: "muted" }, "Loading…"));
     const scope = apiRange(p);
+    // The histogram is of the user's requests; a credential alone has none to draw from the filter language.
     const [hist, rep] = await Promise.all([
-      api("/api/v1/histogram?" + qs(Object.assign({ where: "user = " + q(p.user) }, scope))),
-      api("/api/v1/timeline?" + qs(Object.assign({ user: p.user }, scope))),
+      p.user ? api("/api/v1/histogram?" + qs(Object.assign({ where: "user = " + q(p.user) }, scope))) : null,
+      api("/api/v1/timeline?" + qs(Object.assign(subject(p), scope))),
     ]);
-    show(h("h1", {}, "Timeline of " + p.user), form,
-      h("p", {}, link("/scope?" + qs({ user: p.user, since: p.since, until: p.until }), "Scope report (blast radius) →", { class: "scope-link" })),
-      barChart("Requests per " + per(hist.bucket_seconds), hist.buckets.map((b) => Date.parse(b[0]) / 1000), hist.buckets.map((b) => b[1]), "requests", hist.bucket_seconds),
+    show(h("h1", {}, "Timeline of " + subjectText(p)), form,
+      h("p", {}, link("/scope?" + qs(Object.assign(subject(p), { since: p.since, until: p.until })), "Scope report (blast radius) →", { class: "scope-link" }),
+        p.user ? [" · ", link("/identity?" + qs({ identity: p.user, since: p.since, until: p.until }), "Who is this? →", { class: "identity-link" })] : null),
+      hist && !p.credential_id ? barChart("Requests per " + per(hist.bucket_seconds), hist.buckets.map((b) => Date.parse(b[0]) / 1000), hist.buckets.map((b) => b[1]), "requests", hist.bucket_seconds) : null,
       reportTables(rep));
   }
 
   async function scopeView(params) {
     const p = userParams(params);
     const form = userForm("scope", p);
-    if (!p.user) return show(h("h1", {}, "Scope report"), form, h("p", { class: "muted" }, "The incident report on a suspect identity: what it read, changed, created and deleted, from where."));
-    show(h("h1", {}, "Scope report: " + p.user), form, h("p", { class: "muted" }, "Loading…"));
-    const rep = await api("/api/v1/scope?" + qs(Object.assign({ user: p.user }, apiRange(p))));
+    if (!p.user && !p.credential_id) return show(h("h1", {}, "Scope report"), form, h("p", { class: "muted" }, "The incident report on a suspect identity (or one of its credentials): what it read, changed, created and deleted, from where."));
+    show(h("h1", {}, "Scope report: " + subjectText(p)), form, h("p", { class: "muted" }, "Loading…"));
+    const rep = await api("/api/v1/scope?" + qs(Object.assign(subject(p), apiRange(p))));
     const print = h("button", { type: "button", class: "secondary no-print" }, "Print report");
     print.addEventListener("click", () => window.print());
-    show(h("h1", {}, rep.title || "Scope report: " + p.user), form,
+    show(h("h1", {}, rep.title || "Scope report: " + subjectText(p)), form,
       h("p", { class: "muted" }, "Generated " + fmtTime(new Date().toISOString()) + " by kubetrail" + (session.identity ? " for " + session.identity : "") + (p.since ? " · since " + p.since : "") + (p.until ? " · until " + p.until : "")),
       print, reportTables(rep));
+  }
+
+  // ---- identities and RBAC ---------------------------------------------------------------------------
+
+  async function identityView(params) {
+    const p = { identity: params.get("identity") || "", since: params.get("since") || "30d", until: params.get("until") || "" };
+    const form = h("form", { class: "search", "data-filter": "identity" },
+      h("label", { for: "i-identity" }, "Identity", h("input", { id: "i-identity", name: "identity", value: p.identity, required: true, size: 48, placeholder: "user, AWS ARN or session name, JTI=…" })),
+      h("label", { for: "i-since" }, "Since", h("input", { id: "i-since", name: "since", value: p.since, placeholder: "30d, all or RFC 3339", size: 16 })),
+      h("label", { for: "i-until" }, "Until", h("input", { id: "i-until", name: "until", value: p.until, placeholder: "now", size: 12 })),
+      h("button", { type: "submit" }, "Look up"));
+    if (!p.identity) return show(h("h1", {}, "Identity"), form, h("p", { class: "muted" }, "Who or what is behind an identity: a username, an AWS ARN or session name (the human behind an EKS role), or a credential id (a service-account token's JTI=…, a certificate's X509SHA256=…, an access key id)."));
+    show(h("h1", {}, "Who is " + p.identity), form, h("p", { class: "muted" }, "Loading…"));
+    const range = apiRange(p);
+    const [rep, grants] = await Promise.all([
+      api("/api/v1/whois?" + qs(Object.assign({ identity: p.identity }, range))),
+      api("/api/v1/rbac/grants?" + qs(Object.assign({ user: p.identity }, range))).catch((e) => ({ error: e })),
+    ]);
+    const users = (rep.sections.find((s) => s.key === "identities") || { rows: [] }).rows.map((r) => r.user);
+    show(h("h1", {}, "Who is " + p.identity), form,
+      h("p", {}, users.slice(0, 5).flatMap((u, i) => [i ? " · " : "", link("/timeline?" + qs({ user: u, since: p.since, until: p.until }), "Timeline of " + u, { class: "scope-link" }), " · ", link("/scope?" + qs({ user: u, since: p.since, until: p.until }), "scope")])),
+      reportTables(rep),
+      h("h2", {}, "RBAC grants over time"),
+      grants.error ? errorBox(grants.error) : rbacGrants(grants));
+  }
+
+  /** What an identity was granted (now, or at the end of the range) and the changes to it in the range. */
+  function rbacGrants(g) {
+    return [
+      (g.notes || []).map((n) => h("p", { class: "warning" }, n)),
+      g.grants && g.grants.length ? table([
+        { title: "Via", cell: (r) => r.binding },
+        { title: "Role", cell: (r) => r.role },
+        { title: "Where", cell: (r) => r.namespace || "cluster-wide" },
+        { title: "Rule", cell: (r) => r.rule },
+        { title: "Certain", cell: (r) => r.uncertain ? "no: " + r.uncertain : "yes" },
+      ], g.grants) : h("p", { class: "muted", id: "no-grants" }, g.base ? "no grant as of " + fmtTime(g.at) : "no RBAC snapshot imported (kubetrail rbac import)"),
+      g.changes && g.changes.length ? [h("h3", {}, "Changes"), table([
+        { title: "When", cell: (r) => link(eventHref(r.audit_id, r.time), fmtTime(r.time)) },
+        { title: "Change", cell: (r) => r.added ? "granted" : "revoked" },
+        { title: "Via", cell: (r) => r.binding },
+        { title: "Role", cell: (r) => r.role },
+        { title: "By", cell: (r) => link("/identity?" + qs({ identity: r.by }), r.by) },
+        { title: "From", cell: (r) => (r.source_ips || []).join(", ") },
+      ], g.changes)] : null,
+    ];
+  }
+
+  async function rbacView(params) {
+    const p = { verb: params.get("verb") || "", resource: params.get("resource") || "", namespace: params.get("namespace") || "", at: params.get("at") || "" };
+    const form = h("form", { class: "search", "data-filter": "rbac" },
+      h("label", { for: "r-verb" }, "Verb", h("input", { id: "r-verb", name: "verb", value: p.verb, required: true, size: 8, placeholder: "get" })),
+      h("label", { for: "r-resource" }, "Resource", h("input", { id: "r-resource", name: "resource", value: p.resource, required: true, size: 24, placeholder: "secrets, deployments.apps, pods/exec" })),
+      h("label", { for: "r-ns" }, "Namespace", h("input", { id: "r-ns", name: "namespace", value: p.namespace, size: 16, placeholder: "cluster-wide: empty" })),
+      h("label", { for: "r-at" }, "At", h("input", { id: "r-at", name: "at", value: p.at, size: 22, placeholder: "now, 3d or RFC 3339" })),
+      h("button", { type: "submit" }, "Who can?"));
+    if (!p.verb || !p.resource) return show(h("h1", {}, "Who can"), form, h("p", { class: "muted" }, "Who could do something at any moment: the RBAC snapshot imported with kubetrail rbac import, and every RBAC write recorded since, evaluated as the apiserver's authorizer does."));
+    show(h("h1", {}, "Who can " + p.verb + " " + p.resource), form, h("p", { class: "muted" }, "Loading…"));
+    const w = await api("/api/v1/rbac/who-can?" + qs({ verb: p.verb, resource: p.resource, namespace: p.namespace, at: p.at }));
+    show(h("h1", {}, "Who can " + p.verb + " " + p.resource + (p.namespace ? " in " + p.namespace : "")), form,
+      h("p", { class: "muted", id: "who-can-at" }, "As of " + fmtTime(w.at) + " (snapshot of " + fmtTime(w.base) + " and " + w.writes + " RBAC write(s) since)"),
+      (w.notes || []).map((n) => h("p", { class: "warning" }, n)),
+      table([
+        { title: "Subject", cell: (r) => r.kind === "Group" ? r.subject : link("/identity?" + qs({ identity: r.subject }), r.subject) },
+        { title: "Kind", cell: (r) => r.kind },
+        { title: "Why", cell: (r) => r.why },
+        { title: "Certain", cell: (r) => r.uncertain ? "no" : "yes" },
+      ], w.allowed));
   }
 
   // ---- object history and sessions ------------------------------------------------------------------
@@ -635,7 +713,7 @@
     const path = location.pathname;
     const params = new URLSearchParams(location.search);
     for (const a of document.querySelectorAll(".top nav a")) {
-      const on = path === a.getAttribute("href") || (path.startsWith(a.getAttribute("href") + "/")) || (path === "/" && a.getAttribute("href") === "/alerts") || (path.startsWith("/events/") && a.getAttribute("href") === "/search") || (path === "/scope" && a.getAttribute("href") === "/timeline") || (path === "/history" && a.getAttribute("href") === "/search");
+      const on = path === a.getAttribute("href") || (path.startsWith(a.getAttribute("href") + "/")) || (path === "/" && a.getAttribute("href") === "/alerts") || (path.startsWith("/events/") && a.getAttribute("href") === "/search") || ((path === "/scope" || path === "/identity") && a.getAttribute("href") === "/timeline") || (path === "/history" && a.getAttribute("href") === "/search");
       if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     try {
@@ -648,6 +726,8 @@
       else if (path === "/scope") await scopeView(params);
       else if (path === "/history") await historyView(params);
       else if (path === "/sessions") await sessionsView(params);
+      else if (path === "/identity") await identityView(params);
+      else if (path === "/rbac") await rbacView(params);
       else if (path === "/volume") await volumeView(params);
       else if (path === "/clusters" && params.has("pick")) {
         sessionStorage.setItem(CLUSTER_KEY, params.get("pick"));

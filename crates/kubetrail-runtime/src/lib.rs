@@ -23,6 +23,7 @@ pub mod duration;
 pub mod input;
 pub mod integrity_key;
 pub mod logging;
+pub mod rbac_base;
 pub mod service;
 pub mod shipping;
 pub mod text;

@@ -7,7 +7,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["text", "duration"],
     &["logging"],
-    &["data", "integrity_key"],
+    &["data", "integrity_key", "rbac_base"],
     &["input"],
     &["delivery"],
     &["alerting"],

@@ -54,6 +54,12 @@ enum Command {
     Timeline(cmd::report::TimelineArgs),
     /// An incident responder's first report on a suspect identity: secrets, RBAC, workloads, exec, tokens.
     Scope(cmd::report::ScopeReportArgs),
+    /// Who or what is behind an identity: cloud principal and session, a token's pod and node, its first and
+    /// last use and addresses, impersonation, shared credentials.
+    Whois(cmd::report::WhoisArgs),
+    /// RBAC at any moment: import a snapshot; who could do what when, grants added and removed, unused grants.
+    #[command(subcommand)]
+    Rbac(cmd::rbac::RbacCommand),
     /// Every write of one object, in order: who, from where, and each field it changed.
     History(cmd::history::HistoryArgs),
     /// Every exec, attach and port-forward: pod, container, command, terminal, who, start, end, duration.
@@ -130,6 +136,8 @@ fn command() -> ExitCode {
         Command::Who(args) => cmd::report::who(args),
         Command::Timeline(args) => cmd::report::timeline(args),
         Command::Scope(args) => cmd::report::scope(args),
+        Command::Whois(args) => cmd::report::whois(args),
+        Command::Rbac(cmd) => cmd::rbac::run(cmd),
         Command::History(args) => cmd::history::history(args),
         Command::Sessions(args) => cmd::history::sessions(args),
         Command::Clusters(args) => cmd::report::clusters(args),

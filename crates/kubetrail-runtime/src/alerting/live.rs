@@ -566,6 +566,11 @@ impl Detector {
             username: row.user.clone(),
             groups: row.groups.clone(),
             impersonated_user: None,
+            principal: row
+                .event
+                .as_deref()
+                .and_then(kubetrail_history::parse_event)
+                .and_then(|e| kubetrail_model::Principal::from_user(&e["user"]).summary(&row.user)),
         };
         // The pod's request was the controller's: its address and agent are not the writer's.
         a.source_ips = row.source_ips.clone();

@@ -1,6 +1,6 @@
 //! The web console, served by `kubetrail serve` at `/`: one HTML page and its script, style and chart
 //! library, embedded in the binary at build time (`crates/kubetrail-runtime/console/`), no CDN. The page routes
-//! (`/`, `/alerts`, `/alerts/{id}`, `/search`, `/events/{auditID}`, `/timeline`, `/scope`, `/history`, `/sessions`, `/volume`) all
+//! (`/`, `/alerts`, `/alerts/{id}`, `/search`, `/events/{auditID}`, `/timeline`, `/scope`, `/history`, `/sessions`, `/identity`, `/rbac`, `/volume`) all
 //! answer the same page, which reads its route from the URL and everything else from the API, so a link
 //! such as an alert's `console` URL opens straight on its view.
 //!
@@ -55,6 +55,8 @@ pub fn router() -> Router {
         "/scope",
         "/history",
         "/sessions",
+        "/identity",
+        "/rbac",
         "/volume",
         "/clusters",
     ] {

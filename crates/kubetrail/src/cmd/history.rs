@@ -67,6 +67,9 @@ pub struct SessionsArgs {
     /// Only sessions this identity opened (also through impersonation).
     #[arg(long)]
     pub user: Option<String>,
+    /// Only sessions opened with this credential (`JTI=…`, `X509SHA256=…`, an AWS access key id).
+    #[arg(long, value_name = "ID")]
+    pub credential_id: Option<String>,
     /// Only sessions into pods of this namespace.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -151,6 +154,7 @@ fn write_text(out: &mut impl Write, h: &History) -> std::io::Result<()> {
 pub fn sessions(args: SessionsArgs) -> anyhow::Result<Outcome> {
     let req = history::SessionsRequest {
         user: args.user.filter(|u| !u.is_empty()),
+        credential: args.credential_id.filter(|c| !c.is_empty()),
         namespace: args.namespace.filter(|n| !n.is_empty()),
         limit: args.limit,
     };

@@ -10,6 +10,7 @@ pub mod history;
 pub mod import;
 pub mod policy;
 pub mod query;
+pub mod rbac;
 pub mod report;
 pub mod retention;
 pub mod rules;

@@ -45,14 +45,21 @@ pub struct WhoArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Requests made as the identity through impersonation are included and marked.\n\n\
+    after_help = "Requests made as the identity through impersonation are included and marked. With \
+                  --credential-id, only the requests made with that credential (one token of a service account, one \
+                  client certificate, one AWS access key): without --user, whoever presented it.\n\n\
                   Examples:\n  kubetrail timeline --user alice@example.com --since 7d\n  \
-                  kubetrail timeline --user system:serviceaccount:ci:deployer --since 30d --format json"
+                  kubetrail timeline --user system:serviceaccount:ci:deployer --since 30d --format json\n  \
+                  kubetrail timeline --credential-id JTI=7f3e9c1a-0b6d-4e0f-9a55-3c2b1d0e8f77 --since 30d"
 )]
 pub struct TimelineArgs {
     /// The identity: a username as the apiserver authenticated it.
-    #[arg(long)]
-    pub user: String,
+    #[arg(long, required_unless_present = "credential_id")]
+    pub user: Option<String>,
+    /// Only requests made with this credential (`JTI=…`, `X509SHA256=…`, an AWS access key id; `kubetrail
+    /// whois` lists them).
+    #[arg(long, value_name = "ID")]
+    pub credential_id: Option<String>,
     #[command(flatten)]
     pub scope: ScopeArgs,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -70,8 +77,36 @@ pub struct TimelineArgs {
 )]
 pub struct ScopeReportArgs {
     /// The suspect identity (username).
-    #[arg(long)]
-    pub user: String,
+    #[arg(long, required_unless_present = "credential_id")]
+    pub user: Option<String>,
+    /// Only what was done with this credential (`JTI=…` of a stolen token, `X509SHA256=…`, an AWS access key
+    /// id); without --user, by whoever presented it.
+    #[arg(long, value_name = "ID")]
+    pub credential_id: Option<String>,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Looks the identity up as a username (also as impersonated), an AWS ARN (a session's or its \
+                  role's), an EKS session name (the human behind an assumed role, as the session name says), or a \
+                  credential id (`JTI=` of a service-account token, `X509SHA256=` of a client certificate, an AWS \
+                  access key id). Sections: identities found (kind, who is behind, uids, groups, first and last \
+                  seen), cloud principals (EKS role, session, access keys), credentials (the pod and node a token \
+                  was bound to, first and last use, source addresses; a token used from a public address is named, \
+                  as rule kt-sa-token-external reports it), source addresses (a node's, private or public), user \
+                  agents, impersonation both ways, and other identities sharing a credential or AWS role.\n\n\
+                  Examples:\n  kubetrail whois dana@example.com --since 30d\n  \
+                  kubetrail whois arn:aws:iam::111122223333:role/eks-platform-admins\n  \
+                  kubetrail whois JTI=7f3e9c1a-0b6d-4e0f-9a55-3c2b1d0e8f77 --format json\n  \
+                  kubetrail whois system:serviceaccount:staging:web-frontend"
+)]
+pub struct WhoisArgs {
+    /// A username, an AWS ARN or session name, or a credential id.
+    pub identity: String,
     #[command(flatten)]
     pub scope: ScopeArgs,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -166,6 +201,7 @@ pub(crate) fn print(
         ReportRequest::Clusters(_) => "counting",
         ReportRequest::Gaps(_) | ReportRequest::Coverage(_) => "looking for silences",
         ReportRequest::Sessions(_) => "listing sessions",
+        ReportRequest::Whois(_) => "looking the identity up",
     };
     let bar = spinner(&format!("{what} ({})", session.reading));
     let report = session.rt.block_on(reports::build(&session.engine, &req));
@@ -186,13 +222,26 @@ pub fn who(args: WhoArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn timeline(args: TimelineArgs) -> anyhow::Result<Outcome> {
-    let req = TimelineRequest { user: args.user };
+    let req = TimelineRequest {
+        user: args.user.unwrap_or_default(),
+        credential: args.credential_id,
+    };
     run(&args.scope, ReportRequest::Timeline(req), args.format)
 }
 
 pub fn scope(args: ScopeReportArgs) -> anyhow::Result<Outcome> {
-    let req = ScopeRequest { user: args.user };
+    let req = ScopeRequest {
+        user: args.user.unwrap_or_default(),
+        credential: args.credential_id,
+    };
     run(&args.scope, ReportRequest::Scope(req), args.format)
+}
+
+pub fn whois(args: WhoisArgs) -> anyhow::Result<Outcome> {
+    let req = kubetrail_engine::whois::WhoisRequest {
+        identity: args.identity,
+    };
+    run(&args.scope, ReportRequest::Whois(req), args.format)
 }
 
 pub fn clusters(args: ClustersArgs) -> anyhow::Result<Outcome> {

@@ -85,12 +85,12 @@ pub(super) enum Job {
         namespace: Option<String>,
         limit: usize,
     },
-    Timeline {
-        user: String,
-    },
-    Scope {
-        user: String,
-    },
+    Timeline(TimelineRequest),
+    Scope(ScopeRequest),
+    /// `/api/v1/whois`.
+    Whois(kubetrail_engine::whois::WhoisRequest),
+    /// `/api/v1/rbac/...`.
+    Rbac(rbac::RbacJob),
     /// `/api/v1/history`: one object's writes.
     History(kubetrail_engine::history::HistoryRequest),
     /// `/api/v1/sessions`.
@@ -210,12 +210,10 @@ impl Job {
                 };
                 report_answer(&engine, ReportRequest::Who(req)).await?
             }
-            Job::Timeline { user } => {
-                report_answer(&engine, ReportRequest::Timeline(TimelineRequest { user })).await?
-            }
-            Job::Scope { user } => {
-                report_answer(&engine, ReportRequest::Scope(ScopeRequest { user })).await?
-            }
+            Job::Timeline(req) => report_answer(&engine, ReportRequest::Timeline(req)).await?,
+            Job::Scope(req) => report_answer(&engine, ReportRequest::Scope(req)).await?,
+            Job::Whois(req) => report_answer(&engine, ReportRequest::Whois(req)).await?,
+            Job::Rbac(job) => rbac::run(&engine, job).await?,
             Job::History(req) => to_json(&kubetrail_engine::history::history(&engine, &req).await?),
             Job::Sessions(req) => report_answer(&engine, ReportRequest::Sessions(req)).await?,
             Job::ClusterNames => to_json(&serde_json::json!({

@@ -1,4 +1,5 @@
 //! The query API of `kubetrail serve`: `/api/v1/query`, `/api/v1/who`, `/api/v1/timeline`, `/api/v1/scope`,
+//! `/api/v1/whois`, `/api/v1/rbac/{who-can,grants,diff,unused}` (RBAC at any moment: `rbac`),
 //! `/api/v1/history` (one object's writes and what each changed), `/api/v1/sessions` (exec, attach,
 //! port-forward), `/api/v1/clusters` (and `/clusters/names`), `/api/v1/gaps` and `/api/v1/coverage`, JSON, with the CLI's
 //! semantics (the same parameters as the flags, the same reports); and
@@ -8,8 +9,9 @@
 //!
 //! Parameters come as a query string (`GET`) or as a JSON object (`POST`, for SQL that should not sit in a
 //! URL): `since`, `until`, `cluster` everywhere; `where` or `sql`, `limit`, `all_stages` for `query`; `verb`,
-//! `resource`, `namespace`, `limit` for `who`; `user` for `timeline` and `scope`; `resource` (as
-//! `deployments/NAME`), `namespace`, `limit`, `with_status` for `history`; `user`, `namespace`, `limit` for `sessions`; `longer_than` for `gaps`
+//! `resource`, `namespace`, `limit` for `who`; `user` and/or `credential_id` for `timeline` and `scope`;
+//! `identity` for `whois` (who or what is behind a username, an AWS ARN or a credential id); `resource` (as
+//! `deployments/NAME`), `namespace`, `limit`, `with_status` for `history`; `user`, `namespace`, `limit`, `credential_id` for `sessions`; `longer_than` for `gaps`
 //! and `coverage` (whose `since` and `until` bound when events were received). An unknown or misplaced
 //! parameter is an error, never ignored.
 //!
@@ -29,6 +31,7 @@
 
 mod explore;
 mod job;
+mod rbac;
 mod worker;
 
 pub use worker::{DEFAULT_WORKER_MEMORY, WORKER_ARG, main as worker_main};
@@ -64,6 +67,8 @@ pub const CONCURRENT_QUERIES: usize = 2;
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most rows (events, result rows, requests) one answer carries.
 pub const MAX_ROWS: usize = 10_000;
+/// The longest identity `whois` looks up, in bytes.
+const MAX_IDENTITY: usize = 1024;
 /// The largest `POST` body of parameters.
 const MAX_PARAMS_BYTES: usize = 1 << 20;
 
@@ -175,6 +180,11 @@ impl QueryApi {
             .route("/api/v1/who", get(who).post(who))
             .route("/api/v1/timeline", get(timeline).post(timeline))
             .route("/api/v1/scope", get(scope).post(scope))
+            .route("/api/v1/whois", get(whois))
+            .route("/api/v1/rbac/who-can", get(rbac::who_can))
+            .route("/api/v1/rbac/grants", get(rbac::grants))
+            .route("/api/v1/rbac/diff", get(rbac::diff))
+            .route("/api/v1/rbac/unused", get(rbac::unused))
             .route("/api/v1/history", get(history))
             .route("/api/v1/sessions", get(sessions))
             .route("/api/v1/clusters", get(clusters))
@@ -225,6 +235,10 @@ struct Params {
     format: Option<String>,
     longer_than: Option<String>,
     with_status: Option<bool>,
+    credential_id: Option<String>,
+    identity: Option<String>,
+    at: Option<String>,
+    name: Option<String>,
 }
 
 impl Params {
@@ -251,6 +265,10 @@ impl Params {
         note("format", self.format.is_some());
         note("longer_than", self.longer_than.is_some());
         note("with_status", self.with_status.is_some());
+        note("credential_id", self.credential_id.is_some());
+        note("identity", self.identity.is_some());
+        note("at", self.at.is_some());
+        note("name", self.name.is_some());
         out
     }
 
@@ -264,6 +282,21 @@ impl Params {
         {
             Some(p) => Err(ApiError::bad(format!(
                 "`{p}` is not a parameter of {endpoint} (it takes since, until, cluster, {})",
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses parameters an RBAC endpoint does not take (`cluster` and `allowed`: its moment is its own).
+    fn only_rbac(&self, endpoint: &str, allowed: &[&str]) -> Result<(), ApiError> {
+        match self
+            .given()
+            .into_iter()
+            .find(|p| *p != "cluster" && !allowed.contains(p))
+        {
+            Some(p) => Err(ApiError::bad(format!(
+                "`{p}` is not a parameter of {endpoint} (it takes cluster, {})",
                 allowed.join(", ")
             ))),
             None => Ok(()),
@@ -293,6 +326,22 @@ impl Params {
             ))),
             Some(n) => Ok(n),
         }
+    }
+
+    /// `user` and `credential_id` of a timeline or scope: at least one, neither empty when given.
+    fn subject(&self) -> Result<(String, Option<String>), ApiError> {
+        let credential = match &self.credential_id {
+            Some(c) => Some(
+                self.required("credential_id", &self.credential_id)
+                    .map(|_| c.trim().to_string())?,
+            ),
+            None => None,
+        };
+        let user = match (&self.user, &credential) {
+            (Some(_), _) | (None, None) => self.required("user", &self.user)?.to_string(),
+            (None, Some(_)) => String::new(),
+        };
+        Ok((user, credential))
     }
 
     fn required<'a>(&self, name: &str, v: &'a Option<String>) -> Result<&'a str, ApiError> {
@@ -703,15 +752,32 @@ async fn who(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Res
     answer(&api, p.scope()?, job).await
 }
 
-/// `/api/v1/timeline`: everything `user` did.
+/// `/api/v1/timeline`: everything `user` did (with `credential_id`: with that credential; without `user`:
+/// whoever presented it).
 async fn timeline(
     State(api): State<Arc<QueryApi>>,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
     let p = params(req).await?;
-    p.only("/api/v1/timeline", &["user"])?;
-    let user = p.required("user", &p.user)?.to_string();
-    answer(&api, p.scope()?, Job::Timeline { user }).await
+    p.only("/api/v1/timeline", &["user", "credential_id"])?;
+    let (user, credential) = p.subject()?;
+    let job = Job::Timeline(TimelineRequest { user, credential });
+    answer(&api, p.scope()?, job).await
+}
+
+/// `/api/v1/whois`: who or what is behind `identity` (a username, an AWS ARN or session name, a credential
+/// id).
+async fn whois(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
+    let p = params(req).await?;
+    p.only("/api/v1/whois", &["identity"])?;
+    let identity = p.required("identity", &p.identity)?.trim().to_string();
+    if identity.len() > MAX_IDENTITY {
+        return Err(ApiError::bad(format!(
+            "`identity` is at most {MAX_IDENTITY} bytes"
+        )));
+    }
+    let job = Job::Whois(kubetrail_engine::whois::WhoisRequest { identity });
+    answer(&api, p.scope()?, job).await
 }
 
 /// `/api/v1/clusters`: the clusters whose events the source holds, with their counts, rate and last event.
@@ -826,21 +892,30 @@ async fn sessions(
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
     let p = params(req).await?;
-    p.only("/api/v1/sessions", &["user", "namespace", "limit"])?;
+    p.only(
+        "/api/v1/sessions",
+        &["user", "namespace", "limit", "credential_id"],
+    )?;
     let job = Job::Sessions(kubetrail_engine::history::SessionsRequest {
         user: p.user.clone().filter(|u| !u.trim().is_empty()),
+        credential: p.credential_id.clone().filter(|c| !c.trim().is_empty()),
         namespace: p.namespace.clone().filter(|n| !n.trim().is_empty()),
         limit: p.limit(1000)?,
     });
     answer(&api, p.scope()?, job).await
 }
 
-/// `/api/v1/scope`: the incident report on a suspect `user`.
+/// `/api/v1/scope`: the incident report on a suspect `user` (and/or one `credential_id`).
 async fn scope(State(api): State<Arc<QueryApi>>, req: Request<Body>) -> Result<Response, ApiError> {
     let p = params(req).await?;
-    p.only("/api/v1/scope", &["user"])?;
-    let user = p.required("user", &p.user)?.to_string();
-    answer(&api, p.scope()?, Job::Scope { user }).await
+    p.only("/api/v1/scope", &["user", "credential_id"])?;
+    let (user, credential) = p.subject()?;
+    answer(
+        &api,
+        p.scope()?,
+        Job::Scope(ScopeRequest { user, credential }),
+    )
+    .await
 }
 
 // ---- alerts ---------------------------------------------------------------------------------------------
