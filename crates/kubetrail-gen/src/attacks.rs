@@ -1,12 +1,15 @@
 //! Attack steps, injected among the everyday traffic when `Config::attacks` is on. Each scenario is a short
 //! sequence of requests by one actor, seconds apart, drawn from the techniques the built-in rules must
-//! catch; one, the tampering with a production Deployment, is slow (a legitimate CI update, minutes later an
-//! image swap, a privileged sidecar, a database session of minutes by exec) and runs beside the others.
-//! Nothing in an event says it is an attack; the generator tells it on the side.
+//! catch. Two are slow and run beside the others: the tampering with a production Deployment (a legitimate
+//! CI update, minutes later an image swap, a privileged sidecar, a database session of minutes by exec), and
+//! an access grant (an EKS administrator binds a contractor to a Role reading prod secrets, the contractor
+//! reads them from outside, the binding is widened, later revoked, and the contractor's next read refused;
+//! see [`crate::access_grant`]). Nothing in an event says it is an attack; the generator tells it on the side.
 
 use std::sync::Arc;
 
-use crate::cluster::{Cluster, Pod, sa_groups, sa_user};
+use crate::access_grant as ag;
+use crate::cluster::{Cluster, Pod, contractor, eks_admin, sa_groups, sa_user};
 use crate::event::*;
 use crate::objects;
 use crate::rng::Rand;
@@ -42,8 +45,10 @@ pub(crate) enum Scenario {
     Persistence,
     ProductionExec,
     /// A slow one, up to twenty minutes (longer than a whole cycle of the others at 100 events/s): it runs
-    /// beside the cycle, not in it (see [`SLOW_SCENARIO`]).
+    /// beside the cycle, not in it (see [`SLOW_SCENARIOS`]).
     WorkloadTamper,
+    /// Slow too (about 30 to 115 minutes): an access grant, its use, widening and revocation.
+    AccessGrant,
 }
 
 /// The short scenarios, one after the other in an order each seed shuffles.
@@ -59,9 +64,31 @@ pub(crate) const SCENARIOS: [Scenario; 9] = [
     Scenario::ProductionExec,
 ];
 
-/// Starts with each cycle of [`SCENARIOS`] (from its own random stream, so that the short scenarios of a seed
-/// are where they were before it existed), unless its last run is still under way.
-pub(crate) const SLOW_SCENARIO: Scenario = Scenario::WorkloadTamper;
+/// A scenario that starts with each cycle of [`SCENARIOS`] (unless its last run is still under way), drawn
+/// from its own random stream so that the short scenarios of a seed are where they were before it existed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slow {
+    pub scenario: Scenario,
+    /// The ChaCha stream of its draws (0 and 1 are the traffic's and the short scenarios').
+    pub stream: u64,
+    /// Its lines come on top of the everyday traffic's, instead of in the places the traffic would have had:
+    /// the other lines of a seed stay the bytes they were before the scenario existed.
+    pub extra: bool,
+}
+
+/// The slow scenarios, started in this order at each cycle.
+pub(crate) const SLOW_SCENARIOS: [Slow; 2] = [
+    Slow {
+        scenario: Scenario::WorkloadTamper,
+        stream: 2,
+        extra: false,
+    },
+    Slow {
+        scenario: Scenario::AccessGrant,
+        stream: 3,
+        extra: true,
+    },
+];
 
 /// The steps of a scenario in order, each with its delay from the scenario's start to when kube-apiserver
 /// receives it.
@@ -120,8 +147,14 @@ fn anonymous(ip: &str, ua: &str, reason: &str) -> Actor {
     )
 }
 
-/// The steps of `s`, started at `now` (µs since the epoch).
-pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster, now: i64) -> Vec<(i64, Req)> {
+/// The steps of `s`, started at `now` (µs since the epoch), in traffic of `rate` events a second.
+pub(crate) fn steps(
+    s: Scenario,
+    rng: &mut Rand,
+    c: &mut Cluster,
+    now: i64,
+    rate: f64,
+) -> Vec<(i64, Req)> {
     let mut p = Plan {
         rng,
         t: 0,
@@ -586,6 +619,132 @@ pub(crate) fn steps(s: Scenario, rng: &mut Rand, c: &mut Cluster, now: i64) -> V
             c.payments_busy_until = now + p.t + r.latency_us + 60_000_000;
             p.push(r);
         }
+        Scenario::AccessGrant if now < c.access_grant_busy_until => {}
+        Scenario::AccessGrant => access_grant(&mut p, c, now, rate),
     }
     p.steps
+}
+
+/// The access-grant scenario (see [`crate::access_grant`]). It changes nothing the everyday traffic reads:
+/// its resourceVersions are estimated from the cluster's (a share of the traffic's requests are writes)
+/// without moving it.
+fn access_grant(p: &mut Plan<'_>, c: &mut Cluster, now: i64, rate: f64) {
+    const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+    let (ns, role, binding) = (ag::NAMESPACE, ag::ROLE, ag::BINDING);
+    let rv0 = c.rv;
+    let rv_at = |t: i64| rv0 + 1 + (t as f64 / 1e6 * rate * 0.4) as u64;
+    const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let key: String = (0..16)
+        .map(|_| KEY_ALPHABET[p.rng.below(KEY_ALPHABET.len())] as char)
+        .collect();
+    let admin = eks_admin(format!("ASIA{key}"));
+    let eve = contractor();
+    let role_uid = p.rng.uuid();
+    let binding_uid = p.rng.uuid();
+    let write = |p: &mut Plan<'_>, verb: &'static str, oref: ObjRef, query: &str, body: Vec<u8>| {
+        p.res(&admin, verb, oref, query)
+            .with_object(Level::RequestResponse, body)
+    };
+
+    // The administrator creates the Role and binds the contractor to it.
+    p.wait(60_000, 300_000);
+    let created = ts_secs(now + p.t);
+    let stored = objects::StoredMeta {
+        uid: &role_uid,
+        resource_version: rv_at(p.t),
+        created: &created,
+    };
+    let (verbs, resources) = (["get", "list"], ["secrets"]);
+    let mut r = write(
+        p,
+        "create",
+        ROLES.at(ns, role, ""),
+        "fieldManager=kubectl-create&fieldValidation=Strict",
+        objects::role(role, ns, &verbs, &resources, None),
+    );
+    r.response_object = Some(objects::role(role, ns, &verbs, &resources, Some(stored)));
+    p.push_benign(r);
+    p.wait(5_000, 40_000);
+    let bound = ts_secs(now + p.t);
+    let stored = objects::StoredMeta {
+        uid: &binding_uid,
+        resource_version: rv_at(p.t),
+        created: &bound,
+    };
+    let one = [("User", ag::CONTRACTOR)];
+    let mut r = write(
+        p,
+        "create",
+        ROLEBINDINGS.at(ns, binding, ""),
+        "fieldManager=kubectl-create&fieldValidation=Strict",
+        objects::role_binding(binding, ns, role, &one, None),
+    );
+    r.response_object = Some(objects::role_binding(binding, ns, role, &one, Some(stored)));
+    p.push_benign(r);
+
+    // The contractor reads the namespace's secrets from outside.
+    p.wait(180_000, 1_200_000);
+    let r = p.res(&eve, "list", SECRETS.all(ns), "limit=500");
+    p.push(r);
+    for name in ag::SECRETS {
+        p.wait(10_000, 60_000);
+        let r = p.res(&eve, "get", SECRETS.at(ns, name, ""), "");
+        p.push(r);
+    }
+
+    // The GitOps controller syncs an unrelated ClusterRole; the policy logs its writes without bodies.
+    p.wait(300_000, 1_200_000);
+    let gitops = c.operator("argocd-controller").actor.clone();
+    let mut r = p.res(
+        &gitops,
+        "patch",
+        CLUSTERROLES.at("", ag::METADATA_ONLY_ROLE, ""),
+        "fieldManager=argocd-controller",
+    );
+    r.level = Level::Metadata;
+    p.push_benign(r);
+
+    // The administrator widens the binding to the contractor's group...
+    p.wait(300_000, 900_000);
+    let two = [("User", ag::CONTRACTOR), ("Group", ag::CONTRACTOR_GROUP)];
+    let stored = objects::StoredMeta {
+        uid: &binding_uid,
+        resource_version: rv_at(p.t),
+        created: &bound,
+    };
+    let mut r = write(
+        p,
+        "patch",
+        ROLEBINDINGS.at(ns, binding, ""),
+        "fieldManager=kubectl-patch",
+        objects::subjects_patch(&two),
+    );
+    r.response_object = Some(objects::role_binding(binding, ns, role, &two, Some(stored)));
+    p.push_benign(r);
+    p.wait(120_000, 600_000);
+    let r = p.res(&eve, "get", SECRETS.at(ns, ag::SECRETS[0], ""), "");
+    p.push(r);
+
+    // ...and later revokes it: the contractor's next read is refused.
+    p.wait(600_000, 1_800_000);
+    let mut r = write(
+        p,
+        "delete",
+        ROLEBINDINGS.at(ns, binding, ""),
+        "",
+        objects::delete_options(&format!("{RBAC_GROUP}/v1")),
+    );
+    r.response_object = Some(objects::deleted_status(
+        binding,
+        RBAC_GROUP,
+        "rolebindings",
+        &binding_uid,
+    ));
+    p.push_benign(r);
+    p.wait(60_000, 600_000);
+    let r = p
+        .res(&eve, "get", SECRETS.at(ns, ag::SECRETS[0], ""), "")
+        .forbidden();
+    c.access_grant_busy_until = now + p.t + r.latency_us + 60_000_000;
+    p.push(r);
 }

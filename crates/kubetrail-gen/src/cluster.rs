@@ -101,6 +101,8 @@ pub(crate) struct Cluster {
     /// Until when (µs since the epoch) a run of that scenario is still under way: the next waits for it, so
     /// that the Deployment's history stays one story (at high rates scenarios come back within minutes).
     pub payments_busy_until: i64,
+    /// Until when (µs since the epoch) a run of the access-grant scenario is under way (one grant at a time).
+    pub access_grant_busy_until: i64,
 }
 
 /// (namespace, app, image, replicas per 50 nodes, service account, secrets, configmaps, env vars, sidecar, init)
@@ -805,6 +807,7 @@ impl Cluster {
             ci_job: 7_000_000 + rng.below(1_000_000) as u64,
             payments_generation: 41,
             payments_busy_until: i64::MIN,
+            access_grant_busy_until: i64::MIN,
         }
     }
 
@@ -856,6 +859,50 @@ pub(crate) fn new_pod(rng: &mut Rand, wl: &Workload, node: usize, n: &Node) -> P
         node,
         ip,
     }
+}
+
+/// The EKS administrator of the access-grant scenario, one IAM role session (its temporary access key) as
+/// EKS authenticates it: the assumed role's ARN as username, the role's id as uid, the mapped group.
+pub(crate) fn eks_admin(access_key_id: String) -> Actor {
+    use crate::access_grant as ag;
+    let user = User {
+        name: ag::ADMIN_USER.to_string(),
+        uid: Some(format!(
+            "aws-iam-authenticator:111122223333:{}",
+            ag::ADMIN_ROLE_ID
+        )),
+        groups: vec![ag::ADMIN_GROUP.into(), "system:authenticated".into()],
+        extra: vec![
+            ("accessKeyId", access_key_id),
+            ("arn", ag::ADMIN_USER.to_string()),
+            ("canonicalArn", ag::ADMIN_ROLE_ARN.to_string()),
+            (
+                "principalId",
+                format!("{}:{}", ag::ADMIN_ROLE_ID, ag::ADMIN_SESSION),
+            ),
+            ("sessionName", ag::ADMIN_SESSION.to_string()),
+        ],
+    };
+    Actor::new(
+        user,
+        ag::ADMIN_IP,
+        "kubectl/v1.30.1 (darwin/arm64) kubernetes/6911225",
+        ag::ADMIN_REASON,
+    )
+}
+
+/// The contractor of the access-grant scenario (an OIDC user), allowed by the scenario's binding.
+pub(crate) fn contractor() -> Actor {
+    use crate::access_grant as ag;
+    Actor::new(
+        User::new(
+            ag::CONTRACTOR,
+            &[ag::CONTRACTOR_GROUP, "system:authenticated"],
+        ),
+        ag::CONTRACTOR_IP,
+        "kubectl/v1.29.2 (windows/amd64) kubernetes/4b8e819",
+        ag::CONTRACTOR_REASON,
+    )
 }
 
 /// A service account as a pod's bound token presents it.

@@ -9,22 +9,26 @@
 //! largest user+verb+resource group), kubelets' leases and status, the scheduler, operators' watches, CI,
 //! kubectl users, health probes, some 403s and 404s. With [`Config::attacks`] on, attack scenarios are
 //! interleaved (one every few thousand events); the events carry no label, and
-//! [`Generator::last_was_attack`] tells which lines they are.
+//! [`Generator::last_was_attack`] tells which lines they are. [`rbac_snapshot`] gives the RBAC objects of the
+//! simulated cluster at [`Config::start`], which every `allow` reason of the traffic agrees with.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+pub mod access_grant;
 mod attacks;
 mod cluster;
 pub mod cut;
 mod event;
 mod json;
 mod objects;
+mod rbac;
 mod rng;
 mod time;
 mod traffic;
 
 use event::{Req, Stage};
+pub use rbac::rbac_snapshot;
 use rng::Rand;
 
 /// What to generate.
@@ -116,16 +120,25 @@ pub struct Generator {
     clock: f64,
     mean_gap_us: f64,
     pending: BinaryHeap<Pending>,
+    /// Requests (and their later stages) of the scenarios whose lines come on top of the traffic's
+    /// ([`attacks::Slow::extra`]): each is written at its time, between two of the traffic's lines.
+    extra: BinaryHeap<Pending>,
+    /// The traffic's next place on the clock, drawn before an extra line was written in front of it.
+    slot: Option<(i64, bool)>,
     follow: Vec<(i64, Req)>,
     seq: u64,
     lines: u64,
+    /// Lines other than extra ones: what places the attack scenarios.
+    slot_lines: u64,
     attack_lines: u64,
     last_attack: bool,
     next_attack_at: u64,
     scenario: usize,
     scenario_order: Vec<attacks::Scenario>,
-    /// The draws of [`attacks::SLOW_SCENARIO`].
-    slow_rng: Rand,
+    /// The draws of each of [`attacks::SLOW_SCENARIOS`].
+    slow_rngs: Vec<Rand>,
+    /// The stage delays of extra lines.
+    extra_rng: Rand,
 }
 
 impl Generator {
@@ -144,7 +157,11 @@ impl Generator {
             scenario_order.swap(i, attack_rng.below(i + 1));
         }
         let next_attack_at = attack_rng.range(200, 1_500);
-        let slow_rng = Rand::new(cfg.seed, 2);
+        let slow_rngs = attacks::SLOW_SCENARIOS
+            .iter()
+            .map(|s| Rand::new(cfg.seed, s.stream))
+            .collect();
+        let extra_rng = Rand::new(cfg.seed, 5);
         Generator {
             start_us: cfg.start.as_microsecond(),
             mean_gap_us: 1e6 / cfg.rate,
@@ -154,15 +171,19 @@ impl Generator {
             cluster,
             clock: 0.0,
             pending: BinaryHeap::new(),
+            extra: BinaryHeap::new(),
+            slot: None,
             follow: Vec::new(),
             seq: 0,
             lines: 0,
+            slot_lines: 0,
             attack_lines: 0,
             last_attack: false,
             next_attack_at,
             scenario: 0,
             scenario_order,
-            slow_rng,
+            slow_rngs,
+            extra_rng,
         }
     }
 
@@ -193,28 +214,47 @@ impl Generator {
         }
     }
 
-    fn push(&mut self, due_us: i64, stage: Stage, req: Box<Req>) {
+    fn push(&mut self, due_us: i64, stage: Stage, req: Box<Req>, extra: bool) {
         self.seq += 1;
-        self.pending.push(Pending {
+        let p = Pending {
             due_us,
             seq: self.seq,
             stage,
             req,
-        });
+        };
+        if extra {
+            self.extra.push(p);
+        } else {
+            self.pending.push(p);
+        }
     }
 
     /// Appends the next event (one JSON object, no newline) to `buf`.
     pub fn next_into(&mut self, buf: &mut Vec<u8>) {
-        let night = self.cfg.nights && is_night(self.start_us + self.clock as i64);
-        let gap = if night {
-            4.0 * self.mean_gap_us
-        } else {
-            self.mean_gap_us
+        let (now, night) = match self.slot.take() {
+            Some(slot) => slot,
+            None => {
+                let night = self.cfg.nights && is_night(self.start_us + self.clock as i64);
+                let gap = if night {
+                    4.0 * self.mean_gap_us
+                } else {
+                    self.mean_gap_us
+                };
+                self.clock += self.rng.exp(gap);
+                let now = self.start_us + self.clock as i64;
+                if self.cfg.attacks && self.slot_lines >= self.next_attack_at {
+                    self.start_scenario(now);
+                }
+                (now, night)
+            }
         };
-        self.clock += self.rng.exp(gap);
-        let now = self.start_us + self.clock as i64;
-        if self.cfg.attacks && self.lines >= self.next_attack_at {
-            self.start_scenario(now);
+        // An extra line due by the traffic's next place goes first, at its own time (after the line before,
+        // which was at or before the traffic's last place); the traffic's line waits for the next call.
+        if self.extra.peek().is_some_and(|p| p.due_us <= now) {
+            let p = self.extra.pop().expect("peeked");
+            self.slot = Some((now, night));
+            self.emit(p.req, p.stage, p.due_us, buf, true);
+            return;
         }
         let (req, stage) = match self.pending.peek() {
             Some(p) if p.due_us <= now => {
@@ -232,34 +272,33 @@ impl Generator {
                 let req = traffic::next(&mut ctx);
                 let first = self.first_stage();
                 for (delay, f) in std::mem::take(&mut self.follow) {
-                    self.push(now + delay, first, Box::new(f));
+                    self.push(now + delay, first, Box::new(f), false);
                 }
                 (Box::new(req), first)
             }
         };
-        self.emit(req, stage, now, buf);
+        self.emit(req, stage, now, buf, false);
     }
 
     fn start_scenario(&mut self, now: i64) {
         let n = self.scenario_order.len();
+        let rate = self.cfg.rate;
         if self.scenario.is_multiple_of(n) {
-            let steps = attacks::steps(
-                attacks::SLOW_SCENARIO,
-                &mut self.slow_rng,
-                &mut self.cluster,
-                now,
-            );
-            self.schedule(now, steps);
+            for (i, slow) in attacks::SLOW_SCENARIOS.iter().enumerate() {
+                let rng = &mut self.slow_rngs[i];
+                let steps = attacks::steps(slow.scenario, rng, &mut self.cluster, now, rate);
+                self.schedule(now, steps, slow.extra);
+            }
         }
         let s = self.scenario_order[self.scenario % n];
         self.scenario += 1;
-        let steps = attacks::steps(s, &mut self.attack_rng, &mut self.cluster, now);
-        self.schedule(now, steps);
-        self.next_attack_at = self.lines + self.attack_rng.range(1_500, 4_500);
+        let steps = attacks::steps(s, &mut self.attack_rng, &mut self.cluster, now, rate);
+        self.schedule(now, steps, false);
+        self.next_attack_at = self.slot_lines + self.attack_rng.range(1_500, 4_500);
     }
 
     /// Queues a scenario's steps, started at `now`.
-    fn schedule(&mut self, now: i64, steps: Vec<(i64, Req)>) {
+    fn schedule(&mut self, now: i64, steps: Vec<(i64, Req)>, extra: bool) {
         let first = self.first_stage();
         for (delay, req) in steps {
             // A step's delay is when kube-apiserver receives it. Its first line is RequestReceived then, or
@@ -269,11 +308,11 @@ impl Generator {
                 Stage::RequestReceived => now + delay,
                 _ => now + delay + req.latency_us,
             };
-            self.push(due, first, Box::new(req));
+            self.push(due, first, Box::new(req), extra);
         }
     }
 
-    fn emit(&mut self, mut req: Box<Req>, stage: Stage, now: i64, buf: &mut Vec<u8>) {
+    fn emit(&mut self, mut req: Box<Req>, stage: Stage, now: i64, buf: &mut Vec<u8>, extra: bool) {
         if self.cfg.metadata_only {
             req.level = event::Level::Metadata;
             req.request_object = None;
@@ -285,6 +324,7 @@ impl Generator {
         });
         req.render(buf, stage, now);
         self.lines += 1;
+        self.slot_lines += u64::from(!extra);
         self.last_attack = req.attack;
         self.attack_lines += u64::from(req.attack);
         if !self.cfg.stages {
@@ -292,12 +332,17 @@ impl Generator {
         }
         match stage {
             Stage::RequestReceived if req.long_running && req.code < 400 => {
-                let started = now + 300 + self.rng.below(2_000) as i64;
-                self.push(started, Stage::ResponseStarted, req);
+                let rng = if extra {
+                    &mut self.extra_rng
+                } else {
+                    &mut self.rng
+                };
+                let started = now + 300 + rng.below(2_000) as i64;
+                self.push(started, Stage::ResponseStarted, req, extra);
             }
             Stage::RequestReceived | Stage::ResponseStarted => {
                 let done = (received + req.latency_us).max(now + 1);
-                self.push(done, Stage::ResponseComplete, req);
+                self.push(done, Stage::ResponseComplete, req, extra);
             }
             Stage::ResponseComplete => {}
         }

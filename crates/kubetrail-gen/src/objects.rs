@@ -1114,3 +1114,119 @@ fn payments_pod_spec(w: &mut Jw<'_>, d: &PaymentsDeployment<'_>) {
     });
     w.str("schedulerName", "default-scheduler");
 }
+
+/// What kube-apiserver keeps of an RBAC object besides what was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredMeta<'a> {
+    pub uid: &'a str,
+    pub resource_version: u64,
+    pub created: &'a str,
+}
+
+fn rbac_metadata(w: &mut Jw<'_>, name: &str, ns: &str, stored: Option<StoredMeta<'_>>) {
+    w.obj("metadata", |w| {
+        w.str("name", name);
+        w.opt("namespace", ns);
+        match stored {
+            Some(s) => {
+                w.str("uid", s.uid);
+                w.str("resourceVersion", &s.resource_version.to_string());
+                w.str("creationTimestamp", s.created);
+            }
+            None => w.raw("creationTimestamp", b"null"),
+        }
+    });
+}
+
+/// A Role of one rule, as `kubectl create role NAME --verb=... --resource=...` sends it (and, `stored`, as
+/// kept).
+pub(crate) fn role(
+    name: &str,
+    ns: &str,
+    verbs: &[&str],
+    resources: &[&str],
+    stored: Option<StoredMeta<'_>>,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(384);
+    Jw::object(&mut buf, |w| {
+        w.str("kind", "Role");
+        w.str("apiVersion", "rbac.authorization.k8s.io/v1");
+        rbac_metadata(w, name, ns, stored);
+        w.arr("rules", |w| {
+            w.el_obj(|w| {
+                w.strs("verbs", verbs);
+                w.strs("apiGroups", &[""]);
+                w.strs("resources", resources);
+            });
+        });
+    });
+    buf
+}
+
+/// A RoleBinding of Role `role` to `subjects` ((kind, name) of Users and Groups).
+pub(crate) fn role_binding(
+    name: &str,
+    ns: &str,
+    role: &str,
+    subjects: &[(&str, &str)],
+    stored: Option<StoredMeta<'_>>,
+) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(512);
+    Jw::object(&mut buf, |w| {
+        w.str("kind", "RoleBinding");
+        w.str("apiVersion", "rbac.authorization.k8s.io/v1");
+        rbac_metadata(w, name, ns, stored);
+        subjects_field(w, subjects);
+        w.obj("roleRef", |w| {
+            w.str("apiGroup", "rbac.authorization.k8s.io");
+            w.str("kind", "Role");
+            w.str("name", role);
+        });
+    });
+    buf
+}
+
+/// `kubectl patch --type merge` of a binding's subjects (a merge patch replaces the whole list).
+pub(crate) fn subjects_patch(subjects: &[(&str, &str)]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    Jw::object(&mut buf, |w| subjects_field(w, subjects));
+    buf
+}
+
+fn subjects_field(w: &mut Jw<'_>, subjects: &[(&str, &str)]) {
+    w.arr("subjects", |w| {
+        for (kind, name) in subjects {
+            w.el_obj(|w| {
+                w.str("kind", kind);
+                w.str("apiGroup", "rbac.authorization.k8s.io");
+                w.str("name", name);
+            });
+        }
+    });
+}
+
+/// What `kubectl delete` sends.
+pub(crate) fn delete_options(api_version: &str) -> Vec<u8> {
+    format!(
+        r#"{{"kind":"DeleteOptions","apiVersion":"{api_version}","propagationPolicy":"Background"}}"#
+    )
+    .into_bytes()
+}
+
+/// The Status a successful delete answers with.
+pub(crate) fn deleted_status(name: &str, group: &str, kind: &str, uid: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    Jw::object(&mut buf, |w| {
+        w.str("kind", "Status");
+        w.str("apiVersion", "v1");
+        w.obj("metadata", |_| {});
+        w.str("status", "Success");
+        w.obj("details", |w| {
+            w.str("name", name);
+            w.str("group", group);
+            w.str("kind", kind);
+            w.str("uid", uid);
+        });
+    });
+    buf
+}

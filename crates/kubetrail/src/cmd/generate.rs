@@ -66,10 +66,17 @@ pub struct GenArgs {
     #[arg(long, value_name = "RFC3339")]
     start: Option<jiff::Timestamp>,
     /// Interleave attack scenarios (secret theft, RBAC escalation, privileged pods, exec, nodes/proxy, token
-    /// requests, impersonation, anonymous access, 403 bursts), one every few thousand events. Nothing in
-    /// the events marks them.
+    /// requests, impersonation, anonymous access, 403 bursts), one every few thousand events, and two slow
+    /// ones beside them: a production Deployment tampered with, and an access grant (an EKS admin binds a
+    /// contractor to a Role reading prod-payments secrets, the contractor reads them, the binding is widened
+    /// to a group, then revoked, and the next read refused). Nothing in the events marks them.
     #[arg(long)]
     attacks: bool,
+    /// Also write the simulated cluster's RBAC objects at --start to FILE, as `kubectl get
+    /// clusterroles,clusterrolebindings,roles,rolebindings -A -o json` prints them (the bindings the traffic's
+    /// reasons name, with Kubernetes' bootstrap policy).
+    #[arg(long, value_name = "FILE")]
+    rbac_snapshot: Option<PathBuf>,
     /// Also write RequestReceived (and ResponseStarted for watch, exec, logs) stages, as an apiserver
     /// without `omitStages` does.
     #[arg(long)]
@@ -153,7 +160,7 @@ pub fn run(args: GenArgs) -> anyhow::Result<Outcome> {
         (None, Some(secs)) => (secs * args.rate).round() as u64,
         (None, None) => DEFAULT_COUNT,
     };
-    let generator = Generator::new(Config {
+    let config = Config {
         nodes: args.nodes,
         rate: args.rate,
         seed: args.seed,
@@ -164,7 +171,12 @@ pub fn run(args: GenArgs) -> anyhow::Result<Outcome> {
         stages: args.stages,
         metadata_only: args.metadata_only,
         nights: args.nights,
-    });
+    };
+    if let Some(path) = &args.rbac_snapshot {
+        std::fs::write(path, kubetrail_gen::rbac_snapshot(&config))
+            .with_context(|| format!("failed to write the RBAC snapshot `{}`", path.display()))?;
+    }
+    let generator = Generator::new(config);
     if let Some(url) = &args.post {
         return post(&args, url, generator, count);
     }
