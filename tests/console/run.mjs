@@ -118,9 +118,12 @@ async function main() {
     // ---- traffic --------------------------------------------------------------------------------------
     const now = Date.now();
     log("the generator's traffic with attack scenarios (20,000 events over the last two hours)");
+    const genStart = new Date(now - 2 * 3600e3).toISOString().replace(/\.\d+Z$/, "Z");
     execFileSync(bin, ["gen", "--attacks", "--count", "20000", "--rate", "3",
-      "--start", new Date(now - 2 * 3600e3).toISOString().replace(/\.\d+Z$/, "Z"),
+      "--start", genStart, "--rbac-snapshot", join(dir, "rbac.json"),
       "--post", base + "/k8s-audit", "--token", INGEST_TOKEN], { stdio: ["ignore", "ignore", "inherit"] });
+    log("the simulated cluster's RBAC snapshot at the traffic's start, imported as the base");
+    execFileSync(bin, ["rbac", "import", join(dir, "rbac.json"), "--taken", genStart, "--data", join(dir, "data")], { stdio: ["ignore", "ignore", "inherit"] });
 
     log("the seed breach, moved to the last half hour, plus a pod deletion and an attacker with <script> in its text");
     const breach = readFileSync(join(repo, "crates/kubetrail/tests/fixtures/breach.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
@@ -169,7 +172,7 @@ async function main() {
 
     // ---- every route refuses the unauthenticated ------------------------------------------------------
     log("unauthenticated requests to every console and API route are refused");
-    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/history", "/sessions", "/volume", "/clusters", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
+    const pages = ["/", "/alerts", `/alerts/${bind.id}`, "/search", "/events/delete-the-pod", "/timeline", "/scope", "/history", "/sessions", "/identity", "/rbac", "/volume", "/clusters", "/assets/app.js", "/assets/app.css", "/assets/uPlot.iife.min.js"];
     for (const p of pages) {
       const res = await fetch(base + p, { redirect: "manual" });
       assert.equal(res.status, 303, `${p} without a session`);
@@ -184,6 +187,10 @@ async function main() {
       assert.equal(res.status, 401, `GET ${p} without credentials`);
       const wrong = await fetch(base + p, { headers: { Authorization: "Bearer wrong" } });
       assert.equal(wrong.status, 401, `GET ${p} with a wrong token`);
+    }
+    // Without credentials only: a wrong token per route would pass the address's 20 a minute and be throttled.
+    for (const p of ["/api/v1/whois?identity=x", "/api/v1/rbac/who-can?verb=get&resource=secrets", "/api/v1/rbac/grants?user=x", "/api/v1/rbac/diff?since=1h", "/api/v1/rbac/unused?user=x"]) {
+      assert.equal((await fetch(base + p)).status, 401, `GET ${p} without credentials`);
     }
     const apiPosts = [`/api/v1/alerts/${bind.id}/ack`, `/api/v1/alerts/${bind.id}/resolve`, `/api/v1/alerts/${bind.id}/note`, "/api/v1/suppressions",
       "/api/v1/suppressions/x/lift", "/api/v1/query", "/api/v1/who", "/api/v1/timeline", "/api/v1/scope", "/k8s-audit", "/api/v1/audit"];
@@ -390,6 +397,58 @@ async function main() {
       await row.locator("a", { hasText: exec.user }).first().click();
       await page.waitForURL(/\/timeline\?user=/);
       assert.equal(new URL(page.url()).searchParams.get("user"), exec.user, "the session links to its actor's timeline");
+    }
+
+    log("who can: the contractor's grant between its creation and its revocation, as the API says; linked to her identity");
+    {
+      // The page before may still be loading its queries (two at a time): asked again until a slot is free.
+      const ask = (path) => until(path, () => getJson(path), 30000);
+      await page.goto(base + "/rbac");
+      const q = await ask("/api/v1/query?" + new URLSearchParams({ where: 'name = "contractor-secrets" and resource = rolebindings', limit: "20" }));
+      const write = (verb) => q.events.find((e) => e.verb === verb);
+      const created = write("create");
+      assert.ok(created && write("delete"), `the access-grant scenario's binding writes: ${JSON.stringify(q).slice(0, 1500)}`);
+      const at = new Date(Date.parse(created.requestReceivedTimestamp) + 1000).toISOString();
+      const params = { verb: "get", resource: "secrets", namespace: "prod-payments", at };
+      const api = await ask("/api/v1/rbac/who-can?" + new URLSearchParams(params));
+      assert.ok(api.allowed.some((a) => a.subject === "eve@contractor.example"), `the API names the contractor: ${JSON.stringify(api).slice(0, 1500)}`);
+      await page.goto(base + "/rbac?" + new URLSearchParams(params));
+      await page.locator("#who-can-at").waitFor();
+      const subjects = await page.locator("tbody tr td:first-child").allInnerTexts();
+      assert.deepEqual(subjects, api.allowed.map((a) => a.subject), "the console lists what the API answers, in order");
+      await shot("08d-who-can");
+      // After the revocation: gone.
+      const after = new Date(Date.parse(write("delete").requestReceivedTimestamp) + 1000).toISOString();
+      await page.goto(base + "/rbac?" + new URLSearchParams(Object.assign({}, params, { at: after })));
+      await page.locator("#who-can-at").waitFor();
+      assert.ok(!(await page.locator("tbody").innerText()).includes("eve@contractor.example"), "revoked: not listed");
+
+      log("the contractor's identity page: her grant and its revocation, by the EKS admin, from where");
+      await page.goto(base + "/rbac?" + new URLSearchParams(params));
+      await page.locator("tbody a", { hasText: "eve@contractor.example" }).first().click();
+      await page.waitForURL(/\/identity\?identity=eve/);
+      await page.getByRole("heading", { name: "Changes" }).waitFor();
+      const changes = await page.locator("table").last().innerText();
+      assert.ok(changes.includes("granted") && changes.includes("revoked"), changes);
+      assert.ok(changes.includes(created.user.username), `by the admin: ${changes}`);
+      assert.ok(changes.includes(created.sourceIPs[0]), `from where: ${changes}`);
+
+      log("the EKS admin behind the assumed role: whois by her session name, as the API says");
+      const session = created.user.extra.sessionName[0];
+      const who = await ask("/api/v1/whois?" + new URLSearchParams({ identity: session }));
+      const ids = who.sections.find((x) => x.key === "identities").rows;
+      assert.equal(ids.length, 1);
+      assert.ok(ids[0].behind.startsWith("AWS role eks-platform-admins (account 111122223333), session " + session), ids[0].behind);
+      await page.goto(base + "/identity?" + new URLSearchParams({ identity: session }));
+      const row = page.locator("tbody tr", { hasText: ids[0].behind }).first();
+      await row.waitFor();
+      assert.ok((await row.innerText()).includes(created.user.username), "the console shows the session's identity and who is behind it");
+      await page.getByText("cloud principals").first().waitFor();
+      // Her grants are her session's: through her group's binding to cluster-admin.
+      await page.locator("td", { hasText: 'ClusterRoleBinding "eks-platform-admins"' }).first().waitFor();
+      // The credential cell links each user to its identity page, as text.
+      assert.ok(!(await page.locator("body").innerText()).includes("http://"), "no link printed as its address");
+      await shot("08e-identity");
     }
 
     log("paging over a large result");

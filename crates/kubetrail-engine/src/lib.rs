@@ -266,6 +266,7 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udf(json_match_udf());
+        ctx.register_udf(whois::user_extra_udf());
         capped::install(&ctx)?;
 
         let schema = columnar::schema();

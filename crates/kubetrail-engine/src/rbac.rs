@@ -10,6 +10,8 @@
 
 use std::ops::ControlFlow;
 
+use futures::StreamExt;
+
 use kubetrail_rbac::{
     Access, GrantChange, GrantedRule, PolicyRule, Proposal, RbacWrite, Snapshot, State, Subject,
     Uncertain, Used, UserRef, WhoCan,
@@ -17,7 +19,8 @@ use kubetrail_rbac::{
 use serde::Serialize;
 
 use crate::reports::{ReportError, sql_str};
-use crate::{Engine, RowQuery, Scope};
+use crate::{Engine, EventRow, RowQuery, Scope};
+use serde_json::Value;
 
 /// The RBAC writes: the four kinds of `rbac.authorization.k8s.io`, written.
 const WRITES: &str = "\"api_group\" = 'rbac.authorization.k8s.io' AND \"resource\" IN ('roles', 'clusterroles', \
@@ -91,13 +94,25 @@ pub struct Replayed {
 
 /// Replays the writes the engine holds (open it with [`Base::scope`]) on `base`, keeping the changes of those
 /// at or after `record_from_us`.
+///
+/// Writes are applied in the order they finished (their `ResponseComplete` stage), not the order they were
+/// received: a client that sends a grant slowly and a revocation fast has the revocation received last but
+/// committed first, and the apiserver ends with the grant. Rows come in receive order, so a write is held
+/// until a row received after it finished arrives (every later write finishes later): memory is the writes
+/// in flight at once.
 pub async fn replay(
     engine: &Engine,
     base: &Base,
     record_from_us: Option<i64>,
 ) -> Result<Replayed, ReportError> {
-    let mut state = State::from_snapshot(&base.snapshot);
-    let (mut writes, mut changes, mut more) = (0usize, Vec::new(), 0usize);
+    let mut r = Replayer {
+        state: State::from_snapshot(&base.snapshot),
+        record_from_us,
+        writes: 0,
+        changes: Vec::new(),
+        more: 0,
+        held: Vec::new(),
+    };
     let predicate = format!(
         "{WRITES} AND \"time\" > to_timestamp_micros({})",
         base.taken_us
@@ -110,74 +125,112 @@ pub async fn replay(
                 ..RowQuery::default()
             },
             |row| {
-                writes += 1;
+                r.writes += 1;
                 let event = row
                     .event
                     .as_deref()
                     .and_then(kubetrail_history::parse_event)
                     .unwrap_or_default();
-                let time = row.time();
-                let w = RbacWrite {
-                    time: &time,
-                    audit_id: &row.audit_id,
-                    user: &row.user,
-                    impersonated_user: row.impersonated_user.as_deref(),
-                    source_ips: &row.source_ips,
-                    user_agent: row.user_agent.as_deref(),
-                    verb: &row.verb,
-                    resource: row.resource.as_deref().unwrap_or(""),
-                    api_group: row.api_group.as_deref(),
-                    subresource: row.subresource.as_deref(),
-                    namespace: row.namespace.as_deref(),
-                    name: row.name.as_deref(),
-                    uri: &row.uri,
-                    level: &row.level,
-                    code: row.code,
-                    request_object: event.get("requestObject"),
-                    response_object: event.get("responseObject"),
-                };
-                let applied = state.apply(&w);
-                let recorded = record_from_us.is_none_or(|from| row.time_us >= from);
-                if recorded && (!applied.changes.is_empty() || applied.became_uncertain) {
-                    if changes.len() >= MAX_CHANGES {
-                        more += 1;
-                    } else {
-                        let object = match (&row.namespace, &row.name) {
-                            (Some(ns), Some(n)) => format!("{ns}/{n}"),
-                            (None, Some(n)) => n.clone(),
-                            (Some(ns), None) => format!("{ns}/*"),
-                            (None, None) => "*".into(),
-                        };
-                        changes.push(Change {
-                            write: format!(
-                                "{} {} {object:?}",
-                                row.verb,
-                                row.resource.as_deref().unwrap_or("")
-                            ),
-                            time,
-                            audit_id: row.audit_id.clone(),
-                            cluster: row.cluster.clone(),
-                            by: row.user.clone(),
-                            impersonated_user: row.impersonated_user.clone(),
-                            source_ips: row.source_ips.clone(),
-                            user_agent: row.user_agent.clone(),
-                            code: row.code,
-                            grants: applied.changes,
-                            notes: applied.notes,
-                            uncertain: applied.became_uncertain,
-                        });
-                    }
-                }
+                let finished = event
+                    .get("stageTimestamp")
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map_or(row.time_us, |t| t.as_microsecond().max(row.time_us));
+                r.release(row.time_us);
+                r.held.push((finished, row, event));
                 ControlFlow::Continue(())
             },
         )
         .await?;
+    r.release(i64::MAX);
     Ok(Replayed {
-        state,
-        writes,
-        changes,
-        more,
+        state: r.state,
+        writes: r.writes,
+        changes: r.changes,
+        more: r.more,
     })
+}
+
+/// [`replay`]'s state: RBAC as replayed so far, and the writes received but not yet known to be next.
+struct Replayer {
+    state: State,
+    record_from_us: Option<i64>,
+    writes: usize,
+    changes: Vec<Change>,
+    more: usize,
+    /// (finished, row, event) of writes received, not applied yet.
+    held: Vec<(i64, EventRow, Value)>,
+}
+
+impl Replayer {
+    /// Applies, in the order they finished, the held writes that finished before `received_us`.
+    fn release(&mut self, received_us: i64) {
+        self.held
+            .sort_by_key(|(finished, row, _)| (*finished, row.time_us));
+        let ready = self
+            .held
+            .partition_point(|(finished, ..)| *finished < received_us);
+        let rest = self.held.split_off(ready);
+        for (_, row, event) in std::mem::replace(&mut self.held, rest) {
+            self.apply(&row, &event);
+        }
+    }
+
+    fn apply(&mut self, row: &EventRow, event: &Value) {
+        let time = row.time();
+        let w = RbacWrite {
+            time: &time,
+            audit_id: &row.audit_id,
+            user: &row.user,
+            impersonated_user: row.impersonated_user.as_deref(),
+            source_ips: &row.source_ips,
+            user_agent: row.user_agent.as_deref(),
+            verb: &row.verb,
+            resource: row.resource.as_deref().unwrap_or(""),
+            api_group: row.api_group.as_deref(),
+            subresource: row.subresource.as_deref(),
+            namespace: row.namespace.as_deref(),
+            name: row.name.as_deref(),
+            uri: &row.uri,
+            level: &row.level,
+            code: row.code,
+            request_object: event.get("requestObject"),
+            response_object: event.get("responseObject"),
+        };
+        let applied = self.state.apply(&w);
+        let recorded = self.record_from_us.is_none_or(|from| row.time_us >= from);
+        if !recorded || (applied.changes.is_empty() && !applied.became_uncertain) {
+            return;
+        }
+        if self.changes.len() >= MAX_CHANGES {
+            self.more += 1;
+            return;
+        }
+        let object = match (&row.namespace, &row.name) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n.clone(),
+            (Some(ns), None) => format!("{ns}/*"),
+            (None, None) => "*".into(),
+        };
+        self.changes.push(Change {
+            write: format!(
+                "{} {} {object:?}",
+                row.verb,
+                row.resource.as_deref().unwrap_or("")
+            ),
+            time,
+            audit_id: row.audit_id.clone(),
+            cluster: row.cluster.clone(),
+            by: row.user.clone(),
+            impersonated_user: row.impersonated_user.clone(),
+            source_ips: row.source_ips.clone(),
+            user_agent: row.user_agent.clone(),
+            code: row.code,
+            grants: applied.changes,
+            notes: applied.notes,
+            uncertain: applied.became_uncertain,
+        });
+    }
 }
 
 /// A rule as one line: `get,list secrets [names: a,b]` or `get /healthz`.
@@ -383,29 +436,29 @@ pub struct ChangeRow {
     pub source_ips: Vec<String>,
 }
 
-/// The groups `user` presented in its last request in the engine's range (none when it made none).
-pub async fn groups_of(engine: &Engine, user: &str) -> Result<Vec<String>, ReportError> {
-    let (_, rows) = engine
-        .sql_rows(
-            &format!(
-                "SELECT array_to_string(\"groups\", '\u{1f}') FROM events WHERE \"user\" = {} ORDER BY \"time\" DESC \
-                 LIMIT 1",
-                sql_str(user)
-            ),
-            Some(1),
-        )
-        .await?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first())
-        .map(|c| {
-            c.text()
-                .split('\u{1f}')
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default())
+/// The groups `user` presented: in its last request at or before `at_us`, else in its first after (an
+/// engine over the whole store, not the base's range: group membership is not RBAC's); none when it made no
+/// request.
+pub async fn groups_of(
+    engine: &Engine,
+    user: &str,
+    at_us: i64,
+) -> Result<Vec<String>, ReportError> {
+    for (cmp, order) in [("<=", "DESC"), (">", "ASC")] {
+        let sql = format!(
+            "SELECT \"groups\" FROM events WHERE \"user\" = {} AND \"impersonated_user\" IS NULL AND \"time\" {cmp} \
+             to_timestamp_micros({at_us}) ORDER BY \"time\" {order} LIMIT 1",
+            sql_str(user)
+        );
+        let mut stream = engine.stream(&sql).await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(crate::EngineError::from)?;
+            if batch.num_rows() > 0 {
+                return Ok(crate::list_strings(batch.column(0), 0)?);
+            }
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// What `user` (with `groups`) was granted at `at_us`, and the changes to its grants from `since_us`.
@@ -513,10 +566,12 @@ pub struct UnusedAnswer {
     pub notes: Vec<String>,
 }
 
-/// What `user` was granted at `at_us` against what it used from `since_us`, and the least-privilege Roles that
-/// would allow exactly what it used.
+/// What `user` was granted at `at_us` (`engine` opened with [`Base::scope`]) against what it used from
+/// `since_us` (`usage`: an engine over that range), and the least-privilege Roles that would allow exactly
+/// what it used.
 pub async fn unused(
     engine: &Engine,
+    usage: &Engine,
     base: &Base,
     user: &UserRef,
     since_us: i64,
@@ -524,7 +579,7 @@ pub async fn unused(
 ) -> Result<UnusedAnswer, ReportError> {
     let r = replay(engine, base, Some(i64::MAX)).await?;
     let granted = r.state.rules_for(user);
-    let used = used(engine, &user.name, since_us).await?;
+    let used = used(usage, &user.name, since_us).await?;
     let proposal = kubetrail_rbac::propose(user, &granted, &used);
     let mut notes = with_uncertainty(Vec::new(), &r.state.uncertain());
     if used.is_empty() {

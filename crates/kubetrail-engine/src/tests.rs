@@ -2000,7 +2000,7 @@ fn rbac_at_any_moment_replays_grants_revocations_and_uncertainty() {
     let eve_ref = kubetrail_rbac::UserRef {
         name: "eve@contractor.example".into(),
         groups: rt
-            .block_on(rbac::groups_of(&engine, "eve@contractor.example"))
+            .block_on(rbac::groups_of(&engine, "eve@contractor.example", until))
             .unwrap(),
     };
     assert_eq!(eve_ref.groups, ["contractors"]);
@@ -2026,5 +2026,106 @@ fn rbac_at_any_moment_replays_grants_revocations_and_uncertainty() {
     assert_eq!(
         (u[0].verb.as_str(), u[0].resource.as_str(), u[0].count),
         ("list", "pods", 1)
+    );
+}
+
+/// A request body nested deeper than the JSON parser goes does not hide who made it: the credential is found.
+#[test]
+fn whois_finds_a_credential_beside_a_body_nested_too_deep_for_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+    let plain = identity_event(
+        "w1",
+        WEB_TOKEN,
+        "",
+        r#""10.244.1.7""#,
+        "2026-03-01T11:00:00Z",
+    );
+    let nested = identity_event(
+        "w2",
+        WEB_TOKEN,
+        "",
+        r#""203.0.113.66""#,
+        "2026-03-01T12:00:00Z",
+    )
+    .replacen(
+        "\"verb\":\"list\"",
+        &format!("\"verb\":\"list\",\"requestObject\":{deep}"),
+        1,
+    );
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&nested).is_err(),
+        "deeper than serde_json goes"
+    );
+    let root = store_lines(dir.path(), &[("c1", plain), ("c1", nested)]);
+    let r = whois_of(&root, "JTI=7f3e-stolen");
+    assert_eq!(
+        section(&r, "credentials").rows[0][6],
+        "2",
+        "{:?}",
+        section(&r, "credentials").rows
+    );
+    let t = report(
+        &root,
+        reports::ReportRequest::Timeline(reports::TimelineRequest {
+            user: String::new(),
+            credential: Some("JTI=7f3e-stolen".into()),
+        }),
+    );
+    assert_eq!(t.sections[0].rows[0][5], "2");
+}
+
+/// Writes apply in the order they finished: a grant sent slowly and received first, then a revocation received
+/// later that finished first, leaves the grant (the apiserver committed it last).
+#[test]
+fn rbac_replay_applies_writes_in_the_order_they_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let eve =
+        r#"{"kind":"User","name":"eve@contractor.example","apiGroup":"rbac.authorization.k8s.io"}"#;
+    let slow_grant = rbac_write(
+        "x",
+        "update",
+        "Request",
+        "contractor",
+        "2026-03-01T10:00:00Z",
+        &rbac_binding(eve),
+    )
+    .replace(
+        r#""stageTimestamp":"2026-03-01T10:00:00Z""#,
+        r#""stageTimestamp":"2026-03-01T10:00:30Z""#,
+    );
+    let fast_revoke = rbac_write(
+        "y",
+        "update",
+        "Request",
+        "contractor",
+        "2026-03-01T10:00:05Z",
+        &rbac_binding(""),
+    );
+    assert!(slow_grant.contains("10:00:30Z"));
+    let root = store_lines(dir.path(), &[("c1", slow_grant), ("c1", fast_revoke)]);
+    let base = rbac::Base {
+        cluster: None,
+        taken_us: T0 - 3600 * SEC,
+        snapshot: kubetrail_rbac::parse_snapshot(RBAC_BASE.as_bytes()).unwrap(),
+    };
+    let at = "2026-03-01T10:05:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_microsecond();
+    let engine = Engine::open(&root, &base.scope(at)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let access = kubetrail_rbac::parse_access("get", "secrets", Some("prod")).unwrap();
+    let w = rt
+        .block_on(rbac::who_can(&engine, &base, &access, at))
+        .unwrap();
+    assert!(
+        w.allowed
+            .iter()
+            .any(|a| a.subject == "eve@contractor.example"),
+        "{:?}",
+        w.allowed
     );
 }

@@ -12,6 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use arrow::datatypes::DataType;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use futures::StreamExt;
 use kubetrail_model::principal::{self, Principal};
 use serde_json::Value;
@@ -53,17 +57,13 @@ fn like_fragment(value: &str) -> Option<String> {
 }
 
 /// Events whose `user.extra[key]` holds `value` for one of `keys`: a `LIKE` on the text first (cheap), then
-/// the JSON match (exact).
+/// the exact match ([`user_extra_udf`]: a request body nested deeper than the JSON parser goes does not hide
+/// the user).
 pub(crate) fn extra_predicate(keys: &[&str], value: &str) -> String {
     let v = sql_str(value);
     let exact = keys
         .iter()
-        .map(|k| {
-            format!(
-                "kt_json_match(\"event\", {}, '=', {v})",
-                sql_str(&format!("user.extra.{k}"))
-            )
-        })
+        .map(|k| format!("kt_user_extra(\"event\", {}) = {v}", sql_str(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
     match like_fragment(value) {
@@ -184,6 +184,56 @@ fn users_of(event: &str) -> (Value, Value) {
             Some(mut v) => (v["user"].take(), v["impersonatedUser"].take()),
             None => (Value::Null, Value::Null),
         },
+    }
+}
+
+/// `kt_user_extra(event, key) -> Utf8`: the first string of the stored event's `user.extra[key]` (null when it
+/// has none), read as [`users_of`] reads it: the part of a body too deep for the parser is cut, never the user.
+pub fn user_extra_udf() -> ScalarUDF {
+    ScalarUDF::from(UserExtra {
+        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct UserExtra {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for UserExtra {
+    fn name(&self) -> &str {
+        "kt_user_extra"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        use arrow::array::{Array, AsArray, StringBuilder};
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (events, keys) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+        let mut out = StringBuilder::with_capacity(events.len(), 0);
+        for i in 0..events.len() {
+            let value = (events.is_valid(i) && keys.is_valid(i))
+                .then(|| {
+                    let (user, _) = users_of(events.value(i));
+                    match user.get("extra") {
+                        Some(Value::Object(extra)) => principal::first(extra, keys.value(i)),
+                        _ => None,
+                    }
+                })
+                .flatten();
+            out.append_option(value);
+        }
+        Ok(ColumnarValue::Array(std::sync::Arc::new(out.finish())))
     }
 }
 
@@ -586,7 +636,8 @@ fn render(
                 "an assumed role's session name is chosen by whoever called sts:AssumeRole (unless the role's \
                  trust policy requires sts:RoleSessionName or sts:SourceIdentity): it names the human behind the \
                  role as far as that caller is trusted; CloudTrail's AssumeRole event with the access key id names \
-                 the caller"
+                 the caller. user.extra is what the authenticator said: with a webhook or structured authenticator \
+                 that maps a client's claims into it, it is what the client said"
                     .into(),
             ),
         );

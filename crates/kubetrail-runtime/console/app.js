@@ -403,7 +403,7 @@
     if ((column === "audit_id" || column === "audit_ids") && text) return link("/events/" + encodeURIComponent(text.split(",")[0]), text);
     if (column === "user" && text) return link("/timeline?" + qs({ user: text }), text);
     if (column === "credential" && text) return link("/timeline?" + qs({ credential_id: text }), text, { class: "credential-link" });
-    if ((column === "identity" || column === "other_identity" || column === "users") && text) return text.split(",").flatMap((u, i) => [i ? ", " : "", link("/identity?" + qs({ identity: u }), u)]);
+    if ((column === "identity" || column === "other_identity" || column === "users") && text) return h("span", {}, ...text.split(",").flatMap((u, i) => [i ? ", " : "", link("/identity?" + qs({ identity: u }), u)]));
     if (column === "subject" && row && row.user) return link("/identity?" + qs({ identity: row.user }), text);
     return text;
   }
@@ -477,15 +477,15 @@
     if (!p.identity) return show(h("h1", {}, "Identity"), form, h("p", { class: "muted" }, "Who or what is behind an identity: a username, an AWS ARN or session name (the human behind an EKS role), or a credential id (a service-account token's JTI=…, a certificate's X509SHA256=…, an access key id)."));
     show(h("h1", {}, "Who is " + p.identity), form, h("p", { class: "muted" }, "Loading…"));
     const range = apiRange(p);
-    const [rep, grants] = await Promise.all([
-      api("/api/v1/whois?" + qs(Object.assign({ identity: p.identity }, range))),
-      api("/api/v1/rbac/grants?" + qs(Object.assign({ user: p.identity }, range))).catch((e) => ({ error: e })),
-    ]);
+    const rep = await api("/api/v1/whois?" + qs(Object.assign({ identity: p.identity }, range)));
     const users = (rep.sections.find((s) => s.key === "identities") || { rows: [] }).rows.map((r) => r.user);
+    // The grants of the identity found (a session name or a credential resolves to its username).
+    const grantee = users.length === 1 ? users[0] : p.identity;
+    const grants = await api("/api/v1/rbac/grants?" + qs(Object.assign({ user: grantee }, range))).catch((e) => ({ error: e }));
     show(h("h1", {}, "Who is " + p.identity), form,
       h("p", {}, users.slice(0, 5).flatMap((u, i) => [i ? " · " : "", link("/timeline?" + qs({ user: u, since: p.since, until: p.until }), "Timeline of " + u, { class: "scope-link" }), " · ", link("/scope?" + qs({ user: u, since: p.since, until: p.until }), "scope")])),
       reportTables(rep),
-      h("h2", {}, "RBAC grants over time"),
+      h("h2", {}, "RBAC grants over time" + (grantee !== p.identity ? " of " + grantee : "")),
       grants.error ? errorBox(grants.error) : rbacGrants(grants));
   }
 

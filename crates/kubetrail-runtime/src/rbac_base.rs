@@ -56,9 +56,15 @@ pub fn import(
     }
     let snapshot = kubetrail_rbac::parse_snapshot(bytes)?;
     if snapshot.objects.is_empty() {
+        let skipped = snapshot.skipped.iter().take(5).cloned().collect::<Vec<_>>();
         bail!(
-            "the snapshot holds no Role, ClusterRole, RoleBinding or ClusterRoleBinding (make it with `kubectl get \
-             clusterroles,clusterrolebindings,roles,rolebindings -A -o json`)"
+            "the snapshot holds no Role, ClusterRole, RoleBinding or ClusterRoleBinding{} (make it with `kubectl \
+             get clusterroles,clusterrolebindings,roles,rolebindings -A -o json`)",
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped {}", skipped.join("; "))
+            }
         );
     }
     let dir = dir(data);

@@ -382,10 +382,30 @@ fn diff(a: DiffArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn user_ref(session: &Session, user: &str) -> anyhow::Result<UserRef> {
-    let groups = session
-        .rt
-        .block_on(rbac::groups_of(&session.engine, user))?;
+/// A session over the store of `store`'s cluster, from `since` to `until`.
+fn usage(
+    store: &StoreArgs,
+    cluster: Option<String>,
+    since: Option<jiff::Timestamp>,
+    until: Option<jiff::Timestamp>,
+) -> anyhow::Result<Session> {
+    Session::open(&ScopeArgs {
+        data: store.data.clone(),
+        config: store.config.clone(),
+        lake: None,
+        cluster,
+        since,
+        until,
+    })
+}
+
+/// `user` with the groups it presented (its last request up to `until`, else its first after).
+fn user_ref(session: &Session, user: &str, until: jiff::Timestamp) -> anyhow::Result<UserRef> {
+    let groups = session.rt.block_on(rbac::groups_of(
+        &session.engine,
+        user,
+        until.as_microsecond(),
+    ))?;
     Ok(UserRef {
         name: user.to_string(),
         groups,
@@ -395,7 +415,8 @@ fn user_ref(session: &Session, user: &str) -> anyhow::Result<UserRef> {
 fn grants(a: UserArgs) -> anyhow::Result<Outcome> {
     let until = a.until.unwrap_or_else(jiff::Timestamp::now);
     let (base, session) = open(&a.store, until)?;
-    let who = user_ref(&session, &a.user)?;
+    let all = usage(&a.store, base.cluster.clone(), None, None)?;
+    let who = user_ref(&all, &a.user, until)?;
     let answer = session.rt.block_on(rbac::grants(
         &session.engine,
         &base,
@@ -464,9 +485,17 @@ fn unused(a: UnusedArgs) -> anyhow::Result<Outcome> {
         .map(|t| t.as_microsecond())
         .unwrap_or(until.as_microsecond() - 30 * 86_400 * 1_000_000);
     let (base, session) = open(&w.store, until)?;
-    let who = user_ref(&session, &w.user)?;
+    let used = usage(
+        &w.store,
+        base.cluster.clone(),
+        jiff::Timestamp::from_microsecond(since).ok(),
+        Some(until),
+    )?;
+    let all = usage(&w.store, base.cluster.clone(), None, None)?;
+    let who = user_ref(&all, &w.user, until)?;
     let answer = session.rt.block_on(rbac::unused(
         &session.engine,
+        &used.engine,
         &base,
         &who,
         since,

@@ -213,7 +213,7 @@ impl Job {
             Job::Timeline(req) => report_answer(&engine, ReportRequest::Timeline(req)).await?,
             Job::Scope(req) => report_answer(&engine, ReportRequest::Scope(req)).await?,
             Job::Whois(req) => report_answer(&engine, ReportRequest::Whois(req)).await?,
-            Job::Rbac(job) => rbac::run(&engine, job).await?,
+            Job::Rbac(job) => rbac::run(&engine, source, resources, job).await?,
             Job::History(req) => to_json(&kubetrail_engine::history::history(&engine, &req).await?),
             Job::Sessions(req) => report_answer(&engine, ReportRequest::Sessions(req)).await?,
             Job::ClusterNames => to_json(&serde_json::json!({

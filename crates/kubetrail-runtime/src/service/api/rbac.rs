@@ -49,8 +49,24 @@ pub(super) struct RbacJob {
     ask: Ask,
 }
 
-/// Answers `job` on an engine opened over its base's scope.
-pub(super) async fn run(engine: &Engine, job: RbacJob) -> Result<Vec<u8>, ApiError> {
+/// Answers `job` on an engine opened over its base's scope (and, for an identity's groups and requests, one
+/// over the store up to the moment).
+pub(super) async fn run(
+    engine: &Engine,
+    source: &kubetrail_engine::Source,
+    resources: &kubetrail_engine::Resources,
+    job: RbacJob,
+) -> Result<Vec<u8>, ApiError> {
+    let cluster = job.cluster.clone();
+    // The identity's requests from `since_us` to the moment; with neither, the whole store (its groups).
+    let usage = |since_us: Option<i64>| {
+        let scope = kubetrail_engine::Scope {
+            cluster: cluster.clone(),
+            since: since_us.and_then(|us| jiff::Timestamp::from_microsecond(us).ok()),
+            until: since_us.and_then(|_| jiff::Timestamp::from_microsecond(job.at_us).ok()),
+        };
+        async move { Engine::open_any(source, &scope, resources).await }
+    };
     let file = BaseFile {
         path: job.base,
         cluster: job.cluster,
@@ -77,15 +93,16 @@ pub(super) async fn run(engine: &Engine, job: RbacJob) -> Result<Vec<u8>, ApiErr
             to_json(&rbac::who_can(engine, &base, &access, job.at_us).await?)
         }
         Ask::Grants { user, since_us } => {
-            let groups = rbac::groups_of(engine, &user).await?;
+            let groups = rbac::groups_of(&usage(None).await?, &user, job.at_us).await?;
             let who = kubetrail_rbac::UserRef { name: user, groups };
             to_json(&rbac::grants(engine, &base, &who, since_us, job.at_us).await?)
         }
         Ask::Diff { since_us } => to_json(&rbac::diff(engine, &base, since_us, job.at_us).await?),
         Ask::Unused { user, since_us } => {
-            let groups = rbac::groups_of(engine, &user).await?;
+            let groups = rbac::groups_of(&usage(None).await?, &user, job.at_us).await?;
+            let used = usage(Some(since_us)).await?;
             let who = kubetrail_rbac::UserRef { name: user, groups };
-            to_json(&rbac::unused(engine, &base, &who, since_us, job.at_us).await?)
+            to_json(&rbac::unused(engine, &used, &base, &who, since_us, job.at_us).await?)
         }
     })
 }
