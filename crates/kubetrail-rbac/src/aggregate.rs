@@ -6,10 +6,12 @@
 //! (a new role labelled `aggregate-to-edit`) counts at once. A matched role that aggregates itself
 //! contributes its own effective rules (what the controller converges to); in a cycle, a role already being
 //! computed contributes its stored rules. A selector the apiserver refuses makes the controller fail: the
-//! role keeps its stored rules. Results are bounded by [`MAX_AGGREGATED_RULES`].
+//! role keeps its stored rules. Results are bounded by [`MAX_AGGREGATED_RULES`]. Every uncertain ClusterRole
+//! may be one an aggregated role includes (its labels may have changed unrecorded): the aggregated role's
+//! rules depend on it.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 use crate::model::{Body, Key, Kind, PolicyRule, RoleBody};
@@ -22,9 +24,22 @@ pub const MAX_AGGREGATED_RULES: usize = 100_000;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Resolved {
     pub rules: Vec<PolicyRule>,
+    /// Per rule of `rules`: whether every role it comes from is uncertain (an uncertain role's rules may
+    /// be gone; a rule a certain role also gives is certain).
+    pub rule_uncertain: Vec<bool>,
     /// The uncertain objects these rules depend on: the role, and the roles aggregated into it (or any
-    /// ClusterRole of unknown content, which might be).
+    /// uncertain ClusterRole, which might be).
     pub uncertain: BTreeSet<Key>,
+}
+
+impl Resolved {
+    /// Whether a rule that comes from a certain role allows `access`.
+    pub fn certainly_allows(&self, access: &crate::access::Access) -> bool {
+        self.rules
+            .iter()
+            .zip(&self.rule_uncertain)
+            .any(|(r, u)| !u && crate::matching::rule_allows(access, r))
+    }
 }
 
 /// Effective rules of roles, computed once per role for one evaluation of one state.
@@ -62,10 +77,15 @@ impl<'a> Resolver<'a> {
             out.uncertain.insert(key.clone());
         }
         match aggregated(key, role) {
-            None => out.rules = role.rules.clone(),
+            None => {
+                out.rules = role.rules.clone();
+                out.rule_uncertain = vec![entry.uncertain.is_some(); out.rules.len()];
+            }
             Some(selectors) => {
                 stack.push(key.clone());
-                let mut seen: HashSet<PolicyRule> = HashSet::new();
+                // The aggregated role's own selectors may have changed: all its rules are as uncertain as it.
+                let own = entry.uncertain.is_some();
+                let mut seen: HashMap<PolicyRule, usize> = HashMap::new();
                 for sel in selectors {
                     for (k, e) in self.state.of_kind(Kind::ClusterRole) {
                         let Body::Role(member) = &e.body else {
@@ -75,31 +95,39 @@ impl<'a> Resolver<'a> {
                             continue;
                         }
                         let nested;
-                        let (rules, uncertain) =
+                        let member_uncertain = vec![e.uncertain.is_some(); member.rules.len()];
+                        let (rules, rule_uncertain, uncertain) =
                             if aggregated(k, member).is_some() && !stack.contains(k) {
                                 nested = self.compute(k, stack).unwrap_or_default();
                                 (
                                     &nested.rules,
+                                    &nested.rule_uncertain,
                                     nested.uncertain.iter().cloned().collect::<Vec<_>>(),
                                 )
                             } else {
                                 let u = e.uncertain.as_ref().map(|_| k.clone());
-                                (&member.rules, u.into_iter().collect())
+                                (&member.rules, &member_uncertain, u.into_iter().collect())
                             };
                         out.uncertain.extend(uncertain);
-                        for r in rules {
+                        for (r, &u) in rules.iter().zip(rule_uncertain) {
+                            let u = u || own;
+                            if let Some(&i) = seen.get(r) {
+                                out.rule_uncertain[i] &= u;
+                                continue;
+                            }
                             if out.rules.len() >= MAX_AGGREGATED_RULES {
                                 break;
                             }
-                            if seen.insert(r.clone()) {
-                                out.rules.push(r.clone());
-                            }
+                            seen.insert(r.clone(), out.rules.len());
+                            out.rules.push(r.clone());
+                            out.rule_uncertain.push(u);
                         }
                     }
                 }
-                // A ClusterRole whose labels are unknown may be one the selectors match.
+                // An uncertain ClusterRole may be one the selectors match: its labels may have changed in a
+                // way not recorded (a Metadata-level patch adding `aggregate-to-admin`), or never be known.
                 for (k, e) in self.state.of_kind(Kind::ClusterRole) {
-                    if !e.known && k != key {
+                    if (!e.known || e.uncertain.is_some()) && k != key {
                         out.uncertain.insert(k.clone());
                     }
                 }

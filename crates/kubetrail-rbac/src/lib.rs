@@ -3,7 +3,9 @@
 //! plugin/pkg/auth/authorizer/rbac and pkg/registry/rbac/validation), with ClusterRole aggregation as the
 //! clusterrole-aggregation controller computes it. Pure: no IO, no async; total on any JSON (odd input gives
 //! notes or errors, never a panic) and bounded (at most 100,000 snapshot objects, 10,000 rules per role,
-//! 10,000 subjects per binding, 10,000 strings per rule field).
+//! 10,000 subjects per binding, 10,000 strings per rule field: an object cut at a bound is uncertain; one
+//! write's grant changes are found per binding and role, not per subject, and cut with a note past
+//! [`diff::MAX_CHANGES`] changes).
 //!
 //! - [`snapshot`]: reading `kubectl get clusterroles,clusterrolebindings,roles,rolebindings -A -o json`.
 //! - [`state`]: the objects, who may do what ([`State::who_can`], [`State::authorize`]), grants.

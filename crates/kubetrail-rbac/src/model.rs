@@ -1,7 +1,9 @@
 //! The four RBAC kinds as the authorizer reads them (k8s.io/api `rbac/v1` types): object keys, policy rules,
 //! subjects and role references, read from JSON totally (a field of the wrong type reads as absent) and
-//! boundedly (at most [`MAX_RULES`] rules, [`MAX_SUBJECTS`] subjects and [`MAX_STRINGS`] strings per rule
-//! field are kept; the rest is dropped with a note).
+//! boundedly (at most [`MAX_RULES`] rules, [`MAX_SUBJECTS`] subjects, [`MAX_STRINGS`] strings per rule
+//! field, [`MAX_LABELS`] labels and selector terms are kept). The apiserver reads all of them, so an object
+//! cut is not known: the cut is noted and the object is uncertain (a `*` after 10,000 junk verbs is not read,
+//! so what it grants is not known).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -142,12 +144,18 @@ pub struct PolicyRule {
 impl PolicyRule {
     /// A rule from its JSON (fields of the wrong type read as empty; each list capped at [`MAX_STRINGS`]).
     pub fn from_json(v: &Value) -> PolicyRule {
+        PolicyRule::read(v, "rule", &mut Vec::new())
+    }
+
+    /// A rule from its JSON, noting each field cut (`at` names the rule: `rules[3]`).
+    pub(crate) fn read(v: &Value, at: &str, notes: &mut Vec<String>) -> PolicyRule {
+        let mut field = |name: &str| strings(v.get(name), &format!("{at}.{name}"), notes);
         PolicyRule {
-            verbs: strings(v.get("verbs")),
-            api_groups: strings(v.get("apiGroups")),
-            resources: strings(v.get("resources")),
-            resource_names: strings(v.get("resourceNames")),
-            non_resource_urls: strings(v.get("nonResourceURLs")),
+            verbs: field("verbs"),
+            api_groups: field("apiGroups"),
+            resources: field("resources"),
+            resource_names: field("resourceNames"),
+            non_resource_urls: field("nonResourceURLs"),
         }
     }
 }
@@ -230,7 +238,7 @@ impl Body {
         }
     }
 
-    /// The meaning of object `v` of `kind`, with notes on what was cut.
+    /// The meaning of object `v` of `kind`, with a note on each part that was cut (none: all was read).
     pub(crate) fn parse(kind: Kind, v: &Value) -> (Body, Vec<String>) {
         let mut notes = Vec::new();
         let body = if kind.is_binding() {
@@ -250,7 +258,8 @@ impl Body {
         } else {
             let rules = capped(v.get("rules"), MAX_RULES, "rules", &mut notes)
                 .iter()
-                .map(PolicyRule::from_json)
+                .enumerate()
+                .map(|(i, r)| PolicyRule::read(r, &format!("rules[{i}]"), &mut notes))
                 .collect();
             let aggregation = match (kind, v.get("aggregationRule")) {
                 (Kind::ClusterRole, Some(a)) if !a.is_null() => Some(
@@ -261,7 +270,11 @@ impl Body {
                         &mut notes,
                     )
                     .iter()
-                    .map(Selector::parse)
+                    .enumerate()
+                    .map(|(i, sel)| {
+                        selector_cut(sel, i, &mut notes);
+                        Selector::parse(sel)
+                    })
                     .collect(),
                 ),
                 _ => None,
@@ -270,6 +283,9 @@ impl Body {
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
                 .map(|m| {
+                    if m.len() > MAX_LABELS {
+                        notes.push(cut_note("metadata.labels", MAX_LABELS, m.len()));
+                    }
                     m.iter()
                         .take(MAX_LABELS)
                         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
@@ -298,27 +314,72 @@ fn capped<'v>(
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     if items.len() > max {
-        notes.push(format!(
-            "{} {what}: only the first {max} are read",
-            items.len()
-        ));
+        notes.push(cut_note(what, max, items.len()));
         &items[..max]
     } else {
         items
     }
 }
 
-/// The strings of a JSON list (other items skipped), at most [`MAX_STRINGS`].
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .take(MAX_STRINGS)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+/// `rules: cut at 10000 entries (10001 given): what follows was not read`.
+fn cut_note(what: &str, max: usize, given: usize) -> String {
+    format!("{what}: cut at {max} entries ({given} given): what follows was not read")
+}
+
+/// Notes the parts of aggregation selector `i` that [`Selector::parse`] cuts at [`MAX_LABELS`].
+fn selector_cut(sel: &Value, i: usize, notes: &mut Vec<String>) {
+    let at = format!("aggregationRule.clusterRoleSelectors[{i}]");
+    if let Some(n) = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.len())
+        && n > MAX_LABELS
+    {
+        notes.push(cut_note(&format!("{at}.matchLabels"), MAX_LABELS, n));
+    }
+    let exprs = sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if exprs.len() > MAX_LABELS {
+        notes.push(cut_note(
+            &format!("{at}.matchExpressions"),
+            MAX_LABELS,
+            exprs.len(),
+        ));
+    }
+    for (j, e) in exprs.iter().take(MAX_LABELS).enumerate() {
+        if let Some(n) = e.get("values").and_then(Value::as_array).map(Vec::len)
+            && n > MAX_LABELS
+        {
+            notes.push(cut_note(
+                &format!("{at}.matchExpressions[{j}].values"),
+                MAX_LABELS,
+                n,
+            ));
+        }
+    }
+}
+
+/// The strings of a JSON list (other items skipped), at most [`MAX_STRINGS`] (a cut noted as `what`'s).
+fn strings(v: Option<&Value>, what: &str, notes: &mut Vec<String>) -> Vec<String> {
+    let Some(a) = v.and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let out: Vec<String> = a
+        .iter()
+        .filter_map(Value::as_str)
+        .take(MAX_STRINGS)
+        .map(str::to_string)
+        .collect();
+    if out.len() == MAX_STRINGS && a.len() > MAX_STRINGS {
+        let given = a.iter().filter(|s| s.is_string()).count();
+        if given > MAX_STRINGS {
+            notes.push(cut_note(what, MAX_STRINGS, given));
+        }
+    }
+    out
 }
 
 /// A JSON string field, `""` when absent or not a string.

@@ -17,12 +17,18 @@
 //!    verbs of a single group/resource merged; names, then resources, of otherwise equal rules merged; sorted
 //!    by group then by Go's `CompactString`).
 //!
-//! Refused requests (`allowed: false`, a 403) are included as audit2rbac includes them (they were needed), and
-//! listed apart. The objects are named `kubetrail:least-privilege:<user>` (audit2rbac: `audit2rbac:<user>`;
-//! a service account by its name unless it is `default`; lowercased, characters other than letters, digits
-//! and `:` as `-`), bound to the user (or service account), and written as YAML. audit2rbac reads the request
+//! Refused requests (`allowed: false`, a 403) are left out, unlike audit2rbac (which proposes what an
+//! application needs and so includes them): kubetrail proposes for identities under suspicion, whose refused
+//! probes are what they must not get. They are listed apart ([`Proposal::refused`], and in a comment) and
+//! never widen a rule to every namespace or name. Each widened rule says why in a comment above it.
+//!
+//! The objects are named `kubetrail:least-privilege:<user>` (audit2rbac: `audit2rbac:<user>`; a service
+//! account by its name unless it is `default`; lowercased, characters other than letters, digits and `:` as
+//! `-`), bound to the user (or service account), and written as YAML. audit2rbac reads the request
 //! URI with its query as a nonResourceURL's path and tells API versions apart; a [`Used`] has the path alone
 //! and no version. At most [`MAX_USED`] requests are read.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +112,7 @@ pub struct Proposal {
     /// Requests the apiserver allowed that the RBAC state does not grant (another authorizer allowed them,
     /// `system:masters` or the node authorizer, or the state is uncertain).
     pub not_granted: Vec<Used>,
-    /// Requests the apiserver refused: needed, and proposed, but not granted now.
+    /// Requests the apiserver refused: not proposed (nor counted when widening to every namespace or name).
     pub refused: Vec<Used>,
 }
 
@@ -160,11 +166,13 @@ impl<'a> Req<'a> {
 /// The least-privilege roles covering `used` for `user`, and which of the `granted` rules went unused.
 pub fn propose(user: &UserRef, granted: &[GrantedRule], used: &[Used]) -> Proposal {
     let used = &used[..used.len().min(MAX_USED)];
-    let mut reqs: Vec<Req<'_>> = used.iter().map(Req::of).collect();
+    // Only what the apiserver allowed: a refused probe is neither proposed nor a reason to widen.
+    let mut reqs: Vec<Req<'_>> = used.iter().filter(|u| u.allowed).map(Req::of).collect();
     go_stable_sort(&mut reqs, less);
     let mut cluster: Vec<PolicyRule> = Vec::new();
     let mut has_cluster = false;
     let mut roles: Vec<(String, Vec<PolicyRule>)> = Vec::new();
+    let mut widened: Vec<Widened> = Vec::new();
     for r in &reqs {
         let access = r.access();
         if discovery_allows(user, &access) || generated_allows(&cluster, &roles, r, &access) {
@@ -180,11 +188,16 @@ pub fn propose(user: &UserRef, granted: &[GrantedRule], used: &[Used]) -> Propos
             continue;
         }
         let (mut namespace, mut name) = (r.namespace, r.name);
+        // The namespaces and names the same request was made in (for the comment on a widened rule).
+        let mut namespaces: BTreeSet<&str> = BTreeSet::new();
+        let mut names: BTreeSet<&str> = BTreeSet::new();
         if !namespace.is_empty() || !name.is_empty() {
             for a in reqs.iter().filter(|a| a.resource_request) {
                 let other_namespace = !a.namespace.is_empty() && a.namespace != namespace;
                 let other_name = !a.name.is_empty() && a.name != name;
                 if a.same_but_where(r) {
+                    namespaces.insert(a.namespace);
+                    names.insert(a.name);
                     if other_namespace {
                         namespace = "";
                     }
@@ -195,6 +208,24 @@ pub fn propose(user: &UserRef, granted: &[GrantedRule], used: &[Used]) -> Propos
             }
         }
         let rule = resource_rule(r, name);
+        let mut why = Vec::new();
+        if namespace.is_empty() && !r.namespace.is_empty() {
+            let n = namespaces.iter().filter(|n| !n.is_empty()).count();
+            why.push(format!(
+                "used in {n} namespaces -> ClusterRole (every namespace)"
+            ));
+        }
+        if name.is_empty() && !r.name.is_empty() {
+            let n = names.iter().filter(|n| !n.is_empty()).count();
+            why.push(format!("used with {n} names -> every name"));
+        }
+        if !why.is_empty() {
+            widened.push(Widened {
+                namespace: namespace.to_string(),
+                note: yaml::escaped(&format!("{}: {}", describe_rule(&rule), why.join("; "))),
+                rule: rule.clone(),
+            });
+        }
         if namespace.is_empty() {
             has_cluster = true;
             cluster.push(rule);
@@ -237,6 +268,7 @@ pub fn propose(user: &UserRef, granted: &[GrantedRule], used: &[Used]) -> Propos
         has_cluster,
         &cluster_rules,
         &namespace_rules,
+        &widened,
         used.len(),
         &refused,
     );
@@ -253,6 +285,44 @@ pub fn propose(user: &UserRef, granted: &[GrantedRule], used: &[Used]) -> Propos
     }
 }
 
+/// A generated rule widened to every namespace (`namespace` empty) or every name, and why.
+struct Widened {
+    namespace: String,
+    rule: PolicyRule,
+    note: String,
+}
+
+/// `get,list,watch secrets` (the comment's name for a generated rule).
+fn describe_rule(r: &PolicyRule) -> String {
+    let resources: Vec<String> = r
+        .resources
+        .iter()
+        .map(|res| match r.api_groups.first().filter(|g| !g.is_empty()) {
+            Some(g) => format!("{res}.{g}"),
+            None => res.clone(),
+        })
+        .collect();
+    format!("{} {}", r.verbs.join(","), resources.join(","))
+}
+
+/// The notes of the `widened` rules of the role of `namespace` (`""`: the ClusterRole), each on the first of
+/// the compacted `rules` it went into.
+fn widening_notes(widened: &[Widened], namespace: &str, rules: &[PolicyRule]) -> Vec<Vec<String>> {
+    let mut notes = vec![Vec::new(); rules.len()];
+    for w in widened.iter().filter(|w| w.namespace == namespace) {
+        let into = rules.iter().position(|c| {
+            w.rule.api_groups.iter().all(|g| c.api_groups.contains(g))
+                && w.rule.resources.iter().all(|r| c.resources.contains(r))
+                && w.rule.verbs.iter().any(|v| c.verbs.contains(v))
+                && (!w.rule.resource_names.is_empty() || c.resource_names.is_empty())
+        });
+        if let Some(i) = into {
+            notes[i].push(w.note.clone());
+        }
+    }
+    notes
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_yaml(
     user: &UserRef,
@@ -261,16 +331,17 @@ fn write_yaml(
     has_cluster: bool,
     cluster_rules: &[PolicyRule],
     namespace_rules: &[NamespaceRules],
+    widened: &[Widened],
     requests: usize,
     refused: &[Used],
 ) -> String {
     let mut head = format!(
         "Least-privilege RBAC for {} from {requests} distinct request(s) (audit2rbac's algorithm).",
-        user.name
+        yaml::escaped(&user.name)
     );
     if !refused.is_empty() {
         head.push_str(&format!(
-            "\nNeeded but refused ({}), included:",
+            "\nRefused by the apiserver ({}), not proposed:",
             refused.len()
         ));
         for u in refused.iter().take(MAX_COMMENT_LINES) {
@@ -282,11 +353,13 @@ fn write_yaml(
     }
     let mut docs = Vec::new();
     if has_cluster {
-        docs.push(yaml::role(name, None, cluster_rules));
+        let notes = widening_notes(widened, "", cluster_rules);
+        docs.push(yaml::role(name, None, cluster_rules, &notes));
         docs.push(yaml::binding(name, None, subject));
     }
     for nr in namespace_rules {
-        docs.push(yaml::role(name, Some(&nr.namespace), &nr.rules));
+        let notes = widening_notes(widened, &nr.namespace, &nr.rules);
+        docs.push(yaml::role(name, Some(&nr.namespace), &nr.rules, &notes));
     }
     for nr in namespace_rules {
         docs.push(yaml::binding(name, Some(&nr.namespace), subject));
@@ -322,7 +395,7 @@ fn describe(u: &Used) -> String {
             }
         }
     };
-    format!("{} {what} ({} times)", u.verb, u.count)
+    yaml::escaped(&format!("{} {what} ({} times)", u.verb, u.count))
 }
 
 /// Whether granted rule `g` allows request `u` where it applies.

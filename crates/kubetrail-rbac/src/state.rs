@@ -18,15 +18,21 @@
 //! informer order is unspecified, so when two bindings allow a request the reason may name another one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::access::Access;
-use crate::aggregate::Resolver;
+use crate::aggregate::{Resolved, Resolver};
 use crate::matching::rule_allows;
 use crate::model::{BindingBody, Body, Key, Kind, PolicyRule, Subject, UserRef, go_quote};
 use crate::snapshot::Snapshot;
+
+/// The `since` of an object uncertain from the snapshot on.
+pub const SNAPSHOT_TIME: &str = "the snapshot";
+/// The most notes on what was cut from one object.
+const MAX_CUT_NOTES: usize = 10;
 
 /// The group the apiserver allows everything before any authorizer runs.
 pub const SYSTEM_MASTERS: &str = "system:masters";
@@ -119,6 +125,16 @@ pub struct Grant {
     pub uncertain: bool,
 }
 
+/// The grants of one binding to one role.
+#[derive(Debug, Clone)]
+pub(crate) struct Pair {
+    /// The subjects as they match, each once, in the binding's order.
+    pub subjects: Vec<Subject>,
+    /// The role's effective rules (one copy per role).
+    pub rules: Rc<Resolved>,
+    pub uncertain: bool,
+}
+
 /// One rule an identity is granted, and where from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GrantedRule {
@@ -135,11 +151,12 @@ impl State {
         State::default()
     }
 
-    /// The objects of a snapshot (a later object with the same key replaces an earlier one).
+    /// The objects of a snapshot (a later object with the same key replaces an earlier one). An object too
+    /// large to read whole is uncertain from the start (since `the snapshot`).
     pub fn from_snapshot(s: &Snapshot) -> State {
         let mut state = State::new();
         for o in &s.objects {
-            state.put(o.key.clone(), o.value.clone());
+            state.put(o.key.clone(), o.value.clone(), SNAPSHOT_TIME);
         }
         state
     }
@@ -180,16 +197,36 @@ impl State {
         self.objects.remove(key).is_some()
     }
 
-    /// Sets `key` to the known object `value` (certain); returns notes on what was cut.
-    pub(crate) fn put(&mut self, key: Key, value: Value) -> Vec<String> {
-        let (body, notes) = Body::parse(key.kind, &value);
+    /// Sets `key` to the known object `value`, as of `since`: certain, unless a part of it was too large to
+    /// read (the authorizer reads all of it: what was cut may grant more), which is noted and makes it
+    /// uncertain. Returns the notes.
+    pub(crate) fn put(&mut self, key: Key, value: Value, since: &str) -> Vec<String> {
+        let (body, cuts) = Body::parse(key.kind, &value);
+        let uncertain = cuts.first().map(|first| Mark {
+            since: since.to_string(),
+            why: match cuts.len() {
+                1 => first.clone(),
+                n => format!("{first} (and {} more parts cut)", n - 1),
+            },
+        });
+        let mut notes: Vec<String> = cuts
+            .iter()
+            .take(MAX_CUT_NOTES)
+            .map(|c| format!("{key}: {c}"))
+            .collect();
+        if cuts.len() > MAX_CUT_NOTES {
+            notes.push(format!(
+                "{key}: and {} more parts cut",
+                cuts.len() - MAX_CUT_NOTES
+            ));
+        }
         self.objects.insert(
             key,
             Entry {
                 value,
                 body,
                 known: true,
-                uncertain: None,
+                uncertain,
             },
         );
         notes
@@ -287,7 +324,7 @@ impl State {
                     "RBAC: allowed by {}",
                     describe(key, binding, &binding.subjects[i])
                 );
-                d.uncertain = self.is_uncertain(key) || !resolved.uncertain.is_empty();
+                d.uncertain = self.is_uncertain(key) || !resolved.certainly_allows(access);
                 d.binding = Some(key.clone());
                 d.role = Some(role);
                 d.rule = Some(rule.clone());
@@ -340,7 +377,9 @@ impl State {
             let Some(rule) = resolved.rules.iter().find(|r| rule_allows(q, r)) else {
                 continue;
             };
-            let dep_uncertain = self.is_uncertain(key) || !resolved.uncertain.is_empty();
+            // Certain when the binding is, and a rule of a certain role allows it: an uncertain role
+            // aggregated (or maybe aggregated) beside it could only add rules, which the notes say.
+            let dep_uncertain = self.is_uncertain(key) || !resolved.certainly_allows(q);
             for s in &binding.subjects {
                 let Some(subject) = effective_subject(s, scope) else {
                     out.notes.push(format!(
@@ -380,13 +419,32 @@ impl State {
 
     /// Every grant: each subject of each binding whose role exists, with the role's effective rules.
     pub fn grants(&self) -> Vec<Grant> {
-        self.grants_where(&|_, _| true)
+        let mut out = Vec::new();
+        for ((binding, role), p) in self.pairs_where(&|_, _| true) {
+            let namespace = (binding.kind == Kind::RoleBinding).then(|| binding.namespace.clone());
+            for subject in p.subjects {
+                out.push(Grant {
+                    subject,
+                    binding: binding.clone(),
+                    role: role.clone(),
+                    namespace: namespace.clone(),
+                    rules: p.rules.rules.clone(),
+                    uncertain: p.uncertain,
+                });
+            }
+        }
+        out
     }
 
-    /// The grants of the bindings `pred(binding, role)` selects.
-    pub(crate) fn grants_where(&self, pred: &dyn Fn(&Key, &Key) -> bool) -> Vec<Grant> {
+    /// The (binding, role) pairs `pred(binding, role)` selects whose role exists, each with the binding's
+    /// distinct subjects and the role's effective rules, shared by every binding to the role (a grant is one
+    /// subject of a pair: expanding them here would copy a role's rules once per subject).
+    pub(crate) fn pairs_where(
+        &self,
+        pred: &dyn Fn(&Key, &Key) -> bool,
+    ) -> BTreeMap<(Key, Key), Pair> {
         let resolver = Resolver::new(self);
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for kind in [Kind::RoleBinding, Kind::ClusterRoleBinding] {
             for (key, e) in self.of_kind(kind) {
                 let Body::Binding(b) = &e.body else { continue };
@@ -396,28 +454,30 @@ impl State {
                 if !pred(key, &role) {
                     continue;
                 }
-                let Some(resolved) = resolver.role(&role) else {
+                let Some(rules) = resolver.role(&role) else {
                     continue;
                 };
-                let scope = (kind == Kind::RoleBinding).then(|| key.namespace.clone());
-                let uncertain = e.uncertain.is_some() || !resolved.uncertain.is_empty();
+                let scope = if kind == Kind::RoleBinding {
+                    key.namespace.as_str()
+                } else {
+                    ""
+                };
+                let uncertain = e.uncertain.is_some() || !rules.uncertain.is_empty();
                 let mut seen = BTreeSet::new();
-                for s in &b.subjects {
-                    let Some(subject) = effective_subject(s, scope.as_deref().unwrap_or("")) else {
-                        continue;
-                    };
-                    if !seen.insert(subject.clone()) {
-                        continue;
-                    }
-                    out.push(Grant {
-                        subject,
-                        binding: key.clone(),
-                        role: role.clone(),
-                        namespace: scope.clone(),
-                        rules: resolved.rules.clone(),
+                let subjects = b
+                    .subjects
+                    .iter()
+                    .filter_map(|s| effective_subject(s, scope))
+                    .filter(|s| seen.insert(s.clone()))
+                    .collect();
+                out.insert(
+                    (key.clone(), role),
+                    Pair {
+                        subjects,
+                        rules,
                         uncertain,
-                    });
-                }
+                    },
+                );
             }
         }
         out

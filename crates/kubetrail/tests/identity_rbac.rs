@@ -556,6 +556,12 @@ fn whois_resolves_a_stolen_token_to_its_pod_node_and_the_outside_address() {
         .map(|r| r["requests"].as_str().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(counted, made as u64);
+    // The scope of the token alone: its requests, with where they came from.
+    let scope = json_lines(&["scope", "--credential-id", jti]);
+    assert!(
+        scope.iter().any(|l| l["ip"] == ip),
+        "the token's scope names the outside address: {scope:?}"
+    );
 }
 
 /// The same questions over the API give the CLI's answers.
