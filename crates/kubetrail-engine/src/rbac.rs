@@ -112,6 +112,7 @@ pub async fn replay(
         changes: Vec::new(),
         more: 0,
         held: Vec::new(),
+        last: std::collections::HashMap::new(),
     };
     let predicate = format!(
         "{WRITES} AND \"time\" > to_timestamp_micros({})",
@@ -160,6 +161,8 @@ struct Replayer {
     more: usize,
     /// (finished, row, event) of writes received, not applied yet.
     held: Vec<(i64, EventRow, Value)>,
+    /// When the last write applied to each object finished, and its auditID.
+    last: std::collections::HashMap<kubetrail_rbac::Key, (i64, String)>,
 }
 
 impl Replayer {
@@ -171,9 +174,38 @@ impl Replayer {
             .held
             .partition_point(|(finished, ..)| *finished < received_us);
         let rest = self.held.split_off(ready);
-        for (_, row, event) in std::mem::replace(&mut self.held, rest) {
+        for (finished, row, event) in std::mem::replace(&mut self.held, rest) {
             self.apply(&row, &event);
+            self.overlap(finished, &row);
         }
+    }
+
+    /// Two writes to one object in flight at once were ordered by the apiserver, not by when they
+    /// finished: the object is uncertain from then on.
+    fn overlap(&mut self, finished: i64, row: &EventRow) {
+        let (Some(kind), Some(name)) = (
+            row.resource
+                .as_deref()
+                .and_then(kubetrail_rbac::Kind::from_resource),
+            row.name.as_deref().filter(|n| !n.is_empty()),
+        ) else {
+            return;
+        };
+        if !(200..300).contains(&row.code.unwrap_or(0)) {
+            return;
+        }
+        let key = kubetrail_rbac::Key::new(kind, row.namespace.as_deref().unwrap_or(""), name);
+        if let Some((prev_finished, prev_id)) = self.last.get(&key)
+            && *prev_finished > row.time_us
+        {
+            let why = format!(
+                "writes {prev_id} and {} were in flight at once: the order the apiserver applied them in is not \
+                 recorded",
+                row.audit_id
+            );
+            self.state.mark_uncertain(&key, &row.time(), why);
+        }
+        self.last.insert(key, (finished, row.audit_id.clone()));
     }
 
     fn apply(&mut self, row: &EventRow, event: &Value) {

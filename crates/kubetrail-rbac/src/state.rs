@@ -517,6 +517,21 @@ impl State {
         out
     }
 
+    /// Marks `key` uncertain from `since` for `why`, when the caller knows what the writes alone do not (two
+    /// writes to it in flight at once, whose order the apiserver chose); false when it is not known.
+    pub fn mark_uncertain(&mut self, key: &Key, since: &str, why: String) -> bool {
+        let Some(e) = self.entry_mut(key) else {
+            return false;
+        };
+        if e.uncertain.is_none() {
+            e.uncertain = Some(Mark {
+                since: since.to_string(),
+                why,
+            });
+        }
+        true
+    }
+
     fn is_uncertain(&self, key: &Key) -> bool {
         self.entry(key).is_some_and(|e| e.uncertain.is_some())
     }
