@@ -310,6 +310,15 @@ impl Engine {
         if let Some(cluster) = &scope.cluster {
             df = df.filter(col("cluster").eq(lit(cluster.as_str())))?;
         }
+        // `events_text`: `events` and `text`, the stored event as the file holds it (format 3's `event_rest`
+        // without what its columns hold, else `event`): what a search of the event's text (`whois`) reads
+        // without putting every event back together.
+        let mut with_text = view_columns();
+        with_text.push(
+            datafusion::functions::expr_fn::coalesce(vec![col("event"), col("event_rest")])
+                .alias("text"),
+        );
+        ctx.register_table("events_text", df.clone().select(with_text)?.into_view())?;
         df = df.select(view_columns())?;
         ctx.register_table("events", df.into_view())?;
         Ok(Engine {

@@ -56,25 +56,31 @@ fn like_fragment(value: &str) -> Option<String> {
     (best.len() >= 4).then(|| format!("%{best}%"))
 }
 
-/// Events whose `user.extra[key]` holds `value` for one of `keys`: a `LIKE` on the text first (cheap), then
-/// the exact match ([`user_extra_udf`]: a request body nested deeper than the JSON parser goes does not hide
-/// the user).
-pub(crate) fn extra_predicate(keys: &[&str], value: &str) -> String {
+/// Events whose `user.extra[key]` holds `value` for one of `keys`, read from `column` (`"event"` of `events`,
+/// or `"text"` of `events_text`, which holds `user` as it is without putting the event back together): a
+/// `LIKE` on the text first (cheap), then the exact match ([`user_extra_udf`]: a request body nested deeper
+/// than the JSON parser goes does not hide the user).
+pub(crate) fn extra_predicate(column: &str, keys: &[&str], value: &str) -> String {
     let v = sql_str(value);
     let exact = keys
         .iter()
-        .map(|k| format!("kt_user_extra(\"event\", {}) = {v}", sql_str(k)))
+        .map(|k| format!("kt_user_extra(\"{column}\", {}) = {v}", sql_str(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
     match like_fragment(value) {
-        Some(like) => format!("(\"event\" LIKE {} AND ({exact}))", sql_str(&like)),
+        Some(like) => format!("(\"{column}\" LIKE {} AND ({exact}))", sql_str(&like)),
         None => format!("({exact})"),
     }
 }
 
-/// Events made with the credential `id` (`credential-id` or EKS's `accessKeyId`).
+/// Events (of `events`) made with the credential `id` (`credential-id` or EKS's `accessKeyId`).
 pub fn credential_predicate(id: &str) -> String {
-    extra_predicate(&[principal::CREDENTIAL_ID, "accessKeyId"], id)
+    extra_predicate("event", &[principal::CREDENTIAL_ID, "accessKeyId"], id)
+}
+
+/// [`credential_predicate`] over `events_text`.
+fn credential_text_predicate(id: &str) -> String {
+    extra_predicate("text", &[principal::CREDENTIAL_ID, "accessKeyId"], id)
 }
 
 /// First and last time, and how many requests.
@@ -443,7 +449,7 @@ async fn scan(
 ) -> Result<(), ReportError> {
     let sql = format!(
         "SELECT \"time\", \"stage\", \"user\", \"groups\", \"impersonated_user\", \"impersonated_groups\", \
-         \"source_ips\", \"user_agent\", \"event\" FROM events WHERE {predicate}"
+         \"source_ips\", \"user_agent\", \"event\" FROM events_text WHERE {predicate}"
     );
     let mut stream = engine.stream(&sql).await?;
     while let Some(batch) = stream.next().await {
@@ -488,7 +494,7 @@ pub async fn whois(engine: &Engine, req: &WhoisRequest) -> Result<Report, Report
     let predicate = format!(
         "(\"user\" = {u} OR \"impersonated_user\" = {u} OR {extra})",
         u = sql_str(asked),
-        extra = extra_predicate(&keys, asked)
+        extra = extra_predicate("text", &keys, asked)
     );
     let node_ips = node_addresses(engine).await?;
     let mut g = Gathered::default();
@@ -501,18 +507,24 @@ pub async fn whois(engine: &Engine, req: &WhoisRequest) -> Result<Report, Report
         .credentials
         .map
         .keys()
+        // The credential asked for was searched already: every identity that presented it is in `own`.
+        .filter(|id| id.as_str() != asked)
         .take(MAX_SHARED_LOOKUPS)
-        .map(|id| credential_predicate(id))
+        .map(|id| credential_text_predicate(id))
         .collect();
     let roles: BTreeSet<String> = g
         .aws
         .map
         .keys()
         .map(|k| k.1.clone())
-        .filter(|r| !r.is_empty())
+        .filter(|r| !r.is_empty() && r != asked)
         .take(MAX_SHARED_LOOKUPS)
         .collect();
-    lookups.extend(roles.iter().map(|r| extra_predicate(&["canonicalArn"], r)));
+    lookups.extend(
+        roles
+            .iter()
+            .map(|r| extra_predicate("text", &["canonicalArn"], r)),
+    );
     if !lookups.is_empty() {
         let others = own
             .iter()
