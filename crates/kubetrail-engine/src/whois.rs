@@ -194,7 +194,7 @@ fn users_of(event: &str) -> (Value, Value) {
 }
 
 /// `kt_user_extra(event, key) -> Utf8`: the first string of the stored event's `user.extra[key]` (null when it
-/// has none), read as [`users_of`] reads it: the part of a body too deep for the parser is cut, never the user.
+/// has none), read as `users_of` reads it: the part of a body too deep for the parser is cut, never the user.
 pub fn user_extra_udf() -> ScalarUDF {
     ScalarUDF::from(UserExtra {
         signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),

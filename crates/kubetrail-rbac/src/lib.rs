@@ -11,10 +11,10 @@
 //! - [`state`]: the objects, who may do what ([`State::who_can`], [`State::authorize`]), grants.
 //! - [`replay`]: one recorded write applied ([`State::apply`]), objects made uncertain when the log did not
 //!   record what changed.
-//! - [`diff`]: grants gained and lost between two states.
+//! - [`diff()`]: grants gained and lost between two states.
 //! - [`access`]: a request's attributes, from `kubectl auth can-i` words.
 //! - [`matching`]: whether one rule allows one request.
-//! - [`propose`]: least-privilege roles from what an identity did (audit2rbac's algorithm).
+//! - [`propose()`]: least-privilege roles from what an identity did (audit2rbac's algorithm).
 
 pub mod access;
 mod aggregate;

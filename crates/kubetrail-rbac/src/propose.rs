@@ -10,7 +10,7 @@
 //! 3. a nonResourceURL request adds `{verbs: [verb], nonResourceURLs: [path]}` to the ClusterRole;
 //! 4. a resource request is widened: to every namespace when the same verb, group, resource and subresource
 //!    was used in another namespace, to every name when used with another name; then it adds `{verbs: [verb
-//!    + expansions], apiGroups, resources: [resource(/subresource)], resourceNames: [name] if named}` to the
+//!    + expansions], apiGroups, resources: [resource(/subresource)], resourceNames: \[name\] if named}` to the
 //!    ClusterRole (no namespace) or to the Role of its namespace. The verb expansions: `watch` → get, list;
 //!    `list` → get, watch; `update` → get, patch; `patch` → get, update;
 //! 5. each role's rules are compacted (`compactRules`: broken down to one verb, group, resource and name each;

@@ -143,7 +143,13 @@ pub fn slack_body(a: &Alert) -> Vec<u8> {
         s
     });
     let fields = [
-        ("Who", a.actor.username.clone()),
+        (
+            "Who",
+            match &a.actor.principal {
+                Some(p) => format!("{} ({p})", a.actor.username),
+                None => a.actor.username.clone(),
+            },
+        ),
         ("From", a.source_ips.join(", ")),
         (
             "What",
@@ -252,6 +258,7 @@ pub fn alertmanager_body(a: &Alert) -> Vec<u8> {
             "context": context_lines(a).join("\n"),
             "attack": a.attack.join(","),
             "user_agent": a.user_agent.clone().unwrap_or_default(),
+            "principal": a.actor.principal.clone().unwrap_or_default(),
             "investigate": investigate(a).join("\n"),
         },
         "startsAt": a.time,
@@ -309,6 +316,37 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .ends_with('…')
+        );
+    }
+
+    /// Who is behind the actor reaches the analyst where the alert lands: Slack's "Who", Alertmanager's
+    /// annotations (PagerDuty's details and the webhook carry the whole actor).
+    #[test]
+    fn the_principal_behind_the_actor_travels_with_the_alert() {
+        let a: Alert = serde_json::from_value(serde_json::json!({
+            "id": "a1", "rule": {"id": "kt-secret-read-prod", "title": "Secret read"}, "severity": "high",
+            "auditIDs": ["x"], "time": "2026-11-25T10:00:00Z", "sourceIPs": ["203.0.113.66"], "summary": "s",
+            "count": 1, "lastTime": "2026-11-25T10:00:00Z",
+            "actor": {"username": "kubernetes-admin",
+                      "principal": "AWS role Admin (account 1), session dana@example.com"},
+        }))
+        .expect("alert");
+        let slack = String::from_utf8(slack_body(&a)).unwrap();
+        assert!(
+            slack.contains(
+                "kubernetes-admin (AWS role Admin (account 1), session dana@example.com)"
+            ),
+            "{slack}"
+        );
+        let am: serde_json::Value = serde_json::from_slice(&alertmanager_body(&a)).unwrap();
+        assert_eq!(
+            am[0]["annotations"]["principal"],
+            "AWS role Admin (account 1), session dana@example.com"
+        );
+        let pd: serde_json::Value = serde_json::from_slice(&pagerduty_body(&a, "key")).unwrap();
+        assert_eq!(
+            pd["payload"]["custom_details"]["actor"]["principal"],
+            "AWS role Admin (account 1), session dana@example.com"
         );
     }
 }
