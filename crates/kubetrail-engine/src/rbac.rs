@@ -554,14 +554,15 @@ pub async fn grants(
     })
 }
 
-/// What `user` used from `since_us` on: its requests, by what the authorizer decides on.
+/// What `user` used from `since_us` on: its requests, by what the authorizer decides on, refused ones apart
+/// (a request's `RequestReceived` stage says nothing of its outcome and is not read).
 pub async fn used(engine: &Engine, user: &str, since_us: i64) -> Result<Vec<Used>, ReportError> {
     let sql = format!(
         "SELECT \"verb\", COALESCE(\"api_group\", ''), COALESCE(\"resource\", ''), COALESCE(\"subresource\", ''), \
          \"namespace\", \"name\", CASE WHEN \"resource\" IS NULL THEN split_part(\"uri\", '?', 1) END, \
-         count(DISTINCT \"audit_id\"), max(CASE WHEN \"decision\" = 'forbid' OR \"code\" = 403 THEN 0 ELSE 1 END) \
+         count(DISTINCT \"audit_id\"), CASE WHEN \"decision\" = 'forbid' OR \"code\" = 403 THEN 0 ELSE 1 END \
          FROM events WHERE \"user\" = {u} AND \"impersonated_user\" IS NULL AND \"time\" >= to_timestamp_micros({since_us}) \
-         GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 8 DESC LIMIT 100000",
+         AND \"stage\" <> 'RequestReceived' GROUP BY 1, 2, 3, 4, 5, 6, 7, 9 ORDER BY 8 DESC LIMIT 100000",
         u = sql_str(user)
     );
     let (_, rows) = engine.sql_rows(&sql, None).await?;

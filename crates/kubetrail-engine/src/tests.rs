@@ -2136,3 +2136,31 @@ fn rbac_replay_applies_writes_in_the_order_they_finished() {
         w.uncertain
     );
 }
+
+/// A refused request is counted apart from allowed ones of the same shape: the proposal never takes it.
+#[test]
+fn rbac_usage_keeps_refused_requests_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let eve = r#"{"username":"eve@contractor.example","groups":["contractors"]}"#;
+    let ok = identity_event("u1", eve, "", r#""198.51.100.4""#, "2026-03-01T11:00:00Z");
+    let refused = identity_event("u2", eve, "", r#""198.51.100.4""#, "2026-03-01T12:00:00Z")
+        .replace(r#""code":200"#, r#""code":403"#);
+    let received = refused
+        .replace(r#""auditID":"u2""#, r#""auditID":"u3""#)
+        .replace("ResponseComplete", "RequestReceived");
+    let root = store_lines(dir.path(), &[("c1", ok), ("c1", refused), ("c1", received)]);
+    let engine = Engine::open(&root, &Scope::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut u = rt
+        .block_on(rbac::used(
+            &engine,
+            "eve@contractor.example",
+            T0 - 86_400 * SEC,
+        ))
+        .unwrap();
+    u.sort_by_key(|x| x.allowed);
+    let got: Vec<(bool, u64)> = u.iter().map(|x| (x.allowed, x.count)).collect();
+    assert_eq!(got, [(false, 1), (true, 1)]);
+}
