@@ -27,6 +27,10 @@ const WRITES: &str = "\"api_group\" = 'rbac.authorization.k8s.io' AND \"resource
      'rolebindings', 'clusterrolebindings') AND \"verb\" IN ('create', 'update', 'patch', 'delete', \
      'deletecollection')";
 
+/// The longest a write is taken to run (kube-apiserver's `--min-request-timeout` default is 30 minutes, and
+/// writes end far sooner): writes received this long after one are known to finish after it.
+const MAX_WRITE_US: i64 = 30 * 60 * 1_000_000;
+
 /// The most changes a diff or an identity's grants list.
 pub const MAX_CHANGES: usize = 10_000;
 
@@ -136,7 +140,10 @@ pub async fn replay(
                     .get("stageTimestamp")
                     .and_then(Value::as_str)
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .map_or(row.time_us, |t| t.as_microsecond().max(row.time_us));
+                    .map_or(row.time_us, |t| t.as_microsecond().max(row.time_us))
+                    // No write runs longer than the apiserver lets a request run: a stage time past that (a
+                    // clock jump, a forged event) must not hold every later write in memory.
+                    .min(row.time_us.saturating_add(MAX_WRITE_US));
                 r.release(row.time_us);
                 r.held.push((finished, row, event));
                 ControlFlow::Continue(())

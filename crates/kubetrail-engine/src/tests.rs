@@ -2164,3 +2164,58 @@ fn rbac_usage_keeps_refused_requests_apart() {
     let got: Vec<(bool, u64)> = u.iter().map(|x| (x.allowed, x.count)).collect();
     assert_eq!(got, [(false, 1), (true, 1)]);
 }
+
+/// A stage time far past what a write can take (a clock jump, a forged event) does not reorder the writes
+/// after it: a write is taken to end within the apiserver's longest request time.
+#[test]
+fn rbac_replay_bounds_how_long_a_write_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let eve =
+        r#"{"kind":"User","name":"eve@contractor.example","apiGroup":"rbac.authorization.k8s.io"}"#;
+    let grant = rbac_write(
+        "x",
+        "update",
+        "Request",
+        "contractor",
+        "2026-03-01T10:00:00Z",
+        &rbac_binding(eve),
+    )
+    .replace(
+        r#""stageTimestamp":"2026-03-01T10:00:00Z""#,
+        r#""stageTimestamp":"2099-01-01T00:00:00Z""#,
+    );
+    let revoke = rbac_write(
+        "y",
+        "update",
+        "Request",
+        "contractor",
+        "2026-03-01T11:00:00Z",
+        &rbac_binding(""),
+    );
+    assert!(grant.contains("2099"));
+    let root = store_lines(dir.path(), &[("c1", grant), ("c1", revoke)]);
+    let base = rbac::Base {
+        cluster: None,
+        taken_us: T0 - 3600 * SEC,
+        snapshot: kubetrail_rbac::parse_snapshot(RBAC_BASE.as_bytes()).unwrap(),
+    };
+    let at = "2026-03-01T12:00:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_microsecond();
+    let engine = Engine::open(&root, &base.scope(at)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let access = kubetrail_rbac::parse_access("get", "secrets", Some("prod")).unwrap();
+    let w = rt
+        .block_on(rbac::who_can(&engine, &base, &access, at))
+        .unwrap();
+    assert!(
+        !w.allowed
+            .iter()
+            .any(|a| a.subject == "eve@contractor.example"),
+        "{:?}",
+        w.allowed
+    );
+}

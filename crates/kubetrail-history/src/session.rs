@@ -214,7 +214,7 @@ fn path_unescape(s: &str) -> Option<String> {
 
 /// The pairs of a request URI's query that kube-apiserver reads (Go's `url.ParseQuery`: the others dropped),
 /// decoded. Every reading of a query here goes through it: a pair Go drops (`dryRun=All;`) must not count.
-pub(crate) fn go_query(uri: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub fn go_query(uri: &str) -> impl Iterator<Item = (String, String)> + '_ {
     uri.split_once('?')
         .map_or("", |(_, q)| q)
         .split('&')

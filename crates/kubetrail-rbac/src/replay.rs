@@ -667,37 +667,10 @@ fn finalizers_asked(w: &RbacWrite<'_>) -> Option<String> {
     }
 }
 
-/// The first value of query parameter `name` of `uri`, decoded as Go's `url.ParseQuery` decodes it (pairs
-/// with `;` or a bad escape dropped).
+/// The first value of query parameter `name` of `uri`, as the apiserver reads it
+/// (`kubetrail_history::session::go_query`: Go's `url.ParseQuery`, pairs it drops dropped).
 fn query_param(uri: &str, name: &str) -> Option<String> {
-    let query = uri.split_once('?')?.1;
-    query
-        .split('&')
-        .filter(|p| !p.contains(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (unescape(k)? == name).then(|| unescape(v)).flatten()
-        })
-}
-
-/// Go's `QueryUnescape` (`+` a space, `%XX` a byte; `None` for a bad escape).
-fn unescape(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    kubetrail_history::session::go_query(uri).find_map(|(k, v)| (k == name).then_some(v))
 }
 
 /// `bob`, or `system:admin (as bob)` for an impersonated request.
@@ -742,4 +715,27 @@ fn with_key(v: &Value, key: &Key) -> Value {
         );
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    /// A query is read as the apiserver reads it: a pair Go drops (a bad escape such as `%+1`, which a lenient
+    /// hex parser takes for 0x01, or a `;`) does not hide the pair it does read.
+    #[test]
+    fn delete_options_in_the_query_are_read_as_go_reads_them() {
+        let q = |uri: &str| super::query_param(uri, "propagationPolicy");
+        assert_eq!(
+            q("/x?propagationPolicy=%+1&propagationPolicy=Foreground").as_deref(),
+            Some("Foreground")
+        );
+        assert_eq!(
+            q("/x?propagationPolicy=Orphan;&propagationPolicy=Background").as_deref(),
+            Some("Background")
+        );
+        assert_eq!(
+            q("/x?propagation%50olicy=Orphan").as_deref(),
+            Some("Orphan")
+        );
+        assert_eq!(q("/x"), None);
+    }
 }

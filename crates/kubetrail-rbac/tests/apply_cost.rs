@@ -5,25 +5,13 @@
 use kubetrail_rbac::{RbacWrite, State, parse_snapshot};
 use serde_json::{Value, json};
 
+mod common;
+
+/// A write of `name` recorded with its response body.
 fn write<'a>(verb: &'a str, resource: &'a str, name: &'a str, body: &'a Value) -> RbacWrite<'a> {
     RbacWrite {
-        time: "2024-01-01T00:00:00Z",
-        audit_id: "a1",
-        user: "mallory",
-        impersonated_user: None,
-        source_ips: &[],
-        user_agent: None,
-        verb,
-        resource,
-        api_group: Some("rbac.authorization.k8s.io"),
-        subresource: None,
-        namespace: None,
-        name: Some(name),
-        uri: "/apis/rbac.authorization.k8s.io/v1/x",
-        level: "RequestResponse",
-        code: Some(200),
-        request_object: None,
         response_object: Some(body),
+        ..common::write(verb, resource, None, Some(name))
     }
 }
 

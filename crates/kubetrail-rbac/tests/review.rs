@@ -2,11 +2,13 @@
 //! certain, proposals that must not grant refused requests, YAML that hostile names cannot break, and the
 //! work one write may cost.
 
-use kubetrail_rbac::{
-    Access, Key, Kind, PolicyRule, RbacWrite, State, Used, UserRef, parse_snapshot, propose,
-};
+use kubetrail_rbac::{Access, Key, Kind, PolicyRule, RbacWrite, State, Used, UserRef, propose};
 use serde_json::{Value, json};
 
+mod common;
+use common::{cluster_role, crb, state_of, user};
+
+/// A write by `mallory` (request `a1`).
 fn write<'a>(
     verb: &'a str,
     resource: &'a str,
@@ -14,47 +16,10 @@ fn write<'a>(
     name: Option<&'a str>,
 ) -> RbacWrite<'a> {
     RbacWrite {
-        time: "2024-01-01T00:00:00Z",
-        audit_id: "a1",
         user: "mallory",
-        impersonated_user: None,
-        source_ips: &[],
-        user_agent: None,
-        verb,
-        resource,
-        api_group: Some("rbac.authorization.k8s.io"),
-        subresource: None,
-        namespace: ns,
-        name,
-        uri: "/apis/rbac.authorization.k8s.io/v1/x",
-        level: "RequestResponse",
-        code: Some(200),
-        request_object: None,
-        response_object: None,
+        audit_id: "a1",
+        ..common::write(verb, resource, ns, name)
     }
-}
-
-fn cluster_role(name: &str, rules: Value) -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules})
-}
-
-fn crb(name: &str, role: &str, subjects: Value) -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
-           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role}, "subjects": subjects})
-}
-
-fn user(name: &str) -> Value {
-    json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": name}])
-}
-
-fn state_of(items: Vec<Value>) -> State {
-    let snap = parse_snapshot(
-        json!({"kind": "List", "apiVersion": "v1", "items": items})
-            .to_string()
-            .as_bytes(),
-    )
-    .expect("snapshot");
-    State::from_snapshot(&snap)
 }
 
 fn all_secrets() -> Value {
