@@ -699,6 +699,22 @@ fn bad_input_is_refused_with_what_and_where() {
         .failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(err.contains("kubetrail rbac import"), "{err}");
+    // Over the size limit (a sparse file): refused by its size, read no further than the limit.
+    let huge = s.dir.join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let out = kubetrail()
+        .args(["rbac", "import"])
+        .arg(&huge)
+        .args(["--taken", "now", "--data"])
+        .arg(s.dir.join("other-data"))
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("huge.json") && err.contains("limit"), "{err}");
+    std::fs::remove_file(&huge).unwrap();
     // Nothing RBAC in it: says what was skipped, keeps nothing.
     std::fs::write(
         &bad,

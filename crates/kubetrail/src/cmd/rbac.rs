@@ -182,7 +182,15 @@ fn import(a: ImportArgs) -> anyhow::Result<Outcome> {
         .context("reading the snapshot from stdin")?;
         b
     } else {
-        std::fs::read(&a.snapshot).with_context(|| format!("reading `{}`", a.snapshot.display()))?
+        // Read at most one byte past the limit: a huge file is refused by `import`, never loaded whole.
+        let mut b = Vec::new();
+        std::fs::File::open(&a.snapshot)
+            .and_then(|f| {
+                f.take(rbac_base::MAX_SNAPSHOT_BYTES as u64 + 1)
+                    .read_to_end(&mut b)
+            })
+            .with_context(|| format!("reading `{}`", a.snapshot.display()))?;
+        b
     };
     let (file, snapshot) =
         rbac_base::import(&dir, &bytes, a.cluster.as_deref(), a.taken.as_microsecond())
